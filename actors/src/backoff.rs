@@ -1,0 +1,99 @@
+//! Exponential backoff with jitter and a cap, reset after a stable period.
+
+use std::time::Duration;
+
+/// Delay between restarts: `initial * 2^n`, capped at `max`, with up to
+/// `jitter` (a fraction, 0.0..=1.0) of random extra; `n` goes back to zero
+/// once a child has run for `reset_after` without failing.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Backoff {
+    /// First delay.
+    pub initial: Duration,
+    /// Largest delay.
+    pub max: Duration,
+    /// Random extra, as a fraction of the delay.
+    pub jitter: f64,
+    /// Run time after which the next failure starts again from `initial`.
+    pub reset_after: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            initial: Duration::from_millis(20),
+            max: Duration::from_secs(5),
+            jitter: 0.2,
+            reset_after: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Backoff {
+    /// No delay at all between restarts.
+    pub fn none() -> Self {
+        Backoff {
+            initial: Duration::ZERO,
+            max: Duration::ZERO,
+            jitter: 0.0,
+            reset_after: Duration::ZERO,
+        }
+    }
+
+    /// Exponential from `initial` up to `max`, default jitter and reset.
+    pub fn exponential(initial: Duration, max: Duration) -> Self {
+        Backoff {
+            initial,
+            max,
+            ..Backoff::default()
+        }
+    }
+
+    /// Sets the jitter fraction (clamped to 0.0..=1.0).
+    pub fn jitter(mut self, jitter: f64) -> Self {
+        self.jitter = jitter.clamp(0.0, 1.0);
+        self
+    }
+
+    /// Sets the stable run time after which the backoff resets.
+    pub fn reset_after(mut self, reset_after: Duration) -> Self {
+        self.reset_after = reset_after;
+        self
+    }
+
+    /// The delay before restart number `n` (0-based) of a run of failures.
+    pub fn delay(&self, n: u32) -> Duration {
+        let base = self
+            .initial
+            .checked_mul(1u32.checked_shl(n.min(31)).unwrap_or(u32::MAX))
+            .unwrap_or(self.max)
+            .min(self.max);
+        if self.jitter <= 0.0 || base.is_zero() {
+            return base;
+        }
+        base.mul_f64(1.0 + fastrand::f64() * self.jitter)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grows_and_caps() {
+        let b = Backoff::exponential(Duration::from_millis(10), Duration::from_millis(100)).jitter(0.0);
+        assert_eq!(b.delay(0), Duration::from_millis(10));
+        assert_eq!(b.delay(1), Duration::from_millis(20));
+        assert_eq!(b.delay(3), Duration::from_millis(80));
+        assert_eq!(b.delay(4), Duration::from_millis(100));
+        assert_eq!(b.delay(60), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn jitter_stays_in_bounds() {
+        let b = Backoff::exponential(Duration::from_millis(10), Duration::from_secs(1)).jitter(0.5);
+        for _ in 0..1000 {
+            let d = b.delay(2);
+            assert!(d >= Duration::from_millis(40) && d <= Duration::from_millis(60), "{d:?}");
+        }
+    }
+}

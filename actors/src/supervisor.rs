@@ -1,0 +1,400 @@
+//! The `Supervisor` actor: starts children in order, restarts them by strategy
+//! within a restart intensity, escalates past it, and stops them in reverse order.
+//!
+//! Messages: [`Shutdown`] (stop every child in reverse order, each within its
+//! deadline, then stop), and an internal exit notice from each child.
+//! It owns its children's tasks. When a supervisor is itself restarted, its
+//! children are started afresh from their factories.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::fut::wrap_future;
+use actix::prelude::*;
+use tokio::task::JoinHandle;
+
+use crate::child::Running;
+use crate::exit::{fail, panic_message, run_catching};
+use crate::{Backoff, ChildSpec, Events, Exit, Shutdown, SupervisionEvent};
+
+/// Which children restart when one of them exits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Strategy {
+    /// Only the child that exited.
+    #[default]
+    OneForOne,
+    /// Every child: the others are stopped in reverse order, then all start again.
+    OneForAll,
+    /// The child that exited and every child declared after it.
+    RestForOne,
+}
+
+struct Child {
+    spec: ChildSpec,
+    running: Option<Running>,
+    generation: u64,
+    restarts: u64,
+    failures_in_row: u32,
+    started_at: Instant,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Running,
+    Stopping,
+}
+
+/// A supervisor of actix actors; see the [crate docs](crate).
+pub struct Supervisor {
+    name: Arc<str>,
+    strategy: Strategy,
+    max_restarts: usize,
+    window: Duration,
+    backoff: Backoff,
+    events: Events,
+    children: Vec<Child>,
+    restart_times: VecDeque<Instant>,
+    state: State,
+}
+
+impl fmt::Debug for Supervisor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Supervisor")
+            .field("name", &self.name)
+            .field("strategy", &self.strategy)
+            .field("max_restarts", &self.max_restarts)
+            .field("window", &self.window)
+            .field("children", &self.children.len())
+            .finish()
+    }
+}
+
+impl Supervisor {
+    /// A one-for-one supervisor allowing 5 restarts within 10 s.
+    pub fn new(name: impl Into<Arc<str>>) -> Self {
+        Supervisor {
+            name: name.into(),
+            strategy: Strategy::OneForOne,
+            max_restarts: 5,
+            window: Duration::from_secs(10),
+            backoff: Backoff::default(),
+            events: Events::new(),
+            children: Vec::new(),
+            restart_times: VecDeque::new(),
+            state: State::Running,
+        }
+    }
+
+    /// The restart strategy.
+    pub fn strategy(mut self, strategy: Strategy) -> Self {
+        self.strategy = strategy;
+        self
+    }
+
+    /// At most `max` restarts within `window`; one more and the supervisor
+    /// stops its children and fails, escalating to its parent.
+    pub fn restart_limit(mut self, max: usize, window: Duration) -> Self {
+        self.max_restarts = max;
+        self.window = window;
+        self
+    }
+
+    /// The delay between a failure and the restart.
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// Publish lifecycle events to `events` (share one across a tree).
+    pub fn events(mut self, events: Events) -> Self {
+        self.events = events;
+        self
+    }
+
+    /// Adds a child; children start in the order they are added.
+    pub fn child(mut self, spec: ChildSpec) -> Self {
+        self.children.push(Child {
+            spec,
+            running: None,
+            generation: 0,
+            restarts: 0,
+            failures_in_row: 0,
+            started_at: Instant::now(),
+        });
+        self
+    }
+
+    /// Starts this supervisor as a root, outside any other supervisor.
+    pub fn start_root(self) -> SupervisorHandle {
+        let ctx = Context::<Supervisor>::new();
+        let addr = ctx.address();
+        let fut = ctx.into_future(self);
+        let task = actix_rt::spawn(run_catching(fut));
+        SupervisorHandle { addr, task }
+    }
+
+    fn event_child(&self, index: usize) -> (Arc<str>, Arc<str>) {
+        (self.name.clone(), self.children[index].spec.id.clone())
+    }
+
+    fn start_child(&mut self, index: usize, ctx: &mut Context<Self>) {
+        let me = ctx.address();
+        let child = &mut self.children[index];
+        child.generation += 1;
+        let generation = child.generation;
+        let on_exit = Box::new(move |exit: Exit| {
+            me.do_send(ChildExited {
+                index,
+                generation,
+                exit,
+            })
+        });
+        child.running = Some((child.spec.starter)(on_exit));
+        child.started_at = Instant::now();
+    }
+
+    /// Takes the running children among `indices` (in the given order) out of
+    /// the tree, so that their exits are not taken for failures.
+    fn detach(&mut self, indices: impl Iterator<Item = usize>) -> Vec<(usize, Running)> {
+        let mut out = Vec::new();
+        for i in indices {
+            let child = &mut self.children[i];
+            child.generation += 1;
+            if let Some(running) = child.running.take() {
+                out.push((i, running));
+            }
+        }
+        out
+    }
+
+    /// Stops detached children one after the other, each within its deadline.
+    fn stop_in_order(
+        &self,
+        detached: Vec<(usize, Running)>,
+    ) -> impl ActorFuture<Self, Output = ()> + 'static {
+        let plan: Vec<_> = detached
+            .into_iter()
+            .map(|(i, running)| {
+                let (sup, id) = self.event_child(i);
+                (sup, id, self.children[i].spec.shutdown, running)
+            })
+            .collect();
+        let events = self.events.clone();
+        wrap_future(async move {
+            for (supervisor, child, deadline, running) in plan {
+                let exit = stop_child(running, deadline).await;
+                events.publish(SupervisionEvent::Stopped {
+                    supervisor,
+                    child,
+                    exit,
+                });
+            }
+        })
+    }
+
+    fn escalate(&mut self, reason: String, ctx: &mut Context<Self>) {
+        self.state = State::Stopping;
+        self.events.publish(SupervisionEvent::Escalated {
+            supervisor: self.name.clone(),
+            reason: reason.clone(),
+        });
+        let n = self.children.len();
+        let detached = self.detach((0..n).rev());
+        ctx.wait(
+            self.stop_in_order(detached)
+                .map(move |(), _act, ctx: &mut Context<Self>| fail(ctx, reason)),
+        );
+    }
+}
+
+/// Asks a child to stop, waits up to `deadline`, then aborts it.
+async fn stop_child(running: Running, deadline: Duration) -> Exit {
+    let Running {
+        mut task,
+        request_stop,
+    } = running;
+    request_stop();
+    match tokio::time::timeout(deadline, &mut task).await {
+        Ok(Ok(exit)) => exit,
+        Ok(Err(join)) if join.is_panic() => Exit::Panicked(panic_message(&*join.into_panic())),
+        Ok(Err(_)) => Exit::Killed,
+        Err(_) => {
+            task.abort();
+            Exit::Killed
+        }
+    }
+}
+
+impl Actor for Supervisor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        for i in 0..self.children.len() {
+            self.start_child(i, ctx);
+            let (supervisor, child) = self.event_child(i);
+            self.events
+                .publish(SupervisionEvent::Started { supervisor, child });
+        }
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct ChildExited {
+    index: usize,
+    generation: u64,
+    exit: Exit,
+}
+
+impl Handler<ChildExited> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ChildExited, ctx: &mut Context<Self>) {
+        let ChildExited {
+            index,
+            generation,
+            exit,
+        } = msg;
+        if self.state != State::Running || self.children[index].generation != generation {
+            return;
+        }
+        self.children[index].running = None;
+        let (supervisor, child) = self.event_child(index);
+        if exit.is_failure() {
+            self.events.publish(SupervisionEvent::Failed {
+                supervisor: supervisor.clone(),
+                child: child.clone(),
+                exit: exit.clone(),
+            });
+        }
+        if !self.children[index].spec.restart.restarts_after(&exit) {
+            self.events.publish(SupervisionEvent::Stopped {
+                supervisor,
+                child,
+                exit,
+            });
+            return;
+        }
+
+        let now = Instant::now();
+        self.restart_times.push_back(now);
+        while let Some(&t) = self.restart_times.front() {
+            if now.duration_since(t) > self.window {
+                self.restart_times.pop_front();
+            } else {
+                break;
+            }
+        }
+        if self.restart_times.len() > self.max_restarts {
+            let reason = format!(
+                "child `{child}` {exit}; more than {} restarts within {:?}",
+                self.max_restarts, self.window
+            );
+            self.escalate(reason, ctx);
+            return;
+        }
+
+        let c = &mut self.children[index];
+        if c.started_at.elapsed() >= self.backoff.reset_after {
+            c.failures_in_row = 0;
+        }
+        let delay = self.backoff.delay(c.failures_in_row);
+        c.failures_in_row = c.failures_in_row.saturating_add(1);
+
+        let n = self.children.len();
+        let group: Vec<usize> = match self.strategy {
+            Strategy::OneForOne => vec![index],
+            Strategy::OneForAll => (0..n).collect(),
+            Strategy::RestForOne => (index..n).collect(),
+        };
+        let detached = self.detach(group.iter().rev().copied().filter(|&i| i != index));
+        for &i in &group {
+            let (supervisor, child) = self.event_child(i);
+            self.events.publish(SupervisionEvent::Restarting {
+                supervisor,
+                child,
+                delay,
+            });
+        }
+        // Bump the generation of the failed child too, so a stale notice from
+        // its previous incarnation can never be taken for the new one.
+        self.children[index].generation += 1;
+        let restart = self
+            .stop_in_order(detached)
+            .then(move |(), _act, _ctx| wrap_future(tokio::time::sleep(delay)))
+            .map(move |(), act: &mut Self, ctx: &mut Context<Self>| {
+                if act.state != State::Running {
+                    return;
+                }
+                for &i in &group {
+                    act.start_child(i, ctx);
+                    let c = &mut act.children[i];
+                    c.restarts += 1;
+                    let restarts = c.restarts;
+                    let (supervisor, child) = act.event_child(i);
+                    act.events.publish(SupervisionEvent::Restarted {
+                        supervisor,
+                        child,
+                        restarts,
+                    });
+                }
+            });
+        ctx.spawn(restart);
+    }
+}
+
+impl Handler<Shutdown> for Supervisor {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _: Shutdown, _ctx: &mut Context<Self>) -> Self::Result {
+        self.state = State::Stopping;
+        let n = self.children.len();
+        let detached = self.detach((0..n).rev());
+        Box::pin(
+            self.stop_in_order(detached)
+                .map(|(), _act, ctx: &mut Context<Self>| ctx.stop()),
+        )
+    }
+}
+
+/// A running root supervisor: its address and the task whose result is its [`Exit`].
+#[derive(Debug)]
+pub struct SupervisorHandle {
+    addr: Addr<Supervisor>,
+    task: JoinHandle<Exit>,
+}
+
+impl SupervisorHandle {
+    /// The supervisor's address.
+    pub fn addr(&self) -> &Addr<Supervisor> {
+        &self.addr
+    }
+
+    /// True once the supervisor has stopped (after shutdown or escalation).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    /// Waits until the supervisor stops on its own; an escalation gives
+    /// [`Exit::Failed`] with the reason.
+    pub async fn wait(&mut self) -> Exit {
+        join_exit(&mut self.task).await
+    }
+
+    /// Stops every child in reverse order, each within its deadline, and
+    /// returns how the supervisor ended.
+    pub async fn shutdown(mut self) -> Exit {
+        self.addr.do_send(Shutdown);
+        join_exit(&mut self.task).await
+    }
+}
+
+async fn join_exit(task: &mut JoinHandle<Exit>) -> Exit {
+    match task.await {
+        Ok(exit) => exit,
+        Err(e) if e.is_panic() => Exit::Panicked(panic_message(&*e.into_panic())),
+        Err(_) => Exit::Killed,
+    }
+}

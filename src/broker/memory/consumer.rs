@@ -1,0 +1,215 @@
+//! A consumer-group member of the embedded broker.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::{self, BoxFuture, FutureExt};
+use tokio::sync::Notify;
+
+use super::group::{self, Member};
+use super::{MemoryBroker, State};
+use crate::broker::{ConsumerClient, ConsumerConfig, ConsumerEvent};
+use crate::envelope::{Record, TopicPartition};
+use crate::error::{Error, Result};
+
+pub(crate) struct MemoryConsumer {
+    broker: Arc<MemoryBroker>,
+    group: String,
+    id: u64,
+    notify: Arc<Notify>,
+    closed: AtomicBool,
+}
+
+impl MemoryConsumer {
+    pub(crate) fn join(broker: Arc<MemoryBroker>, config: ConsumerConfig) -> Result<Self> {
+        if config.topics.is_empty() {
+            return Err(Error::Config("a subscription needs at least one topic".into()));
+        }
+        let (id, notify) = {
+            let mut state = broker.lock();
+            for t in &config.topics {
+                broker.ensure_locked(&mut state, t, None)?;
+            }
+            let id = MemoryBroker::next_member_id(&mut state);
+            let member = Member::new(
+                config.topics.iter().map(|t| Arc::from(t.as_str())).collect(),
+                config.reset,
+            );
+            let notify = member.notify.clone();
+            MemoryBroker::group_mut(&mut state, &config.group)
+                .members
+                .insert(id, member);
+            group::rebalance(&mut state, &config.group);
+            (id, notify)
+        };
+        Ok(MemoryConsumer {
+            broker,
+            group: config.group,
+            id,
+            notify,
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    fn with_member<T>(&self, f: impl FnOnce(&mut Member) -> T) -> Result<T> {
+        let mut state = self.broker.lock();
+        let member = state
+            .groups
+            .get_mut(&self.group)
+            .and_then(|g| g.members.get_mut(&self.id))
+            .ok_or_else(|| Error::Broker("consumer has left its group".into()))?;
+        Ok(f(member))
+    }
+}
+
+/// Takes whatever is ready for member `id`: revocations, assignments, then records.
+fn take_events(state: &mut State, group: &str, id: u64, max: usize) -> Result<Vec<ConsumerEvent>> {
+    let State { topics, groups, .. } = state;
+    let member = groups
+        .get_mut(group)
+        .and_then(|g| g.members.get_mut(&id))
+        .ok_or_else(|| Error::Broker("consumer has left its group".into()))?;
+    let mut events = Vec::new();
+    if !member.pending_revoke.is_empty() {
+        events.push(ConsumerEvent::Revoked(std::mem::take(&mut member.pending_revoke)));
+    }
+    if !member.pending_assign.is_empty() {
+        let tps = std::mem::take(&mut member.pending_assign);
+        member.assigned.extend(tps.iter().cloned());
+        events.push(ConsumerEvent::Assigned(tps));
+    }
+    if max > 0 && !member.assigned.is_empty() {
+        let tps: Vec<TopicPartition> = member.assigned.iter().cloned().collect();
+        let n = tps.len();
+        let start = member.fetch_cursor % n;
+        member.fetch_cursor = member.fetch_cursor.wrapping_add(1);
+        let mut records: Vec<Record> = Vec::new();
+        for i in 0..n {
+            let remaining = max - records.len();
+            if remaining == 0 {
+                break;
+            }
+            let tp = &tps[(start + i) % n];
+            if member.paused.contains(tp) {
+                continue;
+            }
+            let Some(log) = topics
+                .get(&tp.topic)
+                .and_then(|t| t.partitions.get(tp.partition as usize))
+            else {
+                continue;
+            };
+            let pos = member.positions.get(tp).copied().unwrap_or(0);
+            let from = (pos.max(0) as usize).min(log.len());
+            let to = from.saturating_add(remaining).min(log.len());
+            if to > from {
+                records.extend_from_slice(&log[from..to]);
+                member.positions.insert(tp.clone(), to as i64);
+            }
+        }
+        if !records.is_empty() {
+            events.push(ConsumerEvent::Records(records));
+        }
+    }
+    Ok(events)
+}
+
+impl ConsumerClient for MemoryConsumer {
+    fn poll(&self, max_records: usize, timeout: Duration) -> BoxFuture<'static, Result<Vec<ConsumerEvent>>> {
+        let broker = self.broker.clone();
+        let group = self.group.clone();
+        let id = self.id;
+        let notify = self.notify.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + timeout;
+            loop {
+                {
+                    let mut state = broker.lock();
+                    let events = take_events(&mut state, &group, id, max_records)?;
+                    if !events.is_empty() {
+                        return Ok(events);
+                    }
+                }
+                if tokio::time::timeout_at(deadline, notify.notified()).await.is_err() {
+                    return Ok(Vec::new());
+                }
+            }
+        }
+        .boxed()
+    }
+
+    fn pause(&self, partitions: &[TopicPartition]) -> Result<()> {
+        self.with_member(|m| m.paused.extend(partitions.iter().cloned()))
+    }
+
+    fn resume(&self, partitions: &[TopicPartition]) -> Result<()> {
+        self.with_member(|m| {
+            for tp in partitions {
+                m.paused.remove(tp);
+            }
+            m.notify.notify_one();
+        })
+    }
+
+    fn seek(&self, partition: &TopicPartition, offset: i64) -> Result<()> {
+        self.with_member(|m| {
+            if m.owns(partition) {
+                m.positions.insert(partition.clone(), offset);
+                m.notify.notify_one();
+                Ok(())
+            } else {
+                Err(Error::Broker(format!("cannot seek {partition}: not assigned")))
+            }
+        })?
+    }
+
+    fn commit(&self, offsets: Vec<(TopicPartition, i64)>) -> BoxFuture<'static, Result<()>> {
+        let result = (|| {
+            let mut state = self.broker.lock();
+            let group = state
+                .groups
+                .get_mut(&self.group)
+                .ok_or_else(|| Error::Commit("group is gone".into()))?;
+            let member = group
+                .members
+                .get(&self.id)
+                .ok_or_else(|| Error::Commit("consumer has left its group".into()))?;
+            if let Some((tp, _)) = offsets.iter().find(|(tp, _)| !member.owns(tp)) {
+                return Err(Error::Commit(format!("{tp} is not assigned to this member")));
+            }
+            for (tp, offset) in offsets {
+                group.commit(tp, offset);
+            }
+            Ok(())
+        })();
+        future::ready(result).boxed()
+    }
+
+    fn release(&self, partitions: &[TopicPartition]) -> Result<()> {
+        let mut state = self.broker.lock();
+        if let Some(g) = state.groups.get_mut(&self.group) {
+            g.release(self.id, partitions);
+        }
+        group::rebalance(&mut state, &self.group);
+        Ok(())
+    }
+
+    fn close(&self) {
+        if self.closed.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let mut state = self.broker.lock();
+        if let Some(g) = state.groups.get_mut(&self.group) {
+            g.remove_member(self.id);
+        }
+        group::rebalance(&mut state, &self.group);
+        self.notify.notify_one();
+    }
+}
+
+impl Drop for MemoryConsumer {
+    fn drop(&mut self) {
+        self.close();
+    }
+}

@@ -1,0 +1,226 @@
+//! The embedded broker: Kafka's semantics in memory. Topics are auto-created
+//! on first use; each partition is an append-only log; keys are partitioned
+//! with Kafka's murmur2; consumer groups assign partitions to members and
+//! rebalance cooperatively (a partition moves only after its old owner has
+//! committed and released it); committed offsets are kept per group.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use futures_util::future::{self, BoxFuture, FutureExt};
+
+use super::{BrokerBackend, ConsumerClient, ConsumerConfig, Delivered, ProducerClient};
+use crate::envelope::{OutgoingRecord, Record, TopicPartition};
+use crate::error::{check_topic, Error, Result};
+use crate::partitioner::partition_for_key;
+
+mod consumer;
+mod group;
+
+use consumer::MemoryConsumer;
+use group::Group;
+
+#[derive(Debug, Default)]
+struct Topic {
+    partitions: Vec<Vec<Record>>,
+    next_unkeyed: usize,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    topics: HashMap<Arc<str>, Topic>,
+    groups: HashMap<String, Group>,
+    next_member: u64,
+}
+
+/// The embedded in-memory broker. Obtain it with [`Broker::memory`](crate::Broker::memory);
+/// this type offers read-only inspection for tests and tools.
+#[derive(Debug)]
+pub struct MemoryBroker {
+    state: Mutex<State>,
+    default_partitions: i32,
+}
+
+impl MemoryBroker {
+    pub(crate) fn new(default_partitions: i32) -> Self {
+        MemoryBroker {
+            state: Mutex::new(State::default()),
+            default_partitions,
+        }
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every record of `topic`, partition by partition in offset order
+    /// (empty if the topic does not exist).
+    pub fn records(&self, topic: &str) -> Vec<Record> {
+        let state = self.lock();
+        state
+            .topics
+            .get(topic)
+            .map(|t| t.partitions.iter().flatten().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Number of partitions of `topic`, if it exists.
+    pub fn partitions(&self, topic: &str) -> Option<i32> {
+        self.lock().topics.get(topic).map(|t| t.partitions.len() as i32)
+    }
+
+    /// Offset one past the last record of a partition.
+    pub fn end_offset(&self, topic: &str, partition: i32) -> Option<i64> {
+        let state = self.lock();
+        let t = state.topics.get(topic)?;
+        t.partitions.get(partition as usize).map(|p| p.len() as i64)
+    }
+
+    /// The offset `group` has committed for a partition.
+    pub fn committed(&self, group: &str, topic: &str, partition: i32) -> Option<i64> {
+        let state = self.lock();
+        state
+            .groups
+            .get(group)?
+            .committed(&TopicPartition::new(topic, partition))
+    }
+
+    /// Records of `topic` not yet committed by `group`, over all partitions.
+    pub fn lag(&self, group: &str, topic: &str) -> i64 {
+        let state = self.lock();
+        let Some(t) = state.topics.get(topic) else {
+            return 0;
+        };
+        let g = state.groups.get(group);
+        t.partitions
+            .iter()
+            .enumerate()
+            .map(|(p, log)| {
+                let c = g
+                    .and_then(|g| g.committed(&TopicPartition::new(topic, p as i32)))
+                    .unwrap_or(0);
+                log.len() as i64 - c
+            })
+            .sum()
+    }
+
+    /// The partitions each member of `group` owns, by member id.
+    pub fn assignment(&self, group: &str) -> HashMap<u64, Vec<TopicPartition>> {
+        let state = self.lock();
+        state
+            .groups
+            .get(group)
+            .map(|g| g.assignment())
+            .unwrap_or_default()
+    }
+
+    /// Creates a topic if missing; returns whether it was created.
+    fn create_locked(state: &mut State, topic: &str, partitions: i32) -> Result<bool> {
+        check_topic(topic)?;
+        if state.topics.contains_key(topic) {
+            return Ok(false);
+        }
+        state.topics.insert(
+            Arc::from(topic),
+            Topic {
+                partitions: vec![Vec::new(); partitions.max(1) as usize],
+                next_unkeyed: 0,
+            },
+        );
+        Ok(true)
+    }
+
+    pub(crate) fn ensure_locked(&self, state: &mut State, topic: &str, partitions: Option<i32>) -> Result<()> {
+        if Self::create_locked(state, topic, partitions.unwrap_or(self.default_partitions))? {
+            let names: Vec<String> = state.groups.keys().cloned().collect();
+            for name in names {
+                group::rebalance(state, &name);
+            }
+        }
+        Ok(())
+    }
+
+    fn append(&self, record: OutgoingRecord) -> Result<Delivered> {
+        let mut state = self.lock();
+        self.ensure_locked(&mut state, &record.topic, None)?;
+        let topic = state.topics.get_mut(&*record.topic).expect("just ensured");
+        let n = topic.partitions.len() as i32;
+        let partition = match (record.partition, &record.key) {
+            (Some(p), _) if (0..n).contains(&p) => p,
+            (Some(p), _) => {
+                return Err(Error::Produce {
+                    topic: record.topic.to_string(),
+                    reason: format!("partition {p} does not exist (topic has {n})"),
+                    retriable: false,
+                })
+            }
+            (None, Some(key)) => partition_for_key(key, n),
+            (None, None) => {
+                let p = topic.next_unkeyed % n as usize;
+                topic.next_unkeyed = topic.next_unkeyed.wrapping_add(1);
+                p as i32
+            }
+        };
+        let log = &mut topic.partitions[partition as usize];
+        let offset = log.len() as i64;
+        let topic_name = record.topic.clone();
+        log.push(Record {
+            topic: record.topic,
+            partition,
+            offset,
+            key: record.key,
+            headers: record.headers,
+            payload: record.payload,
+            timestamp_ms: record.timestamp_ms,
+        });
+        group::wake_subscribers(&state, &topic_name);
+        Ok(Delivered { partition, offset })
+    }
+
+    pub(crate) fn partition_count(state: &State, topic: &str) -> i32 {
+        state.topics.get(topic).map_or(0, |t| t.partitions.len() as i32)
+    }
+}
+
+#[derive(Debug)]
+struct MemoryProducer {
+    broker: Arc<MemoryBroker>,
+}
+
+impl ProducerClient for MemoryProducer {
+    fn send(&self, record: OutgoingRecord) -> BoxFuture<'static, Result<Delivered>> {
+        future::ready(self.broker.append(record)).boxed()
+    }
+
+    fn flush(&self) -> BoxFuture<'static, Result<()>> {
+        future::ready(Ok(())).boxed()
+    }
+}
+
+impl BrokerBackend for Arc<MemoryBroker> {
+    fn producer(&self) -> Result<Arc<dyn ProducerClient>> {
+        Ok(Arc::new(MemoryProducer {
+            broker: self.clone(),
+        }))
+    }
+
+    fn consumer(&self, config: ConsumerConfig) -> Result<Arc<dyn ConsumerClient>> {
+        Ok(Arc::new(MemoryConsumer::join(self.clone(), config)?))
+    }
+
+    fn ensure_topic(&self, topic: &str, partitions: Option<i32>) -> BoxFuture<'static, Result<()>> {
+        let mut state = self.lock();
+        future::ready(self.ensure_locked(&mut state, topic, partitions)).boxed()
+    }
+}
+
+impl MemoryBroker {
+    pub(crate) fn next_member_id(state: &mut State) -> u64 {
+        state.next_member += 1;
+        state.next_member
+    }
+
+    pub(crate) fn group_mut<'a>(state: &'a mut State, name: &str) -> &'a mut Group {
+        state.groups.entry(name.to_string()).or_default()
+    }
+}

@@ -1,0 +1,222 @@
+//! The wire format: a kafkactor message is a plain Kafka record (key, headers,
+//! payload). This module holds the record types, [`Headers`] and the
+//! well-known header names, all in one place.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+/// Well-known header names. All are prefixed with `x-` except W3C trace context
+/// and `content-type`/`content-encoding`, which keep their standard names.
+pub mod header {
+    /// Unique message id (UUIDv7), stamped by the producer.
+    pub const MESSAGE_ID: &str = "x-message-id";
+    /// Serialization of the payload: `application/msgpack` or `application/json`.
+    pub const CONTENT_TYPE: &str = "content-type";
+    /// Compression/encryption applied after serialization, in order.
+    pub const CONTENT_ENCODING: &str = "content-encoding";
+    /// Name of the message type, used to route several types on one topic.
+    pub const TYPE_NAME: &str = "x-type";
+    /// Producer's wall-clock time, milliseconds since the Unix epoch.
+    pub const TIMESTAMP: &str = "x-timestamp";
+    /// W3C trace context.
+    pub const TRACEPARENT: &str = "traceparent";
+    /// W3C trace state.
+    pub const TRACESTATE: &str = "tracestate";
+    /// Tenant of a multi-tenant service.
+    pub const TENANT: &str = "x-tenant";
+    /// Correlation id for request-reply.
+    pub const CORRELATION_ID: &str = "x-correlation-id";
+    /// Topic to reply to.
+    pub const REPLY_TO: &str = "x-reply-to";
+    /// Attempts made so far (on retry and dead-letter records).
+    pub const ATTEMPT: &str = "x-attempt";
+    /// Topic the record was first consumed from.
+    pub const ORIGINAL_TOPIC: &str = "x-original-topic";
+    /// Partition the record was first consumed from.
+    pub const ORIGINAL_PARTITION: &str = "x-original-partition";
+    /// Offset the record was first consumed at.
+    pub const ORIGINAL_OFFSET: &str = "x-original-offset";
+    /// Consumer group that gave up on the record.
+    pub const GROUP: &str = "x-group";
+    /// When a delayed record is due, milliseconds since the Unix epoch.
+    pub const DELIVER_AT: &str = "x-deliver-at";
+    /// Kind of failure that sent the record to the dead-letter topic.
+    pub const ERROR_KIND: &str = "x-error-kind";
+    /// Human-readable reason for the failure.
+    pub const ERROR_REASON: &str = "x-error-reason";
+    /// When the record failed for good, milliseconds since the Unix epoch.
+    pub const FAILED_AT: &str = "x-failed-at";
+    /// Key used by the idempotency store.
+    pub const IDEMPOTENCY_KEY: &str = "x-idempotency-key";
+}
+
+/// Record headers: an ordered list of name/value pairs, as in Kafka
+/// (names may repeat; lookups return the last value).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Headers(Vec<(Arc<str>, Bytes)>);
+
+impl Headers {
+    /// No headers.
+    pub fn new() -> Self {
+        Headers(Vec::new())
+    }
+
+    /// The last value of `name`.
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(n, _)| &**n == name)
+            .map(|(_, v)| &v[..])
+    }
+
+    /// The last value of `name` as UTF-8 text (None if absent or not UTF-8).
+    pub fn get_str(&self, name: &str) -> Option<&str> {
+        self.get(name).and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// Sets `name` to `value`, replacing every earlier value.
+    pub fn insert(&mut self, name: impl Into<Arc<str>>, value: impl Into<Bytes>) {
+        let name = name.into();
+        self.0.retain(|(n, _)| *n != name);
+        self.0.push((name, value.into()));
+    }
+
+    /// Appends a value, keeping earlier ones.
+    pub fn append(&mut self, name: impl Into<Arc<str>>, value: impl Into<Bytes>) {
+        self.0.push((name.into(), value.into()));
+    }
+
+    /// Removes every value of `name`.
+    pub fn remove(&mut self, name: &str) {
+        self.0.retain(|(n, _)| &**n != name);
+    }
+
+    /// Whether `name` is present.
+    pub fn contains(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    /// All pairs, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.0.iter().map(|(n, v)| (&**n, &v[..]))
+    }
+
+    /// Number of pairs.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True when there are no headers.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Bytes taken by names and values.
+    pub(crate) fn byte_size(&self) -> usize {
+        self.0.iter().map(|(n, v)| n.len() + v.len()).sum()
+    }
+}
+
+impl<N: Into<Arc<str>>, V: Into<Bytes>> FromIterator<(N, V)> for Headers {
+    fn from_iter<I: IntoIterator<Item = (N, V)>>(iter: I) -> Self {
+        Headers(iter.into_iter().map(|(n, v)| (n.into(), v.into())).collect())
+    }
+}
+
+/// A topic and partition.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicPartition {
+    /// Topic name.
+    pub topic: Arc<str>,
+    /// Partition number.
+    pub partition: i32,
+}
+
+impl TopicPartition {
+    /// A topic and partition.
+    pub fn new(topic: impl Into<Arc<str>>, partition: i32) -> Self {
+        TopicPartition {
+            topic: topic.into(),
+            partition,
+        }
+    }
+}
+
+impl std::fmt::Display for TopicPartition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}[{}]", self.topic, self.partition)
+    }
+}
+
+/// A record as read from the broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// Topic it was read from.
+    pub topic: Arc<str>,
+    /// Partition it was read from.
+    pub partition: i32,
+    /// Offset within the partition.
+    pub offset: i64,
+    /// Key, if any.
+    pub key: Option<Bytes>,
+    /// Headers.
+    pub headers: Headers,
+    /// Payload bytes, exactly as produced.
+    pub payload: Bytes,
+    /// Broker timestamp, milliseconds since the Unix epoch.
+    pub timestamp_ms: i64,
+}
+
+impl Record {
+    /// The record's topic and partition.
+    pub fn topic_partition(&self) -> TopicPartition {
+        TopicPartition {
+            topic: self.topic.clone(),
+            partition: self.partition,
+        }
+    }
+}
+
+/// A record to be written to the broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct OutgoingRecord {
+    pub(crate) topic: Arc<str>,
+    pub(crate) partition: Option<i32>,
+    pub(crate) key: Option<Bytes>,
+    pub(crate) headers: Headers,
+    pub(crate) payload: Bytes,
+    pub(crate) timestamp_ms: i64,
+}
+
+impl OutgoingRecord {
+    pub(crate) fn byte_size(&self) -> usize {
+        self.key.as_ref().map_or(0, |k| k.len()) + self.headers.byte_size() + self.payload.len()
+    }
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub(crate) fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_last_wins_and_insert_replaces() {
+        let mut h = Headers::new();
+        h.append("a", "1");
+        h.append("a", "2");
+        assert_eq!(h.get_str("a"), Some("2"));
+        h.insert("a", "3");
+        assert_eq!(h.len(), 1);
+        assert_eq!(h.get("a"), Some(&b"3"[..]));
+        h.remove("a");
+        assert!(h.is_empty());
+        h.insert("bin", vec![0xff, 0xfe]);
+        assert_eq!(h.get_str("bin"), None);
+    }
+}

@@ -1,0 +1,119 @@
+//! Routing by message type: several message types on one topic are told
+//! apart by the type-name header, and each is decoded into its own type.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use actix::{Actor, Addr, Context, Handler, MailboxError};
+use serde::de::DeserializeOwned;
+
+use crate::codec::{content_type_of, type_name_of, ContentType};
+use crate::dead_letter::FailureKind;
+use crate::delivery::{Delivery, Outcome};
+use crate::envelope::{header, Headers, Record};
+
+/// The pending answer of one handler call.
+pub(crate) type HandlerCall = Pin<Box<dyn Future<Output = Result<Outcome, MailboxError>>>>;
+
+type RouteFn<A> =
+    Box<dyn Fn(&Addr<A>, Arc<Record>, u32, ContentType) -> Result<HandlerCall, crate::Error>>;
+
+/// The message types a handler actor `A` accepts on one subscription.
+///
+/// ```
+/// # use actix::prelude::*;
+/// # use kafkactor::prelude::*;
+/// # #[derive(serde::Deserialize)] struct OrderPlaced;
+/// # #[derive(serde::Deserialize)] struct OrderCancelled;
+/// # struct Orders;
+/// # impl Actor for Orders { type Context = Context<Self>; }
+/// # impl Handler<Delivery<OrderPlaced>> for Orders { type Result = Outcome; fn handle(&mut self, _: Delivery<OrderPlaced>, _: &mut Context<Self>) -> Outcome { Outcome::Ack } }
+/// # impl Handler<Delivery<OrderCancelled>> for Orders { type Result = Outcome; fn handle(&mut self, _: Delivery<OrderCancelled>, _: &mut Context<Self>) -> Outcome { Outcome::Ack } }
+/// let routes = Routes::<Orders>::new().route::<OrderPlaced>().route::<OrderCancelled>();
+/// ```
+pub struct Routes<A: Actor> {
+    by_name: HashMap<String, RouteFn<A>>,
+}
+
+impl<A: Actor> fmt::Debug for Routes<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Routes")
+            .field("types", &self.by_name.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl<A: Actor<Context = Context<A>>> Default for Routes<A> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<A: Actor<Context = Context<A>>> Routes<A> {
+    /// No routes yet.
+    pub fn new() -> Self {
+        Routes {
+            by_name: HashMap::new(),
+        }
+    }
+
+    /// Accepts `T`, routed by its type name ([`type_name_of`]).
+    pub fn route<T>(self) -> Self
+    where
+        T: DeserializeOwned + 'static,
+        A: Handler<Delivery<T>>,
+    {
+        self.route_named::<T>(type_name_of::<T>())
+    }
+
+    /// Accepts `T` under an explicit type name.
+    pub fn route_named<T>(mut self, name: &str) -> Self
+    where
+        T: DeserializeOwned + 'static,
+        A: Handler<Delivery<T>>,
+    {
+        let call: RouteFn<A> = Box::new(|addr, record, attempt, default_ct| {
+            let ct = content_type_of(&record.headers, default_ct)?;
+            let message: T = ct.decode(&record.payload)?;
+            let request = addr.send(Delivery::new(message, record, attempt));
+            Ok(Box::pin(request) as HandlerCall)
+        });
+        self.by_name.insert(name.to_string(), call);
+        self
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+
+    /// The route for a record, or why there is none.
+    pub(crate) fn select(&self, headers: &Headers) -> Result<&RouteFn<A>, (FailureKind, String)> {
+        match headers.get(header::TYPE_NAME) {
+            Some(raw) => {
+                let name = std::str::from_utf8(raw).map_err(|_| {
+                    (FailureKind::Decode, "type-name header is not UTF-8".to_string())
+                })?;
+                self.by_name.get(name).ok_or_else(|| {
+                    let mut known: Vec<&String> = self.by_name.keys().collect();
+                    known.sort();
+                    (
+                        FailureKind::Unroutable,
+                        format!("no handler accepts type {name:?} (accepted: {known:?})"),
+                    )
+                })
+            }
+            None if self.by_name.len() == 1 => Ok(self.by_name.values().next().expect("one route")),
+            None => Err((
+                FailureKind::Unroutable,
+                format!(
+                    "record has no {} header and {} types are accepted",
+                    header::TYPE_NAME,
+                    self.by_name.len()
+                ),
+            )),
+        }
+    }
+}

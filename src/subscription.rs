@@ -1,0 +1,214 @@
+//! Declarative subscriptions: which topics, which group, how many lanes, how
+//! failures are retried and where they are dead-lettered.
+
+use std::time::Duration;
+
+use crate::broker::OffsetReset;
+use crate::codec::ContentType;
+use crate::error::{check_topic, Error, Result};
+use crate::retry::RetryPolicy;
+
+/// One or several topic names.
+pub trait IntoTopics {
+    /// The topic names.
+    fn into_topics(self) -> Vec<String>;
+}
+
+impl IntoTopics for &str {
+    fn into_topics(self) -> Vec<String> {
+        vec![self.to_string()]
+    }
+}
+
+impl IntoTopics for String {
+    fn into_topics(self) -> Vec<String> {
+        vec![self]
+    }
+}
+
+impl<const N: usize> IntoTopics for [&str; N] {
+    fn into_topics(self) -> Vec<String> {
+        self.iter().map(|t| t.to_string()).collect()
+    }
+}
+
+impl IntoTopics for Vec<String> {
+    fn into_topics(self) -> Vec<String> {
+        self
+    }
+}
+
+impl IntoTopics for &[&str] {
+    fn into_topics(self) -> Vec<String> {
+        self.iter().map(|t| t.to_string()).collect()
+    }
+}
+
+/// A subscription of a consumer group to topics.
+///
+/// ```
+/// # use std::time::Duration;
+/// # use kafkactor::{Subscription, RetryPolicy};
+/// let sub = Subscription::to("orders")
+///     .group("billing")
+///     .concurrency(8)
+///     .retry(RetryPolicy::exponential(5, Duration::from_millis(100)))
+///     .dead_letter("orders.dlq");
+/// ```
+#[derive(Debug, Clone)]
+pub struct Subscription {
+    pub(crate) topics: Vec<String>,
+    pub(crate) group: Option<String>,
+    pub(crate) concurrency: usize,
+    pub(crate) max_in_flight: Option<usize>,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) dead_letter: Option<String>,
+    pub(crate) default_content_type: ContentType,
+    pub(crate) reset: OffsetReset,
+    pub(crate) commit_interval: Duration,
+    pub(crate) drain_timeout: Duration,
+}
+
+impl Subscription {
+    /// A subscription to one topic (`"orders"`) or several (`["a", "b"]`).
+    pub fn to(topics: impl IntoTopics) -> Self {
+        Subscription {
+            topics: topics.into_topics(),
+            group: None,
+            concurrency: 1,
+            max_in_flight: None,
+            retry: RetryPolicy::default(),
+            dead_letter: None,
+            default_content_type: ContentType::MsgPack,
+            reset: OffsetReset::Earliest,
+            commit_interval: Duration::from_millis(100),
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// The consumer group (required). Members of one group share the
+    /// partitions; each group sees every record.
+    pub fn group(mut self, group: impl Into<String>) -> Self {
+        self.group = Some(group.into());
+        self
+    }
+
+    /// Number of handler lanes: records with the same key are handled in
+    /// order on one lane; different keys run concurrently. Default 1.
+    pub fn concurrency(mut self, lanes: usize) -> Self {
+        self.concurrency = lanes;
+        self
+    }
+
+    /// Most records read but not finished at once (default `256 * concurrency`);
+    /// past it the partitions are paused, never buffered without bound.
+    pub fn max_in_flight(mut self, max: usize) -> Self {
+        self.max_in_flight = Some(max);
+        self
+    }
+
+    /// How `Outcome::Retry` and handler panics are retried in place.
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// The dead-letter topic (default: `<topic>.dlq` of the record's topic).
+    pub fn dead_letter(mut self, topic: impl Into<String>) -> Self {
+        self.dead_letter = Some(topic.into());
+        self
+    }
+
+    /// How to decode records that carry no `content-type` header (records
+    /// from other producers). Default MessagePack.
+    pub fn default_content_type(mut self, content_type: ContentType) -> Self {
+        self.default_content_type = content_type;
+        self
+    }
+
+    /// Where a group with no committed offset starts. Default earliest.
+    pub fn offset_reset(mut self, reset: OffsetReset) -> Self {
+        self.reset = reset;
+        self
+    }
+
+    /// How often finished offsets are committed (also on rebalance and shutdown).
+    pub fn commit_interval(mut self, interval: Duration) -> Self {
+        self.commit_interval = interval;
+        self
+    }
+
+    /// How long shutdown and partition revocation wait for in-flight records.
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.drain_timeout = timeout;
+        self
+    }
+
+    pub(crate) fn group_name(&self) -> &str {
+        self.group.as_deref().unwrap_or_default()
+    }
+
+    pub(crate) fn in_flight_limit(&self) -> usize {
+        self.max_in_flight
+            .unwrap_or(256 * self.concurrency.max(1))
+            .max(1)
+    }
+
+    /// The dead-letter topic for a record read from `topic`.
+    pub(crate) fn dead_letter_topic(&self, topic: &str) -> String {
+        self.dead_letter
+            .clone()
+            .unwrap_or_else(|| format!("{topic}.dlq"))
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        if self.topics.is_empty() {
+            return Err(Error::Config("a subscription needs at least one topic".into()));
+        }
+        for t in &self.topics {
+            check_topic(t)?;
+            check_topic(&self.dead_letter_topic(t))?;
+        }
+        match &self.group {
+            None => {
+                return Err(Error::Config(format!(
+                    "subscription to {:?} has no group: call .group(..)",
+                    self.topics
+                )))
+            }
+            Some(g) if g.trim().is_empty() => {
+                return Err(Error::Config("group name is empty".into()))
+            }
+            Some(_) => {}
+        }
+        if self.concurrency == 0 {
+            return Err(Error::Config("concurrency must be at least 1".into()));
+        }
+        if self.max_in_flight == Some(0) {
+            return Err(Error::Config("max_in_flight must be at least 1".into()));
+        }
+        if self.commit_interval.is_zero() {
+            return Err(Error::Config("commit_interval must be positive".into()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation() {
+        assert!(Subscription::to("a").group("g").validate().is_ok());
+        assert!(matches!(Subscription::to("a").validate(), Err(Error::Config(_))));
+        assert!(matches!(
+            Subscription::to("").group("g").validate(),
+            Err(Error::InvalidTopic(_))
+        ));
+        assert!(Subscription::to("a").group("g").concurrency(0).validate().is_err());
+        assert!(Subscription::to(["a", "b"]).group("g").validate().is_ok());
+        assert!(Subscription::to(Vec::new()).group("g").validate().is_err());
+        assert_eq!(Subscription::to("a").dead_letter_topic("a"), "a.dlq");
+    }
+}
