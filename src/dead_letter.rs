@@ -16,7 +16,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use kafkactor_actors::{ChildRef, Shutdown};
 
-use crate::connection::{Produce, ProducerConnection};
+use crate::connection::producer::{Produce, ProducerConnection};
 use crate::envelope::{header, now_ms, OutgoingRecord, Record};
 use crate::error::{Error, Result};
 
@@ -34,6 +34,8 @@ pub enum FailureKind {
     Decode,
     /// No handler of the subscription accepts the record's type.
     Unroutable,
+    /// The record is larger than the subscription accepts.
+    TooLarge,
 }
 
 impl FailureKind {
@@ -45,6 +47,7 @@ impl FailureKind {
             FailureKind::Panic => "panic",
             FailureKind::Decode => "decode",
             FailureKind::Unroutable => "unroutable",
+            FailureKind::TooLarge => "too-large",
         }
     }
 }

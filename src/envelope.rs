@@ -121,7 +121,11 @@ impl Headers {
 
 impl<N: Into<Arc<str>>, V: Into<Bytes>> FromIterator<(N, V)> for Headers {
     fn from_iter<I: IntoIterator<Item = (N, V)>>(iter: I) -> Self {
-        Headers(iter.into_iter().map(|(n, v)| (n.into(), v.into())).collect())
+        Headers(
+            iter.into_iter()
+                .map(|(n, v)| (n.into(), v.into()))
+                .collect(),
+        )
     }
 }
 
@@ -170,6 +174,11 @@ pub struct Record {
 }
 
 impl Record {
+    /// Bytes taken by key, headers and payload.
+    pub(crate) fn byte_size(&self) -> usize {
+        self.key.as_ref().map_or(0, |k| k.len()) + self.headers.byte_size() + self.payload.len()
+    }
+
     /// The record's topic and partition.
     pub fn topic_partition(&self) -> TopicPartition {
         TopicPartition {

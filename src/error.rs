@@ -81,7 +81,12 @@ impl From<MailboxError> for Error {
 /// Validates a Kafka topic name.
 pub(crate) fn check_topic(topic: &str) -> Result<()> {
     let legal = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
-    if topic.is_empty() || topic.len() > 249 || topic == "." || topic == ".." || !topic.chars().all(legal) {
+    if topic.is_empty()
+        || topic.len() > 249
+        || topic == "."
+        || topic == ".."
+        || !topic.chars().all(legal)
+    {
         return Err(Error::InvalidTopic(topic.to_string()));
     }
     Ok(())

@@ -1,18 +1,52 @@
+#![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
-#![warn(missing_docs, missing_debug_implementations, unreachable_pub, rust_2018_idioms)]
-//! kafkactor
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    unreachable_pub,
+    rust_2018_idioms
+)]
 
+mod app;
 mod broker;
 mod codec;
+mod connection;
 mod consumer;
+mod dead_letter;
+mod delivery;
+mod dispatch;
 mod envelope;
 mod error;
+mod handler;
 mod partitioner;
+mod producer;
+mod publish;
 mod retry;
+mod route;
+mod subscription;
 
+pub use app::{App, AppBuilder, Kafkactor};
 pub use broker::{Broker, MemoryBroker, OffsetReset};
 pub use codec::{type_name_of, ContentType};
+pub use dead_letter::FailureKind;
+pub use delivery::{Delivery, Outcome};
 pub use envelope::{header, Headers, Record, TopicPartition};
 pub use error::{Error, Result};
 pub use partitioner::{murmur2, partition_for_key};
+pub use producer::Producer;
+pub use publish::{Publish, PublishOutcome};
 pub use retry::RetryPolicy;
+pub use route::Routes;
+pub use subscription::{IntoTopics, Subscription};
+
+/// Supervision for actix (the `kafkactor-actors` crate), re-exported.
+pub use kafkactor_actors as actors;
+pub use kafkactor_actors::{Backoff, Events, Exit, SupervisionEvent};
+
+/// The names most applications need: `use kafkactor::prelude::*;`.
+pub mod prelude {
+    pub use crate::{
+        App, Broker, ContentType, Delivery, Error, Kafkactor, Outcome, Publish, PublishOutcome,
+        RetryPolicy, Routes, Subscription,
+    };
+}

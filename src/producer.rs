@@ -11,7 +11,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use kafkactor_actors::{ChildRef, Shutdown};
 
-use crate::connection::{Produce, ProducerConnection};
+use crate::connection::producer::{Produce, ProducerConnection};
 use crate::envelope::{header, now_ms, OutgoingRecord};
 use crate::error::{Error, Result};
 use crate::publish::{Publish, PublishOutcome};

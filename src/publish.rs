@@ -142,11 +142,20 @@ mod tests {
 
     #[test]
     fn message_stamps_type_and_content_type() {
-        let p = Publish::to("orders").json().message(&OrderPlaced { id: 7 }).unwrap();
+        let p = Publish::to("orders")
+            .json()
+            .message(&OrderPlaced { id: 7 })
+            .unwrap();
         assert_eq!(p.headers.get_str(header::TYPE_NAME), Some("OrderPlaced"));
-        assert_eq!(p.headers.get_str(header::CONTENT_TYPE), Some("application/json"));
+        assert_eq!(
+            p.headers.get_str(header::CONTENT_TYPE),
+            Some("application/json")
+        );
         assert_eq!(&p.payload[..], br#"{"id":7}"#);
         assert!(p.validate().is_ok());
-        assert!(matches!(Publish::to("").validate(), Err(Error::InvalidTopic(_))));
+        assert!(matches!(
+            Publish::to("").validate(),
+            Err(Error::InvalidTopic(_))
+        ));
     }
 }

@@ -68,7 +68,9 @@ impl RetryPolicy {
 
     /// The wait after attempt `attempt` (1-based) failed.
     pub fn backoff(&self, attempt: u32) -> Duration {
-        let exp = self.multiplier.powi(attempt.saturating_sub(1).min(64) as i32);
+        let exp = self
+            .multiplier
+            .powi(attempt.saturating_sub(1).min(64) as i32);
         let base = self.initial.mul_f64(exp.min(1e9)).min(self.max_backoff);
         if self.jitter > 0.0 {
             base.mul_f64(1.0 + fastrand::f64() * self.jitter)

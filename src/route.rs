@@ -18,7 +18,7 @@ use crate::envelope::{header, Headers, Record};
 /// The pending answer of one handler call.
 pub(crate) type HandlerCall = Pin<Box<dyn Future<Output = Result<Outcome, MailboxError>>>>;
 
-type RouteFn<A> =
+pub(crate) type RouteFn<A> =
     Box<dyn Fn(&Addr<A>, Arc<Record>, u32, ContentType) -> Result<HandlerCall, crate::Error>>;
 
 /// The message types a handler actor `A` accepts on one subscription.
@@ -63,7 +63,7 @@ impl<A: Actor<Context = Context<A>>> Routes<A> {
     /// Accepts `T`, routed by its type name ([`type_name_of`]).
     pub fn route<T>(self) -> Self
     where
-        T: DeserializeOwned + 'static,
+        T: DeserializeOwned + Send + 'static,
         A: Handler<Delivery<T>>,
     {
         self.route_named::<T>(type_name_of::<T>())
@@ -72,7 +72,7 @@ impl<A: Actor<Context = Context<A>>> Routes<A> {
     /// Accepts `T` under an explicit type name.
     pub fn route_named<T>(mut self, name: &str) -> Self
     where
-        T: DeserializeOwned + 'static,
+        T: DeserializeOwned + Send + 'static,
         A: Handler<Delivery<T>>,
     {
         let call: RouteFn<A> = Box::new(|addr, record, attempt, default_ct| {
@@ -94,7 +94,10 @@ impl<A: Actor<Context = Context<A>>> Routes<A> {
         match headers.get(header::TYPE_NAME) {
             Some(raw) => {
                 let name = std::str::from_utf8(raw).map_err(|_| {
-                    (FailureKind::Decode, "type-name header is not UTF-8".to_string())
+                    (
+                        FailureKind::Decode,
+                        "type-name header is not UTF-8".to_string(),
+                    )
                 })?;
                 self.by_name.get(name).ok_or_else(|| {
                     let mut known: Vec<&String> = self.by_name.keys().collect();

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use kafkactor_actors::Backoff;
+
 use crate::broker::OffsetReset;
 use crate::codec::ContentType;
 use crate::error::{check_topic, Error, Result};
@@ -67,7 +69,14 @@ pub struct Subscription {
     pub(crate) reset: OffsetReset,
     pub(crate) commit_interval: Duration,
     pub(crate) drain_timeout: Duration,
+    pub(crate) max_record_bytes: usize,
+    pub(crate) restart_limit: (usize, Duration),
+    pub(crate) restart_backoff: Backoff,
 }
+
+/// The default largest record a subscription handles (and a producer
+/// publishes): 1 MiB, as Kafka's `message.max.bytes`.
+pub(crate) const DEFAULT_MAX_RECORD_BYTES: usize = 1024 * 1024;
 
 impl Subscription {
     /// A subscription to one topic (`"orders"`) or several (`["a", "b"]`).
@@ -83,6 +92,12 @@ impl Subscription {
             reset: OffsetReset::Earliest,
             commit_interval: Duration::from_millis(100),
             drain_timeout: Duration::from_secs(10),
+            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
+            restart_limit: (10, Duration::from_secs(10)),
+            restart_backoff: Backoff::exponential(
+                Duration::from_millis(10),
+                Duration::from_secs(2),
+            ),
         }
     }
 
@@ -144,6 +159,29 @@ impl Subscription {
         self
     }
 
+    /// Largest record (key, headers and payload) handed to the handler;
+    /// larger ones are dead-lettered with kind `too-large`. Default 1 MiB.
+    pub fn max_record_bytes(mut self, max: usize) -> Self {
+        self.max_record_bytes = max;
+        self
+    }
+
+    /// At most `max` restarts of this subscription's actors (handlers,
+    /// dispatcher, connection) within `window`; one more and the
+    /// subscription's supervisor gives up and escalates to the application's
+    /// root supervisor. Default 10 within 10 s.
+    pub fn restart_limit(mut self, max: usize, window: Duration) -> Self {
+        self.restart_limit = (max, window);
+        self
+    }
+
+    /// The delay before restarting a failed handler, dispatcher or
+    /// connection of this subscription.
+    pub fn restart_backoff(mut self, backoff: Backoff) -> Self {
+        self.restart_backoff = backoff;
+        self
+    }
+
     pub(crate) fn group_name(&self) -> &str {
         self.group.as_deref().unwrap_or_default()
     }
@@ -163,7 +201,9 @@ impl Subscription {
 
     pub(crate) fn validate(&self) -> Result<()> {
         if self.topics.is_empty() {
-            return Err(Error::Config("a subscription needs at least one topic".into()));
+            return Err(Error::Config(
+                "a subscription needs at least one topic".into(),
+            ));
         }
         for t in &self.topics {
             check_topic(t)?;
@@ -187,6 +227,9 @@ impl Subscription {
         if self.max_in_flight == Some(0) {
             return Err(Error::Config("max_in_flight must be at least 1".into()));
         }
+        if self.max_record_bytes == 0 {
+            return Err(Error::Config("max_record_bytes must be at least 1".into()));
+        }
         if self.commit_interval.is_zero() {
             return Err(Error::Config("commit_interval must be positive".into()));
         }
@@ -201,12 +244,19 @@ mod tests {
     #[test]
     fn validation() {
         assert!(Subscription::to("a").group("g").validate().is_ok());
-        assert!(matches!(Subscription::to("a").validate(), Err(Error::Config(_))));
+        assert!(matches!(
+            Subscription::to("a").validate(),
+            Err(Error::Config(_))
+        ));
         assert!(matches!(
             Subscription::to("").group("g").validate(),
             Err(Error::InvalidTopic(_))
         ));
-        assert!(Subscription::to("a").group("g").concurrency(0).validate().is_err());
+        assert!(Subscription::to("a")
+            .group("g")
+            .concurrency(0)
+            .validate()
+            .is_err());
         assert!(Subscription::to(["a", "b"]).group("g").validate().is_ok());
         assert!(Subscription::to(Vec::new()).group("g").validate().is_err());
         assert_eq!(Subscription::to("a").dead_letter_topic("a"), "a.dlq");

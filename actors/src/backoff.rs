@@ -80,7 +80,8 @@ mod tests {
 
     #[test]
     fn grows_and_caps() {
-        let b = Backoff::exponential(Duration::from_millis(10), Duration::from_millis(100)).jitter(0.0);
+        let b =
+            Backoff::exponential(Duration::from_millis(10), Duration::from_millis(100)).jitter(0.0);
         assert_eq!(b.delay(0), Duration::from_millis(10));
         assert_eq!(b.delay(1), Duration::from_millis(20));
         assert_eq!(b.delay(3), Duration::from_millis(80));
@@ -93,7 +94,10 @@ mod tests {
         let b = Backoff::exponential(Duration::from_millis(10), Duration::from_secs(1)).jitter(0.5);
         for _ in 0..1000 {
             let d = b.delay(2);
-            assert!(d >= Duration::from_millis(40) && d <= Duration::from_millis(60), "{d:?}");
+            assert!(
+                d >= Duration::from_millis(40) && d <= Duration::from_millis(60),
+                "{d:?}"
+            );
         }
     }
 }

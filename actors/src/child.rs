@@ -1,20 +1,24 @@
-//! Child specifications: how a supervisor starts, restarts and stops a child.
+//! Child specifications: how a supervisor starts, restarts and stops a child,
+//! and [`ChildRef`], the always-current address of a supervised child.
 
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use actix::{Actor, Addr, AsyncContext, Context, Handler, Message};
+use actix::fut::wrap_future;
+use actix::{Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::exit::run_catching;
+use crate::exit::{fail, run_catching};
 use crate::Exit;
 
 /// Asks a supervised child to finish its in-flight work and stop.
 ///
-/// Every child handles it; the supervisor waits for the child to stop until the
-/// child's shutdown deadline, then aborts it. A handler that has nothing to
-/// drain simply calls `ctx.stop()`.
+/// Children built with [`ChildSpec::graceful`] receive it when their
+/// supervisor stops them; the supervisor waits until the child's shutdown
+/// deadline, then aborts it. A handler with nothing to drain simply calls
+/// `ctx.stop()`.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "()")]
 pub struct Shutdown;
@@ -41,18 +45,51 @@ impl Restart {
     }
 }
 
+/// What the stop listener inside a child's context is asked to do.
+enum StopRequest {
+    /// Stop normally (`ctx.stop()`), or by sending [`Shutdown`] for graceful children.
+    Stop,
+    /// Stop and report a failure with this reason.
+    Fail(String),
+}
+
+/// One incarnation of a child, as seen through a [`ChildRef`].
+struct Incarnation<A: Actor> {
+    addr: Addr<A>,
+    number: u64,
+    stop: mpsc::UnboundedSender<StopRequest>,
+}
+
+impl<A: Actor> Clone for Incarnation<A> {
+    fn clone(&self) -> Self {
+        Incarnation {
+            addr: self.addr.clone(),
+            number: self.number,
+            stop: self.stop.clone(),
+        }
+    }
+}
+
 /// The current address of a supervised child, kept up to date across restarts.
 ///
 /// A restart re-creates the child from its factory with a new mailbox; holders
-/// of a `ChildRef` resolve the current one with [`ChildRef::get`].
+/// of a `ChildRef` resolve the current one with [`ChildRef::get`], or wait for
+/// it with [`ChildRef::ready`]. Each start of the child is an *incarnation*,
+/// numbered from 1.
 pub struct ChildRef<A: Actor> {
-    addr: Arc<Mutex<Option<Addr<A>>>>,
+    slot: Arc<watch::Sender<Slot<A>>>,
+}
+
+struct Slot<A: Actor> {
+    current: Option<Incarnation<A>>,
+    started: u64,
+    last_exit: Option<(u64, Exit)>,
 }
 
 impl<A: Actor> Clone for ChildRef<A> {
     fn clone(&self) -> Self {
         ChildRef {
-            addr: self.addr.clone(),
+            slot: self.slot.clone(),
         }
     }
 }
@@ -67,7 +104,7 @@ impl<A: Actor> fmt::Debug for ChildRef<A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ChildRef")
             .field("actor", &std::any::type_name::<A>())
-            .field("running", &self.get().is_some())
+            .field("incarnation", &self.get_numbered().map(|(_, n)| n))
             .finish()
     }
 }
@@ -76,22 +113,88 @@ impl<A: Actor> ChildRef<A> {
     /// An empty reference, filled when the child starts.
     pub fn new() -> Self {
         ChildRef {
-            addr: Arc::new(Mutex::new(None)),
+            slot: Arc::new(watch::Sender::new(Slot {
+                current: None,
+                started: 0,
+                last_exit: None,
+            })),
         }
     }
 
     /// The address of the current incarnation, if the child is running.
     pub fn get(&self) -> Option<Addr<A>> {
-        self.addr
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .filter(|a| a.connected())
-            .cloned()
+        self.get_numbered().map(|(addr, _)| addr)
     }
 
-    fn set(&self, addr: Option<Addr<A>>) {
-        *self.addr.lock().unwrap_or_else(|e| e.into_inner()) = addr;
+    /// The address of the current incarnation and its number, if running.
+    pub fn get_numbered(&self) -> Option<(Addr<A>, u64)> {
+        self.slot
+            .borrow()
+            .current
+            .as_ref()
+            .filter(|i| i.addr.connected())
+            .map(|i| (i.addr.clone(), i.number))
+    }
+
+    /// Waits until an incarnation numbered above `after` runs (pass 0 for
+    /// any), or until `timeout` passes.
+    pub async fn ready_after(&self, after: u64, timeout: Duration) -> Option<(Addr<A>, u64)> {
+        let mut rx = self.slot.subscribe();
+        let wait = async {
+            loop {
+                if let Some(found) = self.get_numbered().filter(|(_, n)| *n > after) {
+                    return Some(found);
+                }
+                if rx.changed().await.is_err() {
+                    return None;
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.ok().flatten()
+    }
+
+    /// Waits up to `timeout` for a running incarnation.
+    pub async fn ready(&self, timeout: Duration) -> Option<Addr<A>> {
+        self.ready_after(0, timeout).await.map(|(addr, _)| addr)
+    }
+
+    /// Stops incarnation `number` (if it is still the current one) and reports
+    /// it to its supervisor as failed with `reason`, so that the supervisor
+    /// applies its restart policy. Returns whether the incarnation was found.
+    ///
+    /// This is how a caller that saw a child misbehave (for example drop a
+    /// reply) gets it re-created from its factory.
+    pub fn fail(&self, number: u64, reason: impl Into<String>) -> bool {
+        let current = self.slot.borrow().current.clone();
+        match current {
+            Some(i) if i.number == number => i.stop.send(StopRequest::Fail(reason.into())).is_ok(),
+            _ => false,
+        }
+    }
+
+    /// How the most recent incarnation that ended ended, with its number.
+    pub fn last_exit(&self) -> Option<(u64, Exit)> {
+        self.slot.borrow().last_exit.clone()
+    }
+
+    /// Registers a new incarnation and returns its number.
+    fn publish(&self, make: impl FnOnce(u64) -> Incarnation<A>) -> u64 {
+        let mut number = 0;
+        self.slot.send_modify(|slot| {
+            slot.started += 1;
+            number = slot.started;
+            slot.current = Some(make(number));
+        });
+        number
+    }
+
+    fn exited(&self, number: u64, exit: Exit) {
+        self.slot.send_modify(|slot| {
+            if slot.current.as_ref().is_some_and(|i| i.number == number) {
+                slot.current = None;
+            }
+            slot.last_exit = Some((number, exit));
+        });
     }
 }
 
@@ -104,6 +207,9 @@ pub(crate) struct Running {
 type Starter = Box<dyn FnMut(Box<dyn FnOnce(Exit)>) -> Running>;
 
 /// How to start, restart and stop one child of a [`Supervisor`](crate::Supervisor).
+///
+/// The factory is called for the first start and for every restart, so a
+/// child never keeps state from a failed incarnation.
 pub struct ChildSpec {
     pub(crate) id: Arc<str>,
     pub(crate) restart: Restart,
@@ -122,38 +228,89 @@ impl fmt::Debug for ChildSpec {
 }
 
 impl ChildSpec {
-    /// A permanent child built by `factory`, with a 5 s shutdown deadline.
+    /// A permanent child built by `factory`, stopped with `ctx.stop()` (its
+    /// `stopping` and `stopped` hooks run), with a 5 s shutdown deadline.
+    /// Works for any actor.
     pub fn new<A, F>(id: impl Into<Arc<str>>, factory: F) -> Self
+    where
+        A: Actor<Context = Context<A>>,
+        F: FnMut() -> A + 'static,
+    {
+        Self::build(id, &ChildRef::new(), factory, stop_by_context::<A>)
+    }
+
+    /// Like [`ChildSpec::new`], keeping `child_ref` pointed at the current incarnation.
+    pub fn new_with_ref<A, F>(id: impl Into<Arc<str>>, child_ref: &ChildRef<A>, factory: F) -> Self
+    where
+        A: Actor<Context = Context<A>>,
+        F: FnMut() -> A + 'static,
+    {
+        Self::build(id, child_ref, factory, stop_by_context::<A>)
+    }
+
+    /// A permanent child that is asked to stop with the [`Shutdown`] message,
+    /// so it can drain in-flight work before it stops itself.
+    pub fn graceful<A, F>(id: impl Into<Arc<str>>, factory: F) -> Self
     where
         A: Actor<Context = Context<A>> + Handler<Shutdown>,
         F: FnMut() -> A + 'static,
     {
-        Self::with_ref(id, &ChildRef::new(), factory)
+        Self::build(id, &ChildRef::new(), factory, stop_by_message::<A>)
     }
 
-    /// Like [`ChildSpec::new`], keeping `child_ref` pointed at the current incarnation.
-    pub fn with_ref<A, F>(id: impl Into<Arc<str>>, child_ref: &ChildRef<A>, mut factory: F) -> Self
+    /// Like [`ChildSpec::graceful`], keeping `child_ref` pointed at the current incarnation.
+    pub fn graceful_with_ref<A, F>(
+        id: impl Into<Arc<str>>,
+        child_ref: &ChildRef<A>,
+        factory: F,
+    ) -> Self
     where
         A: Actor<Context = Context<A>> + Handler<Shutdown>,
+        F: FnMut() -> A + 'static,
+    {
+        Self::build(id, child_ref, factory, stop_by_message::<A>)
+    }
+
+    fn build<A, F>(
+        id: impl Into<Arc<str>>,
+        child_ref: &ChildRef<A>,
+        mut factory: F,
+        stopper: Stopper<A>,
+    ) -> Self
+    where
+        A: Actor<Context = Context<A>>,
         F: FnMut() -> A + 'static,
     {
         let child_ref = child_ref.clone();
         let starter = move |on_exit: Box<dyn FnOnce(Exit)>| {
-            let ctx = Context::<A>::new();
+            let mut ctx = Context::<A>::new();
             let addr = ctx.address();
-            child_ref.set(Some(addr.clone()));
+            let (stop_tx, mut stop_rx) = mpsc::unbounded_channel::<StopRequest>();
+            // The stop listener lives inside the child's own context, so it can
+            // stop the actor from outside without the actor's cooperation.
+            ctx.spawn(wrap_future(async move { stop_rx.recv().await }).map(
+                move |request, _act: &mut A, ctx: &mut Context<A>| match request {
+                    Some(StopRequest::Fail(reason)) => fail(ctx, reason),
+                    Some(StopRequest::Stop) => ctx.stop(),
+                    // Every sender is gone: the supervisor forgot this incarnation.
+                    None => {}
+                },
+            ));
+            let number = child_ref.publish(|number| Incarnation {
+                addr: addr.clone(),
+                number,
+                stop: stop_tx.clone(),
+            });
             let fut = ctx.into_future(factory());
             let cleared = child_ref.clone();
             let task = actix_rt::spawn(async move {
                 let exit = run_catching(fut).await;
-                cleared.set(None);
+                cleared.exited(number, exit.clone());
                 on_exit(exit.clone());
                 exit
             });
-            Running {
-                task,
-                request_stop: Box::new(move || addr.do_send(Shutdown)),
-            }
+            let request_stop = stopper(addr, stop_tx);
+            Running { task, request_stop }
         };
         ChildSpec {
             id: id.into(),
@@ -169,7 +326,8 @@ impl ChildSpec {
         self
     }
 
-    /// How long the child may take to drain after [`Shutdown`] before it is aborted.
+    /// How long the child may take to drain after being asked to stop before
+    /// it is aborted (default 5 s).
     pub fn shutdown_deadline(mut self, deadline: Duration) -> Self {
         self.shutdown = deadline;
         self
@@ -179,4 +337,24 @@ impl ChildSpec {
     pub fn id(&self) -> &str {
         &self.id
     }
+}
+
+type Stopper<A> = fn(Addr<A>, mpsc::UnboundedSender<StopRequest>) -> Box<dyn Fn()>;
+
+/// Asks a child to stop through its stop listener (`ctx.stop()`).
+fn stop_by_context<A: Actor<Context = Context<A>>>(
+    _addr: Addr<A>,
+    stop: mpsc::UnboundedSender<StopRequest>,
+) -> Box<dyn Fn()> {
+    Box::new(move || {
+        let _ = stop.send(StopRequest::Stop);
+    })
+}
+
+/// Asks a child to stop by sending it [`Shutdown`].
+fn stop_by_message<A: Actor<Context = Context<A>> + Handler<Shutdown>>(
+    addr: Addr<A>,
+    _stop: mpsc::UnboundedSender<StopRequest>,
+) -> Box<dyn Fn()> {
+    Box::new(move || addr.do_send(Shutdown))
 }

@@ -50,7 +50,7 @@ pub(crate) enum ConsumerEvent {
     /// These partitions are now ours, starting at their committed offsets.
     Assigned(Vec<TopicPartition>),
     /// Records, in offset order within each partition.
-    Records(Vec<Record>),
+    Records(Vec<Arc<Record>>),
 }
 
 /// Clients and topic administration for one broker.
@@ -83,8 +83,6 @@ pub(crate) trait ConsumerClient: Send + Sync {
     fn pause(&self, partitions: &[TopicPartition]) -> Result<()>;
     /// Fetches these partitions again.
     fn resume(&self, partitions: &[TopicPartition]) -> Result<()>;
-    /// Moves the fetch position of an owned partition.
-    fn seek(&self, partition: &TopicPartition, offset: i64) -> Result<()>;
     /// Commits next-offset-to-read positions of owned partitions.
     fn commit(&self, offsets: Vec<(TopicPartition, i64)>) -> BoxFuture<'static, Result<()>>;
     /// Gives revoked partitions back to the group once their work is committed.

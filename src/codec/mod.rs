@@ -50,7 +50,9 @@ impl ContentType {
             ContentType::MsgPack => {
                 rmp_serde::to_vec_named(value).map_err(|e| Error::Encode(e.to_string()))?
             }
-            ContentType::Json => serde_json::to_vec(value).map_err(|e| Error::Encode(e.to_string()))?,
+            ContentType::Json => {
+                serde_json::to_vec(value).map_err(|e| Error::Encode(e.to_string()))?
+            }
         };
         Ok(Bytes::from(bytes))
     }
@@ -74,7 +76,9 @@ pub(crate) fn content_type_of(headers: &Headers, default: ContentType) -> Result
     if let Some(enc) = headers.get(header::CONTENT_ENCODING) {
         let enc = String::from_utf8_lossy(enc);
         if !enc.trim().is_empty() && enc.trim() != "identity" {
-            return Err(Error::Decode(format!("unsupported content-encoding {enc:?}")));
+            return Err(Error::Decode(format!(
+                "unsupported content-encoding {enc:?}"
+            )));
         }
     }
     match headers.get(header::CONTENT_TYPE) {
@@ -122,7 +126,9 @@ mod tests {
 
     #[test]
     fn garbage_is_a_decode_error() {
-        let err = ContentType::MsgPack.decode::<Order>(b"\xc1\xc1").unwrap_err();
+        let err = ContentType::MsgPack
+            .decode::<Order>(b"\xc1\xc1")
+            .unwrap_err();
         assert!(matches!(err, Error::Decode(_)));
         let err = ContentType::Json.decode::<Order>(b"{").unwrap_err();
         assert!(matches!(err, Error::Decode(_)));
@@ -131,9 +137,15 @@ mod tests {
     #[test]
     fn content_type_header() {
         let mut h = Headers::new();
-        assert_eq!(content_type_of(&h, ContentType::Json).unwrap(), ContentType::Json);
+        assert_eq!(
+            content_type_of(&h, ContentType::Json).unwrap(),
+            ContentType::Json
+        );
         h.insert(header::CONTENT_TYPE, "application/json; charset=utf-8");
-        assert_eq!(content_type_of(&h, ContentType::MsgPack).unwrap(), ContentType::Json);
+        assert_eq!(
+            content_type_of(&h, ContentType::MsgPack).unwrap(),
+            ContentType::Json
+        );
         h.insert(header::CONTENT_TYPE, "text/csv");
         assert!(content_type_of(&h, ContentType::MsgPack).is_err());
         h.insert(header::CONTENT_TYPE, vec![0xffu8]);

@@ -1,22 +1,28 @@
 //! `ConsumerConnection`: one consumer-group member per subscription.
 //!
-//! Role: polls the broker, hands records to its Dispatcher in batches under
-//! credit-based flow control (at most `max_in_flight` records read and not
-//! finished; past it the partitions are paused rather than buffered), keeps
-//! the commit watermark of every owned partition and commits only offsets
-//! whose records are all finished, periodically, on revocation and on shutdown.
+//! Role: polls the broker and hands records to the subscription's Dispatcher
+//! in batches under credit-based flow control: at most `max_in_flight` records
+//! read and not finished; past it the partitions are paused rather than
+//! buffered. It keeps the commit watermark of every owned partition and
+//! commits only offsets below which every record is finished: periodically,
+//! before giving up a revoked partition, and on shutdown.
 //!
-//! Messages: [`Completed`] (records whose fate is final) and `Shutdown` (stop
-//! polling, drain in-flight records within the drain timeout, commit, leave the group).
+//! Messages: [`Completed`] (records whose fate is final), [`DispatcherReady`]
+//! (a dispatcher incarnation started) and `Shutdown` (stop polling, drain
+//! in-flight records within the drain timeout, commit, leave the group).
 //!
-//! Owns: the consumer client (group membership), the watermarks.
+//! Owns: the consumer client (group membership), the watermarks and the
+//! unfinished records themselves.
 //!
-//! Restart: a new incarnation joins the group afresh and resumes from the
-//! committed offsets; records the old one had in flight are read again (their
-//! late completions, addressed to the old incarnation, are dropped), so
-//! nothing is lost and the only duplicates are those records.
+//! Restarts: when the *dispatcher* is restarted, every unfinished record is
+//! handed to the new incarnation (the group is not left, nothing is
+//! rebalanced). When *this actor* is restarted, the new incarnation joins the
+//! group afresh and resumes from the committed offsets; the records the old
+//! one had in flight are read again, so nothing is lost and the only
+//! duplicates are those records.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,7 +39,11 @@ use crate::envelope::{Record, TopicPartition};
 #[rtype(result = "()")]
 pub(crate) struct Deliver {
     pub(crate) records: Vec<Arc<Record>>,
+    /// Where to send [`Completed`] for these records.
     pub(crate) from: Recipient<Completed>,
+    /// The connection incarnation that read them; records of an older
+    /// incarnation are dropped (the new one reads them again).
+    pub(crate) origin: u64,
 }
 
 /// Records whose fate is final (acked, or durably dead-lettered).
@@ -41,62 +51,75 @@ pub(crate) struct Deliver {
 #[rtype(result = "()")]
 pub(crate) struct Completed(pub(crate) Vec<(TopicPartition, i64)>);
 
-/// Resolves the current dispatcher of the subscription.
-pub(crate) type DispatchTarget = Box<dyn Fn() -> Option<Recipient<Deliver>>>;
+/// A dispatcher incarnation started and wants every unfinished record.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub(crate) struct DispatcherReady;
+
+/// Resolves the current dispatcher of the subscription and its incarnation number.
+pub(crate) type DispatchTarget = Box<dyn Fn() -> Option<(Recipient<Deliver>, u64)>>;
 
 const POLL_TIMEOUT: Duration = Duration::from_secs(1);
-const REDELIVER_DELAY: Duration = Duration::from_millis(20);
 
-#[derive(Debug, Default)]
+static ORIGINS: AtomicU64 = AtomicU64::new(1);
+
+#[derive(Debug)]
 struct Partition {
-    watermark: Option<Watermark>,
+    watermark: Option<Watermark<Arc<Record>>>,
     revoking_since: Option<Instant>,
+}
+
+/// Settings of a [`ConsumerConnection`].
+#[derive(Debug, Clone)]
+pub(crate) struct ConsumerSettings {
+    pub(crate) config: ConsumerConfig,
+    pub(crate) max_in_flight: usize,
+    pub(crate) commit_interval: Duration,
+    pub(crate) drain_timeout: Duration,
 }
 
 pub(crate) struct ConsumerConnection {
     backend: Arc<dyn BrokerBackend>,
-    config: ConsumerConfig,
+    settings: ConsumerSettings,
     dispatcher: DispatchTarget,
+    origin: u64,
     client: Option<Arc<dyn ConsumerClient>>,
     partitions: HashMap<TopicPartition, Partition>,
     in_flight: usize,
-    max_in_flight: usize,
     paused: bool,
     polling: Option<(SpawnHandle, usize)>,
     committing: bool,
-    commit_interval: Duration,
-    drain_timeout: Duration,
     stopping: bool,
     drained: Option<oneshot::Sender<()>>,
-    backlog: Vec<Arc<Record>>,
+    /// The dispatcher incarnation that has every unfinished record.
+    delivered_to: Option<u64>,
 }
 
 impl ConsumerConnection {
     pub(crate) fn new(
         backend: Arc<dyn BrokerBackend>,
-        config: ConsumerConfig,
+        settings: ConsumerSettings,
         dispatcher: DispatchTarget,
-        max_in_flight: usize,
-        commit_interval: Duration,
-        drain_timeout: Duration,
     ) -> Self {
         ConsumerConnection {
             backend,
-            config,
+            settings,
             dispatcher,
+            origin: ORIGINS.fetch_add(1, Ordering::Relaxed),
             client: None,
             partitions: HashMap::new(),
             in_flight: 0,
-            max_in_flight,
             paused: false,
             polling: None,
             committing: false,
-            commit_interval,
-            drain_timeout,
             stopping: false,
             drained: None,
-            backlog: Vec::new(),
+            delivered_to: None,
         }
+    }
+
+    fn group(&self) -> &str {
+        &self.settings.config.group
     }
 
     fn poll(&mut self, ctx: &mut Context<Self>) {
@@ -106,14 +129,14 @@ impl ConsumerConnection {
         let Some(client) = self.client.clone() else {
             return;
         };
-        let credit = self.max_in_flight.saturating_sub(self.in_flight);
+        let credit = self.settings.max_in_flight.saturating_sub(self.in_flight);
         let handle = ctx.spawn(client.poll(credit, POLL_TIMEOUT).into_actor(self).map(
             |result, act, ctx| {
                 act.polling = None;
                 match result {
                     Ok(events) => act.on_events(events, ctx),
                     Err(e) if !act.stopping => {
-                        fail(ctx, format!("poll failed: {e}"));
+                        fail(ctx, format!("poll of group {} failed: {e}", act.group()));
                         return;
                     }
                     Err(_) => return,
@@ -128,24 +151,41 @@ impl ConsumerConnection {
         for event in events {
             match event {
                 ConsumerEvent::Revoked(tps) => {
+                    tracing::debug!(group = %self.group(), ?tps, "revoked");
                     let now = Instant::now();
                     for tp in tps {
-                        self.partitions.entry(tp).or_default().revoking_since = Some(now);
+                        if let Some(p) = self.partitions.get_mut(&tp) {
+                            p.revoking_since = Some(now);
+                        }
                     }
-                    ctx.run_later(self.drain_timeout, |act, ctx| act.finish_revokes(true, ctx));
+                    ctx.run_later(self.settings.drain_timeout, |act, ctx| {
+                        act.finish_revokes(true, ctx)
+                    });
                     self.finish_revokes(false, ctx);
                 }
                 ConsumerEvent::Assigned(tps) => {
-                    tracing::debug!(group = %self.config.group, ?tps, "assigned");
+                    tracing::debug!(group = %self.group(), ?tps, "assigned");
+                    if self.paused {
+                        if let Some(client) = &self.client {
+                            if let Err(e) = client.pause(&tps) {
+                                tracing::warn!(error = %e, "pause of new partitions failed");
+                            }
+                        }
+                    }
                     for tp in tps {
-                        self.partitions.insert(tp, Partition::default());
+                        self.partitions.insert(
+                            tp,
+                            Partition {
+                                watermark: None,
+                                revoking_since: None,
+                            },
+                        );
                     }
                 }
                 ConsumerEvent::Records(records) => {
                     let mut batch = Vec::with_capacity(records.len());
                     for record in records {
-                        let tp = record.topic_partition();
-                        let Some(p) = self.partitions.get_mut(&tp) else {
+                        let Some(p) = self.partitions.get_mut(&record.topic_partition()) else {
                             continue;
                         };
                         if p.revoking_since.is_some() {
@@ -154,39 +194,55 @@ impl ConsumerConnection {
                         let wm = p
                             .watermark
                             .get_or_insert_with(|| Watermark::new(record.offset));
-                        if wm.track(record.offset) {
+                        if wm.track(record.offset, record.clone()) {
                             self.in_flight += 1;
-                            batch.push(Arc::new(record));
+                            batch.push(record);
                         }
                     }
                     self.deliver(batch, ctx);
                 }
             }
         }
-        if self.in_flight >= self.max_in_flight && !self.paused {
+        if self.in_flight >= self.settings.max_in_flight && !self.paused {
             self.set_paused(true);
         }
     }
 
-    fn deliver(&mut self, mut batch: Vec<Arc<Record>>, ctx: &mut Context<Self>) {
-        if !self.backlog.is_empty() {
-            let mut all = std::mem::take(&mut self.backlog);
-            all.append(&mut batch);
-            batch = all;
-        }
-        if batch.is_empty() {
+    /// Sends `batch` to the dispatcher. A dispatcher incarnation that has not
+    /// seen this connection's unfinished records yet gets all of them instead
+    /// (`batch` is among them, since it is tracked before it is sent).
+    fn deliver(&mut self, batch: Vec<Arc<Record>>, ctx: &mut Context<Self>) {
+        let Some((target, incarnation)) = (self.dispatcher)() else {
+            // Restarting: the new incarnation announces itself with `DispatcherReady`.
+            self.delivered_to = None;
+            return;
+        };
+        let records = if self.delivered_to == Some(incarnation) {
+            batch
+        } else {
+            self.delivered_to = Some(incarnation);
+            let all: Vec<Arc<Record>> = self
+                .partitions
+                .values()
+                .filter_map(|p| p.watermark.as_ref())
+                .flat_map(|w| w.unfinished().cloned())
+                .collect();
+            if !all.is_empty() {
+                tracing::debug!(group = %self.group(), records = all.len(), incarnation, "handing unfinished records to dispatcher");
+            }
+            all
+        };
+        if records.is_empty() {
             return;
         }
-        match (self.dispatcher)() {
-            Some(target) if target.connected() => target.do_send(Deliver {
-                records: batch,
-                from: ctx.address().recipient(),
-            }),
-            _ => {
-                // The dispatcher is restarting: keep the records and try again shortly.
-                self.backlog = batch;
-                ctx.run_later(REDELIVER_DELAY, |act, ctx| act.deliver(Vec::new(), ctx));
-            }
+        if let Err(e) = target.try_send(Deliver {
+            records,
+            from: ctx.address().recipient(),
+            origin: self.origin,
+        }) {
+            // Its mailbox is closed: it is being restarted and will announce itself.
+            tracing::debug!(error = %e, "dispatcher unavailable");
+            self.delivered_to = None;
         }
     }
 
@@ -208,21 +264,28 @@ impl ConsumerConnection {
         if self.committing {
             return;
         }
-        let Some(client) = self.client.clone() else { return };
+        let Some(client) = self.client.clone() else {
+            return;
+        };
         let offsets = self.committable(|p| p.revoking_since.is_none());
         if offsets.is_empty() {
             return;
         }
         self.committing = true;
-        ctx.spawn(client.commit(offsets.clone()).into_actor(self).map(
-            move |result, act, _| {
-                act.committing = false;
-                match result {
-                    Ok(()) => act.mark_committed(&offsets),
-                    Err(e) => tracing::warn!(error = %e, "commit failed; retrying next interval"),
-                }
-            },
-        ));
+        ctx.spawn(
+            client
+                .commit(offsets.clone())
+                .into_actor(self)
+                .map(move |result, act, _| {
+                    act.committing = false;
+                    match result {
+                        Ok(()) => act.mark_committed(&offsets),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "commit failed; retrying next interval")
+                        }
+                    }
+                }),
+        );
     }
 
     fn committable(&self, filter: impl Fn(&Partition) -> bool) -> Vec<(TopicPartition, i64)> {
@@ -240,7 +303,11 @@ impl ConsumerConnection {
 
     fn mark_committed(&mut self, offsets: &[(TopicPartition, i64)]) {
         for (tp, o) in offsets {
-            if let Some(w) = self.partitions.get_mut(tp).and_then(|p| p.watermark.as_mut()) {
+            if let Some(w) = self
+                .partitions
+                .get_mut(tp)
+                .and_then(|p| p.watermark.as_mut())
+            {
                 w.committed(*o);
             }
         }
@@ -250,8 +317,10 @@ impl ConsumerConnection {
     /// `force`, whose drain deadline passed: their unfinished records will be
     /// read again by the new owner).
     fn finish_revokes(&mut self, force: bool, ctx: &mut Context<Self>) {
-        let Some(client) = self.client.clone() else { return };
-        let deadline = self.drain_timeout;
+        let Some(client) = self.client.clone() else {
+            return;
+        };
+        let deadline = self.settings.drain_timeout;
         let ready: Vec<TopicPartition> = self
             .partitions
             .iter()
@@ -278,8 +347,10 @@ impl ConsumerConnection {
                 }
             }
         }
-        tracing::debug!(group = %self.config.group, ?ready, "releasing revoked partitions");
-        ctx.spawn(
+        tracing::debug!(group = %self.group(), ?ready, "releasing revoked partitions");
+        // Commit before release, in this order, so the next owner starts
+        // exactly after what this member finished.
+        ctx.wait(
             async move {
                 if !offsets.is_empty() {
                     if let Err(e) = client.commit(offsets).await {
@@ -297,11 +368,11 @@ impl ConsumerConnection {
 
     /// Re-evaluates flow control and shutdown after records finished.
     fn after_progress(&mut self, ctx: &mut Context<Self>) {
-        if self.paused && self.in_flight <= self.max_in_flight / 2 {
+        if self.paused && self.in_flight <= self.settings.max_in_flight / 2 {
             self.set_paused(false);
         }
         if let Some((handle, 0)) = self.polling {
-            if self.in_flight < self.max_in_flight {
+            if self.in_flight < self.settings.max_in_flight {
                 ctx.cancel_future(handle);
                 self.polling = None;
                 self.poll(ctx);
@@ -319,14 +390,14 @@ impl Actor for ConsumerConnection {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        match self.backend.consumer(self.config.clone()) {
+        match self.backend.consumer(self.settings.config.clone()) {
             Ok(client) => self.client = Some(client),
             Err(e) => {
-                fail(ctx, format!("cannot join group {}: {e}", self.config.group));
+                fail(ctx, format!("cannot join group {}: {e}", self.group()));
                 return;
             }
         }
-        ctx.run_interval(self.commit_interval, |act, ctx| act.commit(ctx));
+        ctx.run_interval(self.settings.commit_interval, |act, ctx| act.commit(ctx));
         self.poll(ctx);
     }
 
@@ -341,15 +412,29 @@ impl Handler<Completed> for ConsumerConnection {
     type Result = ();
 
     fn handle(&mut self, msg: Completed, ctx: &mut Context<Self>) {
+        let mut revoking = false;
         for (tp, offset) in msg.0 {
-            if let Some(w) = self.partitions.get_mut(&tp).and_then(|p| p.watermark.as_mut()) {
-                if w.complete(offset) {
-                    self.in_flight -= 1;
+            if let Some(p) = self.partitions.get_mut(&tp) {
+                if let Some(w) = p.watermark.as_mut() {
+                    if w.complete(offset).is_some() {
+                        self.in_flight -= 1;
+                        revoking |= p.revoking_since.is_some();
+                    }
                 }
             }
         }
-        self.finish_revokes(false, ctx);
+        if revoking {
+            self.finish_revokes(false, ctx);
+        }
         self.after_progress(ctx);
+    }
+}
+
+impl Handler<DispatcherReady> for ConsumerConnection {
+    type Result = ();
+
+    fn handle(&mut self, _: DispatcherReady, ctx: &mut Context<Self>) {
+        self.deliver(Vec::new(), ctx);
     }
 }
 
@@ -367,8 +452,8 @@ impl Handler<Shutdown> for ConsumerConnection {
         } else {
             self.drained = Some(tx);
         }
-        let drain = self.drain_timeout;
-        let group = self.config.group.clone();
+        let drain = self.settings.drain_timeout;
+        let group = self.group().to_string();
         Box::pin(
             async move {
                 if tokio::time::timeout(drain, rx).await.is_err() {

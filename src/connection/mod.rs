@@ -2,6 +2,3 @@
 
 pub(crate) mod consumer;
 pub(crate) mod producer;
-
-pub(crate) use consumer::{Completed, ConsumerConnection, Deliver};
-pub(crate) use producer::{Produce, ProducerConnection};

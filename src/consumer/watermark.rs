@@ -1,25 +1,31 @@
 //! The commit watermark of one partition: records are handed out in offset
 //! order and finish in any order; the committable position is the lowest
 //! offset not yet finished (Kafka commits "the next offset to read").
+//!
+//! Each in-flight offset carries an item (the connection keeps the record
+//! itself there, so it can hand unfinished records to a restarted dispatcher).
 
 use std::collections::VecDeque;
 
-/// Tracks in-flight offsets of one partition.
+/// Tracks in-flight offsets of one partition, each with an item `T`.
 #[derive(Debug, Clone)]
-pub(crate) struct Watermark {
-    /// In-flight offsets in increasing order, with whether each is finished.
-    pending: VecDeque<(i64, bool)>,
+pub(crate) struct Watermark<T = ()> {
+    /// Tracked offsets in increasing order, with their item while unfinished.
+    pending: VecDeque<(i64, Option<T>)>,
+    /// Number of unfinished entries in `pending`.
+    unfinished: usize,
     /// Everything below this offset is finished.
     position: i64,
     /// The last position handed to the broker as committed.
     committed: i64,
 }
 
-impl Watermark {
+impl<T> Watermark<T> {
     /// A partition whose consumption starts at `position`.
     pub(crate) fn new(position: i64) -> Self {
         Watermark {
             pending: VecDeque::new(),
+            unfinished: 0,
             position,
             committed: position,
         }
@@ -27,7 +33,7 @@ impl Watermark {
 
     /// Records that `offset` was handed out. Offsets must increase; an offset
     /// at or below one already tracked is refused (returns false).
-    pub(crate) fn track(&mut self, offset: i64) -> bool {
+    pub(crate) fn track(&mut self, offset: i64, item: T) -> bool {
         let last = self.pending.back().map(|&(o, _)| o);
         if last.is_some_and(|l| offset <= l) || offset < self.position {
             return false;
@@ -36,38 +42,47 @@ impl Watermark {
             // Offsets may skip (compaction, transactions): nothing below is in flight.
             self.position = offset;
         }
-        self.pending.push_back((offset, false));
+        self.pending.push_back((offset, Some(item)));
+        self.unfinished += 1;
         true
     }
 
-    /// Marks `offset` finished; returns false if it was not in flight.
-    pub(crate) fn complete(&mut self, offset: i64) -> bool {
-        let Ok(i) = self.pending.binary_search_by_key(&offset, |&(o, _)| o) else {
-            return false;
+    /// Marks `offset` finished and gives its item back; None if it was not in flight.
+    pub(crate) fn complete(&mut self, offset: i64) -> Option<T> {
+        // Completions mostly arrive in order: look at the front first.
+        let i = match self.pending.front() {
+            Some(&(o, _)) if o == offset => 0,
+            _ => self
+                .pending
+                .binary_search_by_key(&offset, |&(o, _)| o)
+                .ok()?,
         };
-        if self.pending[i].1 {
-            return false;
-        }
-        self.pending[i].1 = true;
-        while let Some(&(o, true)) = self.pending.front() {
+        let item = self.pending[i].1.take()?;
+        self.unfinished -= 1;
+        while let Some((o, None)) = self.pending.front() {
+            self.position = *o + 1;
             self.pending.pop_front();
-            self.position = o + 1;
         }
         if let Some(&(o, _)) = self.pending.front() {
             self.position = o;
         }
-        true
+        Some(item)
+    }
+
+    /// The items of unfinished offsets, in offset order.
+    pub(crate) fn unfinished(&self) -> impl Iterator<Item = &T> {
+        self.pending.iter().filter_map(|(_, item)| item.as_ref())
     }
 
     /// The offset to commit: every record below it is finished.
+    #[cfg(test)]
     pub(crate) fn position(&self) -> i64 {
         self.position
     }
 
-    /// Records handed out and not finished (finished ones above a gap count too,
-    /// since they still hold memory).
+    /// Offsets handed out and not finished.
     pub(crate) fn in_flight(&self) -> usize {
-        self.pending.iter().filter(|(_, done)| !done).count()
+        self.unfinished
     }
 
     /// Whether nothing is in flight.
@@ -95,17 +110,21 @@ mod tests {
     fn out_of_order_completion() {
         let mut w = Watermark::new(10);
         for o in 10..15 {
-            assert!(w.track(o));
+            assert!(w.track(o, o * 2));
         }
-        assert!(w.complete(12));
+        assert_eq!(w.complete(12), Some(24));
         assert_eq!(w.position(), 10);
-        assert!(w.complete(10));
+        assert_eq!(
+            w.unfinished().copied().collect::<Vec<_>>(),
+            vec![20, 22, 26, 28]
+        );
+        assert_eq!(w.complete(10), Some(20));
         assert_eq!(w.position(), 11);
-        assert!(w.complete(11));
+        assert!(w.complete(11).is_some());
         assert_eq!(w.position(), 13);
-        assert!(!w.complete(11), "double completion is refused");
-        assert!(w.complete(14));
-        assert!(w.complete(13));
+        assert_eq!(w.complete(11), None, "double completion is refused");
+        assert!(w.complete(14).is_some());
+        assert!(w.complete(13).is_some());
         assert_eq!(w.position(), 15);
         assert!(w.is_idle());
         assert_eq!(w.to_commit(), Some(15));
@@ -116,11 +135,11 @@ mod tests {
     #[test]
     fn refuses_going_backwards() {
         let mut w = Watermark::new(5);
-        assert!(!w.track(4));
-        assert!(w.track(7));
+        assert!(!w.track(4, ()));
+        assert!(w.track(7, ()));
         assert_eq!(w.position(), 7);
-        assert!(!w.track(7));
-        assert!(!w.complete(6));
+        assert!(!w.track(7, ()));
+        assert!(w.complete(6).is_none());
     }
 
     proptest! {
@@ -136,13 +155,13 @@ mod tests {
             let mut o = start;
             for g in gaps { offsets.push(o); o += g; }
             let mut w = Watermark::new(start);
-            for &o in &offsets { prop_assert!(w.track(o)); }
+            for &o in &offsets { prop_assert!(w.track(o, o)); }
             let mut order = offsets.clone();
             let mut rng = fastrand::Rng::with_seed(seed);
             rng.shuffle(&mut order);
             let mut done = std::collections::BTreeSet::new();
             for o in order {
-                prop_assert!(w.complete(o));
+                prop_assert_eq!(w.complete(o), Some(o));
                 done.insert(o);
                 let lowest_unfinished = offsets.iter().copied().find(|x| !done.contains(x));
                 match lowest_unfinished {
@@ -150,6 +169,10 @@ mod tests {
                     None => prop_assert_eq!(w.position(), *offsets.last().unwrap() + 1),
                 }
                 prop_assert_eq!(w.in_flight(), offsets.len() - done.len());
+                let expected: Vec<i64> = offsets.iter().copied().filter(|x| !done.contains(x)).collect();
+                prop_assert_eq!(w.unfinished().copied().collect::<Vec<_>>(), expected);
+                // Never commit past an unfinished offset.
+                if let Some(&first) = w.unfinished().next() { prop_assert!(w.position() <= first); }
             }
             prop_assert!(w.is_idle());
         }

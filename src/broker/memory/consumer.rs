@@ -24,7 +24,9 @@ pub(crate) struct MemoryConsumer {
 impl MemoryConsumer {
     pub(crate) fn join(broker: Arc<MemoryBroker>, config: ConsumerConfig) -> Result<Self> {
         if config.topics.is_empty() {
-            return Err(Error::Config("a subscription needs at least one topic".into()));
+            return Err(Error::Config(
+                "a subscription needs at least one topic".into(),
+            ));
         }
         let (id, notify) = {
             let mut state = broker.lock();
@@ -33,7 +35,11 @@ impl MemoryConsumer {
             }
             let id = MemoryBroker::next_member_id(&mut state);
             let member = Member::new(
-                config.topics.iter().map(|t| Arc::from(t.as_str())).collect(),
+                config
+                    .topics
+                    .iter()
+                    .map(|t| Arc::from(t.as_str()))
+                    .collect(),
                 config.reset,
             );
             let notify = member.notify.clone();
@@ -72,7 +78,9 @@ fn take_events(state: &mut State, group: &str, id: u64, max: usize) -> Result<Ve
         .ok_or_else(|| Error::Broker("consumer has left its group".into()))?;
     let mut events = Vec::new();
     if !member.pending_revoke.is_empty() {
-        events.push(ConsumerEvent::Revoked(std::mem::take(&mut member.pending_revoke)));
+        events.push(ConsumerEvent::Revoked(std::mem::take(
+            &mut member.pending_revoke,
+        )));
     }
     if !member.pending_assign.is_empty() {
         let tps = std::mem::take(&mut member.pending_assign);
@@ -84,7 +92,7 @@ fn take_events(state: &mut State, group: &str, id: u64, max: usize) -> Result<Ve
         let n = tps.len();
         let start = member.fetch_cursor % n;
         member.fetch_cursor = member.fetch_cursor.wrapping_add(1);
-        let mut records: Vec<Record> = Vec::new();
+        let mut records: Vec<Arc<Record>> = Vec::new();
         for i in 0..n {
             let remaining = max - records.len();
             if remaining == 0 {
@@ -116,7 +124,11 @@ fn take_events(state: &mut State, group: &str, id: u64, max: usize) -> Result<Ve
 }
 
 impl ConsumerClient for MemoryConsumer {
-    fn poll(&self, max_records: usize, timeout: Duration) -> BoxFuture<'static, Result<Vec<ConsumerEvent>>> {
+    fn poll(
+        &self,
+        max_records: usize,
+        timeout: Duration,
+    ) -> BoxFuture<'static, Result<Vec<ConsumerEvent>>> {
         let broker = self.broker.clone();
         let group = self.group.clone();
         let id = self.id;
@@ -131,7 +143,10 @@ impl ConsumerClient for MemoryConsumer {
                         return Ok(events);
                     }
                 }
-                if tokio::time::timeout_at(deadline, notify.notified()).await.is_err() {
+                if tokio::time::timeout_at(deadline, notify.notified())
+                    .await
+                    .is_err()
+                {
                     return Ok(Vec::new());
                 }
             }
@@ -152,18 +167,6 @@ impl ConsumerClient for MemoryConsumer {
         })
     }
 
-    fn seek(&self, partition: &TopicPartition, offset: i64) -> Result<()> {
-        self.with_member(|m| {
-            if m.owns(partition) {
-                m.positions.insert(partition.clone(), offset);
-                m.notify.notify_one();
-                Ok(())
-            } else {
-                Err(Error::Broker(format!("cannot seek {partition}: not assigned")))
-            }
-        })?
-    }
-
     fn commit(&self, offsets: Vec<(TopicPartition, i64)>) -> BoxFuture<'static, Result<()>> {
         let result = (|| {
             let mut state = self.broker.lock();
@@ -176,7 +179,9 @@ impl ConsumerClient for MemoryConsumer {
                 .get(&self.id)
                 .ok_or_else(|| Error::Commit("consumer has left its group".into()))?;
             if let Some((tp, _)) = offsets.iter().find(|(tp, _)| !member.owns(tp)) {
-                return Err(Error::Commit(format!("{tp} is not assigned to this member")));
+                return Err(Error::Commit(format!(
+                    "{tp} is not assigned to this member"
+                )));
             }
             for (tp, offset) in offsets {
                 group.commit(tp, offset);

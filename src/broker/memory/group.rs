@@ -146,12 +146,16 @@ pub(crate) fn rebalance(state: &mut State, group_name: &str) {
             continue;
         }
         for p in 0..n {
-            target.insert(TopicPartition::new(topic.clone(), p), subs[p as usize % subs.len()]);
+            target.insert(
+                TopicPartition::new(topic.clone(), p),
+                subs[p as usize % subs.len()],
+            );
         }
     }
 
     // Revoke what is owned by someone other than its target.
-    let owned: Vec<(TopicPartition, u64)> = group.owner.iter().map(|(tp, m)| (tp.clone(), *m)).collect();
+    let owned: Vec<(TopicPartition, u64)> =
+        group.owner.iter().map(|(tp, m)| (tp.clone(), *m)).collect();
     for (tp, current) in owned {
         if target.get(&tp) == Some(&current) {
             continue;

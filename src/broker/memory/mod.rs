@@ -22,7 +22,7 @@ use group::Group;
 
 #[derive(Debug, Default)]
 struct Topic {
-    partitions: Vec<Vec<Record>>,
+    partitions: Vec<Vec<Arc<Record>>>,
     next_unkeyed: usize,
 }
 
@@ -60,13 +60,22 @@ impl MemoryBroker {
         state
             .topics
             .get(topic)
-            .map(|t| t.partitions.iter().flatten().cloned().collect())
+            .map(|t| {
+                t.partitions
+                    .iter()
+                    .flatten()
+                    .map(|r| Record::clone(r))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
     /// Number of partitions of `topic`, if it exists.
     pub fn partitions(&self, topic: &str) -> Option<i32> {
-        self.lock().topics.get(topic).map(|t| t.partitions.len() as i32)
+        self.lock()
+            .topics
+            .get(topic)
+            .map(|t| t.partitions.len() as i32)
     }
 
     /// Offset one past the last record of a partition.
@@ -130,7 +139,12 @@ impl MemoryBroker {
         Ok(true)
     }
 
-    pub(crate) fn ensure_locked(&self, state: &mut State, topic: &str, partitions: Option<i32>) -> Result<()> {
+    pub(crate) fn ensure_locked(
+        &self,
+        state: &mut State,
+        topic: &str,
+        partitions: Option<i32>,
+    ) -> Result<()> {
         if Self::create_locked(state, topic, partitions.unwrap_or(self.default_partitions))? {
             let names: Vec<String> = state.groups.keys().cloned().collect();
             for name in names {
@@ -164,7 +178,7 @@ impl MemoryBroker {
         let log = &mut topic.partitions[partition as usize];
         let offset = log.len() as i64;
         let topic_name = record.topic.clone();
-        log.push(Record {
+        log.push(Arc::new(Record {
             topic: record.topic,
             partition,
             offset,
@@ -172,13 +186,16 @@ impl MemoryBroker {
             headers: record.headers,
             payload: record.payload,
             timestamp_ms: record.timestamp_ms,
-        });
+        }));
         group::wake_subscribers(&state, &topic_name);
         Ok(Delivered { partition, offset })
     }
 
     pub(crate) fn partition_count(state: &State, topic: &str) -> i32 {
-        state.topics.get(topic).map_or(0, |t| t.partitions.len() as i32)
+        state
+            .topics
+            .get(topic)
+            .map_or(0, |t| t.partitions.len() as i32)
     }
 }
 

@@ -1,0 +1,311 @@
+//! The application: [`Kafkactor::builder`] assembles the supervision tree,
+//! [`App`] runs it.
+//!
+//! ```text
+//! kafkactor (root supervisor, one-for-one)
+//! ├── producer-connection   broker producer client
+//! ├── producer              Publish -> PublishOutcome
+//! ├── dead-letter           failed records -> dead-letter topics
+//! └── subscription:<group>:<topics> ...   one subtree per subscription
+//! ```
+//!
+//! Children start in that order and stop in reverse, each draining first:
+//! subscriptions finish and commit their in-flight records while the
+//! dead-letter actor and the producer can still write.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::{Actor, Addr, Context, Handler};
+use kafkactor_actors::{Backoff, ChildRef, ChildSpec, Events, Exit, Supervisor, SupervisorHandle};
+use serde::de::DeserializeOwned;
+
+use crate::broker::Broker;
+use crate::connection::producer::ProducerConnection;
+use crate::consumer::tree::{subscription_spec, Shared};
+use crate::dead_letter::DeadLetter;
+use crate::delivery::{Delivery, Outcome};
+use crate::error::{Error, Result};
+use crate::handler::FnHandler;
+use crate::producer::Producer;
+use crate::route::Routes;
+use crate::subscription::{Subscription, DEFAULT_MAX_RECORD_BYTES};
+
+/// Entry point: `Kafkactor::builder()`.
+#[derive(Debug, Clone, Copy)]
+pub struct Kafkactor;
+
+impl Kafkactor {
+    /// A builder for an application.
+    pub fn builder() -> AppBuilder {
+        AppBuilder {
+            broker: None,
+            subscriptions: Vec::new(),
+            max_message_bytes: DEFAULT_MAX_RECORD_BYTES,
+            restart_limit: (10, Duration::from_secs(10)),
+            backoff: Backoff::exponential(Duration::from_millis(10), Duration::from_secs(2)),
+            events: Events::new(),
+            error: None,
+        }
+    }
+}
+
+type MakeSpec = Box<dyn FnOnce(Shared) -> ChildSpec>;
+
+/// Assembles an application: the broker, the subscriptions and their
+/// handlers, and the supervision settings. Nothing runs until [`start`](AppBuilder::start).
+pub struct AppBuilder {
+    broker: Option<Broker>,
+    subscriptions: Vec<(Subscription, MakeSpec)>,
+    max_message_bytes: usize,
+    restart_limit: (usize, Duration),
+    backoff: Backoff,
+    events: Events,
+    error: Option<Error>,
+}
+
+impl fmt::Debug for AppBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AppBuilder")
+            .field("broker", &self.broker)
+            .field(
+                "subscriptions",
+                &self
+                    .subscriptions
+                    .iter()
+                    .map(|(s, _)| s)
+                    .collect::<Vec<_>>(),
+            )
+            .field("max_message_bytes", &self.max_message_bytes)
+            .finish()
+    }
+}
+
+impl AppBuilder {
+    /// The broker to use: [`Broker::memory`] or, with Kafka, `Broker::kafka`.
+    pub fn broker(mut self, broker: Broker) -> Self {
+        self.broker = Some(broker);
+        self
+    }
+
+    /// Subscribes the handler actor built by `factory` to `sub`, for the one
+    /// message type `T` it handles (`A: Handler<Delivery<T>>`).
+    ///
+    /// `factory` is called once per lane (`concurrency` times) and again
+    /// whenever a lane's actor is restarted after a failure.
+    pub fn subscribe<A, T, F>(self, sub: Subscription, factory: F) -> Self
+    where
+        A: Actor<Context = Context<A>> + Handler<Delivery<T>>,
+        T: DeserializeOwned + Send + 'static,
+        F: Fn() -> A + 'static,
+    {
+        self.subscribe_routes(sub, Routes::new().route::<T>(), factory)
+    }
+
+    /// Subscribes a handler actor that accepts several message types on the
+    /// same topics, told apart by the type-name header (see [`Routes`]).
+    pub fn subscribe_routes<A, F>(
+        mut self,
+        sub: Subscription,
+        routes: Routes<A>,
+        factory: F,
+    ) -> Self
+    where
+        A: Actor<Context = Context<A>>,
+        F: Fn() -> A + 'static,
+    {
+        if routes.is_empty() {
+            self.fail(Error::Config(format!(
+                "subscription to {:?} accepts no message type",
+                sub.topics
+            )));
+            return self;
+        }
+        let factory = Arc::new(factory);
+        let spec_sub = sub.clone();
+        self.subscriptions.push((
+            sub,
+            Box::new(move |shared| subscription_spec(spec_sub, routes, factory, shared)),
+        ));
+        self
+    }
+
+    /// Subscribes an async closure: `|d: Delivery<T>| async move { .. }`,
+    /// answering an [`Outcome`] or a `Result<(), E>` (`Err` asks for a retry).
+    pub fn handle<T, F, Fut, O>(self, sub: Subscription, handler: F) -> Self
+    where
+        T: DeserializeOwned + Send + 'static,
+        F: Fn(Delivery<T>) -> Fut + 'static,
+        Fut: Future<Output = O> + 'static,
+        O: Into<Outcome> + 'static,
+    {
+        let handler = Arc::new(handler);
+        self.subscribe::<FnHandler<T, F>, T, _>(sub, move || FnHandler::new(handler.clone()))
+    }
+
+    /// The largest record the producer accepts (key, headers and payload;
+    /// default 1 MiB); larger ones fail with [`Error::RecordTooLarge`].
+    pub fn max_message_bytes(mut self, max: usize) -> Self {
+        self.max_message_bytes = max;
+        self
+    }
+
+    /// At most `max` restarts among the root's children (connections,
+    /// producer, dead-letter, subscription subtrees) within `window`; past it
+    /// the application stops and [`App::wait`] returns [`Error::Escalated`].
+    pub fn restart_limit(mut self, max: usize, window: Duration) -> Self {
+        self.restart_limit = (max, window);
+        self
+    }
+
+    /// The delay before restarting a failed child of the root.
+    pub fn restart_backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// Publishes the tree's lifecycle events to `events` (shared by clones).
+    pub fn events(mut self, events: Events) -> Self {
+        self.events = events;
+        self
+    }
+
+    fn fail(&mut self, error: Error) {
+        self.error.get_or_insert(error);
+    }
+
+    /// Validates the configuration, starts the supervision tree in order and
+    /// returns the running application. Must run inside an actix system.
+    pub async fn start(self) -> Result<App> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        let broker = self.broker.ok_or_else(|| {
+            Error::Config("no broker: call .broker(Broker::memory()) or another broker".into())
+        })?;
+        if self.max_message_bytes == 0 {
+            return Err(Error::Config("max_message_bytes must be at least 1".into()));
+        }
+        for (sub, _) in &self.subscriptions {
+            sub.validate()?;
+        }
+
+        let backend = broker.backend.clone();
+        let connection: ChildRef<ProducerConnection> = ChildRef::new();
+        let producer: ChildRef<Producer> = ChildRef::new();
+        let dead_letter: ChildRef<DeadLetter> = ChildRef::new();
+        let max_bytes = self.max_message_bytes;
+
+        let mut root = Supervisor::new("kafkactor")
+            .events(self.events.clone())
+            .restart_limit(self.restart_limit.0, self.restart_limit.1)
+            .backoff(self.backoff)
+            .child(ChildSpec::graceful_with_ref(
+                "producer-connection",
+                &connection,
+                {
+                    let backend = backend.clone();
+                    move || ProducerConnection::new(backend.clone())
+                },
+            ))
+            .child(ChildSpec::graceful_with_ref("producer", &producer, {
+                let connection = connection.clone();
+                move || Producer::new(connection.clone(), max_bytes)
+            }))
+            .child(ChildSpec::graceful_with_ref("dead-letter", &dead_letter, {
+                let connection = connection.clone();
+                move || DeadLetter::new(connection.clone())
+            }));
+        let shared = Shared {
+            backend,
+            dead_letter,
+            events: self.events.clone(),
+        };
+        for (_, make) in self.subscriptions {
+            root = root.child(make(shared.clone()));
+        }
+
+        let mut handle = root.start_root();
+        let Some(first) = producer.ready(Duration::from_secs(10)).await else {
+            let exit = if handle.is_finished() {
+                handle.wait().await
+            } else {
+                Exit::Killed
+            };
+            return Err(Error::Escalated(format!(
+                "the application did not start: {exit}"
+            )));
+        };
+        Ok(App {
+            root: handle,
+            producer,
+            first_producer: first,
+            broker,
+            events: self.events,
+        })
+    }
+}
+
+/// A running application. Publish through [`App::producer`]; stop with
+/// [`App::shutdown`], which drains in-flight work and commits.
+pub struct App {
+    root: SupervisorHandle,
+    producer: ChildRef<Producer>,
+    first_producer: Addr<Producer>,
+    broker: Broker,
+    events: Events,
+}
+
+impl fmt::Debug for App {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("App")
+            .field("broker", &self.broker)
+            .field("running", &!self.root.is_finished())
+            .finish()
+    }
+}
+
+impl App {
+    /// The address of the Producer actor: send it [`Publish`](crate::Publish) messages.
+    ///
+    /// If the producer is being restarted at this moment the last known
+    /// address is returned, and sending to it fails with
+    /// [`Error::Unavailable`] (a retriable error); ask again afterwards.
+    pub fn producer(&self) -> Addr<Producer> {
+        self.producer
+            .get()
+            .unwrap_or_else(|| self.first_producer.clone())
+    }
+
+    /// The broker this application runs on.
+    pub fn broker(&self) -> &Broker {
+        &self.broker
+    }
+
+    /// The supervision tree's lifecycle events.
+    pub fn events(&self) -> &Events {
+        &self.events
+    }
+
+    /// Waits until the application stops on its own: `Err(Error::Escalated)`
+    /// when the root supervisor gave up after too many failures.
+    pub async fn wait(&mut self) -> Result<()> {
+        exit_to_result(self.root.wait().await)
+    }
+
+    /// Stops every actor in reverse start order: subscriptions stop polling,
+    /// finish their in-flight records (within their drain timeout) and commit;
+    /// then the dead-letter actor, the producer and its connection (flushed).
+    pub async fn shutdown(self) -> Result<()> {
+        exit_to_result(self.root.shutdown().await)
+    }
+}
+
+fn exit_to_result(exit: Exit) -> Result<()> {
+    match exit {
+        Exit::Normal => Ok(()),
+        other => Err(Error::Escalated(other.to_string())),
+    }
+}

@@ -1,0 +1,416 @@
+//! The `Dispatcher` actor: route -> decode -> handler lane -> outcome.
+//!
+//! Role: receives batches of records from its subscription's
+//! ConsumerConnection, picks a lane per record (the key's hash, so records
+//! with one key are handled one after the other in offset order; unkeyed
+//! records are spread round-robin), routes each record by its type-name
+//! header, decodes it and sends it to that lane's handler actor, one record
+//! per lane at a time. The outcome decides the record's fate: `Ack` finishes
+//! it; `Retry` retries it in place under the subscription's
+//! [`RetryPolicy`](crate::RetryPolicy) (blocking only its lane), then
+//! dead-letters it; `Reject`, undecodable and unroutable records are
+//! dead-lettered at once. A record is reported [`Completed`] to the connection
+//! only once its fate is final, so the commit watermark never passes an
+//! unfinished record.
+//!
+//! Messages: [`Deliver`] (records to handle), `Shutdown`, and an internal flush.
+//!
+//! Owns: the lane queues. Handler actors are its siblings under the
+//! subscription's supervisor, reached through [`ChildRef`]s.
+//!
+//! Restarts: a handler that panics (or drops a reply) is re-created from its
+//! factory by the supervisor, and the record it had is retried as a failed
+//! attempt. When the dispatcher itself is restarted, its queues are lost; the
+//! new incarnation announces itself and the connection hands it every
+//! unfinished record again, so only the records in flight at that moment are
+//! handled twice.
+
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use kafkactor_actors::{ChildRef, Shutdown};
+
+use crate::codec::ContentType;
+use crate::connection::consumer::{Completed, ConsumerConnection, Deliver, DispatcherReady};
+use crate::dead_letter::{DeadLetter, DeadLetterRecord, FailureKind};
+use crate::delivery::Outcome;
+use crate::envelope::{Record, TopicPartition};
+use crate::partitioner::murmur2;
+use crate::retry::RetryPolicy;
+use crate::route::Routes;
+
+/// How long to wait for a restarting sibling before looking again.
+const SIBLING_WAIT: Duration = Duration::from_secs(5);
+/// Longest wait between two tries of a dead-letter write that failed.
+const MAX_DEAD_LETTER_BACKOFF: Duration = Duration::from_secs(5);
+
+/// What a dispatcher needs to know about its subscription.
+#[derive(Debug, Clone)]
+pub(crate) struct DispatchSettings {
+    pub(crate) group: Arc<str>,
+    pub(crate) retry: RetryPolicy,
+    /// Dead-letter topic; `None` means `<record topic>.dlq`.
+    pub(crate) dead_letter: Option<Arc<str>>,
+    pub(crate) default_content_type: ContentType,
+    pub(crate) max_record_bytes: usize,
+}
+
+impl DispatchSettings {
+    fn dead_letter_topic(&self, record: &Record) -> Arc<str> {
+        match &self.dead_letter {
+            Some(t) => t.clone(),
+            None => Arc::from(format!("{}.dlq", record.topic)),
+        }
+    }
+}
+
+/// One record being handled.
+#[derive(Debug)]
+struct Job {
+    record: Arc<Record>,
+    /// The connection incarnation that read it.
+    origin: u64,
+    /// 1-based attempt about to run (or that just ran).
+    attempt: u32,
+}
+
+/// Why a record is being dead-lettered, and how many writes failed so far.
+#[derive(Debug, Clone)]
+struct Failure {
+    kind: FailureKind,
+    reason: String,
+    write_failures: u32,
+}
+
+struct Lane<A: Actor> {
+    handler: ChildRef<A>,
+    queue: VecDeque<Job>,
+    busy: bool,
+}
+
+pub(crate) struct Dispatcher<A: Actor<Context = Context<A>>> {
+    settings: Arc<DispatchSettings>,
+    routes: Rc<Routes<A>>,
+    lanes: Vec<Lane<A>>,
+    dead_letter: ChildRef<DeadLetter>,
+    connection: ChildRef<ConsumerConnection>,
+    /// The connection incarnation currently feeding us, and where it wants completions.
+    origin: Option<(Recipient<Completed>, u64)>,
+    completed: Vec<(TopicPartition, i64)>,
+    flush_pending: bool,
+    next_unkeyed: usize,
+}
+
+impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
+    pub(crate) fn new(
+        settings: Arc<DispatchSettings>,
+        routes: Rc<Routes<A>>,
+        handlers: Vec<ChildRef<A>>,
+        dead_letter: ChildRef<DeadLetter>,
+        connection: ChildRef<ConsumerConnection>,
+    ) -> Self {
+        Dispatcher {
+            settings,
+            routes,
+            lanes: handlers
+                .into_iter()
+                .map(|handler| Lane {
+                    handler,
+                    queue: VecDeque::new(),
+                    busy: false,
+                })
+                .collect(),
+            dead_letter,
+            connection,
+            origin: None,
+            completed: Vec::new(),
+            flush_pending: false,
+            next_unkeyed: 0,
+        }
+    }
+
+    fn current_origin(&self) -> Option<u64> {
+        self.origin.as_ref().map(|(_, o)| *o)
+    }
+
+    fn lane_for(&mut self, record: &Record) -> usize {
+        let n = self.lanes.len();
+        match &record.key {
+            Some(key) => (murmur2(key) as usize) % n,
+            None => {
+                self.next_unkeyed = self.next_unkeyed.wrapping_add(1);
+                self.next_unkeyed % n
+            }
+        }
+    }
+
+    /// Starts the next job of lane `i` if the lane is free.
+    fn pump(&mut self, i: usize, ctx: &mut Context<Self>) {
+        if self.lanes[i].busy {
+            return;
+        }
+        if let Some(job) = self.lanes[i].queue.pop_front() {
+            self.lanes[i].busy = true;
+            self.attempt(i, job, ctx);
+        }
+    }
+
+    /// Runs one attempt of `job` on lane `i` (the lane is busy with it).
+    fn attempt(&mut self, i: usize, job: Job, ctx: &mut Context<Self>) {
+        if Some(job.origin) != self.current_origin() {
+            // Read by a connection incarnation that is gone: the current one
+            // reads it again from the committed offset.
+            return self.release_lane(i, ctx);
+        }
+        let size = job.record.byte_size();
+        if size > self.settings.max_record_bytes {
+            let reason = format!(
+                "record of {size} bytes exceeds the subscription's maximum of {} bytes",
+                self.settings.max_record_bytes
+            );
+            return self.dead_letter(i, job, failure(FailureKind::TooLarge, reason), ctx);
+        }
+        let routes = self.routes.clone();
+        let route = match routes.select(&job.record.headers) {
+            Ok(route) => route,
+            Err((kind, reason)) => return self.dead_letter(i, job, failure(kind, reason), ctx),
+        };
+        let Some((addr, incarnation)) = self.lanes[i].handler.get_numbered() else {
+            // The handler is being restarted: try again once it is back.
+            let handler = self.lanes[i].handler.clone();
+            ctx.spawn(
+                async move { handler.ready(SIBLING_WAIT).await }
+                    .into_actor(self)
+                    .map(move |_, act, ctx| act.attempt(i, job, ctx)),
+            );
+            return;
+        };
+        match route(
+            &addr,
+            job.record.clone(),
+            job.attempt,
+            self.settings.default_content_type,
+        ) {
+            Err(e) => self.dead_letter(i, job, failure(FailureKind::Decode, e.to_string()), ctx),
+            Ok(call) => {
+                ctx.spawn(
+                    call.into_actor(self)
+                        .map(move |result, act, ctx| match result {
+                            Ok(outcome) => act.on_outcome(i, job, outcome, ctx),
+                            Err(_) => act.on_handler_failure(i, job, incarnation, ctx),
+                        }),
+                );
+            }
+        }
+    }
+
+    fn on_outcome(&mut self, i: usize, job: Job, outcome: Outcome, ctx: &mut Context<Self>) {
+        match outcome {
+            Outcome::Ack => self.finish(i, job, ctx),
+            Outcome::Reject(reason) => {
+                self.dead_letter(i, job, failure(FailureKind::Rejected, reason), ctx)
+            }
+            Outcome::Retry(reason) => self.retry_or_dead_letter(
+                i,
+                job,
+                failure(FailureKind::RetriesExhausted, reason),
+                ctx,
+            ),
+        }
+    }
+
+    /// The handler died (panic) or dropped its reply while handling `job`.
+    fn on_handler_failure(
+        &mut self,
+        i: usize,
+        job: Job,
+        incarnation: u64,
+        ctx: &mut Context<Self>,
+    ) {
+        let handler = self.lanes[i].handler.clone();
+        // Still running: it dropped the reply (a panic inside a response
+        // future runs on its own task). Have it re-created all the same.
+        handler.fail(
+            incarnation,
+            "dropped its reply to a delivery (a panic in its response future?)",
+        );
+        ctx.spawn(
+            async move {
+                handler.ready_after(incarnation, SIBLING_WAIT).await;
+                handler.last_exit()
+            }
+            .into_actor(self)
+            .map(move |last, act, ctx| {
+                let reason = match last {
+                    Some((n, exit)) if n == incarnation => format!("handler {exit}"),
+                    _ => "handler stopped without answering".to_string(),
+                };
+                tracing::warn!(group = %act.settings.group, topic = %job.record.topic,
+                    partition = job.record.partition, offset = job.record.offset,
+                    attempt = job.attempt, %reason, "handler failed");
+                act.retry_or_dead_letter(i, job, failure(FailureKind::Panic, reason), ctx);
+            }),
+        );
+    }
+
+    fn retry_or_dead_letter(
+        &mut self,
+        i: usize,
+        mut job: Job,
+        why: Failure,
+        ctx: &mut Context<Self>,
+    ) {
+        let policy = self.settings.retry;
+        if !policy.allows_another(job.attempt) {
+            return self.dead_letter(i, job, why, ctx);
+        }
+        let delay = policy.backoff(job.attempt);
+        tracing::debug!(group = %self.settings.group, offset = job.record.offset,
+            attempt = job.attempt, ?delay, reason = %why.reason, "retrying in place");
+        job.attempt += 1;
+        ctx.run_later(delay, move |act, ctx| act.attempt(i, job, ctx));
+    }
+
+    /// Writes `job` to the dead-letter topic; finishes it once the write is acknowledged.
+    fn dead_letter(&mut self, i: usize, job: Job, why: Failure, ctx: &mut Context<Self>) {
+        if Some(job.origin) != self.current_origin() {
+            return self.release_lane(i, ctx);
+        }
+        let Some(dead_letter) = self.dead_letter.get() else {
+            let dl = self.dead_letter.clone();
+            ctx.spawn(
+                async move { dl.ready(SIBLING_WAIT).await }
+                    .into_actor(self)
+                    .map(move |_, act, ctx| act.dead_letter(i, job, why, ctx)),
+            );
+            return;
+        };
+        let request = DeadLetterRecord {
+            record: job.record.clone(),
+            topic: self.settings.dead_letter_topic(&job.record),
+            group: self.settings.group.clone(),
+            kind: why.kind,
+            reason: why.reason.clone(),
+            attempts: job.attempt,
+        };
+        ctx.spawn(
+            dead_letter
+                .send(request)
+                .into_actor(self)
+                .map(move |result, act, ctx| {
+                    let error = match result {
+                        Ok(Ok(())) => return act.finish(i, job, ctx),
+                        Ok(Err(e)) => e.to_string(),
+                        Err(e) => e.to_string(),
+                    };
+                    let mut why = why;
+                    why.write_failures += 1;
+                    let delay = Duration::from_millis(50)
+                        .saturating_mul(1 << why.write_failures.min(7))
+                        .min(MAX_DEAD_LETTER_BACKOFF);
+                    tracing::error!(group = %act.settings.group, topic = %job.record.topic,
+                    offset = job.record.offset, %error, ?delay,
+                    "dead-letter write failed; the record stays uncommitted and is tried again");
+                    ctx.run_later(delay, move |act, ctx| act.dead_letter(i, job, why, ctx));
+                }),
+        );
+    }
+
+    /// `job`'s fate is final: report it and free the lane.
+    fn finish(&mut self, i: usize, job: Job, ctx: &mut Context<Self>) {
+        if Some(job.origin) == self.current_origin() {
+            self.completed
+                .push((job.record.topic_partition(), job.record.offset));
+            if !self.flush_pending {
+                self.flush_pending = true;
+                ctx.notify(Flush);
+            }
+        }
+        self.release_lane(i, ctx);
+    }
+
+    fn release_lane(&mut self, i: usize, ctx: &mut Context<Self>) {
+        self.lanes[i].busy = false;
+        self.pump(i, ctx);
+    }
+}
+
+fn failure(kind: FailureKind, reason: impl Into<String>) -> Failure {
+    Failure {
+        kind,
+        reason: reason.into(),
+        write_failures: 0,
+    }
+}
+
+impl<A: Actor<Context = Context<A>>> Actor for Dispatcher<A> {
+    type Context = Context<Self>;
+
+    fn started(&mut self, _: &mut Context<Self>) {
+        // A restarted dispatcher asks for every unfinished record.
+        if let Some(connection) = self.connection.get() {
+            connection.do_send(DispatcherReady);
+        }
+    }
+}
+
+impl<A: Actor<Context = Context<A>>> Handler<Deliver> for Dispatcher<A> {
+    type Result = ();
+
+    fn handle(&mut self, msg: Deliver, ctx: &mut Context<Self>) {
+        match self.current_origin() {
+            Some(o) if msg.origin < o => return,
+            Some(o) if msg.origin == o => {}
+            _ => {
+                // A new connection incarnation: what the old one read is read again.
+                for lane in &mut self.lanes {
+                    lane.queue.clear();
+                }
+                self.completed.clear();
+                self.origin = Some((msg.from, msg.origin));
+            }
+        }
+        for record in msg.records {
+            let i = self.lane_for(&record);
+            self.lanes[i].queue.push_back(Job {
+                record,
+                origin: msg.origin,
+                attempt: 1,
+            });
+        }
+        for i in 0..self.lanes.len() {
+            self.pump(i, ctx);
+        }
+    }
+}
+
+/// Sends the completions gathered so far to the connection.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Flush;
+
+impl<A: Actor<Context = Context<A>>> Handler<Flush> for Dispatcher<A> {
+    type Result = ();
+
+    fn handle(&mut self, _: Flush, _: &mut Context<Self>) {
+        self.flush_pending = false;
+        if self.completed.is_empty() {
+            return;
+        }
+        let done = std::mem::take(&mut self.completed);
+        if let Some((connection, _)) = &self.origin {
+            connection.do_send(Completed(done));
+        }
+    }
+}
+
+impl<A: Actor<Context = Context<A>>> Handler<Shutdown> for Dispatcher<A> {
+    type Result = ();
+
+    fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
