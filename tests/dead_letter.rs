@@ -1,0 +1,231 @@
+//! Rejected records, exhausted retries and handler panics land in the
+//! dead-letter topic with headers saying why; nothing else is lost and the
+//! partitions keep flowing.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use kafkactor::actors::Backoff;
+use kafkactor::prelude::*;
+use kafkactor::{header, MemoryBroker, Record};
+use support::*;
+
+const N: u64 = 1_000;
+
+fn dead_letters(memory: &MemoryBroker, topic: &str) -> BTreeMap<u64, Record> {
+    memory
+        .records(topic)
+        .into_iter()
+        .map(|r| {
+            let order: Order = rmp_serde::from_slice(&r.payload).expect("payload untouched");
+            (order.id, r)
+        })
+        .collect()
+}
+
+fn assert_failure_headers(
+    r: &Record,
+    kind: &str,
+    reason_part: &str,
+    attempts: u32,
+    topic: &str,
+    group: &str,
+) {
+    let h = &r.headers;
+    assert_eq!(h.get_str(header::ERROR_KIND), Some(kind));
+    let reason = h.get_str(header::ERROR_REASON).unwrap();
+    assert!(
+        reason.contains(reason_part),
+        "reason {reason:?} should mention {reason_part:?}"
+    );
+    assert_eq!(
+        h.get_str(header::ATTEMPT),
+        Some(attempts.to_string().as_str())
+    );
+    assert_eq!(h.get_str(header::ORIGINAL_TOPIC), Some(topic));
+    assert!(h
+        .get_str(header::ORIGINAL_PARTITION)
+        .unwrap()
+        .parse::<i32>()
+        .is_ok());
+    assert!(h
+        .get_str(header::ORIGINAL_OFFSET)
+        .unwrap()
+        .parse::<i64>()
+        .is_ok());
+    assert_eq!(h.get_str(header::GROUP), Some(group));
+    let failed_at: i64 = h.get_str(header::FAILED_AT).unwrap().parse().unwrap();
+    assert!(
+        failed_at >= r.timestamp_ms,
+        "failure time after the record was produced"
+    );
+    assert!(
+        h.get_str(header::MESSAGE_ID).is_some(),
+        "original headers kept"
+    );
+    assert!(r.key.is_some(), "original key kept");
+}
+
+#[actix::test]
+async fn rejects_exhausted_retries_and_panics_are_dead_lettered() {
+    let broker = Broker::memory();
+    let topic = unique("payments");
+    let group = unique("ledger");
+    let dlq = format!("{topic}.failed");
+    let log = Log::default();
+    let behaviour: Behaviour = Arc::new(|d: &Delivery<Order>| match d.message().id % 100 {
+        1 => Outcome::reject(format!("order {} is invalid", d.message().id)),
+        2 => Outcome::retry("downstream unavailable"),
+        3 => panic!("handler bug on order {}", d.message().id),
+        4 if d.attempt() < 3 => Outcome::retry("flaky, succeeds on attempt 3"),
+        _ => Outcome::Ack,
+    });
+    let app = Kafkactor::builder()
+        .broker(broker.clone())
+        .subscribe(
+            Subscription::to(topic.as_str())
+                .group(group.as_str())
+                .concurrency(4)
+                .retry(RetryPolicy::exponential(3, Duration::from_millis(1)))
+                .dead_letter(dlq.as_str())
+                .restart_limit(1_000, Duration::from_secs(1))
+                .restart_backoff(Backoff::none()),
+            probe(&log, "a", behaviour),
+        )
+        .start()
+        .await
+        .unwrap();
+    publish_all(&app, &topic, &orders(N, 25)).await;
+
+    let memory = broker.as_memory().unwrap();
+    eventually(
+        "every record has a final fate",
+        Duration::from_secs(60),
+        || memory.lag(&group, &topic) == 0,
+    )
+    .await;
+    app.shutdown().await.unwrap();
+
+    let dead = dead_letters(memory, &dlq);
+    let expect = |rem: u64| {
+        (0..N)
+            .filter(move |id| id % 100 == rem)
+            .collect::<BTreeSet<_>>()
+    };
+    let dead_ids: BTreeSet<u64> = dead.keys().copied().collect();
+    let expected: BTreeSet<u64> = expect(1)
+        .into_iter()
+        .chain(expect(2))
+        .chain(expect(3))
+        .collect();
+    assert_eq!(
+        dead_ids, expected,
+        "exactly the failed records are dead-lettered"
+    );
+    assert_eq!(memory.records(&dlq).len(), expected.len(), "each once");
+    for id in expect(1) {
+        assert_failure_headers(
+            &dead[&id],
+            "rejected",
+            &format!("order {id} is invalid"),
+            1,
+            &topic,
+            &group,
+        );
+    }
+    for id in expect(2) {
+        assert_failure_headers(
+            &dead[&id],
+            "retries-exhausted",
+            "downstream unavailable",
+            3,
+            &topic,
+            &group,
+        );
+    }
+    for id in expect(3) {
+        assert_failure_headers(
+            &dead[&id],
+            "panic",
+            &format!("handler bug on order {id}"),
+            3,
+            &topic,
+            &group,
+        );
+    }
+
+    // Every other record was acknowledged exactly once; retried ones on attempt 3.
+    let acked: BTreeMap<u64, u32> = log
+        .seen()
+        .into_iter()
+        .filter(|s| !matches!(s.id % 100, 1..=3))
+        .fold(BTreeMap::new(), |mut m, s| {
+            let e = m.entry(s.id).or_insert(0);
+            *e = (*e).max(s.attempt);
+            m
+        });
+    assert_eq!(
+        acked.len() as u64,
+        N - expected.len() as u64,
+        "nothing else lost"
+    );
+    for (id, attempts) in acked {
+        let want = if id % 100 == 4 { 3 } else { 1 };
+        assert_eq!(attempts, want, "order {id}");
+    }
+}
+
+/// A handler whose response future panics: the reply is dropped, the
+/// handler is re-created, the record is retried and finally dead-lettered.
+struct Flaky;
+
+impl Actor for Flaky {
+    type Context = Context<Self>;
+}
+
+impl Handler<Delivery<Order>> for Flaky {
+    type Result = ResponseFuture<Outcome>;
+
+    fn handle(&mut self, d: Delivery<Order>, _: &mut Context<Self>) -> Self::Result {
+        let id = d.message().id;
+        Box::pin(async move {
+            if id == 7 {
+                panic!("async failure on order 7");
+            }
+            Outcome::Ack
+        })
+    }
+}
+
+#[actix::test]
+async fn a_panic_in_a_response_future_retries_then_dead_letters() {
+    let broker = Broker::memory();
+    let topic = unique("orders");
+    let group = unique("g");
+    let app = Kafkactor::builder()
+        .broker(broker.clone())
+        .subscribe(
+            Subscription::to(topic.as_str())
+                .group(group.as_str())
+                .retry(RetryPolicy::exponential(2, Duration::from_millis(1))),
+            || Flaky,
+        )
+        .start()
+        .await
+        .unwrap();
+    publish_all(&app, &topic, &orders(20, 3)).await;
+    let memory = broker.as_memory().unwrap();
+    eventually("all committed", Duration::from_secs(20), || {
+        memory.lag(&group, &topic) == 0
+    })
+    .await;
+    app.shutdown().await.unwrap();
+
+    let dead = dead_letters(memory, &format!("{topic}.dlq"));
+    assert_eq!(dead.keys().copied().collect::<Vec<_>>(), vec![7]);
+    assert_failure_headers(&dead[&7], "panic", "dropped its reply", 2, &topic, &group);
+}
