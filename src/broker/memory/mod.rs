@@ -94,6 +94,20 @@ impl MemoryBroker {
             .committed(&TopicPartition::new(topic, partition))
     }
 
+    /// The next offset the member of `group` that owns the partition will
+    /// fetch (its position), if a member owns it.
+    pub fn position(&self, group: &str, topic: &str, partition: i32) -> Option<i64> {
+        let state = self.lock();
+        let tp = TopicPartition::new(topic, partition);
+        state
+            .groups
+            .get(group)?
+            .members
+            .values()
+            .find(|m| m.owns(&tp))
+            .and_then(|m| m.positions.get(&tp).copied())
+    }
+
     /// Records of `topic` not yet committed by `group`, over all partitions.
     pub fn lag(&self, group: &str, topic: &str) -> i64 {
         let state = self.lock();

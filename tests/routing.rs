@@ -1,0 +1,194 @@
+//! Dispatch by message type: several types on one topic are routed by the
+//! type-name header to the matching `Handler<Delivery<T>>`; JSON and
+//! MessagePack records mix; records from other producers (no kafkactor
+//! headers) are decoded with the subscription's default content type.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix::prelude::*;
+use kafkactor::prelude::*;
+use kafkactor::{header, ContentType};
+use serde::{Deserialize, Serialize};
+use support::*;
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+struct OrderPlaced {
+    id: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+struct OrderCancelled {
+    id: u64,
+    reason: String,
+}
+
+#[derive(Clone, Default)]
+struct Journal(Arc<Mutex<Vec<String>>>);
+
+struct Orders(Journal);
+
+impl Actor for Orders {
+    type Context = Context<Self>;
+}
+
+impl Handler<Delivery<OrderPlaced>> for Orders {
+    type Result = Outcome;
+    fn handle(&mut self, d: Delivery<OrderPlaced>, _: &mut Context<Self>) -> Outcome {
+        self.0
+             .0
+            .lock()
+            .unwrap()
+            .push(format!("placed {}", d.message().id));
+        Outcome::Ack
+    }
+}
+
+impl Handler<Delivery<OrderCancelled>> for Orders {
+    type Result = Outcome;
+    fn handle(&mut self, d: Delivery<OrderCancelled>, _: &mut Context<Self>) -> Outcome {
+        let m = d.message();
+        self.0
+             .0
+            .lock()
+            .unwrap()
+            .push(format!("cancelled {} ({})", m.id, m.reason));
+        Outcome::Ack
+    }
+}
+
+#[actix::test]
+async fn several_types_on_one_topic_are_routed_by_type_name() {
+    let broker = Broker::memory();
+    let topic = unique("orders");
+    let group = unique("g");
+    let journal = Journal::default();
+    let app = Kafkactor::builder()
+        .broker(broker.clone())
+        .subscribe_routes(
+            Subscription::to(topic.as_str())
+                .group(group.as_str())
+                .concurrency(2),
+            Routes::new()
+                .route::<OrderPlaced>()
+                .route::<OrderCancelled>(),
+            {
+                let journal = journal.clone();
+                move || Orders(journal.clone())
+            },
+        )
+        .start()
+        .await
+        .unwrap();
+    let producer = app.producer();
+    let t = topic.as_str();
+    producer
+        .send(
+            Publish::to(t)
+                .key("o1")
+                .message(&OrderPlaced { id: 1 })
+                .unwrap(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    producer
+        .send(
+            Publish::to(t)
+                .key("o1")
+                .json()
+                .message(&OrderCancelled {
+                    id: 1,
+                    reason: "late".into(),
+                })
+                .unwrap(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    producer
+        .send(
+            Publish::to(t)
+                .key("o1")
+                .message(&OrderPlaced { id: 2 })
+                .unwrap(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    // No type-name header and two types accepted: dead-lettered, never guessed.
+    producer
+        .send(Publish::to(t).key("o1").payload("?"))
+        .await
+        .unwrap()
+        .unwrap();
+
+    let memory = broker.as_memory().unwrap();
+    eventually("all committed", Duration::from_secs(10), || {
+        memory.lag(&group, &topic) == 0
+    })
+    .await;
+    app.shutdown().await.unwrap();
+    assert_eq!(
+        *journal.0.lock().unwrap(),
+        vec!["placed 1", "cancelled 1 (late)", "placed 2"],
+        "same key, handled in order, each by its own handler"
+    );
+    let dead = memory.records(&format!("{topic}.dlq"));
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        dead[0].headers.get_str(header::ERROR_KIND),
+        Some("unroutable")
+    );
+}
+
+#[actix::test]
+async fn records_without_kafkactor_headers_use_the_default_content_type() {
+    let broker = Broker::memory();
+    let topic = unique("legacy");
+    let group = unique("g");
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let app = Kafkactor::builder()
+        .broker(broker.clone())
+        .handle(
+            Subscription::to(topic.as_str())
+                .group(group.as_str())
+                .default_content_type(ContentType::Json),
+            {
+                let got = got.clone();
+                move |d: Delivery<OrderPlaced>| {
+                    got.lock()
+                        .unwrap()
+                        .push((d.message().id, d.message_id().map(str::to_string)));
+                    async { Ok::<(), std::io::Error>(()) }
+                }
+            },
+        )
+        .start()
+        .await
+        .unwrap();
+    // A plain record as another client would write it: JSON, no headers.
+    broker.create_topic(&topic, 3).await.unwrap();
+    app.producer()
+        .send(Publish::to(topic.as_str()).payload(r#"{"id":41}"#))
+        .await
+        .unwrap()
+        .unwrap();
+    app.producer()
+        .send(Publish::to(topic.as_str()).payload(r#"{"id":42}"#))
+        .await
+        .unwrap()
+        .unwrap();
+    let memory = broker.as_memory().unwrap();
+    eventually("both handled", Duration::from_secs(10), || {
+        got.lock().unwrap().len() == 2
+    })
+    .await;
+    app.shutdown().await.unwrap();
+    let mut ids: Vec<u64> = got.lock().unwrap().iter().map(|(id, _)| *id).collect();
+    ids.sort();
+    assert_eq!(ids, vec![41, 42]);
+    assert!(memory.records(&format!("{topic}.dlq")).is_empty());
+}
