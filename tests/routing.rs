@@ -192,3 +192,51 @@ async fn records_without_kafkactor_headers_use_the_default_content_type() {
     assert_eq!(ids, vec![41, 42]);
     assert!(memory.records(&format!("{topic}.dlq")).is_empty());
 }
+
+#[actix::test]
+async fn one_subscription_to_several_topics() {
+    let broker = Broker::memory();
+    let (a, b) = (unique("eu-orders"), unique("us-orders"));
+    let group = unique("g");
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let app = Kafkactor::builder()
+        .broker(broker.clone())
+        .handle(
+            Subscription::to([a.as_str(), b.as_str()])
+                .group(group.as_str())
+                .concurrency(3),
+            {
+                let got = got.clone();
+                move |d: Delivery<OrderPlaced>| {
+                    got.lock()
+                        .unwrap()
+                        .push((d.topic().to_string(), d.message().id));
+                    async { Outcome::Ack }
+                }
+            },
+        )
+        .start()
+        .await
+        .unwrap();
+    for id in 0..10 {
+        let topic = if id % 2 == 0 { a.as_str() } else { b.as_str() };
+        app.producer()
+            .send(
+                Publish::to(topic)
+                    .key(id.to_string())
+                    .message(&OrderPlaced { id })
+                    .unwrap(),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    eventually("all handled", Duration::from_secs(10), || {
+        got.lock().unwrap().len() == 10
+    })
+    .await;
+    app.shutdown().await.unwrap();
+    for (topic, id) in got.lock().unwrap().iter() {
+        assert_eq!(topic, if id % 2 == 0 { &a } else { &b });
+    }
+}
