@@ -44,6 +44,7 @@ impl Kafkactor {
             broker: None,
             subscriptions: Vec::new(),
             max_message_bytes: DEFAULT_MAX_RECORD_BYTES,
+            delivery_timeout: Duration::from_secs(30),
             restart_limit: (10, Duration::from_secs(10)),
             backoff: Backoff::exponential(Duration::from_millis(10), Duration::from_secs(2)),
             events: Events::new(),
@@ -60,6 +61,7 @@ pub struct AppBuilder {
     broker: Option<Broker>,
     subscriptions: Vec<(Subscription, MakeSpec)>,
     max_message_bytes: usize,
+    delivery_timeout: Duration,
     restart_limit: (usize, Duration),
     backoff: Backoff,
     events: Events,
@@ -152,6 +154,13 @@ impl AppBuilder {
         self
     }
 
+    /// How long a publish may keep being resent after retriable failures and
+    /// connection restarts before it fails (default 30 s).
+    pub fn delivery_timeout(mut self, timeout: Duration) -> Self {
+        self.delivery_timeout = timeout;
+        self
+    }
+
     /// At most `max` restarts among the root's children (connections,
     /// producer, dead-letter, subscription subtrees) within `window`; past it
     /// the application stops and [`App::wait`] returns [`Error::Escalated`].
@@ -197,6 +206,7 @@ impl AppBuilder {
         let producer: ChildRef<Producer> = ChildRef::new();
         let dead_letter: ChildRef<DeadLetter> = ChildRef::new();
         let max_bytes = self.max_message_bytes;
+        let delivery_timeout = self.delivery_timeout;
 
         let mut root = Supervisor::new("kafkactor")
             .events(self.events.clone())
@@ -212,11 +222,11 @@ impl AppBuilder {
             ))
             .child(ChildSpec::graceful_with_ref("producer", &producer, {
                 let connection = connection.clone();
-                move || Producer::new(connection.clone(), max_bytes)
+                move || Producer::new(connection.clone(), max_bytes, delivery_timeout)
             }))
             .child(ChildSpec::graceful_with_ref("dead-letter", &dead_letter, {
                 let connection = connection.clone();
-                move || DeadLetter::new(connection.clone())
+                move || DeadLetter::new(connection.clone(), delivery_timeout)
             }));
         let shared = Shared {
             backend,
@@ -287,6 +297,21 @@ impl App {
     /// The supervision tree's lifecycle events.
     pub fn events(&self) -> &Events {
         &self.events
+    }
+
+    /// Makes the actor at `path` fail with `reason`, as a crash would: its
+    /// supervisor restarts it by its policy. For fault-injection tests and
+    /// operators. Paths are child ids joined by `/`:
+    /// `producer-connection`, `producer`, `dead-letter`, and per subscription
+    /// `subscription:<group>:<topics>/dispatcher`,
+    /// `subscription:<group>:<topics>/consumer-connection` and
+    /// `subscription:<group>:<topics>/handlers/handler-<lane>`, where
+    /// `<topics>` are the subscription's topics joined by `,`.
+    pub async fn fail_actor(&self, path: &str, reason: &str) -> Result<()> {
+        self.root
+            .fail_child(path, reason)
+            .await
+            .map_err(Error::Config)
     }
 
     /// Waits until the application stops on its own: `Err(Error::Escalated)`

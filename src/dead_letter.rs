@@ -4,7 +4,7 @@
 //! Messages: [`DeadLetterRecord`] (answers once the record is durably written),
 //! `Shutdown`. Owns nothing; the caller keeps the original record uncommitted
 //! until the answer is `Ok`, so a restart loses nothing: an unanswered
-//! request is simply sent again.
+//! request is simply sent again (the record may then be dead-lettered twice).
 //!
 //! A dead-letter record is the original record (key, payload and headers
 //! untouched) plus: `x-error-kind`, `x-error-reason`, `x-attempt`,
@@ -12,13 +12,15 @@
 //! `x-group` and `x-failed-at`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::prelude::*;
 use kafkactor_actors::{ChildRef, Shutdown};
 
-use crate::connection::producer::{Produce, ProducerConnection};
+use crate::connection::producer::ProducerConnection;
 use crate::envelope::{header, now_ms, OutgoingRecord, Record};
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::producer::produce;
 
 /// Why a record was dead-lettered; written to the `x-error-kind` header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,11 +68,18 @@ pub(crate) struct DeadLetterRecord {
 
 pub(crate) struct DeadLetter {
     connection: ChildRef<ProducerConnection>,
+    delivery_timeout: Duration,
 }
 
 impl DeadLetter {
-    pub(crate) fn new(connection: ChildRef<ProducerConnection>) -> Self {
-        DeadLetter { connection }
+    pub(crate) fn new(
+        connection: ChildRef<ProducerConnection>,
+        delivery_timeout: Duration,
+    ) -> Self {
+        DeadLetter {
+            connection,
+            delivery_timeout,
+        }
     }
 }
 
@@ -107,14 +116,9 @@ impl Handler<DeadLetterRecord> for DeadLetter {
             topic = %msg.record.topic, partition = msg.record.partition, offset = msg.record.offset,
             kind = msg.kind.as_str(), reason = %msg.reason, "dead-lettering record"
         );
-        let connection = self.connection.get();
         let record = dead_letter_record(msg);
-        Box::pin(async move {
-            let connection =
-                connection.ok_or_else(|| Error::Unavailable("producer connection".into()))?;
-            connection.send(Produce(record)).await??;
-            Ok(())
-        })
+        let write = produce(self.connection.clone(), record, self.delivery_timeout);
+        Box::pin(async move { write.await.map(|_| ()) })
     }
 }
 

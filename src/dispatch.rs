@@ -28,7 +28,7 @@
 use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use kafkactor_actors::{ChildRef, Shutdown};
@@ -56,6 +56,9 @@ pub(crate) struct DispatchSettings {
     pub(crate) dead_letter: Option<Arc<str>>,
     pub(crate) default_content_type: ContentType,
     pub(crate) max_record_bytes: usize,
+    /// With `OnRestartLimit::DeadLetter`: the handlers' restart limit, past
+    /// which failing records are dead-lettered without further retries.
+    pub(crate) handler_restart_limit: Option<(usize, Duration)>,
 }
 
 impl DispatchSettings {
@@ -102,6 +105,8 @@ pub(crate) struct Dispatcher<A: Actor<Context = Context<A>>> {
     completed: Vec<(TopicPartition, i64)>,
     flush_pending: bool,
     next_unkeyed: usize,
+    /// When handlers failed recently, oldest first (for the restart limit).
+    handler_failures: VecDeque<Instant>,
 }
 
 impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
@@ -129,6 +134,7 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
             completed: Vec::new(),
             flush_pending: false,
             next_unkeyed: 0,
+            handler_failures: VecDeque::new(),
         }
     }
 
@@ -244,16 +250,42 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
             }
             .into_actor(self)
             .map(move |last, act, ctx| {
-                let reason = match last {
+                let mut reason = match last {
                     Some((n, exit)) if n == incarnation => format!("handler {exit}"),
                     _ => "handler stopped without answering".to_string(),
                 };
                 tracing::warn!(group = %act.settings.group, topic = %job.record.topic,
                     partition = job.record.partition, offset = job.record.offset,
                     attempt = job.attempt, %reason, "handler failed");
+                if let Some(limit) = act.handler_limit_exceeded() {
+                    reason.push_str(&format!(
+                        "; handler restart limit exceeded ({limit}), not retried"
+                    ));
+                    return act.dead_letter(i, job, failure(FailureKind::Panic, reason), ctx);
+                }
                 act.retry_or_dead_letter(i, job, failure(FailureKind::Panic, reason), ctx);
             }),
         );
+    }
+
+    /// Notes a handler failure; with `OnRestartLimit::DeadLetter`, describes
+    /// the limit when failures within its window exceed it.
+    fn handler_limit_exceeded(&mut self) -> Option<String> {
+        let (max, window) = self.settings.handler_restart_limit?;
+        let now = Instant::now();
+        self.handler_failures.push_back(now);
+        while self
+            .handler_failures
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > window)
+        {
+            self.handler_failures.pop_front();
+        }
+        if self.handler_failures.len() > max.saturating_add(1) {
+            self.handler_failures.pop_front();
+        }
+        (self.handler_failures.len() > max)
+            .then(|| format!("more than {max} restarts within {window:?}"))
     }
 
     fn retry_or_dead_letter(

@@ -37,7 +37,7 @@ pub use producer::Producer;
 pub use publish::{Publish, PublishOutcome};
 pub use retry::RetryPolicy;
 pub use route::Routes;
-pub use subscription::{IntoTopics, Subscription};
+pub use subscription::{IntoTopics, OnRestartLimit, Subscription};
 
 /// Supervision for actix (the `kafkactor-actors` crate), re-exported.
 pub use kafkactor_actors as actors;

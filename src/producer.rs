@@ -2,11 +2,18 @@
 //!
 //! Role: stamps the well-known headers (message id, timestamp), checks the
 //! record against the maximum size, and hands it to the ProducerConnection.
+//! When the connection fails with a retriable error or is being restarted,
+//! the record is sent again (to the new incarnation) until the delivery
+//! timeout; only then does the publisher get the error. A record sent twice
+//! this way may be written twice (at-least-once publishing).
+//!
 //! Messages: [`Publish`], `Shutdown`. Owns nothing but its settings; a
-//! restart loses no state. A publish in flight during a restart of the
-//! connection answers `Error::Unavailable`, which says a retry can help.
+//! restart loses no state. Publishes in flight when the Producer itself is
+//! restarted answer a mailbox error (`Error::Unavailable`, retriable): the
+//! publisher asks [`App::producer`](crate::App::producer) again and resends.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use kafkactor_actors::{ChildRef, Shutdown};
@@ -20,6 +27,7 @@ use crate::publish::{Publish, PublishOutcome};
 pub struct Producer {
     connection: ChildRef<ProducerConnection>,
     max_message_bytes: usize,
+    delivery_timeout: Duration,
 }
 
 impl std::fmt::Debug for Producer {
@@ -31,10 +39,15 @@ impl std::fmt::Debug for Producer {
 }
 
 impl Producer {
-    pub(crate) fn new(connection: ChildRef<ProducerConnection>, max_message_bytes: usize) -> Self {
+    pub(crate) fn new(
+        connection: ChildRef<ProducerConnection>,
+        max_message_bytes: usize,
+        delivery_timeout: Duration,
+    ) -> Self {
         Producer {
             connection,
             max_message_bytes,
+            delivery_timeout,
         }
     }
 }
@@ -85,16 +98,53 @@ impl Handler<Publish> for Producer {
             Ok(r) => r,
             Err(e) => return Box::pin(async move { Err(e) }),
         };
-        let Some(connection) = self.connection.get() else {
-            return Box::pin(async { Err(Error::Unavailable("producer connection".into())) });
+        Box::pin(produce(
+            self.connection.clone(),
+            record,
+            self.delivery_timeout,
+        ))
+    }
+}
+
+/// Writes `record` through the current connection, resending after retriable
+/// failures and connection restarts until `timeout` has passed.
+pub(crate) async fn produce(
+    connection: ChildRef<ProducerConnection>,
+    record: OutgoingRecord,
+    timeout: Duration,
+) -> Result<PublishOutcome> {
+    let deadline = Instant::now() + timeout;
+    let mut failed_incarnation = 0;
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let Some((conn, incarnation)) = connection.ready_after(failed_incarnation, remaining).await
+        else {
+            return Err(Error::Unavailable(format!(
+                "no producer connection within the delivery timeout of {timeout:?}"
+            )));
         };
-        Box::pin(async move {
-            let delivered = connection.send(Produce(record)).await??;
-            Ok(PublishOutcome::Direct {
-                partition: delivered.partition,
-                offset: delivered.offset,
-            })
-        })
+        let error = match conn.send(Produce(record.clone())).await {
+            Ok(Ok(delivered)) => {
+                return Ok(PublishOutcome::Direct {
+                    partition: delivered.partition,
+                    offset: delivered.offset,
+                })
+            }
+            Ok(Err(e)) if !e.is_retriable() => return Err(e),
+            Ok(Err(e)) => e,
+            Err(mailbox) => {
+                // The connection stopped while handling it: wait for the next one.
+                failed_incarnation = incarnation;
+                Error::from(mailbox)
+            }
+        };
+        if Instant::now() + backoff >= deadline {
+            return Err(error);
+        }
+        tracing::debug!(topic = %record.topic, %error, ?backoff, "publish failed; sending again");
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(1));
     }
 }
 

@@ -72,6 +72,26 @@ pub struct Subscription {
     pub(crate) max_record_bytes: usize,
     pub(crate) restart_limit: (usize, Duration),
     pub(crate) restart_backoff: Backoff,
+    pub(crate) on_restart_limit: OnRestartLimit,
+}
+
+/// What happens when a subscription's handlers keep failing (panicking, or
+/// dropping their replies) faster than its [`restart_limit`](Subscription::restart_limit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum OnRestartLimit {
+    /// Keep the service running: handlers are still re-created (after the
+    /// restart backoff) for every record, but while the limit is exceeded a
+    /// record whose handler fails is dead-lettered at once, without further
+    /// retries, with a reason naming the failure and the limit. Records the
+    /// handler can handle are still handled. The default.
+    #[default]
+    DeadLetter,
+    /// Stop the application: the subscription's supervisor gives up and the
+    /// failure reaches the root, so [`App::wait`](crate::App::wait) returns
+    /// [`Error::Escalated`] with the reason. Unfinished records stay
+    /// uncommitted and are handled again by the next run.
+    Escalate,
 }
 
 /// The default largest record a subscription handles (and a producer
@@ -98,6 +118,7 @@ impl Subscription {
                 Duration::from_millis(10),
                 Duration::from_secs(2),
             ),
+            on_restart_limit: OnRestartLimit::DeadLetter,
         }
     }
 
@@ -166,10 +187,11 @@ impl Subscription {
         self
     }
 
-    /// At most `max` restarts of this subscription's actors (handlers,
-    /// dispatcher, connection) within `window`; one more and the
-    /// subscription's supervisor gives up and escalates to the application's
-    /// root supervisor. Default 10 within 10 s.
+    /// At most `max` restarts within `window` (default 10 within 10 s), for
+    /// the handlers (what happens past it is [`on_restart_limit`](Subscription::on_restart_limit))
+    /// and separately for the dispatcher and the connection (past it the
+    /// subscription's subtree is restarted by the root supervisor, which
+    /// counts against the application's own limit).
     pub fn restart_limit(mut self, max: usize, window: Duration) -> Self {
         self.restart_limit = (max, window);
         self
@@ -179,6 +201,13 @@ impl Subscription {
     /// connection of this subscription.
     pub fn restart_backoff(mut self, backoff: Backoff) -> Self {
         self.restart_backoff = backoff;
+        self
+    }
+
+    /// What happens when handlers fail faster than the restart limit allows
+    /// (default [`OnRestartLimit::DeadLetter`]).
+    pub fn on_restart_limit(mut self, action: OnRestartLimit) -> Self {
+        self.on_restart_limit = action;
         self
     }
 

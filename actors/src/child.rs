@@ -1,6 +1,7 @@
 //! Child specifications: how a supervisor starts, restarts and stops a child,
 //! and [`ChildRef`], the always-current address of a supervised child.
 
+use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -198,10 +199,13 @@ impl<A: Actor> ChildRef<A> {
     }
 }
 
-/// A started child: its task (which yields its [`Exit`]) and how to ask it to stop.
+/// A started child: its task (which yields its [`Exit`]), how to ask it to
+/// stop, how to make it fail, and its address when it is itself a supervisor.
 pub(crate) struct Running {
     pub(crate) task: JoinHandle<Exit>,
     pub(crate) request_stop: Box<dyn Fn()>,
+    pub(crate) fail: Box<dyn Fn(String)>,
+    pub(crate) nested: Option<Addr<crate::Supervisor>>,
 }
 
 type Starter = Box<dyn FnMut(Box<dyn FnOnce(Exit)>) -> Running>;
@@ -214,6 +218,7 @@ pub struct ChildSpec {
     pub(crate) id: Arc<str>,
     pub(crate) restart: Restart,
     pub(crate) shutdown: Duration,
+    pub(crate) significant: bool,
     pub(crate) starter: Starter,
 }
 
@@ -223,6 +228,7 @@ impl fmt::Debug for ChildSpec {
             .field("id", &self.id)
             .field("restart", &self.restart)
             .field("shutdown", &self.shutdown)
+            .field("significant", &self.significant)
             .finish()
     }
 }
@@ -309,13 +315,26 @@ impl ChildSpec {
                 on_exit(exit.clone());
                 exit
             });
+            let nested = (&addr as &dyn Any)
+                .downcast_ref::<Addr<crate::Supervisor>>()
+                .cloned();
+            let fail_tx = stop_tx.clone();
+            let fail: Box<dyn Fn(String)> = Box::new(move |reason| {
+                let _ = fail_tx.send(StopRequest::Fail(reason));
+            });
             let request_stop = stopper(addr, stop_tx);
-            Running { task, request_stop }
+            Running {
+                task,
+                request_stop,
+                fail,
+                nested,
+            }
         };
         ChildSpec {
             id: id.into(),
             restart: Restart::Permanent,
             shutdown: Duration::from_secs(5),
+            significant: false,
             starter: Box::new(starter),
         }
     }
@@ -330,6 +349,15 @@ impl ChildSpec {
     /// it is aborted (default 5 s).
     pub fn shutdown_deadline(mut self, deadline: Duration) -> Self {
         self.shutdown = deadline;
+        self
+    }
+
+    /// Makes the child *significant*: when it fails, its supervisor does not
+    /// restart it but stops every child and escalates with the child's
+    /// reason (OTP's significant children with `auto_shutdown`). For a
+    /// subtree whose crash loop must bring the application down.
+    pub fn significant(mut self) -> Self {
+        self.significant = true;
         self
     }
 

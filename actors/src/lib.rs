@@ -17,12 +17,12 @@ pub use backoff::Backoff;
 pub use child::{ChildRef, ChildSpec, Restart, Shutdown};
 pub use event::{Events, Exit, SupervisionEvent};
 pub use exit::{fail, panic_message};
-pub use supervisor::{Strategy, Supervisor, SupervisorHandle};
+pub use supervisor::{FailChild, Strategy, Supervisor, SupervisorHandle};
 
 /// The names most users need.
 pub mod prelude {
     pub use crate::{
-        fail, Backoff, ChildRef, ChildSpec, Events, Exit, Restart, Shutdown, Strategy,
+        fail, Backoff, ChildRef, ChildSpec, Events, Exit, FailChild, Restart, Shutdown, Strategy,
         SupervisionEvent, Supervisor, SupervisorHandle,
     };
 }

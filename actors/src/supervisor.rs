@@ -2,7 +2,8 @@
 //! within a restart intensity, escalates past it, and stops them in reverse order.
 //!
 //! Messages: [`Shutdown`] (stop every child in reverse order, each within its
-//! deadline, then stop), and an internal exit notice from each child.
+//! deadline, then stop), [`FailChild`] (make a child, or a child of a nested
+//! supervisor, fail with a reason), and an internal exit notice from each child.
 //! It owns its children's tasks. When a supervisor is itself restarted, its
 //! children are started afresh from their factories.
 
@@ -17,7 +18,7 @@ use tokio::task::JoinHandle;
 
 use crate::child::Running;
 use crate::exit::{fail, panic_message, run_catching};
-use crate::{Backoff, ChildSpec, Events, Exit, Shutdown, SupervisionEvent};
+use crate::{Backoff, ChildSpec, Events, Exit, Restart, Shutdown, SupervisionEvent};
 
 /// Which children restart when one of them exits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -214,6 +215,7 @@ async fn stop_child(running: Running, deadline: Duration) -> Exit {
     let Running {
         mut task,
         request_stop,
+        ..
     } = running;
     request_stop();
     match tokio::time::timeout(deadline, &mut task).await {
@@ -269,6 +271,11 @@ impl Handler<ChildExited> for Supervisor {
                 exit: exit.clone(),
             });
         }
+        if exit.is_failure() && self.children[index].spec.significant {
+            let reason = format!("significant child `{child}` {exit}");
+            self.escalate(reason, ctx);
+            return;
+        }
         if !self.children[index].spec.restart.restarts_after(&exit) {
             self.events.publish(SupervisionEvent::Stopped {
                 supervisor,
@@ -310,6 +317,11 @@ impl Handler<ChildExited> for Supervisor {
             Strategy::RestForOne => (index..n).collect(),
         };
         let detached = self.detach(group.iter().rev().copied().filter(|&i| i != index));
+        // A temporary sibling stopped with its group is not restarted.
+        let group: Vec<usize> = group
+            .into_iter()
+            .filter(|&i| i == index || self.children[i].spec.restart != Restart::Temporary)
+            .collect();
         for &i in &group {
             let (supervisor, child) = self.event_child(i);
             self.events.publish(SupervisionEvent::Restarting {
@@ -359,6 +371,65 @@ impl Handler<Shutdown> for Supervisor {
     }
 }
 
+/// Makes a running child fail with `reason`, as if it had stopped itself
+/// with [`fail`](crate::fail): its supervisor then applies the child's restart
+/// policy. For fault-injection tests and operators ("kill that actor").
+///
+/// `path` names the child by id; children of nested supervisors are reached
+/// with `/`, e.g. `"subscription/dispatcher"`. Answers `Err` with a
+/// description when no running child has that path.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<(), String>")]
+pub struct FailChild {
+    /// Child ids from this supervisor down, separated by `/`.
+    pub path: String,
+    /// The failure reason reported for the child.
+    pub reason: String,
+}
+
+impl Handler<FailChild> for Supervisor {
+    type Result = ResponseFuture<Result<(), String>>;
+
+    fn handle(&mut self, msg: FailChild, _: &mut Context<Self>) -> Self::Result {
+        let (head, rest) = match msg.path.split_once('/') {
+            Some((head, rest)) => (head, Some(rest)),
+            None => (msg.path.as_str(), None),
+        };
+        let Some(child) = self.children.iter().find(|c| &*c.spec.id == head) else {
+            let known: Vec<&str> = self.children.iter().map(|c| &*c.spec.id).collect();
+            let error = format!("supervisor `{}` has no child `{head}` (children: {known:?})", self.name);
+            return Box::pin(async move { Err(error) });
+        };
+        let Some(running) = &child.running else {
+            let error = format!("child `{head}` of `{}` is not running", self.name);
+            return Box::pin(async move { Err(error) });
+        };
+        match (rest, &running.nested) {
+            (None, _) => {
+                (running.fail)(msg.reason);
+                Box::pin(async { Ok(()) })
+            }
+            (Some(rest), Some(nested)) => {
+                let nested = nested.clone();
+                let msg = FailChild {
+                    path: rest.to_string(),
+                    reason: msg.reason,
+                };
+                Box::pin(async move {
+                    nested
+                        .send(msg)
+                        .await
+                        .unwrap_or_else(|e| Err(format!("nested supervisor unavailable: {e}")))
+                })
+            }
+            (Some(_), None) => {
+                let error = format!("child `{head}` is not a supervisor");
+                Box::pin(async move { Err(error) })
+            }
+        }
+    }
+}
+
 /// A running root supervisor: its address and the task whose result is its [`Exit`].
 #[derive(Debug)]
 pub struct SupervisorHandle {
@@ -370,6 +441,17 @@ impl SupervisorHandle {
     /// The supervisor's address.
     pub fn addr(&self) -> &Addr<Supervisor> {
         &self.addr
+    }
+
+    /// Makes the child at `path` fail with `reason` (see [`FailChild`]).
+    pub async fn fail_child(&self, path: &str, reason: &str) -> Result<(), String> {
+        self.addr
+            .send(FailChild {
+                path: path.to_string(),
+                reason: reason.to_string(),
+            })
+            .await
+            .unwrap_or_else(|e| Err(format!("supervisor unavailable: {e}")))
     }
 
     /// True once the supervisor has stopped (after shutdown or escalation).

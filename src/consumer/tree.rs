@@ -1,8 +1,9 @@
 //! The supervision subtree of one subscription.
 //!
 //! ```text
-//! subscription:<group>:<topics>   (one-for-one, the subscription's restart limits)
-//! ├── handler-0 .. handler-N-1    the user's actors, one per lane, from the factory
+//! subscription:<group>:<topics>   one-for-one, the subscription's restart limit
+//! ├── handlers                    one-for-one supervisor of the lanes
+//! │   └── handler-0 .. handler-N-1  the user's actors, one per lane, from the factory
 //! ├── dispatcher                  routes, decodes, retries, dead-letters
 //! └── consumer-connection         group membership, polling, commits
 //! ```
@@ -12,6 +13,12 @@
 //! to finish in-flight records), commits and leaves the group; then the
 //! dispatcher and the handlers stop. A handler or dispatcher restart leaves
 //! the connection, and so the group membership, untouched.
+//!
+//! Handler crash loops follow [`OnRestartLimit`]: with `DeadLetter` the
+//! `handlers` supervisor restarts lanes without limit (the dispatcher stops
+//! retrying records while the limit is exceeded); with `Escalate` it has the
+//! subscription's limit and is significant, as is the subscription subtree
+//! under the root, so the failure stops the application.
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -25,7 +32,7 @@ use crate::connection::consumer::{ConsumerConnection, ConsumerSettings, Dispatch
 use crate::dead_letter::DeadLetter;
 use crate::dispatch::{DispatchSettings, Dispatcher};
 use crate::route::Routes;
-use crate::subscription::Subscription;
+use crate::subscription::{OnRestartLimit, Subscription};
 
 /// What every subscription subtree shares with the rest of the application.
 #[derive(Clone)]
@@ -54,6 +61,10 @@ where
         dead_letter: sub.dead_letter.as_deref().map(Arc::from),
         default_content_type: sub.default_content_type,
         max_record_bytes: sub.max_record_bytes,
+        handler_restart_limit: match sub.on_restart_limit {
+            OnRestartLimit::DeadLetter => Some(sub.restart_limit),
+            OnRestartLimit::Escalate => None,
+        },
     });
     let consumer = ConsumerSettings {
         config: ConsumerConfig {
@@ -73,19 +84,25 @@ where
     let backoff = sub.restart_backoff;
     let supervisor_name = name.clone();
 
-    ChildSpec::graceful(name, move || {
+    let escalate = sub.on_restart_limit == OnRestartLimit::Escalate;
+    let spec = ChildSpec::graceful(name, move || {
+        let lanes = Lanes {
+            name: format!("{supervisor_name}/handlers"),
+            events: shared.events.clone(),
+            backoff,
+            limit: (if escalate { max_restarts } else { usize::MAX }, window),
+            handlers: handlers.clone(),
+            factory: factory.clone(),
+        };
+        let mut lanes_spec = ChildSpec::graceful("handlers", move || lanes.supervisor());
+        if escalate {
+            lanes_spec = lanes_spec.significant();
+        }
         let mut tree = Supervisor::new(supervisor_name.clone())
             .events(shared.events.clone())
             .restart_limit(max_restarts, window)
-            .backoff(backoff);
-        for (i, handler) in handlers.iter().enumerate() {
-            let factory = factory.clone();
-            tree = tree.child(ChildSpec::new_with_ref(
-                format!("handler-{i}"),
-                handler,
-                move || factory(),
-            ));
-        }
+            .backoff(backoff)
+            .child(lanes_spec);
         let (settings, routes, lanes, dead_letter, conn) = (
             dispatch.clone(),
             routes.clone(),
@@ -118,5 +135,42 @@ where
             .shutdown_deadline(drain + Duration::from_secs(5)),
         )
     })
-    .shutdown_deadline(drain + Duration::from_secs(10))
+    .shutdown_deadline(drain + Duration::from_secs(10));
+    if escalate {
+        spec.significant()
+    } else {
+        spec
+    }
+}
+
+/// How to build the supervisor of a subscription's handler lanes.
+struct Lanes<A: Actor, F> {
+    name: String,
+    events: Events,
+    backoff: kafkactor_actors::Backoff,
+    limit: (usize, Duration),
+    handlers: Vec<ChildRef<A>>,
+    factory: Arc<F>,
+}
+
+impl<A, F> Lanes<A, F>
+where
+    A: Actor<Context = Context<A>>,
+    F: Fn() -> A + 'static,
+{
+    fn supervisor(&self) -> Supervisor {
+        let mut lanes = Supervisor::new(self.name.clone())
+            .events(self.events.clone())
+            .backoff(self.backoff)
+            .restart_limit(self.limit.0, self.limit.1);
+        for (i, handler) in self.handlers.iter().enumerate() {
+            let factory = self.factory.clone();
+            lanes = lanes.child(ChildSpec::new_with_ref(
+                format!("handler-{i}"),
+                handler,
+                move || factory(),
+            ));
+        }
+        lanes
+    }
 }

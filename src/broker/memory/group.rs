@@ -60,6 +60,8 @@ pub(crate) struct Group {
     pub(crate) members: BTreeMap<u64, Member>,
     committed: HashMap<TopicPartition, i64>,
     owner: HashMap<TopicPartition, u64>,
+    /// Counts rebalances that moved at least one partition.
+    pub(crate) generation: u64,
 }
 
 impl Group {
@@ -153,6 +155,7 @@ pub(crate) fn rebalance(state: &mut State, group_name: &str) {
         }
     }
 
+    let mut changed = false;
     // Revoke what is owned by someone other than its target.
     let owned: Vec<(TopicPartition, u64)> =
         group.owner.iter().map(|(tp, m)| (tp.clone(), *m)).collect();
@@ -178,6 +181,7 @@ pub(crate) fn rebalance(state: &mut State, group_name: &str) {
         m.revoking.insert(tp.clone());
         m.pending_revoke.push(tp);
         m.notify.notify_one();
+        changed = true;
     }
 
     // Assign what is free to its target.
@@ -202,5 +206,9 @@ pub(crate) fn rebalance(state: &mut State, group_name: &str) {
         m.pending_assign.push(tp.clone());
         group.owner.insert(tp, id);
         m.notify.notify_one();
+        changed = true;
+    }
+    if changed {
+        group.generation += 1;
     }
 }

@@ -127,6 +127,12 @@ impl MemoryBroker {
             .sum()
     }
 
+    /// How many rebalances of `group` have moved partitions (Kafka's
+    /// generation, roughly): unchanged as long as membership is stable.
+    pub fn generation(&self, group: &str) -> u64 {
+        self.lock().groups.get(group).map_or(0, |g| g.generation)
+    }
+
     /// The partitions each member of `group` owns, by member id.
     pub fn assignment(&self, group: &str) -> HashMap<u64, Vec<TopicPartition>> {
         let state = self.lock();
