@@ -138,8 +138,13 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
         }
     }
 
+    /// The connection incarnation feeding us, while it is alive: records of
+    /// a dead one are read again by its successor, so handling them is wasted.
     fn current_origin(&self) -> Option<u64> {
-        self.origin.as_ref().map(|(_, o)| *o)
+        self.origin
+            .as_ref()
+            .filter(|(connection, _)| connection.connected())
+            .map(|(_, o)| *o)
     }
 
     fn lane_for(&mut self, record: &Record) -> usize {

@@ -133,7 +133,11 @@ impl Supervisor {
         let addr = ctx.address();
         let fut = ctx.into_future(self);
         let task = actix_rt::spawn(run_catching(fut));
-        SupervisorHandle { addr, task }
+        SupervisorHandle {
+            addr,
+            task,
+            exit: None,
+        }
     }
 
     fn event_child(&self, index: usize) -> (Arc<str>, Arc<str>) {
@@ -435,6 +439,8 @@ impl Handler<FailChild> for Supervisor {
 pub struct SupervisorHandle {
     addr: Addr<Supervisor>,
     task: JoinHandle<Exit>,
+    /// The exit, once the task has been joined (a `JoinHandle` yields it once).
+    exit: Option<Exit>,
 }
 
 impl SupervisorHandle {
@@ -460,16 +466,25 @@ impl SupervisorHandle {
     }
 
     /// Waits until the supervisor stops on its own; an escalation gives
-    /// [`Exit::Failed`] with the reason.
+    /// [`Exit::Failed`] with the reason. May be called again: it answers the
+    /// same exit.
     pub async fn wait(&mut self) -> Exit {
-        join_exit(&mut self.task).await
+        if let Some(exit) = &self.exit {
+            return exit.clone();
+        }
+        let exit = join_exit(&mut self.task).await;
+        self.exit = Some(exit.clone());
+        exit
     }
 
     /// Stops every child in reverse order, each within its deadline, and
-    /// returns how the supervisor ended.
+    /// returns how the supervisor ended (its earlier exit if it had already
+    /// stopped on its own).
     pub async fn shutdown(mut self) -> Exit {
-        self.addr.do_send(Shutdown);
-        join_exit(&mut self.task).await
+        if self.exit.is_none() {
+            self.addr.do_send(Shutdown);
+        }
+        self.wait().await
     }
 }
 
