@@ -235,15 +235,18 @@ impl ConsumerConnection {
         if records.is_empty() {
             return;
         }
-        if let Err(e) = target.try_send(Deliver {
+        if !target.connected() {
+            // It is being restarted and will announce itself.
+            self.delivered_to = None;
+            return;
+        }
+        // `do_send` ignores the mailbox capacity: flow control is the credit
+        // above, and a batch must never be dropped.
+        target.do_send(Deliver {
             records,
             from: ctx.address().recipient(),
             origin: self.origin,
-        }) {
-            // Its mailbox is closed: it is being restarted and will announce itself.
-            tracing::debug!(error = %e, "dispatcher unavailable");
-            self.delivered_to = None;
-        }
+        });
     }
 
     fn set_paused(&mut self, paused: bool) {
