@@ -201,7 +201,21 @@ impl AppBuilder {
             sub.validate()?;
         }
 
-        let backend = broker.backend.clone();
+        let backend = broker.backend()?;
+        // Topic administration: subscribed and dead-letter topics exist
+        // before anything polls or writes them.
+        let mut topics: Vec<String> = Vec::new();
+        for (sub, _) in &self.subscriptions {
+            for topic in &sub.topics {
+                topics.push(topic.clone());
+                topics.push(sub.dead_letter_topic(topic));
+            }
+        }
+        topics.sort();
+        topics.dedup();
+        for topic in &topics {
+            backend.ensure_topic(topic, None).await?;
+        }
         let connection: ChildRef<ProducerConnection> = ChildRef::new();
         let producer: ChildRef<Producer> = ChildRef::new();
         let dead_letter: ChildRef<DeadLetter> = ChildRef::new();

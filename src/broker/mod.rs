@@ -12,6 +12,8 @@ use futures_util::future::BoxFuture;
 use crate::envelope::{OutgoingRecord, Record, TopicPartition};
 use crate::error::{Error, Result};
 
+#[cfg(feature = "kafka")]
+pub(crate) mod kafka;
 pub(crate) mod memory;
 
 pub use memory::MemoryBroker;
@@ -39,6 +41,9 @@ pub(crate) struct ConsumerConfig {
     pub(crate) group: String,
     pub(crate) topics: Vec<String>,
     pub(crate) reset: OffsetReset,
+    /// How long a revoked partition may stay with this member while its
+    /// in-flight records finish (Kafka holds the rebalance meanwhile).
+    pub(crate) revoke_timeout: std::time::Duration,
 }
 
 /// What one poll returns, in order.
@@ -53,12 +58,18 @@ pub(crate) enum ConsumerEvent {
     Records(Vec<Arc<Record>>),
 }
 
-/// Clients and topic administration for one broker.
+/// Clients, topic administration and inspection for one broker.
 pub(crate) trait BrokerBackend: Send + Sync + fmt::Debug {
     fn producer(&self) -> Result<Arc<dyn ProducerClient>>;
     fn consumer(&self, config: ConsumerConfig) -> Result<Arc<dyn ConsumerClient>>;
     /// Creates `topic` when missing, with `partitions` (or the broker default).
     fn ensure_topic(&self, topic: &str, partitions: Option<i32>) -> BoxFuture<'static, Result<()>>;
+    /// Low and high watermark of every partition of `topic`, by partition.
+    fn watermarks(&self, topic: &str) -> BoxFuture<'static, Result<Vec<(i64, i64)>>>;
+    /// What `group` committed for every partition of `topic`, by partition.
+    fn committed(&self, group: &str, topic: &str) -> BoxFuture<'static, Result<Vec<Option<i64>>>>;
+    /// Every record of `topic` present now, partition by partition in offset order.
+    fn read_all(&self, topic: &str) -> BoxFuture<'static, Result<Vec<Record>>>;
 }
 
 /// Writes records.
@@ -92,14 +103,20 @@ pub(crate) trait ConsumerClient: Send + Sync {
 }
 
 /// The broker an application talks to: the embedded in-memory broker, or
-/// (with the `kafka` feature, in a later release) Apache Kafka.
+/// Apache Kafka (with the `kafka` feature, on by default).
 ///
 /// Cloning shares the broker: two applications given clones of one
 /// `Broker::memory()` see the same topics, groups and offsets.
 #[derive(Clone, Debug)]
 pub struct Broker {
-    pub(crate) backend: Arc<dyn BrokerBackend>,
-    memory: Option<Arc<MemoryBroker>>,
+    kind: Kind,
+}
+
+#[derive(Clone, Debug)]
+enum Kind {
+    Memory(Arc<MemoryBroker>),
+    #[cfg(feature = "kafka")]
+    Kafka(kafka::KafkaConfig),
 }
 
 impl Broker {
@@ -119,14 +136,81 @@ impl Broker {
 
     fn from_memory(memory: Arc<MemoryBroker>) -> Self {
         Broker {
-            backend: Arc::new(memory.clone()),
-            memory: Some(memory),
+            kind: Kind::Memory(memory),
+        }
+    }
+
+    /// Apache Kafka at `bootstrap_servers` (`"host:port[,host:port...]"`).
+    ///
+    /// The producer is idempotent (`enable.idempotence=true`, `acks=all`) by
+    /// default; every librdkafka setting can be passed with [`Broker::set`].
+    /// Topics kafkactor needs (subscribed, dead-letter, published to) are
+    /// created when missing with [`Broker::topic_partitions`] partitions,
+    /// unless [`Broker::create_topics`] is turned off.
+    #[cfg(feature = "kafka")]
+    pub fn kafka(bootstrap_servers: impl Into<String>) -> Self {
+        Broker {
+            kind: Kind::Kafka(kafka::KafkaConfig::new(bootstrap_servers.into())),
+        }
+    }
+
+    /// Passes a librdkafka setting (`"linger.ms"`, `"security.protocol"`,
+    /// ...) to every Kafka client of the application. The embedded broker
+    /// has no such settings and ignores it.
+    pub fn set(self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        match self.kind {
+            #[cfg(feature = "kafka")]
+            Kind::Kafka(config) => Broker {
+                kind: Kind::Kafka(config.set(key.into(), value.into())),
+            },
+            Kind::Memory(_) => {
+                let _ = (key.into(), value.into());
+                self
+            }
+        }
+    }
+
+    /// Partitions of the topics kafkactor creates on Kafka (default 3). The
+    /// embedded broker takes its count from [`Broker::memory_with_partitions`].
+    pub fn topic_partitions(self, partitions: i32) -> Self {
+        match self.kind {
+            #[cfg(feature = "kafka")]
+            Kind::Kafka(config) => Broker {
+                kind: Kind::Kafka(config.topic_partitions(partitions)),
+            },
+            Kind::Memory(_) => self,
+        }
+    }
+
+    /// Whether kafkactor creates missing topics on Kafka (default true). When
+    /// off, starting an application whose subscriptions or dead-letter topics
+    /// do not exist fails with a clear error.
+    pub fn create_topics(self, create: bool) -> Self {
+        match self.kind {
+            #[cfg(feature = "kafka")]
+            Kind::Kafka(config) => Broker {
+                kind: Kind::Kafka(config.create_topics(create)),
+            },
+            Kind::Memory(_) => self,
         }
     }
 
     /// The embedded broker behind this handle, for inspection (None on Kafka).
     pub fn as_memory(&self) -> Option<&MemoryBroker> {
-        self.memory.as_deref()
+        match &self.kind {
+            Kind::Memory(m) => Some(m),
+            #[cfg(feature = "kafka")]
+            Kind::Kafka(_) => None,
+        }
+    }
+
+    /// The clients of this broker (for Kafka: connects the admin client).
+    pub(crate) fn backend(&self) -> Result<Arc<dyn BrokerBackend>> {
+        match &self.kind {
+            Kind::Memory(m) => Ok(Arc::new(m.clone())),
+            #[cfg(feature = "kafka")]
+            Kind::Kafka(config) => Ok(config.backend()?),
+        }
     }
 
     /// Creates `topic` with `partitions` partitions if it does not exist yet.
@@ -135,6 +219,29 @@ impl Broker {
         if partitions < 1 {
             return Err(Error::Config("partitions must be at least 1".into()));
         }
-        self.backend.ensure_topic(topic, Some(partitions)).await
+        self.backend()?.ensure_topic(topic, Some(partitions)).await
+    }
+
+    /// Records of `topic` that `group` has not committed yet, over all
+    /// partitions (a partition without a commit counts from its first record).
+    pub async fn lag(&self, group: &str, topic: &str) -> Result<i64> {
+        let backend = self.backend()?;
+        let watermarks = backend.watermarks(topic).await?;
+        let committed = backend.committed(group, topic).await?;
+        Ok(watermarks
+            .iter()
+            .enumerate()
+            .map(|(p, &(low, high))| {
+                let c = committed.get(p).copied().flatten().unwrap_or(low);
+                (high - c.max(low)).max(0)
+            })
+            .sum())
+    }
+
+    /// Every record of `topic` present now, partition by partition in offset
+    /// order (empty if the topic does not exist). For tests and tools; reads
+    /// the whole topic into memory.
+    pub async fn read_topic(&self, topic: &str) -> Result<Vec<Record>> {
+        self.backend()?.read_all(topic).await
     }
 }

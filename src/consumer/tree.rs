@@ -71,6 +71,7 @@ where
             group: sub.group_name().to_string(),
             topics: sub.topics.clone(),
             reset: sub.reset,
+            revoke_timeout: sub.drain_timeout + Duration::from_secs(5),
         },
         max_in_flight: sub.in_flight_limit(),
         commit_interval: sub.commit_interval,

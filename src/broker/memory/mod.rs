@@ -249,6 +249,29 @@ impl BrokerBackend for Arc<MemoryBroker> {
         let mut state = self.lock();
         future::ready(self.ensure_locked(&mut state, topic, partitions)).boxed()
     }
+
+    fn watermarks(&self, topic: &str) -> BoxFuture<'static, Result<Vec<(i64, i64)>>> {
+        let state = self.lock();
+        let marks = state.topics.get(topic).map_or_else(Vec::new, |t| {
+            t.partitions
+                .iter()
+                .map(|log| (0, log.len() as i64))
+                .collect()
+        });
+        future::ready(Ok(marks)).boxed()
+    }
+
+    fn committed(&self, group: &str, topic: &str) -> BoxFuture<'static, Result<Vec<Option<i64>>>> {
+        let n = self.partitions(topic).unwrap_or(0);
+        let committed = (0..n)
+            .map(|p| MemoryBroker::committed(self, group, topic, p))
+            .collect();
+        future::ready(Ok(committed)).boxed()
+    }
+
+    fn read_all(&self, topic: &str) -> BoxFuture<'static, Result<Vec<Record>>> {
+        future::ready(Ok(self.records(topic))).boxed()
+    }
 }
 
 impl MemoryBroker {

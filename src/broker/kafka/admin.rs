@@ -1,0 +1,247 @@
+//! Topic administration and inspection on Kafka: creating missing topics,
+//! watermarks, a group's committed offsets, reading a whole topic.
+//!
+//! librdkafka's calls here block, so each runs on tokio's blocking pool.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::future::{BoxFuture, FutureExt};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::consumer::to_record;
+use super::{broker_error, KafkaConfig};
+use crate::envelope::Record;
+use crate::error::{Error, Result};
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Admin and metadata clients, shared by the backend and its producers.
+#[derive(Clone)]
+pub(crate) struct Admin {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: KafkaConfig,
+    admin: AdminClient<DefaultClientContext>,
+    metadata: BaseConsumer,
+}
+
+impl Admin {
+    pub(crate) fn new(config: &KafkaConfig) -> Result<Self> {
+        let admin = config
+            .client_config(&[])
+            .create()
+            .map_err(|e| Error::Config(format!("Kafka admin client: {e}")))?;
+        let metadata = config
+            .client_config(&[("allow.auto.create.topics", "false")])
+            .create()
+            .map_err(|e| Error::Config(format!("Kafka metadata client: {e}")))?;
+        Ok(Admin {
+            inner: Arc::new(Inner {
+                config: config.clone(),
+                admin,
+                metadata,
+            }),
+        })
+    }
+
+    /// Runs blocking work on the blocking pool.
+    fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Inner) -> Result<T> + Send + 'static,
+    ) -> BoxFuture<'static, Result<T>> {
+        let inner = self.inner.clone();
+        async move {
+            tokio::task::spawn_blocking(move || work(&inner))
+                .await
+                .map_err(|e| Error::Broker(format!("admin task failed: {e}")))?
+        }
+        .boxed()
+    }
+
+    /// Creates `topic` unless it exists; fails clearly when it is missing and
+    /// topic creation is off.
+    pub(crate) fn ensure_topic(
+        &self,
+        topic: &str,
+        partitions: i32,
+    ) -> BoxFuture<'static, Result<()>> {
+        let topic = topic.to_string();
+        let inner = self.inner.clone();
+        async move {
+            let exists = {
+                let (inner, topic) = (inner.clone(), topic.clone());
+                tokio::task::spawn_blocking(move || inner.partition_count(&topic))
+                    .await
+                    .map_err(|e| Error::Broker(format!("admin task failed: {e}")))??
+                    .is_some()
+            };
+            if exists {
+                return Ok(());
+            }
+            if !inner.config.creates_topics() {
+                return Err(Error::Config(format!(
+                    "topic {topic:?} does not exist and topic creation is off"
+                )));
+            }
+            let new = NewTopic::new(&topic, partitions, TopicReplication::Fixed(1));
+            let options = AdminOptions::new().operation_timeout(Some(TIMEOUT));
+            let results = inner
+                .admin
+                .create_topics([&new], &options)
+                .await
+                .map_err(|e| broker_error(&format!("create topic {topic}"), &e))?;
+            for result in results {
+                match result {
+                    Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                    Err((name, code)) => {
+                        return Err(Error::Broker(format!("create topic {name}: {code}")))
+                    }
+                }
+            }
+            // Wait until the new topic shows in metadata, so clients use it at once.
+            let deadline = Instant::now() + TIMEOUT;
+            loop {
+                let (i, t) = (inner.clone(), topic.clone());
+                let found = tokio::task::spawn_blocking(move || i.partition_count(&t))
+                    .await
+                    .map_err(|e| Error::Broker(format!("admin task failed: {e}")))??;
+                if found.is_some() {
+                    return Ok(());
+                }
+                if Instant::now() > deadline {
+                    return Err(Error::Broker(format!(
+                        "topic {topic} was created but does not show in metadata"
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        .boxed()
+    }
+
+    pub(crate) fn watermarks(&self, topic: &str) -> BoxFuture<'static, Result<Vec<(i64, i64)>>> {
+        let topic = topic.to_string();
+        self.blocking(move |inner| {
+            let Some(n) = inner.partition_count(&topic)? else {
+                return Ok(Vec::new());
+            };
+            (0..n)
+                .map(|p| {
+                    inner
+                        .metadata
+                        .fetch_watermarks(&topic, p, TIMEOUT)
+                        .map_err(|e| broker_error(&format!("watermarks of {topic}[{p}]"), &e))
+                })
+                .collect()
+        })
+    }
+
+    pub(crate) fn committed(
+        &self,
+        group: &str,
+        topic: &str,
+    ) -> BoxFuture<'static, Result<Vec<Option<i64>>>> {
+        let (group, topic) = (group.to_string(), topic.to_string());
+        self.blocking(move |inner| {
+            let Some(n) = inner.partition_count(&topic)? else {
+                return Ok(Vec::new());
+            };
+            let consumer: BaseConsumer = inner
+                .config
+                .client_config(&[("group.id", &group), ("enable.auto.commit", "false")])
+                .create()
+                .map_err(|e| broker_error("offsets client", &e))?;
+            let mut tpl = TopicPartitionList::new();
+            for p in 0..n {
+                tpl.add_partition(&topic, p);
+            }
+            let committed = consumer
+                .committed_offsets(tpl, TIMEOUT)
+                .map_err(|e| broker_error(&format!("committed offsets of {group}"), &e))?;
+            Ok((0..n)
+                .map(
+                    |p| match committed.find_partition(&topic, p).map(|e| e.offset()) {
+                        Some(Offset::Offset(o)) => Some(o),
+                        _ => None,
+                    },
+                )
+                .collect())
+        })
+    }
+
+    pub(crate) fn read_all(&self, topic: &str) -> BoxFuture<'static, Result<Vec<Record>>> {
+        let topic = topic.to_string();
+        self.blocking(move |inner| {
+            let Some(n) = inner.partition_count(&topic)? else {
+                return Ok(Vec::new());
+            };
+            let consumer: BaseConsumer = inner
+                .config
+                .client_config(&[
+                    ("group.id", "kafkactor-inspect"),
+                    ("enable.auto.commit", "false"),
+                ])
+                .create()
+                .map_err(|e| broker_error("reader client", &e))?;
+            let topic_name: Arc<str> = Arc::from(topic.as_str());
+            let mut out = Vec::new();
+            for p in 0..n {
+                let (low, high) = inner
+                    .metadata
+                    .fetch_watermarks(&topic, p, TIMEOUT)
+                    .map_err(|e| broker_error("watermarks", &e))?;
+                if high <= low {
+                    continue;
+                }
+                let mut tpl = TopicPartitionList::new();
+                tpl.add_partition_offset(&topic, p, Offset::Offset(low))
+                    .map_err(|e| broker_error("assign", &e))?;
+                consumer
+                    .assign(&tpl)
+                    .map_err(|e| broker_error("assign", &e))?;
+                let deadline = Instant::now() + TIMEOUT * 3;
+                let mut next = low;
+                while next < high {
+                    if Instant::now() > deadline {
+                        return Err(Error::Broker(format!(
+                            "reading {topic}[{p}] timed out at offset {next} of {high}"
+                        )));
+                    }
+                    match consumer.poll(Duration::from_millis(100)) {
+                        Some(Ok(m)) => {
+                            next = m.offset() + 1;
+                            out.push(to_record(&m, &topic_name));
+                        }
+                        Some(Err(e)) => return Err(broker_error("read", &e)),
+                        None => {}
+                    }
+                }
+            }
+            Ok(out)
+        })
+    }
+}
+
+impl Inner {
+    /// Partitions of `topic`, or None when it does not exist.
+    fn partition_count(&self, topic: &str) -> Result<Option<i32>> {
+        let metadata = self
+            .metadata
+            .fetch_metadata(Some(topic), TIMEOUT)
+            .map_err(|e| broker_error(&format!("metadata of {topic}"), &e))?;
+        Ok(metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic)
+            .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+            .map(|t| t.partitions().len() as i32))
+    }
+}

@@ -1,0 +1,485 @@
+//! A Kafka consumer-group member, polled on its own thread.
+//!
+//! librdkafka's consumer must be polled, and its rebalance callbacks run on
+//! the polling thread, so each member gets a thread that owns the
+//! `BaseConsumer` and serves commands from the ConsumerConnection actor:
+//! fetch (at most the actor's credit of records), commit, pause, resume,
+//! release, close. Handlers therefore never block polling, and the thread
+//! never takes more records than the actor has room for.
+//!
+//! Offsets are never committed automatically (`enable.auto.commit=false`):
+//! only what the actor commits, which is its completed watermark.
+//!
+//! On revocation the callback hands the actor a `Revoked` event and blocks
+//! (serving commit and release commands) until the actor has drained and
+//! committed those partitions and released them, or until the revoke
+//! deadline; only then does librdkafka give them up. Leaving the group
+//! because `max.poll.interval.ms` passed is returned as a poll error, which
+//! the actor turns into a supervised failure.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::future::{BoxFuture, FutureExt};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Headers as _, Message};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tokio::sync::oneshot;
+
+use super::{broker_error, KafkaConfig};
+use crate::broker::{ConsumerClient, ConsumerConfig, ConsumerEvent, OffsetReset};
+use crate::envelope::{Headers, Record, TopicPartition};
+use crate::error::{Error, Result};
+
+/// The longest a single poll of librdkafka blocks, so commands are served promptly.
+const POLL_SLICE: Duration = Duration::from_millis(20);
+
+type Reply<T> = oneshot::Sender<Result<T>>;
+
+enum Command {
+    Fetch(Fetch),
+    Commit(Vec<(TopicPartition, i64)>, Reply<()>),
+    Pause(Vec<TopicPartition>),
+    Resume(Vec<TopicPartition>),
+    Release(Vec<TopicPartition>),
+    Close,
+}
+
+struct Fetch {
+    max: usize,
+    deadline: Instant,
+    reply: Reply<Vec<ConsumerEvent>>,
+}
+
+/// What the polling thread and its rebalance callbacks share.
+struct Shared {
+    commands: Mutex<Receiver<Command>>,
+    /// The fetch being served, answered by the poll loop or by a revocation.
+    fetch: Mutex<Option<Fetch>>,
+    /// Records taken for the current fetch, in order.
+    records: Mutex<Vec<Arc<Record>>>,
+    /// Assignments to announce with the next answer.
+    events: Mutex<Vec<ConsumerEvent>>,
+    closing: AtomicBool,
+    revoke_timeout: Duration,
+    group: String,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shared {
+    /// Answers the current fetch with the pending events, the records taken
+    /// so far, then `last`.
+    fn answer(&self, last: Option<ConsumerEvent>) {
+        let Some(fetch) = lock(&self.fetch).take() else {
+            return;
+        };
+        let mut events = std::mem::take(&mut *lock(&self.events));
+        let records = std::mem::take(&mut *lock(&self.records));
+        if !records.is_empty() {
+            events.push(ConsumerEvent::Records(records));
+        }
+        events.extend(last);
+        let _ = fetch.reply.send(Ok(events));
+    }
+
+    fn fail_fetch(&self, error: Error) {
+        if let Some(fetch) = lock(&self.fetch).take() {
+            let _ = fetch.reply.send(Err(error));
+        }
+    }
+}
+
+/// The consumer context: rebalance callbacks on the polling thread.
+struct Context {
+    shared: Arc<Shared>,
+}
+
+impl ClientContext for Context {}
+
+impl ConsumerContext for Context {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(tpl) = rebalance else {
+            return;
+        };
+        let shared = &self.shared;
+        let revoked = from_tpl(tpl);
+        if revoked.is_empty() || shared.closing.load(Ordering::SeqCst) {
+            return;
+        }
+        tracing::debug!(group = %shared.group, ?revoked, "revoking; waiting for the connection to drain");
+        shared.answer(Some(ConsumerEvent::Revoked(revoked.clone())));
+        let mut waiting: HashSet<TopicPartition> = revoked.into_iter().collect();
+        let deadline = Instant::now() + shared.revoke_timeout;
+        let commands = lock(&shared.commands);
+        while !waiting.is_empty() {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            match commands.recv_timeout(remaining) {
+                Ok(Command::Release(tps)) => {
+                    for tp in tps {
+                        waiting.remove(&tp);
+                    }
+                }
+                Ok(Command::Commit(offsets, reply)) => {
+                    let _ = reply.send(commit(consumer, &offsets));
+                }
+                Ok(Command::Pause(tps)) => pause(consumer, &tps, true),
+                Ok(Command::Resume(tps)) => pause(consumer, &tps, false),
+                // Kept for the poll loop, which serves it once the rebalance is done.
+                Ok(Command::Fetch(fetch)) => *lock(&shared.fetch) = Some(fetch),
+                Ok(Command::Close) | Err(RecvTimeoutError::Disconnected) => {
+                    shared.closing.store(true, Ordering::SeqCst);
+                    return;
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    tracing::warn!(group = %shared.group, ?waiting,
+                        "revoke deadline passed; giving the partitions up undrained");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                let assigned = from_tpl(tpl);
+                if !assigned.is_empty() {
+                    lock(&self.shared.events).push(ConsumerEvent::Assigned(assigned));
+                }
+            }
+            Rebalance::Revoke(_) => {}
+            Rebalance::Error(e) => {
+                tracing::warn!(group = %self.shared.group, error = %e, "rebalance error")
+            }
+        }
+    }
+}
+
+/// A group member whose `BaseConsumer` lives on its own thread.
+pub(crate) struct KafkaConsumer {
+    commands: Mutex<Sender<Command>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl KafkaConsumer {
+    pub(crate) fn start(kafka: &KafkaConfig, config: ConsumerConfig) -> Result<Self> {
+        let reset = match config.reset {
+            OffsetReset::Earliest => "earliest",
+            OffsetReset::Latest => "latest",
+        };
+        let (tx, rx) = mpsc::channel();
+        let shared = Arc::new(Shared {
+            commands: Mutex::new(rx),
+            fetch: Mutex::new(None),
+            records: Mutex::new(Vec::new()),
+            events: Mutex::new(Vec::new()),
+            closing: AtomicBool::new(false),
+            revoke_timeout: config.revoke_timeout,
+            group: config.group.clone(),
+        });
+        let consumer: BaseConsumer<Context> = kafka
+            .client_config(&[
+                ("group.id", config.group.as_str()),
+                ("enable.auto.commit", "false"),
+                ("enable.auto.offset.store", "false"),
+                ("auto.offset.reset", reset),
+                ("enable.partition.eof", "false"),
+            ])
+            .create_with_context(Context {
+                shared: shared.clone(),
+            })
+            .map_err(|e| {
+                Error::Config(format!("Kafka consumer for group {}: {e}", config.group))
+            })?;
+        let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
+        consumer
+            .subscribe(&topics)
+            .map_err(|e| broker_error(&format!("subscribe to {topics:?}"), &e))?;
+        let thread = std::thread::Builder::new()
+            .name(format!("kafkactor-consumer-{}", config.group))
+            .spawn(move || PollThread::new(consumer, shared).run())
+            .map_err(|e| Error::Broker(format!("cannot start the polling thread: {e}")))?;
+        Ok(KafkaConsumer {
+            commands: Mutex::new(tx),
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    fn send(&self, command: Command) -> Result<()> {
+        lock(&self.commands)
+            .send(command)
+            .map_err(|_| Error::Broker("the consumer's polling thread has stopped".into()))
+    }
+}
+
+impl ConsumerClient for KafkaConsumer {
+    fn poll(
+        &self,
+        max_records: usize,
+        timeout: Duration,
+    ) -> BoxFuture<'static, Result<Vec<ConsumerEvent>>> {
+        let (reply, rx) = oneshot::channel();
+        let sent = self.send(Command::Fetch(Fetch {
+            max: max_records,
+            deadline: Instant::now() + timeout,
+            reply,
+        }));
+        async move {
+            sent?;
+            rx.await
+                .map_err(|_| Error::Broker("the consumer's polling thread has stopped".into()))?
+        }
+        .boxed()
+    }
+
+    fn pause(&self, partitions: &[TopicPartition]) -> Result<()> {
+        self.send(Command::Pause(partitions.to_vec()))
+    }
+
+    fn resume(&self, partitions: &[TopicPartition]) -> Result<()> {
+        self.send(Command::Resume(partitions.to_vec()))
+    }
+
+    fn commit(&self, offsets: Vec<(TopicPartition, i64)>) -> BoxFuture<'static, Result<()>> {
+        let (reply, rx) = oneshot::channel();
+        let sent = self.send(Command::Commit(offsets, reply));
+        async move {
+            sent?;
+            rx.await
+                .map_err(|_| Error::Commit("the consumer's polling thread has stopped".into()))?
+        }
+        .boxed()
+    }
+
+    fn release(&self, partitions: &[TopicPartition]) -> Result<()> {
+        self.send(Command::Release(partitions.to_vec()))
+    }
+
+    fn close(&self) {
+        let _ = self.send(Command::Close);
+        // The thread leaves the group and exits on its own; joining here
+        // would block the actor's thread.
+        drop(lock(&self.thread).take());
+    }
+}
+
+impl Drop for KafkaConsumer {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// The polling thread's loop.
+struct PollThread {
+    consumer: BaseConsumer<Context>,
+    shared: Arc<Shared>,
+    topics: HashMap<String, Arc<str>>,
+}
+
+impl PollThread {
+    fn new(consumer: BaseConsumer<Context>, shared: Arc<Shared>) -> Self {
+        PollThread {
+            consumer,
+            shared,
+            topics: HashMap::new(),
+        }
+    }
+
+    fn run(mut self) {
+        loop {
+            let waiting = lock(&self.shared.fetch).is_some();
+            if waiting {
+                if !self.serve_fetch() {
+                    break;
+                }
+                continue;
+            }
+            let command = lock(&self.shared.commands).recv();
+            match command {
+                Ok(command) => {
+                    if !self.handle(command) {
+                        break;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        self.shared.closing.store(true, Ordering::SeqCst);
+        tracing::debug!(group = %self.shared.group, "leaving the group");
+        // Dropping the consumer leaves the group.
+    }
+
+    /// Handles a command outside a fetch; false when the thread must stop.
+    fn handle(&mut self, command: Command) -> bool {
+        match command {
+            Command::Fetch(fetch) => *lock(&self.shared.fetch) = Some(fetch),
+            Command::Commit(offsets, reply) => {
+                let _ = reply.send(commit(&self.consumer, &offsets));
+            }
+            Command::Pause(tps) => pause(&self.consumer, &tps, true),
+            Command::Resume(tps) => pause(&self.consumer, &tps, false),
+            // Outside a revocation there is nothing to give back.
+            Command::Release(_) => {}
+            Command::Close => {
+                self.shared.closing.store(true, Ordering::SeqCst);
+                self.shared
+                    .fail_fetch(Error::Broker("consumer closed".into()));
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Polls librdkafka for the current fetch until it has records, events
+    /// or its deadline; false when the thread must stop.
+    fn serve_fetch(&mut self) -> bool {
+        loop {
+            // Serve commands that arrived meanwhile, without blocking.
+            loop {
+                let command = lock(&self.shared.commands).try_recv();
+                match command {
+                    Ok(command) => {
+                        if !self.handle(command) {
+                            return false;
+                        }
+                    }
+                    Err(mpsc::TryRecvError::Empty) => break,
+                    Err(mpsc::TryRecvError::Disconnected) => return false,
+                }
+            }
+            let (max, deadline) = match &*lock(&self.shared.fetch) {
+                Some(f) => (f.max, f.deadline),
+                None => return true, // answered by a revocation
+            };
+            let taken = lock(&self.shared.records).len();
+            let now = Instant::now();
+            if taken >= max.max(1) || !lock(&self.shared.events).is_empty() || now >= deadline {
+                self.shared.answer(None);
+                return true;
+            }
+            let slice = if taken > 0 {
+                Duration::ZERO
+            } else {
+                deadline.saturating_duration_since(now).min(POLL_SLICE)
+            };
+            match self.consumer.poll(slice) {
+                Some(Ok(message)) => {
+                    let topic = intern(&mut self.topics, message.topic());
+                    let record = Arc::new(to_record(&message, &topic));
+                    lock(&self.shared.records).push(record);
+                }
+                Some(Err(e)) if left_group(&e) => {
+                    self.shared.fail_fetch(Error::Broker(format!(
+                        "left group {}: {e} (a poll took longer than max.poll.interval.ms)",
+                        self.shared.group
+                    )));
+                    return true;
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(group = %self.shared.group, error = %e, "consumer error");
+                }
+                None if taken > 0 => {
+                    self.shared.answer(None);
+                    return true;
+                }
+                None => {}
+            }
+        }
+    }
+}
+
+/// Interned topic names, so records share one allocation per topic.
+fn intern(topics: &mut HashMap<String, Arc<str>>, name: &str) -> Arc<str> {
+    if let Some(t) = topics.get(name) {
+        return t.clone();
+    }
+    let t: Arc<str> = Arc::from(name);
+    topics.insert(name.to_string(), t.clone());
+    t
+}
+
+fn left_group(e: &KafkaError) -> bool {
+    e.rdkafka_error_code() == Some(RDKafkaErrorCode::PollExceeded)
+}
+
+fn to_tpl(tps: &[TopicPartition]) -> TopicPartitionList {
+    let mut tpl = TopicPartitionList::new();
+    for tp in tps {
+        tpl.add_partition(&tp.topic, tp.partition);
+    }
+    tpl
+}
+
+fn from_tpl(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
+    tpl.elements()
+        .iter()
+        .map(|e| TopicPartition::new(e.topic(), e.partition()))
+        .collect()
+}
+
+fn pause<C: ConsumerContext>(consumer: &BaseConsumer<C>, tps: &[TopicPartition], paused: bool) {
+    // Partitions no longer assigned are skipped rather than failing the batch.
+    let assigned: HashSet<TopicPartition> = consumer
+        .assignment()
+        .map(|a| from_tpl(&a).into_iter().collect())
+        .unwrap_or_default();
+    let tps: Vec<TopicPartition> = tps
+        .iter()
+        .filter(|tp| assigned.contains(tp))
+        .cloned()
+        .collect();
+    if tps.is_empty() {
+        return;
+    }
+    let result = if paused {
+        consumer.pause(&to_tpl(&tps))
+    } else {
+        consumer.resume(&to_tpl(&tps))
+    };
+    if let Err(e) = result {
+        tracing::warn!(error = %e, paused, "pause/resume failed");
+    }
+}
+
+fn commit<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    offsets: &[(TopicPartition, i64)],
+) -> Result<()> {
+    let mut tpl = TopicPartitionList::new();
+    for (tp, offset) in offsets {
+        tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*offset))
+            .map_err(|e| Error::Commit(e.to_string()))?;
+    }
+    consumer
+        .commit(&tpl, CommitMode::Sync)
+        .map_err(|e| Error::Commit(e.to_string()))
+}
+
+/// Copies a librdkafka message into a [`Record`].
+pub(crate) fn to_record(m: &BorrowedMessage<'_>, topic: &Arc<str>) -> Record {
+    let headers = match m.headers() {
+        Some(h) => h
+            .iter()
+            .map(|h| (h.key, Bytes::copy_from_slice(h.value.unwrap_or_default())))
+            .collect(),
+        None => Headers::new(),
+    };
+    Record {
+        topic: topic.clone(),
+        partition: m.partition(),
+        offset: m.offset(),
+        key: m.key().map(Bytes::copy_from_slice),
+        headers,
+        payload: m.payload().map(Bytes::copy_from_slice).unwrap_or_default(),
+        timestamp_ms: m.timestamp().to_millis().unwrap_or(0),
+    }
+}

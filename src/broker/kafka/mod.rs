@@ -1,0 +1,198 @@
+//! Apache Kafka through rdkafka: the Kafka side of the broker boundary.
+//!
+//! Only the connection actors call into this module, through the
+//! [`BrokerBackend`], [`ProducerClient`] and [`ConsumerClient`] traits; no
+//! rdkafka type crosses that boundary. Errors are mapped to kafkactor's own
+//! [`Error`], saying whether a retry can help.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+
+use futures_util::future::BoxFuture;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::ClientConfig;
+
+use super::{BrokerBackend, ConsumerClient, ConsumerConfig, ProducerClient};
+use crate::envelope::Record;
+use crate::error::{Error, Result};
+
+mod admin;
+mod consumer;
+mod producer;
+
+use admin::Admin;
+
+/// Settings of a Kafka broker handle: where it is, the pass-through
+/// librdkafka settings, and topic administration.
+#[derive(Clone)]
+pub(crate) struct KafkaConfig {
+    bootstrap: String,
+    settings: BTreeMap<String, String>,
+    partitions: i32,
+    create_topics: bool,
+    /// The connected backend, shared by clones of the handle that have the
+    /// same settings (every setter starts a new one).
+    backend: Arc<OnceLock<Arc<KafkaBackend>>>,
+}
+
+impl fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Setting values may hold credentials: show the keys only.
+        f.debug_struct("KafkaConfig")
+            .field("bootstrap", &self.bootstrap)
+            .field("settings", &self.settings.keys().collect::<Vec<_>>())
+            .field("partitions", &self.partitions)
+            .field("create_topics", &self.create_topics)
+            .finish()
+    }
+}
+
+impl KafkaConfig {
+    pub(crate) fn new(bootstrap: String) -> Self {
+        KafkaConfig {
+            bootstrap,
+            settings: BTreeMap::new(),
+            partitions: 3,
+            create_topics: true,
+            backend: Arc::default(),
+        }
+    }
+
+    fn changed(mut self) -> Self {
+        self.backend = Arc::default();
+        self
+    }
+
+    pub(crate) fn set(mut self, key: String, value: String) -> Self {
+        self.settings.insert(key, value);
+        self.changed()
+    }
+
+    pub(crate) fn topic_partitions(mut self, partitions: i32) -> Self {
+        self.partitions = partitions.max(1);
+        self.changed()
+    }
+
+    pub(crate) fn create_topics(mut self, create: bool) -> Self {
+        self.create_topics = create;
+        self.changed()
+    }
+
+    pub(crate) fn creates_topics(&self) -> bool {
+        self.create_topics
+    }
+
+    /// A client configuration: `defaults` first, the user's settings over them.
+    pub(crate) fn client_config(&self, defaults: &[(&str, &str)]) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.bootstrap);
+        for (k, v) in defaults {
+            config.set(*k, *v);
+        }
+        for (k, v) in &self.settings {
+            config.set(k, v);
+        }
+        config
+    }
+
+    /// The connected backend for these settings.
+    pub(crate) fn backend(&self) -> Result<Arc<KafkaBackend>> {
+        if let Some(backend) = self.backend.get() {
+            return Ok(backend.clone());
+        }
+        let backend = Arc::new(KafkaBackend::new(self.clone())?);
+        Ok(self.backend.get_or_init(|| backend).clone())
+    }
+}
+
+/// Clients of one Kafka cluster.
+pub(crate) struct KafkaBackend {
+    config: KafkaConfig,
+    admin: Admin,
+}
+
+impl fmt::Debug for KafkaBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KafkaBackend")
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl KafkaBackend {
+    fn new(config: KafkaConfig) -> Result<Self> {
+        let admin = Admin::new(&config)?;
+        Ok(KafkaBackend { config, admin })
+    }
+}
+
+impl BrokerBackend for KafkaBackend {
+    fn producer(&self) -> Result<Arc<dyn ProducerClient>> {
+        Ok(Arc::new(producer::KafkaProducer::new(
+            &self.config,
+            self.admin.clone(),
+        )?))
+    }
+
+    fn consumer(&self, config: ConsumerConfig) -> Result<Arc<dyn ConsumerClient>> {
+        Ok(Arc::new(consumer::KafkaConsumer::start(
+            &self.config,
+            config,
+        )?))
+    }
+
+    fn ensure_topic(&self, topic: &str, partitions: Option<i32>) -> BoxFuture<'static, Result<()>> {
+        self.admin
+            .ensure_topic(topic, partitions.unwrap_or(self.config.partitions))
+    }
+
+    fn watermarks(&self, topic: &str) -> BoxFuture<'static, Result<Vec<(i64, i64)>>> {
+        self.admin.watermarks(topic)
+    }
+
+    fn committed(&self, group: &str, topic: &str) -> BoxFuture<'static, Result<Vec<Option<i64>>>> {
+        self.admin.committed(group, topic)
+    }
+
+    fn read_all(&self, topic: &str) -> BoxFuture<'static, Result<Vec<Record>>> {
+        self.admin.read_all(topic)
+    }
+}
+
+/// Whether an error code says that trying again can succeed.
+pub(crate) fn retriable(code: RDKafkaErrorCode) -> bool {
+    use RDKafkaErrorCode::*;
+    matches!(
+        code,
+        QueueFull
+            | MessageTimedOut
+            | RequestTimedOut
+            | OperationTimedOut
+            | TimedOutQueue
+            | NotEnoughReplicas
+            | NotEnoughReplicasAfterAppend
+            | LeaderNotAvailable
+            | NotLeaderForPartition
+            | BrokerNotAvailable
+            | NetworkException
+            | AllBrokersDown
+            | BrokerTransportFailure
+            | UnknownTopicOrPartition
+            | RebalanceInProgress
+    )
+}
+
+/// A produce failure for `topic`.
+pub(crate) fn produce_error(topic: &str, error: &KafkaError) -> Error {
+    Error::Produce {
+        topic: topic.to_string(),
+        reason: error.to_string(),
+        retriable: error.rdkafka_error_code().is_some_and(retriable),
+    }
+}
+
+/// Any other client failure.
+pub(crate) fn broker_error(what: &str, error: &KafkaError) -> Error {
+    Error::Broker(format!("{what}: {error}"))
+}
