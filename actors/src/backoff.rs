@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-/// Delay between restarts: `initial * 2^n`, capped at `max`, with up to
-/// `jitter` (a fraction, 0.0..=1.0) of random extra; `n` goes back to zero
+/// Delay between restarts: `initial * 2^n` plus up to `jitter` (a fraction,
+/// 0.0..=1.0) of random extra, never more than `max`; `n` goes back to zero
 /// once a child has run for `reset_after` without failing.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Backoff {
@@ -11,7 +11,8 @@ pub struct Backoff {
     pub initial: Duration,
     /// Largest delay.
     pub max: Duration,
-    /// Random extra, as a fraction of the delay.
+    /// Random extra, as a fraction of the delay (the result still never
+    /// exceeds `max`).
     pub jitter: f64,
     /// Run time after which the next failure starts again from `initial`.
     pub reset_after: Duration,
@@ -70,7 +71,9 @@ impl Backoff {
         if self.jitter <= 0.0 || base.is_zero() {
             return base;
         }
+        // `max` is the largest delay, jitter included.
         base.mul_f64(1.0 + fastrand::f64() * self.jitter)
+            .min(self.max)
     }
 }
 
@@ -87,6 +90,17 @@ mod tests {
         assert_eq!(b.delay(3), Duration::from_millis(80));
         assert_eq!(b.delay(4), Duration::from_millis(100));
         assert_eq!(b.delay(60), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn jitter_never_exceeds_max() {
+        let b =
+            Backoff::exponential(Duration::from_millis(10), Duration::from_millis(30)).jitter(1.0);
+        for n in 0..8 {
+            for _ in 0..200 {
+                assert!(b.delay(n) <= Duration::from_millis(30));
+            }
+        }
     }
 
     #[test]

@@ -194,18 +194,55 @@ impl<A: Actor> ChildRef<A> {
             if slot.current.as_ref().is_some_and(|i| i.number == number) {
                 slot.current = None;
             }
-            slot.last_exit = Some((number, exit));
+            // An aborted incarnation may be dropped after a newer one ended.
+            if slot.last_exit.as_ref().is_none_or(|(n, _)| *n <= number) {
+                slot.last_exit = Some((number, exit));
+            }
         });
+    }
+}
+
+/// Records an incarnation as [`Exit::Killed`] in its [`ChildRef`] if its task
+/// is dropped before the child's future finished (the task was aborted after
+/// the shutdown deadline, or its supervisor went away).
+struct KilledUnlessFinished<A: Actor> {
+    child_ref: Option<ChildRef<A>>,
+    number: u64,
+}
+
+impl<A: Actor> KilledUnlessFinished<A> {
+    fn finished(mut self, exit: Exit) {
+        if let Some(child_ref) = self.child_ref.take() {
+            child_ref.exited(self.number, exit);
+        }
+    }
+}
+
+impl<A: Actor> Drop for KilledUnlessFinished<A> {
+    fn drop(&mut self) {
+        if let Some(child_ref) = self.child_ref.take() {
+            child_ref.exited(self.number, Exit::Killed);
+        }
     }
 }
 
 /// A started child: its task (which yields its [`Exit`]), how to ask it to
 /// stop, how to make it fail, and its address when it is itself a supervisor.
+///
+/// Dropping it aborts the child's task: a child never outlives the
+/// supervisor that owns it (a supervisor that is itself aborted takes its
+/// whole subtree down with it). A finished task is unaffected.
 pub(crate) struct Running {
     pub(crate) task: JoinHandle<Exit>,
     pub(crate) request_stop: Box<dyn Fn()>,
     pub(crate) fail: Box<dyn Fn(String)>,
     pub(crate) nested: Option<Addr<crate::Supervisor>>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 type Starter = Box<dyn FnMut(Box<dyn FnOnce(Exit)>) -> Running>;
@@ -308,10 +345,13 @@ impl ChildSpec {
                 stop: stop_tx.clone(),
             });
             let fut = ctx.into_future(factory());
-            let cleared = child_ref.clone();
+            let record = KilledUnlessFinished {
+                child_ref: Some(child_ref.clone()),
+                number,
+            };
             let task = actix_rt::spawn(async move {
                 let exit = run_catching(fut).await;
-                cleared.exited(number, exit.clone());
+                record.finished(exit.clone());
                 on_exit(exit.clone());
                 exit
             });

@@ -77,7 +77,10 @@ pub enum SupervisionEvent {
         /// How many restarts this child has had in total.
         restarts: u64,
     },
-    /// The child stopped and will not be restarted.
+    /// The child stopped: it exited and its restart policy does not restart
+    /// it, or its supervisor stopped it (on shutdown, on escalation, or as
+    /// part of a one-for-all / rest-for-one group, in which case a
+    /// [`Restarting`](SupervisionEvent::Restarting) event for it came first).
     Stopped {
         /// Supervisor name.
         supervisor: Arc<str>,

@@ -5,7 +5,14 @@
 //! deadline, then stop), [`FailChild`] (make a child, or a child of a nested
 //! supervisor, fail with a reason), and an internal exit notice from each child.
 //! It owns its children's tasks. When a supervisor is itself restarted, its
-//! children are started afresh from their factories.
+//! children are started afresh from their factories. No child outlives its
+//! supervisor: one whose context is stopped some other way first stops its
+//! children in reverse order, and one that is dropped (aborted past its own
+//! deadline) aborts them.
+//!
+//! Restarting a group (one-for-all, rest-for-one) stops the rest of the group
+//! before the mailbox is read again; the backoff before the start does not
+//! hold the mailbox.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -215,21 +222,14 @@ impl Supervisor {
 }
 
 /// Asks a child to stop, waits up to `deadline`, then aborts it.
-async fn stop_child(running: Running, deadline: Duration) -> Exit {
-    let Running {
-        mut task,
-        request_stop,
-        ..
-    } = running;
-    request_stop();
-    match tokio::time::timeout(deadline, &mut task).await {
+async fn stop_child(mut running: Running, deadline: Duration) -> Exit {
+    (running.request_stop)();
+    match tokio::time::timeout(deadline, &mut running.task).await {
         Ok(Ok(exit)) => exit,
         Ok(Err(join)) if join.is_panic() => Exit::Panicked(panic_message(&*join.into_panic())),
         Ok(Err(_)) => Exit::Killed,
-        Err(_) => {
-            task.abort();
-            Exit::Killed
-        }
+        // Dropping `running` aborts the task.
+        Err(_) => Exit::Killed,
     }
 }
 
@@ -243,6 +243,27 @@ impl Actor for Supervisor {
             self.events
                 .publish(SupervisionEvent::Started { supervisor, child });
         }
+    }
+
+    /// A supervisor stopped other than by [`Shutdown`] or an escalation (its
+    /// context was stopped: [`fail`], [`FailChild`] naming it, a
+    /// [`ChildSpec::new`] parent stopping it) first stops its children in
+    /// reverse order, each within its deadline, so none outlives it.
+    fn stopping(&mut self, ctx: &mut Context<Self>) -> actix::Running {
+        if self.state == State::Stopping {
+            return actix::Running::Stop;
+        }
+        self.state = State::Stopping;
+        let n = self.children.len();
+        let detached = self.detach((0..n).rev());
+        if detached.is_empty() {
+            return actix::Running::Stop;
+        }
+        ctx.wait(
+            self.stop_in_order(detached)
+                .map(|(), _act, ctx: &mut Context<Self>| ctx.stop()),
+        );
+        actix::Running::Continue
     }
 }
 
@@ -337,14 +358,21 @@ impl Handler<ChildExited> for Supervisor {
         // Bump the generation of the failed child too, so a stale notice from
         // its previous incarnation can never be taken for the new one.
         self.children[index].generation += 1;
-        let restart = self
-            .stop_in_order(detached)
-            .then(move |(), _act, _ctx| wrap_future(tokio::time::sleep(delay)))
-            .map(move |(), act: &mut Self, ctx: &mut Context<Self>| {
+        // Remember each generation: a child whose pending restart is taken
+        // over by a later group restart (which bumps it) is not started twice.
+        let group: Vec<(usize, u64)> = group
+            .into_iter()
+            .map(|i| (i, self.children[i].generation))
+            .collect();
+        let restart = wrap_future::<_, Self>(tokio::time::sleep(delay)).map(
+            move |(), act: &mut Self, ctx: &mut Context<Self>| {
                 if act.state != State::Running {
                     return;
                 }
-                for &i in &group {
+                for &(i, generation) in &group {
+                    if act.children[i].generation != generation {
+                        continue;
+                    }
                     act.start_child(i, ctx);
                     let c = &mut act.children[i];
                     c.restarts += 1;
@@ -356,22 +384,38 @@ impl Handler<ChildExited> for Supervisor {
                         restarts,
                     });
                 }
-            });
-        ctx.spawn(restart);
+            },
+        );
+        if detached.is_empty() {
+            ctx.spawn(restart);
+        } else {
+            // As in OTP, the rest of the group is stopped before anything else
+            // is handled: a `Shutdown` or another exit waits until the group is
+            // down (and cannot cut a draining sibling short). The backoff that
+            // follows does not hold the mailbox.
+            ctx.wait(
+                self.stop_in_order(detached)
+                    .map(move |(), _act, ctx: &mut Context<Self>| {
+                        ctx.spawn(restart);
+                    }),
+            );
+        }
     }
 }
 
 impl Handler<Shutdown> for Supervisor {
-    type Result = ResponseActFuture<Self, ()>;
+    /// Answered once every child has stopped. The mailbox waits meanwhile, so
+    /// nothing (a second `Shutdown`, a [`FailChild`]) cuts the ordered stop short.
+    type Result = AtomicResponse<Self, ()>;
 
     fn handle(&mut self, _: Shutdown, _ctx: &mut Context<Self>) -> Self::Result {
         self.state = State::Stopping;
         let n = self.children.len();
         let detached = self.detach((0..n).rev());
-        Box::pin(
+        AtomicResponse::new(Box::pin(
             self.stop_in_order(detached)
                 .map(|(), _act, ctx: &mut Context<Self>| ctx.stop()),
-        )
+        ))
     }
 }
 
@@ -401,7 +445,10 @@ impl Handler<FailChild> for Supervisor {
         };
         let Some(child) = self.children.iter().find(|c| &*c.spec.id == head) else {
             let known: Vec<&str> = self.children.iter().map(|c| &*c.spec.id).collect();
-            let error = format!("supervisor `{}` has no child `{head}` (children: {known:?})", self.name);
+            let error = format!(
+                "supervisor `{}` has no child `{head}` (children: {known:?})",
+                self.name
+            );
             return Box::pin(async move { Err(error) });
         };
         let Some(running) = &child.running else {
