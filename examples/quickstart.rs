@@ -10,6 +10,8 @@
 //! dead-letter topic `orders.dlq`; a crash before that redelivers it.
 //!
 //! Run: `cargo run --release --example quickstart`
+//! On Kafka: `KAFKACTOR_BROKERS=127.0.0.1:9092 cargo run --release --example quickstart`
+//! (topic and group names then get a per-run suffix, so reruns start clean).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -78,16 +80,28 @@ impl Handler<Delivery<OrderPlaced>> for Billing {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     const ORDERS: u64 = 1_000;
     let ledger = Arc::new(Ledger::default());
-    let broker = Broker::memory();
+    // The embedded broker by default; Kafka when KAFKACTOR_BROKERS names one.
+    let (broker, run) = match std::env::var("KAFKACTOR_BROKERS") {
+        Ok(addr) if !addr.is_empty() => {
+            let run = format!("-{}", std::process::id());
+            (Broker::kafka(addr), run)
+        }
+        _ => (Broker::memory(), String::new()),
+    };
+    let (orders, dlq, group) = (
+        format!("orders{run}"),
+        format!("orders{run}.dlq"),
+        format!("billing{run}"),
+    );
 
     let app = Kafkactor::builder()
         .broker(broker.clone())
         .subscribe(
-            Subscription::to("orders")
-                .group("billing")
+            Subscription::to(orders.as_str())
+                .group(group.as_str())
                 .concurrency(4)
                 .retry(RetryPolicy::exponential(3, Duration::from_millis(50)))
-                .dead_letter("orders.dlq"),
+                .dead_letter(dlq.as_str()),
             {
                 let ledger = ledger.clone();
                 move || Billing {
@@ -108,23 +122,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             total_cents: if id == 500 { -1 } else { 1_000 + id as i64 },
         };
         producer
-            .send(Publish::to("orders").key(&order.customer).message(&order)?)
+            .send(
+                Publish::to(orders.as_str())
+                    .key(&order.customer)
+                    .message(&order)?,
+            )
             .await??;
     }
 
     // Wait (with a deadline) until every order has a final fate.
-    let memory = broker.as_memory().expect("embedded broker");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while memory.lag("billing", "orders") > 0 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while broker.lag(&group, &orders).await? > 0 {
         if Instant::now() > deadline {
-            return Err("orders were not all handled within 30 s".into());
+            return Err("orders were not all handled within 60 s".into());
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let elapsed = started.elapsed();
     app.shutdown().await?;
 
-    let dead = memory.records("orders.dlq");
+    let dead = broker.read_topic(&dlq).await?;
     println!("orders published   {ORDERS}");
     println!(
         "orders charged     {}",

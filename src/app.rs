@@ -53,6 +53,9 @@ impl Kafkactor {
     }
 }
 
+/// Mailbox capacity of the publishing actors (see `ChildSpec::mailbox_capacity`).
+const PUBLISH_MAILBOX: usize = 1 << 20;
+
 type MakeSpec = Box<dyn FnOnce(Shared) -> ChildSpec>;
 
 /// Assembles an application: the broker, the subscriptions and their
@@ -226,26 +229,32 @@ impl AppBuilder {
             .events(self.events.clone())
             .restart_limit(self.restart_limit.0, self.restart_limit.1)
             .backoff(self.backoff)
-            .child(ChildSpec::graceful_with_ref(
-                "producer-connection",
-                &connection,
-                {
+            // Large mailboxes: `send` beyond the capacity would let waiting
+            // publishes overtake each other.
+            .child(
+                ChildSpec::graceful_with_ref("producer-connection", &connection, {
                     let backend = backend.clone();
                     move || ProducerConnection::new(backend.clone())
-                },
-            ))
-            .child(ChildSpec::graceful_with_ref("producer", &producer, {
-                let connection = connection.clone();
-                move || Producer::new(connection.clone(), max_bytes, delivery_timeout)
-            }))
+                })
+                .mailbox_capacity(PUBLISH_MAILBOX),
+            )
+            .child(
+                ChildSpec::graceful_with_ref("producer", &producer, {
+                    let connection = connection.clone();
+                    move || Producer::new(connection.clone(), max_bytes, delivery_timeout)
+                })
+                .mailbox_capacity(PUBLISH_MAILBOX),
+            )
             .child(ChildSpec::graceful_with_ref("dead-letter", &dead_letter, {
                 let connection = connection.clone();
                 move || DeadLetter::new(connection.clone(), delivery_timeout)
             }));
+        let assignments = Arc::new(std::sync::Mutex::new(Vec::new()));
         let shared = Shared {
             backend,
             dead_letter,
             events: self.events.clone(),
+            assignments: assignments.clone(),
         };
         for (_, make) in self.subscriptions {
             root = root.child(make(shared.clone()));
@@ -263,6 +272,7 @@ impl AppBuilder {
             )));
         };
         Ok(App {
+            assignments,
             root: handle,
             producer,
             first_producer: first,
@@ -275,6 +285,7 @@ impl AppBuilder {
 /// A running application. Publish through [`App::producer`]; stop with
 /// [`App::shutdown`], which drains in-flight work and commits.
 pub struct App {
+    assignments: Arc<std::sync::Mutex<Vec<crate::connection::consumer::Assignment>>>,
     root: SupervisorHandle,
     producer: ChildRef<Producer>,
     first_producer: Addr<Producer>,
@@ -301,6 +312,18 @@ impl App {
         self.producer
             .get()
             .unwrap_or_else(|| self.first_producer.clone())
+    }
+
+    /// The partitions this application's subscriptions own right now, over
+    /// all of them, sorted.
+    pub fn assigned_partitions(&self) -> Vec<crate::TopicPartition> {
+        let views = self.assignments.lock().unwrap_or_else(|e| e.into_inner());
+        let mut all: Vec<crate::TopicPartition> = views
+            .iter()
+            .flat_map(|v| v.lock().unwrap_or_else(|e| e.into_inner()).clone())
+            .collect();
+        all.sort();
+        all
     }
 
     /// The broker this application runs on.

@@ -12,6 +12,7 @@
 //! restarted answer a mailbox error (`Error::Unavailable`, retriable): the
 //! publisher asks [`App::producer`](crate::App::producer) again and resends.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -108,43 +109,59 @@ impl Handler<Publish> for Producer {
 
 /// Writes `record` through the current connection, resending after retriable
 /// failures and connection restarts until `timeout` has passed.
-pub(crate) async fn produce(
+///
+/// The first attempt is enqueued in the connection's mailbox before this
+/// returns, so records reach the broker in the order `produce` was called.
+pub(crate) fn produce(
     connection: ChildRef<ProducerConnection>,
     record: OutgoingRecord,
     timeout: Duration,
-) -> Result<PublishOutcome> {
-    let deadline = Instant::now() + timeout;
-    let mut failed_incarnation = 0;
-    let mut backoff = Duration::from_millis(5);
-    loop {
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        let Some((conn, incarnation)) = connection.ready_after(failed_incarnation, remaining).await
-        else {
-            return Err(Error::Unavailable(format!(
-                "no producer connection within the delivery timeout of {timeout:?}"
-            )));
-        };
-        let error = match conn.send(Produce(record.clone())).await {
-            Ok(Ok(delivered)) => {
-                return Ok(PublishOutcome::Direct {
-                    partition: delivered.partition,
-                    offset: delivered.offset,
-                })
+) -> impl Future<Output = Result<PublishOutcome>> + 'static {
+    let first = connection
+        .get_numbered()
+        .map(|(conn, n)| (conn.send(Produce(record.clone())), n));
+    async move {
+        let deadline = Instant::now() + timeout;
+        let mut pending = first;
+        let mut failed_incarnation = 0;
+        let mut backoff = Duration::from_millis(5);
+        loop {
+            let (request, incarnation) = match pending.take() {
+                Some(first) => first,
+                None => {
+                    let remaining = deadline.saturating_duration_since(Instant::now());
+                    let Some((conn, n)) =
+                        connection.ready_after(failed_incarnation, remaining).await
+                    else {
+                        return Err(Error::Unavailable(format!(
+                            "no producer connection within the delivery timeout of {timeout:?}"
+                        )));
+                    };
+                    (conn.send(Produce(record.clone())), n)
+                }
+            };
+            let error = match request.await {
+                Ok(Ok(delivered)) => {
+                    return Ok(PublishOutcome::Direct {
+                        partition: delivered.partition,
+                        offset: delivered.offset,
+                    })
+                }
+                Ok(Err(e)) if !e.is_retriable() => return Err(e),
+                Ok(Err(e)) => e,
+                Err(mailbox) => {
+                    // The connection stopped while handling it: wait for the next one.
+                    failed_incarnation = incarnation;
+                    Error::from(mailbox)
+                }
+            };
+            if Instant::now() + backoff >= deadline {
+                return Err(error);
             }
-            Ok(Err(e)) if !e.is_retriable() => return Err(e),
-            Ok(Err(e)) => e,
-            Err(mailbox) => {
-                // The connection stopped while handling it: wait for the next one.
-                failed_incarnation = incarnation;
-                Error::from(mailbox)
-            }
-        };
-        if Instant::now() + backoff >= deadline {
-            return Err(error);
+            tracing::debug!(topic = %record.topic, %error, ?backoff, "publish failed; sending again");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(1));
         }
-        tracing::debug!(topic = %record.topic, %error, ?backoff, "publish failed; sending again");
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(1));
     }
 }
 

@@ -245,7 +245,10 @@ impl Drop for Running {
     }
 }
 
-type Starter = Box<dyn FnMut(Box<dyn FnOnce(Exit)>) -> Running>;
+/// The largest mailbox capacity [`ChildSpec::mailbox_capacity`] accepts.
+const MAX_MAILBOX: usize = 1 << 24;
+
+type Starter = Box<dyn FnMut(Box<dyn FnOnce(Exit)>, Option<usize>) -> Running>;
 
 /// How to start, restart and stop one child of a [`Supervisor`](crate::Supervisor).
 ///
@@ -256,6 +259,7 @@ pub struct ChildSpec {
     pub(crate) restart: Restart,
     pub(crate) shutdown: Duration,
     pub(crate) significant: bool,
+    pub(crate) mailbox_capacity: Option<usize>,
     pub(crate) starter: Starter,
 }
 
@@ -325,8 +329,12 @@ impl ChildSpec {
         F: FnMut() -> A + 'static,
     {
         let child_ref = child_ref.clone();
-        let starter = move |on_exit: Box<dyn FnOnce(Exit)>| {
+        let starter = move |on_exit: Box<dyn FnOnce(Exit)>, capacity: Option<usize>| {
             let mut ctx = Context::<A>::new();
+            if let Some(capacity) = capacity {
+                // Before the address is handed out, so no sender ever sees the default.
+                ctx.set_mailbox_capacity(capacity);
+            }
             let addr = ctx.address();
             let (stop_tx, mut stop_rx) = mpsc::unbounded_channel::<StopRequest>();
             // The stop listener lives inside the child's own context, so it can
@@ -375,6 +383,7 @@ impl ChildSpec {
             restart: Restart::Permanent,
             shutdown: Duration::from_secs(5),
             significant: false,
+            mailbox_capacity: None,
             starter: Box::new(starter),
         }
     }
@@ -389,6 +398,16 @@ impl ChildSpec {
     /// it is aborted (default 5 s).
     pub fn shutdown_deadline(mut self, deadline: Duration) -> Self {
         self.shutdown = deadline;
+        self
+    }
+
+    /// The child's mailbox capacity (actix's default is 16), set before its
+    /// address is handed out. Past it, `Addr::send` waits for room, and
+    /// senders that wait are not served in the order they sent: an actor
+    /// whose message order matters to its callers wants a large capacity.
+    /// `do_send` ignores the capacity. Clamped to `1..=2^24`.
+    pub fn mailbox_capacity(mut self, capacity: usize) -> Self {
+        self.mailbox_capacity = Some(capacity.clamp(1, MAX_MAILBOX));
         self
     }
 

@@ -163,7 +163,7 @@ impl Supervisor {
                 exit,
             })
         });
-        child.running = Some((child.spec.starter)(on_exit));
+        child.running = Some((child.spec.starter)(on_exit, child.spec.mailbox_capacity));
         child.started_at = Instant::now();
     }
 

@@ -35,6 +35,14 @@ pub(crate) struct Delivered {
     pub(crate) offset: i64,
 }
 
+/// What [`ProducerClient::send`] did with a record.
+pub(crate) enum Enqueued {
+    /// Enqueued; the future gives where it landed.
+    Sent(BoxFuture<'static, Result<Delivered>>),
+    /// The client's queue is full: try again shortly, before anything else.
+    Full(OutgoingRecord),
+}
+
 /// What a consumer group member is.
 #[derive(Debug, Clone)]
 pub(crate) struct ConsumerConfig {
@@ -74,8 +82,10 @@ pub(crate) trait BrokerBackend: Send + Sync + fmt::Debug {
 
 /// Writes records.
 pub(crate) trait ProducerClient: Send + Sync {
-    /// Sends one record; resolves once the broker has it durably.
-    fn send(&self, record: OutgoingRecord) -> BoxFuture<'static, Result<Delivered>>;
+    /// Enqueues one record now (so records keep the order of the calls) and
+    /// returns a future resolving once the broker has it durably; or gives
+    /// the record back when the client's queue is full.
+    fn send(&self, record: OutgoingRecord) -> Enqueued;
     /// Waits until everything sent is acknowledged.
     fn flush(&self) -> BoxFuture<'static, Result<()>>;
 }

@@ -76,7 +76,12 @@ pub(crate) struct ConsumerSettings {
     pub(crate) max_in_flight: usize,
     pub(crate) commit_interval: Duration,
     pub(crate) drain_timeout: Duration,
+    /// The partitions this member owns, for [`App::assigned_partitions`](crate::App::assigned_partitions).
+    pub(crate) assignment: Assignment,
 }
+
+/// The partitions a subscription currently owns, shared with the application.
+pub(crate) type Assignment = Arc<std::sync::Mutex<std::collections::BTreeSet<TopicPartition>>>;
 
 pub(crate) struct ConsumerConnection {
     backend: Arc<dyn BrokerBackend>,
@@ -116,6 +121,15 @@ impl ConsumerConnection {
             drained: None,
             delivered_to: None,
         }
+    }
+
+    fn assignment_view(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<TopicPartition>> {
+        self.settings
+            .assignment
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     fn group(&self) -> &str {
@@ -172,6 +186,7 @@ impl ConsumerConnection {
                             }
                         }
                     }
+                    self.assignment_view().extend(tps.iter().cloned());
                     for tp in tps {
                         self.partitions.insert(
                             tp,
@@ -341,6 +356,7 @@ impl ConsumerConnection {
         }
         let mut offsets = Vec::new();
         for tp in &ready {
+            self.assignment_view().remove(tp);
             if let Some(p) = self.partitions.remove(tp) {
                 if let Some(w) = p.watermark {
                     self.in_flight -= w.in_flight();
@@ -405,6 +421,7 @@ impl Actor for ConsumerConnection {
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
+        self.assignment_view().clear();
         if let Some(client) = self.client.take() {
             client.close();
         }

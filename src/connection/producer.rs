@@ -4,15 +4,23 @@
 //! `Shutdown` (flush, then stop). It owns the producer client, created when the
 //! actor starts, so a restart creates a fresh client. Requests in flight when it
 //! is restarted fail with `Error::Unavailable`; their senders decide to retry.
+//!
+//! Order: records are enqueued in the client in the order their `Produce`
+//! messages arrive. A topic seen for the first time is created (when missing)
+//! before its first record, and a full client queue is waited out, both
+//! without handling any other message meanwhile, so neither reorders records.
 
+use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::prelude::*;
 use kafkactor_actors::{fail, Shutdown};
+use tokio::sync::oneshot;
 
-use crate::broker::{BrokerBackend, Delivered, ProducerClient};
+use crate::broker::{BrokerBackend, Delivered, Enqueued, ProducerClient};
 use crate::envelope::OutgoingRecord;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// Writes one record.
 #[derive(Debug, Message)]
@@ -22,16 +30,47 @@ pub(crate) struct Produce(pub(crate) OutgoingRecord);
 pub(crate) struct ProducerConnection {
     backend: Arc<dyn BrokerBackend>,
     client: Option<Arc<dyn ProducerClient>>,
+    known_topics: HashSet<Arc<str>>,
 }
+
+type Reply = oneshot::Sender<Result<Delivered>>;
 
 impl ProducerConnection {
     pub(crate) fn new(backend: Arc<dyn BrokerBackend>) -> Self {
         ProducerConnection {
             backend,
             client: None,
+            known_topics: HashSet::new(),
+        }
+    }
+
+    /// Hands `record` to the client now, or after room frees up in its queue.
+    fn enqueue(&mut self, record: OutgoingRecord, reply: Reply, ctx: &mut Context<Self>) {
+        let Some(client) = &self.client else {
+            let _ = reply.send(Err(Error::Unavailable("producer client".into())));
+            return;
+        };
+        match client.send(record) {
+            Enqueued::Sent(delivery) => {
+                // The delivery report arrives on its own task, so a slow broker
+                // never holds the mailbox.
+                actix_rt::spawn(async move {
+                    let _ = reply.send(delivery.await);
+                });
+            }
+            Enqueued::Full(record) => {
+                ctx.wait(
+                    tokio::time::sleep(QUEUE_FULL_WAIT)
+                        .into_actor(self)
+                        .map(move |(), act, ctx| act.enqueue(record, reply, ctx)),
+                );
+            }
         }
     }
 }
+
+/// How long to wait before retrying a record refused by a full client queue.
+const QUEUE_FULL_WAIT: Duration = Duration::from_millis(1);
 
 impl Actor for ProducerConnection {
     type Context = Context<Self>;
@@ -47,11 +86,32 @@ impl Actor for ProducerConnection {
 impl Handler<Produce> for ProducerConnection {
     type Result = ResponseFuture<Result<Delivered>>;
 
-    fn handle(&mut self, msg: Produce, _: &mut Context<Self>) -> Self::Result {
-        match &self.client {
-            Some(client) => client.send(msg.0),
-            None => Box::pin(async { Err(crate::Error::Unavailable("producer client".into())) }),
+    fn handle(&mut self, Produce(record): Produce, ctx: &mut Context<Self>) -> Self::Result {
+        let (reply, answer) = oneshot::channel();
+        if self.known_topics.contains(&record.topic) {
+            self.enqueue(record, reply, ctx);
+        } else {
+            let topic = record.topic.clone();
+            ctx.wait(
+                self.backend
+                    .ensure_topic(&topic, None)
+                    .into_actor(self)
+                    .map(move |result, act, ctx| match result {
+                        Ok(()) => {
+                            act.known_topics.insert(topic);
+                            act.enqueue(record, reply, ctx);
+                        }
+                        Err(e) => {
+                            let _ = reply.send(Err(e));
+                        }
+                    }),
+            );
         }
+        Box::pin(async move {
+            answer
+                .await
+                .unwrap_or_else(|_| Err(Error::Unavailable("producer connection stopped".into())))
+        })
     }
 }
 

@@ -28,7 +28,9 @@ use actix::{Actor, Context};
 use kafkactor_actors::{ChildRef, ChildSpec, Events, Supervisor};
 
 use crate::broker::{BrokerBackend, ConsumerConfig};
-use crate::connection::consumer::{ConsumerConnection, ConsumerSettings, DispatchTarget};
+use crate::connection::consumer::{
+    Assignment, ConsumerConnection, ConsumerSettings, DispatchTarget,
+};
 use crate::dead_letter::DeadLetter;
 use crate::dispatch::{DispatchSettings, Dispatcher};
 use crate::route::Routes;
@@ -40,6 +42,8 @@ pub(crate) struct Shared {
     pub(crate) backend: Arc<dyn BrokerBackend>,
     pub(crate) dead_letter: ChildRef<DeadLetter>,
     pub(crate) events: Events,
+    /// Where each subscription publishes the partitions it owns.
+    pub(crate) assignments: Arc<std::sync::Mutex<Vec<Assignment>>>,
 }
 
 /// The child spec of one subscription's supervisor.
@@ -76,7 +80,13 @@ where
         max_in_flight: sub.in_flight_limit(),
         commit_interval: sub.commit_interval,
         drain_timeout: sub.drain_timeout,
+        assignment: Assignment::default(),
     };
+    shared
+        .assignments
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(consumer.assignment.clone());
     let handlers: Vec<ChildRef<A>> = (0..sub.concurrency).map(|_| ChildRef::new()).collect();
     let dispatcher: ChildRef<Dispatcher<A>> = ChildRef::new();
     let connection: ChildRef<ConsumerConnection> = ChildRef::new();

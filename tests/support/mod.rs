@@ -162,7 +162,7 @@ where
             Instant::now() < deadline,
             "timed out after {timeout:?} waiting for: {what}"
         );
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -198,4 +198,151 @@ fn uuid_like() -> String {
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+/// A broker for the behaviour suite: the embedded one, tansu (address from
+/// `KAFKACTOR_TEST_BROKERS`, started by `scripts/test.sh`), or librdkafka's
+/// in-process mock cluster.
+pub struct TestBroker {
+    pub name: &'static str,
+    pub broker: Broker,
+    partitions: i32,
+    mock: Option<rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>>,
+}
+
+impl TestBroker {
+    pub fn memory(partitions: i32) -> Self {
+        TestBroker {
+            name: "memory",
+            broker: Broker::memory_with_partitions(partitions).unwrap(),
+            partitions,
+            mock: None,
+        }
+    }
+
+    /// The tansu broker `scripts/test.sh` started. Fails (never skips) when
+    /// none is configured or reachable.
+    pub fn tansu(partitions: i32) -> Self {
+        let addr = std::env::var("KAFKACTOR_TEST_BROKERS").unwrap_or_default();
+        assert!(
+            !addr.is_empty(),
+            "KAFKACTOR_TEST_BROKERS is not set: run scripts/test.sh, which starts a tansu broker"
+        );
+        let first = addr.split(',').next().unwrap();
+        assert!(
+            std::net::TcpStream::connect_timeout(
+                &first.parse().expect("host:port"),
+                Duration::from_secs(2)
+            )
+            .is_ok(),
+            "no Kafka broker reachable at {addr}"
+        );
+        TestBroker {
+            name: "tansu",
+            broker: kafka_broker(&addr, partitions),
+            partitions,
+            mock: None,
+        }
+    }
+
+    pub fn mock(partitions: i32) -> Self {
+        let mock = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
+        let broker = kafka_broker(&mock.bootstrap_servers(), partitions);
+        TestBroker {
+            name: "mock",
+            broker,
+            partitions,
+            mock: Some(mock),
+        }
+    }
+
+    pub fn is_kafka(&self) -> bool {
+        self.name != "memory"
+    }
+
+    /// The mock cluster, when this is one.
+    pub fn mock_cluster(
+        &self,
+    ) -> Option<&rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>>
+    {
+        self.mock.as_ref()
+    }
+
+    /// Creates `topics` and their default dead-letter topics up front (the
+    /// mock cluster cannot create topics through the admin API).
+    pub async fn topics(&self, topics: &[&str]) {
+        for topic in topics {
+            for t in [topic.to_string(), format!("{topic}.dlq")] {
+                match &self.mock {
+                    Some(mock) => mock.create_topic(&t, self.partitions, 1).unwrap(),
+                    None => self.broker.create_topic(&t, self.partitions).await.unwrap(),
+                }
+            }
+        }
+    }
+
+    /// A generous deadline: Kafka groups take seconds to form.
+    pub fn patience(&self, memory: Duration) -> Duration {
+        if self.is_kafka() {
+            memory * 4 + Duration::from_secs(30)
+        } else {
+            memory
+        }
+    }
+
+    /// Waits until `group` has committed everything in `topic`.
+    pub async fn until_committed(&self, group: &str, topic: &str, timeout: Duration) {
+        let broker = self.broker.clone();
+        eventually_async(
+            &format!("{group} committed all of {topic} on {}", self.name),
+            self.patience(timeout),
+            || {
+                let broker = broker.clone();
+                async move {
+                    broker
+                        .lag(group, topic)
+                        .await
+                        .map(|lag| lag == 0)
+                        .unwrap_or(false)
+                }
+            },
+        )
+        .await;
+    }
+
+    pub async fn records(&self, topic: &str) -> Vec<kafkactor::Record> {
+        self.broker.read_topic(topic).await.unwrap()
+    }
+}
+
+fn kafka_broker(addr: &str, partitions: i32) -> Broker {
+    Broker::kafka(addr)
+        .topic_partitions(partitions)
+        // Fast group membership for tests.
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "500")
+        .set("topic.metadata.refresh.interval.ms", "1000")
+}
+
+/// Runs a behaviour test body on the embedded broker, tansu and the mock
+/// cluster: `on_every_broker!(test_name, body, partitions)` where `body` is
+/// `async fn(TestBroker)`.
+#[macro_export]
+macro_rules! on_every_broker {
+    ($name:ident, $body:path, $partitions:expr) => {
+        mod $name {
+            #[actix::test]
+            async fn memory() {
+                $body($crate::support::TestBroker::memory($partitions)).await
+            }
+            #[actix::test]
+            async fn tansu() {
+                $body($crate::support::TestBroker::tansu($partitions)).await
+            }
+            #[actix::test]
+            async fn mock_cluster() {
+                $body($crate::support::TestBroker::mock($partitions)).await
+            }
+        }
+    };
 }

@@ -31,6 +31,9 @@ struct Inner {
     config: KafkaConfig,
     admin: AdminClient<DefaultClientContext>,
     metadata: BaseConsumer,
+    /// One offsets client per group asked about (committed offsets are read
+    /// with the group's id).
+    offsets: std::sync::Mutex<std::collections::HashMap<String, Arc<BaseConsumer>>>,
 }
 
 impl Admin {
@@ -48,6 +51,7 @@ impl Admin {
                 config: config.clone(),
                 admin,
                 metadata,
+                offsets: Default::default(),
             }),
         })
     }
@@ -154,11 +158,7 @@ impl Admin {
             let Some(n) = inner.partition_count(&topic)? else {
                 return Ok(Vec::new());
             };
-            let consumer: BaseConsumer = inner
-                .config
-                .client_config(&[("group.id", &group), ("enable.auto.commit", "false")])
-                .create()
-                .map_err(|e| broker_error("offsets client", &e))?;
+            let consumer = inner.offsets_client(&group)?;
             let mut tpl = TopicPartitionList::new();
             for p in 0..n {
                 tpl.add_partition(&topic, p);
@@ -231,6 +231,21 @@ impl Admin {
 }
 
 impl Inner {
+    fn offsets_client(&self, group: &str) -> Result<Arc<BaseConsumer>> {
+        let mut clients = self.offsets.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = clients.get(group) {
+            return Ok(c.clone());
+        }
+        let consumer: BaseConsumer = self
+            .config
+            .client_config(&[("group.id", group), ("enable.auto.commit", "false")])
+            .create()
+            .map_err(|e| broker_error("offsets client", &e))?;
+        let consumer = Arc::new(consumer);
+        clients.insert(group.to_string(), consumer.clone());
+        Ok(consumer)
+    }
+
     /// Partitions of `topic`, or None when it does not exist.
     fn partition_count(&self, topic: &str) -> Result<Option<i32>> {
         let metadata = self

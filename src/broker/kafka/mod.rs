@@ -129,10 +129,7 @@ impl KafkaBackend {
 
 impl BrokerBackend for KafkaBackend {
     fn producer(&self) -> Result<Arc<dyn ProducerClient>> {
-        Ok(Arc::new(producer::KafkaProducer::new(
-            &self.config,
-            self.admin.clone(),
-        )?))
+        Ok(Arc::new(producer::KafkaProducer::new(&self.config)?))
     }
 
     fn consumer(&self, config: ConsumerConfig) -> Result<Arc<dyn ConsumerClient>> {

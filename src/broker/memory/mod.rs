@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures_util::future::{self, BoxFuture, FutureExt};
 
-use super::{BrokerBackend, ConsumerClient, ConsumerConfig, Delivered, ProducerClient};
+use super::{BrokerBackend, ConsumerClient, ConsumerConfig, Delivered, Enqueued, ProducerClient};
 use crate::envelope::{OutgoingRecord, Record, TopicPartition};
 use crate::error::{check_topic, Error, Result};
 use crate::partitioner::partition_for_key;
@@ -225,8 +225,8 @@ struct MemoryProducer {
 }
 
 impl ProducerClient for MemoryProducer {
-    fn send(&self, record: OutgoingRecord) -> BoxFuture<'static, Result<Delivered>> {
-        future::ready(self.broker.append(record)).boxed()
+    fn send(&self, record: OutgoingRecord) -> Enqueued {
+        Enqueued::Sent(future::ready(self.broker.append(record)).boxed())
     }
 
     fn flush(&self) -> BoxFuture<'static, Result<()>> {
