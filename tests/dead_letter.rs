@@ -1,6 +1,6 @@
 //! Rejected records, exhausted retries and handler panics land in the
 //! dead-letter topic with headers saying why; nothing else is lost and the
-//! partitions keep flowing.
+//! partitions keep flowing. On the embedded broker, tansu and the mock cluster.
 
 mod support;
 
@@ -11,14 +11,14 @@ use std::time::Duration;
 use actix::prelude::*;
 use kafkactor::actors::Backoff;
 use kafkactor::prelude::*;
-use kafkactor::{header, MemoryBroker, Record};
+use kafkactor::{header, Record};
 use support::*;
 
 const N: u64 = 1_000;
 
-fn dead_letters(memory: &MemoryBroker, topic: &str) -> BTreeMap<u64, Record> {
-    memory
-        .records(topic)
+async fn dead_letters(tb: &TestBroker, topic: &str) -> BTreeMap<u64, Record> {
+    tb.records(topic)
+        .await
         .into_iter()
         .map(|r| {
             let order: Order = rmp_serde::from_slice(&r.payload).expect("payload untouched");
@@ -70,12 +70,12 @@ fn assert_failure_headers(
     assert!(r.key.is_some(), "original key kept");
 }
 
-#[actix::test]
-async fn rejects_exhausted_retries_and_panics_are_dead_lettered() {
-    let broker = Broker::memory();
+async fn rejects_exhausted_retries_and_panics(tb: TestBroker) {
     let topic = unique("payments");
     let group = unique("ledger");
     let dlq = format!("{topic}.failed");
+    tb.topic(&topic).await;
+    tb.topic(&dlq).await;
     let log = Log::default();
     let behaviour: Behaviour = Arc::new(|d: &Delivery<Order>| match d.message().id % 100 {
         1 => Outcome::reject(format!("order {} is invalid", d.message().id)),
@@ -85,7 +85,7 @@ async fn rejects_exhausted_retries_and_panics_are_dead_lettered() {
         _ => Outcome::Ack,
     });
     let app = Kafkactor::builder()
-        .broker(broker.clone())
+        .broker(tb.broker.clone())
         .subscribe(
             Subscription::to(topic.as_str())
                 .group(group.as_str())
@@ -101,16 +101,17 @@ async fn rejects_exhausted_retries_and_panics_are_dead_lettered() {
         .unwrap();
     publish_all(&app, &topic, &orders(N, 25)).await;
 
-    let memory = broker.as_memory().unwrap();
     eventually(
-        "every record has a final fate",
-        Duration::from_secs(60),
-        || memory.lag(&group, &topic) == 0,
+        "every record handled",
+        tb.patience(Duration::from_secs(60)),
+        || log.counts().len() as u64 >= N - 3 * N / 100,
     )
     .await;
+    tb.until_committed(&group, &topic, Duration::from_secs(60))
+        .await;
     app.shutdown().await.unwrap();
 
-    let dead = dead_letters(memory, &dlq);
+    let dead = dead_letters(&tb, &dlq).await;
     let expect = |rem: u64| {
         (0..N)
             .filter(move |id| id % 100 == rem)
@@ -126,7 +127,7 @@ async fn rejects_exhausted_retries_and_panics_are_dead_lettered() {
         dead_ids, expected,
         "exactly the failed records are dead-lettered"
     );
-    assert_eq!(memory.records(&dlq).len(), expected.len(), "each once");
+    assert_eq!(tb.records(&dlq).await.len(), expected.len(), "each once");
     for id in expect(1) {
         assert_failure_headers(
             &dead[&id],
@@ -201,13 +202,18 @@ impl Handler<Delivery<Order>> for Flaky {
     }
 }
 
-#[actix::test]
-async fn a_panic_in_a_response_future_retries_then_dead_letters() {
-    let broker = Broker::memory();
+on_every_broker!(
+    rejects_exhausted_retries_and_panics_are_dead_lettered,
+    super::rejects_exhausted_retries_and_panics,
+    3
+);
+
+async fn response_future_panic(tb: TestBroker) {
     let topic = unique("orders");
     let group = unique("g");
+    tb.topics(&[&topic]).await;
     let app = Kafkactor::builder()
-        .broker(broker.clone())
+        .broker(tb.broker.clone())
         .subscribe(
             Subscription::to(topic.as_str())
                 .group(group.as_str())
@@ -218,14 +224,17 @@ async fn a_panic_in_a_response_future_retries_then_dead_letters() {
         .await
         .unwrap();
     publish_all(&app, &topic, &orders(20, 3)).await;
-    let memory = broker.as_memory().unwrap();
-    eventually("all committed", Duration::from_secs(20), || {
-        memory.lag(&group, &topic) == 0
-    })
-    .await;
+    tb.until_committed(&group, &topic, Duration::from_secs(20))
+        .await;
     app.shutdown().await.unwrap();
 
-    let dead = dead_letters(memory, &format!("{topic}.dlq"));
+    let dead = dead_letters(&tb, &format!("{topic}.dlq")).await;
     assert_eq!(dead.keys().copied().collect::<Vec<_>>(), vec![7]);
     assert_failure_headers(&dead[&7], "panic", "dropped its reply", 2, &topic, &group);
 }
+
+on_every_broker!(
+    a_panic_in_a_response_future_retries_then_dead_letters,
+    super::response_future_panic,
+    3
+);

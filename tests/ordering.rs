@@ -25,39 +25,51 @@ async fn exactly_once_in_key_order(tb: TestBroker) {
 
     let app = Kafkactor::builder()
         .broker(tb.broker.clone())
-        .handle(Subscription::to(topic.as_str()).group(group.as_str()).concurrency(8), {
-            let (log, active, max_active) = (log.clone(), active.clone(), max_active.clone());
-            move |d: Delivery<Order>| {
+        .handle(
+            Subscription::to(topic.as_str())
+                .group(group.as_str())
+                .concurrency(8),
+            {
                 let (log, active, max_active) = (log.clone(), active.clone(), max_active.clone());
-                async move {
-                    let now = active.fetch_add(1, Ordering::SeqCst) + 1;
-                    max_active.fetch_max(now, Ordering::SeqCst);
-                    // Interleave lanes: give other lanes a chance to run mid-handling.
-                    for _ in 0..fastrand::usize(0..4) {
-                        tokio::task::yield_now().await;
+                move |d: Delivery<Order>| {
+                    let (log, active, max_active) =
+                        (log.clone(), active.clone(), max_active.clone());
+                    async move {
+                        let now = active.fetch_add(1, Ordering::SeqCst) + 1;
+                        max_active.fetch_max(now, Ordering::SeqCst);
+                        // Interleave lanes: give other lanes a chance to run mid-handling.
+                        for _ in 0..fastrand::usize(0..4) {
+                            tokio::task::yield_now().await;
+                        }
+                        let m = d.message();
+                        log.push(Seen {
+                            id: m.id,
+                            key: m.key.clone(),
+                            seq: m.seq,
+                            partition: d.partition(),
+                            offset: d.offset(),
+                            attempt: d.attempt(),
+                            app: "a",
+                        });
+                        active.fetch_sub(1, Ordering::SeqCst);
+                        Outcome::Ack
                     }
-                    let m = d.message();
-                    log.push(Seen {
-                        id: m.id,
-                        key: m.key.clone(),
-                        seq: m.seq,
-                        partition: d.partition(),
-                        offset: d.offset(),
-                        attempt: d.attempt(),
-                        app: "a",
-                    });
-                    active.fetch_sub(1, Ordering::SeqCst);
-                    Outcome::Ack
                 }
-            }
-        })
+            },
+        )
         .start()
         .await
         .unwrap();
 
     publish_all(&app, &topic, &orders(N, KEYS)).await;
-    eventually("all records handled", tb.patience(Duration::from_secs(60)), || log.len() >= N as usize).await;
-    tb.until_committed(&group, &topic, Duration::from_secs(10)).await;
+    eventually(
+        "all records handled",
+        tb.patience(Duration::from_secs(60)),
+        || log.len() >= N as usize,
+    )
+    .await;
+    tb.until_committed(&group, &topic, Duration::from_secs(10))
+        .await;
     app.shutdown().await.unwrap();
 
     let counts = log.counts();
@@ -65,10 +77,17 @@ async fn exactly_once_in_key_order(tb: TestBroker) {
     assert!(counts.values().all(|&c| c == 1), "no record handled twice");
     assert_key_order(&log.seen());
     let max = max_active.load(Ordering::SeqCst);
-    assert!((2..=8).contains(&max), "lanes ran concurrently (max {max} at once, at most 8)");
+    assert!(
+        (2..=8).contains(&max),
+        "lanes ran concurrently (max {max} at once, at most 8)"
+    );
 }
 
-on_every_broker!(exactly_once_in_key_order_with_concurrent_lanes, super::exactly_once_in_key_order, 3);
+on_every_broker!(
+    exactly_once_in_key_order_with_concurrent_lanes,
+    super::exactly_once_in_key_order,
+    3
+);
 
 async fn keys_land_where_kafka_puts_them(tb: TestBroker) {
     let topic = unique("orders");
@@ -78,14 +97,21 @@ async fn keys_land_where_kafka_puts_them(tb: TestBroker) {
     let app = Kafkactor::builder()
         .broker(tb.broker.clone())
         .subscribe(
-            Subscription::to(topic.as_str()).group(group.as_str()).concurrency(4),
+            Subscription::to(topic.as_str())
+                .group(group.as_str())
+                .concurrency(4),
             probe(&log, "a", ack()),
         )
         .start()
         .await
         .unwrap();
     publish_all(&app, &topic, &orders(2_000, 37)).await;
-    eventually("all records handled", tb.patience(Duration::from_secs(30)), || log.len() >= 2_000).await;
+    eventually(
+        "all records handled",
+        tb.patience(Duration::from_secs(30)),
+        || log.len() >= 2_000,
+    )
+    .await;
     app.shutdown().await.unwrap();
 
     let seen = log.seen();
@@ -94,8 +120,17 @@ async fn keys_land_where_kafka_puts_them(tb: TestBroker) {
     // Records of one key all came from one partition: the one Kafka's Java
     // client (and librdkafka's murmur2_random) chooses.
     for s in &seen {
-        assert_eq!(s.partition, kafkactor::partition_for_key(s.key.as_bytes(), 6), "key {}", s.key);
+        assert_eq!(
+            s.partition,
+            kafkactor::partition_for_key(s.key.as_bytes(), 6),
+            "key {}",
+            s.key
+        );
     }
 }
 
-on_every_broker!(actor_handler_keeps_key_order_across_partitions, super::keys_land_where_kafka_puts_them, 6);
+on_every_broker!(
+    actor_handler_keeps_key_order_across_partitions,
+    super::keys_land_where_kafka_puts_them,
+    6
+);

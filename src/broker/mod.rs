@@ -248,6 +248,12 @@ impl Broker {
             .sum())
     }
 
+    /// The offsets `group` committed for each partition of `topic`, by
+    /// partition (None where it committed nothing).
+    pub async fn committed_offsets(&self, group: &str, topic: &str) -> Result<Vec<Option<i64>>> {
+        self.backend()?.committed(group, topic).await
+    }
+
     /// Every record of `topic` present now, partition by partition in offset
     /// order (empty if the topic does not exist). For tests and tools; reads
     /// the whole topic into memory.

@@ -279,12 +279,20 @@ impl TestBroker {
     /// mock cluster cannot create topics through the admin API).
     pub async fn topics(&self, topics: &[&str]) {
         for topic in topics {
-            for t in [topic.to_string(), format!("{topic}.dlq")] {
-                match &self.mock {
-                    Some(mock) => mock.create_topic(&t, self.partitions, 1).unwrap(),
-                    None => self.broker.create_topic(&t, self.partitions).await.unwrap(),
-                }
-            }
+            self.topic(topic).await;
+            self.topic(&format!("{topic}.dlq")).await;
+        }
+    }
+
+    /// Creates one topic up front.
+    pub async fn topic(&self, topic: &str) {
+        match &self.mock {
+            Some(mock) => mock.create_topic(topic, self.partitions, 1).unwrap(),
+            None => self
+                .broker
+                .create_topic(topic, self.partitions)
+                .await
+                .unwrap(),
         }
     }
 
