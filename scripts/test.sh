@@ -18,6 +18,13 @@ cargo fmt --all --check
 step "lint"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "brokers"
+# A real Kafka-protocol broker for the Kafka half of the suite (installed
+# once per machine when missing); librdkafka's mock cluster runs in-process.
+source scripts/tansu.sh
+start_tansu
+export KAFKACTOR_TEST_BROKERS="$TANSU_BROKERS"
+
 step "tests"
 cargo nextest run --workspace --all-targets --locked --no-fail-fast "$@"
 

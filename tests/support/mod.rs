@@ -188,6 +188,12 @@ pub fn assert_key_order(seen: &[Seen]) {
     }
 }
 
+/// The first handling of each record, in handling order.
+pub fn first_handlings(seen: &[Seen]) -> Vec<Seen> {
+    let mut ids = std::collections::HashSet::new();
+    seen.iter().filter(|s| ids.insert(s.id)).cloned().collect()
+}
+
 /// A unique name for topics and groups of one test.
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", uuid_like())
@@ -213,8 +219,17 @@ pub struct TestBroker {
     mock: Option<rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>>,
 }
 
+/// Logs to the test's output when `RUST_LOG` is set (e.g. `RUST_LOG=kafkactor=debug`).
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
 impl TestBroker {
     pub fn memory(partitions: i32) -> Self {
+        init_tracing();
         TestBroker {
             name: "memory",
             broker: Broker::memory_with_partitions(partitions).unwrap(),
@@ -226,6 +241,7 @@ impl TestBroker {
     /// The tansu broker `scripts/test.sh` started. Fails (never skips) when
     /// none is configured or reachable.
     pub fn tansu(partitions: i32) -> Self {
+        init_tracing();
         let addr = std::env::var("KAFKACTOR_TEST_BROKERS").unwrap_or_default();
         assert!(
             !addr.is_empty(),
@@ -253,6 +269,7 @@ impl TestBroker {
     }
 
     pub fn mock(partitions: i32) -> Self {
+        init_tracing();
         let mock = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
         let broker = kafka_broker(&mock.bootstrap_servers(), partitions);
         TestBroker {
@@ -261,6 +278,13 @@ impl TestBroker {
             partitions,
             mock: Some(mock),
         }
+    }
+
+    /// Whether offsets can be committed while a group rebalances, as Kafka
+    /// allows until the rebalance completes. librdkafka's mock cluster
+    /// refuses them (`REBALANCE_IN_PROGRESS`) from the moment one begins.
+    pub fn commits_while_rebalancing(&self) -> bool {
+        self.name != "mock"
     }
 
     pub fn is_kafka(&self) -> bool {
