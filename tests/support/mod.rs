@@ -385,3 +385,20 @@ macro_rules! on_every_broker {
         }
     };
 }
+
+/// Like [`on_every_broker!`] for behaviour only Kafka has: tansu and the mock cluster.
+#[macro_export]
+macro_rules! on_every_kafka_broker {
+    ($name:ident, $body:path, $partitions:expr) => {
+        mod $name {
+            #[actix::test]
+            async fn tansu() {
+                $body($crate::support::TestBroker::tansu($partitions)).await
+            }
+            #[actix::test]
+            async fn mock_cluster() {
+                $body($crate::support::TestBroker::mock($partitions)).await
+            }
+        }
+    };
+}
