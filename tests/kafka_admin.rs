@@ -19,18 +19,36 @@ async fn missing_topics_are_created() {
     // Nothing is created up front: the application creates what it needs.
     let app = Kafkactor::builder()
         .broker(tb.broker.clone())
-        .subscribe(Subscription::to(topic.as_str()).group(group.as_str()), probe(&log, "a", ack()))
+        .subscribe(
+            Subscription::to(topic.as_str()).group(group.as_str()),
+            probe(&log, "a", ack()),
+        )
         .start()
         .await
         .unwrap();
     publish_all(&app, &topic, &orders(30, 3)).await;
-    eventually("handled", tb.patience(Duration::from_secs(10)), || log.len() == 30).await;
+    eventually("handled", tb.patience(Duration::from_secs(10)), || {
+        log.len() == 30
+    })
+    .await;
     // Publishing to a topic nobody created creates it.
-    app.producer().send(Publish::to(other.as_str()).payload("x")).await.unwrap().unwrap();
+    app.producer()
+        .send(Publish::to(other.as_str()).payload("x"))
+        .await
+        .unwrap()
+        .unwrap();
     app.shutdown().await.unwrap();
     assert_eq!(tb.records(&other).await.len(), 1);
-    let dlq_partitions = tb.broker.committed_offsets("nobody", &format!("{topic}.dlq")).await.unwrap();
-    assert_eq!(dlq_partitions.len(), 3, "the dead-letter topic exists, with 3 partitions");
+    let dlq_partitions = tb
+        .broker
+        .committed_offsets("nobody", &format!("{topic}.dlq"))
+        .await
+        .unwrap();
+    assert_eq!(
+        dlq_partitions.len(),
+        3,
+        "the dead-letter topic exists, with 3 partitions"
+    );
 }
 
 #[actix::test]
@@ -39,13 +57,19 @@ async fn a_missing_topic_with_creation_off_is_a_clear_error() {
     let topic = unique("absent");
     let err = Kafkactor::builder()
         .broker(tb.broker.clone().create_topics(false))
-        .subscribe(Subscription::to(topic.as_str()).group("g"), probe(&Log::default(), "a", ack()))
+        .subscribe(
+            Subscription::to(topic.as_str()).group("g"),
+            probe(&Log::default(), "a", ack()),
+        )
         .start()
         .await
         .unwrap_err();
     match err {
         Error::Config(message) => {
-            assert!(message.contains(&topic) && message.contains("does not exist"), "{message}")
+            assert!(
+                message.contains(&topic) && message.contains("does not exist"),
+                "{message}"
+            )
         }
         other => panic!("expected a configuration error, got {other:?}"),
     }
@@ -63,11 +87,22 @@ async fn a_record_the_client_refuses_fails_for_good() {
         .await
         .unwrap();
     let started = Instant::now();
-    let result = app.producer().send(Publish::to(topic.as_str()).payload(vec![7u8; 20_000])).await.unwrap();
+    let result = app
+        .producer()
+        .send(Publish::to(topic.as_str()).payload(vec![7u8; 20_000]))
+        .await
+        .unwrap();
     match result {
-        Err(Error::Produce { retriable: false, topic: t, reason }) => {
+        Err(Error::Produce {
+            retriable: false,
+            topic: t,
+            reason,
+        }) => {
             assert_eq!(t, topic);
-            assert!(reason.to_lowercase().contains("size") || reason.to_lowercase().contains("large"), "{reason}");
+            assert!(
+                reason.to_lowercase().contains("size") || reason.to_lowercase().contains("large"),
+                "{reason}"
+            );
         }
         other => panic!("expected a non-retriable produce error, got {other:?}"),
     }
@@ -87,18 +122,36 @@ async fn an_unreachable_broker_fails_retriably_after_the_delivery_timeout() {
         .await
         .unwrap();
     // The topic is known to the producer before the broker goes away.
-    app.producer().send(Publish::to(topic.as_str()).payload("first")).await.unwrap().unwrap();
+    app.producer()
+        .send(Publish::to(topic.as_str()).payload("first"))
+        .await
+        .unwrap()
+        .unwrap();
     tb.mock_cluster().unwrap().broker_down(1).unwrap();
     let started = Instant::now();
-    let result = app.producer().send(Publish::to(topic.as_str()).payload("lost?")).await.unwrap();
+    let result = app
+        .producer()
+        .send(Publish::to(topic.as_str()).payload("lost?"))
+        .await
+        .unwrap();
     let waited = started.elapsed();
     tb.mock_cluster().unwrap().broker_up(1).unwrap();
     match result {
-        Err(e @ Error::Produce { retriable: true, .. }) => assert!(e.is_retriable()),
+        Err(
+            e @ Error::Produce {
+                retriable: true, ..
+            },
+        ) => assert!(e.is_retriable()),
         other => panic!("expected a retriable produce error, got {other:?}"),
     }
-    assert!(waited >= Duration::from_secs(2), "resent until the delivery timeout ({waited:?})");
+    assert!(
+        waited >= Duration::from_secs(2),
+        "resent until the delivery timeout ({waited:?})"
+    );
     // The last resend started before the deadline ends with librdkafka's own timeout.
-    assert!(waited < Duration::from_secs(20), "gave up after the delivery timeout ({waited:?})");
+    assert!(
+        waited < Duration::from_secs(20),
+        "gave up after the delivery timeout ({waited:?})"
+    );
     app.shutdown().await.unwrap();
 }

@@ -131,3 +131,65 @@ async fn produce_fetch_and_commit_errors_are_retried() {
     app.shutdown().await.unwrap();
     assert_all_handled(&log, 2_000);
 }
+
+/// A handler that blocks the actors' thread longer than
+/// `max.poll.interval.ms` makes the member leave its group: that is reported
+/// as a supervised failure of the consumer connection, which is restarted,
+/// rejoins and loses nothing.
+#[actix::test]
+async fn leaving_the_group_on_max_poll_interval_is_a_supervised_failure() {
+    let mut tb = TestBroker::mock(3);
+    // librdkafka's lowest practical interval against the mock cluster: its
+    // JoinGroup request times out after max.poll.interval.ms + 3 s, and the
+    // mock takes a few seconds to form a group.
+    tb.broker = tb.broker.clone().set("max.poll.interval.ms", "6000");
+    let (topic, group) = (unique("orders"), unique("g"));
+    tb.topics(&[&topic]).await;
+    let log = Log::default();
+    let blocked = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let behaviour: Behaviour = {
+        let blocked = blocked.clone();
+        std::sync::Arc::new(move |d: &kafkactor::Delivery<Order>| {
+            if d.message().id == 50 && !blocked.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                // Blocks the whole arbiter: nothing polls Kafka meanwhile.
+                std::thread::sleep(Duration::from_millis(8_000));
+            }
+            Outcome::Ack
+        })
+    };
+    let app = Kafkactor::builder()
+        .broker(tb.broker.clone())
+        .subscribe(
+            Subscription::to(topic.as_str()).group(group.as_str()),
+            probe(&log, "a", behaviour),
+        )
+        .start()
+        .await
+        .unwrap();
+    let mut events = app.events().subscribe();
+    publish_all(&app, &topic, &orders(200, 10)).await;
+    let failure = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            if let kafkactor::SupervisionEvent::Failed { child, exit, .. } =
+                events.recv().await.unwrap()
+            {
+                if &*child == "consumer-connection" {
+                    return exit.to_string();
+                }
+            }
+        }
+    })
+    .await
+    .expect("the connection failed");
+    assert!(failure.contains("max.poll.interval.ms"), "{failure}");
+    eventually(
+        "everything handled after rejoining",
+        Duration::from_secs(60),
+        || log.counts().len() >= 200,
+    )
+    .await;
+    tb.until_committed(&group, &topic, Duration::from_secs(30))
+        .await;
+    app.shutdown().await.unwrap();
+    assert_all_handled(&log, 200);
+}

@@ -56,7 +56,9 @@ async fn plain_records_are_consumed_with_the_default_content_type(tb: TestBroker
             {
                 let got = got.clone();
                 move |d: Delivery<Reading>| {
-                    got.lock().unwrap().push((d.key_str().map(str::to_string), d.message().celsius));
+                    got.lock()
+                        .unwrap()
+                        .push((d.key_str().map(str::to_string), d.message().celsius));
                     async { Outcome::Ack }
                 }
             },
@@ -70,13 +72,21 @@ async fn plain_records_are_consumed_with_the_default_content_type(tb: TestBroker
         let payload = format!(r#"{{"sensor":"s-{i}","celsius":{i}.5}}"#);
         let key = format!("s-{i}");
         producer
-            .send(FutureRecord::to(&topic).key(&key).payload(&payload), Duration::from_secs(10))
+            .send(
+                FutureRecord::to(&topic).key(&key).payload(&payload),
+                Duration::from_secs(10),
+            )
             .await
             .unwrap();
     }
-    eventually("all plain records handled", tb.patience(Duration::from_secs(10)), || got.lock().unwrap().len() == 20)
+    eventually(
+        "all plain records handled",
+        tb.patience(Duration::from_secs(10)),
+        || got.lock().unwrap().len() == 20,
+    )
+    .await;
+    tb.until_committed(&group, &topic, Duration::from_secs(10))
         .await;
-    tb.until_committed(&group, &topic, Duration::from_secs(10)).await;
     app.shutdown().await.unwrap();
     let mut got = got.lock().unwrap().clone();
     got.sort_by(|a, b| a.1.total_cmp(&b.1));
@@ -87,19 +97,33 @@ async fn plain_records_are_consumed_with_the_default_content_type(tb: TestBroker
     assert!(tb.records(&format!("{topic}.dlq")).await.is_empty());
 }
 
-on_every_kafka_broker!(plain_json_records_are_consumed, super::plain_records_are_consumed_with_the_default_content_type, 3);
+on_every_kafka_broker!(
+    plain_json_records_are_consumed,
+    super::plain_records_are_consumed_with_the_default_content_type,
+    3
+);
 
 async fn kafkactor_records_are_plain_kafka_records(tb: TestBroker) {
     let topic = unique("readings");
     tb.topics(&[&topic]).await;
-    let app = Kafkactor::builder().broker(tb.broker.clone()).start().await.unwrap();
+    let app = Kafkactor::builder()
+        .broker(tb.broker.clone())
+        .start()
+        .await
+        .unwrap();
     let reading = Reading {
         sensor: "s-1".into(),
         celsius: 21.5,
     };
     let outcome = app
         .producer()
-        .send(Publish::to(topic.as_str()).key("s-1").header("x-tenant", "acme").message(&reading).unwrap())
+        .send(
+            Publish::to(topic.as_str())
+                .key("s-1")
+                .header("x-tenant", "acme")
+                .message(&reading)
+                .unwrap(),
+        )
         .await
         .unwrap()
         .unwrap();
@@ -116,18 +140,25 @@ async fn kafkactor_records_are_plain_kafka_records(tb: TestBroker) {
         .create()
         .unwrap();
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(&topic, partition, Offset::Offset(offset)).unwrap();
+    tpl.add_partition_offset(&topic, partition, Offset::Offset(offset))
+        .unwrap();
     consumer.assign(&tpl).unwrap();
     let deadline = Instant::now() + tb.patience(Duration::from_secs(10));
     let message = loop {
-        assert!(Instant::now() < deadline, "the record was not readable by a plain consumer");
+        assert!(
+            Instant::now() < deadline,
+            "the record was not readable by a plain consumer"
+        );
         if let Some(m) = consumer.poll(Duration::from_millis(100)) {
             break m.unwrap().detach();
         }
     };
     assert_eq!(message.key(), Some(&b"s-1"[..]));
     let decoded: Reading = rmp_serde::from_slice(message.payload().unwrap()).unwrap();
-    assert_eq!(decoded, reading, "the payload is the message itself, no second envelope");
+    assert_eq!(
+        decoded, reading,
+        "the payload is the message itself, no second envelope"
+    );
     let headers = message.headers().unwrap();
     let value = |name: &str| {
         headers
@@ -136,13 +167,24 @@ async fn kafkactor_records_are_plain_kafka_records(tb: TestBroker) {
             .and_then(|h| h.value)
             .map(|v| String::from_utf8(v.to_vec()).unwrap())
     };
-    assert_eq!(value(header::CONTENT_TYPE).as_deref(), Some("application/msgpack"));
+    assert_eq!(
+        value(header::CONTENT_TYPE).as_deref(),
+        Some("application/msgpack")
+    );
     assert_eq!(value(header::TYPE_NAME).as_deref(), Some("Reading"));
     assert_eq!(value("x-tenant").as_deref(), Some("acme"));
-    assert_eq!(value(header::MESSAGE_ID).map(|id| id.len()), Some(36), "a UUID");
+    assert_eq!(
+        value(header::MESSAGE_ID).map(|id| id.len()),
+        Some(36),
+        "a UUID"
+    );
 }
 
-on_every_kafka_broker!(published_records_are_plain_kafka_records, super::kafkactor_records_are_plain_kafka_records, 3);
+on_every_kafka_broker!(
+    published_records_are_plain_kafka_records,
+    super::kafkactor_records_are_plain_kafka_records,
+    3
+);
 
 /// librdkafka with `partitioner=murmur2_random` and kafkactor's partitioner
 /// (which the embedded broker uses) agree on 10,000 keys.
@@ -152,10 +194,16 @@ async fn the_embedded_partitioner_matches_librdkafka_on_10000_keys() {
     let topic = unique("keys");
     tb.topic(&topic).await;
     let producer = plain_producer(&tb);
-    let keys: Vec<String> = (0..10_000).map(|i| format!("customer-{i}-{}", i * 7919 % 10_007)).collect();
+    let keys: Vec<String> = (0..10_000)
+        .map(|i| format!("customer-{i}-{}", i * 7919 % 10_007))
+        .collect();
     let deliveries: Vec<_> = keys
         .iter()
-        .map(|k| producer.send_result(FutureRecord::to(&topic).key(k).payload("")).unwrap())
+        .map(|k| {
+            producer
+                .send_result(FutureRecord::to(&topic).key(k).payload(""))
+                .unwrap()
+        })
         .collect();
     let mut mismatches = Vec::new();
     for (key, delivery) in keys.iter().zip(deliveries) {
@@ -164,5 +212,10 @@ async fn the_embedded_partitioner_matches_librdkafka_on_10000_keys() {
             mismatches.push((key.clone(), d.partition));
         }
     }
-    assert!(mismatches.is_empty(), "{} of 10,000 keys differ: {:?}", mismatches.len(), &mismatches[..mismatches.len().min(5)]);
+    assert!(
+        mismatches.is_empty(),
+        "{} of 10,000 keys differ: {:?}",
+        mismatches.len(),
+        &mismatches[..mismatches.len().min(5)]
+    );
 }
