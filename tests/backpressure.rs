@@ -32,16 +32,7 @@ async fn in_flight_records_stay_bounded_while_handlers_are_slow() {
                     let (log, gate) = (log.clone(), gate.clone());
                     async move {
                         gate.acquire().await.unwrap().forget();
-                        let m = d.message();
-                        log.push(Seen {
-                            id: m.id,
-                            key: m.key.clone(),
-                            seq: m.seq,
-                            partition: d.partition(),
-                            offset: d.offset(),
-                            attempt: d.attempt(),
-                            app: "a",
-                        });
+                        log.push(Seen::of(&d, "a"));
                         Outcome::Ack
                     }
                 }

@@ -41,16 +41,7 @@ async fn exactly_once_in_key_order(tb: TestBroker) {
                         for _ in 0..fastrand::usize(0..4) {
                             tokio::task::yield_now().await;
                         }
-                        let m = d.message();
-                        log.push(Seen {
-                            id: m.id,
-                            key: m.key.clone(),
-                            seq: m.seq,
-                            partition: d.partition(),
-                            offset: d.offset(),
-                            attempt: d.attempt(),
-                            app: "a",
-                        });
+                        log.push(Seen::of(&d, "a"));
                         active.fetch_sub(1, Ordering::SeqCst);
                         Outcome::Ack
                     }

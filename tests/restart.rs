@@ -105,16 +105,7 @@ async fn shutdown_drains(tb: TestBroker) {
                     let log = log.clone();
                     async move {
                         tokio::time::sleep(Duration::from_millis(2)).await;
-                        let m = d.message();
-                        log.push(Seen {
-                            id: m.id,
-                            key: m.key.clone(),
-                            seq: m.seq,
-                            partition: d.partition(),
-                            offset: d.offset(),
-                            attempt: d.attempt(),
-                            app: "a",
-                        });
+                        log.push(Seen::of(&d, "a"));
                         Outcome::Ack
                     }
                 }

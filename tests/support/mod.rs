@@ -33,6 +33,22 @@ pub struct Seen {
     pub app: &'static str,
 }
 
+impl Seen {
+    /// The handling of `d` by `app`.
+    pub fn of(d: &Delivery<Order>, app: &'static str) -> Self {
+        let m = d.message();
+        Seen {
+            id: m.id,
+            key: m.key.clone(),
+            seq: m.seq,
+            partition: d.partition(),
+            offset: d.offset(),
+            attempt: d.attempt(),
+            app,
+        }
+    }
+}
+
 /// Decides the outcome of a delivery.
 pub type Behaviour = Arc<dyn Fn(&Delivery<Order>) -> Outcome + Send + Sync>;
 
@@ -79,16 +95,7 @@ impl Handler<Delivery<Order>> for Probe {
 
     fn handle(&mut self, d: Delivery<Order>, _: &mut Context<Self>) -> Outcome {
         let outcome = (self.behaviour)(&d);
-        let m = d.message();
-        self.log.push(Seen {
-            id: m.id,
-            key: m.key.clone(),
-            seq: m.seq,
-            partition: d.partition(),
-            offset: d.offset(),
-            attempt: d.attempt(),
-            app: self.app,
-        });
+        self.log.push(Seen::of(&d, self.app));
         outcome
     }
 }
