@@ -1,0 +1,842 @@
+//! Side-by-side benchmarks: each scenario runs for kafkactor and for a
+//! hand-written baseline in the same process, alternating, for several
+//! rounds; the table reports medians and the median of the per-round ratios
+//! (kafkactor / baseline), and `target/bench/compare.json` gets one JSON
+//! object per scenario.
+//!
+//! `cargo bench --bench compare` (or `scripts/bench.sh`, which starts tansu
+//! for the Kafka scenarios). Sizes: `--quick` (about a minute) or `--full`
+//! (about ten), or the `KAFKACTOR_BENCH_*` variables below. Kafka scenarios
+//! run when `KAFKACTOR_BENCH_BROKERS` names a broker.
+//!
+//! Both sides of the embedded scenarios run on one thread (an actix System,
+//! a current-thread tokio runtime), so the ratio is the framework's cost,
+//! not a difference in parallelism.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use kafkactor::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// The benchmark record: 128 bytes as named-field MessagePack.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Sample {
+    id: u64,
+    account: String,
+    amount_cents: i64,
+    currency: String,
+    sent_nanos: u64,
+    note: String,
+}
+
+fn sample(id: u64) -> Sample {
+    Sample {
+        id,
+        account: format!("acct-{:010}", id % 1_000),
+        amount_cents: (id as i64 % 100_000) - 50_000,
+        currency: "EUR".into(),
+        sent_nanos: 0,
+        note: "x".repeat(36),
+    }
+}
+
+fn key_of(id: u64, keys: u64) -> String {
+    format!("key-{}", id % keys)
+}
+
+#[derive(Debug, Clone)]
+struct Sizes {
+    records: u64,
+    keys: u64,
+    rounds: usize,
+    kafka_records: u64,
+    latency_seconds: u64,
+    scale_subscriptions: usize,
+    brokers: Option<String>,
+    only: Option<String>,
+}
+
+fn env<T: std::str::FromStr>(name: &str) -> Option<T> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
+impl Sizes {
+    fn from_args() -> Self {
+        let args: Vec<String> = std::env::args().collect();
+        let full = args.iter().any(|a| a == "--full");
+        let mut s = if full {
+            Sizes {
+                records: 1_000_000,
+                keys: 1_000,
+                rounds: 5,
+                kafka_records: 200_000,
+                latency_seconds: 5,
+                scale_subscriptions: 10_000,
+                brokers: None,
+                only: None,
+            }
+        } else {
+            Sizes {
+                records: 200_000,
+                keys: 1_000,
+                rounds: 3,
+                kafka_records: 50_000,
+                latency_seconds: 2,
+                scale_subscriptions: 10_000,
+                brokers: None,
+                only: None,
+            }
+        };
+        s.records = env("KAFKACTOR_BENCH_RECORDS").unwrap_or(s.records);
+        s.rounds = env("KAFKACTOR_BENCH_ROUNDS").unwrap_or(s.rounds);
+        s.kafka_records = env("KAFKACTOR_BENCH_KAFKA_RECORDS").unwrap_or(s.kafka_records);
+        s.latency_seconds = env("KAFKACTOR_BENCH_LATENCY_SECONDS").unwrap_or(s.latency_seconds);
+        s.scale_subscriptions = env("KAFKACTOR_BENCH_SCALE").unwrap_or(s.scale_subscriptions);
+        s.brokers = std::env::var("KAFKACTOR_BENCH_BROKERS")
+            .ok()
+            .filter(|b| !b.is_empty());
+        s.only = std::env::var("KAFKACTOR_BENCH_ONLY")
+            .ok()
+            .filter(|o| !o.is_empty());
+        s
+    }
+
+    fn wants(&self, scenario: &str) -> bool {
+        self.only
+            .as_deref()
+            .is_none_or(|o| o.split(',').any(|s| scenario.starts_with(s.trim())))
+    }
+}
+
+/// One scenario's measurements.
+struct Outcome2 {
+    scenario: String,
+    unit: &'static str,
+    higher_is_better: bool,
+    kafkactor: Vec<f64>,
+    baseline: Vec<f64>,
+    target: Option<(f64, &'static str)>,
+    notes: String,
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    }
+}
+
+impl Outcome2 {
+    fn ratio(&self) -> f64 {
+        let ratios: Vec<f64> = self
+            .kafkactor
+            .iter()
+            .zip(&self.baseline)
+            .map(|(k, b)| k / b)
+            .collect();
+        median(&ratios)
+    }
+
+    fn met(&self) -> Option<bool> {
+        let (target, _) = self.target?;
+        let r = self.ratio();
+        Some(if self.higher_is_better {
+            r >= target
+        } else {
+            r <= target
+        })
+    }
+
+    fn json(&self) -> String {
+        let list = |v: &[f64]| {
+            v.iter()
+                .map(|x| format!("{x:.1}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        format!(
+            r#"{{"scenario":"{}","unit":"{}","kafkactor":[{}],"baseline":[{}],"kafkactor_median":{:.1},"baseline_median":{:.1},"ratio_median":{:.3},"target":{},"met":{},"notes":"{}"}}"#,
+            self.scenario,
+            self.unit,
+            list(&self.kafkactor),
+            list(&self.baseline),
+            median(&self.kafkactor),
+            median(&self.baseline),
+            self.ratio(),
+            self.target
+                .map_or("null".to_string(), |(t, _)| format!("{t}")),
+            self.met().map_or("null".to_string(), |m| m.to_string()),
+            self.notes.replace('"', "'"),
+        )
+    }
+}
+
+// ---------------------------------------------------------------- embedded e2e
+
+struct Noop {
+    handled: Arc<AtomicU64>,
+}
+
+impl Actor for Noop {
+    type Context = Context<Self>;
+}
+
+impl Handler<Delivery<Sample>> for Noop {
+    type Result = kafkactor::Outcome;
+
+    fn handle(&mut self, d: Delivery<Sample>, _: &mut Context<Self>) -> kafkactor::Outcome {
+        std::hint::black_box(d.message());
+        self.handled.fetch_add(1, Ordering::Relaxed);
+        kafkactor::Outcome::Ack
+    }
+}
+
+static RUN: AtomicU64 = AtomicU64::new(0);
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", RUN.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Publishes `n` records (at most `window` in flight) and returns when
+/// every one is acknowledged.
+async fn publish(app: &App, topic: &str, n: u64, keys: u64, window: usize) {
+    let producer = app.producer();
+    let mut pending = std::collections::VecDeque::with_capacity(window);
+    for id in 0..n {
+        let publish = Publish::to(topic)
+            .key(key_of(id, keys))
+            .message(&sample(id))
+            .unwrap();
+        pending.push_back(producer.send(publish));
+        if pending.len() >= window {
+            pending.pop_front().unwrap().await.unwrap().unwrap();
+        }
+    }
+    for p in pending {
+        p.await.unwrap().unwrap();
+    }
+}
+
+/// Records per second, from the first publish until every record is committed.
+async fn kafkactor_e2e(n: u64, keys: u64, concurrency: usize) -> f64 {
+    let broker = Broker::memory();
+    let (topic, group) = (unique("e2e"), unique("g"));
+    let handled = Arc::new(AtomicU64::new(0));
+    let app = Kafkactor::builder()
+        .broker(broker.clone())
+        .subscribe(
+            Subscription::to(topic.as_str())
+                .group(group.as_str())
+                .concurrency(concurrency),
+            {
+                let handled = handled.clone();
+                move || Noop {
+                    handled: handled.clone(),
+                }
+            },
+        )
+        .start()
+        .await
+        .unwrap();
+    let memory = broker.as_memory().unwrap();
+    let started = Instant::now();
+    publish(&app, &topic, n, keys, 1_000).await;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while memory.lag(&group, &topic) > 0 {
+        assert!(Instant::now() < deadline, "embedded_e2e did not finish");
+        tokio::time::sleep(Duration::from_micros(500)).await;
+    }
+    let elapsed = started.elapsed();
+    assert_eq!(handled.load(Ordering::Relaxed), n);
+    app.shutdown().await.unwrap();
+    n as f64 / elapsed.as_secs_f64()
+}
+
+/// The hand-written pipeline: the same records encoded the same way, sent
+/// over bounded mpsc channels (one per worker, chosen by key hash so a key
+/// stays in order) to `workers` tasks that decode them and call a no-op.
+async fn baseline_e2e(n: u64, keys: u64, workers: usize) -> f64 {
+    let handled = Arc::new(AtomicU64::new(0));
+    let mut senders = Vec::new();
+    let mut tasks = Vec::new();
+    for _ in 0..workers {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<(String, Vec<u8>)>(1_000);
+        senders.push(tx);
+        let handled = handled.clone();
+        tasks.push(actix::spawn(async move {
+            while let Some((_key, bytes)) = rx.recv().await {
+                let s: Sample = rmp_serde::from_slice(&bytes).unwrap();
+                std::hint::black_box(&s);
+                handled.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    let started = Instant::now();
+    for id in 0..n {
+        let key = key_of(id, keys);
+        let bytes = rmp_serde::to_vec_named(&sample(id)).unwrap();
+        let lane = kafkactor::murmur2(key.as_bytes()) as usize % workers;
+        senders[lane].send((key, bytes)).await.unwrap();
+    }
+    drop(senders);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let elapsed = started.elapsed();
+    assert_eq!(handled.load(Ordering::Relaxed), n);
+    n as f64 / elapsed.as_secs_f64()
+}
+
+// ---------------------------------------------------------------- latency
+
+/// Per-record latency from publish to handler, at `rate` records/s for
+/// `seconds`: (p50, p99) in microseconds.
+async fn kafkactor_latency(rate: u64, seconds: u64) -> (f64, f64) {
+    let broker = Broker::memory();
+    let (topic, group) = (unique("lat"), unique("g"));
+    let epoch = Instant::now();
+    let samples = Arc::new(Mutex::new(Vec::new()));
+    let app = Kafkactor::builder()
+        .broker(broker.clone())
+        .handle(Subscription::to(topic.as_str()).group(group.as_str()), {
+            let samples = samples.clone();
+            move |d: Delivery<Sample>| {
+                let now = epoch.elapsed().as_nanos() as u64;
+                samples.lock().unwrap().push(now - d.message().sent_nanos);
+                async { kafkactor::Outcome::Ack }
+            }
+        })
+        .start()
+        .await
+        .unwrap();
+    let producer = app.producer();
+    let total = rate * seconds;
+    paced(rate, total, |id| {
+        let mut s = sample(id);
+        s.sent_nanos = epoch.elapsed().as_nanos() as u64;
+        producer.do_send(
+            Publish::to(topic.as_str())
+                .key(key_of(id, 1_000))
+                .message(&s)
+                .unwrap(),
+        );
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while (samples.lock().unwrap().len() as u64) < total {
+        assert!(Instant::now() < deadline, "latency run did not finish");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    app.shutdown().await.unwrap();
+    let v = std::mem::take(&mut *samples.lock().unwrap());
+    percentiles(v)
+}
+
+async fn baseline_latency(rate: u64, seconds: u64) -> (f64, f64) {
+    let epoch = Instant::now();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(String, Vec<u8>)>(1_000);
+    let samples = Arc::new(Mutex::new(Vec::new()));
+    let worker = {
+        let samples = samples.clone();
+        actix::spawn(async move {
+            while let Some((_key, bytes)) = rx.recv().await {
+                let s: Sample = rmp_serde::from_slice(&bytes).unwrap();
+                let now = epoch.elapsed().as_nanos() as u64;
+                samples.lock().unwrap().push(now - s.sent_nanos);
+            }
+        })
+    };
+    let total = rate * seconds;
+    paced(rate, total, |id| {
+        let mut s = sample(id);
+        s.sent_nanos = epoch.elapsed().as_nanos() as u64;
+        let _ = tx.try_send((key_of(id, 1_000), rmp_serde::to_vec_named(&s).unwrap()));
+    })
+    .await;
+    drop(tx);
+    worker.await.unwrap();
+    let v = std::mem::take(&mut *samples.lock().unwrap());
+    percentiles(v)
+}
+
+/// Calls `send(id)` for ids 0..total at `rate` per second, in 1 ms ticks.
+async fn paced(rate: u64, total: u64, mut send: impl FnMut(u64)) {
+    let started = Instant::now();
+    let mut id = 0;
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    while id < total {
+        tick.tick().await;
+        let due = ((started.elapsed().as_secs_f64() * rate as f64) as u64).min(total);
+        while id < due {
+            send(id);
+            id += 1;
+        }
+    }
+}
+
+fn percentiles(mut v: Vec<u64>) -> (f64, f64) {
+    v.sort_unstable();
+    let at = |q: f64| v[((v.len() as f64 * q) as usize).min(v.len() - 1)] as f64 / 1_000.0;
+    (at(0.50), at(0.99))
+}
+
+// ---------------------------------------------------------------- Kafka
+
+mod kafka {
+    use super::*;
+    use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    use rdkafka::ClientConfig;
+
+    pub(super) fn producer_settings(brokers: &str) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("partitioner", "murmur2_random");
+        c
+    }
+
+    pub(super) async fn create(brokers: &str, topic: &str) {
+        Broker::kafka(brokers).create_topic(topic, 3).await.unwrap();
+    }
+
+    pub(super) async fn kafkactor_produce(brokers: &str, n: u64) -> f64 {
+        let topic = unique(&format!("bench-produce-{}", std::process::id()));
+        create(brokers, &topic).await;
+        let app = Kafkactor::builder()
+            .broker(Broker::kafka(brokers))
+            .start()
+            .await
+            .unwrap();
+        let started = Instant::now();
+        publish(&app, &topic, n, 1_000, 10_000).await;
+        let elapsed = started.elapsed();
+        app.shutdown().await.unwrap();
+        n as f64 / elapsed.as_secs_f64()
+    }
+
+    pub(super) async fn raw_produce(brokers: &str, n: u64) -> f64 {
+        let topic = unique(&format!("bench-raw-produce-{}", std::process::id()));
+        create(brokers, &topic).await;
+        let producer: FutureProducer = producer_settings(brokers).create().unwrap();
+        let started = Instant::now();
+        let mut pending = std::collections::VecDeque::with_capacity(10_000);
+        for id in 0..n {
+            let key = key_of(id, 1_000);
+            let payload = rmp_serde::to_vec_named(&sample(id)).unwrap();
+            let record = FutureRecord::to(&topic).key(&key).payload(&payload);
+            pending.push_back(producer.send_result(record).map_err(|(e, _)| e).unwrap());
+            if pending.len() >= 10_000 {
+                pending.pop_front().unwrap().await.unwrap().unwrap();
+            }
+        }
+        for p in pending {
+            p.await.unwrap().unwrap();
+        }
+        n as f64 / started.elapsed().as_secs_f64()
+    }
+
+    /// A topic with `n` records, produced by a plain producer.
+    pub(super) async fn prepared_topic(brokers: &str, n: u64) -> String {
+        let topic = unique(&format!("bench-consume-{}", std::process::id()));
+        create(brokers, &topic).await;
+        let producer: FutureProducer = producer_settings(brokers).create().unwrap();
+        let mut pending = Vec::with_capacity(n as usize);
+        for id in 0..n {
+            let key = key_of(id, 1_000);
+            let payload = rmp_serde::to_vec_named(&sample(id)).unwrap();
+            let headers = rdkafka::message::OwnedHeaders::new()
+                .insert(rdkafka::message::Header {
+                    key: "content-type",
+                    value: Some("application/msgpack"),
+                })
+                .insert(rdkafka::message::Header {
+                    key: "x-type",
+                    value: Some("Sample"),
+                });
+            pending.push(
+                producer
+                    .send_result(
+                        FutureRecord::to(&topic)
+                            .key(&key)
+                            .payload(&payload)
+                            .headers(headers),
+                    )
+                    .map_err(|(e, _)| e)
+                    .unwrap(),
+            );
+        }
+        for p in pending {
+            p.await.unwrap().unwrap();
+        }
+        topic
+    }
+
+    pub(super) async fn kafkactor_consume(brokers: &str, topic: &str, n: u64) -> f64 {
+        let handled = Arc::new(AtomicU64::new(0));
+        let started = Instant::now();
+        let app = Kafkactor::builder()
+            .broker(Broker::kafka(brokers))
+            .subscribe(Subscription::to(topic).group(unique("bench-g").as_str()), {
+                let handled = handled.clone();
+                move || Noop {
+                    handled: handled.clone(),
+                }
+            })
+            .start()
+            .await
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while handled.load(Ordering::Relaxed) < n {
+            assert!(Instant::now() < deadline, "kafka_consume did not finish");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let elapsed = started.elapsed();
+        app.shutdown().await.unwrap();
+        n as f64 / elapsed.as_secs_f64()
+    }
+
+    pub(super) async fn raw_consume(brokers: &str, topic: &str, n: u64) -> f64 {
+        use futures_util::StreamExt;
+        use rdkafka::message::Message;
+        let started = Instant::now();
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("group.id", unique("bench-raw-g"))
+            .set("enable.auto.commit", "true")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .create()
+            .unwrap();
+        consumer.subscribe(&[topic]).unwrap();
+        let mut stream = consumer.stream();
+        let mut count = 0;
+        while count < n {
+            let m = stream.next().await.unwrap().unwrap();
+            let s: Sample = rmp_serde::from_slice(m.payload().unwrap()).unwrap();
+            std::hint::black_box(&s);
+            consumer.store_offset_from_message(&m).unwrap();
+            count += 1;
+        }
+        drop(stream);
+        let elapsed = started.elapsed();
+        let _ = consumer.commit_consumer_state(CommitMode::Sync);
+        n as f64 / elapsed.as_secs_f64()
+    }
+}
+
+// ---------------------------------------------------------------- scale
+
+/// Starts `n` subscriptions in one application: (start seconds, resident
+/// MiB, CPU % while idle for 5 s).
+async fn scale(n: usize) -> (f64, f64, f64) {
+    let broker = Broker::memory_with_partitions(1).unwrap();
+    let handled = Arc::new(AtomicU64::new(0));
+    let rss_before = rss_mib();
+    let started = Instant::now();
+    let mut builder = Kafkactor::builder().broker(broker.clone());
+    for i in 0..n {
+        let handled = handled.clone();
+        builder = builder.subscribe(
+            Subscription::to(format!("scale-{i}")).group(format!("g-{i}")),
+            move || Noop {
+                handled: handled.clone(),
+            },
+        );
+    }
+    let app = builder.start().await.unwrap();
+    // Started means every subscription has joined its group.
+    let memory = broker.as_memory().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for i in (0..n).rev() {
+        while memory.assignment(&format!("g-{i}")).is_empty() {
+            assert!(Instant::now() < deadline, "subscriptions did not start");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    let start_secs = started.elapsed().as_secs_f64();
+    let rss = rss_mib() - rss_before;
+    let cpu_before = cpu_seconds();
+    let idle_from = Instant::now();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let cpu = (cpu_seconds() - cpu_before) / idle_from.elapsed().as_secs_f64() * 100.0;
+    app.shutdown().await.unwrap();
+    (start_secs, rss, cpu)
+}
+
+fn proc_status(field: &str) -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn rss_mib() -> f64 {
+    proc_status("VmRSS:").unwrap_or(0.0) / 1024.0
+}
+
+/// User + system CPU seconds of this process.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // After the command name: utime is field 14, stime 15 (1-based), here 11 and 12.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+// ---------------------------------------------------------------- main
+
+fn main() {
+    let sizes = Sizes::from_args();
+    eprintln!("sizes: {sizes:?}");
+    let system = actix::System::new();
+    let outcomes = system.block_on(run(sizes.clone()));
+    report(&sizes, &outcomes);
+}
+
+async fn run(sizes: Sizes) -> Vec<Outcome2> {
+    let mut out = Vec::new();
+    let mut max_rate = None;
+    for concurrency in [1usize, 4] {
+        let name = format!("embedded_e2e_c{concurrency}");
+        if !sizes.wants(&name) {
+            continue;
+        }
+        let mut o = Outcome2 {
+            scenario: name,
+            unit: "records/s",
+            higher_is_better: true,
+            kafkactor: Vec::new(),
+            baseline: Vec::new(),
+            target: Some((0.5, ">=")),
+            notes: format!(
+                "{} records, {} keys, 128-byte msgpack, no-op handler",
+                sizes.records, sizes.keys
+            ),
+        };
+        for round in 0..sizes.rounds {
+            // Alternate which side goes first.
+            let (k, b) = if round % 2 == 0 {
+                let k = kafkactor_e2e(sizes.records, sizes.keys, concurrency).await;
+                (
+                    k,
+                    baseline_e2e(sizes.records, sizes.keys, concurrency).await,
+                )
+            } else {
+                let b = baseline_e2e(sizes.records, sizes.keys, concurrency).await;
+                (
+                    kafkactor_e2e(sizes.records, sizes.keys, concurrency).await,
+                    b,
+                )
+            };
+            eprintln!(
+                "  {} round {round}: kafkactor {k:.0}/s baseline {b:.0}/s",
+                o.scenario
+            );
+            o.kafkactor.push(k);
+            o.baseline.push(b);
+        }
+        if concurrency == 1 {
+            max_rate = Some(median(&o.kafkactor));
+        }
+        out.push(o);
+    }
+
+    if sizes.wants("latency") {
+        let max = match max_rate {
+            Some(m) => m,
+            None => kafkactor_e2e(sizes.records.min(100_000), sizes.keys, 1).await,
+        };
+        let rate = ((max * 0.10) as u64).max(100);
+        let mut p50 = Outcome2 {
+            scenario: "latency_p50_us".into(),
+            unit: "microseconds",
+            higher_is_better: false,
+            kafkactor: Vec::new(),
+            baseline: Vec::new(),
+            target: None,
+            notes: format!("publish to handler at {rate} records/s (10% of kafkactor's maximum)"),
+        };
+        let mut p99 = Outcome2 {
+            scenario: "latency_p99_us".into(),
+            unit: "microseconds",
+            higher_is_better: false,
+            kafkactor: Vec::new(),
+            baseline: Vec::new(),
+            target: Some((2.0, "<=")),
+            notes: p50.notes.clone(),
+        };
+        for round in 0..sizes.rounds {
+            let (k, b) = if round % 2 == 0 {
+                let k = kafkactor_latency(rate, sizes.latency_seconds).await;
+                (k, baseline_latency(rate, sizes.latency_seconds).await)
+            } else {
+                let b = baseline_latency(rate, sizes.latency_seconds).await;
+                (kafkactor_latency(rate, sizes.latency_seconds).await, b)
+            };
+            eprintln!("  latency round {round}: kafkactor p50 {:.0}us p99 {:.0}us, baseline p50 {:.0}us p99 {:.0}us", k.0, k.1, b.0, b.1);
+            p50.kafkactor.push(k.0);
+            p50.baseline.push(b.0);
+            p99.kafkactor.push(k.1);
+            p99.baseline.push(b.1);
+        }
+        out.push(p50);
+        out.push(p99);
+    }
+
+    if let Some(brokers) = sizes.brokers.clone() {
+        if sizes.wants("kafka_produce") {
+            let mut o = Outcome2 {
+                scenario: "kafka_produce".into(),
+                unit: "records/s",
+                higher_is_better: true,
+                kafkactor: Vec::new(),
+                baseline: Vec::new(),
+                target: Some((0.95, ">=")),
+                notes: format!(
+                    "{} records to {brokers}, idempotent, acks=all, 10,000 in flight",
+                    sizes.kafka_records
+                ),
+            };
+            for round in 0..sizes.rounds {
+                let (k, b) = if round % 2 == 0 {
+                    let k = kafka::kafkactor_produce(&brokers, sizes.kafka_records).await;
+                    (k, kafka::raw_produce(&brokers, sizes.kafka_records).await)
+                } else {
+                    let b = kafka::raw_produce(&brokers, sizes.kafka_records).await;
+                    (
+                        kafka::kafkactor_produce(&brokers, sizes.kafka_records).await,
+                        b,
+                    )
+                };
+                eprintln!("  kafka_produce round {round}: kafkactor {k:.0}/s raw {b:.0}/s");
+                o.kafkactor.push(k);
+                o.baseline.push(b);
+            }
+            out.push(o);
+        }
+        if sizes.wants("kafka_consume") {
+            let mut o = Outcome2 {
+                scenario: "kafka_consume".into(),
+                unit: "records/s",
+                higher_is_better: true,
+                kafkactor: Vec::new(),
+                baseline: Vec::new(),
+                target: Some((0.90, ">=")),
+                notes: format!(
+                    "{} pre-produced records from {brokers}, including the group join",
+                    sizes.kafka_records
+                ),
+            };
+            for round in 0..sizes.rounds {
+                let topic = kafka::prepared_topic(&brokers, sizes.kafka_records).await;
+                let (k, b) = if round % 2 == 0 {
+                    let k = kafka::kafkactor_consume(&brokers, &topic, sizes.kafka_records).await;
+                    (
+                        k,
+                        kafka::raw_consume(&brokers, &topic, sizes.kafka_records).await,
+                    )
+                } else {
+                    let b = kafka::raw_consume(&brokers, &topic, sizes.kafka_records).await;
+                    (
+                        kafka::kafkactor_consume(&brokers, &topic, sizes.kafka_records).await,
+                        b,
+                    )
+                };
+                eprintln!("  kafka_consume round {round}: kafkactor {k:.0}/s raw {b:.0}/s");
+                o.kafkactor.push(k);
+                o.baseline.push(b);
+            }
+            out.push(o);
+        }
+    } else {
+        eprintln!("kafka scenarios skipped: KAFKACTOR_BENCH_BROKERS is not set (scripts/bench.sh sets it)");
+    }
+
+    if sizes.wants("scale") {
+        let (start, rss, cpu) = scale(sizes.scale_subscriptions).await;
+        eprintln!(
+            "  scale: {} subscriptions started in {start:.2}s, {rss:.0} MiB, idle CPU {cpu:.2}%",
+            sizes.scale_subscriptions
+        );
+        for (name, value, target, unit) in [
+            ("scale_start_s", start, 2.0, "seconds"),
+            ("scale_rss_mib", rss, f64::NAN, "MiB"),
+            ("scale_idle_cpu_pct", cpu, 1.0, "percent"),
+        ] {
+            out.push(Outcome2 {
+                scenario: name.into(),
+                unit,
+                higher_is_better: false,
+                kafkactor: vec![value],
+                // Absolute figures: the "baseline" is the target itself.
+                baseline: vec![if target.is_nan() { value } else { target }],
+                target: (!target.is_nan()).then_some((1.0, "<=")),
+                notes: format!(
+                    "{} subscriptions in one process (absolute; ratio is value / target)",
+                    sizes.scale_subscriptions
+                ),
+            });
+        }
+    }
+    out
+}
+
+fn report(sizes: &Sizes, outcomes: &[Outcome2]) {
+    let mut table = String::new();
+    let _ = writeln!(
+        table,
+        "| scenario | kafkactor | baseline | ratio | target | met |"
+    );
+    let _ = writeln!(table, "|---|---|---|---|---|---|");
+    for o in outcomes {
+        let _ = writeln!(
+            table,
+            "| {} | {:.1} {} | {:.1} | {:.3} | {} | {} |",
+            o.scenario,
+            median(&o.kafkactor),
+            o.unit,
+            median(&o.baseline),
+            o.ratio(),
+            o.target
+                .map_or("-".to_string(), |(t, op)| format!("{op} {t}")),
+            o.met().map_or("-", |m| if m { "yes" } else { "no" }),
+        );
+    }
+    println!("\n{table}");
+    println!(
+        "(medians of {} rounds; ratio = median of per-round kafkactor/baseline)",
+        sizes.rounds
+    );
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
+    let _ = std::fs::create_dir_all(&dir);
+    let json: Vec<String> = outcomes.iter().map(Outcome2::json).collect();
+    let path = dir.join("compare.json");
+    std::fs::write(&path, json.join("\n") + "\n").unwrap();
+    let mut md = BTreeMap::new();
+    md.insert("table", table);
+    std::fs::write(dir.join("compare.md"), md["table"].as_bytes()).unwrap();
+    println!("wrote {}", path.display());
+}
