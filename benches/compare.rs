@@ -205,8 +205,13 @@ impl Handler<Delivery<Sample>> for Noop {
 
 static RUN: AtomicU64 = AtomicU64::new(0);
 
+/// Unique per process run too: topics and groups on a shared broker outlive runs.
 fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", RUN.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        RUN.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Publishes `n` records (at most `window` in flight) and returns when
@@ -409,12 +414,26 @@ mod kafka {
         c
     }
 
+    thread_local! {
+        /// The in-process mock cluster, when the run uses one.
+        pub(super) static MOCK: std::cell::RefCell<Option<rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>>> =
+            const { std::cell::RefCell::new(None) };
+    }
+
     pub(super) async fn create(brokers: &str, topic: &str) {
-        Broker::kafka(brokers).create_topic(topic, 3).await.unwrap();
+        let mocked = MOCK.with(|m| {
+            m.borrow()
+                .as_ref()
+                .map(|m| m.create_topic(topic, 3, 1).unwrap())
+                .is_some()
+        });
+        if !mocked {
+            Broker::kafka(brokers).create_topic(topic, 3).await.unwrap();
+        }
     }
 
     pub(super) async fn kafkactor_produce(brokers: &str, n: u64) -> f64 {
-        let topic = unique(&format!("bench-produce-{}", std::process::id()));
+        let topic = unique("bench-produce");
         create(brokers, &topic).await;
         let app = Kafkactor::builder()
             .broker(Broker::kafka(brokers))
@@ -429,7 +448,7 @@ mod kafka {
     }
 
     pub(super) async fn raw_produce(brokers: &str, n: u64) -> f64 {
-        let topic = unique(&format!("bench-raw-produce-{}", std::process::id()));
+        let topic = unique("bench-raw-produce");
         create(brokers, &topic).await;
         let producer: FutureProducer = producer_settings(brokers).create().unwrap();
         let started = Instant::now();
@@ -451,8 +470,9 @@ mod kafka {
 
     /// A topic with `n` records, produced by a plain producer.
     pub(super) async fn prepared_topic(brokers: &str, n: u64) -> String {
-        let topic = unique(&format!("bench-consume-{}", std::process::id()));
+        let topic = unique("bench-consume");
         create(brokers, &topic).await;
+        create(brokers, &format!("{topic}.dlq")).await;
         // tansu 0.6.0 skips the rest of a multi-record batch when a fetch
         // starts inside it (as after a pause): one record per batch.
         let producer: FutureProducer = producer_settings(brokers)
@@ -493,8 +513,12 @@ mod kafka {
     pub(super) async fn kafkactor_consume(brokers: &str, topic: &str, n: u64) -> f64 {
         let handled = Arc::new(AtomicU64::new(0));
         let started = Instant::now();
+        let mut broker = Broker::kafka(brokers);
+        if let Ok(debug) = std::env::var("BENCH_RDKAFKA_DEBUG") {
+            broker = broker.set("debug", debug);
+        }
         let app = Kafkactor::builder()
-            .broker(Broker::kafka(brokers))
+            .broker(broker)
             .subscribe(Subscription::to(topic).group(unique("bench-g").as_str()), {
                 let handled = handled.clone();
                 move || Noop {
@@ -614,6 +638,11 @@ fn cpu_seconds() -> f64 {
 // ---------------------------------------------------------------- main
 
 fn main() {
+    // RUST_LOG=kafkactor=debug shows what the framework does during a run.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .try_init();
     let sizes = Sizes::from_args();
     eprintln!("sizes: {sizes:?}");
     let system = actix::System::new();
@@ -711,7 +740,18 @@ async fn run(sizes: Sizes) -> Vec<Outcome2> {
         out.push(p99);
     }
 
-    if let Some(brokers) = sizes.brokers.clone() {
+    // `KAFKACTOR_BENCH_BROKERS=mock` runs the Kafka scenarios against
+    // librdkafka's in-process mock cluster instead of a broker.
+    let brokers = match sizes.brokers.as_deref() {
+        Some("mock") => {
+            let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
+            let b = mock.bootstrap_servers();
+            kafka::MOCK.with(|m| *m.borrow_mut() = Some(mock));
+            Some(b)
+        }
+        other => other.map(str::to_string),
+    };
+    if let Some(brokers) = brokers {
         if sizes.wants("kafka_produce") {
             let mut o = Outcome2 {
                 scenario: "kafka_produce".into(),

@@ -52,6 +52,9 @@ pub(crate) struct ConsumerConfig {
     /// How long a revoked partition may stay with this member while its
     /// in-flight records finish (Kafka holds the rebalance meanwhile).
     pub(crate) revoke_timeout: std::time::Duration,
+    /// How many records a client may hold beyond what it handed out before
+    /// it stops fetching (the subscription's in-flight bound).
+    pub(crate) prefetch: usize,
 }
 
 /// What one poll returns, in order.

@@ -76,6 +76,9 @@ where
             topics: sub.topics.clone(),
             reset: sub.reset,
             revoke_timeout: sub.drain_timeout + Duration::from_secs(5),
+            // librdkafka buffers megabytes ahead anyway, and every pause drops
+            // that buffer: pause only when handlers are really behind.
+            prefetch: (sub.in_flight_limit() * 4).max(10_000),
         },
         max_in_flight: sub.in_flight_limit(),
         commit_interval: sub.commit_interval,

@@ -3,9 +3,17 @@
 //! librdkafka's consumer must be polled, and its rebalance callbacks run on
 //! the polling thread, so each member gets a thread that owns the
 //! `BaseConsumer` and serves commands from the ConsumerConnection actor:
-//! fetch (at most the actor's credit of records), commit, pause, resume,
-//! release, close. Handlers therefore never block polling, and the thread
-//! never takes more records than the actor has room for.
+//! fetch (at most the actor's credit of records), commit, release, close.
+//! Handlers therefore never block polling, and the actor never gets more
+//! records than it has room for.
+//!
+//! Flow control: while the actor has no credit the thread keeps polling (so
+//! rebalances and `max.poll.interval.ms` are served) and keeps what arrives
+//! in a stash of at most `prefetch` records; only when the stash is full does
+//! it pause the assigned partitions, resuming them once the stash is half
+//! empty. librdkafka drops its prefetched data on every pause, so pausing is
+//! kept for handlers that really are slower than the fetches, never done per
+//! batch. The actor's own pause and resume calls are therefore not needed here.
 //!
 //! Offsets are never committed automatically (`enable.auto.commit=false`):
 //! only what the actor commits, which is its completed watermark.
@@ -45,8 +53,6 @@ type Reply<T> = oneshot::Sender<Result<T>>;
 enum Command {
     Fetch(Fetch),
     Commit(Vec<(TopicPartition, i64)>, Reply<()>),
-    Pause(Vec<TopicPartition>),
-    Resume(Vec<TopicPartition>),
     Release(Vec<TopicPartition>),
     Close,
 }
@@ -66,6 +72,11 @@ struct Shared {
     records: Mutex<Vec<Arc<Record>>>,
     /// Assignments to announce with the next answer.
     events: Mutex<Vec<ConsumerEvent>>,
+    /// Records polled while the actor had no credit, oldest first.
+    stash: Mutex<std::collections::VecDeque<Arc<Record>>>,
+    /// Whether the thread paused the assignment because the stash is full.
+    paused: AtomicBool,
+    prefetch: usize,
     closing: AtomicBool,
     revoke_timeout: Duration,
     group: String,
@@ -117,6 +128,10 @@ impl ConsumerContext for Context {
         }
         tracing::debug!(group = %shared.group, ?revoked, "revoking; waiting for the connection to drain");
         shared.answer(Some(ConsumerEvent::Revoked(revoked.clone())));
+        // Stashed records of revoked partitions were never handed out: the
+        // next owner reads them from the committed offset.
+        lock(&shared.stash).retain(|r| !revoked.contains(&r.topic_partition()));
+        shared.paused.store(false, Ordering::SeqCst);
         let mut waiting: HashSet<TopicPartition> = revoked.into_iter().collect();
         let deadline = Instant::now() + shared.revoke_timeout;
         let commands = lock(&shared.commands);
@@ -131,8 +146,6 @@ impl ConsumerContext for Context {
                 Ok(Command::Commit(offsets, reply)) => {
                     let _ = reply.send(commit(consumer, &offsets));
                 }
-                Ok(Command::Pause(tps)) => pause(consumer, &tps, true),
-                Ok(Command::Resume(tps)) => pause(consumer, &tps, false),
                 // Kept for the poll loop, which serves it once the rebalance is done.
                 Ok(Command::Fetch(fetch)) => *lock(&shared.fetch) = Some(fetch),
                 Ok(Command::Close) | Err(RecvTimeoutError::Disconnected) => {
@@ -182,6 +195,9 @@ impl KafkaConsumer {
             fetch: Mutex::new(None),
             records: Mutex::new(Vec::new()),
             events: Mutex::new(Vec::new()),
+            stash: Mutex::new(std::collections::VecDeque::new()),
+            paused: AtomicBool::new(false),
+            prefetch: config.prefetch.max(1),
             closing: AtomicBool::new(false),
             revoke_timeout: config.revoke_timeout,
             group: config.group.clone(),
@@ -241,12 +257,15 @@ impl ConsumerClient for KafkaConsumer {
         .boxed()
     }
 
-    fn pause(&self, partitions: &[TopicPartition]) -> Result<()> {
-        self.send(Command::Pause(partitions.to_vec()))
+    /// A no-op: the polling thread pauses by itself when its stash is full
+    /// (see the module docs).
+    fn pause(&self, _: &[TopicPartition]) -> Result<()> {
+        Ok(())
     }
 
-    fn resume(&self, partitions: &[TopicPartition]) -> Result<()> {
-        self.send(Command::Resume(partitions.to_vec()))
+    /// A no-op, as [`pause`](Self::pause).
+    fn resume(&self, _: &[TopicPartition]) -> Result<()> {
+        Ok(())
     }
 
     fn commit(&self, offsets: Vec<(TopicPartition, i64)>) -> BoxFuture<'static, Result<()>> {
@@ -325,8 +344,6 @@ impl PollThread {
             Command::Commit(offsets, reply) => {
                 let _ = reply.send(commit(&self.consumer, &offsets));
             }
-            Command::Pause(tps) => pause(&self.consumer, &tps, true),
-            Command::Resume(tps) => pause(&self.consumer, &tps, false),
             // Outside a revocation there is nothing to give back.
             Command::Release(_) => {}
             Command::Close => {
@@ -360,9 +377,22 @@ impl PollThread {
                 Some(f) => (f.max, f.deadline),
                 None => return true, // answered by a revocation
             };
-            let taken = lock(&self.shared.records).len();
+            // Stashed records go first, in order.
+            let taken = {
+                let mut records = lock(&self.shared.records);
+                let mut stash = lock(&self.shared.stash);
+                while records.len() < max {
+                    match stash.pop_front() {
+                        Some(r) => records.push(r),
+                        None => break,
+                    }
+                }
+                records.len()
+            };
+            self.flow_control();
             let now = Instant::now();
-            if taken >= max.max(1) || !lock(&self.shared.events).is_empty() || now >= deadline {
+            let full = max > 0 && taken >= max;
+            if full || !lock(&self.shared.events).is_empty() || now >= deadline {
                 self.shared.answer(None);
                 return true;
             }
@@ -375,7 +405,11 @@ impl PollThread {
                 Some(Ok(message)) => {
                     let topic = intern(&mut self.topics, message.topic());
                     let record = Arc::new(to_record(&message, &topic));
-                    lock(&self.shared.records).push(record);
+                    if max == 0 {
+                        lock(&self.shared.stash).push_back(record);
+                    } else {
+                        lock(&self.shared.records).push(record);
+                    }
                 }
                 Some(Err(e)) if left_group(&e) => {
                     self.shared.fail_fetch(Error::Broker(format!(
@@ -393,6 +427,25 @@ impl PollThread {
                 }
                 None => {}
             }
+        }
+    }
+
+    /// Pauses the assignment when the stash is full, resumes it when half empty.
+    fn flow_control(&self) {
+        let stashed = lock(&self.shared.stash).len();
+        let paused = self.shared.paused.load(Ordering::SeqCst);
+        let assignment = || {
+            self.consumer
+                .assignment()
+                .map(|a| from_tpl(&a))
+                .unwrap_or_default()
+        };
+        if !paused && stashed >= self.shared.prefetch {
+            pause(&self.consumer, &assignment(), true);
+            self.shared.paused.store(true, Ordering::SeqCst);
+        } else if paused && stashed <= self.shared.prefetch / 2 {
+            pause(&self.consumer, &assignment(), false);
+            self.shared.paused.store(false, Ordering::SeqCst);
         }
     }
 }
