@@ -49,6 +49,17 @@ pub mod header {
     pub const FAILED_AT: &str = "x-failed-at";
     /// Key used by the idempotency store.
     pub const IDEMPOTENCY_KEY: &str = "x-idempotency-key";
+
+    /// The shared allocation of a well-known header name (a new one for others).
+    pub(crate) fn interned(name: &'static str) -> std::sync::Arc<str> {
+        use std::sync::{Arc, LazyLock};
+        const KNOWN: [&str; 4] = [MESSAGE_ID, CONTENT_TYPE, TYPE_NAME, TIMESTAMP];
+        static NAMES: LazyLock<[Arc<str>; 4]> = LazyLock::new(|| KNOWN.map(Arc::from));
+        match KNOWN.iter().position(|k| *k == name) {
+            Some(i) => NAMES[i].clone(),
+            None => Arc::from(name),
+        }
+    }
 }
 
 /// Record headers: an ordered list of name/value pairs, as in Kafka
@@ -111,6 +122,14 @@ impl Headers {
     /// True when there are no headers.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// Sets a well-known header (a [`header`] constant) without allocating
+    /// its name.
+    pub(crate) fn insert_known(&mut self, name: &'static str, value: impl Into<Bytes>) {
+        let name = header::interned(name);
+        self.0.retain(|(n, _)| *n != name);
+        self.0.push((name, value.into()));
     }
 
     /// Bytes taken by names and values.
@@ -203,6 +222,16 @@ impl OutgoingRecord {
     pub(crate) fn byte_size(&self) -> usize {
         self.key.as_ref().map_or(0, |k| k.len()) + self.headers.byte_size() + self.payload.len()
     }
+}
+
+/// A new message id: a UUIDv7 (time-ordered), as text. Its random bits come
+/// from a fast thread-local generator, not a system call per message.
+pub(crate) fn new_message_id(now_ms: i64) -> Bytes {
+    let mut random = [0u8; 10];
+    fastrand::fill(&mut random);
+    let id = uuid::Builder::from_unix_timestamp_millis(now_ms.max(0) as u64, &random).into_uuid();
+    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    Bytes::copy_from_slice(id.hyphenated().encode_lower(&mut text).as_bytes())
 }
 
 /// Milliseconds since the Unix epoch, now.

@@ -20,7 +20,7 @@ use actix::prelude::*;
 use kafkactor_actors::{ChildRef, Shutdown};
 
 use crate::connection::producer::{Produce, ProducerConnection};
-use crate::envelope::{header, now_ms, OutgoingRecord};
+use crate::envelope::{header, new_message_id, now_ms, OutgoingRecord};
 use crate::error::{Error, Result};
 use crate::publish::{Publish, PublishOutcome};
 
@@ -66,9 +66,9 @@ pub(crate) fn prepare(publish: Publish, max_bytes: usize) -> Result<OutgoingReco
     } = publish;
     let timestamp_ms = now_ms();
     if !headers.contains(header::MESSAGE_ID) {
-        headers.insert(header::MESSAGE_ID, uuid::Uuid::now_v7().to_string());
+        headers.insert_known(header::MESSAGE_ID, new_message_id(timestamp_ms));
     }
-    headers.insert(header::TIMESTAMP, timestamp_ms.to_string());
+    headers.insert_known(header::TIMESTAMP, timestamp_ms.to_string());
     let record = OutgoingRecord {
         topic: Arc::from(topic),
         partition,
@@ -92,18 +92,15 @@ impl Actor for Producer {
 }
 
 impl Handler<Publish> for Producer {
-    type Result = ResponseFuture<Result<PublishOutcome>>;
+    // Runs in the actor's context: no task is spawned per publish.
+    type Result = ResponseActFuture<Self, Result<PublishOutcome>>;
 
     fn handle(&mut self, publish: Publish, _: &mut Context<Self>) -> Self::Result {
         let record = match prepare(publish, self.max_message_bytes) {
             Ok(r) => r,
-            Err(e) => return Box::pin(async move { Err(e) }),
+            Err(e) => return Box::pin(actix::fut::ready(Err(e))),
         };
-        Box::pin(produce(
-            self.connection.clone(),
-            record,
-            self.delivery_timeout,
-        ))
+        Box::pin(produce(self.connection.clone(), record, self.delivery_timeout).into_actor(self))
     }
 }
 

@@ -81,8 +81,9 @@ impl Publish {
     pub fn message<T: Serialize + ?Sized>(mut self, message: &T) -> Result<Self> {
         self.payload = self.content_type.encode(message)?;
         self.headers
-            .insert(header::CONTENT_TYPE, self.content_type.mime());
-        self.headers.insert(header::TYPE_NAME, type_name_of::<T>());
+            .insert_known(header::CONTENT_TYPE, self.content_type.mime());
+        self.headers
+            .insert_known(header::TYPE_NAME, type_name_of::<T>());
         Ok(self)
     }
 

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
+use futures_util::FutureExt;
 use kafkactor_actors::{fail, Shutdown};
 use tokio::sync::oneshot;
 
@@ -58,14 +59,17 @@ impl ProducerConnection {
                     let _ = reply.send(delivery.await);
                 });
             }
-            Enqueued::Full(record) => {
-                ctx.wait(
-                    tokio::time::sleep(QUEUE_FULL_WAIT)
-                        .into_actor(self)
-                        .map(move |(), act, ctx| act.enqueue(record, reply, ctx)),
-                );
-            }
+            Enqueued::Full(record) => self.retry_when_room(record, reply, ctx),
         }
+    }
+
+    /// Waits (handling nothing else) and enqueues `record` again.
+    fn retry_when_room(&mut self, record: OutgoingRecord, reply: Reply, ctx: &mut Context<Self>) {
+        ctx.wait(
+            tokio::time::sleep(QUEUE_FULL_WAIT)
+                .into_actor(self)
+                .map(move |(), act, ctx| act.enqueue(record, reply, ctx)),
+        );
     }
 }
 
@@ -84,9 +88,25 @@ impl Actor for ProducerConnection {
 }
 
 impl Handler<Produce> for ProducerConnection {
-    type Result = ResponseFuture<Result<Delivered>>;
+    type Result = Response<Result<Delivered>>;
 
     fn handle(&mut self, Produce(record): Produce, ctx: &mut Context<Self>) -> Self::Result {
+        // Fast path: a known topic and a client that takes the record now. A
+        // delivery that is already known (the embedded broker) is answered
+        // at once, without spawning anything.
+        if let (true, Some(client)) = (self.known_topics.contains(&record.topic), &self.client) {
+            return match client.send(record) {
+                Enqueued::Sent(mut delivery) => match (&mut delivery).now_or_never() {
+                    Some(result) => Response::reply(result),
+                    None => Response::fut(delivery),
+                },
+                Enqueued::Full(record) => {
+                    let (reply, answer) = oneshot::channel();
+                    self.retry_when_room(record, reply, ctx);
+                    Response::fut(answered(answer))
+                }
+            };
+        }
         let (reply, answer) = oneshot::channel();
         if self.known_topics.contains(&record.topic) {
             self.enqueue(record, reply, ctx);
@@ -107,12 +127,15 @@ impl Handler<Produce> for ProducerConnection {
                     }),
             );
         }
-        Box::pin(async move {
-            answer
-                .await
-                .unwrap_or_else(|_| Err(Error::Unavailable("producer connection stopped".into())))
-        })
+        Response::fut(answered(answer))
     }
+}
+
+/// The answer sent on `answer`, or `Unavailable` if the connection stopped first.
+async fn answered(answer: oneshot::Receiver<Result<Delivered>>) -> Result<Delivered> {
+    answer
+        .await
+        .unwrap_or_else(|_| Err(Error::Unavailable("producer connection stopped".into())))
 }
 
 impl Handler<Shutdown> for ProducerConnection {
