@@ -258,6 +258,7 @@ async fn kafkactor_e2e(n: u64, keys: u64, concurrency: usize) -> f64 {
     let memory = broker.as_memory().unwrap();
     let started = Instant::now();
     publish(&app, &topic, n, keys, 1_000).await;
+    let published = started.elapsed();
     let deadline = Instant::now() + Duration::from_secs(600);
     while memory.lag(&group, &topic) > 0 {
         assert!(Instant::now() < deadline, "embedded_e2e did not finish");
@@ -266,6 +267,7 @@ async fn kafkactor_e2e(n: u64, keys: u64, concurrency: usize) -> f64 {
     let elapsed = started.elapsed();
     assert_eq!(handled.load(Ordering::Relaxed), n);
     app.shutdown().await.unwrap();
+    tracing::debug!(?published, ?elapsed, "embedded_e2e");
     n as f64 / elapsed.as_secs_f64()
 }
 

@@ -190,12 +190,37 @@ pub struct Record {
     pub payload: Bytes,
     /// Broker timestamp, milliseconds since the Unix epoch.
     pub timestamp_ms: i64,
+    /// Bytes taken by key, headers and payload, computed once.
+    pub(crate) size: usize,
 }
 
 impl Record {
+    /// A record as a broker returns it.
+    pub(crate) fn new(
+        topic: Arc<str>,
+        partition: i32,
+        offset: i64,
+        key: Option<Bytes>,
+        headers: Headers,
+        payload: Bytes,
+        timestamp_ms: i64,
+    ) -> Self {
+        let size = key.as_ref().map_or(0, |k| k.len()) + headers.byte_size() + payload.len();
+        Record {
+            topic,
+            partition,
+            offset,
+            key,
+            headers,
+            payload,
+            timestamp_ms,
+            size,
+        }
+    }
+
     /// Bytes taken by key, headers and payload.
     pub(crate) fn byte_size(&self) -> usize {
-        self.key.as_ref().map_or(0, |k| k.len()) + self.headers.byte_size() + self.payload.len()
+        self.size
     }
 
     /// The record's topic and partition.

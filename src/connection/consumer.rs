@@ -197,23 +197,43 @@ impl ConsumerConnection {
                         );
                     }
                 }
-                ConsumerEvent::Records(records) => {
-                    let mut batch = Vec::with_capacity(records.len());
-                    for record in records {
-                        let Some(p) = self.partitions.get_mut(&record.topic_partition()) else {
-                            continue;
-                        };
-                        if p.revoking_since.is_some() {
-                            continue;
+                ConsumerEvent::Records(mut records) => {
+                    // One partition lookup per run of records of one
+                    // partition (a batch is mostly such runs), and the
+                    // batch's own vector is passed on.
+                    let mut keep = 0;
+                    let mut i = 0;
+                    while i < records.len() {
+                        let (topic, partition) = (records[i].topic.clone(), records[i].partition);
+                        let mut end = i + 1;
+                        while end < records.len()
+                            && records[end].partition == partition
+                            && Arc::ptr_eq(&records[end].topic, &topic)
+                        {
+                            end += 1;
                         }
-                        let wm = p
-                            .watermark
-                            .get_or_insert_with(|| Watermark::new(record.offset));
-                        if wm.track(record.offset, record.clone()) {
-                            self.in_flight += 1;
-                            batch.push(record);
+                        let tp = TopicPartition { topic, partition };
+                        if let Some(p) = self
+                            .partitions
+                            .get_mut(&tp)
+                            .filter(|p| p.revoking_since.is_none())
+                        {
+                            let wm = p
+                                .watermark
+                                .get_or_insert_with(|| Watermark::new(records[i].offset));
+                            for j in i..end {
+                                if wm.track(records[j].offset, records[j].clone()) {
+                                    // Stable compaction: kept records stay in order.
+                                    records.swap(keep, j);
+                                    keep += 1;
+                                    self.in_flight += 1;
+                                }
+                            }
                         }
+                        i = end;
                     }
+                    records.truncate(keep);
+                    let batch = records;
                     self.deliver(batch, ctx);
                 }
             }

@@ -526,13 +526,13 @@ pub(crate) fn to_record(m: &BorrowedMessage<'_>, topic: &Arc<str>) -> Record {
             .collect(),
         None => Headers::new(),
     };
-    Record {
-        topic: topic.clone(),
-        partition: m.partition(),
-        offset: m.offset(),
-        key: m.key().map(Bytes::copy_from_slice),
+    Record::new(
+        topic.clone(),
+        m.partition(),
+        m.offset(),
+        m.key().map(Bytes::copy_from_slice),
         headers,
-        payload: m.payload().map(Bytes::copy_from_slice).unwrap_or_default(),
-        timestamp_ms: m.timestamp().to_millis().unwrap_or(0),
-    }
+        m.payload().map(Bytes::copy_from_slice).unwrap_or_default(),
+        m.timestamp().to_millis().unwrap_or(0),
+    )
 }

@@ -198,15 +198,15 @@ impl MemoryBroker {
         let log = &mut topic.partitions[partition as usize];
         let offset = log.len() as i64;
         let topic_name = record.topic.clone();
-        log.push(Arc::new(Record {
-            topic: record.topic,
+        log.push(Arc::new(Record::new(
+            record.topic,
             partition,
             offset,
-            key: record.key,
-            headers: record.headers,
-            payload: record.payload,
-            timestamp_ms: record.timestamp_ms,
-        }));
+            record.key,
+            record.headers,
+            record.payload,
+            record.timestamp_ms,
+        )));
         group::wake_subscribers(&state, &topic_name);
         Ok(Delivered { partition, offset })
     }
