@@ -103,6 +103,11 @@ pub(crate) trait ConsumerClient: Send + Sync {
         max_records: usize,
         timeout: std::time::Duration,
     ) -> BoxFuture<'static, Result<Vec<ConsumerEvent>>>;
+    /// How long a poll may wait when nothing arrives. The embedded broker
+    /// wakes pollers itself, so it waits long; Kafka's polling thread stops
+    /// polling between polls, so a stalled actor thread shows up as a
+    /// `max.poll.interval.ms` failure soon after.
+    fn idle_poll_timeout(&self) -> std::time::Duration;
     /// Stops fetching these partitions (records already returned are unaffected).
     fn pause(&self, partitions: &[TopicPartition]) -> Result<()>;
     /// Fetches these partitions again.

@@ -59,8 +59,6 @@ pub(crate) struct DispatcherReady;
 /// Resolves the current dispatcher of the subscription and its incarnation number.
 pub(crate) type DispatchTarget = Box<dyn Fn() -> Option<(Recipient<Deliver>, u64)>>;
 
-const POLL_TIMEOUT: Duration = Duration::from_secs(1);
-
 static ORIGINS: AtomicU64 = AtomicU64::new(1);
 
 #[derive(Debug)]
@@ -94,6 +92,7 @@ pub(crate) struct ConsumerConnection {
     paused: bool,
     polling: Option<(SpawnHandle, usize)>,
     committing: bool,
+    commit_scheduled: bool,
     stopping: bool,
     drained: Option<oneshot::Sender<()>>,
     /// The dispatcher incarnation that has every unfinished record.
@@ -117,6 +116,7 @@ impl ConsumerConnection {
             paused: false,
             polling: None,
             committing: false,
+            commit_scheduled: false,
             stopping: false,
             drained: None,
             delivered_to: None,
@@ -144,20 +144,23 @@ impl ConsumerConnection {
             return;
         };
         let credit = self.settings.max_in_flight.saturating_sub(self.in_flight);
-        let handle = ctx.spawn(client.poll(credit, POLL_TIMEOUT).into_actor(self).map(
-            |result, act, ctx| {
-                act.polling = None;
-                match result {
-                    Ok(events) => act.on_events(events, ctx),
-                    Err(e) if !act.stopping => {
-                        fail(ctx, format!("poll of group {} failed: {e}", act.group()));
-                        return;
+        let handle = ctx.spawn(
+            client
+                .poll(credit, client.idle_poll_timeout())
+                .into_actor(self)
+                .map(|result, act, ctx| {
+                    act.polling = None;
+                    match result {
+                        Ok(events) => act.on_events(events, ctx),
+                        Err(e) if !act.stopping => {
+                            fail(ctx, format!("poll of group {} failed: {e}", act.group()));
+                            return;
+                        }
+                        Err(_) => return,
                     }
-                    Err(_) => return,
-                }
-                act.poll(ctx);
-            },
-        ));
+                    act.poll(ctx);
+                }),
+        );
         self.polling = Some((handle, credit));
     }
 
@@ -298,8 +301,23 @@ impl ConsumerConnection {
         }
     }
 
+    /// Commits within a commit interval from now, unless already scheduled:
+    /// an idle subscription has no timer running.
+    fn schedule_commit(&mut self, ctx: &mut Context<Self>) {
+        if self.commit_scheduled || self.stopping {
+            return;
+        }
+        self.commit_scheduled = true;
+        ctx.run_later(self.settings.commit_interval, |act, ctx| {
+            act.commit_scheduled = false;
+            act.commit(ctx);
+        });
+    }
+
     fn commit(&mut self, ctx: &mut Context<Self>) {
         if self.committing {
+            // One at a time: try again once this one is done.
+            self.schedule_commit(ctx);
             return;
         }
         let Some(client) = self.client.clone() else {
@@ -314,12 +332,13 @@ impl ConsumerConnection {
             client
                 .commit(offsets.clone())
                 .into_actor(self)
-                .map(move |result, act, _| {
+                .map(move |result, act, ctx| {
                     act.committing = false;
                     match result {
                         Ok(()) => act.mark_committed(&offsets),
                         Err(e) => {
-                            tracing::warn!(error = %e, "commit failed; retrying next interval")
+                            tracing::warn!(error = %e, "commit failed; retrying next interval");
+                            act.schedule_commit(ctx);
                         }
                     }
                 }),
@@ -436,7 +455,6 @@ impl Actor for ConsumerConnection {
                 return;
             }
         }
-        ctx.run_interval(self.settings.commit_interval, |act, ctx| act.commit(ctx));
         self.poll(ctx);
     }
 
@@ -466,6 +484,7 @@ impl Handler<Completed> for ConsumerConnection {
         if revoking {
             self.finish_revokes(false, ctx);
         }
+        self.schedule_commit(ctx);
         self.after_progress(ctx);
     }
 }

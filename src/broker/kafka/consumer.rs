@@ -238,6 +238,10 @@ impl KafkaConsumer {
 }
 
 impl ConsumerClient for KafkaConsumer {
+    fn idle_poll_timeout(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+
     fn poll(
         &self,
         max_records: usize,

@@ -124,6 +124,10 @@ fn take_events(state: &mut State, group: &str, id: u64, max: usize) -> Result<Ve
 }
 
 impl ConsumerClient for MemoryConsumer {
+    fn idle_poll_timeout(&self) -> Duration {
+        Duration::from_secs(10)
+    }
+
     fn poll(
         &self,
         max_records: usize,
