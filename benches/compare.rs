@@ -458,7 +458,34 @@ mod kafka {
         for id in 0..n {
             let key = key_of(id, 1_000);
             let payload = rmp_serde::to_vec_named(&sample(id)).unwrap();
-            let record = FutureRecord::to(&topic).key(&key).payload(&payload);
+            // The same record kafkactor writes: its four headers included.
+            let id_text = uuid::Uuid::now_v7().to_string();
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis()
+                .to_string();
+            let headers = rdkafka::message::OwnedHeaders::new_with_capacity(4)
+                .insert(rdkafka::message::Header {
+                    key: "content-type",
+                    value: Some("application/msgpack"),
+                })
+                .insert(rdkafka::message::Header {
+                    key: "x-type",
+                    value: Some("Sample"),
+                })
+                .insert(rdkafka::message::Header {
+                    key: "x-message-id",
+                    value: Some(&id_text),
+                })
+                .insert(rdkafka::message::Header {
+                    key: "x-timestamp",
+                    value: Some(&now),
+                });
+            let record = FutureRecord::to(&topic)
+                .key(&key)
+                .payload(&payload)
+                .headers(headers);
             pending.push_back(producer.send_result(record).map_err(|(e, _)| e).unwrap());
             if pending.len() >= 10_000 {
                 pending.pop_front().unwrap().await.unwrap().unwrap();

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use kafkactor_actors::{ChildRef, Shutdown};
+use tokio::sync::oneshot;
 
 use crate::connection::producer::{Produce, ProducerConnection};
 use crate::envelope::{header, new_message_id, now_ms, OutgoingRecord};
@@ -92,15 +93,21 @@ impl Actor for Producer {
 }
 
 impl Handler<Publish> for Producer {
-    // Runs in the actor's context: no task is spawned per publish.
-    type Result = ResponseActFuture<Self, Result<PublishOutcome>>;
+    // A task per publish, not a future in the actor's context: actix polls
+    // every future of a context on each wake-up, which is quadratic with
+    // thousands of publishes awaiting Kafka's acknowledgement.
+    type Result = ResponseFuture<Result<PublishOutcome>>;
 
     fn handle(&mut self, publish: Publish, _: &mut Context<Self>) -> Self::Result {
         let record = match prepare(publish, self.max_message_bytes) {
             Ok(r) => r,
-            Err(e) => return Box::pin(actix::fut::ready(Err(e))),
+            Err(e) => return Box::pin(async move { Err(e) }),
         };
-        Box::pin(produce(self.connection.clone(), record, self.delivery_timeout).into_actor(self))
+        Box::pin(produce(
+            self.connection.clone(),
+            record,
+            self.delivery_timeout,
+        ))
     }
 }
 
@@ -114,16 +121,21 @@ pub(crate) fn produce(
     record: OutgoingRecord,
     timeout: Duration,
 ) -> impl Future<Output = Result<PublishOutcome>> + 'static {
+    let send = |conn: &Addr<ProducerConnection>, record: OutgoingRecord| {
+        let (reply, answer) = oneshot::channel();
+        conn.do_send(Produce { record, reply });
+        answer
+    };
     let first = connection
         .get_numbered()
-        .map(|(conn, n)| (conn.send(Produce(record.clone())), n));
+        .map(|(conn, n)| (send(&conn, record.clone()), n));
     async move {
         let deadline = Instant::now() + timeout;
         let mut pending = first;
         let mut failed_incarnation = 0;
         let mut backoff = Duration::from_millis(5);
         loop {
-            let (request, incarnation) = match pending.take() {
+            let (answer, incarnation) = match pending.take() {
                 Some(first) => first,
                 None => {
                     let remaining = deadline.saturating_duration_since(Instant::now());
@@ -134,10 +146,10 @@ pub(crate) fn produce(
                             "no producer connection within the delivery timeout of {timeout:?}"
                         )));
                     };
-                    (conn.send(Produce(record.clone())), n)
+                    (send(&conn, record.clone()), n)
                 }
             };
-            let error = match request.await {
+            let error = match answer.await {
                 Ok(Ok(delivered)) => {
                     return Ok(PublishOutcome::Direct {
                         partition: delivered.partition,
@@ -146,10 +158,10 @@ pub(crate) fn produce(
                 }
                 Ok(Err(e)) if !e.is_retriable() => return Err(e),
                 Ok(Err(e)) => e,
-                Err(mailbox) => {
-                    // The connection stopped while handling it: wait for the next one.
+                Err(_) => {
+                    // The connection stopped before answering: wait for the next one.
                     failed_incarnation = incarnation;
-                    Error::from(mailbox)
+                    Error::Unavailable("producer connection stopped".into())
                 }
             };
             if Instant::now() + backoff >= deadline {
