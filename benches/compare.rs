@@ -15,6 +15,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -679,6 +680,22 @@ fn main() {
     report(&sizes, &outcomes);
 }
 
+/// One round: both sides, the order alternating with the round number so
+/// neither always runs on a warm (or cold) process.
+async fn pair<T, K, B>(round: usize, kafkactor: K, baseline: B) -> (T, T)
+where
+    K: Future<Output = T>,
+    B: Future<Output = T>,
+{
+    if round % 2 == 0 {
+        let k = kafkactor.await;
+        (k, baseline.await)
+    } else {
+        let b = baseline.await;
+        (kafkactor.await, b)
+    }
+}
+
 async fn run(sizes: Sizes) -> Vec<Outcome2> {
     let mut out = Vec::new();
     let mut max_rate = None;
@@ -700,20 +717,12 @@ async fn run(sizes: Sizes) -> Vec<Outcome2> {
             ),
         };
         for round in 0..sizes.rounds {
-            // Alternate which side goes first.
-            let (k, b) = if round % 2 == 0 {
-                let k = kafkactor_e2e(sizes.records, sizes.keys, concurrency).await;
-                (
-                    k,
-                    baseline_e2e(sizes.records, sizes.keys, concurrency).await,
-                )
-            } else {
-                let b = baseline_e2e(sizes.records, sizes.keys, concurrency).await;
-                (
-                    kafkactor_e2e(sizes.records, sizes.keys, concurrency).await,
-                    b,
-                )
-            };
+            let (k, b) = pair(
+                round,
+                kafkactor_e2e(sizes.records, sizes.keys, concurrency),
+                baseline_e2e(sizes.records, sizes.keys, concurrency),
+            )
+            .await;
             eprintln!(
                 "  {} round {round}: kafkactor {k:.0}/s baseline {b:.0}/s",
                 o.scenario
@@ -752,13 +761,12 @@ async fn run(sizes: Sizes) -> Vec<Outcome2> {
             notes: p50.notes.clone(),
         };
         for round in 0..sizes.rounds {
-            let (k, b) = if round % 2 == 0 {
-                let k = kafkactor_latency(rate, sizes.latency_seconds).await;
-                (k, baseline_latency(rate, sizes.latency_seconds).await)
-            } else {
-                let b = baseline_latency(rate, sizes.latency_seconds).await;
-                (kafkactor_latency(rate, sizes.latency_seconds).await, b)
-            };
+            let (k, b) = pair(
+                round,
+                kafkactor_latency(rate, sizes.latency_seconds),
+                baseline_latency(rate, sizes.latency_seconds),
+            )
+            .await;
             eprintln!("  latency round {round}: kafkactor p50 {:.0}us p99 {:.0}us, baseline p50 {:.0}us p99 {:.0}us", k.0, k.1, b.0, b.1);
             p50.kafkactor.push(k.0);
             p50.baseline.push(b.0);
@@ -795,16 +803,12 @@ async fn run(sizes: Sizes) -> Vec<Outcome2> {
                 ),
             };
             for round in 0..sizes.rounds {
-                let (k, b) = if round % 2 == 0 {
-                    let k = kafka::kafkactor_produce(&brokers, sizes.kafka_records).await;
-                    (k, kafka::raw_produce(&brokers, sizes.kafka_records).await)
-                } else {
-                    let b = kafka::raw_produce(&brokers, sizes.kafka_records).await;
-                    (
-                        kafka::kafkactor_produce(&brokers, sizes.kafka_records).await,
-                        b,
-                    )
-                };
+                let (k, b) = pair(
+                    round,
+                    kafka::kafkactor_produce(&brokers, sizes.kafka_records),
+                    kafka::raw_produce(&brokers, sizes.kafka_records),
+                )
+                .await;
                 eprintln!("  kafka_produce round {round}: kafkactor {k:.0}/s raw {b:.0}/s");
                 o.kafkactor.push(k);
                 o.baseline.push(b);
@@ -826,19 +830,12 @@ async fn run(sizes: Sizes) -> Vec<Outcome2> {
             };
             for round in 0..sizes.rounds {
                 let topic = kafka::prepared_topic(&brokers, sizes.kafka_records).await;
-                let (k, b) = if round % 2 == 0 {
-                    let k = kafka::kafkactor_consume(&brokers, &topic, sizes.kafka_records).await;
-                    (
-                        k,
-                        kafka::raw_consume(&brokers, &topic, sizes.kafka_records).await,
-                    )
-                } else {
-                    let b = kafka::raw_consume(&brokers, &topic, sizes.kafka_records).await;
-                    (
-                        kafka::kafkactor_consume(&brokers, &topic, sizes.kafka_records).await,
-                        b,
-                    )
-                };
+                let (k, b) = pair(
+                    round,
+                    kafka::kafkactor_consume(&brokers, &topic, sizes.kafka_records),
+                    kafka::raw_consume(&brokers, &topic, sizes.kafka_records),
+                )
+                .await;
                 eprintln!("  kafka_consume round {round}: kafkactor {k:.0}/s raw {b:.0}/s");
                 o.kafkactor.push(k);
                 o.baseline.push(b);
