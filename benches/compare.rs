@@ -668,6 +668,12 @@ fn cpu_seconds() -> f64 {
 // ---------------------------------------------------------------- main
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    // Test runners (`cargo test --all-targets`, nextest's `--list`) run bench
+    // binaries too: only `cargo bench` (which passes `--bench`) measures.
+    if args.iter().any(|a| a == "--list") || !args.iter().any(|a| a == "--bench") {
+        return;
+    }
     // RUST_LOG=kafkactor=debug shows what the framework does during a run.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
