@@ -438,17 +438,11 @@ impl PollThread {
     fn flow_control(&self) {
         let stashed = lock(&self.shared.stash).len();
         let paused = self.shared.paused.load(Ordering::SeqCst);
-        let assignment = || {
-            self.consumer
-                .assignment()
-                .map(|a| from_tpl(&a))
-                .unwrap_or_default()
-        };
         if !paused && stashed >= self.shared.prefetch {
-            pause(&self.consumer, &assignment(), true);
+            pause_assignment(&self.consumer, true);
             self.shared.paused.store(true, Ordering::SeqCst);
         } else if paused && stashed <= self.shared.prefetch / 2 {
-            pause(&self.consumer, &assignment(), false);
+            pause_assignment(&self.consumer, false);
             self.shared.paused.store(false, Ordering::SeqCst);
         }
     }
@@ -468,14 +462,6 @@ fn left_group(e: &KafkaError) -> bool {
     e.rdkafka_error_code() == Some(RDKafkaErrorCode::PollExceeded)
 }
 
-fn to_tpl(tps: &[TopicPartition]) -> TopicPartitionList {
-    let mut tpl = TopicPartitionList::new();
-    for tp in tps {
-        tpl.add_partition(&tp.topic, tp.partition);
-    }
-    tpl
-}
-
 fn from_tpl(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
     tpl.elements()
         .iter()
@@ -483,25 +469,15 @@ fn from_tpl(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
         .collect()
 }
 
-fn pause<C: ConsumerContext>(consumer: &BaseConsumer<C>, tps: &[TopicPartition], paused: bool) {
-    // Partitions no longer assigned are skipped rather than failing the batch.
-    let assigned: HashSet<TopicPartition> = consumer
-        .assignment()
-        .map(|a| from_tpl(&a).into_iter().collect())
-        .unwrap_or_default();
-    let tps: Vec<TopicPartition> = tps
-        .iter()
-        .filter(|tp| assigned.contains(tp))
-        .cloned()
-        .collect();
-    if tps.is_empty() {
-        return;
-    }
-    let result = if paused {
-        consumer.pause(&to_tpl(&tps))
-    } else {
-        consumer.resume(&to_tpl(&tps))
-    };
+/// Pauses or resumes every partition currently assigned.
+fn pause_assignment<C: ConsumerContext>(consumer: &BaseConsumer<C>, paused: bool) {
+    let result = consumer.assignment().and_then(|assigned| {
+        if paused {
+            consumer.pause(&assigned)
+        } else {
+            consumer.resume(&assigned)
+        }
+    });
     if let Err(e) = result {
         tracing::warn!(error = %e, paused, "pause/resume failed");
     }
