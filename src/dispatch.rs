@@ -41,6 +41,7 @@ use crate::envelope::{Record, TopicPartition};
 use crate::partitioner::murmur2;
 use crate::retry::RetryPolicy;
 use crate::route::Routes;
+use crate::subscription::dead_letter_topic;
 
 /// How long to wait for a restarting sibling before looking again.
 const SIBLING_WAIT: Duration = Duration::from_secs(5);
@@ -65,7 +66,7 @@ impl DispatchSettings {
     fn dead_letter_topic(&self, record: &Record) -> Arc<str> {
         match &self.dead_letter {
             Some(t) => t.clone(),
-            None => Arc::from(format!("{}.dlq", record.topic)),
+            None => Arc::from(dead_letter_topic(None, &record.topic)),
         }
     }
 }

@@ -127,9 +127,7 @@ impl Headers {
     /// Sets a well-known header (a [`header`] constant) without allocating
     /// its name.
     pub(crate) fn insert_known(&mut self, name: &'static str, value: impl Into<Bytes>) {
-        let name = header::interned(name);
-        self.0.retain(|(n, _)| *n != name);
-        self.0.push((name, value.into()));
+        self.insert(header::interned(name), value);
     }
 
     /// Bytes taken by names and values.

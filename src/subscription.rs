@@ -94,6 +94,12 @@ pub enum OnRestartLimit {
     Escalate,
 }
 
+/// The dead-letter topic for records of `topic`: the configured one, or
+/// `<topic>.dlq`.
+pub(crate) fn dead_letter_topic(configured: Option<&str>, topic: &str) -> String {
+    configured.map_or_else(|| format!("{topic}.dlq"), str::to_string)
+}
+
 /// The default largest record a subscription handles (and a producer
 /// publishes): 1 MiB, as Kafka's `message.max.bytes`.
 pub(crate) const DEFAULT_MAX_RECORD_BYTES: usize = 1024 * 1024;
@@ -223,9 +229,7 @@ impl Subscription {
 
     /// The dead-letter topic for a record read from `topic`.
     pub(crate) fn dead_letter_topic(&self, topic: &str) -> String {
-        self.dead_letter
-            .clone()
-            .unwrap_or_else(|| format!("{topic}.dlq"))
+        dead_letter_topic(self.dead_letter.as_deref(), topic)
     }
 
     pub(crate) fn validate(&self) -> Result<()> {
