@@ -110,6 +110,16 @@ pub(crate) struct Dispatcher<A: Actor<Context = Context<A>>> {
     handler_failures: VecDeque<Instant>,
 }
 
+/// The lane of a record among `lanes`: records with a key go to the lane
+/// of the key's murmur2 hash (one key, one lane: per-key order); records
+/// without one take turns (`turn` counts them).
+pub(crate) fn lane_of_key(key: Option<&[u8]>, turn: usize, lanes: usize) -> usize {
+    match key {
+        Some(key) => (murmur2(key) as usize) % lanes,
+        None => turn % lanes,
+    }
+}
+
 impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
     pub(crate) fn new(
         settings: Arc<DispatchSettings>,
@@ -149,14 +159,10 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
     }
 
     fn lane_for(&mut self, record: &Record) -> usize {
-        let n = self.lanes.len();
-        match &record.key {
-            Some(key) => (murmur2(key) as usize) % n,
-            None => {
-                self.next_unkeyed = self.next_unkeyed.wrapping_add(1);
-                self.next_unkeyed % n
-            }
+        if record.key.is_none() {
+            self.next_unkeyed = self.next_unkeyed.wrapping_add(1);
         }
+        lane_of_key(record.key.as_deref(), self.next_unkeyed, self.lanes.len())
     }
 
     /// Starts the next job of lane `i` if the lane is free.

@@ -8,6 +8,8 @@
 )]
 
 mod app;
+#[doc(hidden)]
+pub mod bench_internals;
 mod broker;
 mod codec;
 mod connection;

@@ -35,12 +35,14 @@ impl ContentType {
     /// Parses a `content-type` header value (parameters such as `; charset=utf-8` are ignored).
     pub fn from_mime(value: &str) -> Option<Self> {
         let base = value.split(';').next().unwrap_or("").trim();
-        match base.to_ascii_lowercase().as_str() {
-            "application/msgpack" | "application/x-msgpack" | "application/vnd.msgpack" => {
-                Some(ContentType::MsgPack)
-            }
-            "application/json" => Some(ContentType::Json),
-            _ => None,
+        let is = |name: &str| base.eq_ignore_ascii_case(name);
+        if is("application/msgpack") || is("application/x-msgpack") || is("application/vnd.msgpack")
+        {
+            Some(ContentType::MsgPack)
+        } else if is("application/json") {
+            Some(ContentType::Json)
+        } else {
+            None
         }
     }
 

@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 
 /// Tracks in-flight offsets of one partition, each with an item `T`.
 #[derive(Debug, Clone)]
-pub(crate) struct Watermark<T = ()> {
+pub struct Watermark<T = ()> {
     /// Tracked offsets in increasing order, with their item while unfinished.
     pending: VecDeque<(i64, Option<T>)>,
     /// Number of unfinished entries in `pending`.
@@ -22,7 +22,7 @@ pub(crate) struct Watermark<T = ()> {
 
 impl<T> Watermark<T> {
     /// A partition whose consumption starts at `position`.
-    pub(crate) fn new(position: i64) -> Self {
+    pub fn new(position: i64) -> Self {
         Watermark {
             pending: VecDeque::new(),
             unfinished: 0,
@@ -33,7 +33,7 @@ impl<T> Watermark<T> {
 
     /// Records that `offset` was handed out. Offsets must increase; an offset
     /// at or below one already tracked is refused (returns false).
-    pub(crate) fn track(&mut self, offset: i64, item: T) -> bool {
+    pub fn track(&mut self, offset: i64, item: T) -> bool {
         let last = self.pending.back().map(|&(o, _)| o);
         if last.is_some_and(|l| offset <= l) || offset < self.position {
             return false;
@@ -48,7 +48,7 @@ impl<T> Watermark<T> {
     }
 
     /// Marks `offset` finished and gives its item back; None if it was not in flight.
-    pub(crate) fn complete(&mut self, offset: i64) -> Option<T> {
+    pub fn complete(&mut self, offset: i64) -> Option<T> {
         // Completions mostly arrive in order: look at the front first.
         let i = match self.pending.front() {
             Some(&(o, _)) if o == offset => 0,
@@ -91,12 +91,12 @@ impl<T> Watermark<T> {
     }
 
     /// The position, if it moved since the last [`Watermark::committed`] call.
-    pub(crate) fn to_commit(&self) -> Option<i64> {
+    pub fn to_commit(&self) -> Option<i64> {
         (self.position > self.committed).then_some(self.position)
     }
 
     /// Notes that `position` was committed.
-    pub(crate) fn committed(&mut self, position: i64) {
+    pub fn committed(&mut self, position: i64) {
         self.committed = self.committed.max(position);
     }
 }
