@@ -58,6 +58,7 @@ struct Sizes {
     kafka_records: u64,
     latency_seconds: u64,
     scale_subscriptions: usize,
+    delay_records: u64,
     brokers: Option<String>,
     only: Option<String>,
 }
@@ -78,6 +79,7 @@ impl Sizes {
                 kafka_records: 200_000,
                 latency_seconds: 5,
                 scale_subscriptions: 10_000,
+                delay_records: 100_000,
                 brokers: None,
                 only: None,
             }
@@ -89,6 +91,7 @@ impl Sizes {
                 kafka_records: 50_000,
                 latency_seconds: 2,
                 scale_subscriptions: 10_000,
+                delay_records: 20_000,
                 brokers: None,
                 only: None,
             }
@@ -98,6 +101,7 @@ impl Sizes {
         s.kafka_records = env("KAFKACTOR_BENCH_KAFKA_RECORDS").unwrap_or(s.kafka_records);
         s.latency_seconds = env("KAFKACTOR_BENCH_LATENCY_SECONDS").unwrap_or(s.latency_seconds);
         s.scale_subscriptions = env("KAFKACTOR_BENCH_SCALE").unwrap_or(s.scale_subscriptions);
+        s.delay_records = env("KAFKACTOR_BENCH_DELAY_RECORDS").unwrap_or(s.delay_records);
         s.brokers = std::env::var("KAFKACTOR_BENCH_BROKERS")
             .ok()
             .filter(|b| !b.is_empty());
@@ -665,6 +669,142 @@ fn cpu_seconds() -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+// ---------------------------------------------------------------- delay precision
+
+/// What `delay_precision` measured on one broker.
+struct Precision {
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    early: usize,
+    idle_cpu_pct: f64,
+}
+
+/// Publishes `n` records delayed 1-10 s, measures each one's lateness at the
+/// handler against its `deliver_at`, then the process's CPU for 5 s while
+/// 1,000 records wait an hour in their bucket (nothing due).
+async fn delay_precision(broker: Broker, n: u64) -> Precision {
+    let topic = unique("delayed");
+    let arrivals: Arc<Mutex<Vec<(u64, std::time::SystemTime)>>> = Arc::default();
+    let app = Kafkactor::builder()
+        .broker(broker)
+        .delays(
+            kafkactor::Delays::default()
+                .topic_prefix(&unique("delay"))
+                .group(&unique("republisher")),
+        )
+        .handle(
+            Subscription::to(topic.as_str()).group(unique("g").as_str()),
+            {
+                let arrivals = arrivals.clone();
+                move |d: Delivery<Sample>| {
+                    let arrivals = arrivals.clone();
+                    async move {
+                        let now = std::time::SystemTime::now();
+                        arrivals.lock().unwrap().push((d.message().id, now));
+                        kafkactor::Outcome::Ack
+                    }
+                }
+            },
+        )
+        .start()
+        .await
+        .unwrap();
+    // Kafka groups take seconds to form: start once the consumers own their partitions.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while app.assigned_partitions().len() < 2 {
+        assert!(Instant::now() < deadline, "consumers did not join");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let producer = app.producer();
+    let mut due = vec![std::time::UNIX_EPOCH; n as usize];
+    let mut pending = std::collections::VecDeque::new();
+    let record = |id: u64, delay: Duration| {
+        Publish::to(topic.as_str())
+            .key(key_of(id, 1_000))
+            .message(&sample(id))
+            .unwrap()
+            .delay(delay)
+    };
+    let due_of = |outcome: kafkactor::PublishOutcome| match outcome {
+        kafkactor::PublishOutcome::Delayed { deliver_at, .. } => deliver_at,
+        other => panic!("not delayed: {other:?}"),
+    };
+    for id in 0..n {
+        let delay = Duration::from_millis(1_000 + (id * 7_919) % 9_000);
+        pending.push_back((id, producer.send(record(id, delay))));
+        if pending.len() >= 10_000 {
+            let (id, p) = pending.pop_front().unwrap();
+            due[id as usize] = due_of(p.await.unwrap().unwrap());
+        }
+    }
+    for (id, p) in pending {
+        due[id as usize] = due_of(p.await.unwrap().unwrap());
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while (arrivals.lock().unwrap().len() as u64) < n {
+        assert!(
+            Instant::now() < deadline,
+            "delayed records did not all arrive"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut late_ms: Vec<f64> = Vec::with_capacity(n as usize);
+    let mut early = 0;
+    for (id, at) in arrivals.lock().unwrap().iter() {
+        match at.duration_since(due[*id as usize]) {
+            Ok(late) => late_ms.push(late.as_secs_f64() * 1e3),
+            Err(_) => early += 1,
+        }
+    }
+    late_ms.sort_by(f64::total_cmp);
+    let pct = |p: f64| late_ms[((late_ms.len() as f64 * p) as usize).min(late_ms.len() - 1)];
+
+    for id in 0..1_000 {
+        producer
+            .send(record(n + id, Duration::from_secs(3_600)))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let cpu_before = cpu_seconds();
+    let idle_from = Instant::now();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let idle_cpu_pct = (cpu_seconds() - cpu_before) / idle_from.elapsed().as_secs_f64() * 100.0;
+    app.shutdown().await.unwrap();
+    Precision {
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+        max_ms: *late_ms.last().unwrap_or(&f64::NAN),
+        early,
+        idle_cpu_pct,
+    }
+}
+
+/// The `delay_precision` rows of one broker (absolute figures against their targets).
+fn precision_rows(on: &str, n: u64, p: &Precision) -> Vec<Outcome2> {
+    let notes = format!("{n} records delayed 1-10 s on {on}; lateness at the handler");
+    [
+        ("p50_ms", p.p50_ms, f64::NAN, "ms late"),
+        ("p99_ms", p.p99_ms, 20.0, "ms late"),
+        ("max_ms", p.max_ms, f64::NAN, "ms late"),
+        ("early", p.early as f64, f64::NAN, "records"),
+        ("idle_cpu_pct", p.idle_cpu_pct, 1.0, "percent"),
+    ]
+    .into_iter()
+    .map(|(name, value, target, unit)| Outcome2 {
+        scenario: format!("delay_precision_{on}_{name}"),
+        unit,
+        higher_is_better: false,
+        kafkactor: vec![value],
+        baseline: vec![if target.is_nan() { value } else { target }],
+        target: (!target.is_nan()).then_some((1.0, "<=")),
+        notes: notes.clone(),
+    })
+    .collect()
+}
+
 // ---------------------------------------------------------------- main
 
 fn main() {
@@ -848,8 +988,25 @@ async fn run(sizes: Sizes) -> Vec<Outcome2> {
             }
             out.push(o);
         }
+        if sizes.wants("delay_precision") {
+            // tansu and the mock cluster answer a long poll only when it
+            // times out, not when data arrives as Kafka does: short waits.
+            let broker = Broker::kafka(&brokers)
+                .set("batch.num.messages", "1")
+                .set("fetch.wait.max.ms", "10");
+            let p = delay_precision(broker, sizes.delay_records).await;
+            eprintln!("  delay_precision kafka: p50 {:.1} ms p99 {:.1} ms max {:.1} ms, {} early, idle CPU {:.2}%",
+                p.p50_ms, p.p99_ms, p.max_ms, p.early, p.idle_cpu_pct);
+            out.extend(precision_rows("kafka", sizes.delay_records, &p));
+        }
     } else {
         eprintln!("kafka scenarios skipped: KAFKACTOR_BENCH_BROKERS is not set (scripts/bench.sh sets it)");
+    }
+    if sizes.wants("delay_precision") {
+        let p = delay_precision(Broker::memory(), sizes.delay_records).await;
+        eprintln!("  delay_precision embedded: p50 {:.1} ms p99 {:.1} ms max {:.1} ms, {} early, idle CPU {:.2}%",
+            p.p50_ms, p.p99_ms, p.max_ms, p.early, p.idle_cpu_pct);
+        out.extend(precision_rows("embedded", sizes.delay_records, &p));
     }
 
     if sizes.wants("scale") {

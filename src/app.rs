@@ -6,6 +6,7 @@
 //! ├── producer-connection   broker producer client
 //! ├── producer              Publish -> PublishOutcome
 //! ├── dead-letter           failed records -> dead-letter topics
+//! ├── republisher           delay buckets -> destinations when due (with `delays`)
 //! └── subscription:<group>:<topics> ...   one subtree per subscription
 //! ```
 //!
@@ -26,6 +27,8 @@ use crate::broker::Broker;
 use crate::connection::producer::ProducerConnection;
 use crate::consumer::tree::{subscription_spec, Shared};
 use crate::dead_letter::DeadLetter;
+use crate::delay::tree::republisher_spec;
+use crate::delay::Delays;
 use crate::delivery::{Delivery, Outcome};
 use crate::error::{Error, Result};
 use crate::handler::FnHandler;
@@ -48,6 +51,7 @@ impl Kafkactor {
             restart_limit: (10, Duration::from_secs(10)),
             backoff: Backoff::exponential(Duration::from_millis(10), Duration::from_secs(2)),
             events: Events::new(),
+            delays: None,
             error: None,
         }
     }
@@ -68,6 +72,7 @@ pub struct AppBuilder {
     restart_limit: (usize, Duration),
     backoff: Backoff,
     events: Events,
+    delays: Option<Delays>,
     error: Option<Error>,
 }
 
@@ -84,6 +89,7 @@ impl fmt::Debug for AppBuilder {
                     .collect::<Vec<_>>(),
             )
             .field("max_message_bytes", &self.max_message_bytes)
+            .field("delays", &self.delays)
             .finish()
     }
 }
@@ -178,6 +184,31 @@ impl AppBuilder {
         self
     }
 
+    /// Turns on delayed publishing ([`Publish::delay`](crate::Publish::delay),
+    /// [`Publish::at`](crate::Publish::at)) with these buckets, and runs a
+    /// Republisher in this application unless
+    /// [`Delays::publish_only`]. An application with no subscriptions and
+    /// `delays(..)` is a standalone Republisher.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use kafkactor::prelude::*;
+    /// # use kafkactor::Delays;
+    /// # async fn run() -> Result<(), kafkactor::Error> {
+    /// let app = Kafkactor::builder()
+    ///     .broker(Broker::memory())
+    ///     .delays(Delays::default())
+    ///     .start()
+    ///     .await?;
+    /// let reminder = Publish::to("reminders").message(&"call back")?.delay(Duration::from_secs(300));
+    /// app.producer().send(reminder).await??;
+    /// # Ok(()) }
+    /// ```
+    pub fn delays(mut self, delays: Delays) -> Self {
+        self.delays = Some(delays);
+        self
+    }
+
     /// Publishes the tree's lifecycle events to `events` (shared by clones).
     pub fn events(mut self, events: Events) -> Self {
         self.events = events;
@@ -203,6 +234,7 @@ impl AppBuilder {
         for (sub, _) in &self.subscriptions {
             sub.validate()?;
         }
+        let plan = self.delays.as_ref().map(Delays::plan).transpose()?;
 
         let backend = broker.backend()?;
         // Topic administration: subscribed and dead-letter topics exist
@@ -212,6 +244,11 @@ impl AppBuilder {
             for topic in &sub.topics {
                 topics.push(topic.clone());
                 topics.push(sub.dead_letter_topic(topic));
+            }
+        }
+        if let (Some(delays), Some(plan)) = (&self.delays, &plan) {
+            if delays.republishes() {
+                topics.extend(plan.topics());
             }
         }
         topics.sort();
@@ -240,8 +277,15 @@ impl AppBuilder {
             )
             .child(
                 ChildSpec::graceful_with_ref("producer", &producer, {
-                    let connection = connection.clone();
-                    move || Producer::new(connection.clone(), max_bytes, delivery_timeout)
+                    let (connection, plan) = (connection.clone(), plan.clone());
+                    move || {
+                        Producer::new(
+                            connection.clone(),
+                            max_bytes,
+                            delivery_timeout,
+                            plan.clone(),
+                        )
+                    }
                 })
                 .mailbox_capacity(PUBLISH_MAILBOX),
             )
@@ -252,10 +296,21 @@ impl AppBuilder {
         let assignments = Arc::new(std::sync::Mutex::new(Vec::new()));
         let shared = Shared {
             backend,
+            producer: connection.clone(),
             dead_letter,
             events: self.events.clone(),
             assignments: assignments.clone(),
         };
+        if let (Some(delays), Some(plan)) = (&self.delays, plan) {
+            if delays.republishes() {
+                root = root.child(republisher_spec(
+                    delays,
+                    plan,
+                    delivery_timeout,
+                    shared.clone(),
+                ));
+            }
+        }
         for (_, make) in self.subscriptions {
             root = root.child(make(shared.clone()));
         }
@@ -314,8 +369,8 @@ impl App {
             .unwrap_or_else(|| self.first_producer.clone())
     }
 
-    /// The partitions this application's subscriptions own right now, over
-    /// all of them, sorted.
+    /// The partitions this application's consumers (its subscriptions and
+    /// its Republisher) own right now, over all of them, sorted.
     pub fn assigned_partitions(&self) -> Vec<crate::TopicPartition> {
         let views = self.assignments.lock().unwrap_or_else(|e| e.into_inner());
         let mut all: Vec<crate::TopicPartition> = views
@@ -339,7 +394,9 @@ impl App {
     /// Makes the actor at `path` fail with `reason`, as a crash would: its
     /// supervisor restarts it by its policy. For fault-injection tests and
     /// operators. Paths are child ids joined by `/`:
-    /// `producer-connection`, `producer`, `dead-letter`, and per subscription
+    /// `producer-connection`, `producer`, `dead-letter`, with
+    /// [`delays`](AppBuilder::delays) `republisher/republisher` and
+    /// `republisher/consumer-connection`, and per subscription
     /// `subscription:<group>:<topics>/dispatcher`,
     /// `subscription:<group>:<topics>/consumer-connection` and
     /// `subscription:<group>:<topics>/handlers/handler-<lane>`, where

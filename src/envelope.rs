@@ -41,6 +41,8 @@ pub mod header {
     pub const GROUP: &str = "x-group";
     /// When a delayed record is due, milliseconds since the Unix epoch.
     pub const DELIVER_AT: &str = "x-deliver-at";
+    /// The explicit partition a delayed record is delivered to, if it has one.
+    pub const DELIVER_PARTITION: &str = "x-deliver-partition";
     /// Kind of failure that sent the record to the dead-letter topic.
     pub const ERROR_KIND: &str = "x-error-kind";
     /// Human-readable reason for the failure.

@@ -14,14 +14,16 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use actix::prelude::*;
 use kafkactor_actors::{ChildRef, Shutdown};
 use tokio::sync::oneshot;
 
+use crate::broker::Delivered;
 use crate::connection::producer::{Produce, ProducerConnection};
-use crate::envelope::{header, new_message_id, now_ms, OutgoingRecord};
+use crate::delay::Plan;
+use crate::envelope::{header, new_message_id, OutgoingRecord};
 use crate::error::{Error, Result};
 use crate::publish::{Publish, PublishOutcome};
 
@@ -30,6 +32,7 @@ pub struct Producer {
     connection: ChildRef<ProducerConnection>,
     max_message_bytes: usize,
     delivery_timeout: Duration,
+    delays: Option<Arc<Plan>>,
 }
 
 impl std::fmt::Debug for Producer {
@@ -45,33 +48,75 @@ impl Producer {
         connection: ChildRef<ProducerConnection>,
         max_message_bytes: usize,
         delivery_timeout: Duration,
+        delays: Option<Arc<Plan>>,
     ) -> Self {
         Producer {
             connection,
             max_message_bytes,
             delivery_timeout,
+            delays,
         }
     }
 }
 
-/// Turns a `Publish` into the record to write, stamping id and timestamp.
-pub(crate) fn prepare(publish: Publish, max_bytes: usize) -> Result<OutgoingRecord> {
+/// Where a delayed record waits first: its due time (ms since the Unix
+/// epoch) and the bucket's length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Delayed {
+    pub(crate) deliver_at: i64,
+    pub(crate) bucket: Duration,
+}
+
+/// Turns a `Publish` into the record to write, stamping id and timestamp;
+/// a delayed one goes to its first delay bucket (`delays`).
+pub(crate) fn prepare(
+    publish: Publish,
+    max_bytes: usize,
+    delays: Option<&Plan>,
+) -> Result<(OutgoingRecord, Option<Delayed>)> {
     publish.validate()?;
     let Publish {
         topic,
-        partition,
+        mut partition,
         key,
         mut headers,
         payload,
+        due,
         ..
     } = publish;
-    let timestamp_ms = now_ms();
+    let now = SystemTime::now();
+    let timestamp_ms = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
     if !headers.contains(header::MESSAGE_ID) {
         headers.insert_known(header::MESSAGE_ID, new_message_id(timestamp_ms));
     }
     headers.insert_known(header::TIMESTAMP, timestamp_ms.to_string());
+    let mut topic: Arc<str> = Arc::from(topic);
+    let mut delayed = None;
+    // Due later than this millisecond: delayed; otherwise published now.
+    let deliver_at = due
+        .map(|d| d.at_ms(now))
+        .filter(|&at| at > crate::publish::Due::At(now).at_ms(now));
+    if let Some(deliver_at) = deliver_at {
+        let plan = delays.ok_or_else(|| {
+            Error::Config(
+                "Publish::delay/at: delayed publishing is off; turn it on with AppBuilder::delays"
+                    .into(),
+            )
+        })?;
+        let remaining = Duration::from_millis((deliver_at - timestamp_ms) as u64);
+        let (bucket_topic, bucket) = plan.first_bucket(remaining);
+        headers.insert(header::DELIVER_AT, deliver_at.to_string());
+        headers.insert(header::ORIGINAL_TOPIC, topic.to_string());
+        if let Some(p) = partition.take() {
+            headers.insert(header::DELIVER_PARTITION, p.to_string());
+        }
+        topic = bucket_topic;
+        delayed = Some(Delayed { deliver_at, bucket });
+    }
     let record = OutgoingRecord {
-        topic: Arc::from(topic),
+        topic,
         partition,
         key,
         headers,
@@ -85,7 +130,7 @@ pub(crate) fn prepare(publish: Publish, max_bytes: usize) -> Result<OutgoingReco
             max: max_bytes,
         });
     }
-    Ok(record)
+    Ok((record, delayed))
 }
 
 impl Actor for Producer {
@@ -99,15 +144,25 @@ impl Handler<Publish> for Producer {
     type Result = ResponseFuture<Result<PublishOutcome>>;
 
     fn handle(&mut self, publish: Publish, _: &mut Context<Self>) -> Self::Result {
-        let record = match prepare(publish, self.max_message_bytes) {
-            Ok(r) => r,
-            Err(e) => return Box::pin(async move { Err(e) }),
-        };
-        Box::pin(produce(
-            self.connection.clone(),
-            record,
-            self.delivery_timeout,
-        ))
+        let (record, delayed) =
+            match prepare(publish, self.max_message_bytes, self.delays.as_deref()) {
+                Ok(r) => r,
+                Err(e) => return Box::pin(async move { Err(e) }),
+            };
+        let write = produce(self.connection.clone(), record, self.delivery_timeout);
+        Box::pin(async move {
+            let Delivered { partition, offset } = write.await?;
+            Ok(match delayed {
+                None => PublishOutcome::Direct { partition, offset },
+                Some(Delayed { deliver_at, bucket }) => PublishOutcome::Delayed {
+                    deliver_at: SystemTime::UNIX_EPOCH
+                        + Duration::from_millis(deliver_at.max(0) as u64),
+                    bucket,
+                    partition,
+                    offset,
+                },
+            })
+        })
     }
 }
 
@@ -120,7 +175,7 @@ pub(crate) fn produce(
     connection: ChildRef<ProducerConnection>,
     record: OutgoingRecord,
     timeout: Duration,
-) -> impl Future<Output = Result<PublishOutcome>> + 'static {
+) -> impl Future<Output = Result<Delivered>> + 'static {
     let send = |conn: &Addr<ProducerConnection>, record: OutgoingRecord| {
         let (reply, answer) = oneshot::channel();
         conn.do_send(Produce { record, reply });
@@ -150,12 +205,7 @@ pub(crate) fn produce(
                 }
             };
             let error = match answer.await {
-                Ok(Ok(delivered)) => {
-                    return Ok(PublishOutcome::Direct {
-                        partition: delivered.partition,
-                        offset: delivered.offset,
-                    })
-                }
+                Ok(Ok(delivered)) => return Ok(delivered),
                 Ok(Err(e)) if !e.is_retriable() => return Err(e),
                 Ok(Err(e)) => e,
                 Err(_) => {

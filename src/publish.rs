@@ -1,6 +1,8 @@
 //! The `Publish` message: a record to send, built by value like
 //! `FutureRecord::to(..).key(..).payload(..)`.
 
+use std::time::{Duration, SystemTime};
+
 use actix::Message;
 use bytes::Bytes;
 use serde::Serialize;
@@ -28,7 +30,37 @@ pub struct Publish {
     pub(crate) key: Option<Bytes>,
     pub(crate) headers: Headers,
     pub(crate) payload: Bytes,
+    pub(crate) due: Option<Due>,
     content_type: ContentType,
+}
+
+/// When a delayed record is due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Due {
+    /// This long after the Producer handles the publish.
+    After(Duration),
+    /// At this wall-clock time.
+    At(SystemTime),
+}
+
+impl Due {
+    /// The due time in milliseconds since the Unix epoch, rounded up so the
+    /// record is never due early; `now` is the publish time.
+    pub(crate) fn at_ms(self, now: SystemTime) -> i64 {
+        let at = match self {
+            Due::After(d) => now
+                .checked_add(d)
+                .unwrap_or(now + Duration::from_secs(u32::MAX as u64)),
+            Due::At(t) => t,
+        };
+        match at.duration_since(SystemTime::UNIX_EPOCH) {
+            Ok(d) => {
+                let ms = d.as_millis() + u128::from(d.subsec_nanos() % 1_000_000 != 0);
+                i64::try_from(ms).unwrap_or(i64::MAX)
+            }
+            Err(_) => 0,
+        }
+    }
 }
 
 impl Publish {
@@ -41,8 +73,25 @@ impl Publish {
             key: None,
             headers: Headers::new(),
             payload: Bytes::new(),
+            due: None,
             content_type: ContentType::MsgPack,
         }
+    }
+
+    /// Delivers the record `delay` from now instead of at once (see
+    /// [`Delays`](crate::Delays)); the answer is [`PublishOutcome::Delayed`].
+    /// A zero delay publishes directly. The application must have delayed
+    /// publishing on ([`AppBuilder::delays`](crate::AppBuilder::delays)).
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.due = Some(Due::After(delay));
+        self
+    }
+
+    /// Delivers the record at `time` (wall clock) instead of at once; a
+    /// time not in the future publishes directly. See [`Publish::delay`].
+    pub fn at(mut self, time: SystemTime) -> Self {
+        self.due = Some(Due::At(time));
+        self
     }
 
     /// The key: records with the same key go to the same partition, in order.
@@ -126,6 +175,18 @@ pub enum PublishOutcome {
     /// Written to its topic now.
     Direct {
         /// Partition it was written to.
+        partition: i32,
+        /// Its offset there.
+        offset: i64,
+    },
+    /// Written to a delay bucket; delivered to its topic once due.
+    Delayed {
+        /// When it is due (never delivered before).
+        deliver_at: SystemTime,
+        /// The length of the bucket it waits in first (zero for delays
+        /// shorter than the smallest bucket).
+        bucket: Duration,
+        /// Partition of the bucket topic it was written to.
         partition: i32,
         /// Its offset there.
         offset: i64,

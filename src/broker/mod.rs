@@ -55,6 +55,9 @@ pub(crate) struct ConsumerConfig {
     /// How many records a client may hold beyond what it handed out before
     /// it stops fetching (the subscription's in-flight bound).
     pub(crate) prefetch: usize,
+    /// The longest a fetch waits at the broker for data, when not the
+    /// client's default (the Republisher wants held partitions back quickly).
+    pub(crate) fetch_wait: Option<std::time::Duration>,
 }
 
 /// What one poll returns, in order.
@@ -112,6 +115,16 @@ pub(crate) trait ConsumerClient: Send + Sync {
     fn pause(&self, partitions: &[TopicPartition]) -> Result<()>;
     /// Fetches these partitions again.
     fn resume(&self, partitions: &[TopicPartition]) -> Result<()>;
+    /// Stops (`held`) or restarts fetching these partitions for a while,
+    /// whatever the client's own flow control does meanwhile; records
+    /// already fetched are still returned, in order.
+    fn hold(&self, partitions: &[TopicPartition], held: bool) -> Result<()> {
+        if held {
+            self.pause(partitions)
+        } else {
+            self.resume(partitions)
+        }
+    }
     /// Commits next-offset-to-read positions of owned partitions.
     fn commit(&self, offsets: Vec<(TopicPartition, i64)>) -> BoxFuture<'static, Result<()>>;
     /// Gives revoked partitions back to the group once their work is committed.

@@ -51,6 +51,16 @@ pub(crate) struct Deliver {
 #[rtype(result = "()")]
 pub(crate) struct Completed(pub(crate) Vec<(TopicPartition, i64)>);
 
+/// Pauses one partition until `until`: the Republisher's head record of it
+/// is not due before then. Later holds replace earlier ones; a partition
+/// given up meanwhile forgets its hold.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub(crate) struct Hold {
+    pub(crate) partition: TopicPartition,
+    pub(crate) until: Instant,
+}
+
 /// A dispatcher incarnation started and wants every unfinished record.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
@@ -65,6 +75,8 @@ static ORIGINS: AtomicU64 = AtomicU64::new(1);
 struct Partition {
     watermark: Option<Watermark<Arc<Record>>>,
     revoking_since: Option<Instant>,
+    /// Paused by a [`Hold`] until then.
+    held_until: Option<Instant>,
 }
 
 /// Settings of a [`ConsumerConnection`].
@@ -196,6 +208,7 @@ impl ConsumerConnection {
                             Partition {
                                 watermark: None,
                                 revoking_since: None,
+                                held_until: None,
                             },
                         );
                     }
@@ -289,7 +302,13 @@ impl ConsumerConnection {
 
     fn set_paused(&mut self, paused: bool) {
         let Some(client) = &self.client else { return };
-        let owned: Vec<TopicPartition> = self.partitions.keys().cloned().collect();
+        // Held partitions stay paused until their hold ends.
+        let owned: Vec<TopicPartition> = self
+            .partitions
+            .iter()
+            .filter(|(_, p)| paused || p.held_until.is_none())
+            .map(|(tp, _)| tp.clone())
+            .collect();
         let result = if paused {
             client.pause(&owned)
         } else {
@@ -489,6 +508,47 @@ impl Handler<Completed> for ConsumerConnection {
     }
 }
 
+impl Handler<Hold> for ConsumerConnection {
+    type Result = ();
+
+    fn handle(&mut self, Hold { partition, until }: Hold, ctx: &mut Context<Self>) {
+        let Some(client) = self.client.clone() else {
+            return;
+        };
+        let Some(p) = self
+            .partitions
+            .get_mut(&partition)
+            .filter(|p| p.revoking_since.is_none())
+        else {
+            return;
+        };
+        if p.held_until.is_none() {
+            if let Err(e) = client.hold(std::slice::from_ref(&partition), true) {
+                tracing::warn!(error = %e, %partition, "pause for a hold failed");
+                return;
+            }
+        }
+        p.held_until = Some(until);
+        ctx.run_later(
+            until.saturating_duration_since(Instant::now()),
+            move |act, _| {
+                let Some(p) = act.partitions.get_mut(&partition) else {
+                    return;
+                };
+                if p.held_until != Some(until) {
+                    return; // held again meanwhile, or already released
+                }
+                p.held_until = None;
+                if let Some(client) = &act.client {
+                    if let Err(e) = client.hold(std::slice::from_ref(&partition), false) {
+                        tracing::warn!(error = %e, %partition, "resume after a hold failed");
+                    }
+                }
+            },
+        );
+    }
+}
+
 impl Handler<DispatcherReady> for ConsumerConnection {
     type Result = ();
 
@@ -506,7 +566,10 @@ impl Handler<Shutdown> for ConsumerConnection {
             ctx.cancel_future(handle);
         }
         let (tx, rx) = oneshot::channel();
-        if self.in_flight == 0 {
+        // With its consumer already stopped (the Republisher stops before
+        // its connection) nothing more finishes: what is unfinished stays
+        // uncommitted and is read again.
+        if self.in_flight == 0 || (self.dispatcher)().is_none() {
             let _ = tx.send(());
         } else {
             self.drained = Some(tx);

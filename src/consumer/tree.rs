@@ -40,6 +40,7 @@ use crate::subscription::{OnRestartLimit, Subscription};
 #[derive(Clone)]
 pub(crate) struct Shared {
     pub(crate) backend: Arc<dyn BrokerBackend>,
+    pub(crate) producer: ChildRef<crate::connection::producer::ProducerConnection>,
     pub(crate) dead_letter: ChildRef<DeadLetter>,
     pub(crate) events: Events,
     /// Where each subscription publishes the partitions it owns.
@@ -79,6 +80,7 @@ where
             // librdkafka buffers megabytes ahead anyway, and every pause drops
             // that buffer: pause only when handlers are really behind.
             prefetch: (sub.in_flight_limit() * 4).max(10_000),
+            fetch_wait: None,
         },
         max_in_flight: sub.in_flight_limit(),
         commit_interval: sub.commit_interval,

@@ -52,6 +52,7 @@ type Reply<T> = oneshot::Sender<Result<T>>;
 
 enum Command {
     Fetch(Fetch),
+    Hold(Vec<TopicPartition>, bool),
     Commit(Vec<(TopicPartition, i64)>, Reply<()>),
     Release(Vec<TopicPartition>),
     Close,
@@ -76,6 +77,8 @@ struct Shared {
     stash: Mutex<std::collections::VecDeque<Arc<Record>>>,
     /// Whether the thread paused the assignment because the stash is full.
     paused: AtomicBool,
+    /// Partitions the actor holds paused, whatever the stash does.
+    held: Mutex<HashSet<TopicPartition>>,
     prefetch: usize,
     closing: AtomicBool,
     revoke_timeout: Duration,
@@ -131,6 +134,7 @@ impl ConsumerContext for Context {
         // Stashed records of revoked partitions were never handed out: the
         // next owner reads them from the committed offset.
         lock(&shared.stash).retain(|r| !revoked.contains(&r.topic_partition()));
+        lock(&shared.held).retain(|tp| !revoked.contains(tp));
         shared.paused.store(false, Ordering::SeqCst);
         let mut waiting: HashSet<TopicPartition> = revoked.into_iter().collect();
         let deadline = Instant::now() + shared.revoke_timeout;
@@ -148,6 +152,7 @@ impl ConsumerContext for Context {
                 }
                 // Kept for the poll loop, which serves it once the rebalance is done.
                 Ok(Command::Fetch(fetch)) => *lock(&shared.fetch) = Some(fetch),
+                Ok(Command::Hold(tps, held)) => hold(consumer, shared, tps, held),
                 Ok(Command::Close) | Err(RecvTimeoutError::Disconnected) => {
                     shared.closing.store(true, Ordering::SeqCst);
                     return;
@@ -197,19 +202,23 @@ impl KafkaConsumer {
             events: Mutex::new(Vec::new()),
             stash: Mutex::new(std::collections::VecDeque::new()),
             paused: AtomicBool::new(false),
+            held: Mutex::new(HashSet::new()),
             prefetch: config.prefetch.max(1),
             closing: AtomicBool::new(false),
             revoke_timeout: config.revoke_timeout,
             group: config.group.clone(),
         });
-        let consumer: BaseConsumer<Context> = kafka
-            .client_config(&[
-                ("group.id", config.group.as_str()),
-                ("enable.auto.commit", "false"),
-                ("enable.auto.offset.store", "false"),
-                ("auto.offset.reset", reset),
-                ("enable.partition.eof", "false"),
-            ])
+        let mut client = kafka.client_config(&[
+            ("group.id", config.group.as_str()),
+            ("enable.auto.commit", "false"),
+            ("enable.auto.offset.store", "false"),
+            ("auto.offset.reset", reset),
+            ("enable.partition.eof", "false"),
+        ]);
+        if let Some(wait) = config.fetch_wait {
+            client.set("fetch.wait.max.ms", wait.as_millis().max(1).to_string());
+        }
+        let consumer: BaseConsumer<Context> = client
             .create_with_context(Context {
                 shared: shared.clone(),
             })
@@ -270,6 +279,11 @@ impl ConsumerClient for KafkaConsumer {
     /// A no-op, as [`pause`](Self::pause).
     fn resume(&self, _: &[TopicPartition]) -> Result<()> {
         Ok(())
+    }
+
+    /// Pauses or resumes the partitions in librdkafka, on the polling thread.
+    fn hold(&self, partitions: &[TopicPartition], held: bool) -> Result<()> {
+        self.send(Command::Hold(partitions.to_vec(), held))
     }
 
     fn commit(&self, offsets: Vec<(TopicPartition, i64)>) -> BoxFuture<'static, Result<()>> {
@@ -345,6 +359,7 @@ impl PollThread {
     fn handle(&mut self, command: Command) -> bool {
         match command {
             Command::Fetch(fetch) => *lock(&self.shared.fetch) = Some(fetch),
+            Command::Hold(tps, held) => hold(&self.consumer, &self.shared, tps, held),
             Command::Commit(offsets, reply) => {
                 let _ = reply.send(commit(&self.consumer, &offsets));
             }
@@ -439,10 +454,10 @@ impl PollThread {
         let stashed = lock(&self.shared.stash).len();
         let paused = self.shared.paused.load(Ordering::SeqCst);
         if !paused && stashed >= self.shared.prefetch {
-            pause_assignment(&self.consumer, true);
+            pause_assignment(&self.consumer, true, &lock(&self.shared.held));
             self.shared.paused.store(true, Ordering::SeqCst);
         } else if paused && stashed <= self.shared.prefetch / 2 {
-            pause_assignment(&self.consumer, false);
+            pause_assignment(&self.consumer, false, &lock(&self.shared.held));
             self.shared.paused.store(false, Ordering::SeqCst);
         }
     }
@@ -470,12 +485,23 @@ fn from_tpl(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
 }
 
 /// Pauses or resumes every partition currently assigned.
-fn pause_assignment<C: ConsumerContext>(consumer: &BaseConsumer<C>, paused: bool) {
+/// Held partitions stay paused.
+fn pause_assignment<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    paused: bool,
+    held: &HashSet<TopicPartition>,
+) {
     let result = consumer.assignment().and_then(|assigned| {
         if paused {
             consumer.pause(&assigned)
-        } else {
+        } else if held.is_empty() {
             consumer.resume(&assigned)
+        } else {
+            let free: Vec<TopicPartition> = from_tpl(&assigned)
+                .into_iter()
+                .filter(|tp| !held.contains(tp))
+                .collect();
+            consumer.resume(&to_tpl(&free))
         }
     });
     if let Err(e) = result {
@@ -515,4 +541,39 @@ pub(crate) fn to_record(m: &BorrowedMessage<'_>, topic: &Arc<str>) -> Record {
         m.payload().map(Bytes::copy_from_slice).unwrap_or_default(),
         m.timestamp().to_millis().unwrap_or(0),
     )
+}
+
+/// Holds (pauses) or releases partitions for the actor. A release while the
+/// stash keeps the whole assignment paused waits for the stash's resume.
+fn hold<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    shared: &Shared,
+    partitions: Vec<TopicPartition>,
+    held: bool,
+) {
+    let mut holds = lock(&shared.held);
+    let result = if held {
+        holds.extend(partitions.iter().cloned());
+        consumer.pause(&to_tpl(&partitions))
+    } else {
+        for tp in &partitions {
+            holds.remove(tp);
+        }
+        if shared.paused.load(Ordering::SeqCst) {
+            Ok(())
+        } else {
+            consumer.resume(&to_tpl(&partitions))
+        }
+    };
+    if let Err(e) = result {
+        tracing::warn!(error = %e, ?partitions, held, "hold failed");
+    }
+}
+
+fn to_tpl(partitions: &[TopicPartition]) -> TopicPartitionList {
+    let mut tpl = TopicPartitionList::new();
+    for tp in partitions {
+        tpl.add_partition(&tp.topic, tp.partition);
+    }
+    tpl
 }

@@ -1,0 +1,527 @@
+//! The `Republisher` actor: moves delayed records out of the delay buckets
+//! when they are due.
+//!
+//! Role: it is the consumer of the bucket topics' ConsumerConnection (the
+//! same connection, flow control and commit watermark as a subscription's).
+//! For each bucket partition it looks at the head record:
+//! - not released yet (a record stays `length` in its bucket): it sends the
+//!   connection a [`Hold`] that pauses the partition until then and sets
+//!   one timer for that moment: no polling, no CPU while nothing is due;
+//! - released with a bucket's worth of delay or more remaining: it writes
+//!   the record to the largest bucket that fits (headers, key and payload
+//!   untouched);
+//! - released with less remaining: it holds the record in an in-memory
+//!   timer until its `x-deliver-at`, then writes it to its destination
+//!   (`x-original-topic`) without the delay headers;
+//! - without a valid `x-deliver-at` or `x-original-topic`: it writes it to
+//!   `<bucket topic>.dlq` with the reason.
+//!
+//! A bucket record is reported finished to the connection (and so becomes
+//! committable) only once the write that replaces it is acknowledged.
+//!
+//! Messages: `Deliver` (bucket records from the connection), `Forwarded`
+//! (a write finished), `Shutdown` (stop taking records, wait for the
+//! writes under way, within the delivery timeout).
+//!
+//! Owns: the per-partition queues of records read and not yet released,
+//! and the timer of records released and not yet due. Nothing of it is
+//! durable: a restarted Republisher gets every unfinished record from the
+//! connection again (`DispatcherReady`), so nothing pending is lost; a
+//! record whose write was acknowledged but not yet reported may be written
+//! twice (at-least-once).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use kafkactor_actors::{ChildRef, Shutdown};
+use tokio::sync::oneshot;
+
+use super::Plan;
+use crate::broker::Delivered;
+use crate::connection::consumer::{Completed, ConsumerConnection, Deliver, DispatcherReady, Hold};
+use crate::connection::producer::ProducerConnection;
+use crate::dead_letter::{DeadLetter, DeadLetterRecord, FailureKind};
+use crate::envelope::{header, now_ms, OutgoingRecord, Record, TopicPartition};
+use crate::error::{check_topic, Result};
+use crate::producer::produce;
+use crate::subscription::dead_letter_topic;
+
+/// How long to wait before writing again after a write failed for good.
+const REWRITE_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Where a released record goes.
+#[derive(Debug, Clone)]
+enum Target {
+    /// Its destination, with the delay headers removed.
+    Destination {
+        topic: Arc<str>,
+        partition: Option<i32>,
+    },
+    /// Another delay bucket, untouched.
+    Bucket(Arc<str>),
+    /// The bucket's dead-letter topic, with the reason.
+    DeadLetter(String),
+}
+
+/// What a bucket record says about itself.
+struct Due {
+    /// When it may be delivered, ms since the Unix epoch.
+    deliver_at: i64,
+    /// When it leaves its bucket, ms since the Unix epoch.
+    released_at: i64,
+    destination: Arc<str>,
+    partition: Option<i32>,
+}
+
+/// Reads the delay headers of a bucket record, or says what is wrong with them.
+fn due_of(plan: &Plan, record: &Record) -> std::result::Result<Due, String> {
+    let deliver_at = match record.headers.get(header::DELIVER_AT) {
+        None => return Err(format!("missing {} header", header::DELIVER_AT)),
+        Some(raw) => std::str::from_utf8(raw)
+            .ok()
+            .and_then(|s| s.trim().parse::<i64>().ok())
+            .ok_or_else(|| {
+                format!(
+                    "{} header {:?} is not milliseconds since the Unix epoch",
+                    header::DELIVER_AT,
+                    String::from_utf8_lossy(raw)
+                )
+            })?,
+    };
+    let destination = match record.headers.get_str(header::ORIGINAL_TOPIC) {
+        None => {
+            return Err(format!(
+                "missing or non-UTF-8 {} header",
+                header::ORIGINAL_TOPIC
+            ))
+        }
+        Some(topic) => {
+            check_topic(topic).map_err(|e| format!("{}: {e}", header::ORIGINAL_TOPIC))?;
+            Arc::<str>::from(topic)
+        }
+    };
+    let partition = match record.headers.get(header::DELIVER_PARTITION) {
+        None => None,
+        Some(raw) => Some(
+            std::str::from_utf8(raw)
+                .ok()
+                .and_then(|s| s.trim().parse::<i32>().ok())
+                .filter(|p| *p >= 0)
+                .ok_or_else(|| {
+                    format!(
+                        "{} header {:?} is not a partition number",
+                        header::DELIVER_PARTITION,
+                        String::from_utf8_lossy(raw)
+                    )
+                })?,
+        ),
+    };
+    let length = plan.length_of(&record.topic).unwrap_or_default();
+    let released_at = record
+        .timestamp_ms
+        .max(0)
+        .saturating_add(length.as_millis() as i64)
+        .min(deliver_at);
+    Ok(Due {
+        deliver_at,
+        released_at,
+        destination,
+        partition,
+    })
+}
+
+/// The queue of one bucket partition: records read and not yet released.
+#[derive(Default)]
+struct Queue {
+    records: VecDeque<Arc<Record>>,
+    /// The timer for the head's release, and that time.
+    wakeup: Option<(i64, SpawnHandle)>,
+}
+
+/// A write of a released record finished.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Forwarded {
+    record: Arc<Record>,
+    target: Target,
+    origin: u64,
+    result: Result<()>,
+}
+
+pub(crate) struct Republisher {
+    plan: Arc<Plan>,
+    group: Arc<str>,
+    delivery_timeout: Duration,
+    connection: ChildRef<ConsumerConnection>,
+    producer: ChildRef<ProducerConnection>,
+    dead_letter: ChildRef<DeadLetter>,
+    /// The connection incarnation feeding us and where to report to it.
+    origin: Option<(Recipient<Completed>, u64)>,
+    queues: HashMap<TopicPartition, Queue>,
+    /// Released records waiting for their `x-deliver-at`, in due order
+    /// (ties in the order they were released).
+    due: BTreeMap<(i64, u64), (Arc<Record>, Target)>,
+    released: u64,
+    due_timer: Option<(i64, SpawnHandle)>,
+    /// Writes under way.
+    writing: usize,
+    stopping: bool,
+    /// Answers `Shutdown` once no write is under way.
+    drained: Option<oneshot::Sender<()>>,
+}
+
+impl Republisher {
+    pub(crate) fn new(
+        plan: Arc<Plan>,
+        group: Arc<str>,
+        delivery_timeout: Duration,
+        connection: ChildRef<ConsumerConnection>,
+        producer: ChildRef<ProducerConnection>,
+        dead_letter: ChildRef<DeadLetter>,
+    ) -> Self {
+        Republisher {
+            plan,
+            group,
+            delivery_timeout,
+            connection,
+            producer,
+            dead_letter,
+            origin: None,
+            queues: HashMap::new(),
+            due: BTreeMap::new(),
+            released: 0,
+            due_timer: None,
+            writing: 0,
+            stopping: false,
+            drained: None,
+        }
+    }
+
+    fn origin(&self) -> u64 {
+        self.origin.as_ref().map_or(0, |(_, o)| *o)
+    }
+
+    /// Releases the partition's records from the head on, up to the first
+    /// that must stay in its bucket longer.
+    fn release(&mut self, tp: &TopicPartition, ctx: &mut Context<Self>) {
+        if self.stopping {
+            return;
+        }
+        let now = now_ms();
+        loop {
+            let Some(queue) = self.queues.get_mut(tp) else {
+                return;
+            };
+            let Some(head) = queue.records.front() else {
+                return;
+            };
+            let target = match due_of(&self.plan, head) {
+                Err(reason) => Target::DeadLetter(reason),
+                Ok(due) if due.released_at > now => {
+                    self.wait_for(tp.clone(), due.released_at, now, ctx);
+                    return;
+                }
+                Ok(due) => {
+                    let remaining = Duration::from_millis((due.deliver_at - now).max(0) as u64);
+                    let destination = Target::Destination {
+                        topic: due.destination,
+                        partition: due.partition,
+                    };
+                    match self.plan.bucket_for(remaining) {
+                        Some(bucket) if due.deliver_at > now => {
+                            Target::Bucket(bucket.topic.clone())
+                        }
+                        _ if due.deliver_at > now => {
+                            let record = queue.records.pop_front().expect("head");
+                            self.released += 1;
+                            self.due
+                                .insert((due.deliver_at, self.released), (record, destination));
+                            self.arm_due_timer(ctx);
+                            continue;
+                        }
+                        _ => destination,
+                    }
+                }
+            };
+            let record = queue.records.pop_front().expect("head");
+            self.write(record, target, ctx);
+        }
+    }
+
+    /// Keeps the partition's head until `released_at`: the connection
+    /// pauses the partition and one timer wakes us then.
+    fn wait_for(
+        &mut self,
+        tp: TopicPartition,
+        released_at: i64,
+        now: i64,
+        ctx: &mut Context<Self>,
+    ) {
+        let queue = self.queues.entry(tp.clone()).or_default();
+        if queue
+            .wakeup
+            .as_ref()
+            .is_some_and(|(at, _)| *at == released_at)
+        {
+            return;
+        }
+        if let Some((_, handle)) = queue.wakeup.take() {
+            ctx.cancel_future(handle);
+        }
+        let wait = Duration::from_millis((released_at - now) as u64);
+        if let Some(connection) = self.connection.get() {
+            connection.do_send(Hold {
+                partition: tp.clone(),
+                until: Instant::now() + wait,
+            });
+        }
+        let woken = tp.clone();
+        let handle = ctx.run_later(wait, move |act, ctx| {
+            if let Some(q) = act.queues.get_mut(&woken) {
+                q.wakeup = None;
+            }
+            act.release(&woken, ctx);
+        });
+        self.queues.get_mut(&tp).expect("queue").wakeup = Some((released_at, handle));
+    }
+
+    /// One timer, for the earliest record held until it is due.
+    fn arm_due_timer(&mut self, ctx: &mut Context<Self>) {
+        let Some((&(first, _), _)) = self.due.first_key_value() else {
+            return;
+        };
+        if let Some((at, handle)) = self.due_timer {
+            if at <= first {
+                return;
+            }
+            ctx.cancel_future(handle);
+        }
+        let wait = Duration::from_millis((first - now_ms()).max(0) as u64);
+        let handle = ctx.run_later(wait, |act, ctx| {
+            act.due_timer = None;
+            act.deliver_due(ctx);
+        });
+        self.due_timer = Some((first, handle));
+    }
+
+    /// Writes every held record that is due, in due order.
+    fn deliver_due(&mut self, ctx: &mut Context<Self>) {
+        let now = now_ms();
+        while let Some(entry) = self.due.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let (record, target) = entry.remove();
+            self.write(record, target, ctx);
+        }
+        self.arm_due_timer(ctx);
+    }
+
+    /// Writes a released record where it goes; the bucket record is
+    /// finished once the write is acknowledged.
+    fn write(&mut self, record: Arc<Record>, target: Target, ctx: &mut Context<Self>) {
+        self.writing += 1;
+        let origin = self.origin();
+        let addr = ctx.address();
+        let done = move |record, target, result| {
+            addr.do_send(Forwarded {
+                record,
+                target,
+                origin,
+                result,
+            })
+        };
+        match &target {
+            Target::DeadLetter(reason) => {
+                tracing::warn!(topic = %record.topic, partition = record.partition,
+                    offset = record.offset, %reason, "bad delay-bucket record: dead-lettering it");
+                let request = DeadLetterRecord {
+                    record: record.clone(),
+                    topic: Arc::from(dead_letter_topic(None, &record.topic)),
+                    group: self.group.clone(),
+                    kind: FailureKind::Decode,
+                    reason: reason.clone(),
+                    attempts: 1,
+                };
+                let dead_letter = self.dead_letter.clone();
+                let wait = self.delivery_timeout;
+                actix_rt::spawn(async move {
+                    let result = match dead_letter.ready(wait).await {
+                        Some(addr) => addr
+                            .send(request)
+                            .await
+                            .unwrap_or_else(|e| Err(crate::Error::Unavailable(e.to_string()))),
+                        None => Err(crate::Error::Unavailable("dead-letter actor".into())),
+                    };
+                    done(record, target, result);
+                });
+            }
+            Target::Destination { topic, partition } => {
+                let mut headers = record.headers.clone();
+                headers.remove(header::DELIVER_AT);
+                headers.remove(header::ORIGINAL_TOPIC);
+                headers.remove(header::DELIVER_PARTITION);
+                let out = OutgoingRecord {
+                    topic: topic.clone(),
+                    partition: *partition,
+                    key: record.key.clone(),
+                    headers,
+                    payload: record.payload.clone(),
+                    timestamp_ms: now_ms(),
+                };
+                self.send(out, record, target, done);
+            }
+            Target::Bucket(topic) => {
+                let out = OutgoingRecord {
+                    topic: topic.clone(),
+                    partition: None,
+                    key: record.key.clone(),
+                    headers: record.headers.clone(),
+                    payload: record.payload.clone(),
+                    // Its time in the new bucket counts from now.
+                    timestamp_ms: now_ms(),
+                };
+                self.send(out, record, target, done);
+            }
+        }
+    }
+
+    /// Produces `out`; the first attempt is enqueued now, so records keep
+    /// the order of the calls.
+    fn send(
+        &self,
+        out: OutgoingRecord,
+        record: Arc<Record>,
+        target: Target,
+        done: impl FnOnce(Arc<Record>, Target, Result<()>) + 'static,
+    ) {
+        let write = produce(self.producer.clone(), out, self.delivery_timeout);
+        actix_rt::spawn(async move {
+            let result: Result<Delivered> = write.await;
+            done(record, target, result.map(|_| ()));
+        });
+    }
+
+    fn after_write(&mut self) {
+        self.writing -= 1;
+        if self.writing == 0 {
+            if let Some(tx) = self.drained.take() {
+                let _ = tx.send(());
+            }
+        }
+    }
+}
+
+impl Actor for Republisher {
+    type Context = Context<Self>;
+
+    fn started(&mut self, _: &mut Context<Self>) {
+        // A restarted Republisher asks for every unfinished bucket record.
+        if let Some(connection) = self.connection.get() {
+            connection.do_send(DispatcherReady);
+        }
+    }
+}
+
+impl Handler<Deliver> for Republisher {
+    type Result = ();
+
+    fn handle(&mut self, msg: Deliver, ctx: &mut Context<Self>) {
+        let current = self.origin();
+        if msg.origin < current {
+            return;
+        }
+        if msg.origin > current {
+            // A new connection incarnation reads everything unfinished again.
+            for (_, queue) in self.queues.drain() {
+                if let Some((_, handle)) = queue.wakeup {
+                    ctx.cancel_future(handle);
+                }
+            }
+            self.due.clear();
+            if let Some((_, handle)) = self.due_timer.take() {
+                ctx.cancel_future(handle);
+            }
+            self.origin = Some((msg.from, msg.origin));
+        }
+        let mut touched: Vec<TopicPartition> = Vec::new();
+        for record in msg.records {
+            let tp = record.topic_partition();
+            if touched.last() != Some(&tp) {
+                touched.push(tp.clone());
+            }
+            self.queues.entry(tp).or_default().records.push_back(record);
+        }
+        touched.dedup();
+        for tp in touched {
+            // A partition already waiting for its head keeps waiting.
+            if self.queues.get(&tp).is_some_and(|q| q.wakeup.is_none()) {
+                self.release(&tp, ctx);
+            }
+        }
+    }
+}
+
+impl Handler<Forwarded> for Republisher {
+    type Result = ();
+
+    fn handle(&mut self, msg: Forwarded, ctx: &mut Context<Self>) {
+        self.after_write();
+        if msg.origin != self.origin() {
+            return; // that connection is gone; its successor reads the record again
+        }
+        match msg.result {
+            Ok(()) => {
+                if let Some((connection, _)) = &self.origin {
+                    connection.do_send(Completed(vec![(
+                        msg.record.topic_partition(),
+                        msg.record.offset,
+                    )]));
+                }
+            }
+            Err(e) => {
+                let record = msg.record;
+                let target = match msg.target {
+                    // A destination that refuses the record for good: dead-letter it.
+                    Target::Destination { .. } | Target::Bucket(_) if !e.is_retriable() => {
+                        Target::DeadLetter(format!("cannot republish: {e}"))
+                    }
+                    other => other,
+                };
+                tracing::error!(topic = %record.topic, offset = record.offset, error = %e,
+                    "delayed record not written; it stays uncommitted and is written again");
+                self.writing += 1; // the rewrite below is under way already
+                ctx.run_later(REWRITE_BACKOFF, move |act, ctx| {
+                    act.after_write();
+                    if !act.stopping {
+                        act.write(record, target, ctx);
+                    }
+                });
+            }
+        }
+    }
+}
+
+impl Handler<Shutdown> for Republisher {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _: Shutdown, _: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        self.stopping = true;
+        if self.writing == 0 {
+            let _ = tx.send(());
+        } else {
+            self.drained = Some(tx);
+        }
+        let wait = self.delivery_timeout;
+        Box::pin(
+            async move {
+                let _ = tokio::time::timeout(wait, rx).await;
+            }
+            .into_actor(self)
+            .map(|(), _, ctx| ctx.stop()),
+        )
+    }
+}

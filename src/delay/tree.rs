@@ -1,0 +1,106 @@
+//! The supervision subtree of the Republisher.
+//!
+//! ```text
+//! republisher                 one-for-one
+//! ├── consumer-connection     the bucket topics' group member: polling, holds, commits
+//! └── republisher             releases due records (the Republisher actor)
+//! ```
+//!
+//! Unlike a subscription, the connection starts first and stops last: on
+//! shutdown the Republisher stops taking records and waits for its writes
+//! under way; then the connection commits what is finished and leaves the
+//! group without waiting for records that are not due (they stay
+//! uncommitted and are read again by the next Republisher).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kafkactor_actors::{ChildRef, ChildSpec, Supervisor};
+
+use super::republisher::Republisher;
+use super::{Delays, Plan};
+use crate::broker::{ConsumerConfig, OffsetReset};
+use crate::connection::consumer::{
+    Assignment, ConsumerConnection, ConsumerSettings, DispatchTarget,
+};
+use crate::consumer::tree::Shared;
+
+/// How long a revoked bucket partition waits for its writes under way.
+const DRAIN: Duration = Duration::from_secs(2);
+
+/// The longest a bucket fetch waits at the broker. A Kafka client sends one
+/// fetch at a time per broker, so a partition whose hold ends waits for the
+/// fetch under way: this bounds that wait well below the hop allowance.
+const FETCH_WAIT: Duration = Duration::from_millis(10);
+
+/// The child spec of the Republisher's supervisor.
+pub(crate) fn republisher_spec(
+    delays: &Delays,
+    plan: Arc<Plan>,
+    delivery_timeout: Duration,
+    shared: Shared,
+) -> ChildSpec {
+    let settings = ConsumerSettings {
+        config: ConsumerConfig {
+            group: delays.group_name().to_string(),
+            topics: plan.topics(),
+            reset: OffsetReset::Earliest,
+            revoke_timeout: DRAIN + Duration::from_secs(5),
+            prefetch: delays.in_flight_limit().clamp(1_000, 10_000),
+            fetch_wait: Some(FETCH_WAIT),
+        },
+        max_in_flight: delays.in_flight_limit(),
+        commit_interval: Duration::from_millis(100),
+        drain_timeout: DRAIN,
+        assignment: Assignment::default(),
+    };
+    shared
+        .assignments
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(settings.assignment.clone());
+    let group: Arc<str> = Arc::from(delays.group_name());
+    let (max_restarts, window) = (10, Duration::from_secs(10));
+    ChildSpec::graceful("republisher", move || {
+        let connection: ChildRef<ConsumerConnection> = ChildRef::new();
+        let republisher: ChildRef<Republisher> = ChildRef::new();
+        let (backend, settings, target) = (
+            shared.backend.clone(),
+            settings.clone(),
+            republisher.clone(),
+        );
+        let (plan, group, producer, dead_letter, conn) = (
+            plan.clone(),
+            group.clone(),
+            shared.producer.clone(),
+            shared.dead_letter.clone(),
+            connection.clone(),
+        );
+        Supervisor::new("republisher")
+            .events(shared.events.clone())
+            .restart_limit(max_restarts, window)
+            .child(
+                ChildSpec::graceful_with_ref("consumer-connection", &connection, move || {
+                    let target = target.clone();
+                    let resolve: DispatchTarget =
+                        Box::new(move || target.get_numbered().map(|(a, n)| (a.recipient(), n)));
+                    ConsumerConnection::new(backend.clone(), settings.clone(), resolve)
+                })
+                .shutdown_deadline(DRAIN + Duration::from_secs(5)),
+            )
+            .child(
+                ChildSpec::graceful_with_ref("republisher", &republisher, move || {
+                    Republisher::new(
+                        plan.clone(),
+                        group.clone(),
+                        delivery_timeout,
+                        conn.clone(),
+                        producer.clone(),
+                        dead_letter.clone(),
+                    )
+                })
+                .shutdown_deadline(delivery_timeout + Duration::from_secs(5)),
+            )
+    })
+    .shutdown_deadline(delivery_timeout + DRAIN + Duration::from_secs(10))
+}

@@ -1,0 +1,498 @@
+//! Delayed publishing: records published with `Publish::delay`/`at` reach
+//! their topic once due, never before, in due order per key; they survive
+//! Republisher crashes and application restarts; long delays hop through
+//! the buckets; bad bucket records are dead-lettered with the reason.
+
+mod support;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use kafkactor::prelude::*;
+use kafkactor::{header, Delays};
+use support::*;
+
+/// The buckets of these tests, short so tests are quick, and their labels.
+const BUCKETS: [(u64, &str); 2] = [(300, "300ms"), (1_000, "1s")];
+
+/// Delay settings of one test: its own topics and group.
+fn delays() -> (Delays, String) {
+    let prefix = unique("delay");
+    let d = Delays::default()
+        .buckets(BUCKETS.map(|(ms, _)| Duration::from_millis(ms)))
+        .topic_prefix(&prefix)
+        .group(&unique("republisher"));
+    (d, prefix)
+}
+
+/// Creates the bucket topics (and their dead-letter topics) up front: the
+/// mock cluster cannot create topics through the admin API.
+async fn bucket_topics(tb: &TestBroker, prefix: &str) -> Vec<String> {
+    let mut topics = vec![format!("{prefix}.0s")];
+    topics.extend(BUCKETS.iter().map(|(_, l)| format!("{prefix}.{l}")));
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    tb.topics(&names).await;
+    topics
+}
+
+/// One delivery as the handler saw it.
+#[derive(Debug, Clone)]
+struct Arrival {
+    id: u64,
+    key: String,
+    seq: u64,
+    at: SystemTime,
+}
+
+#[derive(Clone, Default)]
+struct Arrivals(Arc<Mutex<Vec<Arrival>>>);
+
+impl Arrivals {
+    fn all(&self) -> Vec<Arrival> {
+        self.0.lock().unwrap().clone()
+    }
+    fn len(&self) -> usize {
+        self.0.lock().unwrap().len()
+    }
+    fn distinct(&self) -> usize {
+        let ids: std::collections::HashSet<u64> = self.all().iter().map(|a| a.id).collect();
+        ids.len()
+    }
+}
+
+/// An application consuming `topic` into `arrivals`, with `delays`.
+async fn app_with(tb: &TestBroker, topic: &str, delays: Delays, arrivals: &Arrivals) -> App {
+    let arrivals = arrivals.clone();
+    Kafkactor::builder()
+        .broker(tb.broker.clone())
+        .delays(delays)
+        .handle(
+            Subscription::to(topic).group(unique("g").as_str()),
+            move |d: Delivery<Order>| {
+                let arrivals = arrivals.clone();
+                async move {
+                    let m = d.message();
+                    arrivals.0.lock().unwrap().push(Arrival {
+                        id: m.id,
+                        key: m.key.clone(),
+                        seq: m.seq,
+                        at: SystemTime::now(),
+                    });
+                    Outcome::Ack
+                }
+            },
+        )
+        .start()
+        .await
+        .unwrap()
+}
+
+/// Waits until the application owns every partition of the destination and
+/// bucket topics (Kafka groups take seconds to form; records due meanwhile
+/// would be released late and in bucket order rather than due order).
+async fn until_assigned(tb: &TestBroker, app: &App, partitions: usize) {
+    eventually(
+        "the subscription and the Republisher own their partitions",
+        tb.patience(Duration::from_secs(5)),
+        || app.assigned_partitions().len() == partitions,
+    )
+    .await;
+}
+
+/// Ids of warm-up records, left out of the checks.
+const WARM_UP: u64 = 1_000_000;
+
+/// Publishes a direct and a briefly delayed record for each of `keys` keys
+/// and waits for them: every consumer on the path is fetching (a Kafka
+/// consumer's first fetch after joining can take a second).
+async fn warm_up(tb: &TestBroker, app: &App, topic: &str, keys: u64, arrivals: &Arrivals) {
+    let records: Vec<(Order, Duration)> = (0..keys * 2)
+        .map(|i| {
+            let order = Order {
+                id: WARM_UP + i,
+                key: format!("k-{}", i % keys),
+                seq: 0,
+            };
+            (order, Duration::from_millis(if i < keys { 0 } else { 150 }))
+        })
+        .collect();
+    publish_delayed(app, topic, &records).await;
+    eventually(
+        "the warm-up records arrived",
+        tb.patience(Duration::from_secs(5)),
+        || arrivals.len() == records.len(),
+    )
+    .await;
+    arrivals.0.lock().unwrap().clear();
+}
+
+/// Publishes `orders` with their delays, in order; returns each id's due time.
+async fn publish_delayed(
+    app: &App,
+    topic: &str,
+    orders: &[(Order, Duration)],
+) -> HashMap<u64, SystemTime> {
+    let producer = app.producer();
+    let sent: Vec<_> = orders
+        .iter()
+        .map(|(o, delay)| {
+            let publish = Publish::to(topic)
+                .key(&o.key)
+                .message(o)
+                .unwrap()
+                .delay(*delay);
+            (o.id, SystemTime::now() + *delay, producer.send(publish))
+        })
+        .collect();
+    let mut due = HashMap::new();
+    for (id, earliest, send) in sent {
+        match send.await.unwrap().unwrap() {
+            PublishOutcome::Delayed { deliver_at, .. } => {
+                assert!(deliver_at >= earliest - Duration::from_millis(1));
+                due.insert(id, deliver_at);
+            }
+            PublishOutcome::Direct { .. } => {
+                assert!(earliest <= SystemTime::now(), "only a zero delay is direct");
+                due.insert(id, earliest);
+            }
+            other => panic!("a delayed publish answered {other:?}"),
+        }
+    }
+    due
+}
+
+/// Asserts that no arrival came before its due time, and returns the
+/// lateness of each (first) arrival.
+fn lateness(arrivals: &[Arrival], due: &HashMap<u64, SystemTime>) -> Vec<Duration> {
+    let mut first = BTreeMap::new();
+    for a in arrivals {
+        let at = due[&a.id];
+        let late =
+            a.at.duration_since(at)
+                .unwrap_or_else(|e| panic!("record {} delivered {:?} early", a.id, e.duration()));
+        first.entry(a.id).or_insert(late);
+    }
+    first.into_values().collect()
+}
+
+fn spread(n: u64, keys: u64, max: Duration) -> Vec<(Order, Duration)> {
+    orders(n, keys)
+        .into_iter()
+        .map(|o| {
+            // Deterministic, scattered over [0, max).
+            let ms = (o.id * 7_919) % max.as_millis() as u64;
+            (o, Duration::from_millis(ms))
+        })
+        .collect()
+}
+
+async fn many_delays_arrive_in_due_order(tb: TestBroker) {
+    let topic = unique("reminders");
+    tb.topics(&[&topic]).await;
+    let (delays, prefix) = delays();
+    bucket_topics(&tb, &prefix).await;
+    let arrivals = Arrivals::default();
+    let app = app_with(&tb, &topic, delays, &arrivals).await;
+    until_assigned(&tb, &app, 3 * (1 + 1 + BUCKETS.len())).await;
+    warm_up(&tb, &app, &topic, 4, &arrivals).await;
+    let n = 300;
+    let due = publish_delayed(&app, &topic, &spread(n, 4, Duration::from_millis(2_500))).await;
+    eventually(
+        "every delayed record arrived",
+        tb.patience(Duration::from_secs(20)),
+        || arrivals.distinct() == n as usize,
+    )
+    .await;
+    let all = arrivals.all();
+    assert_eq!(all.len(), n as usize, "each record arrived once");
+    let late = lateness(&all, &due);
+    let max = late.iter().max().unwrap();
+    assert!(
+        *max < tb.patience(Duration::from_millis(500)),
+        "latest arrival {max:?} after its due time on {}",
+        tb.name
+    );
+    // Per key, arrivals follow due time (ties: publish order).
+    let mut last: HashMap<&str, (SystemTime, u64)> = HashMap::new();
+    for a in &all {
+        let this = (due[&a.id], a.seq);
+        if let Some(prev) = last.get(a.key.as_str()) {
+            assert!(
+                this > *prev,
+                "key {}: seq {} (due {:?}) arrived after one due {:?}",
+                a.key,
+                a.seq,
+                this.0,
+                prev.0
+            );
+        }
+        last.insert(&a.key, this);
+    }
+    app.shutdown().await.unwrap();
+}
+
+on_every_broker!(
+    many_delays_within_and_across_buckets_arrive_in_due_order,
+    super::many_delays_arrive_in_due_order,
+    3
+);
+
+async fn republisher_crashes_lose_nothing(tb: TestBroker) {
+    let topic = unique("reminders");
+    tb.topics(&[&topic]).await;
+    let (delays, prefix) = delays();
+    bucket_topics(&tb, &prefix).await;
+    let arrivals = Arrivals::default();
+    let app = app_with(&tb, &topic, delays, &arrivals).await;
+    let n = 200;
+    let due = publish_delayed(&app, &topic, &spread(n, 5, Duration::from_millis(2_000))).await;
+    // Kill the Republisher, then its connection, while records are pending.
+    eventually(
+        "some records arrived",
+        tb.patience(Duration::from_secs(5)),
+        || arrivals.len() > 10,
+    )
+    .await;
+    app.fail_actor("republisher/republisher", "test kill")
+        .await
+        .unwrap();
+    eventually(
+        "more records arrived",
+        tb.patience(Duration::from_secs(5)),
+        || arrivals.distinct() > 60,
+    )
+    .await;
+    app.fail_actor("republisher/consumer-connection", "test kill")
+        .await
+        .unwrap();
+    eventually(
+        "every delayed record arrived after the kills",
+        tb.patience(Duration::from_secs(20)),
+        || arrivals.distinct() == n as usize,
+    )
+    .await;
+    // Never early, duplicates allowed (at-least-once).
+    lateness(&arrivals.all(), &due);
+    app.shutdown().await.unwrap();
+}
+
+on_every_broker!(
+    killing_the_republisher_loses_nothing_and_delivers_nothing_early,
+    super::republisher_crashes_lose_nothing,
+    3
+);
+
+async fn pending_delays_survive_a_restart(tb: TestBroker) {
+    let topic = unique("reminders");
+    tb.topics(&[&topic]).await;
+    let (delays, prefix) = delays();
+    bucket_topics(&tb, &prefix).await;
+    let before = Arrivals::default();
+    let first = app_with(&tb, &topic, delays.clone(), &before).await;
+    let n = 100;
+    let pending: Vec<(Order, Duration)> = orders(n, 3)
+        .into_iter()
+        .map(|o| {
+            let ms = 1_500 + o.id * 10;
+            (o, Duration::from_millis(ms))
+        })
+        .collect();
+    let due = publish_delayed(&first, &topic, &pending).await;
+    first.shutdown().await.unwrap();
+    assert_eq!(before.len(), 0, "nothing was due before the shutdown");
+
+    let after = Arrivals::default();
+    let second = app_with(&tb, &topic, delays, &after).await;
+    eventually(
+        "every pending record arrived after the restart",
+        tb.patience(Duration::from_secs(20)),
+        || after.distinct() == n as usize,
+    )
+    .await;
+    lateness(&after.all(), &due);
+    second.shutdown().await.unwrap();
+}
+
+on_every_broker!(
+    pending_delays_are_delivered_after_an_application_restart,
+    super::pending_delays_survive_a_restart,
+    3
+);
+
+#[actix::test]
+async fn long_delays_hop_through_the_buckets() {
+    let tb = TestBroker::memory(2);
+    let topic = unique("reminders");
+    let prefix = unique("delay");
+    let delays = Delays::default()
+        .buckets([Duration::from_millis(200), Duration::from_millis(500)])
+        .topic_prefix(&prefix);
+    let arrivals = Arrivals::default();
+    let app = app_with(&tb, &topic, delays, &arrivals).await;
+    let delay = Duration::from_millis(2_550);
+    let order = Order {
+        id: 1,
+        key: "k".into(),
+        seq: 0,
+    };
+    let due = publish_delayed(&app, &topic, &[(order, delay)]).await;
+    eventually("the record arrived", Duration::from_secs(10), || {
+        arrivals.len() == 1
+    })
+    .await;
+    let late = lateness(&arrivals.all(), &due);
+    assert!(
+        late[0] < Duration::from_millis(200),
+        "late by {:?}",
+        late[0]
+    );
+    // 2.55 s: four times through the 500 ms bucket (2.55, 2.05, 1.55 and
+    // 1.05 s remain, each at least 500 ms + the 100 ms hop allowance), twice
+    // through the 200 ms one (0.55, 0.35 s), the last 150 ms in the
+    // Republisher's timer.
+    let copies = |label: &str| {
+        let broker = tb.broker.clone();
+        let topic = format!("{prefix}.{label}");
+        async move { broker.read_topic(&topic).await.unwrap().len() }
+    };
+    assert_eq!(copies("500ms").await, 4);
+    assert_eq!(copies("200ms").await, 2);
+    assert_eq!(copies("0s").await, 0);
+    app.shutdown().await.unwrap();
+}
+
+#[actix::test]
+async fn bad_bucket_records_are_dead_lettered_with_the_reason() {
+    let tb = TestBroker::memory(1);
+    let topic = unique("reminders");
+    let (delays, prefix) = delays();
+    let arrivals = Arrivals::default();
+    let app = app_with(&tb, &topic, delays, &arrivals).await;
+    let bucket = format!("{prefix}.300ms");
+    let producer = app.producer();
+    let soon = |ms: u64| {
+        (SystemTime::now() + Duration::from_millis(ms))
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+            .to_string()
+    };
+    let order = |id| Order {
+        id,
+        key: "k".into(),
+        seq: id,
+    };
+    let raw = |id: u64| {
+        Publish::to(bucket.as_str())
+            .key("k")
+            .message(&order(id))
+            .unwrap()
+    };
+    let records = vec![
+        raw(1).header(header::ORIGINAL_TOPIC, &topic),
+        raw(2)
+            .header(header::DELIVER_AT, "tomorrow")
+            .header(header::ORIGINAL_TOPIC, &topic),
+        raw(3).header(header::DELIVER_AT, soon(100)),
+        raw(4)
+            .header(header::DELIVER_AT, soon(100))
+            .header(header::ORIGINAL_TOPIC, "not a topic!"),
+        // A good one behind them: the partition keeps flowing.
+        raw(5)
+            .header(header::DELIVER_AT, soon(400))
+            .header(header::ORIGINAL_TOPIC, &topic),
+    ];
+    for r in records {
+        producer.send(r).await.unwrap().unwrap();
+    }
+    eventually("the good record arrived", Duration::from_secs(10), || {
+        arrivals.len() == 1
+    })
+    .await;
+    assert_eq!(arrivals.all()[0].id, 5);
+    let dlq = format!("{bucket}.dlq");
+    let broker = tb.broker.clone();
+    eventually_async("four dead letters", Duration::from_secs(10), || {
+        let (broker, dlq) = (broker.clone(), dlq.clone());
+        async move { broker.read_topic(&dlq).await.is_ok_and(|r| r.len() == 4) }
+    })
+    .await;
+    let dead = tb.records(&dlq).await;
+    let reasons: Vec<(u64, String)> = dead
+        .iter()
+        .map(|r| {
+            let o: Order = rmp_serde::from_slice(&r.payload).unwrap();
+            assert_eq!(r.headers.get_str(header::ERROR_KIND), Some("decode"));
+            (
+                o.id,
+                r.headers.get_str(header::ERROR_REASON).unwrap().to_string(),
+            )
+        })
+        .collect();
+    let reason = |id| &reasons.iter().find(|(i, _)| *i == id).unwrap().1;
+    assert!(reason(1).contains("missing x-deliver-at"), "{}", reason(1));
+    assert!(reason(2).contains("\"tomorrow\""), "{}", reason(2));
+    assert!(reason(3).contains("x-original-topic"), "{}", reason(3));
+    assert!(reason(4).contains("not a topic!"), "{}", reason(4));
+    app.shutdown().await.unwrap();
+}
+
+#[actix::test]
+async fn zero_past_and_unconfigured_delays() {
+    let tb = TestBroker::memory(1);
+    let topic = unique("reminders");
+    let (delays, _) = delays();
+    let arrivals = Arrivals::default();
+    let app = app_with(&tb, &topic, delays, &arrivals).await;
+    let order = Order {
+        id: 1,
+        key: "k".into(),
+        seq: 0,
+    };
+    let p = || Publish::to(topic.as_str()).message(&order).unwrap();
+    let now = app
+        .producer()
+        .send(p().delay(Duration::ZERO))
+        .await
+        .unwrap();
+    assert!(matches!(now, Ok(PublishOutcome::Direct { .. })), "{now:?}");
+    let past = SystemTime::now() - Duration::from_secs(60);
+    let then = app.producer().send(p().at(past)).await.unwrap();
+    assert!(
+        matches!(then, Ok(PublishOutcome::Direct { .. })),
+        "{then:?}"
+    );
+    // An explicit partition is kept through the delay.
+    let later = app
+        .producer()
+        .send(p().partition(0).delay(Duration::from_millis(50)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(later, PublishOutcome::Delayed { bucket, .. } if bucket == Duration::ZERO),
+        "{later:?}"
+    );
+    eventually("three arrivals", Duration::from_secs(5), || {
+        arrivals.len() == 3
+    })
+    .await;
+    app.shutdown().await.unwrap();
+
+    let plain = Kafkactor::builder()
+        .broker(tb.broker.clone())
+        .start()
+        .await
+        .unwrap();
+    let refused = plain
+        .producer()
+        .send(p().delay(Duration::from_secs(1)))
+        .await
+        .unwrap();
+    assert!(
+        matches!(&refused, Err(Error::Config(m)) if m.contains("AppBuilder::delays")),
+        "{refused:?}"
+    );
+    plain.shutdown().await.unwrap();
+}
