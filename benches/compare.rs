@@ -717,6 +717,21 @@ async fn delay_precision(broker: Broker, n: u64) -> Precision {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let producer = app.producer();
+    // Warm-up: every consumer on the path fetching (a Kafka consumer's
+    // first fetches after joining are slow).
+    for id in 0..200 {
+        let warm = Publish::to(topic.as_str())
+            .key(key_of(id, 1_000))
+            .message(&sample(id))
+            .unwrap()
+            .delay(Duration::from_millis(id % 2 * 300));
+        producer.send(warm).await.unwrap().unwrap();
+    }
+    while arrivals.lock().unwrap().len() < 200 {
+        assert!(Instant::now() < deadline, "warm-up records did not arrive");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    arrivals.lock().unwrap().clear();
     let mut due = vec![std::time::UNIX_EPOCH; n as usize];
     let mut pending = std::collections::VecDeque::new();
     let record = |id: u64, delay: Duration| {

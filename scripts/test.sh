@@ -34,4 +34,5 @@ cargo test --workspace --doc --locked
 step "examples run"
 cargo run --release --locked --example quickstart >/dev/null
 cargo run --locked --example supervision >/dev/null
+cargo run --locked --example delayed >/dev/null
 echo "all checks passed"

@@ -1,7 +1,9 @@
 //! The `Producer` actor: [`Publish`] in, [`PublishOutcome`] out.
 //!
-//! Role: stamps the well-known headers (message id, timestamp), checks the
-//! record against the maximum size, and hands it to the ProducerConnection.
+//! Role: stamps the well-known headers (message id, timestamp), sends a
+//! delayed record (`Publish::delay`/`at`) to its first delay bucket with the
+//! `x-deliver-at` and `x-original-topic` headers, checks the record against
+//! the maximum size, and hands it to the ProducerConnection.
 //! When the connection fails with a retriable error or is being restarted,
 //! the record is sent again (to the new incarnation) until the delivery
 //! timeout; only then does the publisher get the error. A record sent twice

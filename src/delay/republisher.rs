@@ -48,6 +48,11 @@ use crate::error::{check_topic, Result};
 use crate::producer::produce;
 use crate::subscription::dead_letter_topic;
 
+/// Heads due sooner than this are waited for without pausing the partition:
+/// a pause makes a Kafka client drop what it fetched ahead and fetch it
+/// again, which costs more than the few records that arrive meanwhile.
+const HOLD_MIN: Duration = Duration::from_millis(50);
+
 /// How long to wait before writing again after a write failed for good.
 const REWRITE_BACKOFF: Duration = Duration::from_secs(1);
 
@@ -271,11 +276,13 @@ impl Republisher {
             ctx.cancel_future(handle);
         }
         let wait = Duration::from_millis((released_at - now) as u64);
-        if let Some(connection) = self.connection.get() {
-            connection.do_send(Hold {
-                partition: tp.clone(),
-                until: Instant::now() + wait,
-            });
+        if wait >= HOLD_MIN {
+            if let Some(connection) = self.connection.get() {
+                connection.do_send(Hold {
+                    partition: tp.clone(),
+                    until: Instant::now() + wait,
+                });
+            }
         }
         let woken = tp.clone();
         let handle = ctx.run_later(wait, move |act, ctx| {
