@@ -797,8 +797,13 @@ async fn delay_precision(broker: Broker, n: u64) -> Precision {
     }
 }
 
-/// The `delay_precision` rows of one broker (absolute figures against their targets).
+/// Prints one broker's `delay_precision` figures and returns its rows
+/// (absolute figures against their targets).
 fn precision_rows(on: &str, n: u64, p: &Precision) -> Vec<Outcome2> {
+    eprintln!(
+        "  delay_precision {on}: p50 {:.1} ms p99 {:.1} ms max {:.1} ms, {} early, idle CPU {:.2}%",
+        p.p50_ms, p.p99_ms, p.max_ms, p.early, p.idle_cpu_pct
+    );
     let notes = format!("{n} records delayed 1-10 s on {on}; lateness at the handler");
     [
         ("p50_ms", p.p50_ms, f64::NAN, "ms late"),
@@ -1010,8 +1015,6 @@ async fn run(sizes: Sizes) -> Vec<Outcome2> {
                 .set("batch.num.messages", "1")
                 .set("fetch.wait.max.ms", "10");
             let p = delay_precision(broker, sizes.delay_records).await;
-            eprintln!("  delay_precision kafka: p50 {:.1} ms p99 {:.1} ms max {:.1} ms, {} early, idle CPU {:.2}%",
-                p.p50_ms, p.p99_ms, p.max_ms, p.early, p.idle_cpu_pct);
             out.extend(precision_rows("kafka", sizes.delay_records, &p));
         }
     } else {
@@ -1019,8 +1022,6 @@ async fn run(sizes: Sizes) -> Vec<Outcome2> {
     }
     if sizes.wants("delay_precision") {
         let p = delay_precision(Broker::memory(), sizes.delay_records).await;
-        eprintln!("  delay_precision embedded: p50 {:.1} ms p99 {:.1} ms max {:.1} ms, {} early, idle CPU {:.2}%",
-            p.p50_ms, p.p99_ms, p.max_ms, p.early, p.idle_cpu_pct);
         out.extend(precision_rows("embedded", sizes.delay_records, &p));
     }
 

@@ -235,6 +235,12 @@ impl AppBuilder {
             sub.validate()?;
         }
         let plan = self.delays.as_ref().map(Delays::plan).transpose()?;
+        // The Republisher of this application, when it runs one.
+        let republisher = self
+            .delays
+            .as_ref()
+            .filter(|d| d.republishes())
+            .zip(plan.clone());
 
         let backend = broker.backend()?;
         // Topic administration: subscribed and dead-letter topics exist
@@ -246,10 +252,8 @@ impl AppBuilder {
                 topics.push(sub.dead_letter_topic(topic));
             }
         }
-        if let (Some(delays), Some(plan)) = (&self.delays, &plan) {
-            if delays.republishes() {
-                topics.extend(plan.topics());
-            }
+        if let Some((_, plan)) = &republisher {
+            topics.extend(plan.topics());
         }
         topics.sort();
         topics.dedup();
@@ -301,15 +305,13 @@ impl AppBuilder {
             events: self.events.clone(),
             assignments: assignments.clone(),
         };
-        if let (Some(delays), Some(plan)) = (&self.delays, plan) {
-            if delays.republishes() {
-                root = root.child(republisher_spec(
-                    delays,
-                    plan,
-                    delivery_timeout,
-                    shared.clone(),
-                ));
-            }
+        if let Some((delays, plan)) = republisher {
+            root = root.child(republisher_spec(
+                delays,
+                plan,
+                delivery_timeout,
+                shared.clone(),
+            ));
         }
         for (_, make) in self.subscriptions {
             root = root.child(make(shared.clone()));

@@ -27,7 +27,7 @@ use crate::connection::producer::{Produce, ProducerConnection};
 use crate::delay::Plan;
 use crate::envelope::{header, new_message_id, OutgoingRecord};
 use crate::error::{Error, Result};
-use crate::publish::{Publish, PublishOutcome};
+use crate::publish::{epoch_ms_rounded_up, Publish, PublishOutcome};
 
 /// Publishes records; get its address from [`App::producer`](crate::App::producer).
 pub struct Producer {
@@ -99,7 +99,7 @@ pub(crate) fn prepare(
     // Due later than this millisecond: delayed; otherwise published now.
     let deliver_at = due
         .map(|d| d.at_ms(now))
-        .filter(|&at| at > crate::publish::Due::At(now).at_ms(now));
+        .filter(|&at| at > epoch_ms_rounded_up(now));
     if let Some(deliver_at) = deliver_at {
         let plan = delays.ok_or_else(|| {
             Error::Config(

@@ -47,19 +47,23 @@ impl Due {
     /// The due time in milliseconds since the Unix epoch, rounded up so the
     /// record is never due early; `now` is the publish time.
     pub(crate) fn at_ms(self, now: SystemTime) -> i64 {
-        let at = match self {
+        epoch_ms_rounded_up(match self {
             Due::After(d) => now
                 .checked_add(d)
                 .unwrap_or(now + Duration::from_secs(u32::MAX as u64)),
             Due::At(t) => t,
-        };
-        match at.duration_since(SystemTime::UNIX_EPOCH) {
-            Ok(d) => {
-                let ms = d.as_millis() + u128::from(d.subsec_nanos() % 1_000_000 != 0);
-                i64::try_from(ms).unwrap_or(i64::MAX)
-            }
-            Err(_) => 0,
+        })
+    }
+}
+
+/// `t` in milliseconds since the Unix epoch, rounded up (0 before the epoch).
+pub(crate) fn epoch_ms_rounded_up(t: SystemTime) -> i64 {
+    match t.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => {
+            let ms = d.as_millis() + u128::from(d.subsec_nanos() % 1_000_000 != 0);
+            i64::try_from(ms).unwrap_or(i64::MAX)
         }
+        Err(_) => 0,
     }
 }
 

@@ -26,14 +26,17 @@ fn delays() -> (Delays, String) {
     (d, prefix)
 }
 
-/// Creates the bucket topics (and their dead-letter topics) up front: the
-/// mock cluster cannot create topics through the admin API.
-async fn bucket_topics(tb: &TestBroker, prefix: &str) -> Vec<String> {
-    let mut topics = vec![format!("{prefix}.0s")];
+/// A destination topic and the delay settings of one test, with every
+/// topic (and dead-letter topic) created up front: the mock cluster cannot
+/// create topics through the admin API.
+async fn prepare(tb: &TestBroker) -> (String, Delays) {
+    let topic = unique("reminders");
+    let (delays, prefix) = delays();
+    let mut topics = vec![topic.clone(), format!("{prefix}.0s")];
     topics.extend(BUCKETS.iter().map(|(_, l)| format!("{prefix}.{l}")));
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
     tb.topics(&names).await;
-    topics
+    (topic, delays)
 }
 
 /// One delivery as the handler saw it.
@@ -188,10 +191,7 @@ fn spread(n: u64, keys: u64, max: Duration) -> Vec<(Order, Duration)> {
 }
 
 async fn many_delays_arrive_in_due_order(tb: TestBroker) {
-    let topic = unique("reminders");
-    tb.topics(&[&topic]).await;
-    let (delays, prefix) = delays();
-    bucket_topics(&tb, &prefix).await;
+    let (topic, delays) = prepare(&tb).await;
     let arrivals = Arrivals::default();
     let app = app_with(&tb, &topic, delays, &arrivals).await;
     until_assigned(&tb, &app, 3 * (1 + 1 + BUCKETS.len())).await;
@@ -239,10 +239,7 @@ on_every_broker!(
 );
 
 async fn republisher_crashes_lose_nothing(tb: TestBroker) {
-    let topic = unique("reminders");
-    tb.topics(&[&topic]).await;
-    let (delays, prefix) = delays();
-    bucket_topics(&tb, &prefix).await;
+    let (topic, delays) = prepare(&tb).await;
     let arrivals = Arrivals::default();
     let app = app_with(&tb, &topic, delays, &arrivals).await;
     let n = 200;
@@ -284,10 +281,7 @@ on_every_broker!(
 );
 
 async fn pending_delays_survive_a_restart(tb: TestBroker) {
-    let topic = unique("reminders");
-    tb.topics(&[&topic]).await;
-    let (delays, prefix) = delays();
-    bucket_topics(&tb, &prefix).await;
+    let (topic, delays) = prepare(&tb).await;
     let before = Arrivals::default();
     let first = app_with(&tb, &topic, delays.clone(), &before).await;
     let n = 100;

@@ -29,7 +29,7 @@ use kafkactor_actors::{ChildRef, ChildSpec, Events, Supervisor};
 
 use crate::broker::{BrokerBackend, ConsumerConfig};
 use crate::connection::consumer::{
-    Assignment, ConsumerConnection, ConsumerSettings, DispatchTarget,
+    Assignment, ConsumerConnection, ConsumerSettings, Deliver, DispatchTarget,
 };
 use crate::dead_letter::DeadLetter;
 use crate::dispatch::{DispatchSettings, Dispatcher};
@@ -45,6 +45,39 @@ pub(crate) struct Shared {
     pub(crate) events: Events,
     /// Where each subscription publishes the partitions it owns.
     pub(crate) assignments: Arc<std::sync::Mutex<Vec<Assignment>>>,
+}
+
+impl Shared {
+    /// Lets [`App::assigned_partitions`](crate::App::assigned_partitions)
+    /// see the partitions a connection with these settings owns.
+    pub(crate) fn publish_assignment(&self, settings: &ConsumerSettings) {
+        self.assignments
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(settings.assignment.clone());
+    }
+}
+
+/// The child spec of a `consumer-connection` that feeds `target` (a
+/// Dispatcher or the Republisher) and reports to whichever incarnation of it
+/// is running.
+pub(crate) fn connection_spec<D>(
+    backend: Arc<dyn BrokerBackend>,
+    settings: ConsumerSettings,
+    connection: &ChildRef<ConsumerConnection>,
+    target: ChildRef<D>,
+    shutdown_deadline: Duration,
+) -> ChildSpec
+where
+    D: Actor<Context = Context<D>> + actix::Handler<Deliver>,
+{
+    ChildSpec::graceful_with_ref("consumer-connection", connection, move || {
+        let target = target.clone();
+        let resolve: DispatchTarget =
+            Box::new(move || target.get_numbered().map(|(a, n)| (a.recipient(), n)));
+        ConsumerConnection::new(backend.clone(), settings.clone(), resolve)
+    })
+    .shutdown_deadline(shutdown_deadline)
 }
 
 /// The child spec of one subscription's supervisor.
@@ -87,11 +120,7 @@ where
         drain_timeout: sub.drain_timeout,
         assignment: Assignment::default(),
     };
-    shared
-        .assignments
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push(consumer.assignment.clone());
+    shared.publish_assignment(&consumer);
     let handlers: Vec<ChildRef<A>> = (0..sub.concurrency).map(|_| ChildRef::new()).collect();
     let dispatcher: ChildRef<Dispatcher<A>> = ChildRef::new();
     let connection: ChildRef<ConsumerConnection> = ChildRef::new();
@@ -139,17 +168,13 @@ where
                 )
             },
         ));
-        let (backend, settings, target) =
-            (shared.backend.clone(), consumer.clone(), dispatcher.clone());
-        tree.child(
-            ChildSpec::graceful_with_ref("consumer-connection", &connection, move || {
-                let target = target.clone();
-                let resolve: DispatchTarget =
-                    Box::new(move || target.get_numbered().map(|(a, n)| (a.recipient(), n)));
-                ConsumerConnection::new(backend.clone(), settings.clone(), resolve)
-            })
-            .shutdown_deadline(drain + Duration::from_secs(5)),
-        )
+        tree.child(connection_spec(
+            shared.backend.clone(),
+            consumer.clone(),
+            &connection,
+            dispatcher.clone(),
+            drain + Duration::from_secs(5),
+        ))
     })
     .shutdown_deadline(drain + Duration::from_secs(10));
     if escalate {

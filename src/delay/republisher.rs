@@ -229,24 +229,25 @@ impl Republisher {
                     return;
                 }
                 Ok(due) => {
-                    let remaining = Duration::from_millis((due.deliver_at - now).max(0) as u64);
                     let destination = Target::Destination {
                         topic: due.destination,
                         partition: due.partition,
                     };
-                    match self.plan.bucket_for(remaining) {
-                        Some(bucket) if due.deliver_at > now => {
-                            Target::Bucket(bucket.topic.clone())
+                    if due.deliver_at <= now {
+                        destination
+                    } else {
+                        let remaining = Duration::from_millis((due.deliver_at - now) as u64);
+                        match self.plan.bucket_for(remaining) {
+                            Some(bucket) => Target::Bucket(bucket.topic.clone()),
+                            None => {
+                                let record = queue.records.pop_front().expect("head");
+                                self.released += 1;
+                                self.due
+                                    .insert((due.deliver_at, self.released), (record, destination));
+                                self.arm_due_timer(ctx);
+                                continue;
+                            }
                         }
-                        _ if due.deliver_at > now => {
-                            let record = queue.records.pop_front().expect("head");
-                            self.released += 1;
-                            self.due
-                                .insert((due.deliver_at, self.released), (record, destination));
-                            self.arm_due_timer(ctx);
-                            continue;
-                        }
-                        _ => destination,
                     }
                 }
             };
@@ -340,7 +341,7 @@ impl Republisher {
                 result,
             })
         };
-        match &target {
+        let (topic, partition, delivered) = match &target {
             Target::DeadLetter(reason) => {
                 tracing::warn!(topic = %record.topic, partition = record.partition,
                     offset = record.offset, %reason, "bad delay-bucket record: dead-lettering it");
@@ -364,35 +365,29 @@ impl Republisher {
                     };
                     done(record, target, result);
                 });
+                return;
             }
-            Target::Destination { topic, partition } => {
-                let mut headers = record.headers.clone();
-                headers.remove(header::DELIVER_AT);
-                headers.remove(header::ORIGINAL_TOPIC);
-                headers.remove(header::DELIVER_PARTITION);
-                let out = OutgoingRecord {
-                    topic: topic.clone(),
-                    partition: *partition,
-                    key: record.key.clone(),
-                    headers,
-                    payload: record.payload.clone(),
-                    timestamp_ms: now_ms(),
-                };
-                self.send(out, record, target, done);
-            }
-            Target::Bucket(topic) => {
-                let out = OutgoingRecord {
-                    topic: topic.clone(),
-                    partition: None,
-                    key: record.key.clone(),
-                    headers: record.headers.clone(),
-                    payload: record.payload.clone(),
-                    // Its time in the new bucket counts from now.
-                    timestamp_ms: now_ms(),
-                };
-                self.send(out, record, target, done);
-            }
+            Target::Destination { topic, partition } => (topic.clone(), *partition, true),
+            Target::Bucket(topic) => (topic.clone(), None, false),
+        };
+        // Into a bucket the record goes untouched; to its destination
+        // without the delay headers.
+        let mut headers = record.headers.clone();
+        if delivered {
+            headers.remove(header::DELIVER_AT);
+            headers.remove(header::ORIGINAL_TOPIC);
+            headers.remove(header::DELIVER_PARTITION);
         }
+        let out = OutgoingRecord {
+            topic,
+            partition,
+            key: record.key.clone(),
+            headers,
+            payload: record.payload.clone(),
+            // In a bucket, its time there counts from now.
+            timestamp_ms: now_ms(),
+        };
+        self.send(out, record, target, done);
     }
 
     /// Produces `out`; the first attempt is enqueued now, so records keep
@@ -461,7 +456,6 @@ impl Handler<Deliver> for Republisher {
             }
             self.queues.entry(tp).or_default().records.push_back(record);
         }
-        touched.dedup();
         for tp in touched {
             // A partition already waiting for its head keeps waiting.
             if self.queues.get(&tp).is_some_and(|q| q.wakeup.is_none()) {

@@ -20,10 +20,8 @@ use kafkactor_actors::{ChildRef, ChildSpec, Supervisor};
 use super::republisher::Republisher;
 use super::{Delays, Plan};
 use crate::broker::{ConsumerConfig, OffsetReset};
-use crate::connection::consumer::{
-    Assignment, ConsumerConnection, ConsumerSettings, DispatchTarget,
-};
-use crate::consumer::tree::Shared;
+use crate::connection::consumer::{Assignment, ConsumerConnection, ConsumerSettings};
+use crate::consumer::tree::{connection_spec, Shared};
 
 /// How long a revoked bucket partition waits for its writes under way.
 const DRAIN: Duration = Duration::from_secs(2);
@@ -54,21 +52,12 @@ pub(crate) fn republisher_spec(
         drain_timeout: DRAIN,
         assignment: Assignment::default(),
     };
-    shared
-        .assignments
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push(settings.assignment.clone());
+    shared.publish_assignment(&settings);
     let group: Arc<str> = Arc::from(delays.group_name());
     let (max_restarts, window) = (10, Duration::from_secs(10));
     ChildSpec::graceful("republisher", move || {
         let connection: ChildRef<ConsumerConnection> = ChildRef::new();
         let republisher: ChildRef<Republisher> = ChildRef::new();
-        let (backend, settings, target) = (
-            shared.backend.clone(),
-            settings.clone(),
-            republisher.clone(),
-        );
         let (plan, group, producer, dead_letter, conn) = (
             plan.clone(),
             group.clone(),
@@ -79,15 +68,13 @@ pub(crate) fn republisher_spec(
         Supervisor::new("republisher")
             .events(shared.events.clone())
             .restart_limit(max_restarts, window)
-            .child(
-                ChildSpec::graceful_with_ref("consumer-connection", &connection, move || {
-                    let target = target.clone();
-                    let resolve: DispatchTarget =
-                        Box::new(move || target.get_numbered().map(|(a, n)| (a.recipient(), n)));
-                    ConsumerConnection::new(backend.clone(), settings.clone(), resolve)
-                })
-                .shutdown_deadline(DRAIN + Duration::from_secs(5)),
-            )
+            .child(connection_spec(
+                shared.backend.clone(),
+                settings.clone(),
+                &connection,
+                republisher.clone(),
+                DRAIN + Duration::from_secs(5),
+            ))
             .child(
                 ChildSpec::graceful_with_ref("republisher", &republisher, move || {
                     Republisher::new(
