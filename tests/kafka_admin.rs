@@ -155,3 +155,47 @@ async fn an_unreachable_broker_fails_retriably_after_the_delivery_timeout() {
     );
     app.shutdown().await.unwrap();
 }
+
+/// The names of this process's librdkafka threads (`rdk:main`, `rdk:broker..`).
+fn librdkafka_threads() -> Vec<String> {
+    std::fs::read_dir("/proc/self/task")
+        .map(|tasks| {
+            tasks
+                .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+                .map(|name| name.trim().to_string())
+                .filter(|name| name.starts_with("rdk:"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[actix::test]
+async fn every_client_is_closed_once_the_app_and_the_broker_handle_are_gone() {
+    let tb = TestBroker::tansu(3);
+    let topic = unique("closing");
+    let log = Log::default();
+    let app = Kafkactor::builder()
+        .broker(tb.broker.clone())
+        .subscribe(
+            Subscription::to(topic.as_str()).group(unique("g").as_str()),
+            probe(&log, "a", ack()),
+        )
+        .start()
+        .await
+        .unwrap();
+    publish_all(&app, &topic, &orders(10, 2)).await;
+    eventually("handled", tb.patience(Duration::from_secs(10)), || {
+        log.len() == 10
+    })
+    .await;
+    assert!(
+        !librdkafka_threads().is_empty(),
+        "clients run while the app does"
+    );
+    app.shutdown().await.unwrap();
+    drop(tb);
+    eventually("no librdkafka thread left", Duration::from_secs(10), || {
+        librdkafka_threads().is_empty()
+    })
+    .await;
+}

@@ -122,6 +122,13 @@ impl fmt::Debug for KafkaBackend {
 
 impl KafkaBackend {
     fn new(config: KafkaConfig) -> Result<Self> {
+        // The settings without the slot that will hold this backend: a
+        // backend that kept its own slot alive would never be dropped, nor
+        // its clients and their threads.
+        let config = KafkaConfig {
+            backend: Arc::default(),
+            ..config
+        };
         let admin = Admin::new(&config)?;
         Ok(KafkaBackend { config, admin })
     }
