@@ -314,14 +314,19 @@ on_every_broker!(
     3
 );
 
-#[actix::test]
-async fn long_delays_hop_through_the_buckets() {
+/// Publishes one record delayed 2.55 s with 200 ms and 500 ms buckets and
+/// the given in-memory hold (None: the default), and returns how many copies of it went through
+/// the 500 ms, 200 ms and 0 s buckets.
+async fn hops_of_a_long_delay(hold: Option<Duration>) -> [usize; 3] {
     let tb = TestBroker::memory(2);
     let topic = unique("reminders");
     let prefix = unique("delay");
-    let delays = Delays::default()
+    let mut delays = Delays::default()
         .buckets([Duration::from_millis(200), Duration::from_millis(500)])
         .topic_prefix(&prefix);
+    if let Some(hold) = hold {
+        delays = delays.hold_in_memory(hold);
+    }
     let arrivals = Arrivals::default();
     let app = app_with(&tb, &topic, delays, &arrivals).await;
     let delay = Duration::from_millis(2_550);
@@ -341,19 +346,33 @@ async fn long_delays_hop_through_the_buckets() {
         "late by {:?}",
         late[0]
     );
-    // 2.55 s: four times through the 500 ms bucket (2.55, 2.05, 1.55 and
-    // 1.05 s remain, each at least 500 ms + the 100 ms hop allowance), twice
-    // through the 200 ms one (0.55, 0.35 s), the last 150 ms in the
-    // Republisher's timer.
-    let copies = |label: &str| {
-        let broker = tb.broker.clone();
-        let topic = format!("{prefix}.{label}");
-        async move { broker.read_topic(&topic).await.unwrap().len() }
-    };
-    assert_eq!(copies("500ms").await, 4);
-    assert_eq!(copies("200ms").await, 2);
-    assert_eq!(copies("0s").await, 0);
     app.shutdown().await.unwrap();
+    let mut copies = [0; 3];
+    for (n, label) in copies.iter_mut().zip(["500ms", "200ms", "0s"]) {
+        *n = tb
+            .broker
+            .read_topic(&format!("{prefix}.{label}"))
+            .await
+            .unwrap()
+            .len();
+    }
+    copies
+}
+
+#[actix::test]
+async fn long_delays_hop_through_the_buckets() {
+    // 2.55 s without holding in memory: four times through the 500 ms bucket
+    // (2.55, 2.05, 1.55 and 1.05 s remain, each at least 500 ms + the 100 ms
+    // hop allowance), twice through the 200 ms one (0.55, 0.35 s), the last
+    // 150 ms in the Republisher's timer.
+    assert_eq!(hops_of_a_long_delay(Some(Duration::ZERO)).await, [4, 2, 0]);
+    // Holding up to 1 s: the 500 ms bucket until 0.55 s remain, then memory.
+    assert_eq!(
+        hops_of_a_long_delay(Some(Duration::from_secs(1))).await,
+        [4, 0, 0]
+    );
+    // The default hold (5 s): one bucket, then memory until due.
+    assert_eq!(hops_of_a_long_delay(None).await, [1, 0, 0]);
 }
 
 #[actix::test]

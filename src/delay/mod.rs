@@ -11,10 +11,11 @@
 //! - A record stays in a bucket for exactly the bucket's length, counted
 //!   from when it was written there, so within a bucket partition arrival
 //!   order is release order and the head is always the next record due.
-//! - When released it goes to the largest bucket that fits what remains
-//!   (long delays hop through the largest bucket repeatedly) or, once less
-//!   than the smallest bucket remains, it is held by an in-memory timer until
-//!   it is due, while it stays uncommitted in its bucket.
+//! - When released with at most [`Delays::hold_in_memory`] (default 5 s)
+//!   or less than the smallest bucket to go, it is held by an in-memory
+//!   timer until it is due, while it stays uncommitted in its bucket.
+//!   Otherwise it goes to the largest bucket that fits what remains (long
+//!   delays hop through the largest bucket repeatedly).
 //! - Delays shorter than the smallest bucket go to the `0s` bucket, whose
 //!   records are released at once into that timer.
 //!
@@ -35,6 +36,10 @@ use crate::error::{Error, Result};
 /// to the bucket and reading it back): a record whose remaining delay is
 /// `r` goes to the largest bucket `b` with `b + HOP_ALLOWANCE <= r`.
 pub const HOP_ALLOWANCE: Duration = Duration::from_millis(100);
+
+/// How much remaining delay a released record may wait in the
+/// Republisher's memory by default.
+const DEFAULT_HOLD: Duration = Duration::from_secs(5);
 
 /// The default bucket lengths.
 const DEFAULT_BUCKETS: [Duration; 9] = [
@@ -67,6 +72,7 @@ pub struct Delays {
     group: String,
     republish: bool,
     max_in_flight: usize,
+    hold: Duration,
 }
 
 impl Default for Delays {
@@ -77,6 +83,7 @@ impl Default for Delays {
             group: "kafkactor-republisher".into(),
             republish: true,
             max_in_flight: 100_000,
+            hold: DEFAULT_HOLD,
         }
     }
 }
@@ -91,6 +98,8 @@ impl fmt::Debug for Delays {
             .field("prefix", &self.prefix)
             .field("group", &self.group)
             .field("republish", &self.republish)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("hold_in_memory", &self.hold)
             .finish()
     }
 }
@@ -127,6 +136,17 @@ impl Delays {
     /// 100,000); past it the Republisher stops reading until some are.
     pub fn max_in_flight(mut self, max: usize) -> Self {
         self.max_in_flight = max;
+        self
+    }
+
+    /// A record leaving its bucket with at most this long to go waits for
+    /// its due time in the Republisher's memory instead of hopping to a
+    /// smaller bucket (default 5 s). Longer means fewer writes per delayed
+    /// record; shorter means fewer records held (at most `max_in_flight`)
+    /// and earlier commits of the bucket partitions. Zero hops until less
+    /// than the smallest bucket remains.
+    pub fn hold_in_memory(mut self, hold: Duration) -> Self {
+        self.hold = hold;
         self
     }
 
@@ -175,7 +195,11 @@ impl Delays {
                 topic: topic(length),
             })
             .collect();
-        Ok(Arc::new(Plan { short, buckets }))
+        Ok(Arc::new(Plan {
+            short,
+            buckets,
+            hold: self.hold,
+        }))
     }
 }
 
@@ -206,6 +230,8 @@ pub(crate) struct Bucket {
 pub(crate) struct Plan {
     pub(crate) short: Arc<str>,
     pub(crate) buckets: Vec<Bucket>,
+    /// Remaining delays up to this wait in the Republisher's memory.
+    hold: Duration,
 }
 
 impl Plan {
@@ -216,6 +242,15 @@ impl Plan {
             .iter()
             .rev()
             .find(|b| b.length + HOP_ALLOWANCE <= remaining)
+    }
+
+    /// Where a record released from its bucket with `remaining` to go is
+    /// written next: None when it waits in memory.
+    pub(crate) fn next_bucket(&self, remaining: Duration) -> Option<&Bucket> {
+        if remaining <= self.hold {
+            return None;
+        }
+        self.bucket_for(remaining)
     }
 
     /// Where a record published now with `remaining` delay is written,
@@ -288,6 +323,25 @@ mod tests {
         );
         assert_eq!(plan.length_of("kafkactor.delay.0s"), Some(Duration::ZERO));
         assert_eq!(plan.length_of("orders"), None);
+    }
+
+    #[test]
+    fn released_records_within_the_hold_wait_in_memory() {
+        let next = |hold_ms: u64, remaining_ms: u64| {
+            let plan = Delays::default()
+                .hold_in_memory(Duration::from_millis(hold_ms))
+                .plan()
+                .unwrap();
+            plan.next_bucket(Duration::from_millis(remaining_ms))
+                .map(|b| b.length)
+        };
+        assert_eq!(next(5_000, 5_000), None);
+        assert_eq!(next(5_000, 5_001), Some(Duration::from_secs(1)));
+        assert_eq!(next(5_000, 5_100), Some(Duration::from_secs(5)));
+        assert_eq!(next(0, 1_100), Some(Duration::from_secs(1)));
+        assert_eq!(next(0, 1_099), None);
+        assert_eq!(next(60_000, 59_000), None);
+        assert_eq!(next(60_000, 90_000), Some(Duration::from_secs(60)));
     }
 
     #[test]

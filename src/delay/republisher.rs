@@ -7,9 +7,9 @@
 //! - not released yet (a record stays `length` in its bucket): it sends the
 //!   connection a [`Hold`] that pauses the partition until then and sets
 //!   one timer for that moment: no polling, no CPU while nothing is due;
-//! - released with a bucket's worth of delay or more remaining: it writes
-//!   the record to the largest bucket that fits (headers, key and payload
-//!   untouched);
+//! - released with more than the hold (`Delays::hold_in_memory`) and a
+//!   bucket's worth of delay remaining: it writes the record to the largest
+//!   bucket that fits (headers, key and payload untouched);
 //! - released with less remaining: it holds the record in an in-memory
 //!   timer until its `x-deliver-at`, then writes it to its destination
 //!   (`x-original-topic`) without the delay headers;
@@ -237,7 +237,7 @@ impl Republisher {
                         destination
                     } else {
                         let remaining = Duration::from_millis((due.deliver_at - now) as u64);
-                        match self.plan.bucket_for(remaining) {
+                        match self.plan.next_bucket(remaining) {
                             Some(bucket) => Target::Bucket(bucket.topic.clone()),
                             None => {
                                 let record = queue.records.pop_front().expect("head");
