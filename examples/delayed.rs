@@ -4,8 +4,8 @@
 //! of due order) and one cart expiry at a wall-clock time 2.5 s from now,
 //! then prints each as it arrives, with how long after its due time it came,
 //! and exits 0 once all arrived. With the default buckets (1s, 5s, 30s, ..
-//! 24h) a 3 s delay waits in the `1s` bucket twice and its last moments in
-//! the Republisher's timer.
+//! 24h) a 3 s delay waits in the `1s` bucket once and the remaining 2 s in
+//! the Republisher's timer (`Delays::hold_in_memory`, default 5 s).
 //!
 //! Delivery semantics: at-least-once, never early. A delayed record is
 //! durable in its delay bucket once `send` answers `Delayed`; the bucket
