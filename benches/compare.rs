@@ -398,10 +398,11 @@ async fn paced(rate: u64, total: u64, mut send: impl FnMut(u64)) {
     }
 }
 
+/// p50 and p99 in ms of latencies in µs.
 fn percentiles(mut v: Vec<u64>) -> (f64, f64) {
     v.sort_unstable();
-    let at = |q: f64| v[((v.len() as f64 * q) as usize).min(v.len() - 1)] as f64 / 1_000.0;
-    (at(0.50), at(0.99))
+    let ms: Vec<f64> = v.into_iter().map(|us| us as f64 / 1_000.0).collect();
+    (quantile(&ms, 0.50), quantile(&ms, 0.99))
 }
 
 // ---------------------------------------------------------------- Kafka
@@ -411,6 +412,29 @@ mod kafka {
     use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
     use rdkafka::producer::{FutureProducer, FutureRecord};
     use rdkafka::ClientConfig;
+
+    /// The headers kafkactor gives a `Sample` (content type and type name),
+    /// with room for `capacity` in all.
+    fn sample_headers(capacity: usize) -> rdkafka::message::OwnedHeaders {
+        rdkafka::message::OwnedHeaders::new_with_capacity(capacity)
+            .insert(rdkafka::message::Header {
+                key: "content-type",
+                value: Some("application/msgpack"),
+            })
+            .insert(rdkafka::message::Header {
+                key: "x-type",
+                value: Some("Sample"),
+            })
+    }
+
+    /// A plain consumer in a group of its own, from the beginning.
+    pub(super) fn consumer_settings(brokers: &str) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", brokers)
+            .set("group.id", unique("bench-raw-g"))
+            .set("auto.offset.reset", "earliest");
+        c
+    }
 
     pub(super) fn producer_settings(brokers: &str) -> ClientConfig {
         let mut c = ClientConfig::new();
@@ -425,6 +449,15 @@ mod kafka {
         /// The in-process mock cluster, when the run uses one.
         pub(super) static MOCK: std::cell::RefCell<Option<rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>>> =
             const { std::cell::RefCell::new(None) };
+    }
+
+    /// The bootstrap servers of the run's mock cluster, started on first use.
+    pub(super) fn mock_cluster() -> String {
+        MOCK.with(|m| {
+            m.borrow_mut()
+                .get_or_insert_with(|| rdkafka::mocking::MockCluster::new(1).unwrap())
+                .bootstrap_servers()
+        })
     }
 
     pub(super) async fn create(brokers: &str, topic: &str) {
@@ -477,15 +510,7 @@ mod kafka {
                 .unwrap()
                 .as_millis()
                 .to_string();
-            let headers = rdkafka::message::OwnedHeaders::new_with_capacity(4)
-                .insert(rdkafka::message::Header {
-                    key: "content-type",
-                    value: Some("application/msgpack"),
-                })
-                .insert(rdkafka::message::Header {
-                    key: "x-type",
-                    value: Some("Sample"),
-                })
+            let headers = sample_headers(4)
                 .insert(rdkafka::message::Header {
                     key: "x-message-id",
                     value: Some(&id_text),
@@ -524,15 +549,7 @@ mod kafka {
         for id in 0..n {
             let key = key_of(id, 1_000);
             let payload = rmp_serde::to_vec_named(&sample(id)).unwrap();
-            let headers = rdkafka::message::OwnedHeaders::new()
-                .insert(rdkafka::message::Header {
-                    key: "content-type",
-                    value: Some("application/msgpack"),
-                })
-                .insert(rdkafka::message::Header {
-                    key: "x-type",
-                    value: Some("Sample"),
-                });
+            let headers = sample_headers(2);
             pending.push(
                 producer
                     .send_result(
@@ -595,11 +612,7 @@ mod kafka {
         let topic = unique("bench-raw-latency");
         create(brokers, &topic).await;
         let mut producer = producer_settings(brokers);
-        let mut consumer = ClientConfig::new();
-        consumer
-            .set("bootstrap.servers", brokers)
-            .set("group.id", unique("bench-raw-g"))
-            .set("auto.offset.reset", "earliest");
+        let mut consumer = consumer_settings(brokers);
         for (k, v) in settings {
             // librdkafka warns about producer settings given to a consumer
             // and the reverse; each takes its own.
@@ -670,12 +683,9 @@ mod kafka {
         use futures_util::StreamExt;
         use rdkafka::message::Message;
         let started = Instant::now();
-        let consumer: StreamConsumer = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
-            .set("group.id", unique("bench-raw-g"))
+        let consumer: StreamConsumer = consumer_settings(brokers)
             .set("enable.auto.commit", "true")
             .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
             .create()
             .unwrap();
         consumer.subscribe(&[topic]).unwrap();
@@ -914,6 +924,26 @@ async fn delay_precision(broker: Broker, kafka: Option<(&str, i32)>, n: u64) -> 
     }
 }
 
+/// A row of an absolute figure: its "baseline" is its target (at most),
+/// or the figure itself when it has none.
+fn absolute(
+    scenario: String,
+    unit: &'static str,
+    value: f64,
+    target: Option<f64>,
+    notes: String,
+) -> Outcome2 {
+    Outcome2 {
+        scenario,
+        unit,
+        higher_is_better: false,
+        kafkactor: vec![value],
+        baseline: vec![target.unwrap_or(value)],
+        target: target.map(|_| (1.0, "<=")),
+        notes,
+    }
+}
+
 /// The rows of the Kafka broker's own produce -> consume latency.
 fn floor_rows(n: u64, sorted: &[f64]) -> Vec<Outcome2> {
     let (p50, p99, max) = (
@@ -922,26 +952,17 @@ fn floor_rows(n: u64, sorted: &[f64]) -> Vec<Outcome2> {
         quantile(sorted, 1.0),
     );
     eprintln!("  kafka floor (plain rdkafka produce -> consume): p50 {p50:.1} ms p99 {p99:.1} ms max {max:.1} ms");
+    let notes = format!(
+        "plain rdkafka produce -> consume of {n} records at {:.0}/s, same settings (the broker's floor)",
+        n as f64 / 9.0
+    );
     [("p50_ms", p50), ("p99_ms", p99), ("max_ms", max)]
         .into_iter()
-        .map(|(name, value)| Outcome2 {
-            scenario: format!("kafka_floor_latency_{name}"),
-            unit: "ms",
-            higher_is_better: false,
-            kafkactor: vec![value],
-            baseline: vec![value],
-            target: None,
-            notes: format!(
-                "plain rdkafka produce -> consume of {n} records at {:.0}/s, same settings (the broker's floor)",
-                n as f64 / 9.0
-            ),
+        .map(|(name, value)| {
+            let scenario = format!("kafka_floor_latency_{name}");
+            absolute(scenario, "ms", value, None, notes.clone())
         })
         .collect()
-}
-
-/// The bootstrap servers of the run's mock cluster, if one was started.
-fn mock_brokers() -> Option<String> {
-    kafka::MOCK.with(|m| m.borrow().as_ref().map(|m| m.bootstrap_servers()))
 }
 
 /// A Kafka broker handle with librdkafka settings.
@@ -968,21 +989,16 @@ fn precision_rows(on: &str, n: u64, p: &Precision) -> Vec<Outcome2> {
     );
     let notes = format!("{n} records delayed 1-10 s on {on}; lateness at the handler");
     [
-        ("p50_ms", p.p50_ms, f64::NAN, "ms late"),
-        ("p99_ms", p.p99_ms, 20.0, "ms late"),
-        ("max_ms", p.max_ms, f64::NAN, "ms late"),
-        ("early", p.early as f64, f64::NAN, "records"),
-        ("idle_cpu_pct", p.idle_cpu_pct, 1.0, "percent"),
+        ("p50_ms", p.p50_ms, None, "ms late"),
+        ("p99_ms", p.p99_ms, Some(20.0), "ms late"),
+        ("max_ms", p.max_ms, None, "ms late"),
+        ("early", p.early as f64, None, "records"),
+        ("idle_cpu_pct", p.idle_cpu_pct, Some(1.0), "percent"),
     ]
     .into_iter()
-    .map(|(name, value, target, unit)| Outcome2 {
-        scenario: format!("delay_precision_{on}_{name}"),
-        unit,
-        higher_is_better: false,
-        kafkactor: vec![value],
-        baseline: vec![if target.is_nan() { value } else { target }],
-        target: (!target.is_nan()).then_some((1.0, "<=")),
-        notes: notes.clone(),
+    .map(|(name, value, target, unit)| {
+        let scenario = format!("delay_precision_{on}_{name}");
+        absolute(scenario, unit, value, target, notes.clone())
     })
     .collect()
 }
@@ -1108,12 +1124,7 @@ async fn run(sizes: Sizes) -> Vec<Outcome2> {
     // `KAFKACTOR_BENCH_BROKERS=mock` runs the Kafka scenarios against
     // librdkafka's in-process mock cluster instead of a broker.
     let brokers = match sizes.brokers.as_deref() {
-        Some("mock") => {
-            let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
-            let b = mock.bootstrap_servers();
-            kafka::MOCK.with(|m| *m.borrow_mut() = Some(mock));
-            Some(b)
-        }
+        Some("mock") => Some(kafka::mock_cluster()),
         other => other.map(str::to_string),
     };
     if let Some(brokers) = brokers {
@@ -1170,7 +1181,8 @@ async fn run(sizes: Sizes) -> Vec<Outcome2> {
             }
             out.push(o);
         }
-        if sizes.wants("delay_precision") && brokers != mock_brokers().as_deref().unwrap_or("") {
+        // With KAFKACTOR_BENCH_BROKERS=mock the mock cluster's run below is the Kafka one.
+        if sizes.wants("delay_precision") && sizes.brokers.as_deref() != Some("mock") {
             // tansu 0.6.0 skips the rest of a batch when a fetch starts
             // inside it (after a pause between two of its records), and the
             // Republisher pauses: one record per batch. tansu and the mock
@@ -1195,15 +1207,7 @@ async fn run(sizes: Sizes) -> Vec<Outcome2> {
         // (lingering 1 ms). It keeps at most 5 MB per partition, deleting
         // the oldest records past that as retention would: 12 partitions
         // per bucket keep the 5 s bucket's waiting records under it.
-        let mock = match mock_brokers() {
-            Some(b) => b,
-            None => {
-                let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
-                let b = mock.bootstrap_servers();
-                kafka::MOCK.with(|m| *m.borrow_mut() = Some(mock));
-                b
-            }
-        };
+        let mock = kafka::mock_cluster();
         let settings = [("linger.ms", "1"), ("fetch.wait.max.ms", "10")];
         let n = sizes.delay_records;
         let p = delay_precision(with_settings(&mock, &settings), Some((&mock, 12)), n).await;
@@ -1218,24 +1222,16 @@ async fn run(sizes: Sizes) -> Vec<Outcome2> {
             "  scale: {} subscriptions started in {start:.2}s, {rss:.0} MiB, idle CPU {cpu:.2}%",
             sizes.scale_subscriptions
         );
+        let notes = format!(
+            "{} subscriptions in one process (absolute; ratio is value / target)",
+            sizes.scale_subscriptions
+        );
         for (name, value, target, unit) in [
-            ("scale_start_s", start, 2.0, "seconds"),
-            ("scale_rss_mib", rss, f64::NAN, "MiB"),
-            ("scale_idle_cpu_pct", cpu, 1.0, "percent"),
+            ("scale_start_s", start, Some(2.0), "seconds"),
+            ("scale_rss_mib", rss, None, "MiB"),
+            ("scale_idle_cpu_pct", cpu, Some(1.0), "percent"),
         ] {
-            out.push(Outcome2 {
-                scenario: name.into(),
-                unit,
-                higher_is_better: false,
-                kafkactor: vec![value],
-                // Absolute figures: the "baseline" is the target itself.
-                baseline: vec![if target.is_nan() { value } else { target }],
-                target: (!target.is_nan()).then_some((1.0, "<=")),
-                notes: format!(
-                    "{} subscriptions in one process (absolute; ratio is value / target)",
-                    sizes.scale_subscriptions
-                ),
-            });
+            out.push(absolute(name.into(), unit, value, target, notes.clone()));
         }
     }
     out

@@ -315,8 +315,8 @@ on_every_broker!(
 );
 
 /// Publishes one record delayed 2.55 s with 200 ms and 500 ms buckets and
-/// the given in-memory hold (None: the default), and returns how many copies of it went through
-/// the 500 ms, 200 ms and 0 s buckets.
+/// the given in-memory hold (None: the default), and returns how many
+/// copies of it went through the 500 ms, 200 ms and 0 s buckets.
 async fn hops_of_a_long_delay(hold: Option<Duration>) -> [usize; 3] {
     let tb = TestBroker::memory(2);
     let topic = unique("reminders");
