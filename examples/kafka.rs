@@ -11,7 +11,8 @@
 //! crash redelivers what was in flight.
 //!
 //! Run: `cargo run --example kafka -- 127.0.0.1:9092`
-//! (or set `KAFKACTOR_BROKERS`; `scripts/tansu.sh` shows how to start tansu).
+//! (or set `KAFKACTOR_BROKERS`; `scripts/kafka.sh` shows how to start Apache
+//! Kafka on loopback).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Runs the side-by-side benchmarks (benches/compare.rs) with a tansu broker
-# for the Kafka scenarios. Usage: scripts/bench.sh [--quick|--full]
+# Runs the side-by-side benchmarks (benches/compare.rs) with Apache Kafka
+# started for the Kafka scenarios. Usage: scripts/bench.sh [--quick|--full]
 # Results: a table on stdout, target/bench/compare.json and compare.md.
+# KAFKACTOR_BENCH_BROKERS=mock uses librdkafka's mock cluster instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/tansu.sh
-start_tansu
-export KAFKACTOR_BENCH_BROKERS="$TANSU_BROKERS"
+if [ "${KAFKACTOR_BENCH_BROKERS:-}" != mock ]; then
+    source scripts/kafka.sh
+    KAFKA_HEAP="${KAFKA_HEAP:--Xms1g -Xmx1g}"
+    start_kafka
+    export KAFKACTOR_BENCH_BROKERS="$KAFKA_BROKERS"
+fi
 cargo bench --locked --bench compare -- "${@:---quick}"

@@ -1,15 +1,40 @@
 #!/usr/bin/env bash
 # Runs every check and test of the workspace. Usage: scripts/test.sh [nextest filters...]
+#
+# Installs what it needs when missing (cargo-nextest, rustfmt and clippy,
+# valgrind, the Python Kafka client of the interop test, Apache Kafka's jars,
+# PostgreSQL and Redis), starts Apache Kafka, PostgreSQL and Redis on
+# loopback, then runs format, lint, the nextest suite (embedded broker,
+# Apache Kafka, librdkafka's mock cluster), the doctests and the examples.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/common.sh
 
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+RUN_STARTED="$(now)"
 
-step() { printf '\n==> %s\n' "$*"; }
+step() { printf '\n==> %s (at %s)\n' "$*" "$(took "$RUN_STARTED" "$(now)")"; }
 
+# The version of kafka-python the interop test runs (a Kafka client with its
+# own protocol implementation, not librdkafka).
+KAFKA_PYTHON_VERSION=2.2.15
+
+step "tools"
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+    echo "installing rustfmt and clippy"
+    rustup component add rustfmt clippy || loud "rustfmt/clippy could not be installed: the format and lint steps will fail"
+fi
 if ! cargo nextest --version >/dev/null 2>&1; then
-    step "installing cargo-nextest"
+    echo "installing cargo-nextest"
     cargo install cargo-nextest --locked
+fi
+if ! command -v valgrind >/dev/null 2>&1; then
+    apt_install valgrind || loud "valgrind could not be installed: instruction counts cannot be measured"
+fi
+if ! python3 -c 'import kafka' >/dev/null 2>&1; then
+    echo "installing kafka-python $KAFKA_PYTHON_VERSION"
+    python3 -m pip install --quiet "kafka-python==$KAFKA_PYTHON_VERSION" ||
+        loud "kafka-python could not be installed from PyPI: the Python interop test will fail"
 fi
 
 step "format"
@@ -18,12 +43,14 @@ cargo fmt --all --check
 step "lint"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "brokers"
-# A real Kafka-protocol broker for the Kafka half of the suite (installed
-# once per machine when missing); librdkafka's mock cluster runs in-process.
-source scripts/tansu.sh
-start_tansu
-export KAFKACTOR_TEST_BROKERS="$TANSU_BROKERS"
+step "brokers and services"
+# Apache Kafka for the Kafka half of the suite (its jars fetched once per
+# machine); librdkafka's mock cluster runs in-process.
+source scripts/kafka.sh
+start_kafka
+export KAFKACTOR_TEST_BROKERS="$KAFKA_BROKERS"
+source scripts/services.sh
+start_services
 
 step "tests"
 cargo nextest run --workspace --all-targets --locked --no-fail-fast "$@"
@@ -35,4 +62,4 @@ step "examples run"
 cargo run --release --locked --example quickstart >/dev/null
 cargo run --locked --example supervision >/dev/null
 cargo run --locked --example delayed >/dev/null
-echo "all checks passed"
+echo "all checks passed in $(took "$RUN_STARTED" "$(now)")"

@@ -1,6 +1,6 @@
 //! Consumer groups: different groups each see every record; members of one
 //! group split the partitions between them, and a member joining or leaving
-//! mid-stream loses nothing. On the embedded broker, tansu and the mock cluster.
+//! mid-stream loses nothing. On the embedded broker, Apache Kafka and the mock cluster.
 
 mod support;
 

@@ -1,6 +1,6 @@
 //! Rejected records, exhausted retries and handler panics land in the
 //! dead-letter topic with headers saying why; nothing else is lost and the
-//! partitions keep flowing. On the embedded broker, tansu and the mock cluster.
+//! partitions keep flowing. On the embedded broker, Apache Kafka and the mock cluster.
 
 mod support;
 

@@ -13,7 +13,7 @@ use support::*;
 
 #[actix::test]
 async fn missing_topics_are_created() {
-    let tb = TestBroker::tansu(3);
+    let tb = TestBroker::kafka(3);
     let (topic, group, other) = (unique("fresh"), unique("g"), unique("elsewhere"));
     let log = Log::default();
     // Nothing is created up front: the application creates what it needs.
@@ -53,7 +53,7 @@ async fn missing_topics_are_created() {
 
 #[actix::test]
 async fn a_missing_topic_with_creation_off_is_a_clear_error() {
-    let tb = TestBroker::tansu(3);
+    let tb = TestBroker::kafka(3);
     let topic = unique("absent");
     let err = Kafkactor::builder()
         .broker(tb.broker.clone().create_topics(false))
@@ -171,7 +171,7 @@ fn librdkafka_threads() -> Vec<String> {
 
 #[actix::test]
 async fn every_client_is_closed_once_the_app_and_the_broker_handle_are_gone() {
-    let tb = TestBroker::tansu(3);
+    let tb = TestBroker::kafka(3);
     let topic = unique("closing");
     let log = Log::default();
     let app = Kafkactor::builder()

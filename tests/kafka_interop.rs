@@ -2,7 +2,7 @@
 //! rdkafka producer (no kafkactor headers, JSON) are consumed with a default
 //! content type, kafkactor's records are plain Kafka records, and keys land
 //! on exactly the partitions librdkafka's `murmur2_random` (Java's
-//! partitioner) chooses. Runs on tansu and the mock cluster.
+//! partitioner) chooses. Runs on Apache Kafka and the mock cluster.
 
 mod support;
 
@@ -24,23 +24,16 @@ struct Reading {
     celsius: f64,
 }
 
-fn bootstrap(tb: &TestBroker) -> String {
-    match tb.mock_cluster() {
-        Some(mock) => mock.bootstrap_servers(),
-        None => std::env::var("KAFKACTOR_TEST_BROKERS").unwrap(),
-    }
+fn bootstrap(tb: &TestBroker) -> &str {
+    tb.bootstrap().expect("a Kafka broker")
 }
 
 fn plain_producer(tb: &TestBroker) -> FutureProducer {
-    let mut config = ClientConfig::new();
-    config
+    ClientConfig::new()
         .set("bootstrap.servers", bootstrap(tb))
-        .set("partitioner", "murmur2_random");
-    if tb.name == "tansu" {
-        // See TestBroker::tansu: one record per batch.
-        config.set("batch.num.messages", "1");
-    }
-    config.create().unwrap()
+        .set("partitioner", "murmur2_random")
+        .create()
+        .unwrap()
 }
 
 async fn plain_records_are_consumed_with_the_default_content_type(tb: TestBroker) {

@@ -1,7 +1,7 @@
 //! 10,000 records over 100 keys with concurrency 8: every record is handled
 //! exactly once, records of one key in order, lanes really concurrent; keys
 //! land on the partitions Kafka's Java client would choose. On the embedded
-//! broker, tansu and the mock cluster alike.
+//! broker, Apache Kafka and the mock cluster alike.
 
 mod support;
 

@@ -1,6 +1,6 @@
 //! Shutdown mid-stream, then a new application on the same broker and group:
 //! the second one resumes from the committed offsets, so together they
-//! handle every record exactly once. On the embedded broker, tansu and the
+//! handle every record exactly once. On the embedded broker, Apache Kafka and the
 //! mock cluster.
 
 mod support;

@@ -216,13 +216,14 @@ fn uuid_like() -> String {
     )
 }
 
-/// A broker for the behaviour suite: the embedded one, tansu (address from
-/// `KAFKACTOR_TEST_BROKERS`, started by `scripts/test.sh`), or librdkafka's
-/// in-process mock cluster.
+/// A broker for the behaviour suite: the embedded one, Apache Kafka (address
+/// from `KAFKACTOR_TEST_BROKERS`, started by `scripts/test.sh`), or
+/// librdkafka's in-process mock cluster.
 pub struct TestBroker {
     pub name: &'static str,
     pub broker: Broker,
     partitions: i32,
+    bootstrap: Option<String>,
     mock: Option<rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>>,
 }
 
@@ -234,6 +235,26 @@ pub fn init_tracing() {
         .try_init();
 }
 
+/// The address of the Apache Kafka broker `scripts/test.sh` started. Fails
+/// (never skips) when none is configured or reachable.
+pub fn kafka_address() -> String {
+    let addr = std::env::var("KAFKACTOR_TEST_BROKERS").unwrap_or_default();
+    assert!(
+        !addr.is_empty(),
+        "KAFKACTOR_TEST_BROKERS is not set: run scripts/test.sh, which starts Apache Kafka"
+    );
+    let first = addr.split(',').next().unwrap();
+    assert!(
+        std::net::TcpStream::connect_timeout(
+            &first.parse().expect("host:port"),
+            Duration::from_secs(2)
+        )
+        .is_ok(),
+        "no Kafka broker reachable at {addr}"
+    );
+    addr
+}
+
 impl TestBroker {
     pub fn memory(partitions: i32) -> Self {
         init_tracing();
@@ -241,36 +262,26 @@ impl TestBroker {
             name: "memory",
             broker: Broker::memory_with_partitions(partitions).unwrap(),
             partitions,
+            bootstrap: None,
             mock: None,
         }
     }
 
-    /// The tansu broker `scripts/test.sh` started. Fails (never skips) when
-    /// none is configured or reachable.
-    pub fn tansu(partitions: i32) -> Self {
+    /// The Apache Kafka broker `scripts/test.sh` started, with the clients'
+    /// normal batching.
+    pub fn kafka(partitions: i32) -> Self {
         init_tracing();
-        let addr = std::env::var("KAFKACTOR_TEST_BROKERS").unwrap_or_default();
-        assert!(
-            !addr.is_empty(),
-            "KAFKACTOR_TEST_BROKERS is not set: run scripts/test.sh, which starts a tansu broker"
-        );
-        let first = addr.split(',').next().unwrap();
-        assert!(
-            std::net::TcpStream::connect_timeout(
-                &first.parse().expect("host:port"),
-                Duration::from_secs(2)
-            )
-            .is_ok(),
-            "no Kafka broker reachable at {addr}"
-        );
+        Self::kafka_at(&kafka_address(), partitions)
+    }
+
+    /// An Apache Kafka broker at `addr` (a test's own, e.g. one it kills).
+    pub fn kafka_at(addr: &str, partitions: i32) -> Self {
+        init_tracing();
         TestBroker {
-            name: "tansu",
-            // tansu 0.6.0 misreports high watermarks of multi-record batches
-            // (ListOffsets answers base offset + 1, and fetches can miss the
-            // tail of the last batch until more is written; a plain rdkafka
-            // producer and consumer see the same): one record per batch.
-            broker: kafka_broker(&addr, partitions).set("batch.num.messages", "1"),
+            name: "kafka",
+            broker: kafka_broker(addr, partitions),
             partitions,
+            bootstrap: Some(addr.to_string()),
             mock: None,
         }
     }
@@ -283,6 +294,7 @@ impl TestBroker {
             name: "mock",
             broker,
             partitions,
+            bootstrap: Some(mock.bootstrap_servers()),
             mock: Some(mock),
         }
     }
@@ -296,6 +308,11 @@ impl TestBroker {
 
     pub fn is_kafka(&self) -> bool {
         self.name != "memory"
+    }
+
+    /// The bootstrap address of a Kafka broker (None for the embedded one).
+    pub fn bootstrap(&self) -> Option<&str> {
+        self.bootstrap.as_deref()
     }
 
     /// The mock cluster, when this is one.
@@ -370,8 +387,8 @@ fn kafka_broker(addr: &str, partitions: i32) -> Broker {
         .set("topic.metadata.refresh.interval.ms", "1000")
 }
 
-/// Runs a behaviour test body on the embedded broker, tansu and the mock
-/// cluster: `on_every_broker!(test_name, body, partitions)` where `body` is
+/// Runs a behaviour test body on the embedded broker, Apache Kafka and the
+/// mock cluster: `on_every_broker!(test_name, body, partitions)` where `body` is
 /// `async fn(TestBroker)`.
 #[macro_export]
 macro_rules! on_every_broker {
@@ -382,8 +399,8 @@ macro_rules! on_every_broker {
                 $body($crate::support::TestBroker::memory($partitions)).await
             }
             #[actix::test]
-            async fn tansu() {
-                $body($crate::support::TestBroker::tansu($partitions)).await
+            async fn kafka() {
+                $body($crate::support::TestBroker::kafka($partitions)).await
             }
             #[actix::test]
             async fn mock_cluster() {
@@ -393,14 +410,14 @@ macro_rules! on_every_broker {
     };
 }
 
-/// Like [`on_every_broker!`] for behaviour only Kafka has: tansu and the mock cluster.
+/// Like [`on_every_broker!`] for behaviour only Kafka has: Apache Kafka and the mock cluster.
 #[macro_export]
 macro_rules! on_every_kafka_broker {
     ($name:ident, $body:path, $partitions:expr) => {
         mod $name {
             #[actix::test]
-            async fn tansu() {
-                $body($crate::support::TestBroker::tansu($partitions)).await
+            async fn kafka() {
+                $body($crate::support::TestBroker::kafka($partitions)).await
             }
             #[actix::test]
             async fn mock_cluster() {
