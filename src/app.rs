@@ -23,7 +23,7 @@ use actix::{Actor, Addr, Context, Handler};
 use kafkactor_actors::{Backoff, ChildRef, ChildSpec, Events, Exit, Supervisor, SupervisorHandle};
 use serde::de::DeserializeOwned;
 
-use crate::broker::Broker;
+use crate::broker::{Broker, ProducerConfig};
 use crate::connection::producer::ProducerConnection;
 use crate::consumer::tree::{subscription_spec, Shared};
 use crate::dead_letter::DeadLetter;
@@ -164,7 +164,9 @@ impl AppBuilder {
     }
 
     /// How long a publish may keep being resent after retriable failures and
-    /// connection restarts before it fails (default 30 s).
+    /// connection restarts before it fails (default 30 s). On Kafka it is
+    /// also the client's `message.timeout.ms`: a record the broker does not
+    /// acknowledge within it fails with a retriable [`Error::Produce`].
     pub fn delivery_timeout(mut self, timeout: Duration) -> Self {
         self.delivery_timeout = timeout;
         self
@@ -275,7 +277,8 @@ impl AppBuilder {
             .child(
                 ChildSpec::graceful_with_ref("producer-connection", &connection, {
                     let backend = backend.clone();
-                    move || ProducerConnection::new(backend.clone())
+                    let config = ProducerConfig { delivery_timeout };
+                    move || ProducerConnection::new(backend.clone(), config)
                 })
                 .mailbox_capacity(PUBLISH_MAILBOX),
             )

@@ -131,15 +131,16 @@ async fn join_and_leave_mid_stream(tb: TestBroker) {
     .await;
 
     // b joins while a has records in flight: partitions move only after a
-    // drained and committed them.
+    // drained and committed them. More records come once b owns some (a
+    // may have finished the first ones by then: Kafka forms the group fast).
     let b = member(&tb, &topic, &group, &log, "b").await;
-    publish_all(&a, &topic, &all[3_000..4_500]).await;
     eventually(
         "b owns partitions",
         tb.patience(Duration::from_secs(10)),
         || !b.assigned_partitions().is_empty(),
     )
     .await;
+    publish_all(&a, &topic, &all[3_000..4_500]).await;
     eventually(
         "b handled some",
         tb.patience(Duration::from_secs(30)),

@@ -2,7 +2,8 @@
 //! rdkafka producer (no kafkactor headers, JSON) are consumed with a default
 //! content type, kafkactor's records are plain Kafka records, and keys land
 //! on exactly the partitions librdkafka's `murmur2_random` (Java's
-//! partitioner) chooses. Runs on Apache Kafka and the mock cluster.
+//! partitioner) chooses. Runs on Apache Kafka and the mock cluster; and both
+//! ways with kafka-python (its own protocol implementation) on Kafka.
 
 mod support;
 
@@ -211,4 +212,164 @@ async fn the_embedded_partitioner_matches_librdkafka_on_10000_keys() {
         mismatches.len(),
         &mismatches[..mismatches.len().min(5)]
     );
+}
+
+/// Runs tests/interop/kafka_python.py (kafka-python, a client with its own
+/// protocol implementation; `scripts/test.sh` installs it) and parses the
+/// JSON line it prints per record.
+async fn kafka_python(
+    command: &str,
+    brokers: &str,
+    topic: &str,
+    n: usize,
+) -> Vec<serde_json::Value> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/kafka_python.py");
+    let out = tokio::task::spawn_blocking({
+        let args = [
+            script.to_string(),
+            command.into(),
+            brokers.into(),
+            topic.into(),
+            n.to_string(),
+        ];
+        move || std::process::Command::new("python3").args(args).output()
+    })
+    .await
+    .unwrap()
+    .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "kafka_python.py {command} failed (is kafka-python installed? scripts/test.sh installs it): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// kafka-python produces keyed JSON records; kafkactor consumes them with a
+/// default content type, and their keys landed where kafkactor's
+/// partitioner puts them.
+#[actix::test]
+async fn records_from_kafka_python_are_consumed() {
+    let tb = TestBroker::kafka(3);
+    let (topic, group) = (unique("readings"), unique("g"));
+    tb.topics(&[&topic]).await;
+    let n = 60;
+    let written = kafka_python("produce", bootstrap(&tb), &topic, n).await;
+    assert_eq!(written.len(), n);
+    for w in &written {
+        let key = w["key"].as_str().unwrap();
+        assert_eq!(
+            w["partition"].as_i64().unwrap() as i32,
+            partition_for_key(key.as_bytes(), 3),
+            "kafka-python put {key} elsewhere than kafkactor's partitioner"
+        );
+    }
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let app = Kafkactor::builder()
+        .broker(tb.broker.clone())
+        .handle(
+            Subscription::to(topic.as_str())
+                .group(group.as_str())
+                .default_content_type(ContentType::Json),
+            {
+                let got = got.clone();
+                move |d: Delivery<Reading>| {
+                    got.lock().unwrap().push((
+                        d.key_str().unwrap().to_string(),
+                        d.partition(),
+                        d.message().celsius,
+                        d.headers().get_str("origin").map(str::to_string),
+                    ));
+                    async { Outcome::Ack }
+                }
+            },
+        )
+        .start()
+        .await
+        .unwrap();
+    eventually(
+        "every kafka-python record handled",
+        tb.patience(Duration::from_secs(10)),
+        || got.lock().unwrap().len() == n,
+    )
+    .await;
+    tb.until_committed(&group, &topic, Duration::from_secs(10))
+        .await;
+    app.shutdown().await.unwrap();
+    for (key, partition, celsius, origin) in got.lock().unwrap().iter() {
+        let i: usize = key.strip_prefix("py-").unwrap().parse().unwrap();
+        assert_eq!(*partition, partition_for_key(key.as_bytes(), 3));
+        assert_eq!(*celsius, i as f64 + 0.5);
+        assert_eq!(origin.as_deref(), Some("kafka-python"));
+    }
+    assert!(tb.records(&format!("{topic}.dlq")).await.is_empty());
+}
+
+/// kafkactor publishes; kafka-python reads plain records with kafkactor's
+/// headers, the JSON payload as it was serialized, on the key's partition.
+#[actix::test]
+async fn kafka_python_reads_what_kafkactor_publishes() {
+    let tb = TestBroker::kafka(3);
+    let topic = unique("readings");
+    tb.topics(&[&topic]).await;
+    let app = Kafkactor::builder()
+        .broker(tb.broker.clone())
+        .start()
+        .await
+        .unwrap();
+    let n = 60;
+    for i in 0..n {
+        let reading = Reading {
+            sensor: format!("s-{i}"),
+            celsius: i as f64,
+        };
+        app.producer()
+            .send(
+                Publish::to(topic.as_str())
+                    .key(&reading.sensor)
+                    .header("x-tenant", "acme")
+                    .json()
+                    .message(&reading)
+                    .unwrap(),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    app.shutdown().await.unwrap();
+    let read = kafka_python("consume", bootstrap(&tb), &topic, n).await;
+    assert_eq!(read.len(), n);
+    for r in &read {
+        let key = r["key"].as_str().unwrap();
+        assert_eq!(
+            r["partition"].as_i64().unwrap() as i32,
+            partition_for_key(key.as_bytes(), 3)
+        );
+        let reading: Reading =
+            serde_json::from_slice(&unhex(r["payload"].as_str().unwrap())).unwrap();
+        assert_eq!(reading.sensor, key);
+        let header = |name: &str| {
+            r["headers"][name]
+                .as_str()
+                .map(|h| String::from_utf8(unhex(h)).unwrap())
+        };
+        assert_eq!(
+            header(header::CONTENT_TYPE).as_deref(),
+            Some("application/json")
+        );
+        assert_eq!(header(header::TYPE_NAME).as_deref(), Some("Reading"));
+        assert_eq!(header("x-tenant").as_deref(), Some("acme"));
+        assert_eq!(header(header::MESSAGE_ID).map(|id| id.len()), Some(36));
+    }
 }

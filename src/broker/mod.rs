@@ -72,9 +72,17 @@ pub(crate) enum ConsumerEvent {
     Records(Vec<Arc<Record>>),
 }
 
+/// What a producer client is.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ProducerConfig {
+    /// How long the client may keep trying to deliver a record before it
+    /// reports the record failed (Kafka's `message.timeout.ms`).
+    pub(crate) delivery_timeout: std::time::Duration,
+}
+
 /// Clients, topic administration and inspection for one broker.
 pub(crate) trait BrokerBackend: Send + Sync + fmt::Debug {
-    fn producer(&self) -> Result<Arc<dyn ProducerClient>>;
+    fn producer(&self, config: ProducerConfig) -> Result<Arc<dyn ProducerClient>>;
     fn consumer(&self, config: ConsumerConfig) -> Result<Arc<dyn ConsumerClient>>;
     /// Creates `topic` when missing, with `partitions` (or the broker default).
     fn ensure_topic(&self, topic: &str, partitions: Option<i32>) -> BoxFuture<'static, Result<()>>;

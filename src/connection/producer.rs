@@ -28,7 +28,7 @@ use futures_util::FutureExt;
 use kafkactor_actors::{fail, Shutdown};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::broker::{BrokerBackend, Delivered, Enqueued, ProducerClient};
+use crate::broker::{BrokerBackend, Delivered, Enqueued, ProducerClient, ProducerConfig};
 use crate::envelope::OutgoingRecord;
 use crate::error::{Error, Result};
 
@@ -47,15 +47,17 @@ type Pending = (BoxFuture<'static, Result<Delivered>>, Reply);
 
 pub(crate) struct ProducerConnection {
     backend: Arc<dyn BrokerBackend>,
+    config: ProducerConfig,
     client: Option<Arc<dyn ProducerClient>>,
     known_topics: HashSet<Arc<str>>,
     deliveries: Option<mpsc::UnboundedSender<Pending>>,
 }
 
 impl ProducerConnection {
-    pub(crate) fn new(backend: Arc<dyn BrokerBackend>) -> Self {
+    pub(crate) fn new(backend: Arc<dyn BrokerBackend>, config: ProducerConfig) -> Self {
         ProducerConnection {
             backend,
+            config,
             client: None,
             known_topics: HashSet::new(),
             deliveries: None,
@@ -116,7 +118,7 @@ impl Actor for ProducerConnection {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        match self.backend.producer() {
+        match self.backend.producer(self.config) {
             Ok(client) => self.client = Some(client),
             Err(e) => {
                 fail(ctx, format!("cannot create producer: {e}"));

@@ -12,6 +12,8 @@ use actix::prelude::*;
 use kafkactor::prelude::*;
 use serde::{Deserialize, Serialize};
 
+pub mod kafka_process;
+
 /// The test message.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Order {
@@ -379,7 +381,13 @@ impl TestBroker {
 }
 
 fn kafka_broker(addr: &str, partitions: i32) -> Broker {
-    Broker::kafka(addr)
+    let broker = match std::env::var("RDKAFKA_DEBUG") {
+        // librdkafka's own debug contexts, e.g. `RDKAFKA_DEBUG=cgrp,fetch`
+        // (shown with `RUST_LOG=librdkafka=debug`).
+        Ok(contexts) => Broker::kafka(addr).set("debug", contexts),
+        Err(_) => Broker::kafka(addr),
+    };
+    broker
         .topic_partitions(partitions)
         // Fast group membership for tests.
         .set("session.timeout.ms", "6000")

@@ -13,7 +13,7 @@ use futures_util::future::BoxFuture;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::ClientConfig;
 
-use super::{BrokerBackend, ConsumerClient, ConsumerConfig, ProducerClient};
+use super::{BrokerBackend, ConsumerClient, ConsumerConfig, ProducerClient, ProducerConfig};
 use crate::envelope::Record;
 use crate::error::{Error, Result};
 
@@ -135,8 +135,11 @@ impl KafkaBackend {
 }
 
 impl BrokerBackend for KafkaBackend {
-    fn producer(&self) -> Result<Arc<dyn ProducerClient>> {
-        Ok(Arc::new(producer::KafkaProducer::new(&self.config)?))
+    fn producer(&self, config: ProducerConfig) -> Result<Arc<dyn ProducerClient>> {
+        Ok(Arc::new(producer::KafkaProducer::new(
+            &self.config,
+            config,
+        )?))
     }
 
     fn consumer(&self, config: ConsumerConfig) -> Result<Arc<dyn ConsumerClient>> {

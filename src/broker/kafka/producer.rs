@@ -1,9 +1,11 @@
 //! The Kafka producer client: an idempotent librdkafka producer.
 //!
 //! Defaults (each can be overridden with `Broker::set`): `enable.idempotence=true`,
-//! `acks=all`, and `partitioner=murmur2_random`, the Java client's
+//! `acks=all`, `partitioner=murmur2_random`, the Java client's
 //! partitioner, so keys land on the partitions the embedded broker and every
-//! Java producer choose. Records are enqueued in librdkafka in call order;
+//! Java producer choose, and `message.timeout.ms` set to the application's
+//! delivery timeout (librdkafka's own default is 300 s), so a record the
+//! broker cannot take fails when the publisher was promised it would. Records are enqueued in librdkafka in call order;
 //! the ProducerConnection creates missing topics before their first record.
 
 use std::time::Duration;
@@ -14,7 +16,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
 use super::{produce_error, KafkaConfig};
-use crate::broker::{Delivered, Enqueued, ProducerClient};
+use crate::broker::{Delivered, Enqueued, ProducerClient, ProducerConfig};
 use crate::envelope::OutgoingRecord;
 use crate::error::{Error, Result};
 
@@ -26,12 +28,18 @@ pub(crate) struct KafkaProducer {
 }
 
 impl KafkaProducer {
-    pub(crate) fn new(config: &KafkaConfig) -> Result<Self> {
+    pub(crate) fn new(config: &KafkaConfig, producer: ProducerConfig) -> Result<Self> {
+        // librdkafka refuses 0; at least a millisecond.
+        let timeout_ms = producer
+            .delivery_timeout
+            .as_millis()
+            .clamp(1, i32::MAX as u128);
         let producer = config
             .client_config(&[
                 ("enable.idempotence", "true"),
                 ("acks", "all"),
                 ("partitioner", "murmur2_random"),
+                ("message.timeout.ms", &timeout_ms.to_string()),
             ])
             .create()
             .map_err(|e| Error::Config(format!("Kafka producer: {e}")))?;

@@ -9,7 +9,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures_util::future::{self, BoxFuture, FutureExt};
 
-use super::{BrokerBackend, ConsumerClient, ConsumerConfig, Delivered, Enqueued, ProducerClient};
+use super::{
+    BrokerBackend, ConsumerClient, ConsumerConfig, Delivered, Enqueued, ProducerClient,
+    ProducerConfig,
+};
 use crate::envelope::{OutgoingRecord, Record, TopicPartition};
 use crate::error::{check_topic, Error, Result};
 use crate::partitioner::partition_for_key;
@@ -235,7 +238,8 @@ impl ProducerClient for MemoryProducer {
 }
 
 impl BrokerBackend for Arc<MemoryBroker> {
-    fn producer(&self) -> Result<Arc<dyn ProducerClient>> {
+    /// The embedded broker takes every record at once: no timeout applies.
+    fn producer(&self, _: ProducerConfig) -> Result<Arc<dyn ProducerClient>> {
         Ok(Arc::new(MemoryProducer {
             broker: self.clone(),
         }))
