@@ -4,8 +4,8 @@
 //! (kafkactor / baseline), and `target/bench/compare.json` gets one JSON
 //! object per scenario.
 //!
-//! `cargo bench --bench compare` (or `scripts/bench.sh`, which starts tansu
-//! for the Kafka scenarios). Sizes: `--quick` (about a minute) or `--full`
+//! `cargo bench --bench compare` (or `scripts/bench.sh`, which starts Apache
+//! Kafka for the Kafka scenarios). Sizes: `--quick` (about a minute) or `--full`
 //! (about ten), or the `KAFKACTOR_BENCH_*` variables below. Kafka scenarios
 //! run when `KAFKACTOR_BENCH_BROKERS` names a broker.
 //!
@@ -91,7 +91,7 @@ impl Sizes {
                 kafka_records: 50_000,
                 latency_seconds: 2,
                 scale_subscriptions: 10_000,
-                delay_records: 20_000,
+                delay_records: 100_000,
                 brokers: None,
                 only: None,
             }
@@ -409,8 +409,8 @@ fn percentiles(mut v: Vec<u64>) -> (f64, f64) {
 
 mod kafka {
     use super::*;
-    use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-    use rdkafka::producer::{FutureProducer, FutureRecord};
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
+    use rdkafka::producer::{BaseProducer, BaseRecord, FutureProducer, FutureRecord, Producer};
     use rdkafka::ClientConfig;
 
     /// The headers kafkactor gives a `Sample` (content type and type name),
@@ -494,6 +494,30 @@ mod kafka {
         n as f64 / elapsed.as_secs_f64()
     }
 
+    /// Key, payload and headers of record `id` as kafkactor writes it: the
+    /// msgpack sample and its four headers.
+    fn sample_record(id: u64) -> (String, Vec<u8>, rdkafka::message::OwnedHeaders) {
+        let key = key_of(id, 1_000);
+        let payload = rmp_serde::to_vec_named(&sample(id)).unwrap();
+        let id_text = uuid::Uuid::now_v7().to_string();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+            .to_string();
+        let headers = sample_headers(4)
+            .insert(rdkafka::message::Header {
+                key: "x-message-id",
+                value: Some(&id_text),
+            })
+            .insert(rdkafka::message::Header {
+                key: "x-timestamp",
+                value: Some(&now),
+            });
+        (key, payload, headers)
+    }
+
+    /// A `FutureProducer` with 10,000 deliveries awaited in flight.
     pub(super) async fn raw_produce(brokers: &str, n: u64) -> f64 {
         let topic = unique("bench-raw-produce");
         create(brokers, &topic).await;
@@ -501,24 +525,7 @@ mod kafka {
         let started = Instant::now();
         let mut pending = std::collections::VecDeque::with_capacity(10_000);
         for id in 0..n {
-            let key = key_of(id, 1_000);
-            let payload = rmp_serde::to_vec_named(&sample(id)).unwrap();
-            // The same record kafkactor writes: its four headers included.
-            let id_text = uuid::Uuid::now_v7().to_string();
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_millis()
-                .to_string();
-            let headers = sample_headers(4)
-                .insert(rdkafka::message::Header {
-                    key: "x-message-id",
-                    value: Some(&id_text),
-                })
-                .insert(rdkafka::message::Header {
-                    key: "x-timestamp",
-                    value: Some(&now),
-                });
+            let (key, payload, headers) = sample_record(id);
             let record = FutureRecord::to(&topic)
                 .key(&key)
                 .payload(&payload)
@@ -534,17 +541,64 @@ mod kafka {
         n as f64 / started.elapsed().as_secs_f64()
     }
 
+    /// Counts delivery reports on the polling thread, failing on an error.
+    struct Counting(Arc<AtomicU64>);
+    impl rdkafka::ClientContext for Counting {}
+    impl rdkafka::producer::ProducerContext for Counting {
+        type DeliveryOpaque = ();
+        fn delivery(&self, result: &rdkafka::message::DeliveryResult<'_>, _: ()) {
+            result.as_ref().map_err(|(e, _)| e).unwrap();
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A `BaseProducer` polled in the sending loop: the client's own limit
+    /// (no future per record, delivery reports counted in a callback).
+    pub(super) async fn raw_produce_base(brokers: &str, n: u64) -> f64 {
+        let topic = unique("bench-raw-base-produce");
+        create(brokers, &topic).await;
+        let delivered = Arc::new(AtomicU64::new(0));
+        let producer: BaseProducer<Counting> = producer_settings(brokers)
+            .create_with_context(Counting(delivered.clone()))
+            .unwrap();
+        let started = Instant::now();
+        for id in 0..n {
+            let (key, payload, headers) = sample_record(id);
+            let mut record = BaseRecord::to(&topic)
+                .key(&key)
+                .payload(&payload)
+                .headers(headers);
+            loop {
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err((e, back)) => {
+                        assert!(
+                            matches!(
+                                e,
+                                rdkafka::error::KafkaError::MessageProduction(
+                                    rdkafka::types::RDKafkaErrorCode::QueueFull
+                                )
+                            ),
+                            "{e}"
+                        );
+                        record = back;
+                        producer.poll(Duration::from_millis(1));
+                    }
+                }
+            }
+            producer.poll(Duration::ZERO);
+        }
+        producer.flush(Duration::from_secs(120)).unwrap();
+        assert_eq!(delivered.load(Ordering::Relaxed), n);
+        n as f64 / started.elapsed().as_secs_f64()
+    }
+
     /// A topic with `n` records, produced by a plain producer.
     pub(super) async fn prepared_topic(brokers: &str, n: u64) -> String {
         let topic = unique("bench-consume");
         create(brokers, &topic).await;
         create(brokers, &format!("{topic}.dlq")).await;
-        // tansu 0.6.0 skips the rest of a multi-record batch when a fetch
-        // starts inside it (as after a pause): one record per batch.
-        let producer: FutureProducer = producer_settings(brokers)
-            .set("batch.num.messages", "1")
-            .create()
-            .unwrap();
+        let producer: FutureProducer = producer_settings(brokers).create().unwrap();
         let mut pending = Vec::with_capacity(n as usize);
         for id in 0..n {
             let key = key_of(id, 1_000);
@@ -679,6 +733,95 @@ mod kafka {
         latencies
     }
 
+    /// Latency of a trickle (one record per ms, plain producer -> plain
+    /// consumer) while a `BaseProducer` on a thread of its own writes `n`
+    /// records as fast as the broker takes them: the broker's floor during a
+    /// publish burst like delay_precision's.
+    pub(super) async fn raw_latency_under_flood(brokers: &str, n: u64) -> Vec<f64> {
+        use futures_util::StreamExt;
+        use rdkafka::message::Message;
+        let (flood_topic, topic) = (unique("bench-flood"), unique("bench-trickle"));
+        create(brokers, &flood_topic).await;
+        create(brokers, &topic).await;
+        let producer: FutureProducer = producer_settings(brokers).create().unwrap();
+        let consumer: StreamConsumer = consumer_settings(brokers).create().unwrap();
+        consumer.subscribe(&[&topic]).unwrap();
+        // Warm up the trickle path.
+        let start_ns = Instant::now();
+        let stamp = || start_ns.elapsed().as_nanos().to_string();
+        let mut stream = consumer.stream();
+        for _ in 0..100 {
+            producer
+                .send(
+                    FutureRecord::to(&topic).key("k").payload(&stamp()),
+                    Duration::from_secs(10),
+                )
+                .await
+                .unwrap();
+        }
+        for _ in 0..100 {
+            stream.next().await.unwrap().unwrap();
+        }
+        // The flood on a thread of its own: a BaseProducer as fast as the
+        // broker takes it.
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flooder = {
+            let (done, brokers, flood_topic) =
+                (done.clone(), brokers.to_string(), flood_topic.clone());
+            std::thread::spawn(move || {
+                let delivered = Arc::new(AtomicU64::new(0));
+                let p: BaseProducer<Counting> = producer_settings(&brokers)
+                    .create_with_context(Counting(delivered))
+                    .unwrap();
+                for id in 0..n {
+                    let (key, payload, headers) = sample_record(id);
+                    let mut record = BaseRecord::to(&flood_topic)
+                        .key(&key)
+                        .payload(&payload)
+                        .headers(headers);
+                    loop {
+                        match p.send(record) {
+                            Ok(()) => break,
+                            Err((_, back)) => {
+                                record = back;
+                                p.poll(Duration::from_millis(1));
+                            }
+                        }
+                    }
+                    p.poll(Duration::ZERO);
+                }
+                p.flush(Duration::from_secs(120)).unwrap();
+                done.store(true, Ordering::SeqCst);
+            })
+        };
+        let trickle = async {
+            let mut sent = 0u64;
+            let mut latencies = Vec::new();
+            let tick = tokio::time::interval(Duration::from_millis(1));
+            tokio::pin!(tick);
+            loop {
+                tokio::select! {
+                    _ = tick.tick(), if !done.load(Ordering::SeqCst) => {
+                        producer.send_result(FutureRecord::to(&topic).key("k").payload(&stamp())).map_err(|(e, _)| e).unwrap();
+                        sent += 1;
+                    }
+                    m = stream.next() => {
+                        let m = m.unwrap().unwrap();
+                        let at: u128 = std::str::from_utf8(m.payload().unwrap()).unwrap().parse().unwrap();
+                        latencies.push((start_ns.elapsed().as_nanos() - at) as f64 / 1e6);
+                        if done.load(Ordering::SeqCst) && latencies.len() as u64 >= sent { break; }
+                    }
+                }
+            }
+            latencies
+        };
+        let mut latencies = trickle.await;
+        flooder.join().unwrap();
+        latencies.sort_by(f64::total_cmp);
+        latencies
+    }
+
+    /// A `StreamConsumer`: decode, store the offset, commit automatically.
     pub(super) async fn raw_consume(brokers: &str, topic: &str, n: u64) -> f64 {
         use futures_util::StreamExt;
         use rdkafka::message::Message;
@@ -699,6 +842,35 @@ mod kafka {
             count += 1;
         }
         drop(stream);
+        let elapsed = started.elapsed();
+        let _ = consumer.commit_consumer_state(CommitMode::Sync);
+        n as f64 / elapsed.as_secs_f64()
+    }
+
+    /// A `BaseConsumer` polled in a loop: decode, store the offset, commit
+    /// automatically (the client's own limit).
+    pub(super) async fn raw_consume_base(brokers: &str, topic: &str, n: u64) -> f64 {
+        use rdkafka::message::Message;
+        let started = Instant::now();
+        let consumer: BaseConsumer = consumer_settings(brokers)
+            .set("enable.auto.commit", "true")
+            .set("enable.auto.offset.store", "false")
+            .create()
+            .unwrap();
+        consumer.subscribe(&[topic]).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(300);
+        let mut count = 0;
+        while count < n {
+            assert!(Instant::now() < deadline, "raw BaseConsumer did not finish");
+            let Some(m) = consumer.poll(Duration::from_millis(100)) else {
+                continue;
+            };
+            let m = m.unwrap();
+            let s: Sample = rmp_serde::from_slice(m.payload().unwrap()).unwrap();
+            std::hint::black_box(&s);
+            consumer.store_offset_from_message(&m).unwrap();
+            count += 1;
+        }
         let elapsed = started.elapsed();
         let _ = consumer.commit_consumer_state(CommitMode::Sync);
         n as f64 / elapsed.as_secs_f64()
@@ -945,22 +1117,23 @@ fn absolute(
 }
 
 /// The rows of the Kafka broker's own produce -> consume latency.
-fn floor_rows(n: u64, sorted: &[f64]) -> Vec<Outcome2> {
+fn floor_rows(prefix: &str, sorted: &[f64], notes: &str) -> Vec<Outcome2> {
     let (p50, p99, max) = (
         quantile(sorted, 0.5),
         quantile(sorted, 0.99),
         quantile(sorted, 1.0),
     );
-    eprintln!("  kafka floor (plain rdkafka produce -> consume): p50 {p50:.1} ms p99 {p99:.1} ms max {max:.1} ms");
-    let notes = format!(
-        "plain rdkafka produce -> consume of {n} records at {:.0}/s, same settings (the broker's floor)",
-        n as f64 / 9.0
-    );
+    eprintln!("  {prefix} ({notes}): p50 {p50:.1} ms p99 {p99:.1} ms max {max:.1} ms");
     [("p50_ms", p50), ("p99_ms", p99), ("max_ms", max)]
         .into_iter()
         .map(|(name, value)| {
-            let scenario = format!("kafka_floor_latency_{name}");
-            absolute(scenario, "ms", value, None, notes.clone())
+            absolute(
+                format!("{prefix}_{name}"),
+                "ms",
+                value,
+                None,
+                notes.to_string(),
+            )
         })
         .collect()
 }
@@ -1022,6 +1195,34 @@ fn main() {
     let system = actix::System::new();
     let outcomes = system.block_on(run(sizes.clone()));
     report(&sizes, &outcomes);
+}
+
+/// A Kafka throughput scenario (records/s, kafkactor against one raw client).
+fn kafka_outcome(scenario: &str, target: Option<f64>, notes: &str) -> Outcome2 {
+    Outcome2 {
+        scenario: scenario.into(),
+        unit: "records/s",
+        higher_is_better: true,
+        kafkactor: Vec::new(),
+        baseline: Vec::new(),
+        target: target.map(|t| (t, ">=")),
+        notes: notes.to_string(),
+    }
+}
+
+/// One round of three sides, started in an order that rotates with the
+/// round number; the results in the order given.
+async fn rotated<const N: usize>(
+    round: usize,
+    sides: [std::pin::Pin<Box<dyn Future<Output = f64> + '_>>; N],
+) -> [f64; N] {
+    let mut sides: Vec<_> = sides.into_iter().map(Some).collect();
+    let mut results = [0.0; N];
+    for i in 0..N {
+        let at = (i + round) % N;
+        results[at] = sides[at].take().unwrap().await;
+    }
+    results
 }
 
 /// One round: both sides, the order alternating with the round number so
@@ -1128,85 +1329,100 @@ async fn run(sizes: Sizes) -> Vec<Outcome2> {
         other => other.map(str::to_string),
     };
     if let Some(brokers) = brokers {
+        // The first group on a fresh broker creates its offsets topic, which
+        // takes seconds: not part of any scenario.
+        let topic = kafka::prepared_topic(&brokers, 1_000).await;
+        kafka::raw_consume(&brokers, &topic, 1_000).await;
         if sizes.wants("kafka_produce") {
-            let mut o = Outcome2 {
-                scenario: "kafka_produce".into(),
-                unit: "records/s",
-                higher_is_better: true,
-                kafkactor: Vec::new(),
-                baseline: Vec::new(),
-                target: Some((0.95, ">=")),
-                notes: format!(
-                    "{} records to {brokers}, idempotent, acks=all, 10,000 in flight",
-                    sizes.kafka_records
-                ),
-            };
+            let notes = format!(
+                "{} records to {brokers}, idempotent, acks=all, 10,000 in flight",
+                sizes.kafka_records
+            );
+            let mut future = kafka_outcome("kafka_produce_future", Some(0.95), &notes);
+            let mut base = kafka_outcome("kafka_produce_base", None, &notes);
             for round in 0..sizes.rounds {
-                let (k, b) = pair(
+                let n = sizes.kafka_records;
+                let [k, f, b] = rotated(
                     round,
-                    kafka::kafkactor_produce(&brokers, sizes.kafka_records),
-                    kafka::raw_produce(&brokers, sizes.kafka_records),
+                    [
+                        Box::pin(kafka::kafkactor_produce(&brokers, n)),
+                        Box::pin(kafka::raw_produce(&brokers, n)),
+                        Box::pin(kafka::raw_produce_base(&brokers, n)),
+                    ],
                 )
                 .await;
-                eprintln!("  kafka_produce round {round}: kafkactor {k:.0}/s raw {b:.0}/s");
-                o.kafkactor.push(k);
-                o.baseline.push(b);
+                eprintln!("  kafka_produce round {round}: kafkactor {k:.0}/s FutureProducer {f:.0}/s BaseProducer {b:.0}/s");
+                future.kafkactor.push(k);
+                future.baseline.push(f);
+                base.kafkactor.push(k);
+                base.baseline.push(b);
             }
-            out.push(o);
+            out.extend([future, base]);
         }
         if sizes.wants("kafka_consume") {
-            let mut o = Outcome2 {
-                scenario: "kafka_consume".into(),
-                unit: "records/s",
-                higher_is_better: true,
-                kafkactor: Vec::new(),
-                baseline: Vec::new(),
-                target: Some((0.90, ">=")),
-                notes: format!(
-                    "{} pre-produced records from {brokers}, including the group join",
-                    sizes.kafka_records
-                ),
-            };
+            let notes = format!(
+                "{} pre-produced records from {brokers}: decode, no-op, commit, including the group join",
+                sizes.kafka_records
+            );
+            let mut base = kafka_outcome("kafka_consume_base", Some(0.90), &notes);
+            let mut stream = kafka_outcome("kafka_consume_stream", None, &notes);
             for round in 0..sizes.rounds {
-                let topic = kafka::prepared_topic(&brokers, sizes.kafka_records).await;
-                let (k, b) = pair(
+                let (n, t) = (
+                    sizes.kafka_records,
+                    kafka::prepared_topic(&brokers, sizes.kafka_records).await,
+                );
+                let [k, b, st] = rotated(
                     round,
-                    kafka::kafkactor_consume(&brokers, &topic, sizes.kafka_records),
-                    kafka::raw_consume(&brokers, &topic, sizes.kafka_records),
+                    [
+                        Box::pin(kafka::kafkactor_consume(&brokers, &t, n)),
+                        Box::pin(kafka::raw_consume_base(&brokers, &t, n)),
+                        Box::pin(kafka::raw_consume(&brokers, &t, n)),
+                    ],
                 )
                 .await;
-                eprintln!("  kafka_consume round {round}: kafkactor {k:.0}/s raw {b:.0}/s");
-                o.kafkactor.push(k);
-                o.baseline.push(b);
+                eprintln!("  kafka_consume round {round}: kafkactor {k:.0}/s BaseConsumer {b:.0}/s StreamConsumer {st:.0}/s");
+                base.kafkactor.push(k);
+                base.baseline.push(b);
+                stream.kafkactor.push(k);
+                stream.baseline.push(st);
             }
-            out.push(o);
+            out.extend([base, stream]);
         }
         // With KAFKACTOR_BENCH_BROKERS=mock the mock cluster's run below is the Kafka one.
         if sizes.wants("delay_precision") && sizes.brokers.as_deref() != Some("mock") {
-            // tansu 0.6.0 skips the rest of a batch when a fetch starts
-            // inside it (after a pause between two of its records), and the
-            // Republisher pauses: one record per batch. tansu and the mock
-            // cluster answer a long poll only when it times out, not when
-            // data arrives as Kafka does: fetches wait at most 10 ms.
-            let settings = [("batch.num.messages", "1"), ("fetch.wait.max.ms", "10")];
+            // Kafka with its clients' defaults: normal batching, and a long
+            // poll that Kafka answers as soon as data arrives.
             let n = sizes.delay_records;
-            let p =
-                delay_precision(with_settings(&brokers, &settings), Some((&brokers, 3)), n).await;
+            let p = delay_precision(Broker::kafka(&brokers), Some((&brokers, 3)), n).await;
             out.extend(precision_rows("kafka", n, &p));
             // The broker's own floor: plain produce -> consume at the rate
             // the delayed records fall due (over 9 s), same settings.
-            let floor = kafka::raw_latency(&brokers, n, n as f64 / 9.0, &settings).await;
-            out.extend(floor_rows(n, &floor));
+            let floor = kafka::raw_latency(&brokers, n, n as f64 / 9.0, &[]).await;
+            out.extend(floor_rows(
+                "kafka_floor_latency",
+                &floor,
+                &format!(
+                "plain rdkafka produce -> consume of {n} records at {:.0}/s (the broker's floor)",
+                n as f64 / 9.0
+            ),
+            ));
+            // And during a burst of n publishes from another thread, as the
+            // delayed records' first seconds see.
+            let floor = kafka::raw_latency_under_flood(&brokers, n).await;
+            out.extend(floor_rows("kafka_floor_burst_latency", &floor, &format!(
+                "plain rdkafka, one record per ms produce -> consume while {n} records are published at once from another thread"
+            )));
         }
     } else {
         eprintln!("kafka scenarios skipped: KAFKACTOR_BENCH_BROKERS is not set (scripts/bench.sh sets it)");
     }
     if sizes.wants("delay_precision") {
-        // A Kafka-protocol broker without tansu's batch quirk: librdkafka's
-        // mock cluster, in process, with batches as librdkafka makes them
-        // (lingering 1 ms). It keeps at most 5 MB per partition, deleting
-        // the oldest records past that as retention would: 12 partitions
-        // per bucket keep the 5 s bucket's waiting records under it.
+        // librdkafka's mock cluster, in process, with batches as librdkafka
+        // makes them (lingering 1 ms). It answers a long poll only when it
+        // times out (Kafka answers when data arrives): fetches wait at most
+        // 10 ms. It keeps at most 5 MB per partition, deleting the oldest
+        // records past that as retention would: 12 partitions per bucket
+        // keep the 5 s bucket's waiting records under it.
         let mock = kafka::mock_cluster();
         let settings = [("linger.ms", "1"), ("fetch.wait.max.ms", "10")];
         let n = sizes.delay_records;

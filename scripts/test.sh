@@ -26,7 +26,8 @@ if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 
 fi
 if ! cargo nextest --version >/dev/null 2>&1; then
     echo "installing cargo-nextest"
-    cargo install cargo-nextest --locked
+    cargo install cargo-nextest --locked ||
+        loud "cargo-nextest could not be installed from crates.io: the tests run with cargo test instead"
 fi
 if ! command -v valgrind >/dev/null 2>&1; then
     apt_install valgrind || loud "valgrind could not be installed: instruction counts cannot be measured"
@@ -34,7 +35,8 @@ fi
 if ! python3 -c 'import kafka' >/dev/null 2>&1; then
     echo "installing kafka-python $KAFKA_PYTHON_VERSION"
     python3 -m pip install --quiet "kafka-python==$KAFKA_PYTHON_VERSION" ||
-        loud "kafka-python could not be installed from PyPI: the Python interop test will fail"
+        python3 -m pip install --quiet --user --break-system-packages "kafka-python==$KAFKA_PYTHON_VERSION" ||
+        loud "kafka-python could not be installed from PyPI: the Python interop tests will fail"
 fi
 
 step "format"
@@ -53,7 +55,11 @@ source scripts/services.sh
 start_services
 
 step "tests"
-cargo nextest run --workspace --all-targets --locked --no-fail-fast "$@"
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --workspace --all-targets --locked --no-fail-fast "$@"
+else
+    cargo test --workspace --all-targets --locked --no-fail-fast "$@"
+fi
 
 step "doc tests (README and API docs)"
 cargo test --workspace --doc --locked

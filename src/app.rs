@@ -58,7 +58,7 @@ impl Kafkactor {
 }
 
 /// Mailbox capacity of the publishing actors (see `ChildSpec::mailbox_capacity`).
-const PUBLISH_MAILBOX: usize = 1 << 20;
+pub(crate) const PUBLISH_MAILBOX: usize = 1 << 20;
 
 type MakeSpec = Box<dyn FnOnce(Shared) -> ChildSpec>;
 
@@ -303,7 +303,6 @@ impl AppBuilder {
         let assignments = Arc::new(std::sync::Mutex::new(Vec::new()));
         let shared = Shared {
             backend,
-            producer: connection.clone(),
             dead_letter,
             events: self.events.clone(),
             assignments: assignments.clone(),

@@ -354,7 +354,10 @@ impl ConsumerConnection {
                 .map(move |result, act, ctx| {
                     act.committing = false;
                     match result {
-                        Ok(()) => act.mark_committed(&offsets),
+                        Ok(()) => {
+                            tracing::trace!(group = %act.group(), ?offsets, "committed");
+                            act.mark_committed(&offsets)
+                        }
                         Err(e) => {
                             tracing::warn!(error = %e, "commit failed; retrying next interval");
                             act.schedule_commit(ctx);

@@ -40,7 +40,6 @@ use crate::subscription::{OnRestartLimit, Subscription};
 #[derive(Clone)]
 pub(crate) struct Shared {
     pub(crate) backend: Arc<dyn BrokerBackend>,
-    pub(crate) producer: ChildRef<crate::connection::producer::ProducerConnection>,
     pub(crate) dead_letter: ChildRef<DeadLetter>,
     pub(crate) events: Events,
     /// Where each subscription publishes the partitions it owns.

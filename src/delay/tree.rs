@@ -2,15 +2,22 @@
 //!
 //! ```text
 //! republisher                 one-for-one
+//! ├── producer-connection     its own producer client, for the forwards and hops
 //! ├── consumer-connection     the bucket topics' group member: polling, holds, commits
 //! └── republisher             releases due records (the Republisher actor)
 //! ```
 //!
-//! Unlike a subscription, the connection starts first and stops last: on
+//! The Republisher writes through a producer client of its own: a record
+//! that falls due must not queue behind whatever the application publishes
+//! at that moment (with one client, a burst of publishes held every
+//! forward back by the whole client queue, a second and more on Kafka).
+//!
+//! Unlike a subscription, the connections start first and stop last: on
 //! shutdown the Republisher stops taking records and waits for its writes
-//! under way; then the connection commits what is finished and leaves the
-//! group without waiting for records that are not due (they stay
-//! uncommitted and are read again by the next Republisher).
+//! under way; then the consumer connection commits what is finished and
+//! leaves the group without waiting for records that are not due (they
+//! stay uncommitted and are read again by the next Republisher), and the
+//! producer flushes.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,8 +26,10 @@ use kafkactor_actors::{ChildRef, ChildSpec, Supervisor};
 
 use super::republisher::Republisher;
 use super::{Delays, Plan};
-use crate::broker::{ConsumerConfig, OffsetReset};
+use crate::app::PUBLISH_MAILBOX;
+use crate::broker::{ConsumerConfig, OffsetReset, ProducerConfig};
 use crate::connection::consumer::{Assignment, ConsumerConnection, ConsumerSettings};
+use crate::connection::producer::ProducerConnection;
 use crate::consumer::tree::{connection_spec, Shared};
 
 /// How long a revoked bucket partition waits for its writes under way.
@@ -58,16 +67,24 @@ pub(crate) fn republisher_spec(
     ChildSpec::graceful("republisher", move || {
         let connection: ChildRef<ConsumerConnection> = ChildRef::new();
         let republisher: ChildRef<Republisher> = ChildRef::new();
-        let (plan, group, producer, dead_letter, conn) = (
+        let producer: ChildRef<ProducerConnection> = ChildRef::new();
+        let (plan, group, dead_letter, conn) = (
             plan.clone(),
             group.clone(),
-            shared.producer.clone(),
             shared.dead_letter.clone(),
             connection.clone(),
         );
+        let backend = shared.backend.clone();
+        let config = ProducerConfig { delivery_timeout };
         Supervisor::new("republisher")
             .events(shared.events.clone())
             .restart_limit(max_restarts, window)
+            .child(
+                ChildSpec::graceful_with_ref("producer-connection", &producer, move || {
+                    ProducerConnection::new(backend.clone(), config)
+                })
+                .mailbox_capacity(PUBLISH_MAILBOX),
+            )
             .child(connection_spec(
                 shared.backend.clone(),
                 settings.clone(),

@@ -454,9 +454,11 @@ impl PollThread {
         let stashed = lock(&self.shared.stash).len();
         let paused = self.shared.paused.load(Ordering::SeqCst);
         if !paused && stashed >= self.shared.prefetch {
+            tracing::debug!(group = %self.shared.group, stashed, "stash full: pausing the assignment");
             pause_assignment(&self.consumer, true, &lock(&self.shared.held));
             self.shared.paused.store(true, Ordering::SeqCst);
         } else if paused && stashed <= self.shared.prefetch / 2 {
+            tracing::debug!(group = %self.shared.group, stashed, "stash half empty: resuming the assignment");
             pause_assignment(&self.consumer, false, &lock(&self.shared.held));
             self.shared.paused.store(false, Ordering::SeqCst);
         }
