@@ -19,7 +19,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::{Actor, Addr, Context, Handler};
+use actix::{Actor, Context, Handler};
 use kafkactor_actors::{Backoff, ChildRef, ChildSpec, Events, Exit, Supervisor, SupervisorHandle};
 use serde::de::DeserializeOwned;
 
@@ -32,7 +32,7 @@ use crate::delay::Delays;
 use crate::delivery::{Delivery, Outcome};
 use crate::error::{Error, Result};
 use crate::handler::FnHandler;
-use crate::producer::Producer;
+use crate::producer::{Producer, ProducerHandle};
 use crate::route::Routes;
 use crate::subscription::{Subscription, DEFAULT_MAX_RECORD_BYTES};
 
@@ -298,7 +298,8 @@ impl AppBuilder {
             )
             .child(ChildSpec::graceful_with_ref("dead-letter", &dead_letter, {
                 let connection = connection.clone();
-                move || DeadLetter::new(connection.clone(), delivery_timeout)
+                let events = self.events.clone();
+                move || DeadLetter::new(connection.clone(), delivery_timeout, events.clone())
             }));
         let assignments = Arc::new(std::sync::Mutex::new(Vec::new()));
         let shared = Shared {
@@ -320,7 +321,7 @@ impl AppBuilder {
         }
 
         let mut handle = root.start_root();
-        let Some(first) = producer.ready(Duration::from_secs(10)).await else {
+        if producer.ready(Duration::from_secs(10)).await.is_none() {
             let exit = if handle.is_finished() {
                 handle.wait().await
             } else {
@@ -329,12 +330,12 @@ impl AppBuilder {
             return Err(Error::Escalated(format!(
                 "the application did not start: {exit}"
             )));
-        };
+        }
         Ok(App {
             assignments,
             root: handle,
             producer,
-            first_producer: first,
+            delivery_timeout,
             broker,
             events: self.events,
         })
@@ -347,7 +348,7 @@ pub struct App {
     assignments: Arc<std::sync::Mutex<Vec<crate::connection::consumer::Assignment>>>,
     root: SupervisorHandle,
     producer: ChildRef<Producer>,
-    first_producer: Addr<Producer>,
+    delivery_timeout: Duration,
     broker: Broker,
     events: Events,
 }
@@ -362,15 +363,11 @@ impl fmt::Debug for App {
 }
 
 impl App {
-    /// The address of the Producer actor: send it [`Publish`](crate::Publish) messages.
-    ///
-    /// If the producer is being restarted at this moment the last known
-    /// address is returned, and sending to it fails with
-    /// [`Error::Unavailable`] (a retriable error); ask again afterwards.
-    pub fn producer(&self) -> Addr<Producer> {
-        self.producer
-            .get()
-            .unwrap_or_else(|| self.first_producer.clone())
+    /// The application's publisher: send it [`Publish`](crate::Publish)
+    /// messages. The handle stays valid across restarts of the Producer
+    /// actor (see [`ProducerHandle`]): keep it for the life of the service.
+    pub fn producer(&self) -> ProducerHandle {
+        ProducerHandle::new(self.producer.clone(), self.delivery_timeout)
     }
 
     /// The partitions this application's consumers (its subscriptions and

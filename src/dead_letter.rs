@@ -10,12 +10,23 @@
 //! untouched) plus: `x-error-kind`, `x-error-reason`, `x-attempt`,
 //! `x-original-topic`, `x-original-partition`, `x-original-offset`,
 //! `x-group` and `x-failed-at`.
+//!
+//! A write that fails retriably is answered as such and the caller tries
+//! again later. One the broker refuses for good (a record larger than the
+//! dead-letter topic takes, ..) is written once more without its payload,
+//! with `x-payload-dropped` (the refusal) and `x-payload-size`, and a
+//! [`SupervisionEvent::Degraded`] says so: the partition keeps flowing and
+//! what is left of the record is durable. If even that is refused, the
+//! error is answered (the record stays uncommitted, the caller keeps
+//! trying) and a `Degraded` event says the partition waits on it.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 use kafkactor_actors::{ChildRef, Shutdown};
+
+use kafkactor_actors::{Events, SupervisionEvent};
 
 use crate::connection::producer::ProducerConnection;
 use crate::envelope::{header, now_ms, OutgoingRecord, Record};
@@ -38,6 +49,8 @@ pub enum FailureKind {
     Unroutable,
     /// The record is larger than the subscription accepts.
     TooLarge,
+    /// The handler did not answer within the subscription's handler timeout.
+    Timeout,
 }
 
 impl FailureKind {
@@ -50,6 +63,7 @@ impl FailureKind {
             FailureKind::Decode => "decode",
             FailureKind::Unroutable => "unroutable",
             FailureKind::TooLarge => "too-large",
+            FailureKind::Timeout => "timeout",
         }
     }
 }
@@ -69,18 +83,33 @@ pub(crate) struct DeadLetterRecord {
 pub(crate) struct DeadLetter {
     connection: ChildRef<ProducerConnection>,
     delivery_timeout: Duration,
+    events: Events,
 }
 
 impl DeadLetter {
     pub(crate) fn new(
         connection: ChildRef<ProducerConnection>,
         delivery_timeout: Duration,
+        events: Events,
     ) -> Self {
         DeadLetter {
             connection,
             delivery_timeout,
+            events,
         }
     }
+}
+
+/// `record` without its payload, saying why and how big it was.
+fn without_payload(mut record: OutgoingRecord, refusal: &crate::Error) -> OutgoingRecord {
+    record
+        .headers
+        .insert(header::PAYLOAD_DROPPED, refusal.to_string());
+    record
+        .headers
+        .insert(header::PAYLOAD_SIZE, record.payload.len().to_string());
+    record.payload = bytes::Bytes::new();
+    record
 }
 
 fn dead_letter_record(msg: DeadLetterRecord) -> OutgoingRecord {
@@ -116,9 +145,51 @@ impl Handler<DeadLetterRecord> for DeadLetter {
             topic = %msg.record.topic, partition = msg.record.partition, offset = msg.record.offset,
             kind = msg.kind.as_str(), reason = %msg.reason, "dead-lettering record"
         );
+        let where_ = format!(
+            "{} [{}] offset {}",
+            msg.record.topic, msg.record.partition, msg.record.offset
+        );
         let record = dead_letter_record(msg);
-        let write = produce(self.connection.clone(), record, self.delivery_timeout);
-        Box::pin(async move { write.await.map(|_| ()) })
+        let (connection, timeout, events) = (
+            self.connection.clone(),
+            self.delivery_timeout,
+            self.events.clone(),
+        );
+        let degraded = move |reason: String| {
+            events.publish(SupervisionEvent::Degraded {
+                supervisor: Arc::from("kafkactor"),
+                child: Arc::from("dead-letter"),
+                reason,
+            })
+        };
+        let stripped = record.clone();
+        let write = produce(connection.clone(), record, timeout);
+        Box::pin(async move {
+            let refusal = match write.await {
+                Ok(_) => return Ok(()),
+                Err(e) if e.is_retriable() => return Err(e),
+                Err(e) => e,
+            };
+            let stripped = without_payload(stripped, &refusal);
+            match produce(connection, stripped, timeout).await {
+                Ok(_) => {
+                    tracing::error!(record = %where_, error = %refusal,
+                        "the dead letter was refused for good: written without its payload");
+                    degraded(format!(
+                        "dead letter of {where_} written without its payload: {refusal}"
+                    ));
+                    Ok(())
+                }
+                Err(e) => {
+                    if !e.is_retriable() {
+                        degraded(format!(
+                            "dead letter of {where_} cannot be written ({e}): the record stays uncommitted and its partition waits"
+                        ));
+                    }
+                    Err(e)
+                }
+            }
+        })
     }
 }
 

@@ -13,7 +13,10 @@
 //! only once its fate is final, so the commit watermark never passes an
 //! unfinished record.
 //!
-//! Messages: [`Deliver`] (records to handle), `Shutdown`, and an internal flush.
+//! Messages: [`Deliver`] (records to handle), [`Released`] (partitions
+//! given up: their queued records are dropped and nothing more is done for
+//! them, not even for an attempt already running), `Shutdown`, and an
+//! internal flush.
 //!
 //! Owns: the lane queues. Handler actors are its siblings under the
 //! subscription's supervisor, reached through [`ChildRef`]s.
@@ -25,7 +28,7 @@
 //! unfinished record again, so only the records in flight at that moment are
 //! handled twice.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,7 +37,9 @@ use actix::prelude::*;
 use kafkactor_actors::{ChildRef, Shutdown};
 
 use crate::codec::ContentType;
-use crate::connection::consumer::{Completed, ConsumerConnection, Deliver, DispatcherReady};
+use crate::connection::consumer::{
+    Completed, ConsumerConnection, Deliver, DispatcherReady, Released,
+};
 use crate::dead_letter::{DeadLetter, DeadLetterRecord, FailureKind};
 use crate::delivery::Outcome;
 use crate::envelope::{Record, TopicPartition};
@@ -57,6 +62,8 @@ pub(crate) struct DispatchSettings {
     pub(crate) dead_letter: Option<Arc<str>>,
     pub(crate) default_content_type: ContentType,
     pub(crate) max_record_bytes: usize,
+    /// How long one attempt may take (None: no limit).
+    pub(crate) handler_timeout: Option<Duration>,
     /// With `OnRestartLimit::DeadLetter`: the handlers' restart limit, past
     /// which failing records are dead-lettered without further retries.
     pub(crate) handler_restart_limit: Option<(usize, Duration)>,
@@ -79,6 +86,8 @@ struct Job {
     origin: u64,
     /// 1-based attempt about to run (or that just ran).
     attempt: u32,
+    /// How many times its partition had been released when it was read.
+    generation: u32,
 }
 
 /// Why a record is being dead-lettered, and how many writes failed so far.
@@ -108,6 +117,9 @@ pub(crate) struct Dispatcher<A: Actor<Context = Context<A>>> {
     next_unkeyed: usize,
     /// When handlers failed recently, oldest first (for the restart limit).
     handler_failures: VecDeque<Instant>,
+    /// How many times each partition was released ([`Released`]); a job of
+    /// an earlier generation is of a partition this member gave up.
+    generations: HashMap<TopicPartition, u32>,
 }
 
 /// The lane of a record among `lanes`: records with a key go to the lane
@@ -146,6 +158,7 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
             flush_pending: false,
             next_unkeyed: 0,
             handler_failures: VecDeque::new(),
+            generations: HashMap::new(),
         }
     }
 
@@ -156,6 +169,23 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
             .as_ref()
             .filter(|(connection, _)| connection.connected())
             .map(|(_, o)| *o)
+    }
+
+    fn generation_of(&self, record: &Record) -> u32 {
+        if self.generations.is_empty() {
+            return 0;
+        }
+        self.generations
+            .get(&record.topic_partition())
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Whether `job` is still this member's to do: read by the connection
+    /// incarnation feeding us, of a partition not given up since.
+    fn live(&self, job: &Job) -> bool {
+        Some(job.origin) == self.current_origin()
+            && self.generation_of(&job.record) == job.generation
     }
 
     fn lane_for(&mut self, record: &Record) -> usize {
@@ -178,9 +208,10 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
 
     /// Runs one attempt of `job` on lane `i` (the lane is busy with it).
     fn attempt(&mut self, i: usize, job: Job, ctx: &mut Context<Self>) {
-        if Some(job.origin) != self.current_origin() {
-            // Read by a connection incarnation that is gone: the current one
-            // reads it again from the committed offset.
+        if !self.live(&job) {
+            // Read by a connection incarnation that is gone (the current one
+            // reads it again from the committed offset), or of a partition
+            // given up (its next owner does).
             return self.release_lane(i, ctx);
         }
         let size = job.record.byte_size();
@@ -214,11 +245,19 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
         ) {
             Err(e) => self.dead_letter(i, job, failure(FailureKind::Decode, e.to_string()), ctx),
             Ok(call) => {
+                let limit = self.settings.handler_timeout;
+                let call = async move {
+                    match limit {
+                        Some(limit) => tokio::time::timeout(limit, call).await.map_err(|_| limit),
+                        None => Ok(call.await),
+                    }
+                };
                 ctx.spawn(
                     call.into_actor(self)
                         .map(move |result, act, ctx| match result {
-                            Ok(outcome) => act.on_outcome(i, job, outcome, ctx),
-                            Err(_) => act.on_handler_failure(i, job, incarnation, ctx),
+                            Ok(Ok(outcome)) => act.on_outcome(i, job, outcome, ctx),
+                            Ok(Err(_)) => act.on_handler_failure(i, job, incarnation, ctx),
+                            Err(limit) => act.on_handler_timeout(i, job, incarnation, limit, ctx),
                         }),
                 );
             }
@@ -280,6 +319,32 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
         );
     }
 
+    /// The handler did not answer within the handler timeout: the attempt
+    /// failed, and the handler (maybe stuck) is re-created before the lane
+    /// goes on.
+    fn on_handler_timeout(
+        &mut self,
+        i: usize,
+        job: Job,
+        incarnation: u64,
+        limit: Duration,
+        ctx: &mut Context<Self>,
+    ) {
+        let reason = format!("the handler did not answer within {limit:?}");
+        tracing::warn!(group = %self.settings.group, topic = %job.record.topic,
+            partition = job.record.partition, offset = job.record.offset,
+            attempt = job.attempt, %reason, "handler timed out; restarting it");
+        let handler = self.lanes[i].handler.clone();
+        handler.fail(incarnation, reason.clone());
+        ctx.spawn(
+            async move { handler.ready_after(incarnation, SIBLING_WAIT).await }
+                .into_actor(self)
+                .map(move |_, act, ctx| {
+                    act.retry_or_dead_letter(i, job, failure(FailureKind::Timeout, reason), ctx)
+                }),
+        );
+    }
+
     /// Notes a handler failure; with `OnRestartLimit::DeadLetter`, describes
     /// the limit when failures within its window exceed it.
     fn handler_limit_exceeded(&mut self) -> Option<String> {
@@ -320,7 +385,7 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
 
     /// Writes `job` to the dead-letter topic; finishes it once the write is acknowledged.
     fn dead_letter(&mut self, i: usize, job: Job, why: Failure, ctx: &mut Context<Self>) {
-        if Some(job.origin) != self.current_origin() {
+        if !self.live(&job) {
             return self.release_lane(i, ctx);
         }
         let Some(dead_letter) = self.dead_letter.get() else {
@@ -365,7 +430,7 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
 
     /// `job`'s fate is final: report it and free the lane.
     fn finish(&mut self, i: usize, job: Job, ctx: &mut Context<Self>) {
-        if Some(job.origin) == self.current_origin() {
+        if self.live(&job) {
             self.completed
                 .push((job.record.topic_partition(), job.record.offset));
             if !self.flush_pending {
@@ -419,14 +484,39 @@ impl<A: Actor<Context = Context<A>>> Handler<Deliver> for Dispatcher<A> {
         }
         for record in msg.records {
             let i = self.lane_for(&record);
+            let generation = self.generation_of(&record);
             self.lanes[i].queue.push_back(Job {
                 record,
                 origin: msg.origin,
                 attempt: 1,
+                generation,
             });
         }
         for i in 0..self.lanes.len() {
             self.pump(i, ctx);
+        }
+    }
+}
+
+impl<A: Actor<Context = Context<A>>> Handler<Released> for Dispatcher<A> {
+    type Result = ();
+
+    fn handle(&mut self, msg: Released, _: &mut Context<Self>) {
+        for tp in &msg.partitions {
+            *self.generations.entry(tp.clone()).or_default() += 1;
+        }
+        let mut dropped = 0;
+        for lane in &mut self.lanes {
+            let before = lane.queue.len();
+            lane.queue
+                .retain(|job| !msg.partitions.contains(&job.record.topic_partition()));
+            dropped += before - lane.queue.len();
+        }
+        self.completed
+            .retain(|(tp, _)| !msg.partitions.contains(tp));
+        if dropped > 0 {
+            tracing::debug!(group = %self.settings.group, partitions = ?msg.partitions, dropped,
+                "partitions given up: their queued records are left to the next owner");
         }
     }
 }

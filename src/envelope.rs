@@ -49,6 +49,11 @@ pub mod header {
     pub const ERROR_REASON: &str = "x-error-reason";
     /// When the record failed for good, milliseconds since the Unix epoch.
     pub const FAILED_AT: &str = "x-failed-at";
+    /// On a dead letter written without its payload: why the payload was
+    /// dropped (the broker refused the whole record for good).
+    pub const PAYLOAD_DROPPED: &str = "x-payload-dropped";
+    /// On a dead letter written without its payload: the payload's size in bytes.
+    pub const PAYLOAD_SIZE: &str = "x-payload-size";
     /// Key used by the idempotency store.
     pub const IDEMPOTENCY_KEY: &str = "x-idempotency-key";
 

@@ -11,6 +11,7 @@ mod app;
 #[doc(hidden)]
 pub mod bench_internals;
 mod broker;
+mod clock;
 mod codec;
 mod connection;
 mod consumer;
@@ -32,16 +33,16 @@ pub use app::{App, AppBuilder, Kafkactor};
 pub use broker::{Broker, MemoryBroker, OffsetReset};
 pub use codec::{type_name_of, ContentType};
 pub use dead_letter::FailureKind;
-pub use delay::{Delays, HOP_ALLOWANCE};
+pub use delay::{Delays, HOP_ALLOWANCE, MAX_BUCKET};
 pub use delivery::{Delivery, Outcome};
 pub use envelope::{header, Headers, Record, TopicPartition};
 pub use error::{Error, Result};
 pub use partitioner::{murmur2, partition_for_key};
-pub use producer::Producer;
+pub use producer::{Producer, ProducerHandle};
 pub use publish::{Publish, PublishOutcome};
 pub use retry::RetryPolicy;
 pub use route::Routes;
-pub use subscription::{IntoTopics, OnRestartLimit, Subscription};
+pub use subscription::{IntoTopics, OnRestartLimit, Subscription, DEFAULT_HANDLER_TIMEOUT};
 
 /// Supervision for actix (the `kafkactor-actors` crate), re-exported.
 pub use kafkactor_actors as actors;

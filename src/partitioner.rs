@@ -36,10 +36,10 @@ pub fn murmur2(data: &[u8]) -> u32 {
 }
 
 /// The partition Kafka's Java client chooses for `key` among `partitions`:
-/// `toPositive(murmur2(key)) % partitions`.
+/// `toPositive(murmur2(key)) % partitions`. Fewer than one partition is
+/// taken as one (the answer is then 0).
 pub fn partition_for_key(key: &[u8], partitions: i32) -> i32 {
-    debug_assert!(partitions > 0);
-    ((murmur2(key) & 0x7fff_ffff) % partitions as u32) as i32
+    ((murmur2(key) & 0x7fff_ffff) % partitions.max(1) as u32) as i32
 }
 
 #[cfg(test)]

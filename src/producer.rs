@@ -10,15 +10,17 @@
 //! this way may be written twice (at-least-once publishing).
 //!
 //! Messages: [`Publish`], `Shutdown`. Owns nothing but its settings; a
-//! restart loses no state. Publishes in flight when the Producer itself is
-//! restarted answer a mailbox error (`Error::Unavailable`, retriable): the
-//! publisher asks [`App::producer`](crate::App::producer) again and resends.
+//! restart loses no state. Users reach it through a [`ProducerHandle`],
+//! which finds the running incarnation on every call; publishes in flight
+//! when the Producer itself is restarted answer `MailboxError::Closed`, and
+//! the publisher sends them again through the same handle.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use actix::prelude::*;
+use futures_util::future::Either;
 use kafkactor_actors::{ChildRef, Shutdown};
 use tokio::sync::oneshot;
 
@@ -29,7 +31,7 @@ use crate::envelope::{header, new_message_id, OutgoingRecord};
 use crate::error::{Error, Result};
 use crate::publish::{epoch_ms_rounded_up, Publish, PublishOutcome};
 
-/// Publishes records; get its address from [`App::producer`](crate::App::producer).
+/// Publishes records; reach it through [`App::producer`](crate::App::producer).
 pub struct Producer {
     connection: ChildRef<ProducerConnection>,
     max_message_bytes: usize,
@@ -187,7 +189,7 @@ pub(crate) fn produce(
         .get_numbered()
         .map(|(conn, n)| (send(&conn, record.clone()), n));
     async move {
-        let deadline = Instant::now() + timeout;
+        let deadline = crate::clock::deadline_in(timeout);
         let mut pending = first;
         let mut failed_incarnation = 0;
         let mut backoff = Duration::from_millis(5);
@@ -216,13 +218,100 @@ pub(crate) fn produce(
                     Error::Unavailable("producer connection stopped".into())
                 }
             };
-            if Instant::now() + backoff >= deadline {
+            if Instant::now()
+                .checked_add(backoff)
+                .is_none_or(|t| t >= deadline)
+            {
                 return Err(error);
             }
             tracing::debug!(topic = %record.topic, %error, ?backoff, "publish failed; sending again");
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(1));
         }
+    }
+}
+
+/// The application's publisher, from [`App::producer`](crate::App::producer):
+/// a handle on the [`Producer`] actor that stays valid for the life of the
+/// application, across the actor's restarts. Keep it as long as you like.
+///
+/// [`send`](ProducerHandle::send) answers as `Addr<Producer>::send` does
+/// (`producer.send(publish).await??`). Each call reaches the incarnation
+/// running at that moment, or, while the Producer is being restarted, the
+/// next one (waiting up to the application's delivery timeout); publishes
+/// reach it in call order. A publish the stopping incarnation had not
+/// answered yet fails with `MailboxError::Closed` (it may or may not have
+/// been written): send it again.
+///
+/// ```
+/// # use kafkactor::prelude::*;
+/// # #[actix::main] async fn main() -> Result<(), kafkactor::Error> {
+/// let app = Kafkactor::builder().broker(Broker::memory()).start().await?;
+/// let producer = app.producer();                 // a ProducerHandle
+/// let outcome = producer.send(Publish::to("orders").message(&"hello")?).await??;
+/// assert!(matches!(outcome, PublishOutcome::Direct { .. }));
+/// app.shutdown().await
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct ProducerHandle {
+    producer: ChildRef<Producer>,
+    wait: Duration,
+}
+
+impl std::fmt::Debug for ProducerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProducerHandle")
+            .field("running", &self.producer.get().is_some())
+            .finish()
+    }
+}
+
+impl ProducerHandle {
+    pub(crate) fn new(producer: ChildRef<Producer>, wait: Duration) -> Self {
+        ProducerHandle { producer, wait }
+    }
+
+    /// Publishes `publish`: `Ok(Ok(outcome))` once it is written,
+    /// `Ok(Err(error))` when publishing failed, `Err(MailboxError)` when no
+    /// Producer took the message (the application stopped, or the Producer
+    /// stopped before it answered).
+    pub fn send(
+        &self,
+        publish: Publish,
+    ) -> impl Future<Output = std::result::Result<Result<PublishOutcome>, MailboxError>> + 'static
+    {
+        match self.producer.get() {
+            // Enqueued now: publishes keep the order of the calls.
+            Some(addr) => Either::Left(addr.send(publish)),
+            None => {
+                let (producer, wait) = (self.producer.clone(), self.wait);
+                Either::Right(async move {
+                    match producer.ready(wait).await {
+                        Some(addr) => addr.send(publish).await,
+                        None => Err(MailboxError::Closed),
+                    }
+                })
+            }
+        }
+    }
+
+    /// Publishes without waiting for the outcome (lost if no Producer runs
+    /// within the delivery timeout; failures are logged, not returned).
+    pub fn do_send(&self, publish: Publish) {
+        let sent = self.send(publish);
+        actix_rt::spawn(async move {
+            match sent.await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "a do_send publish failed"),
+                Err(e) => tracing::warn!(error = %e, "a do_send publish reached no producer"),
+            }
+        });
+    }
+
+    /// The address of the Producer incarnation running now, if one is.
+    pub fn addr(&self) -> Option<Addr<Producer>> {
+        self.producer.get()
     }
 }
 

@@ -71,12 +71,14 @@ impl RetryPolicy {
         let exp = self
             .multiplier
             .powi(attempt.saturating_sub(1).min(64) as i32);
-        let base = self.initial.mul_f64(exp.min(1e9)).min(self.max_backoff);
-        if self.jitter > 0.0 {
-            base.mul_f64(1.0 + fastrand::f64() * self.jitter)
+        // In seconds, so no setting can overflow a Duration.
+        let base = (self.initial.as_secs_f64() * exp.min(1e9)).min(self.max_backoff.as_secs_f64());
+        let secs = if self.jitter > 0.0 {
+            base * (1.0 + fastrand::f64() * self.jitter)
         } else {
             base
-        }
+        };
+        Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX)
     }
 }
 

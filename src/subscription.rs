@@ -69,6 +69,7 @@ pub struct Subscription {
     pub(crate) reset: OffsetReset,
     pub(crate) commit_interval: Duration,
     pub(crate) drain_timeout: Duration,
+    pub(crate) handler_timeout: Option<Duration>,
     pub(crate) max_record_bytes: usize,
     pub(crate) restart_limit: (usize, Duration),
     pub(crate) restart_backoff: Backoff,
@@ -100,6 +101,9 @@ pub(crate) fn dead_letter_topic(configured: Option<&str>, topic: &str) -> String
     configured.map_or_else(|| format!("{topic}.dlq"), str::to_string)
 }
 
+/// How long a handler may take on one record by default.
+pub const DEFAULT_HANDLER_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The default largest record a subscription handles (and a producer
 /// publishes): 1 MiB, as Kafka's `message.max.bytes`.
 pub(crate) const DEFAULT_MAX_RECORD_BYTES: usize = 1024 * 1024;
@@ -118,6 +122,7 @@ impl Subscription {
             reset: OffsetReset::Earliest,
             commit_interval: Duration::from_millis(100),
             drain_timeout: Duration::from_secs(10),
+            handler_timeout: Some(DEFAULT_HANDLER_TIMEOUT),
             max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
             restart_limit: (10, Duration::from_secs(10)),
             restart_backoff: Backoff::exponential(
@@ -180,7 +185,27 @@ impl Subscription {
         self
     }
 
-    /// How long shutdown and partition revocation wait for in-flight records.
+    /// How long the handler may take on one record (default 30 s,
+    /// [`DEFAULT_HANDLER_TIMEOUT`]; `None` for no limit). An attempt past it
+    /// fails with the failure kind `timeout` and counts against the retry
+    /// policy, and the lane's handler actor is restarted from its factory (it
+    /// may be stuck); a record whose attempts all time out is dead-lettered.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use kafkactor::Subscription;
+    /// let quick = Subscription::to("orders").group("billing").handler_timeout(Duration::from_secs(5));
+    /// let patient = Subscription::to("reports").group("batch").handler_timeout(None);
+    /// ```
+    pub fn handler_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.handler_timeout = timeout.into();
+        self
+    }
+
+    /// How long shutdown and partition revocation wait for in-flight
+    /// records (default 10 s). Past it a revoked partition is given up: what
+    /// was not handled yet is left to its next owner, and an attempt still
+    /// running finishes with its outcome discarded.
     pub fn drain_timeout(mut self, timeout: Duration) -> Self {
         self.drain_timeout = timeout;
         self

@@ -238,3 +238,103 @@ on_every_broker!(
     super::response_future_panic,
     3
 );
+
+/// A record the dead-letter topic cannot take (larger than its broker
+/// accepts) is dead-lettered without its payload, saying so, and its
+/// partition keeps flowing: the refusal is not retried forever.
+async fn an_unwritable_dead_letter_is_written_without_its_payload(tb: TestBroker) {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let (topic, group) = (unique("uploads"), unique("g"));
+    let brokers = tb.bootstrap().unwrap().to_string();
+    // The topic takes records up to 3 MB; its dead-letter topic the
+    // default (1 MB here, as the clients' own message.max.bytes).
+    match tb.mock_cluster() {
+        Some(mock) => mock.create_topic(&topic, 1, 1).unwrap(),
+        None => {
+            use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+            let admin: AdminClient<_> = rdkafka::ClientConfig::new()
+                .set("bootstrap.servers", &brokers)
+                .create()
+                .unwrap();
+            let new = NewTopic::new(&topic, 1, TopicReplication::Fixed(1))
+                .set("max.message.bytes", "3000000");
+            for r in admin
+                .create_topics([&new], &AdminOptions::new())
+                .await
+                .unwrap()
+            {
+                r.unwrap();
+            }
+        }
+    }
+    tb.topic(&format!("{topic}.dlq")).await;
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("message.max.bytes", "3000000")
+        .create()
+        .unwrap();
+    let big = vec![7u8; 1_500_000];
+    producer
+        .send(
+            FutureRecord::<str, _>::to(&topic).payload(&big),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    for o in orders(10, 2) {
+        let payload = rmp_serde::to_vec_named(&o).unwrap();
+        producer
+            .send(
+                FutureRecord::to(&topic).key(&o.key).payload(&payload),
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap();
+    }
+    let log = Log::default();
+    let events = kafkactor::Events::new();
+    events.record();
+    let app = Kafkactor::builder()
+        .broker(tb.broker.clone())
+        .events(events.clone())
+        .subscribe(
+            Subscription::to(topic.as_str())
+                .group(group.as_str())
+                .max_record_bytes(4 << 20),
+            probe(&log, "a", ack()),
+        )
+        .start()
+        .await
+        .unwrap();
+    // The big record does not decode as an Order: dead-lettered (kind
+    // decode), which the dead-letter topic refuses.
+    tb.until_committed(&group, &topic, Duration::from_secs(30))
+        .await;
+    app.shutdown().await.unwrap();
+    assert_eq!(log.counts().len(), 10, "the records behind it were handled");
+    let dlq = tb.records(&format!("{topic}.dlq")).await;
+    assert_eq!(dlq.len(), 1, "one dead letter");
+    let h = &dlq[0].headers;
+    assert!(dlq[0].payload.is_empty(), "written without its payload");
+    assert_eq!(h.get_str(header::PAYLOAD_SIZE), Some("1500000"));
+    assert!(h
+        .get_str(header::PAYLOAD_DROPPED)
+        .is_some_and(|r| !r.is_empty()));
+    assert_eq!(h.get_str(header::ERROR_KIND), Some("decode"));
+    let (child, reason) = events
+        .recorded()
+        .into_iter()
+        .find_map(|e| match e {
+            kafkactor::SupervisionEvent::Degraded { child, reason, .. } => Some((child, reason)),
+            _ => None,
+        })
+        .expect("a Degraded event");
+    assert_eq!(&*child, "dead-letter");
+    assert!(reason.contains("without its payload"), "{reason}");
+}
+
+on_every_kafka_broker!(
+    an_unwritable_dead_letter_does_not_wedge_its_partition,
+    super::an_unwritable_dead_letter_is_written_without_its_payload,
+    1
+);

@@ -509,3 +509,66 @@ async fn zero_past_and_unconfigured_delays() {
     );
     plain.shutdown().await.unwrap();
 }
+
+/// A second Republisher joins while the first holds records in memory
+/// (out of their bucket, not due yet): the first gives the bucket
+/// partitions up at once and drops what it held, so each record is
+/// forwarded once, by whoever owns its partition when it is due.
+async fn a_rebalance_moves_pending_delays_without_forwarding_them_twice(tb: TestBroker) {
+    let (topic, delays) = prepare(&tb).await;
+    let arrivals = Arrivals::default();
+    let a = app_with(&tb, &topic, delays.clone(), &arrivals).await;
+    eventually(
+        "a's consumers joined",
+        tb.patience(Duration::from_secs(10)),
+        || a.assigned_partitions().len() >= 2,
+    )
+    .await;
+    // Due in 3 s: after a second in the 1 s bucket they wait in a's memory.
+    let producer = a.producer();
+    for o in orders(300, 30) {
+        let publish = Publish::to(topic.as_str())
+            .key(&o.key)
+            .message(&o)
+            .unwrap()
+            .delay(Duration::from_secs(3));
+        producer.send(publish).await.unwrap().unwrap();
+    }
+    let b = Kafkactor::builder()
+        .broker(tb.broker.clone())
+        .delays(delays)
+        .start()
+        .await
+        .unwrap();
+    eventually(
+        "every delayed record delivered",
+        tb.patience(Duration::from_secs(20)),
+        || arrivals.distinct() == 300,
+    )
+    .await;
+    // A record forwarded twice arrives within a second of the first copy.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    b.shutdown().await.unwrap();
+    a.shutdown().await.unwrap();
+    let mut times: HashMap<u64, usize> = HashMap::new();
+    for arrival in arrivals.all() {
+        *times.entry(arrival.id).or_default() += 1;
+    }
+    let twice: Vec<u64> = times
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(id, _)| *id)
+        .collect();
+    assert!(
+        twice.is_empty(),
+        "{} delayed records were forwarded twice, e.g. {:?}",
+        twice.len(),
+        &twice[..twice.len().min(10)]
+    );
+}
+
+on_every_broker!(
+    pending_delays_move_with_their_partitions,
+    super::a_rebalance_moves_pending_delays_without_forwarding_them_twice,
+    3
+);

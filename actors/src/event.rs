@@ -89,6 +89,17 @@ pub enum SupervisionEvent {
         /// How it stopped.
         exit: Exit,
     },
+    /// The child keeps running but could not do all of its job; `reason`
+    /// says what it did instead (a dead letter written without its
+    /// payload, a write it keeps retrying, ..).
+    Degraded {
+        /// Supervisor name.
+        supervisor: Arc<str>,
+        /// Child id.
+        child: Arc<str>,
+        /// What went wrong and what was done about it.
+        reason: String,
+    },
     /// The supervisor exceeded its restart intensity and gave up.
     Escalated {
         /// Supervisor name.
@@ -140,7 +151,10 @@ impl Events {
         log.clone().unwrap_or_default()
     }
 
-    pub(crate) fn publish(&self, event: SupervisionEvent) {
+    /// Publishes `event` to every subscriber. Supervisors publish the
+    /// lifecycle events; a child publishes [`SupervisionEvent::Degraded`]
+    /// about itself.
+    pub fn publish(&self, event: SupervisionEvent) {
         tracing::debug!(?event, "supervision");
         {
             let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());

@@ -222,8 +222,16 @@ impl Supervisor {
 }
 
 /// Asks a child to stop, waits up to `deadline`, then aborts it.
+///
+/// Outside a runtime (a supervisor dropped while its runtime shuts down, as
+/// when an application is dropped without being shut down) nothing can be
+/// waited for: the child is aborted at once.
 async fn stop_child(mut running: Running, deadline: Duration) -> Exit {
     (running.request_stop)();
+    if tokio::runtime::Handle::try_current().is_err() {
+        // Dropping `running` aborts the task.
+        return Exit::Killed;
+    }
     match tokio::time::timeout(deadline, &mut running.task).await {
         Ok(Ok(exit)) => exit,
         Ok(Err(join)) if join.is_panic() => Exit::Panicked(panic_message(&*join.into_panic())),

@@ -108,12 +108,18 @@ pub(crate) trait ProducerClient: Send + Sync {
 /// actor polls while it commits and pauses.
 pub(crate) trait ConsumerClient: Send + Sync {
     /// Waits up to `timeout` for events; at most `max_records` records.
-    /// Cancel-safe: dropping the future loses nothing.
+    /// One poll at a time. Not cancel-safe: an answer already given when the
+    /// future is dropped is lost with the events in it, so the connection
+    /// never drops a poll it still needs (it uses [`wake`](Self::wake)).
     fn poll(
         &self,
         max_records: usize,
         timeout: std::time::Duration,
     ) -> BoxFuture<'static, Result<Vec<ConsumerEvent>>>;
+    /// Makes the poll under way answer now, with whatever it has (nothing,
+    /// or events that arrived meanwhile). A wake with no poll under way may
+    /// end the next one early.
+    fn wake(&self);
     /// How long a poll may wait when nothing arrives. The embedded broker
     /// wakes pollers itself, so it waits long; Kafka's polling thread stops
     /// polling between polls, so a stalled actor thread shows up as a

@@ -8,8 +8,22 @@
 //! before giving up a revoked partition, and on shutdown.
 //!
 //! Messages: [`Completed`] (records whose fate is final), [`DispatcherReady`]
-//! (a dispatcher incarnation started) and `Shutdown` (stop polling, drain
-//! in-flight records within the drain timeout, commit, leave the group).
+//! (a dispatcher incarnation started), [`Hold`] (pause a partition until a
+//! time) and `Shutdown` (stop polling, drain in-flight records within the
+//! drain timeout, commit, leave the group). What it feeds (a Dispatcher or
+//! the Republisher) gets [`Deliver`] and [`Released`].
+//!
+//! Giving partitions up: a revoked partition is released once its records
+//! are finished, or when the drain timeout passes. Either way the consumer
+//! is first told [`Released`] and answers once it has dropped everything
+//! it still had of those partitions, so nothing of them is handled,
+//! dead-lettered or forwarded after this member commits and the partition
+//! moves on; only then is it committed and given back.
+//!
+//! Polls are never cancelled (a Kafka client's answer could be lost with
+//! the assignment events in it): a poll made without credit, which waits
+//! for group events only, is woken ([`ConsumerClient::wake`]) when credit
+//! frees up.
 //!
 //! Owns: the consumer client (group membership), the watermarks and the
 //! unfinished records themselves.
@@ -66,8 +80,26 @@ pub(crate) struct Hold {
 #[rtype(result = "()")]
 pub(crate) struct DispatcherReady;
 
-/// Resolves the current dispatcher of the subscription and its incarnation number.
-pub(crate) type DispatchTarget = Box<dyn Fn() -> Option<(Recipient<Deliver>, u64)>>;
+/// These partitions are no longer this member's: drop every record of them
+/// not yet under way, and do nothing more for them (no handling, retry,
+/// dead letter or forward); an attempt already running finishes and its
+/// outcome is discarded. The connection commits and gives the partitions
+/// back only once this is answered.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub(crate) struct Released {
+    pub(crate) partitions: Vec<TopicPartition>,
+}
+
+/// Where a connection's records go: a Dispatcher or the Republisher.
+#[derive(Clone)]
+pub(crate) struct Target {
+    pub(crate) deliver: Recipient<Deliver>,
+    pub(crate) released: Recipient<Released>,
+}
+
+/// Resolves the current consumer of the subscription and its incarnation number.
+pub(crate) type DispatchTarget = Box<dyn Fn() -> Option<(Target, u64)>>;
 
 static ORIGINS: AtomicU64 = AtomicU64::new(1);
 
@@ -102,7 +134,10 @@ pub(crate) struct ConsumerConnection {
     partitions: HashMap<TopicPartition, Partition>,
     in_flight: usize,
     paused: bool,
+    /// The poll under way and the credit it was made with.
     polling: Option<(SpawnHandle, usize)>,
+    /// Whether the poll under way (made without credit) was asked to return.
+    woken: bool,
     committing: bool,
     commit_scheduled: bool,
     stopping: bool,
@@ -127,6 +162,7 @@ impl ConsumerConnection {
             in_flight: 0,
             paused: false,
             polling: None,
+            woken: false,
             committing: false,
             commit_scheduled: false,
             stopping: false,
@@ -174,6 +210,7 @@ impl ConsumerConnection {
                 }),
         );
         self.polling = Some((handle, credit));
+        self.woken = false;
     }
 
     fn on_events(&mut self, events: Vec<ConsumerEvent>, ctx: &mut Context<Self>) {
@@ -202,15 +239,29 @@ impl ConsumerConnection {
                         }
                     }
                     self.assignment_view().extend(tps.iter().cloned());
+                    let mut stale = Vec::new();
                     for tp in tps {
-                        self.partitions.insert(
-                            tp,
-                            Partition {
-                                watermark: None,
-                                revoking_since: None,
-                                held_until: None,
-                            },
-                        );
+                        let fresh = Partition {
+                            watermark: None,
+                            revoking_since: None,
+                            held_until: None,
+                        };
+                        // Assigned again without a revocation in between (a
+                        // member that lost its partitions): what it had of
+                        // the old assignment is dropped, its credit returned.
+                        if let Some(old) = self.partitions.insert(tp.clone(), fresh) {
+                            if let Some(w) = old.watermark {
+                                self.in_flight -= w.in_flight();
+                            }
+                            stale.push(tp);
+                        }
+                    }
+                    if !stale.is_empty() {
+                        tracing::warn!(group = %self.group(), partitions = ?stale,
+                            "assigned again without a revocation: their unfinished records are read again");
+                        if let Some((target, _)) = (self.dispatcher)() {
+                            target.released.do_send(Released { partitions: stale });
+                        }
                     }
                 }
                 ConsumerEvent::Records(mut records) => {
@@ -286,14 +337,14 @@ impl ConsumerConnection {
         if records.is_empty() {
             return;
         }
-        if !target.connected() {
+        if !target.deliver.connected() {
             // It is being restarted and will announce itself.
             self.delivered_to = None;
             return;
         }
         // `do_send` ignores the mailbox capacity: flow control is the credit
         // above, and a batch must never be dropped.
-        target.do_send(Deliver {
+        target.deliver.do_send(Deliver {
             records,
             from: ctx.address().recipient(),
             origin: self.origin,
@@ -420,6 +471,11 @@ impl ConsumerConnection {
             self.assignment_view().remove(tp);
             if let Some(p) = self.partitions.remove(tp) {
                 if let Some(w) = p.watermark {
+                    if !w.is_idle() && !deadline.is_zero() {
+                        tracing::warn!(group = %self.group(), partition = %tp, unfinished = w.in_flight(),
+                            drain_timeout = ?deadline,
+                            "drain timeout passed: giving a revoked partition up with unfinished records (the next owner reads them again)");
+                    }
                     self.in_flight -= w.in_flight();
                     if let Some(o) = w.to_commit() {
                         offsets.push((tp.clone(), o));
@@ -428,10 +484,18 @@ impl ConsumerConnection {
             }
         }
         tracing::debug!(group = %self.group(), ?ready, "releasing revoked partitions");
-        // Commit before release, in this order, so the next owner starts
-        // exactly after what this member finished.
+        let released = (self.dispatcher)().map(|(target, _)| target.released);
+        // The consumer drops what it still has of them; then commit before
+        // release, in this order, so the next owner starts exactly after
+        // what this member finished and nothing of them is handled here
+        // meanwhile.
         ctx.wait(
             async move {
+                if let Some(released) = released {
+                    let partitions = ready.clone();
+                    // A consumer being restarted has nothing of them.
+                    let _ = released.send(Released { partitions }).await;
+                }
                 if !offsets.is_empty() {
                     if let Err(e) = client.commit(offsets).await {
                         tracing::warn!(error = %e, "commit on revoke failed");
@@ -443,19 +507,21 @@ impl ConsumerConnection {
             }
             .into_actor(self),
         );
-        self.after_progress(ctx);
+        self.after_progress();
     }
 
     /// Re-evaluates flow control and shutdown after records finished.
-    fn after_progress(&mut self, ctx: &mut Context<Self>) {
+    fn after_progress(&mut self) {
         if self.paused && self.in_flight <= self.settings.max_in_flight / 2 {
             self.set_paused(false);
         }
-        if let Some((handle, 0)) = self.polling {
-            if self.in_flight < self.settings.max_in_flight {
-                ctx.cancel_future(handle);
-                self.polling = None;
-                self.poll(ctx);
+        if let Some((_, 0)) = self.polling {
+            if self.in_flight < self.settings.max_in_flight && !self.woken {
+                // Its answer comes at once and the next poll has credit.
+                if let Some(client) = &self.client {
+                    client.wake();
+                }
+                self.woken = true;
             }
         }
         if self.stopping && self.in_flight == 0 {
@@ -507,7 +573,7 @@ impl Handler<Completed> for ConsumerConnection {
             self.finish_revokes(false, ctx);
         }
         self.schedule_commit(ctx);
-        self.after_progress(ctx);
+        self.after_progress();
     }
 }
 
@@ -609,3 +675,7 @@ impl Handler<Shutdown> for ConsumerConnection {
         )
     }
 }
+
+#[cfg(test)]
+#[path = "consumer_tests.rs"]
+mod tests;

@@ -29,7 +29,7 @@ use kafkactor_actors::{ChildRef, ChildSpec, Events, Supervisor};
 
 use crate::broker::{BrokerBackend, ConsumerConfig};
 use crate::connection::consumer::{
-    Assignment, ConsumerConnection, ConsumerSettings, Deliver, DispatchTarget,
+    Assignment, ConsumerConnection, ConsumerSettings, Deliver, DispatchTarget, Released, Target,
 };
 use crate::dead_letter::DeadLetter;
 use crate::dispatch::{DispatchSettings, Dispatcher};
@@ -68,12 +68,19 @@ pub(crate) fn connection_spec<D>(
     shutdown_deadline: Duration,
 ) -> ChildSpec
 where
-    D: Actor<Context = Context<D>> + actix::Handler<Deliver>,
+    D: Actor<Context = Context<D>> + actix::Handler<Deliver> + actix::Handler<Released>,
 {
     ChildSpec::graceful_with_ref("consumer-connection", connection, move || {
         let target = target.clone();
-        let resolve: DispatchTarget =
-            Box::new(move || target.get_numbered().map(|(a, n)| (a.recipient(), n)));
+        let resolve: DispatchTarget = Box::new(move || {
+            target.get_numbered().map(|(a, n)| {
+                let target = Target {
+                    deliver: a.clone().recipient(),
+                    released: a.recipient(),
+                };
+                (target, n)
+            })
+        });
         ConsumerConnection::new(backend.clone(), settings.clone(), resolve)
     })
     .shutdown_deadline(shutdown_deadline)
@@ -98,6 +105,7 @@ where
         dead_letter: sub.dead_letter.as_deref().map(Arc::from),
         default_content_type: sub.default_content_type,
         max_record_bytes: sub.max_record_bytes,
+        handler_timeout: sub.handler_timeout,
         handler_restart_limit: match sub.on_restart_limit {
             OnRestartLimit::DeadLetter => Some(sub.restart_limit),
             OnRestartLimit::Escalate => None,
@@ -108,7 +116,7 @@ where
             group: sub.group_name().to_string(),
             topics: sub.topics.clone(),
             reset: sub.reset,
-            revoke_timeout: sub.drain_timeout + Duration::from_secs(5),
+            revoke_timeout: sub.drain_timeout.saturating_add(Duration::from_secs(5)),
             // librdkafka buffers megabytes ahead anyway, and every pause drops
             // that buffer: pause only when handlers are really behind.
             prefetch: (sub.in_flight_limit() * 4).max(10_000),
@@ -172,10 +180,10 @@ where
             consumer.clone(),
             &connection,
             dispatcher.clone(),
-            drain + Duration::from_secs(5),
+            drain.saturating_add(Duration::from_secs(5)),
         ))
     })
-    .shutdown_deadline(drain + Duration::from_secs(10));
+    .shutdown_deadline(drain.saturating_add(Duration::from_secs(10)));
     if escalate {
         spec.significant()
     } else {

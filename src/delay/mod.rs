@@ -37,6 +37,9 @@ use crate::error::{Error, Result};
 /// `r` goes to the largest bucket `b` with `b + HOP_ALLOWANCE <= r`.
 pub const HOP_ALLOWANCE: Duration = Duration::from_millis(100);
 
+/// The longest bucket [`Delays::buckets`] accepts: a year.
+pub const MAX_BUCKET: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// How much remaining delay a released record may wait in the
 /// Republisher's memory by default.
 const DEFAULT_HOLD: Duration = Duration::from_secs(5);
@@ -105,7 +108,9 @@ impl fmt::Debug for Delays {
 }
 
 impl Delays {
-    /// The bucket lengths (any order; each at least 1 ms). Every application
+    /// The bucket lengths (any order; each at least 1 ms and at most a year,
+    /// [`MAX_BUCKET`], or starting the application fails with
+    /// [`Error::Config`]). Every application
     /// and Republisher sharing the bucket topics must use the same ones.
     pub fn buckets(mut self, buckets: impl IntoIterator<Item = Duration>) -> Self {
         self.buckets = buckets.into_iter().collect();
@@ -177,6 +182,13 @@ impl Delays {
                 "Delays: every bucket must be at least 1 ms".into(),
             ));
         }
+        if let Some(long) = lengths.iter().find(|&&l| l > MAX_BUCKET) {
+            return Err(Error::Config(format!(
+                "Delays: a bucket of {long:?} is longer than the longest allowed ({} days): \
+                 a record waits in a bucket that long, and its topic must keep it",
+                MAX_BUCKET.as_secs() / 86_400
+            )));
+        }
         if self.group.is_empty() {
             return Err(Error::Config("Delays: the group must not be empty".into()));
         }
@@ -241,7 +253,7 @@ impl Plan {
         self.buckets
             .iter()
             .rev()
-            .find(|b| b.length + HOP_ALLOWANCE <= remaining)
+            .find(|b| b.length.saturating_add(HOP_ALLOWANCE) <= remaining)
     }
 
     /// Where a record released from its bucket with `remaining` to go is

@@ -19,9 +19,11 @@
 //! A bucket record is reported finished to the connection (and so becomes
 //! committable) only once the write that replaces it is acknowledged.
 //!
-//! Messages: `Deliver` (bucket records from the connection), `Forwarded`
-//! (a write finished), `Shutdown` (stop taking records, wait for the
-//! writes under way, within the delivery timeout).
+//! Messages: `Deliver` (bucket records from the connection), `Released`
+//! (bucket partitions given up: what it holds of them is dropped at once,
+//! never forwarded; the next owner reads it again), `Forwarded` (a write
+//! finished), `Shutdown` (stop taking records, wait for the writes under
+//! way, within the delivery timeout).
 //!
 //! Owns: the per-partition queues of records read and not yet released,
 //! and the timer of records released and not yet due. Nothing of it is
@@ -40,7 +42,9 @@ use tokio::sync::oneshot;
 
 use super::Plan;
 use crate::broker::Delivered;
-use crate::connection::consumer::{Completed, ConsumerConnection, Deliver, DispatcherReady, Hold};
+use crate::connection::consumer::{
+    Completed, ConsumerConnection, Deliver, DispatcherReady, Hold, Released,
+};
 use crate::connection::producer::ProducerConnection;
 use crate::dead_letter::{DeadLetter, DeadLetterRecord, FailureKind};
 use crate::envelope::{header, now_ms, OutgoingRecord, Record, TopicPartition};
@@ -152,6 +156,8 @@ struct Forwarded {
     record: Arc<Record>,
     target: Target,
     origin: u64,
+    /// Its partition's generation when the write began.
+    generation: u32,
     result: Result<()>,
 }
 
@@ -175,6 +181,8 @@ pub(crate) struct Republisher {
     stopping: bool,
     /// Answers `Shutdown` once no write is under way.
     drained: Option<oneshot::Sender<()>>,
+    /// How many times each bucket partition was given up ([`Released`]).
+    generations: HashMap<TopicPartition, u32>,
 }
 
 impl Republisher {
@@ -201,6 +209,7 @@ impl Republisher {
             writing: 0,
             stopping: false,
             drained: None,
+            generations: HashMap::new(),
         }
     }
 
@@ -332,12 +341,14 @@ impl Republisher {
     fn write(&mut self, record: Arc<Record>, target: Target, ctx: &mut Context<Self>) {
         self.writing += 1;
         let origin = self.origin();
+        let generation = self.generation_of(&record);
         let addr = ctx.address();
         let done = move |record, target, result| {
             addr.do_send(Forwarded {
                 record,
                 target,
                 origin,
+                generation,
                 result,
             })
         };
@@ -406,6 +417,16 @@ impl Republisher {
         });
     }
 
+    fn generation_of(&self, record: &Record) -> u32 {
+        if self.generations.is_empty() {
+            return 0;
+        }
+        self.generations
+            .get(&record.topic_partition())
+            .copied()
+            .unwrap_or(0)
+    }
+
     fn after_write(&mut self) {
         self.writing -= 1;
         if self.writing == 0 {
@@ -465,13 +486,42 @@ impl Handler<Deliver> for Republisher {
     }
 }
 
+impl Handler<Released> for Republisher {
+    type Result = ();
+
+    fn handle(&mut self, msg: Released, ctx: &mut Context<Self>) {
+        let mut dropped = 0;
+        for tp in &msg.partitions {
+            *self.generations.entry(tp.clone()).or_default() += 1;
+            if let Some(queue) = self.queues.remove(tp) {
+                dropped += queue.records.len();
+                if let Some((_, handle)) = queue.wakeup {
+                    ctx.cancel_future(handle);
+                }
+            }
+        }
+        let before = self.due.len();
+        self.due
+            .retain(|_, (record, _)| !msg.partitions.contains(&record.topic_partition()));
+        dropped += before - self.due.len();
+        if let Some((_, handle)) = self.due_timer.take() {
+            ctx.cancel_future(handle);
+        }
+        self.arm_due_timer(ctx);
+        tracing::debug!(partitions = ?msg.partitions, dropped,
+            "bucket partitions given up: what was held of them is read again by their next owner");
+    }
+}
+
 impl Handler<Forwarded> for Republisher {
     type Result = ();
 
     fn handle(&mut self, msg: Forwarded, ctx: &mut Context<Self>) {
         self.after_write();
-        if msg.origin != self.origin() {
-            return; // that connection is gone; its successor reads the record again
+        if msg.origin != self.origin() || msg.generation != self.generation_of(&msg.record) {
+            // That connection is gone, or the partition was given up: the
+            // record is read again by whoever reads it next.
+            return;
         }
         match msg.result {
             Ok(()) => {

@@ -32,8 +32,11 @@ use crate::connection::consumer::{Assignment, ConsumerConnection, ConsumerSettin
 use crate::connection::producer::ProducerConnection;
 use crate::consumer::tree::{connection_spec, Shared};
 
-/// How long a revoked bucket partition waits for its writes under way.
-const DRAIN: Duration = Duration::from_secs(2);
+/// How long a revoked bucket partition is kept: not at all. What the
+/// Republisher holds of it is not due yet and is read again by the next
+/// owner; waiting would only let it forward records the next owner
+/// forwards too.
+const DRAIN: Duration = Duration::ZERO;
 
 /// The longest a bucket fetch waits at the broker. A Kafka client sends one
 /// fetch at a time per broker, so a partition whose hold ends waits for the
@@ -52,7 +55,7 @@ pub(crate) fn republisher_spec(
             group: delays.group_name().to_string(),
             topics: plan.topics(),
             reset: OffsetReset::Earliest,
-            revoke_timeout: DRAIN + Duration::from_secs(5),
+            revoke_timeout: Duration::from_secs(5),
             prefetch: delays.in_flight_limit().clamp(1_000, 10_000),
             fetch_wait: Some(FETCH_WAIT),
         },
@@ -103,8 +106,8 @@ pub(crate) fn republisher_spec(
                         dead_letter.clone(),
                     )
                 })
-                .shutdown_deadline(delivery_timeout + Duration::from_secs(5)),
+                .shutdown_deadline(delivery_timeout.saturating_add(Duration::from_secs(5))),
             )
     })
-    .shutdown_deadline(delivery_timeout + DRAIN + Duration::from_secs(10))
+    .shutdown_deadline(delivery_timeout.saturating_add(Duration::from_secs(10)))
 }

@@ -52,6 +52,8 @@ type Reply<T> = oneshot::Sender<Result<T>>;
 
 enum Command {
     Fetch(Fetch),
+    /// Answer the fetch under way now.
+    Wake,
     Hold(Vec<TopicPartition>, bool),
     Commit(Vec<(TopicPartition, i64)>, Reply<()>),
     Release(Vec<TopicPartition>),
@@ -137,7 +139,7 @@ impl ConsumerContext for Context {
         lock(&shared.held).retain(|tp| !revoked.contains(tp));
         shared.paused.store(false, Ordering::SeqCst);
         let mut waiting: HashSet<TopicPartition> = revoked.into_iter().collect();
-        let deadline = Instant::now() + shared.revoke_timeout;
+        let deadline = crate::clock::deadline_in(shared.revoke_timeout);
         let commands = lock(&shared.commands);
         while !waiting.is_empty() {
             let remaining = deadline.saturating_duration_since(Instant::now());
@@ -152,6 +154,8 @@ impl ConsumerContext for Context {
                 }
                 // Kept for the poll loop, which serves it once the rebalance is done.
                 Ok(Command::Fetch(fetch)) => *lock(&shared.fetch) = Some(fetch),
+                // The revocation answered the fetch under way already.
+                Ok(Command::Wake) => {}
                 Ok(Command::Hold(tps, held)) => hold(consumer, shared, tps, held),
                 Ok(Command::Close) | Err(RecvTimeoutError::Disconnected) => {
                     shared.closing.store(true, Ordering::SeqCst);
@@ -270,6 +274,10 @@ impl ConsumerClient for KafkaConsumer {
         .boxed()
     }
 
+    fn wake(&self) {
+        let _ = self.send(Command::Wake);
+    }
+
     /// A no-op: the polling thread pauses by itself when its stash is full
     /// (see the module docs).
     fn pause(&self, _: &[TopicPartition]) -> Result<()> {
@@ -359,6 +367,7 @@ impl PollThread {
     fn handle(&mut self, command: Command) -> bool {
         match command {
             Command::Fetch(fetch) => *lock(&self.shared.fetch) = Some(fetch),
+            Command::Wake => self.shared.answer(None),
             Command::Hold(tps, held) => hold(&self.consumer, &self.shared, tps, held),
             Command::Commit(offsets, reply) => {
                 let _ = reply.send(commit(&self.consumer, &offsets));

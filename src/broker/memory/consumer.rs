@@ -18,6 +18,8 @@ pub(crate) struct MemoryConsumer {
     group: String,
     id: u64,
     notify: Arc<Notify>,
+    /// Set by `wake`: the poll under way returns.
+    woken: Arc<AtomicBool>,
     closed: AtomicBool,
 }
 
@@ -54,6 +56,7 @@ impl MemoryConsumer {
             group: config.group,
             id,
             notify,
+            woken: Arc::new(AtomicBool::new(false)),
             closed: AtomicBool::new(false),
         })
     }
@@ -138,6 +141,7 @@ impl ConsumerClient for MemoryConsumer {
         let group = self.group.clone();
         let id = self.id;
         let notify = self.notify.clone();
+        let woken = self.woken.clone();
         async move {
             let deadline = tokio::time::Instant::now() + timeout;
             loop {
@@ -148,6 +152,9 @@ impl ConsumerClient for MemoryConsumer {
                         return Ok(events);
                     }
                 }
+                if woken.swap(false, Ordering::SeqCst) {
+                    return Ok(Vec::new());
+                }
                 if tokio::time::timeout_at(deadline, notify.notified())
                     .await
                     .is_err()
@@ -157,6 +164,11 @@ impl ConsumerClient for MemoryConsumer {
             }
         }
         .boxed()
+    }
+
+    fn wake(&self) {
+        self.woken.store(true, Ordering::SeqCst);
+        self.notify.notify_one();
     }
 
     fn pause(&self, partitions: &[TopicPartition]) -> Result<()> {

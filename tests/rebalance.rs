@@ -1,0 +1,112 @@
+//! Rebalances end a member's work on the partitions it gives up: past the
+//! drain timeout nothing queued for a released partition is handled,
+//! retried or dead-lettered by the old member while the new one reads it.
+//! (The Republisher's side is in `delayed.rs`.) On the embedded broker,
+//! Apache Kafka and the mock cluster.
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kafkactor::prelude::*;
+use support::*;
+
+/// `(app, partition, id, when the handling began)` of every handling.
+type Starts = Arc<Mutex<Vec<(&'static str, i32, u64, Instant)>>>;
+
+/// One lane; the record with id 0 takes `slow` (longer than the drain
+/// timeout), every other one 2 ms.
+async fn slow_member(
+    tb: &TestBroker,
+    topic: &str,
+    group: &str,
+    app: &'static str,
+    starts: &Starts,
+    slow: Duration,
+) -> App {
+    let starts = starts.clone();
+    Kafkactor::builder()
+        .broker(tb.broker.clone())
+        .handle(
+            Subscription::to(topic)
+                .group(group)
+                .concurrency(1)
+                .drain_timeout(Duration::from_millis(300)),
+            move |d: Delivery<Order>| {
+                starts
+                    .lock()
+                    .unwrap()
+                    .push((app, d.partition(), d.message().id, Instant::now()));
+                let wait = if d.message().id == 0 {
+                    slow
+                } else {
+                    Duration::from_millis(2)
+                };
+                async move {
+                    tokio::time::sleep(wait).await;
+                    Outcome::Ack
+                }
+            },
+        )
+        .start()
+        .await
+        .unwrap()
+}
+
+async fn released_partitions_are_not_handled_any_more(tb: TestBroker) {
+    let (topic, group) = (unique("orders"), unique("g"));
+    tb.topics(&[&topic]).await;
+    let starts = Starts::default();
+    let a = slow_member(&tb, &topic, &group, "a", &starts, Duration::from_secs(3)).await;
+    // Record 0 holds a's only lane for 3 s; the 400 behind it wait in its queue.
+    publish_all(&a, &topic, &orders(400, 40)).await;
+    eventually(
+        "a is on record 0",
+        tb.patience(Duration::from_secs(10)),
+        || starts.lock().unwrap().iter().any(|s| s.2 == 0),
+    )
+    .await;
+    // b joins: a's drain timeout passes with record 0 unfinished, so a
+    // gives its partitions up with records still queued.
+    let b = slow_member(&tb, &topic, &group, "b", &starts, Duration::ZERO).await;
+    eventually(
+        "everything handled",
+        tb.patience(Duration::from_secs(30)),
+        || {
+            let ids: std::collections::HashSet<u64> =
+                starts.lock().unwrap().iter().map(|s| s.2).collect();
+            ids.len() == 400
+        },
+    )
+    .await;
+    b.shutdown().await.unwrap();
+    a.shutdown().await.unwrap();
+
+    // Once b handles a partition, a starts nothing more of it.
+    let starts = starts.lock().unwrap().clone();
+    let mut b_from: HashMap<i32, Instant> = HashMap::new();
+    for &(app, p, _, at) in &starts {
+        if app == "b" {
+            let first = b_from.entry(p).or_insert(at);
+            *first = (*first).min(at);
+        }
+    }
+    assert!(!b_from.is_empty(), "b never got a partition");
+    let late: Vec<_> = starts
+        .iter()
+        .filter(|(app, p, _, at)| *app == "a" && b_from.get(p).is_some_and(|b| at > b))
+        .map(|(_, p, id, _)| (*p, *id))
+        .collect();
+    assert!(
+        late.is_empty(),
+        "a handled records of partitions b had taken over: {late:?}"
+    );
+}
+
+on_every_broker!(
+    a_released_partition_is_not_handled_any_more,
+    super::released_partitions_are_not_handled_any_more,
+    2
+);
