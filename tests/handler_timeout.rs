@@ -1,0 +1,102 @@
+//! A handler that does not answer within the subscription's handler timeout
+//! fails that attempt (kind `timeout`), is restarted, and the record goes
+//! to the dead-letter topic once its retries are spent; the records behind
+//! it keep flowing. On the embedded broker, Apache Kafka and the mock cluster.
+
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use kafkactor::prelude::*;
+use kafkactor::{header, SupervisionEvent};
+use support::*;
+
+/// Never answers record 3; acknowledges the others.
+struct Stuck {
+    log: Log,
+}
+
+impl Actor for Stuck {
+    type Context = Context<Self>;
+}
+
+impl Handler<Delivery<Order>> for Stuck {
+    type Result = ResponseFuture<Outcome>;
+
+    fn handle(&mut self, d: Delivery<Order>, _: &mut Context<Self>) -> Self::Result {
+        self.log.push(Seen::of(&d, "a"));
+        let stuck = d.message().id == 3;
+        Box::pin(async move {
+            if stuck {
+                std::future::pending::<()>().await;
+            }
+            Outcome::Ack
+        })
+    }
+}
+
+async fn a_handler_past_its_timeout_is_restarted_and_the_record_dead_lettered(tb: TestBroker) {
+    let (topic, group) = (unique("orders"), unique("g"));
+    tb.topics(&[&topic]).await;
+    let log = Log::default();
+    let events = kafkactor::Events::new();
+    events.record();
+    let factories = Arc::new(AtomicUsize::new(0));
+    let app = Kafkactor::builder()
+        .broker(tb.broker.clone())
+        .events(events.clone())
+        .subscribe(
+            Subscription::to(topic.as_str())
+                .group(group.as_str())
+                .handler_timeout(Duration::from_millis(300))
+                .retry(RetryPolicy::exponential(2, Duration::from_millis(10))),
+            {
+                let (log, factories) = (log.clone(), factories.clone());
+                move || {
+                    factories.fetch_add(1, Ordering::SeqCst);
+                    Stuck { log: log.clone() }
+                }
+            },
+        )
+        .start()
+        .await
+        .unwrap();
+    publish_all(&app, &topic, &orders(20, 1)).await;
+    tb.until_committed(&group, &topic, Duration::from_secs(20))
+        .await;
+    app.shutdown().await.unwrap();
+
+    let counts = log.counts();
+    assert_eq!(counts.len(), 20, "every record reached the handler");
+    assert_eq!(counts[&3], 2, "record 3 was tried twice");
+    let dlq = tb.records(&format!("{topic}.dlq")).await;
+    assert_eq!(dlq.len(), 1);
+    let order: Order = rmp_serde::from_slice(&dlq[0].payload).unwrap();
+    assert_eq!(order.id, 3);
+    assert_eq!(dlq[0].headers.get_str(header::ERROR_KIND), Some("timeout"));
+    assert!(dlq[0]
+        .headers
+        .get_str(header::ERROR_REASON)
+        .is_some_and(|r| r.contains("300ms")));
+    // Each timeout re-created the stuck handler.
+    let restarts = events
+        .recorded()
+        .iter()
+        .filter(
+            |e| matches!(e, SupervisionEvent::Restarted { child, .. } if &**child == "handler-0"),
+        )
+        .count();
+    assert_eq!(restarts, 2, "the handler was restarted after each timeout");
+    assert_eq!(factories.load(Ordering::SeqCst), 3);
+    // One key, one lane: what came after record 3 was handled after it.
+    assert_key_order(&first_handlings(&log.seen()));
+}
+
+on_every_broker!(
+    a_handler_that_does_not_answer_times_out,
+    super::a_handler_past_its_timeout_is_restarted_and_the_record_dead_lettered,
+    3
+);
