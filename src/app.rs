@@ -134,6 +134,10 @@ impl AppBuilder {
             )));
             return self;
         }
+        if let Err(e) = routes.check() {
+            self.fail(e);
+            return self;
+        }
         let factory = Arc::new(factory);
         let spec_sub = sub.clone();
         self.subscriptions.push((

@@ -35,7 +35,9 @@ pub(crate) type RouteFn<A> =
 /// let routes = Routes::<Orders>::new().route::<OrderPlaced>().route::<OrderCancelled>();
 /// ```
 pub struct Routes<A: Actor> {
-    by_name: HashMap<String, RouteFn<A>>,
+    by_name: HashMap<String, (RouteFn<A>, &'static str)>,
+    /// Type names claimed twice: starting with these routes fails.
+    collisions: Vec<String>,
 }
 
 impl<A: Actor> fmt::Debug for Routes<A> {
@@ -57,10 +59,18 @@ impl<A: Actor<Context = Context<A>>> Routes<A> {
     pub fn new() -> Self {
         Routes {
             by_name: HashMap::new(),
+            collisions: Vec::new(),
         }
     }
 
-    /// Accepts `T`, routed by its type name ([`type_name_of`]).
+    /// Accepts `T`, routed by its type name ([`type_name_of`]: the last
+    /// segment of its path). Two routed types with one name (`a::Event`,
+    /// `b::Event`) make starting the application fail with
+    /// [`Error::Config`](crate::Error::Config) naming both: give one of them
+    /// another name with [`route_named`](Routes::route_named), and publish
+    /// it with that name ([`Publish::type_name`](crate::Publish::type_name),
+    /// after [`Publish::message`](crate::Publish::message), which stamps the
+    /// type's own).
     pub fn route<T>(self) -> Self
     where
         T: DeserializeOwned + Send + 'static,
@@ -81,8 +91,24 @@ impl<A: Actor<Context = Context<A>>> Routes<A> {
             let request = addr.send(Delivery::new(message, record, attempt));
             Ok(Box::pin(request) as HandlerCall)
         });
-        self.by_name.insert(name.to_string(), call);
+        let full = std::any::type_name::<T>();
+        if let Some((_, other)) = self.by_name.get(name) {
+            self.collisions.push(format!(
+                "type name {name:?} is claimed by both {other} and {full}: \
+                 give one another name with Routes::route_named"
+            ));
+            return self;
+        }
+        self.by_name.insert(name.to_string(), (call, full));
         self
+    }
+
+    /// Fails when two routed types claim one type name.
+    pub(crate) fn check(&self) -> crate::Result<()> {
+        match self.collisions.as_slice() {
+            [] => Ok(()),
+            all => Err(crate::Error::Config(all.join("; "))),
+        }
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -99,16 +125,21 @@ impl<A: Actor<Context = Context<A>>> Routes<A> {
                         "type-name header is not UTF-8".to_string(),
                     )
                 })?;
-                self.by_name.get(name).ok_or_else(|| {
-                    let mut known: Vec<&String> = self.by_name.keys().collect();
-                    known.sort();
-                    (
-                        FailureKind::Unroutable,
-                        format!("no handler accepts type {name:?} (accepted: {known:?})"),
-                    )
-                })
+                self.by_name
+                    .get(name)
+                    .map(|(route, _)| route)
+                    .ok_or_else(|| {
+                        let mut known: Vec<&String> = self.by_name.keys().collect();
+                        known.sort();
+                        (
+                            FailureKind::Unroutable,
+                            format!("no handler accepts type {name:?} (accepted: {known:?})"),
+                        )
+                    })
             }
-            None if self.by_name.len() == 1 => Ok(self.by_name.values().next().expect("one route")),
+            None if self.by_name.len() == 1 => {
+                Ok(&self.by_name.values().next().expect("one route").0)
+            }
             None => Err((
                 FailureKind::Unroutable,
                 format!(

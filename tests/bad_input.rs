@@ -266,3 +266,100 @@ async fn undecodable_and_unroutable_records_are_dead_lettered_with_the_reason() 
     assert!(reasons[6].contains("Refund"), "{}", reasons[6]);
     assert!(reasons[7].contains("exceeds"), "{}", reasons[7]);
 }
+
+/// Settings kafkactor's guarantees rest on cannot be overridden by accident
+/// through `Broker::set`: starting fails with `Error::Config` naming the key
+/// and why. Harmless values of the same keys pass.
+#[actix::test]
+async fn safety_critical_client_settings_are_refused() {
+    let start = |broker: Broker| async move {
+        Kafkactor::builder()
+            .broker(broker)
+            .subscribe(
+                Subscription::to("orders").group("g"),
+                probe(&Log::default(), "a", ack()),
+            )
+            .start()
+            .await
+    };
+    for (key, value, why) in [
+        ("enable.auto.commit", "true", "finished"),
+        ("enable.auto.offset.store", "true", "finished"),
+        ("group.id", "other", "Subscription::group"),
+        ("enable.idempotence", "false", "idempotent"),
+        ("acks", "1", "acks=all"),
+    ] {
+        for broker in [Broker::memory(), Broker::kafka("127.0.0.1:1")] {
+            let err = start(broker.set(key, value)).await.map(|_| ());
+            let Err(Error::Config(reason)) = &err else {
+                panic!("{key}={value}: expected Error::Config, got {err:?}");
+            };
+            assert!(
+                reason.contains(key) && reason.contains(why),
+                "{key}: {reason}"
+            );
+        }
+    }
+    // The values kafkactor uses itself are accepted.
+    let app = start(
+        Broker::memory()
+            .set("enable.auto.commit", "false")
+            .set("enable.idempotence", "true")
+            .set("acks", "all"),
+    )
+    .await
+    .unwrap();
+    app.shutdown().await.unwrap();
+}
+
+/// No public function or setter panics on extreme input: each gives a
+/// typed error or a documented clamp.
+#[actix::test]
+async fn extreme_settings_do_not_panic() {
+    use kafkactor::{partition_for_key, Delays, RetryPolicy};
+    // partitions below one are taken as one.
+    assert_eq!(partition_for_key(b"k", 0), 0);
+    assert_eq!(partition_for_key(b"k", -3), 0);
+    // A bucket longer than a year is a configuration error, not a panic of
+    // the Producer on the next delayed publish.
+    let err = Kafkactor::builder()
+        .broker(Broker::memory())
+        .delays(Delays::default().buckets([Duration::MAX]))
+        .start()
+        .await
+        .map(|_| ());
+    assert!(
+        matches!(err, Err(Error::Config(ref m)) if m.contains("longer than")),
+        "{err:?}"
+    );
+    // Backoffs of any size.
+    let policy = RetryPolicy::exponential(5, Duration::MAX).max_backoff(Duration::MAX);
+    assert!(policy.backoff(3) >= Duration::from_secs(1));
+    // Timeouts of any size: a day-long delay still publishes, the app still
+    // starts, publishes and shuts down.
+    let log = Log::default();
+    let app = Kafkactor::builder()
+        .broker(Broker::memory())
+        .delivery_timeout(Duration::MAX)
+        .delays(Delays::default().hold_in_memory(Duration::MAX))
+        .subscribe(
+            Subscription::to("orders")
+                .group("g")
+                .drain_timeout(Duration::MAX)
+                .handler_timeout(Duration::MAX)
+                .commit_interval(Duration::MAX)
+                .retry(policy),
+            probe(&log, "a", ack()),
+        )
+        .start()
+        .await
+        .unwrap();
+    publish_all(&app, "orders", &orders(10, 2)).await;
+    let later = Publish::to("orders")
+        .message(&1u8)
+        .unwrap()
+        .delay(Duration::MAX);
+    assert!(app.producer().send(later).await.unwrap().is_ok());
+    eventually("handled", Duration::from_secs(5), || log.len() == 10).await;
+    app.shutdown().await.unwrap();
+}

@@ -199,3 +199,27 @@ async fn every_client_is_closed_once_the_app_and_the_broker_handle_are_gone() {
     })
     .await;
 }
+
+/// Topics kafkactor creates get the broker's default replication unless
+/// told otherwise: on a broker whose `default.replication.factor` is 2 but
+/// which is alone, creating one fails (Kafka cannot place two replicas),
+/// where a hard-coded factor of 1 would silently make an unreplicated
+/// topic; `topic_replication(1)` asks for one explicitly.
+#[actix::test]
+async fn created_topics_take_the_brokers_replication_unless_told() {
+    let kafka =
+        support::kafka_process::KafkaProcess::start_with(&[("default.replication.factor", "2")])
+            .await;
+    let broker = Broker::kafka(kafka.addr());
+    let err = broker.create_topic(&unique("replicated"), 3).await;
+    let Err(e) = &err else {
+        panic!("a topic was created with one replica on a broker that defaults to two");
+    };
+    assert!(e.to_string().to_lowercase().contains("replication"), "{e}");
+    let topic = unique("single");
+    Broker::kafka(kafka.addr())
+        .topic_replication(1)
+        .create_topic(&topic, 3)
+        .await
+        .unwrap();
+}

@@ -240,3 +240,109 @@ async fn one_subscription_to_several_topics() {
         assert_eq!(topic, if id % 2 == 0 { &a } else { &b });
     }
 }
+
+mod billing {
+    #[derive(Debug, serde::Serialize, serde::Deserialize)]
+    pub struct Event {
+        pub amount: u64,
+    }
+}
+
+mod shipping {
+    #[derive(Debug, serde::Serialize, serde::Deserialize)]
+    pub struct Event {
+        pub parcel: String,
+    }
+}
+
+/// Handles both `Event`s.
+struct Events2(Journal);
+
+impl Actor for Events2 {
+    type Context = Context<Self>;
+}
+
+impl Handler<Delivery<billing::Event>> for Events2 {
+    type Result = Outcome;
+    fn handle(&mut self, d: Delivery<billing::Event>, _: &mut Context<Self>) -> Outcome {
+        self.0
+             .0
+            .lock()
+            .unwrap()
+            .push(format!("billed {}", d.message().amount));
+        Outcome::Ack
+    }
+}
+
+impl Handler<Delivery<shipping::Event>> for Events2 {
+    type Result = Outcome;
+    fn handle(&mut self, d: Delivery<shipping::Event>, _: &mut Context<Self>) -> Outcome {
+        self.0
+             .0
+            .lock()
+            .unwrap()
+            .push(format!("shipped {}", d.message().parcel));
+        Outcome::Ack
+    }
+}
+
+/// Two routed types with one type name (`billing::Event`, `shipping::Event`)
+/// are refused at start, naming both; `route_named` tells them apart.
+#[actix::test]
+async fn colliding_type_names_are_refused_and_route_named_resolves_them() {
+    let journal = Journal::default();
+    let colliding = Routes::<Events2>::new()
+        .route::<billing::Event>()
+        .route::<shipping::Event>();
+    let started = Kafkactor::builder()
+        .broker(Broker::memory())
+        .subscribe_routes(Subscription::to("events").group("g"), colliding, {
+            let j = journal.clone();
+            move || Events2(j.clone())
+        })
+        .start()
+        .await;
+    let Err(Error::Config(reason)) = started else {
+        panic!("expected Error::Config, got {started:?}");
+    };
+    assert!(
+        reason.contains("billing::Event") && reason.contains("shipping::Event"),
+        "{reason}"
+    );
+    assert!(reason.contains("route_named"), "{reason}");
+
+    let named = Routes::<Events2>::new()
+        .route_named::<billing::Event>("billing.Event")
+        .route_named::<shipping::Event>("shipping.Event");
+    let app = Kafkactor::builder()
+        .broker(Broker::memory())
+        .subscribe_routes(Subscription::to("events").group("g"), named, {
+            let j = journal.clone();
+            move || Events2(j.clone())
+        })
+        .start()
+        .await
+        .unwrap();
+    let producer = app.producer();
+    // The type name is set after the message (which stamps its own).
+    let bill = Publish::to("events")
+        .message(&billing::Event { amount: 5 })
+        .unwrap()
+        .type_name("billing.Event");
+    let ship = Publish::to("events")
+        .message(&shipping::Event {
+            parcel: "p-1".into(),
+        })
+        .unwrap()
+        .type_name("shipping.Event");
+    producer.send(bill).await.unwrap().unwrap();
+    producer.send(ship).await.unwrap().unwrap();
+    eventually("both handled", Duration::from_secs(5), || {
+        journal.0.lock().unwrap().len() == 2
+    })
+    .await;
+    app.shutdown().await.unwrap();
+    let mut seen = journal.0.lock().unwrap().clone();
+    seen.sort();
+    assert_eq!(seen, ["billed 5", "shipped p-1"]);
+}

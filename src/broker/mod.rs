@@ -155,6 +155,38 @@ pub(crate) trait ConsumerClient: Send + Sync {
 #[derive(Clone, Debug)]
 pub struct Broker {
     kind: Kind,
+    /// Settings [`Broker::set`] refused, with why: starting an application
+    /// on this broker fails with them.
+    refused: Vec<String>,
+}
+
+/// Why kafkactor refuses `key = value` through [`Broker::set`]: settings
+/// its delivery guarantees rest on.
+fn refusal(key: &str, value: &str) -> Option<&'static str> {
+    let value = value.trim().to_ascii_lowercase();
+    match key {
+        "enable.auto.commit" if value != "false" => Some(
+            "kafkactor commits an offset only once every record below it is finished; \
+             automatic commits would commit records still being handled, lost on a crash",
+        ),
+        "enable.auto.offset.store" if value != "false" => Some(
+            "kafkactor stores an offset only once every record below it is finished; \
+             automatic stores would commit records still being handled, lost on a crash",
+        ),
+        "group.id" => Some(
+            "each subscription is its own consumer group: name it with Subscription::group \
+             (and the Republisher's with Delays::group)",
+        ),
+        "enable.idempotence" if value != "true" => Some(
+            "the producer is idempotent so that a resent record is written once and \
+             records of a partition keep their order",
+        ),
+        "acks" if value != "all" && value != "-1" => Some(
+            "a record counts as written only once every in-sync replica has it (acks=all); \
+             with fewer, an acknowledged record can be lost with a broker",
+        ),
+        _ => None,
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -182,6 +214,7 @@ impl Broker {
     fn from_memory(memory: Arc<MemoryBroker>) -> Self {
         Broker {
             kind: Kind::Memory(memory),
+            refused: Vec::new(),
         }
     }
 
@@ -196,32 +229,61 @@ impl Broker {
     pub fn kafka(bootstrap_servers: impl Into<String>) -> Self {
         Broker {
             kind: Kind::Kafka(kafka::KafkaConfig::new(bootstrap_servers.into())),
+            refused: Vec::new(),
         }
     }
 
     /// Passes a librdkafka setting (`"linger.ms"`, `"security.protocol"`,
     /// ...) to every Kafka client of the application. The embedded broker
     /// has no such settings and ignores it.
-    pub fn set(self, key: impl Into<String>, value: impl Into<String>) -> Self {
+    ///
+    /// Settings the delivery guarantees rest on are refused, on either
+    /// broker: `enable.auto.commit` and `enable.auto.offset.store` other
+    /// than `false`, `group.id`, `enable.idempotence` other than `true`,
+    /// `acks` other than `all`. Starting an application on a broker with a
+    /// refused setting fails with [`Error::Config`] naming the key and why.
+    pub fn set(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        let (key, value) = (key.into(), value.into());
+        if let Some(why) = refusal(&key, &value) {
+            self.refused
+                .push(format!("Broker::set({key:?}, {value:?}) is refused: {why}"));
+            return self;
+        }
         match self.kind {
             #[cfg(feature = "kafka")]
             Kind::Kafka(config) => Broker {
-                kind: Kind::Kafka(config.set(key.into(), value.into())),
+                kind: Kind::Kafka(config.set(key, value)),
+                refused: self.refused,
             },
-            Kind::Memory(_) => {
-                let _ = (key.into(), value.into());
-                self
-            }
+            Kind::Memory(_) => self,
         }
     }
 
     /// Partitions of the topics kafkactor creates on Kafka (default 3). The
     /// embedded broker takes its count from [`Broker::memory_with_partitions`].
+    ///
+    /// Fewer than one is taken as one.
     pub fn topic_partitions(self, partitions: i32) -> Self {
         match self.kind {
             #[cfg(feature = "kafka")]
             Kind::Kafka(config) => Broker {
                 kind: Kind::Kafka(config.topic_partitions(partitions)),
+                refused: self.refused,
+            },
+            Kind::Memory(_) => self,
+        }
+    }
+
+    /// Replicas of every partition of the topics kafkactor creates on Kafka.
+    /// By default (and for fewer than one) the broker's own
+    /// `default.replication.factor`. The embedded broker keeps one copy and
+    /// ignores it.
+    pub fn topic_replication(self, replicas: i32) -> Self {
+        match self.kind {
+            #[cfg(feature = "kafka")]
+            Kind::Kafka(config) => Broker {
+                kind: Kind::Kafka(config.topic_replication(replicas)),
+                refused: self.refused,
             },
             Kind::Memory(_) => self,
         }
@@ -235,6 +297,7 @@ impl Broker {
             #[cfg(feature = "kafka")]
             Kind::Kafka(config) => Broker {
                 kind: Kind::Kafka(config.create_topics(create)),
+                refused: self.refused,
             },
             Kind::Memory(_) => self,
         }
@@ -251,6 +314,9 @@ impl Broker {
 
     /// The clients of this broker (for Kafka: connects the admin client).
     pub(crate) fn backend(&self) -> Result<Arc<dyn BrokerBackend>> {
+        if !self.refused.is_empty() {
+            return Err(Error::Config(self.refused.join("; ")));
+        }
         match &self.kind {
             Kind::Memory(m) => Ok(Arc::new(m.clone())),
             #[cfg(feature = "kafka")]

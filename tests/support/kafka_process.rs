@@ -21,6 +21,11 @@ impl KafkaProcess {
     /// Formats a fresh broker in a temporary folder and starts it; returns
     /// once it answers a metadata request.
     pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// Like [`start`](Self::start), with these broker settings added.
+    pub async fn start_with(settings: &[(&str, &str)]) -> Self {
         let dir = std::env::temp_dir().join(format!(
             "kafkactor-test-kafka-{}-{}",
             std::process::id(),
@@ -35,6 +40,16 @@ impl KafkaProcess {
             .expect("scripts/kafka.sh format");
         assert!(out.status.success(), "scripts/kafka.sh format failed");
         let addr = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        if !settings.is_empty() {
+            use std::io::Write;
+            let mut props = std::fs::OpenOptions::new()
+                .append(true)
+                .open(dir.join("server.properties"))
+                .unwrap();
+            for (k, v) in settings {
+                writeln!(props, "{k}={v}").unwrap();
+            }
+        }
         let mut kafka = KafkaProcess {
             dir,
             addr,

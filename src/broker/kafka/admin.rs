@@ -95,7 +95,8 @@ impl Admin {
                     "topic {topic:?} does not exist and topic creation is off"
                 )));
             }
-            let new = NewTopic::new(&topic, partitions, TopicReplication::Fixed(1));
+            let replication = TopicReplication::Fixed(inner.config.replication());
+            let new = NewTopic::new(&topic, partitions, replication);
             let options = AdminOptions::new().operation_timeout(Some(TIMEOUT));
             let results = inner
                 .admin

@@ -30,6 +30,8 @@ pub(crate) struct KafkaConfig {
     bootstrap: String,
     settings: BTreeMap<String, String>,
     partitions: i32,
+    /// Replicas of the topics it creates; None: the broker's default.
+    replication: Option<i32>,
     create_topics: bool,
     /// The connected backend, shared by clones of the handle that have the
     /// same settings (every setter starts a new one).
@@ -43,6 +45,7 @@ impl fmt::Debug for KafkaConfig {
             .field("bootstrap", &self.bootstrap)
             .field("settings", &self.settings.keys().collect::<Vec<_>>())
             .field("partitions", &self.partitions)
+            .field("replication", &self.replication)
             .field("create_topics", &self.create_topics)
             .finish()
     }
@@ -54,6 +57,7 @@ impl KafkaConfig {
             bootstrap,
             settings: BTreeMap::new(),
             partitions: 3,
+            replication: None,
             create_topics: true,
             backend: Arc::default(),
         }
@@ -72,6 +76,17 @@ impl KafkaConfig {
     pub(crate) fn topic_partitions(mut self, partitions: i32) -> Self {
         self.partitions = partitions.max(1);
         self.changed()
+    }
+
+    pub(crate) fn topic_replication(mut self, replicas: i32) -> Self {
+        self.replication = Some(replicas);
+        self.changed()
+    }
+
+    /// The replication factor a CreateTopics request asks for: -1 leaves it
+    /// to the broker's `default.replication.factor`.
+    pub(crate) fn replication(&self) -> i32 {
+        self.replication.filter(|r| *r >= 1).unwrap_or(-1)
     }
 
     pub(crate) fn create_topics(mut self, create: bool) -> Self {
