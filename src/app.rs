@@ -405,12 +405,16 @@ impl App {
     /// `subscription:<group>:<topics>/dispatcher`,
     /// `subscription:<group>:<topics>/consumer-connection` and
     /// `subscription:<group>:<topics>/handlers/handler-<lane>`, where
-    /// `<topics>` are the subscription's topics joined by `,`.
+    /// `<topics>` are the subscription's topics joined by `,`. A path that
+    /// names no actor is [`Error::UnknownActor`].
     pub async fn fail_actor(&self, path: &str, reason: &str) -> Result<()> {
-        self.root
-            .fail_child(path, reason)
-            .await
-            .map_err(Error::Config)
+        self.root.fail_child(path, reason).await.map_err(|e| {
+            if e.contains("has no child") {
+                Error::UnknownActor(path.to_string())
+            } else {
+                Error::Unavailable(e)
+            }
+        })
     }
 
     /// Waits until the application stops on its own: `Err(Error::Escalated)`

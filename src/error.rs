@@ -36,15 +36,29 @@ pub enum Error {
         topic: String,
         /// What the broker said.
         reason: String,
-        /// Whether sending again can succeed.
+        /// The broker's or client's error code (`"MessageSizeTooLarge"`,
+        /// `"MessageTimedOut"`, ..), when it gave one.
+        code: Option<String>,
+        /// Whether sending again can succeed, as the broker says.
         retriable: bool,
     },
     /// Committing offsets failed.
     #[error("commit failed: {0}")]
     Commit(String),
-    /// The broker connection failed.
-    #[error("broker error: {0}")]
-    Broker(String),
+    /// The broker, or kafkactor's client of it, failed an operation.
+    #[error("{operation} failed: {reason}")]
+    Broker {
+        /// What was being done (`"create topic orders"`, `"poll of group billing"`, ..).
+        operation: String,
+        /// What the broker or the client said.
+        reason: String,
+        /// The broker's or client's error code (`"TopicAuthorizationFailed"`,
+        /// `"InvalidReplicationFactor"`, ..), when it gave one.
+        code: Option<String>,
+        /// Whether doing the same again can succeed: as the broker says, or
+        /// for the client's own failures, whether a restart of it helps.
+        retriable: bool,
+    },
     /// An actor of the tree is not running (stopped or restarting).
     #[error("actor unavailable: {0}")]
     Unavailable(String),
@@ -54,14 +68,17 @@ pub enum Error {
     /// The supervision tree gave up after too many failures.
     #[error("supervision escalated: {0}")]
     Escalated(String),
+    /// No actor of the tree has this path ([`App::fail_actor`](crate::App::fail_actor)).
+    #[error("no actor at {0:?}")]
+    UnknownActor(String),
 }
 
 impl Error {
     /// Whether doing the same thing again may succeed.
     pub fn is_retriable(&self) -> bool {
         match self {
-            Error::Produce { retriable, .. } => *retriable,
-            Error::Commit(_) | Error::Broker(_) | Error::Unavailable(_) => true,
+            Error::Produce { retriable, .. } | Error::Broker { retriable, .. } => *retriable,
+            Error::Commit(_) | Error::Unavailable(_) => true,
             _ => false,
         }
     }
@@ -69,6 +86,23 @@ impl Error {
     /// Whether the error is permanent for this input or configuration.
     pub fn is_fatal(&self) -> bool {
         !self.is_retriable()
+    }
+}
+
+impl Error {
+    /// A failure of kafkactor's own client machinery (no broker answer):
+    /// `retriable` when restarting the client can help.
+    pub(crate) fn client(
+        operation: impl Into<String>,
+        reason: impl std::fmt::Display,
+        retriable: bool,
+    ) -> Self {
+        Error::Broker {
+            operation: operation.into(),
+            reason: reason.to_string(),
+            code: None,
+            retriable,
+        }
     }
 }
 

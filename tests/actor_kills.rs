@@ -323,3 +323,18 @@ async fn killing_the_dead_letter_actor_loses_no_dead_letter() {
     assert!(duplicates.is_empty(), "{duplicates:?}");
     assert_eq!(run.generation_before, run.generation_after);
 }
+
+#[actix::test]
+async fn an_unknown_actor_path_is_its_own_error() {
+    let app = Kafkactor::builder()
+        .broker(Broker::memory())
+        .start()
+        .await
+        .unwrap();
+    let err = app.fail_actor("no-such/actor", "test").await;
+    assert!(
+        matches!(err, Err(kafkactor::Error::UnknownActor(ref p)) if p == "no-such/actor"),
+        "{err:?}"
+    );
+    app.shutdown().await.unwrap();
+}

@@ -97,8 +97,11 @@ async fn a_record_the_client_refuses_fails_for_good() {
             retriable: false,
             topic: t,
             reason,
+            code,
         }) => {
             assert_eq!(t, topic);
+            // The client's own code travels with the error.
+            assert_eq!(code.as_deref(), Some("MessageSizeTooLarge"), "{reason}");
             assert!(
                 reason.to_lowercase().contains("size") || reason.to_lowercase().contains("large"),
                 "{reason}"
@@ -138,10 +141,15 @@ async fn an_unreachable_broker_fails_retriably_after_the_delivery_timeout() {
     tb.mock_cluster().unwrap().broker_up(1).unwrap();
     match result {
         Err(
-            e @ Error::Produce {
-                retriable: true, ..
+            ref e @ Error::Produce {
+                retriable: true,
+                ref code,
+                ..
             },
-        ) => assert!(e.is_retriable()),
+        ) => {
+            assert!(e.is_retriable());
+            assert_eq!(code.as_deref(), Some("MessageTimedOut"), "{e}");
+        }
         other => panic!("expected a retriable produce error, got {other:?}"),
     }
     assert!(
@@ -215,7 +223,16 @@ async fn created_topics_take_the_brokers_replication_unless_told() {
     let Err(e) = &err else {
         panic!("a topic was created with one replica on a broker that defaults to two");
     };
-    assert!(e.to_string().to_lowercase().contains("replication"), "{e}");
+    // The broker's answer travels in the error, and it is not retriable.
+    match e {
+        Error::Broker {
+            code, retriable, ..
+        } => {
+            assert_eq!(code.as_deref(), Some("InvalidReplicationFactor"), "{e}");
+            assert!(!retriable && !e.is_retriable(), "{e}");
+        }
+        other => panic!("expected Error::Broker, got {other:?}"),
+    }
     let topic = unique("single");
     Broker::kafka(kafka.addr())
         .topic_replication(1)

@@ -15,7 +15,7 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::consumer::to_record;
-use super::{broker_error, KafkaConfig};
+use super::{broker_error, code_error, KafkaConfig};
 use crate::envelope::Record;
 use crate::error::{Error, Result};
 
@@ -65,7 +65,7 @@ impl Admin {
         async move {
             tokio::task::spawn_blocking(move || work(&inner))
                 .await
-                .map_err(|e| Error::Broker(format!("admin task failed: {e}")))?
+                .map_err(|e| Error::client("admin task", e, false))?
         }
         .boxed()
     }
@@ -84,7 +84,7 @@ impl Admin {
                 let (inner, topic) = (inner.clone(), topic.clone());
                 tokio::task::spawn_blocking(move || inner.partition_count(&topic))
                     .await
-                    .map_err(|e| Error::Broker(format!("admin task failed: {e}")))??
+                    .map_err(|e| Error::client("admin task", e, false))??
                     .is_some()
             };
             if exists {
@@ -107,7 +107,7 @@ impl Admin {
                 match result {
                     Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
                     Err((name, code)) => {
-                        return Err(Error::Broker(format!("create topic {name}: {code}")))
+                        return Err(code_error(&format!("create topic {name}"), code))
                     }
                 }
             }
@@ -117,14 +117,16 @@ impl Admin {
                 let (i, t) = (inner.clone(), topic.clone());
                 let found = tokio::task::spawn_blocking(move || i.partition_count(&t))
                     .await
-                    .map_err(|e| Error::Broker(format!("admin task failed: {e}")))??;
+                    .map_err(|e| Error::client("admin task", e, false))??;
                 if found.is_some() {
                     return Ok(());
                 }
                 if Instant::now() > deadline {
-                    return Err(Error::Broker(format!(
-                        "topic {topic} was created but does not show in metadata"
-                    )));
+                    return Err(Error::client(
+                        format!("create topic {topic}"),
+                        "it was created but does not show in metadata",
+                        true,
+                    ));
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -212,9 +214,11 @@ impl Admin {
                 let mut next = low;
                 while next < high {
                     if Instant::now() > deadline {
-                        return Err(Error::Broker(format!(
-                            "reading {topic}[{p}] timed out at offset {next} of {high}"
-                        )));
+                        return Err(Error::client(
+                            format!("read {topic}[{p}]"),
+                            format!("timed out at offset {next} of {high}"),
+                            true,
+                        ));
                     }
                     match consumer.poll(Duration::from_millis(100)) {
                         Some(Ok(m)) => {

@@ -236,7 +236,7 @@ impl KafkaConsumer {
         let thread = std::thread::Builder::new()
             .name(format!("kafkactor-consumer-{}", config.group))
             .spawn(move || PollThread::new(consumer, shared).run())
-            .map_err(|e| Error::Broker(format!("cannot start the polling thread: {e}")))?;
+            .map_err(|e| Error::client("start the polling thread", e, false))?;
         Ok(KafkaConsumer {
             commands: Mutex::new(tx),
             thread: Mutex::new(Some(thread)),
@@ -244,9 +244,13 @@ impl KafkaConsumer {
     }
 
     fn send(&self, command: Command) -> Result<()> {
-        lock(&self.commands)
-            .send(command)
-            .map_err(|_| Error::Broker("the consumer's polling thread has stopped".into()))
+        lock(&self.commands).send(command).map_err(|_| {
+            Error::client(
+                "reach the consumer's polling thread",
+                "it has stopped",
+                true,
+            )
+        })
     }
 }
 
@@ -268,8 +272,13 @@ impl ConsumerClient for KafkaConsumer {
         }));
         async move {
             sent?;
-            rx.await
-                .map_err(|_| Error::Broker("the consumer's polling thread has stopped".into()))?
+            rx.await.map_err(|_| {
+                Error::client(
+                    "reach the consumer's polling thread",
+                    "it has stopped",
+                    true,
+                )
+            })?
         }
         .boxed()
     }
@@ -377,7 +386,7 @@ impl PollThread {
             Command::Close => {
                 self.shared.closing.store(true, Ordering::SeqCst);
                 self.shared
-                    .fail_fetch(Error::Broker("consumer closed".into()));
+                    .fail_fetch(Error::client("poll", "the consumer is closed", false));
                 return false;
             }
         }
@@ -440,10 +449,15 @@ impl PollThread {
                     }
                 }
                 Some(Err(e)) if left_group(&e) => {
-                    self.shared.fail_fetch(Error::Broker(format!(
-                        "left group {}: {e} (a poll took longer than max.poll.interval.ms)",
-                        self.shared.group
-                    )));
+                    // Rejoining helps: a restarted connection joins again.
+                    self.shared.fail_fetch(Error::Broker {
+                        operation: format!("membership of group {}", self.shared.group),
+                        reason: format!(
+                            "{e} (left the group: a poll took longer than max.poll.interval.ms)"
+                        ),
+                        code: e.rdkafka_error_code().map(|c| format!("{c:?}")),
+                        retriable: true,
+                    });
                     return true;
                 }
                 Some(Err(e)) => {

@@ -205,16 +205,35 @@ pub(crate) fn retriable(code: RDKafkaErrorCode) -> bool {
     )
 }
 
-/// A produce failure for `topic`.
+/// A produce failure for `topic`, with the broker's code.
 pub(crate) fn produce_error(topic: &str, error: &KafkaError) -> Error {
+    let code = error.rdkafka_error_code();
     Error::Produce {
         topic: topic.to_string(),
         reason: error.to_string(),
-        retriable: error.rdkafka_error_code().is_some_and(retriable),
+        code: code.map(|c| format!("{c:?}")),
+        retriable: code.is_some_and(retriable),
     }
 }
 
-/// Any other client failure.
-pub(crate) fn broker_error(what: &str, error: &KafkaError) -> Error {
-    Error::Broker(format!("{what}: {error}"))
+/// Any other failure of `operation`, with the broker's code: retriable only
+/// when the code says so.
+pub(crate) fn broker_error(operation: &str, error: &KafkaError) -> Error {
+    let code = error.rdkafka_error_code();
+    Error::Broker {
+        operation: operation.to_string(),
+        reason: error.to_string(),
+        code: code.map(|c| format!("{c:?}")),
+        retriable: code.is_some_and(retriable),
+    }
+}
+
+/// A failure the broker answered with `code` alone.
+pub(crate) fn code_error(operation: &str, code: RDKafkaErrorCode) -> Error {
+    Error::Broker {
+        operation: operation.to_string(),
+        reason: code.to_string(),
+        code: Some(format!("{code:?}")),
+        retriable: retriable(code),
+    }
 }

@@ -110,8 +110,8 @@ impl ProducerClient for KafkaProducer {
         async move {
             tokio::task::spawn_blocking(move || producer.flush(FLUSH_TIMEOUT))
                 .await
-                .map_err(|e| Error::Broker(format!("flush task failed: {e}")))?
-                .map_err(|e| Error::Broker(format!("flush: {e}")))
+                .map_err(|e| Error::client("flush", e, false))?
+                .map_err(|e| super::broker_error("flush", &e))
         }
         .boxed()
     }

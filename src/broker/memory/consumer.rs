@@ -67,7 +67,7 @@ impl MemoryConsumer {
             .groups
             .get_mut(&self.group)
             .and_then(|g| g.members.get_mut(&self.id))
-            .ok_or_else(|| Error::Broker("consumer has left its group".into()))?;
+            .ok_or_else(|| Error::client("reach the group", "the consumer has left it", true))?;
         Ok(f(member))
     }
 }
@@ -78,7 +78,7 @@ fn take_events(state: &mut State, group: &str, id: u64, max: usize) -> Result<Ve
     let member = groups
         .get_mut(group)
         .and_then(|g| g.members.get_mut(&id))
-        .ok_or_else(|| Error::Broker("consumer has left its group".into()))?;
+        .ok_or_else(|| Error::client("reach the group", "the consumer has left it", true))?;
     let mut events = Vec::new();
     if !member.pending_revoke.is_empty() {
         events.push(ConsumerEvent::Revoked(std::mem::take(

@@ -188,6 +188,7 @@ impl MemoryBroker {
                 return Err(Error::Produce {
                     topic: record.topic.to_string(),
                     reason: format!("partition {p} does not exist (topic has {n})"),
+                    code: Some("UnknownTopicOrPartition".into()),
                     retriable: false,
                 })
             }
