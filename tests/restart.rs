@@ -142,3 +142,69 @@ on_every_broker!(
     super::shutdown_drains,
     3
 );
+
+/// Shutting down an application with many busy subscriptions stops intake
+/// of all of them first and drains them side by side: it takes about one
+/// drain, not one per subscription, and no subscription starts a record
+/// once the shutdown has begun.
+async fn many_subscriptions_drain_in_parallel(tb: TestBroker) {
+    const SUBSCRIPTIONS: usize = 5;
+    let starts: std::sync::Arc<std::sync::Mutex<Vec<(usize, std::time::Instant)>>> =
+        Default::default();
+    let topics: Vec<String> = (0..SUBSCRIPTIONS).map(|_| unique("orders")).collect();
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    tb.topics(&names).await;
+    let mut builder = Kafkactor::builder().broker(tb.broker.clone());
+    for (i, topic) in topics.iter().enumerate() {
+        let starts = starts.clone();
+        builder = builder.handle(
+            Subscription::to(topic.as_str())
+                .group(unique("g").as_str())
+                .max_in_flight(1),
+            move |_: Delivery<Order>| {
+                starts.lock().unwrap().push((i, std::time::Instant::now()));
+                async {
+                    tokio::time::sleep(Duration::from_millis(800)).await;
+                    Outcome::Ack
+                }
+            },
+        );
+    }
+    let app = builder.start().await.unwrap();
+    for topic in &topics {
+        publish_all(&app, topic, &orders(20, 2)).await;
+    }
+    eventually(
+        "every subscription busy",
+        tb.patience(Duration::from_secs(10)),
+        || {
+            let seen: HashSet<usize> = starts.lock().unwrap().iter().map(|s| s.0).collect();
+            seen.len() == SUBSCRIPTIONS
+        },
+    )
+    .await;
+    let began = std::time::Instant::now();
+    app.shutdown().await.unwrap();
+    let took = began.elapsed();
+    let late: Vec<usize> = starts
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, at)| *at > began + Duration::from_millis(50))
+        .map(|(i, _)| *i)
+        .collect();
+    assert!(
+        late.is_empty(),
+        "subscriptions {late:?} started records after the shutdown began"
+    );
+    assert!(
+        took < Duration::from_millis(800 * 3),
+        "shutdown took {took:?}: the {SUBSCRIPTIONS} drains did not run side by side"
+    );
+}
+
+on_every_broker!(
+    shutdown_drains_many_subscriptions_in_parallel,
+    super::many_subscriptions_drain_in_parallel,
+    1
+);

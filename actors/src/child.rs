@@ -259,6 +259,8 @@ pub struct ChildSpec {
     pub(crate) restart: Restart,
     pub(crate) shutdown: Duration,
     pub(crate) significant: bool,
+    /// Stopped together with the neighbouring children that have it too.
+    pub(crate) stops_with_siblings: bool,
     pub(crate) mailbox_capacity: Option<usize>,
     pub(crate) starter: Starter,
 }
@@ -383,6 +385,7 @@ impl ChildSpec {
             restart: Restart::Permanent,
             shutdown: Duration::from_secs(5),
             significant: false,
+            stops_with_siblings: false,
             mailbox_capacity: None,
             starter: Box::new(starter),
         }
@@ -417,6 +420,17 @@ impl ChildSpec {
     /// subtree whose crash loop must bring the application down.
     pub fn significant(mut self) -> Self {
         self.significant = true;
+        self
+    }
+
+    /// Stops this child together with its neighbours that are marked so
+    /// too, instead of one after the other: on shutdown every one of them is
+    /// asked to stop at once and they drain side by side, each within its
+    /// own deadline, before the children declared before them are stopped.
+    /// For independent siblings (one subtree per subscription) whose drains
+    /// need not wait for each other.
+    pub fn stops_with_siblings(mut self) -> Self {
+        self.stops_with_siblings = true;
         self
     }
 

@@ -181,27 +181,43 @@ impl Supervisor {
         out
     }
 
-    /// Stops detached children one after the other, each within its deadline.
+    /// Stops detached children one after the other, each within its
+    /// deadline; a run of neighbours marked
+    /// [`stops_with_siblings`](ChildSpec::stops_with_siblings) is stopped
+    /// together (all asked at once, drained side by side).
     fn stop_in_order(
         &self,
         detached: Vec<(usize, Running)>,
     ) -> impl ActorFuture<Self, Output = ()> + 'static {
-        let plan: Vec<_> = detached
-            .into_iter()
-            .map(|(i, running)| {
-                let (sup, id) = self.event_child(i);
-                (sup, id, self.children[i].spec.shutdown, running)
-            })
-            .collect();
+        let mut groups: Vec<Vec<_>> = Vec::new();
+        let mut together = false;
+        for (i, running) in detached {
+            let spec = &self.children[i].spec;
+            let (sup, id) = self.event_child(i);
+            let step = (sup, id, spec.shutdown, running);
+            match groups.last_mut() {
+                Some(group) if together && spec.stops_with_siblings => group.push(step),
+                _ => groups.push(vec![step]),
+            }
+            together = spec.stops_with_siblings;
+        }
         let events = self.events.clone();
         wrap_future(async move {
-            for (supervisor, child, deadline, running) in plan {
-                let exit = stop_child(running, deadline).await;
-                events.publish(SupervisionEvent::Stopped {
-                    supervisor,
-                    child,
-                    exit,
-                });
+            for group in groups {
+                let stops = group
+                    .into_iter()
+                    .map(|(supervisor, child, deadline, running)| {
+                        let events = events.clone();
+                        async move {
+                            let exit = stop_child(running, deadline).await;
+                            events.publish(SupervisionEvent::Stopped {
+                                supervisor,
+                                child,
+                                exit,
+                            });
+                        }
+                    });
+                futures_util::future::join_all(stops).await;
             }
         })
     }

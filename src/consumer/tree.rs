@@ -183,7 +183,10 @@ where
             drain.saturating_add(Duration::from_secs(5)),
         ))
     })
-    .shutdown_deadline(drain.saturating_add(Duration::from_secs(10)));
+    .shutdown_deadline(drain.saturating_add(Duration::from_secs(10)))
+    // Subscriptions are independent: on shutdown all stop taking records at
+    // once and drain side by side.
+    .stops_with_siblings();
     if escalate {
         spec.significant()
     } else {
