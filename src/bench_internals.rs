@@ -40,5 +40,5 @@ pub fn record(
     headers: crate::Headers,
     payload: bytes::Bytes,
 ) -> Record {
-    Record::new(topic.into(), 0, offset, key, headers, payload, 0)
+    Record::new(topic.into(), 0, offset, key, headers, Some(payload), 0)
 }

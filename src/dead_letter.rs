@@ -105,10 +105,12 @@ fn without_payload(mut record: OutgoingRecord, refusal: &crate::Error) -> Outgoi
     record
         .headers
         .insert(header::PAYLOAD_DROPPED, refusal.to_string());
-    record
-        .headers
-        .insert(header::PAYLOAD_SIZE, record.payload.len().to_string());
-    record.payload = bytes::Bytes::new();
+    record.headers.insert(
+        header::PAYLOAD_SIZE,
+        record.payload.as_ref().map_or(0, |p| p.len()).to_string(),
+    );
+    // Empty, not null: on a compacted topic a null would delete the key.
+    record.payload = Some(bytes::Bytes::new());
     record
 }
 
@@ -128,7 +130,7 @@ fn dead_letter_record(msg: DeadLetterRecord) -> OutgoingRecord {
         partition: None,
         key: r.key.clone(),
         headers,
-        payload: r.payload.clone(),
+        payload: r.payload_or_null(),
         timestamp_ms: r.timestamp_ms,
     }
 }

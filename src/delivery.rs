@@ -64,6 +64,12 @@ impl<T> Delivery<T> {
         &self.record.headers
     }
 
+    /// Whether the record has no payload at all (a tombstone), as opposed
+    /// to an empty one. A `Delivery<Option<T>>` gets a tombstone as `None`.
+    pub fn is_tombstone(&self) -> bool {
+        self.record.is_tombstone()
+    }
+
     /// The message id stamped by the producer, if any.
     pub fn message_id(&self) -> Option<&str> {
         self.record.headers.get_str(header::MESSAGE_ID)

@@ -70,9 +70,10 @@ pub mod header {
 }
 
 /// Record headers: an ordered list of name/value pairs, as in Kafka
-/// (names may repeat; lookups return the last value).
+/// (names may repeat; lookups return the last value). A value may be null,
+/// as Kafka allows: it reads as empty and is written back as null.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Headers(Vec<(Arc<str>, Bytes)>);
+pub struct Headers(Vec<(Arc<str>, Option<Bytes>)>);
 
 impl Headers {
     /// No headers.
@@ -86,7 +87,16 @@ impl Headers {
             .iter()
             .rev()
             .find(|(n, _)| &**n == name)
-            .map(|(_, v)| &v[..])
+            .map(|(_, v)| v.as_deref().unwrap_or_default())
+    }
+
+    /// Whether the last value of `name` is null (present, without a value).
+    pub fn is_null(&self, name: &str) -> bool {
+        self.0
+            .iter()
+            .rev()
+            .find(|(n, _)| &**n == name)
+            .is_some_and(|(_, v)| v.is_none())
     }
 
     /// The last value of `name` as UTF-8 text (None if absent or not UTF-8).
@@ -98,12 +108,17 @@ impl Headers {
     pub fn insert(&mut self, name: impl Into<Arc<str>>, value: impl Into<Bytes>) {
         let name = name.into();
         self.0.retain(|(n, _)| *n != name);
-        self.0.push((name, value.into()));
+        self.0.push((name, Some(value.into())));
     }
 
     /// Appends a value, keeping earlier ones.
     pub fn append(&mut self, name: impl Into<Arc<str>>, value: impl Into<Bytes>) {
-        self.0.push((name.into(), value.into()));
+        self.0.push((name.into(), Some(value.into())));
+    }
+
+    /// Appends a null value (a header without one), keeping earlier ones.
+    pub fn append_null(&mut self, name: impl Into<Arc<str>>) {
+        self.0.push((name.into(), None));
     }
 
     /// Removes every value of `name`.
@@ -116,9 +131,16 @@ impl Headers {
         self.get(name).is_some()
     }
 
-    /// All pairs, in order.
+    /// All pairs, in order (a null value reads as empty).
     pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
-        self.0.iter().map(|(n, v)| (&**n, &v[..]))
+        self.0
+            .iter()
+            .map(|(n, v)| (&**n, v.as_deref().unwrap_or_default()))
+    }
+
+    /// All pairs, in order, null values as `None`.
+    pub(crate) fn iter_raw(&self) -> impl Iterator<Item = (&str, Option<&[u8]>)> {
+        self.0.iter().map(|(n, v)| (&**n, v.as_deref()))
     }
 
     /// Number of pairs.
@@ -139,7 +161,10 @@ impl Headers {
 
     /// Bytes taken by names and values.
     pub(crate) fn byte_size(&self) -> usize {
-        self.0.iter().map(|(n, v)| n.len() + v.len()).sum()
+        self.0
+            .iter()
+            .map(|(n, v)| n.len() + v.as_ref().map_or(0, Bytes::len))
+            .sum()
     }
 }
 
@@ -147,7 +172,7 @@ impl<N: Into<Arc<str>>, V: Into<Bytes>> FromIterator<(N, V)> for Headers {
     fn from_iter<I: IntoIterator<Item = (N, V)>>(iter: I) -> Self {
         Headers(
             iter.into_iter()
-                .map(|(n, v)| (n.into(), v.into()))
+                .map(|(n, v)| (n.into(), Some(v.into())))
                 .collect(),
         )
     }
@@ -191,12 +216,15 @@ pub struct Record {
     pub key: Option<Bytes>,
     /// Headers.
     pub headers: Headers,
-    /// Payload bytes, exactly as produced.
+    /// Payload bytes, exactly as produced (empty for a tombstone: see
+    /// [`Record::is_tombstone`]).
     pub payload: Bytes,
     /// Broker timestamp, milliseconds since the Unix epoch.
     pub timestamp_ms: i64,
     /// Bytes taken by key, headers and payload, computed once.
     pub(crate) size: usize,
+    /// No payload at all (null), not an empty one.
+    null_payload: bool,
 }
 
 impl Record {
@@ -207,9 +235,11 @@ impl Record {
         offset: i64,
         key: Option<Bytes>,
         headers: Headers,
-        payload: Bytes,
+        payload: Option<Bytes>,
         timestamp_ms: i64,
     ) -> Self {
+        let null_payload = payload.is_none();
+        let payload = payload.unwrap_or_default();
         let size = key.as_ref().map_or(0, |k| k.len()) + headers.byte_size() + payload.len();
         Record {
             topic,
@@ -220,7 +250,20 @@ impl Record {
             payload,
             timestamp_ms,
             size,
+            null_payload,
         }
+    }
+
+    /// Whether the record has no payload at all (a null value: Kafka's
+    /// tombstone, which log compaction reads as "delete this key"), as
+    /// opposed to an empty one.
+    pub fn is_tombstone(&self) -> bool {
+        self.null_payload
+    }
+
+    /// The payload as the broker has it: `None` for a tombstone.
+    pub(crate) fn payload_or_null(&self) -> Option<Bytes> {
+        (!self.null_payload).then(|| self.payload.clone())
     }
 
     /// Bytes taken by key, headers and payload.
@@ -244,13 +287,16 @@ pub(crate) struct OutgoingRecord {
     pub(crate) partition: Option<i32>,
     pub(crate) key: Option<Bytes>,
     pub(crate) headers: Headers,
-    pub(crate) payload: Bytes,
+    /// None: a tombstone (no payload at all).
+    pub(crate) payload: Option<Bytes>,
     pub(crate) timestamp_ms: i64,
 }
 
 impl OutgoingRecord {
     pub(crate) fn byte_size(&self) -> usize {
-        self.key.as_ref().map_or(0, |k| k.len()) + self.headers.byte_size() + self.payload.len()
+        self.key.as_ref().map_or(0, |k| k.len())
+            + self.headers.byte_size()
+            + self.payload.as_ref().map_or(0, Bytes::len)
     }
 }
 

@@ -29,7 +29,8 @@ pub struct Publish {
     pub(crate) partition: Option<i32>,
     pub(crate) key: Option<Bytes>,
     pub(crate) headers: Headers,
-    pub(crate) payload: Bytes,
+    /// None: a tombstone.
+    pub(crate) payload: Option<Bytes>,
     pub(crate) due: Option<Due>,
     content_type: ContentType,
 }
@@ -76,7 +77,7 @@ impl Publish {
             partition: None,
             key: None,
             headers: Headers::new(),
-            payload: Bytes::new(),
+            payload: Some(Bytes::new()),
             due: None,
             content_type: ContentType::MsgPack,
         }
@@ -132,7 +133,7 @@ impl Publish {
     /// and type-name headers. The type name is the type's own name
     /// (see [`type_name_of`]); override it with [`type_name`](Publish::type_name) afterwards.
     pub fn message<T: Serialize + ?Sized>(mut self, message: &T) -> Result<Self> {
-        self.payload = self.content_type.encode(message)?;
+        self.payload = Some(self.content_type.encode(message)?);
         self.headers
             .insert_known(header::CONTENT_TYPE, self.content_type.mime());
         self.headers
@@ -142,7 +143,23 @@ impl Publish {
 
     /// Raw payload bytes, sent as they are.
     pub fn payload(mut self, payload: impl Into<Bytes>) -> Self {
-        self.payload = payload.into();
+        self.payload = Some(payload.into());
+        self
+    }
+
+    /// No payload at all: a tombstone, which a compacted topic reads as
+    /// "delete this key". Consumers see [`Delivery::is_tombstone`](crate::Delivery::is_tombstone);
+    /// a handler of `Delivery<Option<T>>` gets it as `None` (a handler of
+    /// `Delivery<T>` cannot decode it, and it is dead-lettered).
+    ///
+    /// ```
+    /// # use kafkactor::Publish;
+    /// let delete = Publish::to("customers").key("customer-7").tombstone();
+    /// ```
+    pub fn tombstone(mut self) -> Self {
+        self.payload = None;
+        self.headers.remove(header::CONTENT_TYPE);
+        self.headers.remove(header::TYPE_NAME);
         self
     }
 
@@ -217,7 +234,7 @@ mod tests {
             p.headers.get_str(header::CONTENT_TYPE),
             Some("application/json")
         );
-        assert_eq!(&p.payload[..], br#"{"id":7}"#);
+        assert_eq!(p.payload.as_deref(), Some(&br#"{"id":7}"#[..]));
         assert!(p.validate().is_ok());
         assert!(matches!(
             Publish::to("").validate(),

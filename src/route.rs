@@ -87,7 +87,11 @@ impl<A: Actor<Context = Context<A>>> Routes<A> {
     {
         let call: RouteFn<A> = Box::new(|addr, record, attempt, default_ct| {
             let ct = content_type_of(&record.headers, default_ct)?;
-            let message: T = ct.decode(&record.payload)?;
+            let message: T = if record.is_tombstone() {
+                ct.decode_null()?
+            } else {
+                ct.decode(&record.payload)?
+            };
             let request = addr.send(Delivery::new(message, record, attempt));
             Ok(Box::pin(request) as HandlerCall)
         });

@@ -70,6 +70,22 @@ impl ContentType {
             }
         }
     }
+
+    /// Decodes a record without a payload (a tombstone) as this format's
+    /// null: an `Option<T>` becomes `None`, anything else cannot take it.
+    pub(crate) fn decode_null<T: DeserializeOwned>(self) -> Result<T> {
+        let null: &[u8] = match self {
+            ContentType::MsgPack => &[0xc0],
+            ContentType::Json => b"null",
+        };
+        self.decode(null).map_err(|e| {
+            Error::Decode(format!(
+                "the record has no payload (a tombstone), which {} cannot take ({e}): \
+                 handle Delivery<Option<..>> to receive tombstones",
+                std::any::type_name::<T>()
+            ))
+        })
+    }
 }
 
 /// The content type a record declares, or `default` when it declares none.

@@ -170,7 +170,7 @@ fn record(tp: &TopicPartition, offset: i64) -> Arc<Record> {
         offset,
         None,
         Headers::new(),
-        bytes::Bytes::new(),
+        Some(bytes::Bytes::new()),
         0,
     ))
 }

@@ -394,7 +394,7 @@ impl Republisher {
             partition,
             key: record.key.clone(),
             headers,
-            payload: record.payload.clone(),
+            payload: record.payload_or_null(),
             // In a bucket, its time there counts from now.
             timestamp_ms: now_ms(),
         };

@@ -550,20 +550,23 @@ fn commit<C: ConsumerContext>(
 
 /// Copies a librdkafka message into a [`Record`].
 pub(crate) fn to_record(m: &BorrowedMessage<'_>, topic: &Arc<str>) -> Record {
-    let headers = match m.headers() {
-        Some(h) => h
-            .iter()
-            .map(|h| (h.key, Bytes::copy_from_slice(h.value.unwrap_or_default())))
-            .collect(),
-        None => Headers::new(),
-    };
+    let mut headers = Headers::new();
+    if let Some(h) = m.headers() {
+        for h in h.iter() {
+            match h.value {
+                Some(v) => headers.append(h.key, Bytes::copy_from_slice(v)),
+                // Kept null: a dead letter carries it unchanged.
+                None => headers.append_null(h.key),
+            }
+        }
+    }
     Record::new(
         topic.clone(),
         m.partition(),
         m.offset(),
         m.key().map(Bytes::copy_from_slice),
         headers,
-        m.payload().map(Bytes::copy_from_slice).unwrap_or_default(),
+        m.payload().map(Bytes::copy_from_slice),
         m.timestamp().to_millis().unwrap_or(0),
     )
 }

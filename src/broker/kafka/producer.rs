@@ -52,20 +52,19 @@ fn headers_of(record: &OutgoingRecord) -> Option<OwnedHeaders> {
         return None;
     }
     let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
-    for (key, value) in record.headers.iter() {
-        headers = headers.insert(Header {
-            key,
-            value: Some(value),
-        });
+    for (key, value) in record.headers.iter_raw() {
+        headers = headers.insert(Header { key, value });
     }
     Some(headers)
 }
 
 impl ProducerClient for KafkaProducer {
     fn send(&self, record: OutgoingRecord) -> Enqueued {
-        let mut fr = FutureRecord::<[u8], [u8]>::to(&record.topic)
-            .payload(&record.payload[..])
-            .timestamp(record.timestamp_ms);
+        let mut fr = FutureRecord::<[u8], [u8]>::to(&record.topic).timestamp(record.timestamp_ms);
+        // No payload at all for a tombstone.
+        if let Some(payload) = &record.payload {
+            fr = fr.payload(&payload[..]);
+        }
         if let Some(key) = &record.key {
             fr = fr.key(&key[..]);
         }
