@@ -13,10 +13,13 @@ use kafkactor::header;
 use kafkactor::prelude::*;
 use support::*;
 
+/// `(key, is_tombstone, the order's id)` of each delivery.
+type Got = Arc<Mutex<Vec<(String, bool, Option<u64>)>>>;
+
 async fn tombstones_are_delivered_as_such(tb: TestBroker) {
     let (topic, typed) = (unique("customers"), unique("strict"));
     tb.topics(&[&topic, &typed]).await;
-    let got: Arc<Mutex<Vec<(String, bool, Option<u64>)>>> = Arc::default();
+    let got = Got::default();
     let app = Kafkactor::builder()
         .broker(tb.broker.clone())
         .handle(
