@@ -572,3 +572,87 @@ on_every_broker!(
     super::a_rebalance_moves_pending_delays_without_forwarding_them_twice,
     3
 );
+
+/// Long delays waiting in their bucket do not use up the Republisher's
+/// in-flight budget: with it full of records due in minutes, a record due
+/// in half a second still arrives on time.
+async fn short_delays_are_not_starved_by_long_ones(tb: TestBroker) {
+    let topic = unique("reminders");
+    let prefix = unique("delay");
+    // A 10 s bucket the long records wait in, and a budget they alone fill.
+    let delays = Delays::default()
+        .buckets([Duration::from_millis(300), Duration::from_secs(10)])
+        .topic_prefix(&prefix)
+        .group(&unique("republisher"))
+        .max_in_flight(5);
+    let topics = [
+        topic.clone(),
+        format!("{prefix}.0s"),
+        format!("{prefix}.300ms"),
+        format!("{prefix}.10s"),
+    ];
+    tb.topics(&topics.iter().map(String::as_str).collect::<Vec<_>>())
+        .await;
+    let arrivals = Arrivals::default();
+    let app = app_with(&tb, &topic, delays, &arrivals).await;
+    eventually(
+        "the consumers joined",
+        tb.patience(Duration::from_secs(10)),
+        || app.assigned_partitions().len() >= 2,
+    )
+    .await;
+    let producer = app.producer();
+    // 200 records due in a minute wait in the 10 s bucket.
+    let long: Vec<_> = orders(200, 20)
+        .iter()
+        .map(|o| {
+            let publish = Publish::to(topic.as_str()).key(&o.key).message(o).unwrap();
+            producer.send(publish.delay(Duration::from_secs(60)))
+        })
+        .collect();
+    for sent in long {
+        sent.await.unwrap().unwrap();
+    }
+    // Let the Republisher read them.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let short: Vec<Order> = orders(210, 20).split_off(200);
+    let mut due = Vec::new();
+    for o in &short {
+        let publish = Publish::to(topic.as_str()).key(&o.key).message(o).unwrap();
+        match producer
+            .send(publish.delay(Duration::from_millis(600)))
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            PublishOutcome::Delayed { deliver_at, .. } => due.push((o.id, deliver_at)),
+            other => panic!("{other:?}"),
+        }
+    }
+    eventually(
+        "the short delays arrived",
+        tb.patience(Duration::from_secs(10)),
+        || arrivals.all().iter().filter(|a| a.id >= 200).count() == 10,
+    )
+    .await;
+    let arrived = arrivals.all();
+    app.shutdown().await.unwrap();
+    for (id, at) in due {
+        let a = arrived.iter().find(|a| a.id == id).unwrap();
+        let late = a.at.duration_since(at).unwrap_or_default();
+        assert!(
+            late < Duration::from_secs(2),
+            "record {id} arrived {late:?} late"
+        );
+    }
+    assert!(
+        arrived.iter().all(|a| a.id >= 200),
+        "a long delay arrived early"
+    );
+}
+
+on_every_broker!(
+    short_delays_are_not_starved,
+    super::short_delays_are_not_starved_by_long_ones,
+    3
+);

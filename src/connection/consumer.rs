@@ -184,6 +184,25 @@ impl ConsumerConnection {
         &self.settings.config.group
     }
 
+    /// In-flight records that count against `max_in_flight`: those of held
+    /// partitions do not. A held partition (the Republisher's bucket whose
+    /// head is not due) takes no more records, and what it already gave
+    /// must not stop the other partitions: a 2 s delay would wait behind
+    /// twenty-minute ones for the length of their bucket.
+    fn counted_in_flight(&self) -> usize {
+        if !self.partitions.values().any(|p| p.held_until.is_some()) {
+            return self.in_flight;
+        }
+        let held: usize = self
+            .partitions
+            .values()
+            .filter(|p| p.held_until.is_some())
+            .filter_map(|p| p.watermark.as_ref())
+            .map(|w| w.in_flight())
+            .sum();
+        self.in_flight - held
+    }
+
     fn poll(&mut self, ctx: &mut Context<Self>) {
         if self.stopping || self.polling.is_some() {
             return;
@@ -191,7 +210,10 @@ impl ConsumerConnection {
         let Some(client) = self.client.clone() else {
             return;
         };
-        let credit = self.settings.max_in_flight.saturating_sub(self.in_flight);
+        let credit = self
+            .settings
+            .max_in_flight
+            .saturating_sub(self.counted_in_flight());
         let handle = ctx.spawn(
             client
                 .poll(credit, client.idle_poll_timeout())
@@ -305,7 +327,7 @@ impl ConsumerConnection {
                 }
             }
         }
-        if self.in_flight >= self.settings.max_in_flight && !self.paused {
+        if self.counted_in_flight() >= self.settings.max_in_flight && !self.paused {
             self.set_paused(true);
         }
     }
@@ -512,11 +534,12 @@ impl ConsumerConnection {
 
     /// Re-evaluates flow control and shutdown after records finished.
     fn after_progress(&mut self) {
-        if self.paused && self.in_flight <= self.settings.max_in_flight / 2 {
+        let counted = self.counted_in_flight();
+        if self.paused && counted <= self.settings.max_in_flight / 2 {
             self.set_paused(false);
         }
         if let Some((_, 0)) = self.polling {
-            if self.in_flight < self.settings.max_in_flight && !self.woken {
+            if counted < self.settings.max_in_flight && !self.woken {
                 // Its answer comes at once and the next poll has credit.
                 if let Some(client) = &self.client {
                     client.wake();
@@ -598,6 +621,8 @@ impl Handler<Hold> for ConsumerConnection {
             }
         }
         p.held_until = Some(until);
+        // What it holds no longer counts: a poll without credit may go on.
+        self.after_progress();
         ctx.run_later(
             until.saturating_duration_since(Instant::now()),
             move |act, _| {
