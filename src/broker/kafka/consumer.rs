@@ -48,6 +48,11 @@ use crate::error::{Error, Result};
 /// The longest a single poll of librdkafka blocks, so commands are served promptly.
 const POLL_SLICE: Duration = Duration::from_millis(20);
 
+/// The slice while the actor has no credit: a wake (its credit freed up)
+/// is then served within this, so a subscription with `max_in_flight(1)`
+/// is not held to one record per slice.
+const NO_CREDIT_SLICE: Duration = Duration::from_millis(1);
+
 type Reply<T> = oneshot::Sender<Result<T>>;
 
 enum Command {
@@ -435,6 +440,8 @@ impl PollThread {
             }
             let slice = if taken > 0 {
                 Duration::ZERO
+            } else if max == 0 {
+                deadline.saturating_duration_since(now).min(NO_CREDIT_SLICE)
             } else {
                 deadline.saturating_duration_since(now).min(POLL_SLICE)
             };
