@@ -142,7 +142,9 @@ impl ConsumerContext for Context {
         // next owner reads them from the committed offset.
         lock(&shared.stash).retain(|r| !revoked.contains(&r.topic_partition()));
         lock(&shared.held).retain(|tp| !revoked.contains(tp));
-        shared.paused.store(false, Ordering::SeqCst);
+        // The stash's pause of the partitions kept (a cooperative rebalance)
+        // stays until the poll loop sees the stash half empty; the new
+        // assignment gets the same state in `post_rebalance`.
         let mut waiting: HashSet<TopicPartition> = revoked.into_iter().collect();
         let deadline = crate::clock::deadline_in(shared.revoke_timeout);
         let commands = lock(&shared.commands);
@@ -175,11 +177,24 @@ impl ConsumerContext for Context {
         }
     }
 
-    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {
                 let assigned = from_tpl(tpl);
                 if !assigned.is_empty() {
+                    // librdkafka keeps a partition paused across its revocation
+                    // and a new assignment (a hold, or the stash's pause, of an
+                    // earlier ownership): a newly assigned partition fetches
+                    // unless the stash is full right now.
+                    let result = if self.shared.paused.load(Ordering::SeqCst) {
+                        consumer.pause(tpl)
+                    } else {
+                        consumer.resume(tpl)
+                    };
+                    if let Err(e) = result {
+                        tracing::warn!(group = %self.shared.group, error = %e,
+                            "setting the pause state of assigned partitions failed");
+                    }
                     lock(&self.shared.events).push(ConsumerEvent::Assigned(assigned));
                 }
             }
