@@ -979,7 +979,7 @@ async fn delay_precision(broker: Broker, kafka: Option<(&str, i32)>, n: u64) -> 
             kafka::create(brokers, &format!("{bucket}.dlq")).await;
         }
     }
-    let arrivals: Arc<Mutex<Vec<(u64, std::time::SystemTime)>>> = Arc::default();
+    let arrivals: Arc<Mutex<Vec<(u64, std::time::SystemTime, i64)>>> = Arc::default();
     let app = Kafkactor::builder()
         .broker(broker)
         .delays(
@@ -995,7 +995,10 @@ async fn delay_precision(broker: Broker, kafka: Option<(&str, i32)>, n: u64) -> 
                     let arrivals = arrivals.clone();
                     async move {
                         let now = std::time::SystemTime::now();
-                        arrivals.lock().unwrap().push((d.message().id, now));
+                        arrivals
+                            .lock()
+                            .unwrap()
+                            .push((d.message().id, now, d.timestamp_ms()));
                         kafkactor::Outcome::Ack
                     }
                 }
@@ -1053,8 +1056,12 @@ async fn delay_precision(broker: Broker, kafka: Option<(&str, i32)>, n: u64) -> 
     let deadline = Instant::now() + Duration::from_secs(120);
     while (arrivals.lock().unwrap().len() as u64) < n {
         if Instant::now() > deadline {
-            let arrived: std::collections::HashSet<u64> =
-                arrivals.lock().unwrap().iter().map(|(id, _)| *id).collect();
+            let arrived: std::collections::HashSet<u64> = arrivals
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(id, ..)| *id)
+                .collect();
             let missing: Vec<u64> = (0..n).filter(|id| !arrived.contains(id)).collect();
             panic!(
                 "{} of {n} delayed records did not arrive within 120 s, e.g. {:?}",
@@ -1066,10 +1073,38 @@ async fn delay_precision(broker: Broker, kafka: Option<(&str, i32)>, n: u64) -> 
     }
     let mut late_ms: Vec<f64> = Vec::with_capacity(n as usize);
     let mut early = 0;
-    for (id, at) in arrivals.lock().unwrap().iter() {
+    for (id, at, _) in arrivals.lock().unwrap().iter() {
         match at.duration_since(due[*id as usize]) {
             Ok(late) => late_ms.push(late.as_secs_f64() * 1e3),
             Err(_) => early += 1,
+        }
+    }
+    if std::env::var_os("KAFKACTOR_BENCH_DELAY_PROFILE").is_some() {
+        // Lateness by the second (from the first due time) records were due in.
+        let first = due.iter().min().copied().unwrap_or(std::time::UNIX_EPOCH);
+        // (arrival - due, written by the Republisher - due), ms.
+        let mut by_second: BTreeMap<u64, (Vec<f64>, Vec<f64>)> = BTreeMap::new();
+        for (id, at, written_ms) in arrivals.lock().unwrap().iter() {
+            let d = due[*id as usize];
+            let second = d.duration_since(first).unwrap_or_default().as_secs();
+            let late = at.duration_since(d).map_or(0.0, |l| l.as_secs_f64() * 1e3);
+            let due_ms = d.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as f64;
+            let entry = by_second.entry(second).or_default();
+            entry.0.push(late);
+            entry.1.push(*written_ms as f64 - due_ms);
+        }
+        for (second, (mut late, mut written)) in by_second {
+            late.sort_by(f64::total_cmp);
+            written.sort_by(f64::total_cmp);
+            eprintln!(
+                "  due +{second}s: {} records, late p50 {:.1} ms p99 {:.1} ms max {:.1} ms; written p50 {:.0} p99 {:.0} ms after due",
+                late.len(),
+                quantile(&late, 0.5),
+                quantile(&late, 0.99),
+                quantile(&late, 1.0),
+                quantile(&written, 0.5),
+                quantile(&written, 0.99),
+            );
         }
     }
     late_ms.sort_by(f64::total_cmp);
