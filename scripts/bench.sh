@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # Runs the side-by-side benchmarks (benches/compare.rs) with Apache Kafka
 # started for the Kafka scenarios. Usage: scripts/bench.sh [--quick|--full]
+# scripts/bench.sh --instructions [--check|--update] counts instructions and
+# allocations per record under callgrind instead (scripts/instructions.sh).
 # Results: a table on stdout, target/bench/compare.json and compare.md.
 # KAFKACTOR_BENCH_BROKERS=mock uses librdkafka's mock cluster instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "${1:-}" = --instructions ]; then
+    exec scripts/instructions.sh "${@:2}"
+fi
 if [ "${KAFKACTOR_BENCH_BROKERS:-}" != mock ]; then
     source scripts/kafka.sh
     KAFKA_HEAP="${KAFKA_HEAP:--Xms1g -Xmx1g}"

@@ -5,7 +5,9 @@
 # valgrind, the Python Kafka client of the interop test, Apache Kafka's jars,
 # PostgreSQL and Redis), starts Apache Kafka, PostgreSQL and Redis on
 # loopback, then runs format, lint, the nextest suite (embedded broker,
-# Apache Kafka, librdkafka's mock cluster), the doctests and the examples.
+# Apache Kafka, librdkafka's mock cluster), the per-record instruction and
+# allocation counts against their baseline (scripts/instructions.sh --check),
+# the doctests and the examples.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/common.sh
@@ -59,6 +61,13 @@ if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --all-targets --locked --no-fail-fast "$@"
 else
     cargo test --workspace --all-targets --locked --no-fail-fast "$@"
+fi
+
+step "instructions and allocations per record (callgrind, against benches/instructions.baseline)"
+if command -v valgrind >/dev/null 2>&1; then
+    scripts/instructions.sh --check
+else
+    loud "valgrind is missing: the per-record instruction counts were not checked"
 fi
 
 step "doc tests (README and API docs)"
