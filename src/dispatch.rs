@@ -28,7 +28,9 @@
 //! unfinished record again, so only the records in flight at that moment are
 //! handled twice.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -119,7 +121,7 @@ pub(crate) struct Dispatcher<A: Actor<Context = Context<A>>> {
     handler_failures: VecDeque<Instant>,
     /// How many times each partition was released ([`Released`]); a job of
     /// an earlier generation is of a partition this member gave up.
-    generations: HashMap<TopicPartition, u32>,
+    generations: FxHashMap<TopicPartition, u32>,
 }
 
 /// The lane of a record among `lanes`: records with a key go to the lane
@@ -158,7 +160,7 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
             flush_pending: false,
             next_unkeyed: 0,
             handler_failures: VecDeque::new(),
-            generations: HashMap::new(),
+            generations: FxHashMap::default(),
         }
     }
 

@@ -1,7 +1,6 @@
 //! Routing by message type: several message types on one topic are told
 //! apart by the type-name header, and each is decoded into its own type.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -35,7 +34,10 @@ pub(crate) type RouteFn<A> =
 /// let routes = Routes::<Orders>::new().route::<OrderPlaced>().route::<OrderCancelled>();
 /// ```
 pub struct Routes<A: Actor> {
-    by_name: HashMap<String, (RouteFn<A>, &'static str)>,
+    /// Each accepted type name, its route and the full type name. A record's
+    /// type-name header is compared as bytes against each in turn: a topic
+    /// carries a handful of types, where a scan beats hashing the name.
+    by_name: Vec<(Box<str>, RouteFn<A>, &'static str)>,
     /// Type names claimed twice: starting with these routes fails.
     collisions: Vec<String>,
 }
@@ -43,8 +45,17 @@ pub struct Routes<A: Actor> {
 impl<A: Actor> fmt::Debug for Routes<A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Routes")
-            .field("types", &self.by_name.keys().collect::<Vec<_>>())
+            .field("types", &self.names())
             .finish()
+    }
+}
+
+impl<A: Actor> Routes<A> {
+    /// The accepted type names, sorted.
+    fn names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.by_name.iter().map(|(n, ..)| &**n).collect();
+        names.sort_unstable();
+        names
     }
 }
 
@@ -58,7 +69,7 @@ impl<A: Actor<Context = Context<A>>> Routes<A> {
     /// No routes yet.
     pub fn new() -> Self {
         Routes {
-            by_name: HashMap::new(),
+            by_name: Vec::new(),
             collisions: Vec::new(),
         }
     }
@@ -96,14 +107,14 @@ impl<A: Actor<Context = Context<A>>> Routes<A> {
             Ok(Box::pin(request) as HandlerCall)
         });
         let full = std::any::type_name::<T>();
-        if let Some((_, other)) = self.by_name.get(name) {
+        if let Some((_, _, other)) = self.by_name.iter().find(|(n, ..)| &**n == name) {
             self.collisions.push(format!(
                 "type name {name:?} is claimed by both {other} and {full}: \
                  give one another name with Routes::route_named"
             ));
             return self;
         }
-        self.by_name.insert(name.to_string(), (call, full));
+        self.by_name.push((name.into(), call, full));
         self
     }
 
@@ -122,28 +133,25 @@ impl<A: Actor<Context = Context<A>>> Routes<A> {
     /// The route for a record, or why there is none.
     pub(crate) fn select(&self, headers: &Headers) -> Result<&RouteFn<A>, (FailureKind, String)> {
         match headers.get(header::TYPE_NAME) {
-            Some(raw) => {
-                let name = std::str::from_utf8(raw).map_err(|_| {
-                    (
+            Some(raw) => self
+                .by_name
+                .iter()
+                .find(|(name, ..)| name.as_bytes() == raw)
+                .map(|(_, route, _)| route)
+                .ok_or_else(|| match std::str::from_utf8(raw) {
+                    Ok(name) => (
+                        FailureKind::Unroutable,
+                        format!(
+                            "no handler accepts type {name:?} (accepted: {:?})",
+                            self.names()
+                        ),
+                    ),
+                    Err(_) => (
                         FailureKind::Decode,
                         "type-name header is not UTF-8".to_string(),
-                    )
-                })?;
-                self.by_name
-                    .get(name)
-                    .map(|(route, _)| route)
-                    .ok_or_else(|| {
-                        let mut known: Vec<&String> = self.by_name.keys().collect();
-                        known.sort();
-                        (
-                            FailureKind::Unroutable,
-                            format!("no handler accepts type {name:?} (accepted: {known:?})"),
-                        )
-                    })
-            }
-            None if self.by_name.len() == 1 => {
-                Ok(&self.by_name.values().next().expect("one route").0)
-            }
+                    ),
+                }),
+            None if self.by_name.len() == 1 => Ok(&self.by_name[0].1),
             None => Err((
                 FailureKind::Unroutable,
                 format!(

@@ -101,6 +101,9 @@ pub(crate) fn content_type_of(headers: &Headers, default: ContentType) -> Result
     }
     match headers.get(header::CONTENT_TYPE) {
         None => Ok(default),
+        // What kafkactor stamps, told at a glance.
+        Some(b"application/msgpack") => Ok(ContentType::MsgPack),
+        Some(b"application/json") => Ok(ContentType::Json),
         Some(raw) => {
             let text = std::str::from_utf8(raw)
                 .map_err(|_| Error::Decode("content-type header is not UTF-8".into()))?;

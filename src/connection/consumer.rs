@@ -35,7 +35,7 @@
 //! one had in flight are read again, so nothing is lost and the only
 //! duplicates are those records.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -131,7 +131,7 @@ pub(crate) struct ConsumerConnection {
     dispatcher: DispatchTarget,
     origin: u64,
     client: Option<Arc<dyn ConsumerClient>>,
-    partitions: HashMap<TopicPartition, Partition>,
+    partitions: FxHashMap<TopicPartition, Partition>,
     in_flight: usize,
     paused: bool,
     /// The poll under way and the credit it was made with.
@@ -158,7 +158,7 @@ impl ConsumerConnection {
             dispatcher,
             origin: ORIGINS.fetch_add(1, Ordering::Relaxed),
             client: None,
-            partitions: HashMap::new(),
+            partitions: FxHashMap::default(),
             in_flight: 0,
             paused: false,
             polling: None,
