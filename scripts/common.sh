@@ -1,5 +1,12 @@
 # Sourced by the other scripts: small helpers they share.
 
+# Once per shell: sourcing it again (kafka.sh and services.sh both do) must
+# not forget the exit hooks registered so far.
+if [ -n "${KAFKACTOR_COMMON_SH:-}" ]; then
+    return 0
+fi
+KAFKACTOR_COMMON_SH=1
+
 # A free TCP port on 127.0.0.1.
 free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
