@@ -532,8 +532,9 @@ async fn a_rebalance_moves_pending_delays_without_forwarding_them_twice(tb: Test
     // due. The rebalance must come before that: a record a forwarded but
     // could not commit (the mock cluster refuses commits while a rebalance
     // is under way) is rightly forwarded again by b, and would tell nothing.
-    // Groups form within a second in memory and take seconds on a broker.
-    let delay = Duration::from_secs(if tb.is_kafka() { 10 } else { 3 });
+    // Groups form within a second in memory and take seconds on a broker
+    // (over 10 s on the mock cluster when the whole suite runs).
+    let delay = Duration::from_secs(if tb.is_kafka() { 20 } else { 3 });
     let due = Instant::now() + delay;
     let producer = a.producer();
     for o in orders(300, 30) {
@@ -600,26 +601,27 @@ async fn partitions_held_at_a_rebalance_fetch_again(tb: TestBroker) {
     let topic = unique("reminders");
     let prefix = unique("delay");
     let delays = Delays::default()
-        .buckets([Duration::from_secs(6)])
+        .buckets([Duration::from_secs(12)])
         .hold_in_memory(Duration::from_secs(30))
         .topic_prefix(&prefix)
         .group(&unique("republisher"));
-    let (zero, bucket) = (format!("{prefix}.0s"), format!("{prefix}.6s"));
+    let (zero, bucket) = (format!("{prefix}.0s"), format!("{prefix}.12s"));
     tb.topics(&[topic.as_str(), zero.as_str(), bucket.as_str()])
         .await;
     let arrivals = Arrivals::default();
     let a = app_with(&tb, &topic, delays.clone(), &arrivals).await;
     until_assigned(&tb, &a, 9).await;
-    // Every bucket partition is held from its first read until 6 s after
-    // its records were written.
+    // Every bucket partition is held from its first read until 12 s after
+    // its records were written: time for the second member to join even
+    // when the whole suite runs.
     let producer = a.producer();
-    let held_until = Instant::now() + Duration::from_secs(6);
+    let held_until = Instant::now() + Duration::from_secs(12);
     for o in orders(60, 30) {
         let publish = Publish::to(topic.as_str())
             .key(&o.key)
             .message(&o)
             .unwrap()
-            .delay(Duration::from_secs(8));
+            .delay(Duration::from_secs(14));
         producer.send(publish).await.unwrap().unwrap();
     }
     let b = Kafkactor::builder()
@@ -628,7 +630,7 @@ async fn partitions_held_at_a_rebalance_fetch_again(tb: TestBroker) {
         .start()
         .await
         .unwrap();
-    eventually("b took bucket partitions", Duration::from_secs(6), || {
+    eventually("b took bucket partitions", Duration::from_secs(12), || {
         !b.assigned_partitions().is_empty()
     })
     .await;
@@ -638,7 +640,7 @@ async fn partitions_held_at_a_rebalance_fetch_again(tb: TestBroker) {
     );
     eventually(
         "every delayed record delivered",
-        tb.patience(Duration::from_secs(15)),
+        tb.patience(Duration::from_secs(30)),
         || arrivals.distinct() == 60,
     )
     .await;
