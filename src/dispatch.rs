@@ -18,7 +18,10 @@
 //! them, not even for an attempt already running), `Shutdown`, and an
 //! internal flush.
 //!
-//! Owns: the lane queues. Handler actors are its siblings under the
+//! Owns: the lane queues and the handler call under way on each lane, with
+//! its deadline (the subscription's handler timeout): one timer for the
+//! earliest deadline, not one per attempt; a call past it is cancelled and
+//! fails as a timeout. Handler actors are its siblings under the
 //! subscription's supervisor, reached through [`ChildRef`]s.
 //!
 //! Restarts: a handler that panics (or drops a reply) is re-created from its
@@ -104,6 +107,19 @@ struct Lane<A: Actor> {
     handler: ChildRef<A>,
     queue: VecDeque<Job>,
     busy: bool,
+    /// The handler call under way, while it runs.
+    running: Option<Running>,
+}
+
+/// A handler call under way on a lane.
+struct Running {
+    job: Job,
+    /// The task awaiting the handler's answer (cancelled on a timeout).
+    task: SpawnHandle,
+    /// The handler incarnation called.
+    incarnation: u64,
+    /// When the attempt times out (the handler timeout), if it can.
+    deadline: Option<Instant>,
 }
 
 pub(crate) struct Dispatcher<A: Actor<Context = Context<A>>> {
@@ -122,6 +138,9 @@ pub(crate) struct Dispatcher<A: Actor<Context = Context<A>>> {
     /// How many times each partition was released ([`Released`]); a job of
     /// an earlier generation is of a partition this member gave up.
     generations: FxHashMap<TopicPartition, u32>,
+    /// One timer for the earliest deadline of the calls under way (not one
+    /// per attempt), and that deadline.
+    watchdog: Option<(Instant, SpawnHandle)>,
 }
 
 /// The lane of a record among `lanes`: records with a key go to the lane
@@ -151,6 +170,7 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
                     handler,
                     queue: VecDeque::new(),
                     busy: false,
+                    running: None,
                 })
                 .collect(),
             dead_letter,
@@ -161,6 +181,7 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
             next_unkeyed: 0,
             handler_failures: VecDeque::new(),
             generations: FxHashMap::default(),
+            watchdog: None,
         }
     }
 
@@ -247,23 +268,76 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
         ) {
             Err(e) => self.dead_letter(i, job, failure(FailureKind::Decode, e.to_string()), ctx),
             Ok(call) => {
-                let limit = self.settings.handler_timeout;
-                let call = async move {
-                    match limit {
-                        Some(limit) => tokio::time::timeout(limit, call).await.map_err(|_| limit),
-                        None => Ok(call.await),
+                let task = ctx.spawn(call.into_actor(self).map(move |result, act, ctx| {
+                    let Some(Running { job, .. }) = act.lanes[i].running.take() else {
+                        return; // timed out meanwhile
+                    };
+                    match result {
+                        Ok(outcome) => act.on_outcome(i, job, outcome, ctx),
+                        Err(_) => act.on_handler_failure(i, job, incarnation, ctx),
                     }
-                };
-                ctx.spawn(
-                    call.into_actor(self)
-                        .map(move |result, act, ctx| match result {
-                            Ok(Ok(outcome)) => act.on_outcome(i, job, outcome, ctx),
-                            Ok(Err(_)) => act.on_handler_failure(i, job, incarnation, ctx),
-                            Err(limit) => act.on_handler_timeout(i, job, incarnation, limit, ctx),
-                        }),
-                );
+                }));
+                let deadline = self.settings.handler_timeout.map(crate::clock::deadline_in);
+                self.lanes[i].running = Some(Running {
+                    job,
+                    task,
+                    incarnation,
+                    deadline,
+                });
+                if deadline.is_some() && self.watchdog.is_none() {
+                    self.arm_watchdog(ctx);
+                }
             }
         }
+    }
+
+    /// Sets the one timer for the earliest deadline of the calls under way.
+    fn arm_watchdog(&mut self, ctx: &mut Context<Self>) {
+        let next = self
+            .lanes
+            .iter()
+            .filter_map(|lane| lane.running.as_ref().and_then(|r| r.deadline))
+            .min();
+        let Some(next) = next else { return };
+        if let Some((at, handle)) = self.watchdog {
+            if at <= next {
+                return;
+            }
+            ctx.cancel_future(handle);
+        }
+        let wait = next.saturating_duration_since(Instant::now());
+        let handle = ctx.run_later(wait, |act, ctx| {
+            act.watchdog = None;
+            act.time_out_overdue(ctx);
+        });
+        self.watchdog = Some((next, handle));
+    }
+
+    /// Fails every call under way past its deadline, then waits for the next.
+    fn time_out_overdue(&mut self, ctx: &mut Context<Self>) {
+        let now = Instant::now();
+        for i in 0..self.lanes.len() {
+            let overdue = self.lanes[i]
+                .running
+                .as_ref()
+                .and_then(|r| r.deadline)
+                .is_some_and(|deadline| deadline <= now);
+            if !overdue {
+                continue;
+            }
+            if let Some(Running {
+                job,
+                task,
+                incarnation,
+                ..
+            }) = self.lanes[i].running.take()
+            {
+                ctx.cancel_future(task);
+                let limit = self.settings.handler_timeout.unwrap_or_default();
+                self.on_handler_timeout(i, job, incarnation, limit, ctx);
+            }
+        }
+        self.arm_watchdog(ctx);
     }
 
     fn on_outcome(&mut self, i: usize, job: Job, outcome: Outcome, ctx: &mut Context<Self>) {

@@ -100,3 +100,108 @@ on_every_broker!(
     super::a_handler_past_its_timeout_is_restarted_and_the_record_dead_lettered,
     3
 );
+
+/// Never answers records 3 and 6 (one lane each, or one after the other);
+/// notes when each of their attempts began.
+struct TwoStuck {
+    log: Log,
+    began: Arc<std::sync::Mutex<Vec<(u64, std::time::Instant)>>>,
+}
+
+impl Actor for TwoStuck {
+    type Context = Context<Self>;
+}
+
+impl Handler<Delivery<Order>> for TwoStuck {
+    type Result = ResponseFuture<Outcome>;
+
+    fn handle(&mut self, d: Delivery<Order>, _: &mut Context<Self>) -> Self::Result {
+        self.log.push(Seen::of(&d, "a"));
+        let id = d.message().id;
+        let stuck = id == 3 || id == 6;
+        if stuck {
+            self.began
+                .lock()
+                .unwrap()
+                .push((id, std::time::Instant::now()));
+        }
+        Box::pin(async move {
+            if stuck {
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            Outcome::Ack
+        })
+    }
+}
+
+/// With several lanes busy, each call times out on its own deadline (one
+/// timer serves them all): never before the timeout, and soon after it,
+/// while the other lanes go on.
+async fn stuck_calls_time_out_on_their_own_deadlines(tb: TestBroker) {
+    let (topic, group) = (unique("orders"), unique("g"));
+    tb.topics(&[&topic]).await;
+    let log = Log::default();
+    let began: Arc<std::sync::Mutex<Vec<(u64, std::time::Instant)>>> = Arc::default();
+    let timeout = Duration::from_millis(400);
+    let app = Kafkactor::builder()
+        .broker(tb.broker.clone())
+        .subscribe(
+            Subscription::to(topic.as_str())
+                .group(group.as_str())
+                .concurrency(4)
+                .handler_timeout(timeout)
+                .retry(RetryPolicy::exponential(2, Duration::from_millis(10))),
+            {
+                let (log, began) = (log.clone(), began.clone());
+                move || TwoStuck {
+                    log: log.clone(),
+                    began: began.clone(),
+                }
+            },
+        )
+        .start()
+        .await
+        .unwrap();
+    publish_all(&app, &topic, &orders(80, 8)).await;
+    tb.until_committed(&group, &topic, Duration::from_secs(20))
+        .await;
+    app.shutdown().await.unwrap();
+
+    let counts = log.counts();
+    assert_eq!(counts.len(), 80, "every record reached a handler");
+    let dlq = tb.records(&format!("{topic}.dlq")).await;
+    let mut dead: Vec<u64> = dlq
+        .iter()
+        .map(|r| rmp_serde::from_slice::<Order>(&r.payload).unwrap().id)
+        .collect();
+    dead.sort_unstable();
+    assert_eq!(dead, [3, 6], "the two stuck records, and only they");
+    assert!(dlq
+        .iter()
+        .all(|r| r.headers.get_str(header::ERROR_KIND) == Some("timeout")));
+    let began = began.lock().unwrap().clone();
+    for id in [3, 6] {
+        let attempts: Vec<std::time::Instant> = began
+            .iter()
+            .filter(|(i, _)| *i == id)
+            .map(|(_, at)| *at)
+            .collect();
+        assert_eq!(attempts.len(), 2, "record {id} was tried twice");
+        let between = attempts[1] - attempts[0];
+        assert!(
+            between >= timeout,
+            "record {id}'s first attempt ended {between:?} after it began, before the {timeout:?} timeout"
+        );
+        assert!(
+            between < timeout + Duration::from_secs(2),
+            "record {id}'s first attempt timed out only after {between:?}"
+        );
+    }
+}
+
+on_every_broker!(
+    stuck_lanes_time_out_on_their_own_deadlines,
+    super::stuck_calls_time_out_on_their_own_deadlines,
+    3
+);
