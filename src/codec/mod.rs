@@ -48,14 +48,15 @@ impl ContentType {
 
     /// Serializes `value`.
     pub fn encode<T: Serialize + ?Sized>(self, value: &T) -> Result<Bytes> {
-        let bytes = match self {
-            ContentType::MsgPack => {
-                rmp_serde::to_vec_named(value).map_err(|e| Error::Encode(e.to_string()))?
-            }
-            ContentType::Json => {
-                serde_json::to_vec(value).map_err(|e| Error::Encode(e.to_string()))?
-            }
-        };
+        // Room for a typical small message up front: growing from empty
+        // reallocates several times per record.
+        let mut bytes = Vec::with_capacity(ENCODE_CAPACITY);
+        match self {
+            ContentType::MsgPack => rmp_serde::encode::write_named(&mut bytes, value)
+                .map_err(|e| Error::Encode(e.to_string()))?,
+            ContentType::Json => serde_json::to_writer(&mut bytes, value)
+                .map_err(|e| Error::Encode(e.to_string()))?,
+        }
         Ok(Bytes::from(bytes))
     }
 
@@ -112,6 +113,9 @@ pub(crate) fn content_type_of(headers: &Headers, default: ContentType) -> Result
         }
     }
 }
+
+/// The buffer an encoding starts with.
+const ENCODE_CAPACITY: usize = 128;
 
 /// The name a message type is published and routed under: the type's own
 /// name without its module path (`OrderPlaced` for `shop::events::OrderPlaced`).
