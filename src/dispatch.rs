@@ -32,8 +32,6 @@
 //! handled twice.
 
 use std::collections::VecDeque;
-
-use rustc_hash::FxHashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -43,7 +41,7 @@ use kafkactor_actors::{ChildRef, Shutdown};
 
 use crate::codec::ContentType;
 use crate::connection::consumer::{
-    Completed, ConsumerConnection, Deliver, DispatcherReady, Released,
+    Completed, ConsumerConnection, Deliver, DispatcherReady, Generations, Released,
 };
 use crate::dead_letter::{DeadLetter, DeadLetterRecord, FailureKind};
 use crate::delivery::Outcome;
@@ -137,7 +135,7 @@ pub(crate) struct Dispatcher<A: Actor<Context = Context<A>>> {
     handler_failures: VecDeque<Instant>,
     /// How many times each partition was released ([`Released`]); a job of
     /// an earlier generation is of a partition this member gave up.
-    generations: FxHashMap<TopicPartition, u32>,
+    generations: Generations,
     /// One timer for the earliest deadline of the calls under way (not one
     /// per attempt), and that deadline.
     watchdog: Option<(Instant, SpawnHandle)>,
@@ -180,7 +178,7 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
             flush_pending: false,
             next_unkeyed: 0,
             handler_failures: VecDeque::new(),
-            generations: FxHashMap::default(),
+            generations: Generations::default(),
             watchdog: None,
         }
     }
@@ -195,13 +193,7 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
     }
 
     fn generation_of(&self, record: &Record) -> u32 {
-        if self.generations.is_empty() {
-            return 0;
-        }
-        self.generations
-            .get(&record.topic_partition())
-            .copied()
-            .unwrap_or(0)
+        self.generations.of(record)
     }
 
     /// Whether `job` is still this member's to do: read by the connection
@@ -578,9 +570,7 @@ impl<A: Actor<Context = Context<A>>> Handler<Released> for Dispatcher<A> {
     type Result = ();
 
     fn handle(&mut self, msg: Released, _: &mut Context<Self>) {
-        for tp in &msg.partitions {
-            *self.generations.entry(tp.clone()).or_default() += 1;
-        }
+        self.generations.released(&msg.partitions);
         let mut dropped = 0;
         for lane in &mut self.lanes {
             let before = lane.queue.len();

@@ -91,6 +91,28 @@ pub(crate) struct Released {
     pub(crate) partitions: Vec<TopicPartition>,
 }
 
+/// How many times each partition was [`Released`] to a consumer: work
+/// begun under an earlier generation is of a partition given up since.
+#[derive(Debug, Default)]
+pub(crate) struct Generations(FxHashMap<TopicPartition, u32>);
+
+impl Generations {
+    /// The current generation of `record`'s partition.
+    pub(crate) fn of(&self, record: &Record) -> u32 {
+        if self.0.is_empty() {
+            return 0;
+        }
+        self.0.get(&record.topic_partition()).copied().unwrap_or(0)
+    }
+
+    /// Notes that `partitions` were given up.
+    pub(crate) fn released(&mut self, partitions: &[TopicPartition]) {
+        for tp in partitions {
+            *self.0.entry(tp.clone()).or_default() += 1;
+        }
+    }
+}
+
 /// Where a connection's records go: a Dispatcher or the Republisher.
 #[derive(Clone)]
 pub(crate) struct Target {

@@ -43,7 +43,7 @@ use tokio::sync::oneshot;
 use super::Plan;
 use crate::broker::Delivered;
 use crate::connection::consumer::{
-    Completed, ConsumerConnection, Deliver, DispatcherReady, Hold, Released,
+    Completed, ConsumerConnection, Deliver, DispatcherReady, Generations, Hold, Released,
 };
 use crate::connection::producer::ProducerConnection;
 use crate::dead_letter::{DeadLetter, DeadLetterRecord, FailureKind};
@@ -182,7 +182,7 @@ pub(crate) struct Republisher {
     /// Answers `Shutdown` once no write is under way.
     drained: Option<oneshot::Sender<()>>,
     /// How many times each bucket partition was given up ([`Released`]).
-    generations: HashMap<TopicPartition, u32>,
+    generations: Generations,
 }
 
 impl Republisher {
@@ -209,7 +209,7 @@ impl Republisher {
             writing: 0,
             stopping: false,
             drained: None,
-            generations: HashMap::new(),
+            generations: Generations::default(),
         }
     }
 
@@ -418,13 +418,7 @@ impl Republisher {
     }
 
     fn generation_of(&self, record: &Record) -> u32 {
-        if self.generations.is_empty() {
-            return 0;
-        }
-        self.generations
-            .get(&record.topic_partition())
-            .copied()
-            .unwrap_or(0)
+        self.generations.of(record)
     }
 
     fn after_write(&mut self) {
@@ -491,8 +485,8 @@ impl Handler<Released> for Republisher {
 
     fn handle(&mut self, msg: Released, ctx: &mut Context<Self>) {
         let mut dropped = 0;
+        self.generations.released(&msg.partitions);
         for tp in &msg.partitions {
-            *self.generations.entry(tp.clone()).or_default() += 1;
             if let Some(queue) = self.queues.remove(tp) {
                 dropped += queue.records.len();
                 if let Some((_, handle)) = queue.wakeup {
