@@ -20,7 +20,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::{Actor, Context, Handler};
-use kafkactor_actors::{Backoff, ChildRef, ChildSpec, Events, Exit, Supervisor, SupervisorHandle};
+use kafkactor_actors::{
+    Backoff, ChildRef, ChildSpec, Events, Exit, FailChildError, Supervisor, SupervisorHandle,
+};
 use serde::de::DeserializeOwned;
 
 use crate::broker::{Broker, ProducerConfig};
@@ -408,13 +410,13 @@ impl App {
     /// `<topics>` are the subscription's topics joined by `,`. A path that
     /// names no actor is [`Error::UnknownActor`].
     pub async fn fail_actor(&self, path: &str, reason: &str) -> Result<()> {
-        self.root.fail_child(path, reason).await.map_err(|e| {
-            if e.contains("has no child") {
-                Error::UnknownActor(path.to_string())
-            } else {
-                Error::Unavailable(e)
-            }
-        })
+        self.root
+            .fail_child(path, reason)
+            .await
+            .map_err(|e| match e {
+                FailChildError::NoSuchChild(_) => Error::UnknownActor(path.to_string()),
+                other => Error::Unavailable(other.to_string()),
+            })
     }
 
     /// Waits until the application stops on its own: `Err(Error::Escalated)`

@@ -17,7 +17,7 @@ pub use backoff::Backoff;
 pub use child::{ChildRef, ChildSpec, Restart, Shutdown};
 pub use event::{Events, Exit, SupervisionEvent};
 pub use exit::{fail, panic_message};
-pub use supervisor::{FailChild, Strategy, Supervisor, SupervisorHandle};
+pub use supervisor::{FailChild, FailChildError, Strategy, Supervisor, SupervisorHandle};
 
 /// The names most users need.
 pub mod prelude {

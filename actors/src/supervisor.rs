@@ -448,10 +448,10 @@ impl Handler<Shutdown> for Supervisor {
 /// policy. For fault-injection tests and operators ("kill that actor").
 ///
 /// `path` names the child by id; children of nested supervisors are reached
-/// with `/`, e.g. `"subscription/dispatcher"`. Answers `Err` with a
-/// description when no running child has that path.
+/// with `/`, e.g. `"subscription/dispatcher"`. Answers a [`FailChildError`]
+/// when no running child has that path.
 #[derive(Debug, Clone, Message)]
-#[rtype(result = "Result<(), String>")]
+#[rtype(result = "Result<(), FailChildError>")]
 pub struct FailChild {
     /// Child ids from this supervisor down, separated by `/`.
     pub path: String,
@@ -459,8 +459,34 @@ pub struct FailChild {
     pub reason: String,
 }
 
+/// Why [`FailChild`] reached no child; each variant holds a description.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FailChildError {
+    /// No child has that id (the description lists the children there are).
+    NoSuchChild(String),
+    /// The child is not running at the moment (it is being restarted).
+    NotRunning(String),
+    /// The path goes on below a child that is not a supervisor.
+    NotASupervisor(String),
+    /// A supervisor on the way could not be reached.
+    Unavailable(String),
+}
+
+impl fmt::Display for FailChildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FailChildError::NoSuchChild(d)
+            | FailChildError::NotRunning(d)
+            | FailChildError::NotASupervisor(d)
+            | FailChildError::Unavailable(d) => f.write_str(d),
+        }
+    }
+}
+
+impl std::error::Error for FailChildError {}
+
 impl Handler<FailChild> for Supervisor {
-    type Result = ResponseFuture<Result<(), String>>;
+    type Result = ResponseFuture<Result<(), FailChildError>>;
 
     fn handle(&mut self, msg: FailChild, _: &mut Context<Self>) -> Self::Result {
         let (head, rest) = match msg.path.split_once('/') {
@@ -469,14 +495,17 @@ impl Handler<FailChild> for Supervisor {
         };
         let Some(child) = self.children.iter().find(|c| &*c.spec.id == head) else {
             let known: Vec<&str> = self.children.iter().map(|c| &*c.spec.id).collect();
-            let error = format!(
+            let error = FailChildError::NoSuchChild(format!(
                 "supervisor `{}` has no child `{head}` (children: {known:?})",
                 self.name
-            );
+            ));
             return Box::pin(async move { Err(error) });
         };
         let Some(running) = &child.running else {
-            let error = format!("child `{head}` of `{}` is not running", self.name);
+            let error = FailChildError::NotRunning(format!(
+                "child `{head}` of `{}` is not running",
+                self.name
+            ));
             return Box::pin(async move { Err(error) });
         };
         match (rest, &running.nested) {
@@ -491,14 +520,16 @@ impl Handler<FailChild> for Supervisor {
                     reason: msg.reason,
                 };
                 Box::pin(async move {
-                    nested
-                        .send(msg)
-                        .await
-                        .unwrap_or_else(|e| Err(format!("nested supervisor unavailable: {e}")))
+                    nested.send(msg).await.unwrap_or_else(|e| {
+                        Err(FailChildError::Unavailable(format!(
+                            "nested supervisor unavailable: {e}"
+                        )))
+                    })
                 })
             }
             (Some(_), None) => {
-                let error = format!("child `{head}` is not a supervisor");
+                let error =
+                    FailChildError::NotASupervisor(format!("child `{head}` is not a supervisor"));
                 Box::pin(async move { Err(error) })
             }
         }
@@ -521,14 +552,18 @@ impl SupervisorHandle {
     }
 
     /// Makes the child at `path` fail with `reason` (see [`FailChild`]).
-    pub async fn fail_child(&self, path: &str, reason: &str) -> Result<(), String> {
+    pub async fn fail_child(&self, path: &str, reason: &str) -> Result<(), FailChildError> {
         self.addr
             .send(FailChild {
                 path: path.to_string(),
                 reason: reason.to_string(),
             })
             .await
-            .unwrap_or_else(|e| Err(format!("supervisor unavailable: {e}")))
+            .unwrap_or_else(|e| {
+                Err(FailChildError::Unavailable(format!(
+                    "supervisor unavailable: {e}"
+                )))
+            })
     }
 
     /// True once the supervisor has stopped (after shutdown or escalation).

@@ -116,18 +116,21 @@ async fn fail_child_describes_a_path_it_cannot_reach() {
 
     let err = within("fail_child", root.fail_child("nope", "x"))
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("root") && err.contains("`nope`") && err.contains("inner"),
         "{err}"
     );
     let err = within("fail_child", root.fail_child("inner/nope", "x"))
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("inner") && err.contains("`nope`"), "{err}");
     let err = within("fail_child", root.fail_child("top/deeper", "x"))
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("`top`") && err.contains("not a supervisor"),
         "{err}"
