@@ -15,13 +15,16 @@
 //!
 //! Messages: [`Deliver`] (records to handle), [`Released`] (partitions
 //! given up: their queued records are dropped and nothing more is done for
-//! them, not even for an attempt already running), `Shutdown`, and an
-//! internal flush.
+//! them, not even for an attempt already running) and `Shutdown` (reports
+//! what is finished, then stops). Completions go back to the connection in
+//! batches ([`Completed`], one message per up to 64 records, sent at once
+//! when no lane has work queued and within 2 ms otherwise).
 //!
 //! Owns: the lane queues and the handler call under way on each lane, with
-//! its deadline (the subscription's handler timeout): one timer for the
-//! earliest deadline, not one per attempt; a call past it is cancelled and
-//! fails as a timeout. Handler actors are its siblings under the
+//! its deadline (the subscription's handler timeout). One future of its
+//! context awaits every lane's answer (no future spawned per record), and
+//! one timer waits for the earliest deadline (not one per attempt); a call
+//! past it is dropped and fails as a timeout. Handler actors are its siblings under the
 //! subscription's supervisor, reached through [`ChildRef`]s.
 //!
 //! Restarts: a handler that panics (or drops a reply) is re-created from its
@@ -32,8 +35,10 @@
 //! handled twice.
 
 use std::collections::VecDeque;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::{self, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -45,16 +50,23 @@ use crate::connection::consumer::{
 };
 use crate::dead_letter::{DeadLetter, DeadLetterRecord, FailureKind};
 use crate::delivery::Outcome;
-use crate::envelope::{Record, TopicPartition};
+use crate::envelope::Record;
 use crate::partitioner::murmur2;
 use crate::retry::RetryPolicy;
-use crate::route::Routes;
+use crate::route::{HandlerCall, Routes};
 use crate::subscription::dead_letter_topic;
 
 /// How long to wait for a restarting sibling before looking again.
 const SIBLING_WAIT: Duration = Duration::from_secs(5);
 /// Longest wait between two tries of a dead-letter write that failed.
 const MAX_DEAD_LETTER_BACKOFF: Duration = Duration::from_secs(5);
+/// Completions are reported to the connection in batches of this many (one
+/// message, not one per record), at once when no lane has work queued, and
+/// otherwise at most [`FLUSH_DELAY`] after the first of a batch.
+const FLUSH_BATCH: usize = 64;
+/// Longest a completion waits to be reported while lanes are busy (a slow
+/// handler must not hold the commit or a revocation back).
+const FLUSH_DELAY: Duration = Duration::from_millis(2);
 
 /// What a dispatcher needs to know about its subscription.
 #[derive(Debug, Clone)]
@@ -112,8 +124,8 @@ struct Lane<A: Actor> {
 /// A handler call under way on a lane.
 struct Running {
     job: Job,
-    /// The task awaiting the handler's answer (cancelled on a timeout).
-    task: SpawnHandle,
+    /// The handler's answer to come, polled by [`LaneCalls`] (dropped on a timeout).
+    call: HandlerCall,
     /// The handler incarnation called.
     incarnation: u64,
     /// When the attempt times out (the handler timeout), if it can.
@@ -128,8 +140,10 @@ pub(crate) struct Dispatcher<A: Actor<Context = Context<A>>> {
     connection: ChildRef<ConsumerConnection>,
     /// The connection incarnation currently feeding us, and where it wants completions.
     origin: Option<(Recipient<Completed>, u64)>,
-    completed: Vec<(TopicPartition, i64)>,
-    flush_pending: bool,
+    /// Records finished and not yet reported to the connection.
+    completed: Vec<Arc<Record>>,
+    /// The timer that reports `completed` while lanes are busy.
+    flush_timer: Option<SpawnHandle>,
     next_unkeyed: usize,
     /// When handlers failed recently, oldest first (for the restart limit).
     handler_failures: VecDeque<Instant>,
@@ -139,6 +153,37 @@ pub(crate) struct Dispatcher<A: Actor<Context = Context<A>>> {
     /// One timer for the earliest deadline of the calls under way (not one
     /// per attempt), and that deadline.
     watchdog: Option<(Instant, SpawnHandle)>,
+    /// Wakes [`LaneCalls`] when a call starts outside its poll.
+    calls_waker: Option<Waker>,
+    /// Whether [`LaneCalls`] is polling (a call started meanwhile is polled
+    /// before it returns).
+    polling_calls: bool,
+}
+
+/// The one future in a dispatcher's context that awaits the handlers'
+/// answers, for every lane: no boxed future spawned per record. It never
+/// completes; it ends with the actor.
+struct LaneCalls;
+
+impl<A: Actor<Context = Context<A>>> ActorFuture<Dispatcher<A>> for LaneCalls {
+    type Output = ();
+
+    fn poll(
+        self: Pin<&mut Self>,
+        act: &mut Dispatcher<A>,
+        ctx: &mut Context<Dispatcher<A>>,
+        task: &mut task::Context<'_>,
+    ) -> Poll<()> {
+        if !act
+            .calls_waker
+            .as_ref()
+            .is_some_and(|w| w.will_wake(task.waker()))
+        {
+            act.calls_waker = Some(task.waker().clone());
+        }
+        act.poll_calls(ctx, task);
+        Poll::Pending
+    }
 }
 
 /// The lane of a record among `lanes`: records with a key go to the lane
@@ -174,12 +219,14 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
             dead_letter,
             connection,
             origin: None,
-            completed: Vec::new(),
-            flush_pending: false,
+            completed: Vec::with_capacity(FLUSH_BATCH),
+            flush_timer: None,
             next_unkeyed: 0,
             handler_failures: VecDeque::new(),
             generations: Generations::default(),
             watchdog: None,
+            calls_waker: None,
+            polling_calls: false,
         }
     }
 
@@ -260,27 +307,53 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
         ) {
             Err(e) => self.dead_letter(i, job, failure(FailureKind::Decode, e.to_string()), ctx),
             Ok(call) => {
-                let task = ctx.spawn(call.into_actor(self).map(move |result, act, ctx| {
-                    let Some(Running { job, .. }) = act.lanes[i].running.take() else {
-                        return; // timed out meanwhile
-                    };
-                    match result {
-                        Ok(outcome) => act.on_outcome(i, job, outcome, ctx),
-                        Err(_) => act.on_handler_failure(i, job, incarnation, ctx),
-                    }
-                }));
                 let deadline = self.settings.handler_timeout.map(crate::clock::deadline_in);
                 self.lanes[i].running = Some(Running {
                     job,
-                    task,
+                    call,
                     incarnation,
                     deadline,
                 });
+                if !self.polling_calls {
+                    if let Some(waker) = &self.calls_waker {
+                        waker.wake_by_ref();
+                    }
+                }
                 if deadline.is_some() && self.watchdog.is_none() {
                     self.arm_watchdog(ctx);
                 }
             }
         }
+    }
+
+    /// Polls every lane's call under way and acts on the answers that came
+    /// (which may start further calls, polled in the same turn).
+    fn poll_calls(&mut self, ctx: &mut Context<Self>, task: &mut task::Context<'_>) {
+        self.polling_calls = true;
+        let mut answered = true;
+        while answered {
+            answered = false;
+            for i in 0..self.lanes.len() {
+                let Some(running) = self.lanes[i].running.as_mut() else {
+                    continue;
+                };
+                let Poll::Ready(result) = running.call.as_mut().poll(task) else {
+                    continue;
+                };
+                answered = true;
+                let Some(Running {
+                    job, incarnation, ..
+                }) = self.lanes[i].running.take()
+                else {
+                    continue;
+                };
+                match result {
+                    Ok(outcome) => self.on_outcome(i, job, outcome, ctx),
+                    Err(_) => self.on_handler_failure(i, job, incarnation, ctx),
+                }
+            }
+        }
+        self.polling_calls = false;
     }
 
     /// Sets the one timer for the earliest deadline of the calls under way.
@@ -318,13 +391,10 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
                 continue;
             }
             if let Some(Running {
-                job,
-                task,
-                incarnation,
-                ..
+                job, incarnation, ..
             }) = self.lanes[i].running.take()
             {
-                ctx.cancel_future(task);
+                // Dropping the call drops the wait for its answer.
                 let limit = self.settings.handler_timeout.unwrap_or_default();
                 self.on_handler_timeout(i, job, incarnation, limit, ctx);
             }
@@ -499,14 +569,34 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
     /// `job`'s fate is final: report it and free the lane.
     fn finish(&mut self, i: usize, job: Job, ctx: &mut Context<Self>) {
         if self.live(&job) {
-            self.completed
-                .push((job.record.topic_partition(), job.record.offset));
-            if !self.flush_pending {
-                self.flush_pending = true;
-                ctx.notify(Flush);
-            }
+            self.completed.push(job.record);
         }
         self.release_lane(i, ctx);
+        if self.completed.is_empty() {
+            return;
+        }
+        if self.completed.len() >= FLUSH_BATCH || self.lanes.iter().all(|l| l.queue.is_empty()) {
+            self.flush(ctx);
+        } else if self.flush_timer.is_none() {
+            self.flush_timer = Some(ctx.run_later(FLUSH_DELAY, |act, ctx| {
+                act.flush_timer = None;
+                act.flush(ctx);
+            }));
+        }
+    }
+
+    /// Reports the completions gathered so far to the connection, in one message.
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        if let Some(timer) = self.flush_timer.take() {
+            ctx.cancel_future(timer);
+        }
+        if self.completed.is_empty() {
+            return;
+        }
+        let done = std::mem::replace(&mut self.completed, Vec::with_capacity(FLUSH_BATCH));
+        if let Some((connection, _)) = &self.origin {
+            connection.do_send(Completed(done));
+        }
     }
 
     fn release_lane(&mut self, i: usize, ctx: &mut Context<Self>) {
@@ -526,7 +616,8 @@ fn failure(kind: FailureKind, reason: impl Into<String>) -> Failure {
 impl<A: Actor<Context = Context<A>>> Actor for Dispatcher<A> {
     type Context = Context<Self>;
 
-    fn started(&mut self, _: &mut Context<Self>) {
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.spawn(LaneCalls);
         // A restarted dispatcher asks for every unfinished record.
         if let Some(connection) = self.connection.get() {
             connection.do_send(DispatcherReady);
@@ -578,31 +669,14 @@ impl<A: Actor<Context = Context<A>>> Handler<Released> for Dispatcher<A> {
                 .retain(|job| !msg.partitions.contains(&job.record.topic_partition()));
             dropped += before - lane.queue.len();
         }
-        self.completed
-            .retain(|(tp, _)| !msg.partitions.contains(tp));
+        self.completed.retain(|r| {
+            !msg.partitions
+                .iter()
+                .any(|tp| tp.partition == r.partition && *tp.topic == *r.topic)
+        });
         if dropped > 0 {
             tracing::debug!(group = %self.settings.group, partitions = ?msg.partitions, dropped,
                 "partitions given up: their queued records are left to the next owner");
-        }
-    }
-}
-
-/// Sends the completions gathered so far to the connection.
-#[derive(Message)]
-#[rtype(result = "()")]
-struct Flush;
-
-impl<A: Actor<Context = Context<A>>> Handler<Flush> for Dispatcher<A> {
-    type Result = ();
-
-    fn handle(&mut self, _: Flush, _: &mut Context<Self>) {
-        self.flush_pending = false;
-        if self.completed.is_empty() {
-            return;
-        }
-        let done = std::mem::take(&mut self.completed);
-        if let Some((connection, _)) = &self.origin {
-            connection.do_send(Completed(done));
         }
     }
 }
@@ -611,6 +685,8 @@ impl<A: Actor<Context = Context<A>>> Handler<Shutdown> for Dispatcher<A> {
     type Result = ();
 
     fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
+        // What is finished is reported, so the connection commits it.
+        self.flush(ctx);
         ctx.stop();
     }
 }

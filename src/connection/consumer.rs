@@ -60,10 +60,11 @@ pub(crate) struct Deliver {
     pub(crate) origin: u64,
 }
 
-/// Records whose fate is final (acked, or durably dead-lettered).
+/// Records whose fate is final (acked, or durably dead-lettered), mostly
+/// in runs of one partition: one message per batch, not per record.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
-pub(crate) struct Completed(pub(crate) Vec<(TopicPartition, i64)>);
+pub(crate) struct Completed(pub(crate) Vec<Arc<Record>>);
 
 /// Pauses one partition until `until`: the Republisher's head record of it
 /// is not due before then. Later holds replace earlier ones; a partition
@@ -604,15 +605,23 @@ impl Handler<Completed> for ConsumerConnection {
 
     fn handle(&mut self, msg: Completed, ctx: &mut Context<Self>) {
         let mut revoking = false;
-        for (tp, offset) in msg.0 {
-            if let Some(p) = self.partitions.get_mut(&tp) {
-                if let Some(w) = p.watermark.as_mut() {
-                    if w.complete(offset).is_some() {
+        let mut records = msg.0.iter().peekable();
+        while let Some(first) = records.next() {
+            // One partition lookup per run of records of one partition.
+            let tp = first.topic_partition();
+            let mut partition = self.partitions.get_mut(&tp);
+            let mut record = Some(first);
+            while let Some(r) = record {
+                if let Some(w) = partition.as_mut().and_then(|p| p.watermark.as_mut()) {
+                    if w.complete(r.offset).is_some() {
                         self.in_flight -= 1;
-                        revoking |= p.revoking_since.is_some();
                     }
                 }
+                record = records.next_if(|next| {
+                    next.partition == tp.partition && Arc::ptr_eq(&next.topic, &tp.topic)
+                });
             }
+            revoking |= partition.is_some_and(|p| p.revoking_since.is_some());
         }
         if revoking {
             self.finish_revokes(false, ctx);

@@ -245,7 +245,7 @@ async fn an_assignment_answered_while_credit_frees_up_is_not_lost() {
         .unwrap()
         .answers
         .push_back(vec![ConsumerEvent::Records(vec![record(&p0, 1)])]);
-    conn.do_send(Completed(vec![(p0.clone(), 0)]));
+    conn.do_send(Completed(vec![record(&p0, 0)]));
     until("a poll without credit again", || {
         fake.0.lock().unwrap().polls == [1, 0, 1, 0]
     })
@@ -254,7 +254,7 @@ async fn an_assignment_answered_while_credit_frees_up_is_not_lost() {
     // turn record 1 finishes: credit frees up before the connection has
     // taken the answer.
     fake.fire(vec![ConsumerEvent::Assigned(vec![p1.clone()])]);
-    conn.do_send(Completed(vec![(p0.clone(), 1)]));
+    conn.do_send(Completed(vec![record(&p0, 1)]));
     until("the assignment seen", || {
         assignment.lock().unwrap().contains(&p1)
     })

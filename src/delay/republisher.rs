@@ -520,10 +520,7 @@ impl Handler<Forwarded> for Republisher {
         match msg.result {
             Ok(()) => {
                 if let Some((connection, _)) = &self.origin {
-                    connection.do_send(Completed(vec![(
-                        msg.record.topic_partition(),
-                        msg.record.offset,
-                    )]));
+                    connection.do_send(Completed(vec![msg.record]));
                 }
             }
             Err(e) => {
