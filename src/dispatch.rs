@@ -115,6 +115,9 @@ struct Failure {
 
 struct Lane<A: Actor> {
     handler: ChildRef<A>,
+    /// The handler incarnation last called, while it runs (looked up again
+    /// once it stops or fails: no address cloned per record).
+    current: Option<(Addr<A>, u64)>,
     queue: VecDeque<Job>,
     busy: bool,
     /// The handler call under way, while it runs.
@@ -142,8 +145,9 @@ pub(crate) struct Dispatcher<A: Actor<Context = Context<A>>> {
     origin: Option<(Recipient<Completed>, u64)>,
     /// Records finished and not yet reported to the connection.
     completed: Vec<Arc<Record>>,
-    /// The timer that reports `completed` while lanes are busy.
-    flush_timer: Option<SpawnHandle>,
+    /// Whether a [`FlushCompleted`] is on its way (reports `completed`
+    /// while lanes are busy).
+    flush_timer: bool,
     next_unkeyed: usize,
     /// When handlers failed recently, oldest first (for the restart limit).
     handler_failures: VecDeque<Instant>,
@@ -211,6 +215,7 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
                 .into_iter()
                 .map(|handler| Lane {
                     handler,
+                    current: None,
                     queue: VecDeque::new(),
                     busy: false,
                     running: None,
@@ -220,7 +225,7 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
             connection,
             origin: None,
             completed: Vec::with_capacity(FLUSH_BATCH),
-            flush_timer: None,
+            flush_timer: false,
             next_unkeyed: 0,
             handler_failures: VecDeque::new(),
             generations: Generations::default(),
@@ -289,9 +294,17 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
             Ok(route) => route,
             Err((kind, reason)) => return self.dead_letter(i, job, failure(kind, reason), ctx),
         };
-        let Some((addr, incarnation)) = self.lanes[i].handler.get_numbered() else {
+        let lane = &mut self.lanes[i];
+        if !lane
+            .current
+            .as_ref()
+            .is_some_and(|(addr, _)| addr.connected())
+        {
+            lane.current = lane.handler.get_numbered();
+        }
+        let Some((addr, incarnation)) = &lane.current else {
             // The handler is being restarted: try again once it is back.
-            let handler = self.lanes[i].handler.clone();
+            let handler = lane.handler.clone();
             ctx.spawn(
                 async move { handler.ready(SIBLING_WAIT).await }
                     .into_actor(self)
@@ -299,12 +312,14 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
             );
             return;
         };
-        match route(
-            &addr,
+        let incarnation = *incarnation;
+        let call = route(
+            addr,
             job.record.clone(),
             job.attempt,
             self.settings.default_content_type,
-        ) {
+        );
+        match call {
             Err(e) => self.dead_letter(i, job, failure(FailureKind::Decode, e.to_string()), ctx),
             Ok(call) => {
                 let deadline = self.settings.handler_timeout.map(crate::clock::deadline_in);
@@ -425,6 +440,7 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
         incarnation: u64,
         ctx: &mut Context<Self>,
     ) {
+        self.lanes[i].current = None;
         let handler = self.lanes[i].handler.clone();
         // Still running: it dropped the reply (a panic inside a response
         // future runs on its own task). Have it re-created all the same.
@@ -472,6 +488,7 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
         tracing::warn!(group = %self.settings.group, topic = %job.record.topic,
             partition = job.record.partition, offset = job.record.offset,
             attempt = job.attempt, %reason, "handler timed out; restarting it");
+        self.lanes[i].current = None;
         let handler = self.lanes[i].handler.clone();
         handler.fail(incarnation, reason.clone());
         ctx.spawn(
@@ -576,20 +593,21 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
             return;
         }
         if self.completed.len() >= FLUSH_BATCH || self.lanes.iter().all(|l| l.queue.is_empty()) {
-            self.flush(ctx);
-        } else if self.flush_timer.is_none() {
-            self.flush_timer = Some(ctx.run_later(FLUSH_DELAY, |act, ctx| {
-                act.flush_timer = None;
-                act.flush(ctx);
-            }));
+            self.flush();
+        } else if !self.flush_timer {
+            // A task of its own, not a timer in this context (which would
+            // be polled on every wake-up).
+            self.flush_timer = true;
+            let me = ctx.address();
+            actix_rt::spawn(async move {
+                tokio::time::sleep(FLUSH_DELAY).await;
+                me.do_send(FlushCompleted);
+            });
         }
     }
 
     /// Reports the completions gathered so far to the connection, in one message.
-    fn flush(&mut self, ctx: &mut Context<Self>) {
-        if let Some(timer) = self.flush_timer.take() {
-            ctx.cancel_future(timer);
-        }
+    fn flush(&mut self) {
         if self.completed.is_empty() {
             return;
         }
@@ -681,12 +699,27 @@ impl<A: Actor<Context = Context<A>>> Handler<Released> for Dispatcher<A> {
     }
 }
 
+/// Reports the completions gathered so far ([`FLUSH_DELAY`] after the
+/// first of them, while lanes are busy).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct FlushCompleted;
+
+impl<A: Actor<Context = Context<A>>> Handler<FlushCompleted> for Dispatcher<A> {
+    type Result = ();
+
+    fn handle(&mut self, _: FlushCompleted, _: &mut Context<Self>) {
+        self.flush_timer = false;
+        self.flush();
+    }
+}
+
 impl<A: Actor<Context = Context<A>>> Handler<Shutdown> for Dispatcher<A> {
     type Result = ();
 
     fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
         // What is finished is reported, so the connection commits it.
-        self.flush(ctx);
+        self.flush();
         ctx.stop();
     }
 }
