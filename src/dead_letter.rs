@@ -28,10 +28,10 @@ use kafkactor_actors::{ChildRef, Shutdown};
 
 use kafkactor_actors::{Events, SupervisionEvent};
 
+use crate::connection::producer::produce;
 use crate::connection::producer::ProducerConnection;
 use crate::envelope::{header, now_ms, OutgoingRecord, Record};
 use crate::error::Result;
-use crate::producer::produce;
 
 /// Why a record was dead-lettered; written to the `x-error-kind` header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

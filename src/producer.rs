@@ -15,17 +15,19 @@
 //! when the Producer itself is restarted answer `MailboxError::Closed`, and
 //! the publisher sends them again through the same handle.
 
+use std::cell::RefCell;
 use std::future::Future;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use actix::dev::{MessageResponse, OneshotSender};
 use actix::prelude::*;
 use futures_util::future::Either;
 use kafkactor_actors::{ChildRef, Shutdown};
-use tokio::sync::oneshot;
 
-use crate::broker::Delivered;
-use crate::connection::producer::{Produce, ProducerConnection};
+use crate::broker::{Delivered, Failed, WriteResult};
+use crate::connection::producer::{ProduceBatch, ProducerConnection, Reply, Write};
 use crate::delay::Plan;
 use crate::envelope::{header, new_message_id, OutgoingRecord};
 use crate::error::{Error, Result};
@@ -37,6 +39,9 @@ pub struct Producer {
     max_message_bytes: usize,
     delivery_timeout: Duration,
     delays: Option<Arc<Plan>>,
+    outbox: Rc<RefCell<Outbox>>,
+    /// This incarnation, where failed writes come back to be sent again.
+    me: Option<Arc<Recipient<Resend>>>,
 }
 
 impl std::fmt::Debug for Producer {
@@ -59,6 +64,8 @@ impl Producer {
             max_message_bytes,
             delivery_timeout,
             delays,
+            outbox: Rc::default(),
+            me: None,
         }
     }
 }
@@ -137,97 +144,245 @@ pub(crate) fn prepare(
     Ok((record, delayed))
 }
 
-impl Actor for Producer {
-    type Context = Context<Self>;
+/// The answer a publisher gets, once its record's fate is known: a
+/// [`Write`]'s reply. A failure that may pass goes back to the Producer
+/// incarnation that took the publish, which sends the record again.
+pub(crate) struct PublishReply {
+    /// None for a `do_send` publish: failures are logged.
+    tx: Option<OneshotSender<Result<PublishOutcome>>>,
+    delayed: Option<Delayed>,
+    deadline: Instant,
+    /// Sends made so far after the first.
+    resends: u32,
+    producer: Arc<Recipient<Resend>>,
 }
 
-impl Handler<Publish> for Producer {
-    // A task per publish, not a future in the actor's context: actix polls
-    // every future of a context on each wake-up, which is quadratic with
-    // thousands of publishes awaiting Kafka's acknowledgement.
-    type Result = ResponseFuture<Result<PublishOutcome>>;
+impl PublishReply {
+    pub(crate) fn answer(self, result: WriteResult) {
+        let failed = match result {
+            Ok(delivered) => {
+                let outcome = outcome(delivered, self.delayed);
+                return self.send(Ok(outcome));
+            }
+            Err(failed) => *failed,
+        };
+        let error = match failed {
+            Failed {
+                error,
+                record: Some(record),
+            } if error.is_retriable() => {
+                let producer = self.producer.clone();
+                let resend = Resend {
+                    write: Write::new(record, Reply::Publish(self)),
+                    error,
+                };
+                match producer.try_send(resend) {
+                    Ok(()) => return,
+                    // That Producer is gone: the failure is final.
+                    Err(SendError::Closed(resend) | SendError::Full(resend)) => {
+                        let Resend { write, error } = resend;
+                        let (_, reply) = write.into_parts();
+                        match reply {
+                            Reply::Publish(reply) => return reply.send(Err(error)),
+                            Reply::Channel(_) => unreachable!("a publish has a publish reply"),
+                        }
+                    }
+                }
+            }
+            Failed { error, .. } => error,
+        };
+        self.send(Err(error))
+    }
 
-    fn handle(&mut self, publish: Publish, _: &mut Context<Self>) -> Self::Result {
-        let (record, delayed) =
-            match prepare(publish, self.max_message_bytes, self.delays.as_deref()) {
-                Ok(r) => r,
-                Err(e) => return Box::pin(async move { Err(e) }),
-            };
-        let write = produce(self.connection.clone(), record, self.delivery_timeout);
-        Box::pin(async move {
-            let Delivered { partition, offset } = write.await?;
-            Ok(match delayed {
-                None => PublishOutcome::Direct { partition, offset },
-                Some(Delayed { deliver_at, bucket }) => PublishOutcome::Delayed {
-                    deliver_at: SystemTime::UNIX_EPOCH
-                        + Duration::from_millis(deliver_at.max(0) as u64),
-                    bucket,
-                    partition,
-                    offset,
-                },
-            })
-        })
+    fn send(self, result: Result<PublishOutcome>) {
+        match (self.tx, result) {
+            (Some(tx), result) => {
+                let _ = tx.send(result);
+            }
+            (None, Err(e)) => tracing::warn!(error = %e, "a do_send publish failed"),
+            (None, Ok(_)) => {}
+        }
     }
 }
 
-/// Writes `record` through the current connection, resending after retriable
-/// failures and connection restarts until `timeout` has passed.
-///
-/// The first attempt is enqueued in the connection's mailbox before this
-/// returns, so records reach the broker in the order `produce` was called.
-pub(crate) fn produce(
-    connection: ChildRef<ProducerConnection>,
-    record: OutgoingRecord,
-    timeout: Duration,
-) -> impl Future<Output = Result<Delivered>> + 'static {
-    let send = |conn: &Addr<ProducerConnection>, record: OutgoingRecord| {
-        let (reply, answer) = oneshot::channel();
-        conn.do_send(Produce { record, reply });
-        answer
-    };
-    let first = connection
-        .get_numbered()
-        .map(|(conn, n)| (send(&conn, record.clone()), n));
-    async move {
-        let deadline = crate::clock::deadline_in(timeout);
-        let mut pending = first;
-        let mut failed_incarnation = 0;
-        let mut backoff = Duration::from_millis(5);
-        loop {
-            let (answer, incarnation) = match pending.take() {
-                Some(first) => first,
-                None => {
-                    let remaining = deadline.saturating_duration_since(Instant::now());
-                    let Some((conn, n)) =
-                        connection.ready_after(failed_incarnation, remaining).await
-                    else {
-                        return Err(Error::Unavailable(format!(
-                            "no producer connection within the delivery timeout of {timeout:?}"
-                        )));
-                    };
-                    (send(&conn, record.clone()), n)
+/// Where a record published now or delayed went.
+fn outcome(Delivered { partition, offset }: Delivered, delayed: Option<Delayed>) -> PublishOutcome {
+    match delayed {
+        None => PublishOutcome::Direct { partition, offset },
+        Some(Delayed { deliver_at, bucket }) => PublishOutcome::Delayed {
+            deliver_at: SystemTime::UNIX_EPOCH + Duration::from_millis(deliver_at.max(0) as u64),
+            bucket,
+            partition,
+            offset,
+        },
+    }
+}
+
+/// A publish whose write failed in a way that may pass: sent again after a
+/// backoff, unless its delivery timeout would pass first.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Resend {
+    write: Write,
+    error: Error,
+}
+
+/// The writes taken since the Producer last handed a batch to its connection.
+#[derive(Default)]
+struct Outbox {
+    writes: Vec<Write>,
+}
+
+/// The [`Producer`]'s immediate answer to a [`Publish`]: the record is
+/// queued for its connection, and the publisher's reply waits beside it
+/// until the broker has it (no future or task per publish). Not named by
+/// users: `send` on the Producer's address resolves to the outcome.
+pub struct Queued {
+    prepared: Result<(OutgoingRecord, Option<Delayed>)>,
+    outbox: Rc<RefCell<Outbox>>,
+    producer: Option<Arc<Recipient<Resend>>>,
+    delivery_timeout: Duration,
+}
+
+impl std::fmt::Debug for Queued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queued")
+            .field("ok", &self.prepared.is_ok())
+            .finish()
+    }
+}
+
+impl MessageResponse<Producer, Publish> for Queued {
+    fn handle(
+        self,
+        ctx: &mut Context<Producer>,
+        tx: Option<OneshotSender<Result<PublishOutcome>>>,
+    ) {
+        let (record, delayed) = match self.prepared {
+            Ok(prepared) => prepared,
+            Err(e) => {
+                if let Some(tx) = tx {
+                    let _ = tx.send(Err(e));
+                } else {
+                    tracing::warn!(error = %e, "a do_send publish failed");
                 }
-            };
-            let error = match answer.await {
-                Ok(Ok(delivered)) => return Ok(delivered),
-                Ok(Err(e)) if !e.is_retriable() => return Err(e),
-                Ok(Err(e)) => e,
-                Err(_) => {
-                    // The connection stopped before answering: wait for the next one.
-                    failed_incarnation = incarnation;
-                    Error::Unavailable("producer connection stopped".into())
-                }
-            };
-            if Instant::now()
-                .checked_add(backoff)
-                .is_none_or(|t| t >= deadline)
-            {
-                return Err(error);
+                return;
             }
-            tracing::debug!(topic = %record.topic, %error, ?backoff, "publish failed; sending again");
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(1));
+        };
+        let Some(producer) = self.producer else {
+            return; // not started: cannot happen once it handles messages
+        };
+        let reply = PublishReply {
+            tx,
+            delayed,
+            deadline: crate::clock::deadline_in(self.delivery_timeout),
+            resends: 0,
+            producer,
+        };
+        let mut outbox = self.outbox.borrow_mut();
+        if outbox.writes.is_empty() {
+            // Handed over once the mailbox is drained: one batch per wake-up.
+            ctx.notify(Flush);
         }
+        outbox
+            .writes
+            .push(Write::new(record, Reply::Publish(reply)));
+    }
+}
+
+/// Hands the outbox to the connection.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Flush;
+
+impl Producer {
+    /// Hands the writes taken so far to the current connection, waiting
+    /// for one (without taking further publishes meanwhile, so they keep
+    /// their order) up to the delivery timeout.
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        let writes = std::mem::take(&mut self.outbox.borrow_mut().writes);
+        if writes.is_empty() {
+            return;
+        }
+        if let Some(conn) = self.connection.get() {
+            // Should it stop before handling them, each write answers
+            // "connection stopped" with its record, and is sent again.
+            return conn.do_send(ProduceBatch(writes));
+        }
+        let (connection, timeout) = (self.connection.clone(), self.delivery_timeout);
+        ctx.wait(
+            async move { connection.ready(timeout).await }
+                .into_actor(self)
+                .map(move |conn, _, _| match conn {
+                    Some(conn) => conn.do_send(ProduceBatch(writes)),
+                    None => {
+                        for write in writes {
+                            let (_, reply) = write.into_parts();
+                            reply.answer(Err(Failed::without_record(Error::Unavailable(format!(
+                                "no producer connection within the delivery timeout of {timeout:?}"
+                            )))));
+                        }
+                    }
+                }),
+        );
+    }
+}
+
+impl Actor for Producer {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.me = Some(Arc::new(ctx.address().recipient()));
+    }
+}
+
+impl Handler<Publish> for Producer {
+    type Result = Queued;
+
+    fn handle(&mut self, publish: Publish, _: &mut Context<Self>) -> Queued {
+        Queued {
+            prepared: prepare(publish, self.max_message_bytes, self.delays.as_deref()),
+            outbox: self.outbox.clone(),
+            producer: self.me.clone(),
+            delivery_timeout: self.delivery_timeout,
+        }
+    }
+}
+
+impl Handler<Flush> for Producer {
+    type Result = ();
+
+    fn handle(&mut self, _: Flush, ctx: &mut Context<Self>) {
+        self.flush(ctx);
+    }
+}
+
+impl Handler<Resend> for Producer {
+    type Result = ();
+
+    fn handle(&mut self, Resend { mut write, error }: Resend, ctx: &mut Context<Self>) {
+        let Reply::Publish(reply) = write.reply_mut() else {
+            unreachable!("the Producer resends publishes only");
+        };
+        let backoff = Duration::from_millis(5)
+            .saturating_mul(1 << reply.resends.min(8))
+            .min(Duration::from_secs(1));
+        if Instant::now()
+            .checked_add(backoff)
+            .is_none_or(|t| t >= reply.deadline)
+        {
+            let (_, reply) = write.into_parts();
+            if let Reply::Publish(reply) = reply {
+                reply.send(Err(error));
+            }
+            return;
+        }
+        reply.resends += 1;
+        tracing::debug!(topic = %write.record().topic, %error, ?backoff, "publish failed; sending again");
+        ctx.run_later(backoff, move |act, ctx| {
+            act.outbox.borrow_mut().writes.push(write);
+            act.flush(ctx);
+        });
     }
 }
 
@@ -281,10 +436,15 @@ impl ProducerHandle {
         publish: Publish,
     ) -> impl Future<Output = std::result::Result<Result<PublishOutcome>, MailboxError>> + 'static
     {
-        match self.producer.get() {
-            // Enqueued now: publishes keep the order of the calls.
-            Some(addr) => Either::Left(addr.send(publish)),
-            None => {
+        let mut publish = Some(publish);
+        // Enqueued now: publishes keep the order of the calls.
+        let sent = self
+            .producer
+            .with(|addr, _| addr.send(publish.take().expect("taken once")));
+        match (sent, publish) {
+            (Some(request), _) => Either::Left(request),
+            (None, publish) => {
+                let publish = publish.expect("not taken");
                 let (producer, wait) = (self.producer.clone(), self.wait);
                 Either::Right(async move {
                     match producer.ready(wait).await {
@@ -299,6 +459,13 @@ impl ProducerHandle {
     /// Publishes without waiting for the outcome (lost if no Producer runs
     /// within the delivery timeout; failures are logged, not returned).
     pub fn do_send(&self, publish: Publish) {
+        let mut publish = Some(publish);
+        let sent = self
+            .producer
+            .with(|addr, _| addr.do_send(publish.take().expect("taken once")));
+        let Some(publish) = publish.filter(|_| sent.is_none()) else {
+            return;
+        };
         let sent = self.send(publish);
         actix_rt::spawn(async move {
             match sent.await {

@@ -35,10 +35,43 @@ pub(crate) struct Delivered {
     pub(crate) offset: i64,
 }
 
+/// A write that failed, with the record when it can be sent again.
+#[derive(Debug)]
+pub(crate) struct Failed {
+    pub(crate) error: Error,
+    /// The record, given back so it can be written again without having
+    /// been copied (None once it is gone, e.g. into a dropped client).
+    pub(crate) record: Option<OutgoingRecord>,
+}
+
+impl Failed {
+    /// A failure giving `record` back (boxed: failures are rare, and a
+    /// small `Ok` moves on every write).
+    pub(crate) fn new(error: Error, record: OutgoingRecord) -> Box<Self> {
+        Box::new(Failed {
+            error,
+            record: Some(record),
+        })
+    }
+
+    /// A failure whose record is gone.
+    pub(crate) fn without_record(error: Error) -> Box<Self> {
+        Box::new(Failed {
+            error,
+            record: None,
+        })
+    }
+}
+
+/// Where a write landed, or why it did not.
+pub(crate) type WriteResult = std::result::Result<Delivered, Box<Failed>>;
+
 /// What [`ProducerClient::send`] did with a record.
 pub(crate) enum Enqueued {
+    /// Written (or refused) already: the embedded broker answers at once.
+    Done(WriteResult),
     /// Enqueued; the future gives where it landed.
-    Sent(BoxFuture<'static, Result<Delivered>>),
+    Sent(BoxFuture<'static, WriteResult>),
     /// The client's queue is full: try again shortly, before anything else.
     Full(OutgoingRecord),
 }
@@ -97,8 +130,10 @@ pub(crate) trait BrokerBackend: Send + Sync + fmt::Debug {
 /// Writes records.
 pub(crate) trait ProducerClient: Send + Sync {
     /// Enqueues one record now (so records keep the order of the calls) and
-    /// returns a future resolving once the broker has it durably; or gives
-    /// the record back when the client's queue is full.
+    /// returns a future resolving once the broker has it durably (or the
+    /// answer itself, when it is known at once); or gives the record back
+    /// when the client's queue is full. A failed write gives its record back
+    /// where it can.
     fn send(&self, record: OutgoingRecord) -> Enqueued;
     /// Waits until everything sent is acknowledged.
     fn flush(&self) -> BoxFuture<'static, Result<()>>;

@@ -1,56 +1,127 @@
-//! `ProducerConnection`: owns the broker's producer client.
+//! `ProducerConnection`: owns the broker's producer client, and the one
+//! write path every writer uses (the Producer, the Republisher, the
+//! dead-letter handler).
 //!
-//! Messages: [`Produce`] (write one record; the answer, where it landed, goes
-//! to the reply channel the message carries) and `Shutdown` (flush, then
-//! stop). It owns the producer client, created when the actor starts, so a
-//! restart creates a fresh client. `Produce` messages still in the mailbox
-//! when it is restarted are dropped with their reply channels, which their
-//! senders see as "connection stopped" and resend to the next incarnation.
+//! Messages: [`ProduceBatch`] (write these records, in order; each carries
+//! where its answer goes) and `Shutdown` (flush, then stop). It owns the
+//! producer client, created when the actor starts, so a restart creates a
+//! fresh client.
 //!
-//! Order: records are enqueued in the client in the order their `Produce`
-//! messages arrive. A topic seen for the first time is created (when missing)
-//! before its first record, and a full client queue is waited out, both
-//! without handling any other message meanwhile, so neither reorders records.
+//! A record is never copied on its way to the broker. Each [`Write`] holds
+//! its record until the client has it, and a write that fails gives its
+//! record back with the error (a [`Failed`]) to its writer, which sends it
+//! again while the failure may pass and its delivery timeout allows. A write
+//! dropped unanswered (the connection stopped or was restarted with it in
+//! its mailbox or queue) answers "connection stopped" with its record, so
+//! nothing is lost with an incarnation.
 //!
-//! Deliveries: one task per incarnation awaits every pending delivery report
-//! and answers it, so thousands of records awaiting Kafka's acknowledgement
-//! cost one task, not one each; a report already known when the record is
-//! enqueued (the embedded broker) is answered at once.
+//! Order: records are enqueued in the client in the order their writes
+//! arrive. A topic seen for the first time is created (when missing) before
+//! its first record, and a full client queue is waited out, both without
+//! handling any other message meanwhile, so neither reorders records.
+//!
+//! Deliveries: a report known when the record is enqueued (the embedded
+//! broker) is answered at once; one task per incarnation awaits every other
+//! pending report (Kafka's) and answers it, so thousands of records awaiting
+//! Kafka's acknowledgement cost one task, not one each.
 
-use std::collections::HashSet;
+use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use futures_util::future::BoxFuture;
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use futures_util::FutureExt;
-use kafkactor_actors::{fail, Shutdown};
+use kafkactor_actors::{fail, ChildRef, Shutdown};
+use rustc_hash::FxHashSet;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::broker::{BrokerBackend, Delivered, Enqueued, ProducerClient, ProducerConfig};
+use crate::broker::{
+    BrokerBackend, Delivered, Enqueued, Failed, ProducerClient, ProducerConfig, WriteResult,
+};
 use crate::envelope::OutgoingRecord;
 use crate::error::{Error, Result};
+use crate::producer::PublishReply;
 
-/// Where the answer to a [`Produce`] goes.
-pub(crate) type Reply = oneshot::Sender<Result<Delivered>>;
-
-/// Writes one record and answers on `reply`.
-#[derive(Debug, Message)]
+/// Records to write, in order: one message per batch, not per record.
+#[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) struct Produce {
-    pub(crate) record: OutgoingRecord,
-    pub(crate) reply: Reply,
+pub(crate) struct ProduceBatch(pub(crate) Vec<Write>);
+
+/// One record to write and where its answer goes. Dropped unanswered, it
+/// answers that the connection stopped, and gives its record back.
+pub(crate) struct Write {
+    record: Option<OutgoingRecord>,
+    reply: Option<Reply>,
 }
 
-type Pending = (BoxFuture<'static, Result<Delivered>>, Reply);
+/// Where the answer to a [`Write`] goes.
+pub(crate) enum Reply {
+    /// A [`Publish`](crate::Publish): answered by the Producer's rules.
+    Publish(PublishReply),
+    /// A write of [`produce`]: the answer, record included on failure.
+    Channel(oneshot::Sender<WriteResult>),
+}
+
+impl Reply {
+    pub(crate) fn answer(self, result: WriteResult) {
+        match self {
+            Reply::Publish(reply) => reply.answer(result),
+            Reply::Channel(tx) => {
+                let _ = tx.send(result);
+            }
+        }
+    }
+}
+
+impl Write {
+    pub(crate) fn new(record: OutgoingRecord, reply: Reply) -> Self {
+        Write {
+            record: Some(record),
+            reply: Some(reply),
+        }
+    }
+
+    /// The record and its reply, for writing.
+    pub(crate) fn into_parts(mut self) -> (OutgoingRecord, Reply) {
+        match (self.record.take(), self.reply.take()) {
+            (Some(record), Some(reply)) => (record, reply),
+            _ => unreachable!("a write's parts are taken once, by value"),
+        }
+    }
+
+    pub(crate) fn record(&self) -> &OutgoingRecord {
+        self.record.as_ref().expect("a write has its record")
+    }
+
+    pub(crate) fn reply_mut(&mut self) -> &mut Reply {
+        self.reply.as_mut().expect("a write has its reply")
+    }
+}
+
+impl Drop for Write {
+    fn drop(&mut self) {
+        if let Some(reply) = self.reply.take() {
+            reply.answer(Err(Box::new(Failed {
+                error: Error::Unavailable("producer connection stopped".into()),
+                record: self.record.take(),
+            })));
+        }
+    }
+}
+
+type Pending = (BoxFuture<'static, WriteResult>, Reply);
 
 pub(crate) struct ProducerConnection {
     backend: Arc<dyn BrokerBackend>,
     config: ProducerConfig,
     client: Option<Arc<dyn ProducerClient>>,
-    known_topics: HashSet<Arc<str>>,
+    known_topics: FxHashSet<Arc<str>>,
     deliveries: Option<mpsc::UnboundedSender<Pending>>,
+    /// Writes arrived and not yet handed to the client (while a topic is
+    /// created or the client's queue is full), in order.
+    queue: VecDeque<Write>,
 }
 
 impl ProducerConnection {
@@ -59,35 +130,65 @@ impl ProducerConnection {
             backend,
             config,
             client: None,
-            known_topics: HashSet::new(),
+            known_topics: FxHashSet::default(),
             deliveries: None,
+            queue: VecDeque::new(),
         }
     }
 
-    /// Hands `record` to the client now, or after room frees up in its queue.
-    fn enqueue(&mut self, record: OutgoingRecord, reply: Reply, ctx: &mut Context<Self>) {
-        let Some(client) = &self.client else {
-            let _ = reply.send(Err(Error::Unavailable("producer client".into())));
+    /// Hands the queued writes to the client, in order, until one has to
+    /// wait (a new topic, a full client queue): the rest wait with it,
+    /// and no other message is handled meanwhile.
+    fn drain(&mut self, ctx: &mut Context<Self>) {
+        let Some(client) = self.client.clone() else {
+            // Dropped, each answers "connection stopped" with its record.
+            self.queue.clear();
             return;
         };
-        match client.send(record) {
-            Enqueued::Sent(mut delivery) => match (&mut delivery).now_or_never() {
-                Some(result) => {
-                    let _ = reply.send(result);
-                }
-                None => {
+        while let Some(write) = self.queue.pop_front() {
+            if !self.known_topics.contains(&write.record().topic) {
+                let topic = write.record().topic.clone();
+                self.queue.push_front(write);
+                ctx.wait(
+                    self.backend
+                        .ensure_topic(&topic, None)
+                        .into_actor(self)
+                        .map(move |result, act, ctx| {
+                            match result {
+                                Ok(()) => {
+                                    act.known_topics.insert(topic);
+                                }
+                                Err(error) => {
+                                    if let Some(write) = act.queue.pop_front() {
+                                        let (record, reply) = write.into_parts();
+                                        reply.answer(Err(Failed::new(error, record)));
+                                    }
+                                }
+                            }
+                            act.drain(ctx);
+                        }),
+                );
+                return;
+            }
+            let (record, reply) = write.into_parts();
+            match client.send(record) {
+                Enqueued::Done(result) => reply.answer(result),
+                Enqueued::Sent(delivery) => {
                     if let Some(deliveries) = &self.deliveries {
-                        // Fails only once the task is gone, with the actor.
+                        // Fails only once the task is gone, with the actor;
+                        // the reply then answers as dropped.
                         let _ = deliveries.send((delivery, reply));
                     }
                 }
-            },
-            Enqueued::Full(record) => {
-                ctx.wait(
-                    tokio::time::sleep(QUEUE_FULL_WAIT)
-                        .into_actor(self)
-                        .map(move |(), act, ctx| act.enqueue(record, reply, ctx)),
-                );
+                Enqueued::Full(record) => {
+                    self.queue.push_front(Write::new(record, reply));
+                    ctx.wait(
+                        tokio::time::sleep(QUEUE_FULL_WAIT)
+                            .into_actor(self)
+                            .map(|(), act, ctx| act.drain(ctx)),
+                    );
+                    return;
+                }
             }
         }
     }
@@ -104,7 +205,7 @@ async fn answer_deliveries(mut incoming: mpsc::UnboundedReceiver<Pending>) {
         tokio::select! {
             next = incoming.recv() => match next {
                 Some((delivery, reply)) => pending.push(async move {
-                    let _ = reply.send(delivery.await);
+                    reply.answer(delivery.await);
                 }),
                 None => break,
             },
@@ -131,28 +232,16 @@ impl Actor for ProducerConnection {
     }
 }
 
-impl Handler<Produce> for ProducerConnection {
+impl Handler<ProduceBatch> for ProducerConnection {
     type Result = ();
 
-    fn handle(&mut self, Produce { record, reply }: Produce, ctx: &mut Context<Self>) {
-        if self.known_topics.contains(&record.topic) {
-            return self.enqueue(record, reply, ctx);
+    fn handle(&mut self, ProduceBatch(writes): ProduceBatch, ctx: &mut Context<Self>) {
+        if self.queue.is_empty() {
+            self.queue = VecDeque::from(writes);
+        } else {
+            self.queue.extend(writes);
         }
-        let topic = record.topic.clone();
-        ctx.wait(
-            self.backend
-                .ensure_topic(&topic, None)
-                .into_actor(self)
-                .map(move |result, act, ctx| match result {
-                    Ok(()) => {
-                        act.known_topics.insert(topic);
-                        act.enqueue(record, reply, ctx);
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(e));
-                    }
-                }),
-        );
+        self.drain(ctx);
     }
 }
 
@@ -172,5 +261,79 @@ impl Handler<Shutdown> for ProducerConnection {
             .into_actor(self)
             .map(|(), _, ctx| ctx.stop()),
         )
+    }
+}
+
+/// Writes `record` through the current connection, sending it again after
+/// failures that may pass and after connection restarts, until `timeout`
+/// has passed.
+///
+/// The first attempt is enqueued in the connection's mailbox before this
+/// returns, so records reach the broker in the order `produce` was called.
+pub(crate) fn produce(
+    connection: ChildRef<ProducerConnection>,
+    record: OutgoingRecord,
+    timeout: Duration,
+) -> impl Future<Output = Result<Delivered>> + 'static {
+    let send = |conn: Addr<ProducerConnection>, n: u64, record: OutgoingRecord| {
+        let (tx, answer) = oneshot::channel();
+        conn.do_send(ProduceBatch(vec![Write::new(record, Reply::Channel(tx))]));
+        (answer, conn, n)
+    };
+    let first = match connection.get_numbered() {
+        Some((conn, n)) => Ok(send(conn, n, record)),
+        None => Err(record),
+    };
+    async move {
+        let deadline = crate::clock::deadline_in(timeout);
+        let mut next = first;
+        let mut failed_incarnation = 0;
+        let mut backoff = Duration::from_millis(5);
+        loop {
+            let (answer, conn, incarnation) = match next {
+                Ok(sent) => sent,
+                Err(record) => {
+                    let remaining = deadline.saturating_duration_since(Instant::now());
+                    let Some((conn, n)) =
+                        connection.ready_after(failed_incarnation, remaining).await
+                    else {
+                        return Err(Error::Unavailable(format!(
+                            "no producer connection within the delivery timeout of {timeout:?}"
+                        )));
+                    };
+                    send(conn, n, record)
+                }
+            };
+            let failed = match answer.await {
+                Ok(Ok(delivered)) => return Ok(delivered),
+                Ok(Err(failed)) => *failed,
+                Err(_) => {
+                    return Err(Error::Unavailable(
+                        "producer connection stopped with the record".into(),
+                    ))
+                }
+            };
+            let (error, record) = match failed {
+                Failed {
+                    error,
+                    record: Some(record),
+                } if error.is_retriable() => (error, record),
+                Failed { error, .. } => return Err(error),
+            };
+            if !conn.connected() {
+                // Wait for the next incarnation.
+                failed_incarnation = incarnation;
+            }
+            if Instant::now()
+                .checked_add(backoff)
+                .is_none_or(|t| t >= deadline)
+            {
+                return Err(error);
+            }
+            tracing::debug!(topic = %record.topic, %error, ?backoff, "write failed; sending again");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+            next = Err(record);
+        }
     }
 }

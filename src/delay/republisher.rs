@@ -45,11 +45,11 @@ use crate::broker::Delivered;
 use crate::connection::consumer::{
     Completed, ConsumerConnection, Deliver, DispatcherReady, Generations, Hold, Released,
 };
+use crate::connection::producer::produce;
 use crate::connection::producer::ProducerConnection;
 use crate::dead_letter::{DeadLetter, DeadLetterRecord, FailureKind};
 use crate::envelope::{header, now_ms, OutgoingRecord, Record, TopicPartition};
 use crate::error::{check_topic, Result};
-use crate::producer::produce;
 use crate::subscription::dead_letter_topic;
 
 /// Heads due sooner than this are waited for without pausing the partition:

@@ -16,7 +16,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
 use super::{produce_error, KafkaConfig};
-use crate::broker::{Delivered, Enqueued, ProducerClient, ProducerConfig};
+use crate::broker::{Delivered, Enqueued, Failed, ProducerClient, ProducerConfig};
 use crate::envelope::OutgoingRecord;
 use crate::error::{Error, Result};
 
@@ -76,31 +76,30 @@ impl ProducerClient for KafkaProducer {
         }
         let result = self.producer.send_result(fr).map_err(|(e, _)| e);
         match result {
-            Ok(delivery) => {
-                let topic = record.topic;
-                Enqueued::Sent(
-                    async move {
-                        match delivery.await {
-                            Ok(Ok(d)) => Ok(Delivered {
-                                partition: d.partition,
-                                offset: d.offset,
-                            }),
-                            Ok(Err((e, _))) => Err(produce_error(&topic, &e)),
-                            Err(_) => {
-                                Err(Error::Unavailable("the Kafka producer was closed".into()))
-                            }
+            // librdkafka has its own copy of the bytes; the record waits
+            // beside the delivery report, to be given back if it fails.
+            Ok(delivery) => Enqueued::Sent(
+                async move {
+                    match delivery.await {
+                        Ok(Ok(d)) => Ok(Delivered {
+                            partition: d.partition,
+                            offset: d.offset,
+                        }),
+                        Ok(Err((e, _))) => {
+                            Err(Failed::new(produce_error(&record.topic, &e), record))
                         }
+                        Err(_) => Err(Failed::new(
+                            Error::Unavailable("the Kafka producer was closed".into()),
+                            record,
+                        )),
                     }
-                    .boxed(),
-                )
-            }
+                }
+                .boxed(),
+            ),
             Err(KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)) => {
                 Enqueued::Full(record)
             }
-            Err(e) => {
-                let error = produce_error(&record.topic, &e);
-                Enqueued::Sent(async move { Err(error) }.boxed())
-            }
+            Err(e) => Enqueued::Done(Err(Failed::new(produce_error(&record.topic, &e), record))),
         }
     }
 

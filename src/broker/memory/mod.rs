@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use futures_util::future::{self, BoxFuture, FutureExt};
 
 use super::{
-    BrokerBackend, ConsumerClient, ConsumerConfig, Delivered, Enqueued, ProducerClient,
-    ProducerConfig,
+    BrokerBackend, ConsumerClient, ConsumerConfig, Delivered, Enqueued, Failed, ProducerClient,
+    ProducerConfig, WriteResult,
 };
 use crate::envelope::{OutgoingRecord, Record, TopicPartition};
 use crate::error::{check_topic, Error, Result};
@@ -177,20 +177,23 @@ impl MemoryBroker {
         Ok(())
     }
 
-    fn append(&self, record: OutgoingRecord) -> Result<Delivered> {
+    fn append(&self, record: OutgoingRecord) -> WriteResult {
         let mut state = self.lock();
-        self.ensure_locked(&mut state, &record.topic, None)?;
+        if let Err(e) = self.ensure_locked(&mut state, &record.topic, None) {
+            return Err(Failed::new(e, record));
+        }
         let topic = state.topics.get_mut(&*record.topic).expect("just ensured");
         let n = topic.partitions.len() as i32;
         let partition = match (record.partition, &record.key) {
             (Some(p), _) if (0..n).contains(&p) => p,
             (Some(p), _) => {
-                return Err(Error::Produce {
+                let error = Error::Produce {
                     topic: record.topic.to_string(),
                     reason: format!("partition {p} does not exist (topic has {n})"),
                     code: Some("UnknownTopicOrPartition".into()),
                     retriable: false,
-                })
+                };
+                return Err(Failed::new(error, record));
             }
             (None, Some(key)) => partition_for_key(key, n),
             (None, None) => {
@@ -230,7 +233,7 @@ struct MemoryProducer {
 
 impl ProducerClient for MemoryProducer {
     fn send(&self, record: OutgoingRecord) -> Enqueued {
-        Enqueued::Sent(future::ready(self.broker.append(record)).boxed())
+        Enqueued::Done(self.broker.append(record))
     }
 
     fn flush(&self) -> BoxFuture<'static, Result<()>> {
