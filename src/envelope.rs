@@ -62,7 +62,11 @@ pub mod header {
         use std::sync::{Arc, LazyLock};
         const KNOWN: [&str; 4] = [MESSAGE_ID, CONTENT_TYPE, TYPE_NAME, TIMESTAMP];
         static NAMES: LazyLock<[Arc<str>; 4]> = LazyLock::new(|| KNOWN.map(Arc::from));
-        match KNOWN.iter().position(|k| *k == name) {
+        // The constants themselves come by address; others by value.
+        let by_address = KNOWN
+            .iter()
+            .position(|k| std::ptr::eq(k.as_ptr(), name.as_ptr()) && k.len() == name.len());
+        match by_address.or_else(|| KNOWN.iter().position(|k| *k == name)) {
             Some(i) => NAMES[i].clone(),
             None => Arc::from(name),
         }
@@ -157,6 +161,12 @@ impl Headers {
     /// its name.
     pub(crate) fn insert_known(&mut self, name: &'static str, value: impl Into<Bytes>) {
         self.insert(header::interned(name), value);
+    }
+
+    /// Appends a well-known header (a [`header`] constant) known to be
+    /// absent, without allocating its name.
+    pub(crate) fn append_known(&mut self, name: &'static str, value: impl Into<Bytes>) {
+        self.0.push((header::interned(name), Some(value.into())));
     }
 
     /// Bytes taken by names and values.

@@ -1,6 +1,7 @@
 //! The `Publish` message: a record to send, built by value like
 //! `FutureRecord::to(..).key(..).payload(..)`.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use actix::Message;
@@ -25,7 +26,7 @@ use crate::error::{Error, Result};
 /// ```
 #[derive(Debug, Clone)]
 pub struct Publish {
-    pub(crate) topic: String,
+    pub(crate) topic: Arc<str>,
     pub(crate) partition: Option<i32>,
     pub(crate) key: Option<Bytes>,
     pub(crate) headers: Headers,
@@ -71,9 +72,9 @@ pub(crate) fn epoch_ms_rounded_up(t: SystemTime) -> i64 {
 impl Publish {
     /// A record for `topic`, with an empty payload until
     /// [`message`](Publish::message) or [`payload`](Publish::payload) sets one.
-    pub fn to(topic: impl Into<String>) -> Self {
+    pub fn to(topic: impl AsRef<str>) -> Self {
         Publish {
-            topic: topic.into(),
+            topic: Arc::from(topic.as_ref()),
             partition: None,
             key: None,
             headers: Headers::new(),

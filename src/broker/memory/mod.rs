@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures_util::future::{self, BoxFuture, FutureExt};
+use rustc_hash::FxHashMap;
 
 use super::{
     BrokerBackend, ConsumerClient, ConsumerConfig, Delivered, Enqueued, Failed, ProducerClient,
@@ -31,7 +32,7 @@ struct Topic {
 
 #[derive(Debug, Default)]
 pub(crate) struct State {
-    topics: HashMap<Arc<str>, Topic>,
+    topics: FxHashMap<Arc<str>, Topic>,
     groups: HashMap<String, Group>,
     next_member: u64,
 }
