@@ -16,6 +16,8 @@
 //!   group's lag is zero.
 //! - `publish`: N records published through the Producer actor (256 in
 //!   flight), each answered once the embedded broker has it.
+//! - `publish_batch`: the same records as `PublishBatch`es of 256, each
+//!   answered once with every outcome.
 
 use std::alloc::{GlobalAlloc, Layout, System as Heap};
 use std::collections::VecDeque;
@@ -172,7 +174,21 @@ fn consume(n: u64) -> u64 {
     ALLOCATIONS.load(Ordering::Relaxed) - before
 }
 
-fn publish_only(n: u64) -> u64 {
+/// Publishes `n` records in batches of [`IN_FLIGHT`].
+async fn publish_batches(producer: &kafkactor::ProducerHandle, n: u64) {
+    let mut id = 0;
+    while id < n {
+        let end = (id + IN_FLIGHT as u64).min(n);
+        let outcomes = producer
+            .send_batch(PublishBatch((id..end).map(order).collect()))
+            .await
+            .expect("the Producer answers");
+        assert!(outcomes.iter().all(Result::is_ok), "published");
+        id = end;
+    }
+}
+
+fn publish_only(n: u64, batched: bool) -> u64 {
     let system = actix::System::new();
     let broker = Broker::memory_with_partitions(1).expect("a broker");
     let app = system.block_on(async {
@@ -187,7 +203,13 @@ fn publish_only(n: u64) -> u64 {
     });
     let producer = app.producer();
     let before = ALLOCATIONS.load(Ordering::Relaxed);
-    kafkactor_measured_phase(&mut || system.block_on(publish(&producer, n)));
+    kafkactor_measured_phase(&mut || {
+        if batched {
+            system.block_on(publish_batches(&producer, n))
+        } else {
+            system.block_on(publish(&producer, n))
+        }
+    });
     let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
     let memory = broker.as_memory().expect("the embedded broker");
     assert_eq!(
@@ -203,13 +225,13 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.as_slice() {
         // scripts/instructions.sh, under callgrind.
-        [scenario, n] if matches!(scenario.as_str(), "consume" | "publish") => {
+        [scenario, n] if matches!(scenario.as_str(), "consume" | "publish" | "publish_batch") => {
             let n = n.parse::<u64>().expect("a record count");
             println!("allocations={}", run(scenario, n));
         }
         // `cargo bench`: a quick smoke run of both.
         [bench] if bench == "--bench" => {
-            for scenario in ["consume", "publish"] {
+            for scenario in ["consume", "publish", "publish_batch"] {
                 let allocations = run(scenario, 1_000);
                 println!("{scenario} 1000: allocations={allocations}");
             }
@@ -223,7 +245,8 @@ fn main() {
 fn run(scenario: &str, n: u64) -> u64 {
     match scenario {
         "consume" => consume(n),
-        "publish" => publish_only(n),
-        other => panic!("unknown scenario {other}: consume or publish"),
+        "publish" => publish_only(n, false),
+        "publish_batch" => publish_only(n, true),
+        other => panic!("unknown scenario {other}: consume, publish or publish_batch"),
     }
 }

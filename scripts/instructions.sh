@@ -48,7 +48,7 @@ measure() {
 
 results="$OUT/results.txt"
 : >"$results"
-for scenario in consume publish; do
+for scenario in consume publish publish_batch; do
     read -r i1 a1 < <(measure "$scenario" "$N")
     read -r i2 a2 < <(measure "$scenario" $((2 * N)))
     python3 - "$scenario" "$N" "$i1" "$i2" "$a1" "$a2" >>"$results" <<'EOF'

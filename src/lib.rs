@@ -38,7 +38,7 @@ pub use delivery::{Delivery, Outcome};
 pub use envelope::{header, Headers, Record, TopicPartition};
 pub use error::{Error, Result};
 pub use partitioner::{murmur2, partition_for_key};
-pub use producer::{Producer, ProducerHandle};
+pub use producer::{Producer, ProducerHandle, PublishBatch};
 pub use publish::{Publish, PublishOutcome};
 pub use retry::RetryPolicy;
 pub use route::Routes;
@@ -51,7 +51,7 @@ pub use kafkactor_actors::{Backoff, Events, Exit, SupervisionEvent};
 /// The names most applications need: `use kafkactor::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        App, Broker, ContentType, Delivery, Error, Kafkactor, Outcome, Publish, PublishOutcome,
-        RetryPolicy, Routes, Subscription,
+        App, Broker, ContentType, Delivery, Error, Kafkactor, Outcome, Publish, PublishBatch,
+        PublishOutcome, RetryPolicy, Routes, Subscription,
     };
 }

@@ -151,8 +151,7 @@ pub(crate) fn prepare(
 /// [`Write`]'s reply. A failure that may pass goes back to the Producer
 /// incarnation that took the publish, which sends the record again.
 pub(crate) struct PublishReply {
-    /// None for a `do_send` publish: failures are logged.
-    tx: Option<OneshotSender<Result<PublishOutcome>>>,
+    to: Answer,
     delayed: Option<Delayed>,
     deadline: Instant,
     /// Sends made so far after the first.
@@ -198,12 +197,79 @@ impl PublishReply {
     }
 
     fn send(self, result: Result<PublishOutcome>) {
-        match (self.tx, result) {
-            (Some(tx), result) => {
+        match (self.to, result) {
+            (Answer::One(Some(tx)), result) => {
                 let _ = tx.send(result);
             }
-            (None, Err(e)) => tracing::warn!(error = %e, "a do_send publish failed"),
-            (None, Ok(_)) => {}
+            (Answer::One(None), Err(e)) => tracing::warn!(error = %e, "a do_send publish failed"),
+            (Answer::One(None), Ok(_)) => {}
+            (Answer::Batch { batch, index }, result) => batch.set(index, result),
+        }
+    }
+}
+
+/// Who waits for a publish's outcome.
+enum Answer {
+    /// A [`Publish`]'s sender (None for a `do_send`: failures are logged).
+    One(Option<OneshotSender<Result<PublishOutcome>>>),
+    /// One record of a [`PublishBatch`].
+    Batch {
+        batch: Arc<BatchAnswer>,
+        index: usize,
+    },
+}
+
+/// The outcomes of a [`PublishBatch`] as they come; sent, in the batch's
+/// order, once the last one is in.
+struct BatchAnswer {
+    state: std::sync::Mutex<BatchState>,
+}
+
+struct BatchState {
+    outcomes: Vec<Option<Result<PublishOutcome>>>,
+    left: usize,
+    tx: Option<OneshotSender<Vec<Result<PublishOutcome>>>>,
+}
+
+impl BatchAnswer {
+    /// Answers an empty batch.
+    fn set_empty(&self) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(tx) = state.tx.take() {
+            let _ = tx.send(Vec::new());
+        }
+    }
+
+    fn new(len: usize, tx: Option<OneshotSender<Vec<Result<PublishOutcome>>>>) -> Arc<Self> {
+        Arc::new(BatchAnswer {
+            state: std::sync::Mutex::new(BatchState {
+                outcomes: (0..len).map(|_| None).collect(),
+                left: len,
+                tx,
+            }),
+        })
+    }
+
+    fn set(&self, index: usize, outcome: Result<PublishOutcome>) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.outcomes[index].is_some() {
+            return;
+        }
+        if let Err(e) = &outcome {
+            if state.tx.is_none() {
+                tracing::warn!(error = %e, "a do_send publish of a batch failed");
+            }
+        }
+        state.outcomes[index] = Some(outcome);
+        state.left -= 1;
+        if state.left == 0 {
+            let outcomes = std::mem::take(&mut state.outcomes)
+                .into_iter()
+                .map(|o| o.expect("every outcome is in"))
+                .collect();
+            if let Some(tx) = state.tx.take() {
+                let _ = tx.send(outcomes);
+            }
         }
     }
 }
@@ -276,7 +342,7 @@ impl MessageResponse<Producer, Publish> for Queued {
             return; // not started: cannot happen once it handles messages
         };
         let reply = PublishReply {
-            tx,
+            to: Answer::One(tx),
             delayed,
             deadline: crate::clock::deadline_in(self.delivery_timeout),
             resends: 0,
@@ -345,6 +411,111 @@ impl Handler<Publish> for Producer {
     fn handle(&mut self, publish: Publish, _: &mut Context<Self>) -> Queued {
         Queued {
             prepared: prepare(publish, self.max_message_bytes, self.delays.as_deref()),
+            outbox: self.outbox.clone(),
+            producer: self.me.clone(),
+            delivery_timeout: self.delivery_timeout,
+        }
+    }
+}
+
+/// Many records to publish, in order, answered once with every outcome
+/// (in the batch's order): for bulk publishers, one message to the
+/// Producer instead of one per record.
+///
+/// ```
+/// # use kafkactor::prelude::*;
+/// # use kafkactor::PublishBatch;
+/// # #[actix::main] async fn main() -> Result<(), kafkactor::Error> {
+/// let app = Kafkactor::builder().broker(Broker::memory()).start().await?;
+/// let batch = (0..3)
+///     .map(|i| Publish::to("orders").key(format!("order-{i}")).message(&i))
+///     .collect::<Result<Vec<_>, _>>()?;
+/// let outcomes = app.producer().send_batch(PublishBatch(batch)).await.expect("the Producer answers");
+/// assert_eq!(outcomes.len(), 3);
+/// assert!(outcomes.iter().all(|o| matches!(o, Ok(PublishOutcome::Direct { .. }))));
+/// app.shutdown().await
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct PublishBatch(pub Vec<Publish>);
+
+impl Message for PublishBatch {
+    type Result = Vec<Result<PublishOutcome>>;
+}
+
+/// The [`Producer`]'s immediate answer to a [`PublishBatch`]: every record
+/// queued for its connection, each outcome gathered as it comes. Not named
+/// by users.
+pub struct QueuedBatch {
+    prepared: Vec<Result<(OutgoingRecord, Option<Delayed>)>>,
+    outbox: Rc<RefCell<Outbox>>,
+    producer: Option<Arc<Recipient<Resend>>>,
+    delivery_timeout: Duration,
+}
+
+impl std::fmt::Debug for QueuedBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueuedBatch")
+            .field("records", &self.prepared.len())
+            .finish()
+    }
+}
+
+impl MessageResponse<Producer, PublishBatch> for QueuedBatch {
+    fn handle(
+        self,
+        ctx: &mut Context<Producer>,
+        tx: Option<OneshotSender<Vec<Result<PublishOutcome>>>>,
+    ) {
+        let Some(producer) = self.producer else {
+            return; // not started: cannot happen once it handles messages
+        };
+        let batch = BatchAnswer::new(self.prepared.len(), tx);
+        if self.prepared.is_empty() {
+            return batch.set_empty();
+        }
+        let deadline = crate::clock::deadline_in(self.delivery_timeout);
+        let mut outbox = self.outbox.borrow_mut();
+        if outbox.writes.is_empty() {
+            ctx.notify(Flush);
+        }
+        outbox.writes.reserve(self.prepared.len());
+        for (index, prepared) in self.prepared.into_iter().enumerate() {
+            match prepared {
+                Err(e) => batch.set(index, Err(e)),
+                Ok((record, delayed)) => {
+                    let reply = PublishReply {
+                        to: Answer::Batch {
+                            batch: batch.clone(),
+                            index,
+                        },
+                        delayed,
+                        deadline,
+                        resends: 0,
+                        producer: producer.clone(),
+                    };
+                    outbox
+                        .writes
+                        .push(Write::new(record, Reply::Publish(reply)));
+                }
+            }
+        }
+    }
+}
+
+impl Handler<PublishBatch> for Producer {
+    type Result = QueuedBatch;
+
+    fn handle(
+        &mut self,
+        PublishBatch(publishes): PublishBatch,
+        _: &mut Context<Self>,
+    ) -> QueuedBatch {
+        QueuedBatch {
+            prepared: publishes
+                .into_iter()
+                .map(|p| prepare(p, self.max_message_bytes, self.delays.as_deref()))
+                .collect(),
             outbox: self.outbox.clone(),
             producer: self.me.clone(),
             delivery_timeout: self.delivery_timeout,
@@ -439,19 +610,44 @@ impl ProducerHandle {
         publish: Publish,
     ) -> impl Future<Output = std::result::Result<Result<PublishOutcome>, MailboxError>> + 'static
     {
-        let mut publish = Some(publish);
-        // Enqueued now: publishes keep the order of the calls.
+        self.send_message(publish)
+    }
+
+    /// Publishes many records in one message, in order; the answer holds
+    /// every outcome, in the batch's order. `Err(MailboxError)` when no
+    /// Producer took the batch (none of it was published) or the Producer
+    /// stopped before answering (some of it may have been).
+    pub fn send_batch(
+        &self,
+        batch: PublishBatch,
+    ) -> impl Future<Output = std::result::Result<Vec<Result<PublishOutcome>>, MailboxError>> + 'static
+    {
+        self.send_message(batch)
+    }
+
+    /// Sends `message` to the running incarnation now (so messages keep the
+    /// order of the calls), or to the next one within the wait.
+    fn send_message<M>(
+        &self,
+        message: M,
+    ) -> impl Future<Output = std::result::Result<M::Result, MailboxError>> + 'static
+    where
+        M: Message + Send + 'static,
+        M::Result: Send,
+        Producer: Handler<M>,
+    {
+        let mut message = Some(message);
         let sent = self
             .producer
-            .with(|addr, _| addr.send(publish.take().expect("taken once")));
-        match (sent, publish) {
+            .with(|addr, _| addr.send(message.take().expect("taken once")));
+        match (sent, message) {
             (Some(request), _) => Either::Left(request),
-            (None, publish) => {
-                let publish = publish.expect("not taken");
+            (None, message) => {
+                let message = message.expect("not taken");
                 let (producer, wait) = (self.producer.clone(), self.wait);
                 Either::Right(async move {
                     match producer.ready(wait).await {
-                        Some(addr) => addr.send(publish).await,
+                        Some(addr) => addr.send(message).await,
                         None => Err(MailboxError::Closed),
                     }
                 })
