@@ -27,15 +27,15 @@ use serde::de::DeserializeOwned;
 
 use crate::broker::{Broker, ProducerConfig};
 use crate::connection::producer::ProducerConnection;
-use crate::consumer::tree::{subscription_spec, Shared};
 use crate::dead_letter::DeadLetter;
 use crate::delay::tree::republisher_spec;
 use crate::delay::Delays;
 use crate::delivery::{Delivery, Outcome};
 use crate::error::{Error, Result};
-use crate::handler::FnHandler;
 use crate::producer::{Producer, ProducerHandle};
-use crate::route::Routes;
+use crate::subscription::closure::FnHandler;
+use crate::subscription::route::Routes;
+use crate::subscription::tree::{subscription_spec, Shared};
 use crate::subscription::{Subscription, DEFAULT_MAX_RECORD_BYTES};
 
 /// Entry point: `Kafkactor::builder()`.

@@ -8,9 +8,9 @@ use actix::{Actor, Context};
 
 use crate::codec::{content_type_of, ContentType};
 use crate::envelope::Record;
-use crate::route::Routes;
+use crate::subscription::route::Routes;
 
-pub use crate::consumer::watermark::Watermark;
+pub use crate::connection::watermark::Watermark;
 
 /// What a dispatcher decides for one record before it calls a handler:
 /// the route (by the type-name header), the content type it is decoded
@@ -28,7 +28,7 @@ pub fn dispatch_decision<A: Actor<Context = Context<A>>>(
         content_type_of(&record.headers, ContentType::MsgPack).map_err(|e| e.to_string())?;
     Ok((
         content_type,
-        crate::dispatch::lane_of_key(record.key.as_deref(), 0, lanes),
+        crate::subscription::dispatcher::lane_of_key(record.key.as_deref(), 0, lanes),
     ))
 }
 

@@ -14,19 +14,14 @@ mod broker;
 mod clock;
 mod codec;
 mod connection;
-mod consumer;
 mod dead_letter;
 mod delay;
 mod delivery;
-mod dispatch;
 mod envelope;
 mod error;
-mod handler;
 mod partitioner;
 mod producer;
 mod publish;
-mod retry;
-mod route;
 mod subscription;
 
 pub use app::{App, AppBuilder, Kafkactor};
@@ -40,8 +35,8 @@ pub use error::{Error, Result};
 pub use partitioner::{murmur2, partition_for_key};
 pub use producer::{Producer, ProducerHandle, PublishBatch};
 pub use publish::{Publish, PublishOutcome};
-pub use retry::RetryPolicy;
-pub use route::Routes;
+pub use subscription::retry::RetryPolicy;
+pub use subscription::route::Routes;
 pub use subscription::{IntoTopics, OnRestartLimit, Subscription, DEFAULT_HANDLER_TIMEOUT};
 
 /// Supervision for actix (the `kafkactor-actors` crate), re-exported.

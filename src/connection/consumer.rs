@@ -45,7 +45,7 @@ use kafkactor_actors::{fail, Shutdown};
 use tokio::sync::oneshot;
 
 use crate::broker::{BrokerBackend, ConsumerClient, ConsumerConfig, ConsumerEvent};
-use crate::consumer::watermark::Watermark;
+use crate::connection::watermark::Watermark;
 use crate::envelope::{Record, TopicPartition};
 
 /// A batch of records for a dispatcher, with where to report completions.

@@ -2,3 +2,4 @@
 
 pub(crate) mod consumer;
 pub(crate) mod producer;
+pub(crate) mod watermark;

@@ -30,7 +30,7 @@ use crate::app::PUBLISH_MAILBOX;
 use crate::broker::{ConsumerConfig, OffsetReset, ProducerConfig};
 use crate::connection::consumer::{Assignment, ConsumerConnection, ConsumerSettings};
 use crate::connection::producer::ProducerConnection;
-use crate::consumer::tree::{connection_spec, Shared};
+use crate::subscription::tree::{connection_spec, Shared};
 
 /// How long a revoked bucket partition is kept: not at all. What the
 /// Republisher holds of it is not due yet and is read again by the next

@@ -32,8 +32,8 @@ use crate::connection::consumer::{
     Assignment, ConsumerConnection, ConsumerSettings, Deliver, DispatchTarget, Released, Target,
 };
 use crate::dead_letter::DeadLetter;
-use crate::dispatch::{DispatchSettings, Dispatcher};
-use crate::route::Routes;
+use crate::subscription::dispatcher::{DispatchSettings, Dispatcher};
+use crate::subscription::route::Routes;
 use crate::subscription::{OnRestartLimit, Subscription};
 
 /// What every subscription subtree shares with the rest of the application.

@@ -52,9 +52,9 @@ use crate::dead_letter::{DeadLetter, DeadLetterRecord, FailureKind};
 use crate::delivery::Outcome;
 use crate::envelope::Record;
 use crate::partitioner::murmur2;
-use crate::retry::RetryPolicy;
-use crate::route::{HandlerCall, Routes};
 use crate::subscription::dead_letter_topic;
+use crate::subscription::retry::RetryPolicy;
+use crate::subscription::route::{HandlerCall, Routes};
 
 /// How long to wait for a restarting sibling before looking again.
 const SIBLING_WAIT: Duration = Duration::from_secs(5);

@@ -1,5 +1,14 @@
 //! Declarative subscriptions: which topics, which group, how many lanes, how
-//! failures are retried and where they are dead-lettered.
+//! failures are retried and where they are dead-lettered; and, in this
+//! folder, the subtree that runs one:
+//!
+//! - `tree`: the subscription's supervision subtree (handlers, dispatcher,
+//!   consumer connection);
+//! - `dispatcher`: the Dispatcher actor, which hands records to the lanes
+//!   (a lane is one handler actor and its queue) and decides their fate;
+//! - `route`: routing by message type ([`Routes`](crate::Routes));
+//! - `retry`: the in-place [`RetryPolicy`](crate::RetryPolicy);
+//! - `closure`: closures as handler actors.
 
 use std::time::Duration;
 
@@ -8,7 +17,13 @@ use kafkactor_actors::Backoff;
 use crate::broker::OffsetReset;
 use crate::codec::ContentType;
 use crate::error::{check_topic, Error, Result};
-use crate::retry::RetryPolicy;
+use retry::RetryPolicy;
+
+pub(crate) mod closure;
+pub(crate) mod dispatcher;
+pub(crate) mod retry;
+pub(crate) mod route;
+pub(crate) mod tree;
 
 /// One or several topic names.
 pub trait IntoTopics {

@@ -1,4 +1,0 @@
-//! Consuming: the commit watermark and the supervision subtree of a subscription.
-
-pub(crate) mod tree;
-pub(crate) mod watermark;
