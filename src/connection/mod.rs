@@ -2,4 +2,5 @@
 
 pub(crate) mod consumer;
 pub(crate) mod producer;
+pub(crate) mod protocol;
 pub(crate) mod watermark;

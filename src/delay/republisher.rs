@@ -28,7 +28,7 @@
 //! Owns: the per-partition queues of records read and not yet released,
 //! and the timer of records released and not yet due. Nothing of it is
 //! durable: a restarted Republisher gets every unfinished record from the
-//! connection again (`DispatcherReady`), so nothing pending is lost; a
+//! connection again (`Ready`), so nothing pending is lost; a
 //! record whose write was acknowledged but not yet reported may be written
 //! twice (at-least-once).
 
@@ -42,11 +42,10 @@ use tokio::sync::oneshot;
 
 use super::Plan;
 use crate::broker::Delivered;
-use crate::connection::consumer::{
-    Completed, ConsumerConnection, Deliver, DispatcherReady, Generations, Hold, Released,
-};
+use crate::connection::consumer::{ConsumerConnection, Hold};
 use crate::connection::producer::produce;
 use crate::connection::producer::ProducerConnection;
+use crate::connection::protocol::{Arrival, Deliver, Feed, Ready, Released, Stamp};
 use crate::dead_letter::{DeadLetter, DeadLetterRecord, FailureKind};
 use crate::envelope::{header, now_ms, OutgoingRecord, Record, TopicPartition};
 use crate::error::{check_topic, Result};
@@ -155,9 +154,8 @@ struct Queue {
 struct Forwarded {
     record: Arc<Record>,
     target: Target,
-    origin: u64,
-    /// Its partition's generation when the write began.
-    generation: u32,
+    /// When and from where its bucket record was taken.
+    stamp: Stamp,
     result: Result<()>,
 }
 
@@ -168,8 +166,8 @@ pub(crate) struct Republisher {
     connection: ChildRef<ConsumerConnection>,
     producer: ChildRef<ProducerConnection>,
     dead_letter: ChildRef<DeadLetter>,
-    /// The connection incarnation feeding us and where to report to it.
-    origin: Option<(Recipient<Completed>, u64)>,
+    /// The connection feeding us, and the bucket partitions given up.
+    feed: Feed,
     queues: HashMap<TopicPartition, Queue>,
     /// Released records waiting for their `x-deliver-at`, in due order
     /// (ties in the order they were released).
@@ -181,8 +179,6 @@ pub(crate) struct Republisher {
     stopping: bool,
     /// Answers `Shutdown` once no write is under way.
     drained: Option<oneshot::Sender<()>>,
-    /// How many times each bucket partition was given up ([`Released`]).
-    generations: Generations,
 }
 
 impl Republisher {
@@ -201,7 +197,7 @@ impl Republisher {
             connection,
             producer,
             dead_letter,
-            origin: None,
+            feed: Feed::default(),
             queues: HashMap::new(),
             due: BTreeMap::new(),
             released: 0,
@@ -209,12 +205,7 @@ impl Republisher {
             writing: 0,
             stopping: false,
             drained: None,
-            generations: Generations::default(),
         }
-    }
-
-    fn origin(&self) -> u64 {
-        self.origin.as_ref().map_or(0, |(_, o)| *o)
     }
 
     /// Releases the partition's records from the head on, up to the first
@@ -340,15 +331,13 @@ impl Republisher {
     /// finished once the write is acknowledged.
     fn write(&mut self, record: Arc<Record>, target: Target, ctx: &mut Context<Self>) {
         self.writing += 1;
-        let origin = self.origin();
-        let generation = self.generation_of(&record);
+        let stamp = self.feed.stamp(&record);
         let addr = ctx.address();
         let done = move |record, target, result| {
             addr.do_send(Forwarded {
                 record,
                 target,
-                origin,
-                generation,
+                stamp,
                 result,
             })
         };
@@ -417,10 +406,6 @@ impl Republisher {
         });
     }
 
-    fn generation_of(&self, record: &Record) -> u32 {
-        self.generations.of(record)
-    }
-
     fn after_write(&mut self) {
         self.writing -= 1;
         if self.writing == 0 {
@@ -437,7 +422,7 @@ impl Actor for Republisher {
     fn started(&mut self, _: &mut Context<Self>) {
         // A restarted Republisher asks for every unfinished bucket record.
         if let Some(connection) = self.connection.get() {
-            connection.do_send(DispatcherReady);
+            connection.do_send(Ready);
         }
     }
 }
@@ -446,11 +431,11 @@ impl Handler<Deliver> for Republisher {
     type Result = ();
 
     fn handle(&mut self, msg: Deliver, ctx: &mut Context<Self>) {
-        let current = self.origin();
-        if msg.origin < current {
+        let arrival = self.feed.arrival(&msg);
+        if arrival == Arrival::Stale {
             return;
         }
-        if msg.origin > current {
+        if arrival == Arrival::Fresh {
             // A new connection incarnation reads everything unfinished again.
             for (_, queue) in self.queues.drain() {
                 if let Some((_, handle)) = queue.wakeup {
@@ -461,7 +446,6 @@ impl Handler<Deliver> for Republisher {
             if let Some((_, handle)) = self.due_timer.take() {
                 ctx.cancel_future(handle);
             }
-            self.origin = Some((msg.from, msg.origin));
         }
         let mut touched: Vec<TopicPartition> = Vec::new();
         for record in msg.records {
@@ -485,7 +469,7 @@ impl Handler<Released> for Republisher {
 
     fn handle(&mut self, msg: Released, ctx: &mut Context<Self>) {
         let mut dropped = 0;
-        self.generations.released(&msg.partitions);
+        self.feed.released(&msg.partitions);
         for tp in &msg.partitions {
             if let Some(queue) = self.queues.remove(tp) {
                 dropped += queue.records.len();
@@ -512,16 +496,14 @@ impl Handler<Forwarded> for Republisher {
 
     fn handle(&mut self, msg: Forwarded, ctx: &mut Context<Self>) {
         self.after_write();
-        if msg.origin != self.origin() || msg.generation != self.generation_of(&msg.record) {
+        if !self.feed.is_current(msg.stamp, &msg.record) {
             // That connection is gone, or the partition was given up: the
             // record is read again by whoever reads it next.
             return;
         }
         match msg.result {
             Ok(()) => {
-                if let Some((connection, _)) = &self.origin {
-                    connection.do_send(Completed(vec![msg.record]));
-                }
+                self.feed.complete(vec![msg.record]);
             }
             Err(e) => {
                 let record = msg.record;

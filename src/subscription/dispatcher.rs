@@ -9,7 +9,7 @@
 //! it; `Retry` retries it in place under the subscription's
 //! [`RetryPolicy`](crate::RetryPolicy) (blocking only its lane), then
 //! dead-letters it; `Reject`, undecodable and unroutable records are
-//! dead-lettered at once. A record is reported [`Completed`] to the connection
+//! dead-lettered at once. A record is reported [`Completed`](crate::connection::protocol::Completed) to the connection
 //! only once its fate is final, so the commit watermark never passes an
 //! unfinished record.
 //!
@@ -17,7 +17,7 @@
 //! given up: their queued records are dropped and nothing more is done for
 //! them, not even for an attempt already running) and `Shutdown` (reports
 //! what is finished, then stops). Completions go back to the connection in
-//! batches ([`Completed`], one message per up to 64 records, sent at once
+//! batches ([`Completed`](crate::connection::protocol::Completed), one message per up to 64 records, sent at once
 //! when no lane has work queued and within 2 ms otherwise).
 //!
 //! Owns: the lane queues and the handler call under way on each lane, with
@@ -45,9 +45,8 @@ use actix::prelude::*;
 use kafkactor_actors::{ChildRef, Shutdown};
 
 use crate::codec::ContentType;
-use crate::connection::consumer::{
-    Completed, ConsumerConnection, Deliver, DispatcherReady, Generations, Released,
-};
+use crate::connection::consumer::ConsumerConnection;
+use crate::connection::protocol::{Arrival, Deliver, Feed, Ready, Released, Stamp};
 use crate::dead_letter::{DeadLetter, DeadLetterRecord, FailureKind};
 use crate::delivery::Outcome;
 use crate::envelope::Record;
@@ -97,12 +96,10 @@ impl DispatchSettings {
 #[derive(Debug)]
 struct Job {
     record: Arc<Record>,
-    /// The connection incarnation that read it.
-    origin: u64,
+    /// When and from where it was taken.
+    stamp: Stamp,
     /// 1-based attempt about to run (or that just ran).
     attempt: u32,
-    /// How many times its partition had been released when it was read.
-    generation: u32,
 }
 
 /// Why a record is being dead-lettered, and how many writes failed so far.
@@ -141,8 +138,8 @@ pub(crate) struct Dispatcher<A: Actor<Context = Context<A>>> {
     lanes: Vec<Lane<A>>,
     dead_letter: ChildRef<DeadLetter>,
     connection: ChildRef<ConsumerConnection>,
-    /// The connection incarnation currently feeding us, and where it wants completions.
-    origin: Option<(Recipient<Completed>, u64)>,
+    /// The connection feeding us, and the partitions given up.
+    feed: Feed,
     /// Records finished and not yet reported to the connection.
     completed: Vec<Arc<Record>>,
     /// Whether a [`FlushCompleted`] is on its way (reports `completed`
@@ -151,9 +148,6 @@ pub(crate) struct Dispatcher<A: Actor<Context = Context<A>>> {
     next_unkeyed: usize,
     /// When handlers failed recently, oldest first (for the restart limit).
     handler_failures: VecDeque<Instant>,
-    /// How many times each partition was released ([`Released`]); a job of
-    /// an earlier generation is of a partition this member gave up.
-    generations: Generations,
     /// One timer for the earliest deadline of the calls under way (not one
     /// per attempt), and that deadline.
     watchdog: Option<(Instant, SpawnHandle)>,
@@ -223,36 +217,22 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
                 .collect(),
             dead_letter,
             connection,
-            origin: None,
+            feed: Feed::default(),
             completed: Vec::with_capacity(FLUSH_BATCH),
             flush_timer: false,
             next_unkeyed: 0,
             handler_failures: VecDeque::new(),
-            generations: Generations::default(),
             watchdog: None,
             calls_waker: None,
             polling_calls: false,
         }
     }
 
-    /// The connection incarnation feeding us, while it is alive: records of
-    /// a dead one are read again by its successor, so handling them is wasted.
-    fn current_origin(&self) -> Option<u64> {
-        self.origin
-            .as_ref()
-            .filter(|(connection, _)| connection.connected())
-            .map(|(_, o)| *o)
-    }
-
-    fn generation_of(&self, record: &Record) -> u32 {
-        self.generations.of(record)
-    }
-
     /// Whether `job` is still this member's to do: read by the connection
-    /// incarnation feeding us, of a partition not given up since.
+    /// incarnation feeding us (records of a dead one are read again by its
+    /// successor), of a partition not given up since.
     fn live(&self, job: &Job) -> bool {
-        Some(job.origin) == self.current_origin()
-            && self.generation_of(&job.record) == job.generation
+        self.feed.is_current(job.stamp, &job.record)
     }
 
     fn lane_for(&mut self, record: &Record) -> usize {
@@ -612,9 +592,7 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
             return;
         }
         let done = std::mem::replace(&mut self.completed, Vec::with_capacity(FLUSH_BATCH));
-        if let Some((connection, _)) = &self.origin {
-            connection.do_send(Completed(done));
-        }
+        self.feed.complete(done);
     }
 
     fn release_lane(&mut self, i: usize, ctx: &mut Context<Self>) {
@@ -638,7 +616,7 @@ impl<A: Actor<Context = Context<A>>> Actor for Dispatcher<A> {
         ctx.spawn(LaneCalls);
         // A restarted dispatcher asks for every unfinished record.
         if let Some(connection) = self.connection.get() {
-            connection.do_send(DispatcherReady);
+            connection.do_send(Ready);
         }
     }
 }
@@ -647,26 +625,24 @@ impl<A: Actor<Context = Context<A>>> Handler<Deliver> for Dispatcher<A> {
     type Result = ();
 
     fn handle(&mut self, msg: Deliver, ctx: &mut Context<Self>) {
-        match self.current_origin() {
-            Some(o) if msg.origin < o => return,
-            Some(o) if msg.origin == o => {}
-            _ => {
+        match self.feed.arrival(&msg) {
+            Arrival::Stale => return,
+            Arrival::Current => {}
+            Arrival::Fresh => {
                 // A new connection incarnation: what the old one read is read again.
                 for lane in &mut self.lanes {
                     lane.queue.clear();
                 }
                 self.completed.clear();
-                self.origin = Some((msg.from, msg.origin));
             }
         }
         for record in msg.records {
             let i = self.lane_for(&record);
-            let generation = self.generation_of(&record);
+            let stamp = self.feed.stamp(&record);
             self.lanes[i].queue.push_back(Job {
                 record,
-                origin: msg.origin,
+                stamp,
                 attempt: 1,
-                generation,
             });
         }
         for i in 0..self.lanes.len() {
@@ -679,7 +655,7 @@ impl<A: Actor<Context = Context<A>>> Handler<Released> for Dispatcher<A> {
     type Result = ();
 
     fn handle(&mut self, msg: Released, _: &mut Context<Self>) {
-        self.generations.released(&msg.partitions);
+        self.feed.released(&msg.partitions);
         let mut dropped = 0;
         for lane in &mut self.lanes {
             let before = lane.queue.len();

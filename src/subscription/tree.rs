@@ -28,9 +28,8 @@ use actix::{Actor, Context};
 use kafkactor_actors::{ChildRef, ChildSpec, Events, Supervisor};
 
 use crate::broker::{BrokerBackend, ConsumerConfig};
-use crate::connection::consumer::{
-    Assignment, ConsumerConnection, ConsumerSettings, Deliver, DispatchTarget, Released, Target,
-};
+use crate::connection::consumer::{Assignment, ConsumerConnection, ConsumerSettings};
+use crate::connection::protocol::{Consumer, Deliver, FindConsumer, Released};
 use crate::dead_letter::DeadLetter;
 use crate::subscription::dispatcher::{DispatchSettings, Dispatcher};
 use crate::subscription::route::Routes;
@@ -72,9 +71,9 @@ where
 {
     ChildSpec::graceful_with_ref("consumer-connection", connection, move || {
         let target = target.clone();
-        let resolve: DispatchTarget = Box::new(move || {
+        let resolve: FindConsumer = Box::new(move || {
             target.get_numbered().map(|(a, n)| {
-                let target = Target {
+                let target = Consumer {
                     deliver: a.clone().recipient(),
                     released: a.recipient(),
                 };

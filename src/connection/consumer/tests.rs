@@ -15,6 +15,7 @@ use crate::broker::{
     BrokerBackend, ConsumerClient, ConsumerConfig, ConsumerEvent, OffsetReset, ProducerClient,
     ProducerConfig,
 };
+use crate::connection::protocol::{Completed, Consumer, Deliver, FindConsumer, Released};
 use crate::envelope::{Headers, Record, TopicPartition};
 use crate::error::Result;
 
@@ -196,8 +197,8 @@ fn connection(
         assignment: Assignment::default(),
     };
     let assignment = settings.assignment.clone();
-    let target: DispatchTarget = Box::new(move || {
-        let target = Target {
+    let target: FindConsumer = Box::new(move || {
+        let target = Consumer {
             deliver: sink.clone().recipient(),
             released: sink.clone().recipient(),
         };

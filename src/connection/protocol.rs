@@ -1,0 +1,162 @@
+//! The one protocol between a [`ConsumerConnection`](super::consumer::ConsumerConnection)
+//! and what it feeds (a subscription's Dispatcher, or the Republisher).
+//!
+//! The connection sends [`Deliver`] (records, in offset order per
+//! partition, with the connection incarnation that read them) and
+//! [`Released`] (partitions given up, answered once the consumer dropped
+//! what it had of them). The consumer sends [`Ready`] when an incarnation
+//! starts (it then gets every unfinished record) and [`Completed`] for
+//! records whose fate is final, in batches.
+//!
+//! [`Feed`] is the consumer's side, shared by both consumers: which
+//! connection incarnation feeds it (records of an older one are stale: the
+//! current one reads them again), how often each partition was released
+//! (work begun before is of a partition given up since), and where
+//! completions go.
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+use rustc_hash::FxHashMap;
+
+use crate::envelope::{Record, TopicPartition};
+
+/// A batch of records for a consumer, with where to report completions.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Deliver {
+    pub(crate) records: Vec<Arc<Record>>,
+    /// Where to send [`Completed`] for these records.
+    pub(crate) from: Recipient<Completed>,
+    /// The connection incarnation that read them; records of an older
+    /// incarnation are dropped (the new one reads them again).
+    pub(crate) origin: u64,
+}
+
+/// Records whose fate is final (acked, forwarded, or durably
+/// dead-lettered), mostly in runs of one partition: one message per batch,
+/// not per record.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub(crate) struct Completed(pub(crate) Vec<Arc<Record>>);
+
+/// A consumer incarnation started and wants every unfinished record.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub(crate) struct Ready;
+
+/// These partitions are no longer this member's: drop every record of them
+/// not yet under way, and do nothing more for them (no handling, retry,
+/// dead letter or forward); an attempt already running finishes and its
+/// outcome is discarded. The connection commits and gives the partitions
+/// back only once this is answered.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub(crate) struct Released {
+    pub(crate) partitions: Vec<TopicPartition>,
+}
+
+/// Where a connection's records go: a Dispatcher or the Republisher.
+#[derive(Clone)]
+pub(crate) struct Consumer {
+    pub(crate) deliver: Recipient<Deliver>,
+    pub(crate) released: Recipient<Released>,
+}
+
+/// Resolves the current consumer of the subscription and its incarnation number.
+pub(crate) type FindConsumer = Box<dyn Fn() -> Option<(Consumer, u64)>>;
+
+/// What a [`Deliver`] is to the consumer that gets it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Arrival {
+    /// From the incarnation feeding it: take the records.
+    Current,
+    /// From a new incarnation: drop everything of the old one (it is read
+    /// again), then take the records.
+    Fresh,
+    /// From an incarnation older than the current one: drop the records.
+    Stale,
+}
+
+/// When and from where a record was taken: its work counts only while
+/// [`Feed::is_current`] says so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Stamp {
+    origin: u64,
+    generation: u32,
+}
+
+/// The consumer's side of the protocol; see the module documentation.
+#[derive(Default)]
+pub(crate) struct Feed {
+    /// The connection incarnation feeding the consumer, and where its
+    /// completions go.
+    origin: Option<(Recipient<Completed>, u64)>,
+    /// How many times each partition was [`Released`].
+    generations: FxHashMap<TopicPartition, u32>,
+}
+
+impl Feed {
+    /// Classifies `msg` by its origin, taking a fresh one as current.
+    pub(crate) fn arrival(&mut self, msg: &Deliver) -> Arrival {
+        match self.current_origin() {
+            Some(o) if msg.origin < o => Arrival::Stale,
+            Some(o) if msg.origin == o => Arrival::Current,
+            _ => {
+                self.origin = Some((msg.from.clone(), msg.origin));
+                Arrival::Fresh
+            }
+        }
+    }
+
+    /// The connection incarnation feeding the consumer, while it is alive:
+    /// records of a dead one are read again by its successor.
+    fn current_origin(&self) -> Option<u64> {
+        self.origin
+            .as_ref()
+            .filter(|(connection, _)| connection.connected())
+            .map(|(_, o)| *o)
+    }
+
+    /// The stamp of `record`, taken now.
+    pub(crate) fn stamp(&self, record: &Record) -> Stamp {
+        Stamp {
+            origin: self.current_origin().unwrap_or(0),
+            generation: self.generation(record),
+        }
+    }
+
+    /// Whether work on `record` stamped `stamp` is still this member's:
+    /// taken from the incarnation feeding it, of a partition not given up
+    /// since.
+    pub(crate) fn is_current(&self, stamp: Stamp, record: &Record) -> bool {
+        Some(stamp.origin) == self.current_origin() && self.generation(record) == stamp.generation
+    }
+
+    fn generation(&self, record: &Record) -> u32 {
+        if self.generations.is_empty() {
+            return 0;
+        }
+        self.generations
+            .get(&record.topic_partition())
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Notes that `partitions` were given up.
+    pub(crate) fn released(&mut self, partitions: &[TopicPartition]) {
+        for tp in partitions {
+            *self.generations.entry(tp.clone()).or_default() += 1;
+        }
+    }
+
+    /// Reports `records` finished, in one message.
+    pub(crate) fn complete(&self, records: Vec<Arc<Record>>) {
+        if records.is_empty() {
+            return;
+        }
+        if let Some((connection, _)) = &self.origin {
+            connection.do_send(Completed(records));
+        }
+    }
+}
