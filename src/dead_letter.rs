@@ -31,7 +31,42 @@ use kafkactor_actors::{Events, SupervisionEvent};
 use crate::connection::producer::produce;
 use crate::connection::producer::ProducerConnection;
 use crate::envelope::{header, now_ms, OutgoingRecord, Record};
-use crate::error::Result;
+use crate::error::{Error, Result};
+
+/// Longest wait between two sends of a dead letter whose write failed.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// Sends `request` to the running dead-letter actor (waiting up to `wait`
+/// for one): the one dead-letter send of the Dispatcher and the
+/// Republisher. `Ok` once the dead letter is durable. On `Err` the caller
+/// keeps the original record uncommitted and sends again after
+/// [`retry_after`].
+pub(crate) fn send(
+    dead_letter: &ChildRef<DeadLetter>,
+    request: DeadLetterRecord,
+    wait: Duration,
+) -> impl std::future::Future<Output = Result<()>> + 'static {
+    let dead_letter = dead_letter.clone();
+    async move {
+        match dead_letter.ready(wait).await {
+            Some(addr) => addr
+                .send(request)
+                .await
+                .unwrap_or_else(|e| Err(Error::Unavailable(format!("dead-letter actor: {e}")))),
+            None => Err(Error::Unavailable(format!(
+                "no dead-letter actor running within {wait:?}"
+            ))),
+        }
+    }
+}
+
+/// How long to wait before sending a dead letter again after `failures`
+/// failed sends: 100 ms, doubling, at most 5 s.
+pub(crate) fn retry_after(failures: u32) -> Duration {
+    Duration::from_millis(50)
+        .saturating_mul(1 << failures.clamp(1, 7))
+        .min(MAX_RETRY_AFTER)
+}
 
 /// Why a record was dead-lettered; written to the `x-error-kind` header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -46,7 +46,7 @@ use crate::connection::consumer::{ConsumerConnection, Hold};
 use crate::connection::producer::produce;
 use crate::connection::producer::ProducerConnection;
 use crate::connection::protocol::{Arrival, Deliver, Feed, Ready, Released, Stamp};
-use crate::dead_letter::{DeadLetter, DeadLetterRecord, FailureKind};
+use crate::dead_letter::{self, DeadLetter, DeadLetterRecord, FailureKind};
 use crate::envelope::{header, now_ms, OutgoingRecord, Record, TopicPartition};
 use crate::error::{check_topic, Result};
 use crate::subscription::dead_letter_topic;
@@ -353,18 +353,8 @@ impl Republisher {
                     reason: reason.clone(),
                     attempts: 1,
                 };
-                let dead_letter = self.dead_letter.clone();
-                let wait = self.delivery_timeout;
-                actix_rt::spawn(async move {
-                    let result = match dead_letter.ready(wait).await {
-                        Some(addr) => addr
-                            .send(request)
-                            .await
-                            .unwrap_or_else(|e| Err(crate::Error::Unavailable(e.to_string()))),
-                        None => Err(crate::Error::Unavailable("dead-letter actor".into())),
-                    };
-                    done(record, target, result);
-                });
+                let sent = dead_letter::send(&self.dead_letter, request, self.delivery_timeout);
+                actix_rt::spawn(async move { done(record, target, sent.await) });
                 return;
             }
             Target::Destination { topic, partition } => (topic.clone(), *partition, true),

@@ -47,7 +47,7 @@ use kafkactor_actors::{ChildRef, Shutdown};
 use crate::codec::ContentType;
 use crate::connection::consumer::ConsumerConnection;
 use crate::connection::protocol::{Arrival, Deliver, Feed, Ready, Released, Stamp};
-use crate::dead_letter::{DeadLetter, DeadLetterRecord, FailureKind};
+use crate::dead_letter::{self, DeadLetter, DeadLetterRecord, FailureKind};
 use crate::delivery::Outcome;
 use crate::envelope::Record;
 use crate::partitioner::murmur2;
@@ -57,8 +57,6 @@ use crate::subscription::route::{HandlerCall, Routes};
 
 /// How long to wait for a restarting sibling before looking again.
 const SIBLING_WAIT: Duration = Duration::from_secs(5);
-/// Longest wait between two tries of a dead-letter write that failed.
-const MAX_DEAD_LETTER_BACKOFF: Duration = Duration::from_secs(5);
 /// Completions are reported to the connection in batches of this many (one
 /// message, not one per record), at once when no lane has work queued, and
 /// otherwise at most [`FLUSH_DELAY`] after the first of a batch.
@@ -523,15 +521,6 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
         if !self.live(&job) {
             return self.release_lane(i, ctx);
         }
-        let Some(dead_letter) = self.dead_letter.get() else {
-            let dl = self.dead_letter.clone();
-            ctx.spawn(
-                async move { dl.ready(SIBLING_WAIT).await }
-                    .into_actor(self)
-                    .map(move |_, act, ctx| act.dead_letter(i, job, why, ctx)),
-            );
-            return;
-        };
         let request = DeadLetterRecord {
             record: job.record.clone(),
             topic: self.settings.dead_letter_topic(&job.record),
@@ -541,23 +530,19 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
             attempts: job.attempt,
         };
         ctx.spawn(
-            dead_letter
-                .send(request)
+            dead_letter::send(&self.dead_letter, request, SIBLING_WAIT)
                 .into_actor(self)
                 .map(move |result, act, ctx| {
                     let error = match result {
-                        Ok(Ok(())) => return act.finish(i, job, ctx),
-                        Ok(Err(e)) => e.to_string(),
-                        Err(e) => e.to_string(),
+                        Ok(()) => return act.finish(i, job, ctx),
+                        Err(e) => e,
                     };
                     let mut why = why;
                     why.write_failures += 1;
-                    let delay = Duration::from_millis(50)
-                        .saturating_mul(1 << why.write_failures.min(7))
-                        .min(MAX_DEAD_LETTER_BACKOFF);
+                    let delay = dead_letter::retry_after(why.write_failures);
                     tracing::error!(group = %act.settings.group, topic = %job.record.topic,
-                    offset = job.record.offset, %error, ?delay,
-                    "dead-letter write failed; the record stays uncommitted and is tried again");
+                        offset = job.record.offset, %error, ?delay,
+                        "dead-letter write failed; the record stays uncommitted and is tried again");
                     ctx.run_later(delay, move |act, ctx| act.dead_letter(i, job, why, ctx));
                 }),
         );
