@@ -599,12 +599,17 @@ mod kafka {
         create(brokers, &topic).await;
         create(brokers, &format!("{topic}.dlq")).await;
         let producer: FutureProducer = producer_settings(brokers).create().unwrap();
-        let mut pending = Vec::with_capacity(n as usize);
+        // At most 50,000 unacknowledged: librdkafka's queue holds 100,000.
+        let mut pending = std::collections::VecDeque::with_capacity(50_000);
         for id in 0..n {
             let key = key_of(id, 1_000);
             let payload = rmp_serde::to_vec_named(&sample(id)).unwrap();
             let headers = sample_headers(2);
-            pending.push(
+            if pending.len() >= 50_000 {
+                let p: rdkafka::producer::DeliveryFuture = pending.pop_front().unwrap();
+                p.await.unwrap().unwrap();
+            }
+            pending.push_back(
                 producer
                     .send_result(
                         FutureRecord::to(&topic)

@@ -85,6 +85,11 @@ impl Headers {
         Headers(Vec::new())
     }
 
+    /// No headers, with room for `n`.
+    pub(crate) fn with_capacity(n: usize) -> Self {
+        Headers(Vec::with_capacity(n))
+    }
+
     /// The last value of `name`.
     pub fn get(&self, name: &str) -> Option<&[u8]> {
         self.0

@@ -14,7 +14,7 @@ use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::consumer::to_record;
+use super::consumer::{to_record, Names};
 use super::{broker_error, code_error, KafkaConfig};
 use crate::envelope::Record;
 use crate::error::{Error, Result};
@@ -194,7 +194,7 @@ impl Admin {
                 ])
                 .create()
                 .map_err(|e| broker_error("reader client", &e))?;
-            let topic_name: Arc<str> = Arc::from(topic.as_str());
+            let mut names = Names::default();
             let mut out = Vec::new();
             for p in 0..n {
                 let (low, high) = inner
@@ -223,7 +223,7 @@ impl Admin {
                     match consumer.poll(Duration::from_millis(100)) {
                         Some(Ok(m)) => {
                             next = m.offset() + 1;
-                            out.push(to_record(&m, &topic_name));
+                            out.push(to_record(&m, &mut names));
                         }
                         Some(Err(e)) => return Err(broker_error("read", &e)),
                         None => {}

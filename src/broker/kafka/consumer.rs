@@ -25,7 +25,7 @@
 //! because `max.poll.interval.ms` passed is returned as a poll error, which
 //! the actor turns into a supervised failure.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
@@ -356,7 +356,8 @@ impl Drop for KafkaConsumer {
 struct PollThread {
     consumer: BaseConsumer<Context>,
     shared: Arc<Shared>,
-    topics: HashMap<String, Arc<str>>,
+    /// Topic and header names seen, so records share one allocation per name.
+    names: Names,
 }
 
 impl PollThread {
@@ -364,7 +365,7 @@ impl PollThread {
         PollThread {
             consumer,
             shared,
-            topics: HashMap::new(),
+            names: Names::default(),
         }
     }
 
@@ -462,8 +463,7 @@ impl PollThread {
             };
             match self.consumer.poll(slice) {
                 Some(Ok(message)) => {
-                    let topic = intern(&mut self.topics, message.topic());
-                    let record = Arc::new(to_record(&message, &topic));
+                    let record = Arc::new(to_record(&message, &mut self.names));
                     if max == 0 {
                         lock(&self.shared.stash).push_back(record);
                     } else {
@@ -471,15 +471,7 @@ impl PollThread {
                     }
                 }
                 Some(Err(e)) if left_group(&e) => {
-                    // Rejoining helps: a restarted connection joins again.
-                    self.shared.fail_fetch(Error::Broker {
-                        operation: format!("membership of group {}", self.shared.group),
-                        reason: format!(
-                            "{e} (left the group: a poll took longer than max.poll.interval.ms)"
-                        ),
-                        code: e.rdkafka_error_code().map(|c| format!("{c:?}")),
-                        retriable: true,
-                    });
+                    self.fail_left_group(&e);
                     return true;
                 }
                 Some(Err(e)) => {
@@ -492,6 +484,17 @@ impl PollThread {
                 None => {}
             }
         }
+    }
+
+    /// The member left the group: the fetch under way fails (rejoining
+    /// helps: a restarted connection joins again).
+    fn fail_left_group(&self, e: &KafkaError) {
+        self.shared.fail_fetch(Error::Broker {
+            operation: format!("membership of group {}", self.shared.group),
+            reason: format!("{e} (left the group: a poll took longer than max.poll.interval.ms)"),
+            code: e.rdkafka_error_code().map(|c| format!("{c:?}")),
+            retriable: true,
+        });
     }
 
     /// Pauses the assignment when the stash is full, resumes it when half empty.
@@ -510,14 +513,20 @@ impl PollThread {
     }
 }
 
-/// Interned topic names, so records share one allocation per topic.
-fn intern(topics: &mut HashMap<String, Arc<str>>, name: &str) -> Arc<str> {
-    if let Some(t) = topics.get(name) {
-        return t.clone();
+/// Interned topic and header names: records share one allocation per name
+/// instead of one per record.
+#[derive(Default)]
+pub(crate) struct Names(rustc_hash::FxHashMap<Box<str>, Arc<str>>);
+
+impl Names {
+    fn get(&mut self, name: &str) -> Arc<str> {
+        if let Some(t) = self.0.get(name) {
+            return t.clone();
+        }
+        let t: Arc<str> = Arc::from(name);
+        self.0.insert(name.into(), t.clone());
+        t
     }
-    let t: Arc<str> = Arc::from(name);
-    topics.insert(name.to_string(), t.clone());
-    t
 }
 
 fn left_group(e: &KafkaError) -> bool {
@@ -570,25 +579,43 @@ fn commit<C: ConsumerContext>(
         .map_err(|e| Error::Commit(e.to_string()))
 }
 
-/// Copies a librdkafka message into a [`Record`].
-pub(crate) fn to_record(m: &BorrowedMessage<'_>, topic: &Arc<str>) -> Record {
-    let mut headers = Headers::new();
-    if let Some(h) = m.headers() {
-        for h in h.iter() {
-            match h.value {
-                Some(v) => headers.append(h.key, Bytes::copy_from_slice(v)),
-                // Kept null: a dead letter carries it unchanged.
-                None => headers.append_null(h.key),
-            }
+/// Copies a librdkafka message into a [`Record`]: its key, payload and
+/// header values in one buffer (one copy, one allocation), shared by
+/// slices; names interned.
+pub(crate) fn to_record(m: &BorrowedMessage<'_>, names: &mut Names) -> Record {
+    let (key, payload, raw) = (m.key(), m.payload(), m.headers());
+    let values = || raw.iter().flat_map(|h| h.iter()).filter_map(|h| h.value);
+    let size = key.map_or(0, <[u8]>::len)
+        + payload.map_or(0, <[u8]>::len)
+        + values().map(<[u8]>::len).sum::<usize>();
+    let mut buffer = Vec::with_capacity(size);
+    for part in key.into_iter().chain(payload).chain(values()) {
+        buffer.extend_from_slice(part);
+    }
+    let all = Bytes::from(buffer);
+    let mut at = 0;
+    let mut next = |len: usize| {
+        at += len;
+        all.slice(at - len..at)
+    };
+    let key = key.map(|k| next(k.len()));
+    let payload = payload.map(|p| next(p.len()));
+    let mut headers = Headers::with_capacity(raw.as_ref().map_or(0, |h| h.count()));
+    for h in raw.iter().flat_map(|h| h.iter()) {
+        let name = names.get(h.key);
+        match h.value {
+            Some(v) => headers.append(name, next(v.len())),
+            // Kept null: a dead letter carries it unchanged.
+            None => headers.append_null(name),
         }
     }
     Record::new(
-        topic.clone(),
+        names.get(m.topic()),
         m.partition(),
         m.offset(),
-        m.key().map(Bytes::copy_from_slice),
+        key,
         headers,
-        m.payload().map(Bytes::copy_from_slice),
+        payload,
         m.timestamp().to_millis().unwrap_or(0),
     )
 }
