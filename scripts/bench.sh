@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the side-by-side benchmarks (benches/compare.rs) with Apache Kafka
+# Runs the side-by-side benchmarks (benches/compare/, one file per scenario) with Apache Kafka
 # started for the Kafka scenarios. Usage: scripts/bench.sh [--quick|--full]
 # scripts/bench.sh --instructions [--check|--update] counts instructions and
 # allocations per record under callgrind instead (scripts/instructions.sh).
