@@ -18,12 +18,40 @@ const BUCKETS: [(u64, &str); 2] = [(300, "300ms"), (1_000, "1s")];
 
 /// Delay settings of one test: its own topics and group.
 fn delays() -> (Delays, String) {
+    delays_with(BUCKETS.map(|(ms, _)| Duration::from_millis(ms)))
+}
+
+/// Delay settings with these buckets, its own topics and group, and the
+/// topics' prefix.
+fn delays_with(buckets: impl IntoIterator<Item = Duration>) -> (Delays, String) {
     let prefix = unique("delay");
     let d = Delays::default()
-        .buckets(BUCKETS.map(|(ms, _)| Duration::from_millis(ms)))
+        .buckets(buckets)
         .topic_prefix(&prefix)
         .group(&unique("republisher"));
     (d, prefix)
+}
+
+/// Starts a second member of the Republisher's group and waits until it
+/// owns bucket partitions, which must happen before `deadline` (while the
+/// records are still pending: otherwise the test proves nothing).
+async fn second_member(tb: &TestBroker, delays: Delays, deadline: Instant) -> App {
+    let b = Kafkactor::builder()
+        .broker(tb.broker.clone())
+        .delays(delays)
+        .start()
+        .await
+        .unwrap();
+    let wait = deadline.saturating_duration_since(Instant::now());
+    eventually("b took bucket partitions", wait, || {
+        !b.assigned_partitions().is_empty()
+    })
+    .await;
+    assert!(
+        Instant::now() < deadline,
+        "the rebalance finished after the records were due: the test proves nothing"
+    );
+    b
 }
 
 /// A destination topic and the delay settings of one test, with every
@@ -536,29 +564,9 @@ async fn a_rebalance_moves_pending_delays_without_forwarding_them_twice(tb: Test
     // (over 10 s on the mock cluster when the whole suite runs).
     let delay = Duration::from_secs(if tb.is_kafka() { 20 } else { 3 });
     let due = Instant::now() + delay;
-    let producer = a.producer();
-    for o in orders(300, 30) {
-        let publish = Publish::to(topic.as_str())
-            .key(&o.key)
-            .message(&o)
-            .unwrap()
-            .delay(delay);
-        producer.send(publish).await.unwrap().unwrap();
-    }
-    let b = Kafkactor::builder()
-        .broker(tb.broker.clone())
-        .delays(delays)
-        .start()
-        .await
-        .unwrap();
-    eventually("b took bucket partitions", delay, || {
-        !b.assigned_partitions().is_empty()
-    })
-    .await;
-    assert!(
-        Instant::now() < due,
-        "the rebalance finished after the records were due: the test proves nothing"
-    );
+    let records: Vec<_> = orders(300, 30).into_iter().map(|o| (o, delay)).collect();
+    publish_delayed(&a, &topic, &records).await;
+    let b = second_member(&tb, delays, due).await;
     eventually(
         "every delayed record delivered",
         tb.patience(Duration::from_secs(20)),
@@ -599,12 +607,8 @@ on_every_broker!(
 /// every record is delivered.
 async fn partitions_held_at_a_rebalance_fetch_again(tb: TestBroker) {
     let topic = unique("reminders");
-    let prefix = unique("delay");
-    let delays = Delays::default()
-        .buckets([Duration::from_secs(12)])
-        .hold_in_memory(Duration::from_secs(30))
-        .topic_prefix(&prefix)
-        .group(&unique("republisher"));
+    let (delays, prefix) = delays_with([Duration::from_secs(12)]);
+    let delays = delays.hold_in_memory(Duration::from_secs(30));
     let (zero, bucket) = (format!("{prefix}.0s"), format!("{prefix}.12s"));
     tb.topics(&[topic.as_str(), zero.as_str(), bucket.as_str()])
         .await;
@@ -614,30 +618,13 @@ async fn partitions_held_at_a_rebalance_fetch_again(tb: TestBroker) {
     // Every bucket partition is held from its first read until 12 s after
     // its records were written: time for the second member to join even
     // when the whole suite runs.
-    let producer = a.producer();
     let held_until = Instant::now() + Duration::from_secs(12);
-    for o in orders(60, 30) {
-        let publish = Publish::to(topic.as_str())
-            .key(&o.key)
-            .message(&o)
-            .unwrap()
-            .delay(Duration::from_secs(14));
-        producer.send(publish).await.unwrap().unwrap();
-    }
-    let b = Kafkactor::builder()
-        .broker(tb.broker.clone())
-        .delays(delays)
-        .start()
-        .await
-        .unwrap();
-    eventually("b took bucket partitions", Duration::from_secs(12), || {
-        !b.assigned_partitions().is_empty()
-    })
-    .await;
-    assert!(
-        Instant::now() < held_until,
-        "the rebalance finished after the holds ended: the test proves nothing"
-    );
+    let records: Vec<_> = orders(60, 30)
+        .into_iter()
+        .map(|o| (o, Duration::from_secs(14)))
+        .collect();
+    publish_delayed(&a, &topic, &records).await;
+    let b = second_member(&tb, delays, held_until).await;
     eventually(
         "every delayed record delivered",
         tb.patience(Duration::from_secs(30)),
@@ -659,13 +646,9 @@ on_every_broker!(
 /// in half a second still arrives on time.
 async fn short_delays_are_not_starved_by_long_ones(tb: TestBroker) {
     let topic = unique("reminders");
-    let prefix = unique("delay");
     // A 10 s bucket the long records wait in, and a budget they alone fill.
-    let delays = Delays::default()
-        .buckets([Duration::from_millis(300), Duration::from_secs(10)])
-        .topic_prefix(&prefix)
-        .group(&unique("republisher"))
-        .max_in_flight(5);
+    let (delays, prefix) = delays_with([Duration::from_millis(300), Duration::from_secs(10)]);
+    let delays = delays.max_in_flight(5);
     let topics = [
         topic.clone(),
         format!("{prefix}.0s"),
