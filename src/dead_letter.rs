@@ -28,8 +28,9 @@ use kafkactor_actors::{ChildRef, Shutdown};
 
 use kafkactor_actors::{Events, SupervisionEvent};
 
-use crate::connection::producer::produce;
+use crate::broker::Failed;
 use crate::connection::producer::ProducerConnection;
+use crate::connection::producer::{produce, produce_or_return};
 use crate::envelope::{header, now_ms, OutgoingRecord, Record};
 use crate::error::{Error, Result};
 
@@ -199,15 +200,22 @@ impl Handler<DeadLetterRecord> for DeadLetter {
                 reason,
             })
         };
-        let stripped = record.clone();
-        let write = produce(connection.clone(), record, timeout);
+        let write = produce_or_return(connection.clone(), record, timeout);
         Box::pin(async move {
-            let refusal = match write.await {
+            // A refused record comes back with its refusal: no copy kept.
+            let (refusal, record) = match write.await.map_err(|failed| *failed) {
                 Ok(_) => return Ok(()),
-                Err(e) if e.is_retriable() => return Err(e),
-                Err(e) => e,
+                Err(Failed { error, .. }) if error.is_retriable() => return Err(error),
+                Err(Failed {
+                    error,
+                    record: Some(record),
+                }) => (error, record),
+                Err(Failed {
+                    error,
+                    record: None,
+                }) => return Err(error),
             };
-            let stripped = without_payload(stripped, &refusal);
+            let stripped = without_payload(record, &refusal);
             match produce(connection, stripped, timeout).await {
                 Ok(_) => {
                     tracing::error!(record = %where_, error = %refusal,

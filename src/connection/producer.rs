@@ -275,6 +275,17 @@ pub(crate) fn produce(
     record: OutgoingRecord,
     timeout: Duration,
 ) -> impl Future<Output = Result<Delivered>> + 'static {
+    let write = produce_or_return(connection, record, timeout);
+    async move { write.await.map_err(|failed| failed.error) }
+}
+
+/// [`produce`], giving the record back with a failure (where it still has
+/// it), so a writer can send it again changed without having copied it.
+pub(crate) fn produce_or_return(
+    connection: ChildRef<ProducerConnection>,
+    record: OutgoingRecord,
+    timeout: Duration,
+) -> impl Future<Output = WriteResult> + 'static {
     let send = |conn: Addr<ProducerConnection>, n: u64, record: OutgoingRecord| {
         let (tx, answer) = oneshot::channel();
         conn.do_send(ProduceBatch(vec![Write::new(record, Reply::Channel(tx))]));
@@ -297,28 +308,29 @@ pub(crate) fn produce(
                     let Some((conn, n)) =
                         connection.ready_after(failed_incarnation, remaining).await
                     else {
-                        return Err(Error::Unavailable(format!(
+                        let error = Error::Unavailable(format!(
                             "no producer connection within the delivery timeout of {timeout:?}"
-                        )));
+                        ));
+                        return Err(Failed::new(error, record));
                     };
                     send(conn, n, record)
                 }
             };
             let failed = match answer.await {
                 Ok(Ok(delivered)) => return Ok(delivered),
-                Ok(Err(failed)) => *failed,
+                Ok(Err(failed)) => failed,
                 Err(_) => {
-                    return Err(Error::Unavailable(
+                    return Err(Failed::without_record(Error::Unavailable(
                         "producer connection stopped with the record".into(),
-                    ))
+                    )))
                 }
             };
-            let (error, record) = match failed {
+            let (error, record) = match *failed {
                 Failed {
                     error,
                     record: Some(record),
                 } if error.is_retriable() => (error, record),
-                Failed { error, .. } => return Err(error),
+                failed => return Err(Box::new(failed)),
             };
             if !conn.connected() {
                 // Wait for the next incarnation.
@@ -328,7 +340,7 @@ pub(crate) fn produce(
                 .checked_add(backoff)
                 .is_none_or(|t| t >= deadline)
             {
-                return Err(error);
+                return Err(Failed::new(error, record));
             }
             tracing::debug!(topic = %record.topic, %error, ?backoff, "write failed; sending again");
             tokio::time::sleep(backoff).await;
