@@ -28,7 +28,7 @@ use futures_util::future::Either;
 use kafkactor_actors::{ChildRef, Shutdown};
 
 use crate::broker::{Delivered, Failed, WriteResult};
-use crate::connection::producer::{ProduceBatch, ProducerConnection, Reply, Write};
+use crate::connection::producer::{resend_after, ProduceBatch, ProducerConnection, Reply, Write};
 use crate::delay::Plan;
 use crate::envelope::{header, new_message_id, OutgoingRecord};
 use crate::error::{Error, Result};
@@ -538,19 +538,13 @@ impl Handler<Resend> for Producer {
         let Reply::Publish(reply) = write.reply_mut() else {
             unreachable!("the Producer resends publishes only");
         };
-        let backoff = Duration::from_millis(5)
-            .saturating_mul(1 << reply.resends.min(8))
-            .min(Duration::from_secs(1));
-        if Instant::now()
-            .checked_add(backoff)
-            .is_none_or(|t| t >= reply.deadline)
-        {
+        let Some(backoff) = resend_after(reply.resends, reply.deadline) else {
             let (_, reply) = write.into_parts();
             if let Reply::Publish(reply) = reply {
                 reply.send(Err(error));
             }
             return;
-        }
+        };
         reply.resends += 1;
         tracing::debug!(topic = %write.record().topic, %error, ?backoff, "publish failed; sending again");
         ctx.run_later(backoff, move |act, ctx| {

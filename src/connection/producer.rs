@@ -264,6 +264,19 @@ impl Handler<Shutdown> for ProducerConnection {
     }
 }
 
+/// How long to wait before sending a failed write again after `resends`
+/// earlier resends: 5 ms, doubling, at most 1 s. None when that wait would
+/// reach `deadline` (the write's delivery timeout): the failure is final.
+pub(crate) fn resend_after(resends: u32, deadline: Instant) -> Option<Duration> {
+    let backoff = Duration::from_millis(5)
+        .saturating_mul(1 << resends.min(8))
+        .min(Duration::from_secs(1));
+    Instant::now()
+        .checked_add(backoff)
+        .is_some_and(|t| t < deadline)
+        .then_some(backoff)
+}
+
 /// Writes `record` through the current connection, sending it again after
 /// failures that may pass and after connection restarts, until `timeout`
 /// has passed.
@@ -299,7 +312,7 @@ pub(crate) fn produce_or_return(
         let deadline = crate::clock::deadline_in(timeout);
         let mut next = first;
         let mut failed_incarnation = 0;
-        let mut backoff = Duration::from_millis(5);
+        let mut resends = 0;
         loop {
             let (answer, conn, incarnation) = match next {
                 Ok(sent) => sent,
@@ -336,15 +349,12 @@ pub(crate) fn produce_or_return(
                 // Wait for the next incarnation.
                 failed_incarnation = incarnation;
             }
-            if Instant::now()
-                .checked_add(backoff)
-                .is_none_or(|t| t >= deadline)
-            {
+            let Some(backoff) = resend_after(resends, deadline) else {
                 return Err(Failed::new(error, record));
-            }
+            };
+            resends += 1;
             tracing::debug!(topic = %record.topic, %error, ?backoff, "write failed; sending again");
             tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(1));
             next = Err(record);
         }
     }
