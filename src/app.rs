@@ -25,17 +25,17 @@ use kafkactor_actors::{
 };
 use serde::de::DeserializeOwned;
 
-use crate::broker::{Broker, ProducerConfig};
-use crate::connection::producer::ProducerConnection;
-use crate::dead_letter::DeadLetter;
+use crate::broker::{Broker, BrokerBackend};
+use crate::connection::consumer::{ConsumerConnection, Owned};
 use crate::delay::tree::republisher_spec;
 use crate::delay::Delays;
 use crate::delivery::{Delivery, Outcome};
 use crate::error::{Error, Result};
+use crate::outbound::{Outbound, OutboundSettings};
 use crate::producer::{Producer, ProducerHandle};
 use crate::subscription::closure::FnHandler;
 use crate::subscription::route::Routes;
-use crate::subscription::tree::{subscription_spec, Shared};
+use crate::subscription::tree::subscription_spec;
 use crate::subscription::{Subscription, DEFAULT_MAX_RECORD_BYTES};
 
 /// Entry point: `Kafkactor::builder()`.
@@ -62,7 +62,18 @@ impl Kafkactor {
 /// Mailbox capacity of the publishing actors (see `ChildSpec::mailbox_capacity`).
 pub(crate) const PUBLISH_MAILBOX: usize = 1 << 20;
 
-type MakeSpec = Box<dyn FnOnce(Shared) -> ChildSpec>;
+type MakeSpec = Box<dyn FnOnce(Parts) -> ChildSpec>;
+
+/// What [`AppBuilder::start`] gives each consumer subtree (a subscription or
+/// the Republisher) it builds.
+pub(crate) struct Parts {
+    pub(crate) backend: Arc<dyn BrokerBackend>,
+    pub(crate) events: Events,
+    /// Where it dead-letters (and handlers publish).
+    pub(crate) outbound: Outbound,
+    /// Its consumer connection, which the application asks what it owns.
+    pub(crate) connection: ChildRef<ConsumerConnection>,
+}
 
 /// Assembles an application: the broker, the subscriptions and their
 /// handlers, and the supervision settings. Nothing runs until [`start`](AppBuilder::start).
@@ -144,7 +155,7 @@ impl AppBuilder {
         let spec_sub = sub.clone();
         self.subscriptions.push((
             sub,
-            Box::new(move |shared| subscription_spec(spec_sub, routes, factory, shared)),
+            Box::new(move |parts| subscription_spec(spec_sub, routes, factory, parts)),
         ));
         self
     }
@@ -268,66 +279,57 @@ impl AppBuilder {
         for topic in &topics {
             backend.ensure_topic(topic, None).await?;
         }
-        let connection: ChildRef<ProducerConnection> = ChildRef::new();
-        let producer: ChildRef<Producer> = ChildRef::new();
-        let dead_letter: ChildRef<DeadLetter> = ChildRef::new();
-        let max_bytes = self.max_message_bytes;
-        let delivery_timeout = self.delivery_timeout;
-
+        let outbound = Outbound::default();
         let mut root = Supervisor::new("kafkactor")
             .events(self.events.clone())
             .restart_limit(self.restart_limit.0, self.restart_limit.1)
-            .backoff(self.backoff)
-            // Large mailboxes: `send` beyond the capacity would let waiting
-            // publishes overtake each other.
-            .child(
-                ChildSpec::graceful_with_ref("producer-connection", &connection, {
-                    let backend = backend.clone();
-                    let config = ProducerConfig { delivery_timeout };
-                    move || ProducerConnection::new(backend.clone(), config)
-                })
-                .mailbox_capacity(PUBLISH_MAILBOX),
-            )
-            .child(
-                ChildSpec::graceful_with_ref("producer", &producer, {
-                    let (connection, plan) = (connection.clone(), plan.clone());
-                    move || {
-                        Producer::new(
-                            connection.clone(),
-                            max_bytes,
-                            delivery_timeout,
-                            plan.clone(),
-                        )
-                    }
-                })
-                .mailbox_capacity(PUBLISH_MAILBOX),
-            )
-            .child(ChildSpec::graceful_with_ref("dead-letter", &dead_letter, {
-                let connection = connection.clone();
-                let events = self.events.clone();
-                move || DeadLetter::new(connection.clone(), delivery_timeout, events.clone())
-            }));
-        let assignments = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let shared = Shared {
-            backend,
-            dead_letter,
-            events: self.events.clone(),
-            assignments: assignments.clone(),
-        };
+            .backoff(self.backoff);
+        root = outbound.children(
+            root,
+            OutboundSettings {
+                backend: backend.clone(),
+                max_message_bytes: self.max_message_bytes,
+                delivery_timeout: self.delivery_timeout,
+                delays: plan.clone(),
+                events: self.events.clone(),
+            },
+        );
+        // The consumer connection of every consumer subtree, asked by
+        // `assigned_partitions` what it owns.
+        let mut consumers = Vec::new();
         if let Some((delays, plan)) = republisher {
+            let connection = ChildRef::new();
             root = root.child(republisher_spec(
                 delays,
                 plan,
-                delivery_timeout,
-                shared.clone(),
+                self.delivery_timeout,
+                Parts {
+                    backend: backend.clone(),
+                    events: self.events.clone(),
+                    outbound: outbound.clone(),
+                    connection: connection.clone(),
+                },
             ));
+            consumers.push(connection);
         }
         for (_, make) in self.subscriptions {
-            root = root.child(make(shared.clone()));
+            let connection = ChildRef::new();
+            root = root.child(make(Parts {
+                backend: backend.clone(),
+                events: self.events.clone(),
+                outbound: outbound.clone(),
+                connection: connection.clone(),
+            }));
+            consumers.push(connection);
         }
 
         let mut handle = root.start_root();
-        if producer.ready(Duration::from_secs(10)).await.is_none() {
+        if outbound
+            .producer
+            .ready(Duration::from_secs(10))
+            .await
+            .is_none()
+        {
             let exit = if handle.is_finished() {
                 handle.wait().await
             } else {
@@ -338,10 +340,10 @@ impl AppBuilder {
             )));
         }
         Ok(App {
-            assignments,
+            consumers,
             root: handle,
-            producer,
-            delivery_timeout,
+            producer: outbound.producer,
+            delivery_timeout: self.delivery_timeout,
             broker,
             events: self.events,
         })
@@ -351,7 +353,7 @@ impl AppBuilder {
 /// A running application. Publish through [`App::producer`]; stop with
 /// [`App::shutdown`], which drains in-flight work and commits.
 pub struct App {
-    assignments: Arc<std::sync::Mutex<Vec<crate::connection::consumer::Assignment>>>,
+    consumers: Vec<ChildRef<ConsumerConnection>>,
     root: SupervisorHandle,
     producer: ChildRef<Producer>,
     delivery_timeout: Duration,
@@ -377,13 +379,19 @@ impl App {
     }
 
     /// The partitions this application's consumers (its subscriptions and
-    /// its Republisher) own right now, over all of them, sorted.
-    pub fn assigned_partitions(&self) -> Vec<crate::TopicPartition> {
-        let views = self.assignments.lock().unwrap_or_else(|e| e.into_inner());
-        let mut all: Vec<crate::TopicPartition> = views
+    /// its Republisher) own right now, over all of them, sorted. Each
+    /// consumer connection answers for itself; one that is restarting owns
+    /// nothing.
+    pub async fn assigned_partitions(&self) -> Vec<crate::TopicPartition> {
+        let asked: Vec<_> = self
+            .consumers
             .iter()
-            .flat_map(|v| v.lock().unwrap_or_else(|e| e.into_inner()).clone())
+            .filter_map(|c| c.get().map(|a| a.send(Owned)))
             .collect();
+        let mut all = Vec::new();
+        for answer in asked {
+            all.extend(answer.await.unwrap_or_default());
+        }
         all.sort();
         all
     }

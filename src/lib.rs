@@ -19,6 +19,7 @@ mod delay;
 mod delivery;
 mod envelope;
 mod error;
+mod outbound;
 mod partitioner;
 mod producer;
 mod publish;

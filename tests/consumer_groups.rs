@@ -55,10 +55,13 @@ async fn group_split(tb: TestBroker) {
     let log = Log::default();
     let a = member(&tb, &topic, &group, &log, "a").await;
     let b = member(&tb, &topic, &group, &log, "b").await;
-    eventually(
+    let (ra, rb) = (&a, &b);
+    eventually_async(
         "both members own two partitions",
         tb.patience(Duration::from_secs(10)),
-        || a.assigned_partitions().len() == 2 && b.assigned_partitions().len() == 2,
+        || async move {
+            ra.assigned_partitions().await.len() == 2 && rb.assigned_partitions().await.len() == 2
+        },
     )
     .await;
 
@@ -87,10 +90,11 @@ async fn group_split(tb: TestBroker) {
 
     // When one member leaves, the other takes over its partitions.
     b.shutdown().await.unwrap();
-    eventually(
+    until_owned(
         "a owns every partition",
         tb.patience(Duration::from_secs(10)),
-        || a.assigned_partitions().len() == 4,
+        &a,
+        |n| n == 4,
     )
     .await;
     let more: Vec<Order> = orders(4_400, 40).split_off(4_000);
@@ -134,10 +138,11 @@ async fn join_and_leave_mid_stream(tb: TestBroker) {
     // drained and committed them. More records come once b owns some (a
     // may have finished the first ones by then: Kafka forms the group fast).
     let b = member(&tb, &topic, &group, &log, "b").await;
-    eventually(
+    until_owned(
         "b owns partitions",
         tb.patience(Duration::from_secs(10)),
-        || !b.assigned_partitions().is_empty(),
+        &b,
+        |n| n > 0,
     )
     .await;
     publish_all(&a, &topic, &all[3_000..4_500]).await;

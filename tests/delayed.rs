@@ -43,10 +43,7 @@ async fn second_member(tb: &TestBroker, delays: Delays, deadline: Instant) -> Ap
         .await
         .unwrap();
     let wait = deadline.saturating_duration_since(Instant::now());
-    eventually("b took bucket partitions", wait, || {
-        !b.assigned_partitions().is_empty()
-    })
-    .await;
+    until_owned("b took bucket partitions", wait, &b, |n| n > 0).await;
     assert!(
         Instant::now() < deadline,
         "the rebalance finished after the records were due: the test proves nothing"
@@ -123,10 +120,11 @@ async fn app_with(tb: &TestBroker, topic: &str, delays: Delays, arrivals: &Arriv
 /// bucket topics (Kafka groups take seconds to form; records due meanwhile
 /// would be released late and in bucket order rather than due order).
 async fn until_assigned(tb: &TestBroker, app: &App, partitions: usize) {
-    eventually(
+    until_owned(
         "the subscription and the Republisher own their partitions",
         tb.patience(Duration::from_secs(5)),
-        || app.assigned_partitions().len() == partitions,
+        app,
+        |n| n == partitions,
     )
     .await;
 }
@@ -550,10 +548,11 @@ async fn a_rebalance_moves_pending_delays_without_forwarding_them_twice(tb: Test
     let delays = delays.hold_in_memory(Duration::from_secs(30));
     let arrivals = Arrivals::default();
     let a = app_with(&tb, &topic, delays.clone(), &arrivals).await;
-    eventually(
+    until_owned(
         "a's consumers joined",
         tb.patience(Duration::from_secs(10)),
-        || a.assigned_partitions().len() >= 2,
+        &a,
+        |n| n >= 2,
     )
     .await;
     // After a second in the 1 s bucket the records wait in a's memory until
@@ -665,10 +664,11 @@ async fn short_delays_are_not_starved_by_long_ones(tb: TestBroker) {
         .await;
     let arrivals = Arrivals::default();
     let app = app_with(&tb, &topic, delays, &arrivals).await;
-    eventually(
+    until_owned(
         "the consumers joined",
         tb.patience(Duration::from_secs(10)),
-        || app.assigned_partitions().len() >= 2,
+        &app,
+        |n| n >= 2,
     )
     .await;
     let producer = app.producer();

@@ -146,7 +146,7 @@ async fn the_broker_killed_and_restarted_mid_stream_loses_nothing() {
         let mut lost = false;
         let deadline = Instant::now() + KafkaProcess::recovery();
         while Instant::now() < deadline {
-            let owned = app.assigned_partitions().len();
+            let owned = app.assigned_partitions().await.len();
             lost |= owned == 0;
             if lost && owned > 0 {
                 return Some(log.len());

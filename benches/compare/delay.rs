@@ -69,7 +69,7 @@ pub(crate) async fn delay_precision(
         .unwrap();
     // Kafka groups take seconds to form: start once the consumers own their partitions.
     let deadline = Instant::now() + Duration::from_secs(60);
-    while app.assigned_partitions().len() < 2 {
+    while app.assigned_partitions().await.len() < 2 {
         assert!(Instant::now() < deadline, "consumers did not join");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

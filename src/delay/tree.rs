@@ -26,11 +26,12 @@ use kafkactor_actors::{ChildRef, ChildSpec, Supervisor};
 
 use super::republisher::Republisher;
 use super::{Delays, Plan};
+use crate::app::Parts;
 use crate::app::PUBLISH_MAILBOX;
 use crate::broker::{ConsumerConfig, OffsetReset, ProducerConfig};
-use crate::connection::consumer::{Assignment, ConsumerConnection, ConsumerSettings};
+use crate::connection::consumer::ConsumerSettings;
 use crate::connection::producer::ProducerConnection;
-use crate::subscription::tree::{connection_spec, Shared};
+use crate::subscription::tree::connection_spec;
 
 /// How long a revoked bucket partition is kept: not at all. What the
 /// Republisher holds of it is not due yet and is read again by the next
@@ -48,7 +49,7 @@ pub(crate) fn republisher_spec(
     delays: &Delays,
     plan: Arc<Plan>,
     delivery_timeout: Duration,
-    shared: Shared,
+    parts: Parts,
 ) -> ChildSpec {
     let settings = ConsumerSettings {
         config: ConsumerConfig {
@@ -62,34 +63,37 @@ pub(crate) fn republisher_spec(
         max_in_flight: delays.in_flight_limit(),
         commit_interval: Duration::from_millis(100),
         drain_timeout: DRAIN,
-        assignment: Assignment::default(),
     };
-    shared.publish_assignment(&settings);
+    let Parts {
+        backend,
+        events,
+        outbound,
+        connection,
+    } = parts;
     let group: Arc<str> = Arc::from(delays.group_name());
     let (max_restarts, window) = (10, Duration::from_secs(10));
     ChildSpec::graceful("republisher", move || {
-        let connection: ChildRef<ConsumerConnection> = ChildRef::new();
         let republisher: ChildRef<Republisher> = ChildRef::new();
         let producer: ChildRef<ProducerConnection> = ChildRef::new();
         let (plan, group, dead_letter, conn) = (
             plan.clone(),
             group.clone(),
-            shared.dead_letter.clone(),
+            outbound.dead_letter.clone(),
             connection.clone(),
         );
-        let backend = shared.backend.clone();
         let config = ProducerConfig { delivery_timeout };
         Supervisor::new("republisher")
-            .events(shared.events.clone())
+            .events(events.clone())
             .restart_limit(max_restarts, window)
             .child(
-                ChildSpec::graceful_with_ref("producer-connection", &producer, move || {
-                    ProducerConnection::new(backend.clone(), config)
+                ChildSpec::graceful_with_ref("producer-connection", &producer, {
+                    let backend = backend.clone();
+                    move || ProducerConnection::new(backend.clone(), config)
                 })
                 .mailbox_capacity(PUBLISH_MAILBOX),
             )
             .child(connection_spec(
-                shared.backend.clone(),
+                backend.clone(),
                 settings.clone(),
                 &connection,
                 republisher.clone(),

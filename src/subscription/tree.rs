@@ -27,34 +27,13 @@ use std::time::Duration;
 use actix::{Actor, Context};
 use kafkactor_actors::{ChildRef, ChildSpec, Events, Supervisor};
 
+use crate::app::Parts;
 use crate::broker::{BrokerBackend, ConsumerConfig};
-use crate::connection::consumer::{Assignment, ConsumerConnection, ConsumerSettings};
+use crate::connection::consumer::{ConsumerConnection, ConsumerSettings};
 use crate::connection::protocol::{Consumer, Deliver, FindConsumer, Released};
-use crate::dead_letter::DeadLetter;
 use crate::subscription::dispatcher::{DispatchSettings, Dispatcher};
 use crate::subscription::route::Routes;
 use crate::subscription::{OnRestartLimit, Subscription};
-
-/// What every subscription subtree shares with the rest of the application.
-#[derive(Clone)]
-pub(crate) struct Shared {
-    pub(crate) backend: Arc<dyn BrokerBackend>,
-    pub(crate) dead_letter: ChildRef<DeadLetter>,
-    pub(crate) events: Events,
-    /// Where each subscription publishes the partitions it owns.
-    pub(crate) assignments: Arc<std::sync::Mutex<Vec<Assignment>>>,
-}
-
-impl Shared {
-    /// Lets [`App::assigned_partitions`](crate::App::assigned_partitions)
-    /// see the partitions a connection with these settings owns.
-    pub(crate) fn publish_assignment(&self, settings: &ConsumerSettings) {
-        self.assignments
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(settings.assignment.clone());
-    }
-}
 
 /// The child spec of a `consumer-connection` that feeds `target` (a
 /// Dispatcher or the Republisher) and reports to whichever incarnation of it
@@ -90,7 +69,7 @@ pub(crate) fn subscription_spec<A, F>(
     sub: Subscription,
     routes: Routes<A>,
     factory: Arc<F>,
-    shared: Shared,
+    parts: Parts,
 ) -> ChildSpec
 where
     A: Actor<Context = Context<A>>,
@@ -124,12 +103,16 @@ where
         max_in_flight: sub.in_flight_limit(),
         commit_interval: sub.commit_interval,
         drain_timeout: sub.drain_timeout,
-        assignment: Assignment::default(),
     };
-    shared.publish_assignment(&consumer);
+    let Parts {
+        backend,
+        events,
+        outbound,
+        connection,
+    } = parts;
+    let dead_letter = outbound.dead_letter;
     let handlers: Vec<ChildRef<A>> = (0..sub.concurrency).map(|_| ChildRef::new()).collect();
     let dispatcher: ChildRef<Dispatcher<A>> = ChildRef::new();
-    let connection: ChildRef<ConsumerConnection> = ChildRef::new();
     let drain = sub.drain_timeout;
     let (max_restarts, window) = sub.restart_limit;
     let backoff = sub.restart_backoff;
@@ -139,7 +122,7 @@ where
     let spec = ChildSpec::graceful(name, move || {
         let lanes = Lanes {
             name: format!("{supervisor_name}/handlers"),
-            events: shared.events.clone(),
+            events: events.clone(),
             backoff,
             limit: (if escalate { max_restarts } else { usize::MAX }, window),
             handlers: handlers.clone(),
@@ -150,7 +133,7 @@ where
             lanes_spec = lanes_spec.significant();
         }
         let mut tree = Supervisor::new(supervisor_name.clone())
-            .events(shared.events.clone())
+            .events(events.clone())
             .restart_limit(max_restarts, window)
             .backoff(backoff)
             .child(lanes_spec);
@@ -158,7 +141,7 @@ where
             dispatch.clone(),
             routes.clone(),
             handlers.clone(),
-            shared.dead_letter.clone(),
+            dead_letter.clone(),
             connection.clone(),
         );
         tree = tree.child(ChildSpec::graceful_with_ref(
@@ -175,7 +158,7 @@ where
             },
         ));
         tree.child(connection_spec(
-            shared.backend.clone(),
+            backend.clone(),
             consumer.clone(),
             &connection,
             dispatcher.clone(),

@@ -178,6 +178,15 @@ where
     }
 }
 
+/// Waits until the number of partitions `app` owns satisfies `enough`.
+pub async fn until_owned(what: &str, timeout: Duration, app: &App, enough: impl Fn(usize) -> bool) {
+    let enough = &enough;
+    eventually_async(what, timeout, || async move {
+        enough(app.assigned_partitions().await.len())
+    })
+    .await
+}
+
 /// Asserts that, per key, `seq` strictly increases in handling order (for
 /// acknowledged deliveries: each key's records were handled once, in order).
 pub fn assert_key_order(seen: &[Seen]) {

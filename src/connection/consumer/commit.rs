@@ -111,7 +111,6 @@ impl ConsumerConnection {
         }
         let mut offsets = Vec::new();
         for tp in &ready {
-            self.assignment_view().remove(tp);
             if let Some(p) = self.partitions.remove(tp) {
                 if let Some(w) = p.watermark {
                     if !w.is_idle() && !deadline.is_zero() {

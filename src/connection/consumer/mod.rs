@@ -9,7 +9,8 @@
 //!
 //! Messages: [`Completed`](super::protocol::Completed) (records whose fate
 //! is final), [`Ready`] (a consumer incarnation started), [`Hold`] (pause a
-//! partition until a time) and `Shutdown` (stop polling, drain in-flight
+//! partition until a time), [`Owned`] (which partitions it owns) and
+//! `Shutdown` (stop polling, drain in-flight
 //! records within the drain timeout, commit, leave the group). What it
 //! feeds (a Dispatcher or the Republisher) gets [`Deliver`] and
 //! [`Released`]: the protocol is in `connection/protocol.rs`.
@@ -74,12 +75,14 @@ pub(crate) struct ConsumerSettings {
     pub(crate) max_in_flight: usize,
     pub(crate) commit_interval: Duration,
     pub(crate) drain_timeout: Duration,
-    /// The partitions this member owns, for [`App::assigned_partitions`](crate::App::assigned_partitions).
-    pub(crate) assignment: Assignment,
 }
 
-/// The partitions a subscription currently owns, shared with the application.
-pub(crate) type Assignment = Arc<std::sync::Mutex<std::collections::BTreeSet<TopicPartition>>>;
+/// Asks which partitions this member owns right now: assigned, and not yet
+/// given back after a revocation. Sorted. For
+/// [`App::assigned_partitions`](crate::App::assigned_partitions).
+#[derive(Message)]
+#[rtype(result = "Vec<TopicPartition>")]
+pub(crate) struct Owned;
 
 pub(crate) struct ConsumerConnection {
     /// Where the consumer client comes from.
@@ -136,15 +139,6 @@ impl ConsumerConnection {
             drained: None,
             delivered_to: None,
         }
-    }
-
-    fn assignment_view(
-        &self,
-    ) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<TopicPartition>> {
-        self.settings
-            .assignment
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
     }
 
     fn group(&self) -> &str {
@@ -208,7 +202,6 @@ impl ConsumerConnection {
                             }
                         }
                     }
-                    self.assignment_view().extend(tps.iter().cloned());
                     let mut stale = Vec::new();
                     for tp in tps {
                         let fresh = Partition {
@@ -337,10 +330,19 @@ impl Actor for ConsumerConnection {
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
-        self.assignment_view().clear();
         if let Some(client) = self.client.take() {
             client.close();
         }
+    }
+}
+
+impl Handler<Owned> for ConsumerConnection {
+    type Result = MessageResult<Owned>;
+
+    fn handle(&mut self, _: Owned, _: &mut Context<Self>) -> Self::Result {
+        let mut owned: Vec<TopicPartition> = self.partitions.keys().cloned().collect();
+        owned.sort();
+        MessageResult(owned)
     }
 }
 

@@ -176,11 +176,7 @@ fn record(tp: &TopicPartition, offset: i64) -> Arc<Record> {
     ))
 }
 
-fn connection(
-    fake: &Fake,
-    sink: Addr<Sink>,
-    max_in_flight: usize,
-) -> (Addr<ConsumerConnection>, Assignment) {
+fn connection(fake: &Fake, sink: Addr<Sink>, max_in_flight: usize) -> Addr<ConsumerConnection> {
     let settings = ConsumerSettings {
         config: ConsumerConfig {
             group: "g".into(),
@@ -194,9 +190,7 @@ fn connection(
         // Long: a commit scheduled stays pending through the test.
         commit_interval: Duration::from_secs(60),
         drain_timeout: Duration::from_secs(1),
-        assignment: Assignment::default(),
     };
-    let assignment = settings.assignment.clone();
     let target: FindConsumer = Box::new(move || {
         let target = Consumer {
             deliver: sink.clone().recipient(),
@@ -204,8 +198,7 @@ fn connection(
         };
         Some((target, 1))
     });
-    let conn = ConsumerConnection::new(Arc::new(Backend(fake.clone())), settings, target).start();
-    (conn, assignment)
+    ConsumerConnection::new(Arc::new(Backend(fake.clone())), settings, target).start()
 }
 
 async fn until(what: &str, mut condition: impl FnMut() -> bool) {
@@ -233,7 +226,7 @@ async fn an_assignment_answered_while_credit_frees_up_is_not_lost() {
         ]);
     }
     let sink = Sink::default();
-    let (conn, assignment) = connection(&fake, sink.start(), 1);
+    let conn = connection(&fake, sink.start(), 1);
     until("a poll without credit", || {
         fake.0.lock().unwrap().polls == [1, 0]
     })
@@ -256,10 +249,14 @@ async fn an_assignment_answered_while_credit_frees_up_is_not_lost() {
     // taken the answer.
     fake.fire(vec![ConsumerEvent::Assigned(vec![p1.clone()])]);
     conn.do_send(Completed(vec![record(&p0, 1)]));
-    until("the assignment seen", || {
-        assignment.lock().unwrap().contains(&p1)
-    })
-    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !conn.send(Owned).await.unwrap().contains(&p1) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for the assignment"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
     assert_eq!(fake.0.lock().unwrap().lost, 0, "an answer was dropped");
 }
 
@@ -280,7 +277,7 @@ async fn a_repeated_assignment_returns_the_credit_of_what_it_replaced() {
             .push_back(vec![ConsumerEvent::Assigned(vec![p0.clone()])]);
     }
     let sink = Sink::default();
-    let (_conn, _) = connection(&fake, sink.start(), 4);
+    let _conn = connection(&fake, sink.start(), 4);
     // After the second assignment nothing is in flight: the next poll has
     // the whole credit.
     until("a poll after the second assignment", || {

@@ -1,0 +1,88 @@
+//! The application's outbound actors: everything that writes to the broker
+//! on the application's behalf, as one named thing.
+//!
+//! ```text
+//! kafkactor
+//! ├── producer-connection   the producer client (connection/producer.rs)
+//! ├── producer              Publish -> PublishOutcome (producer.rs)
+//! └── dead-letter           failed records -> dead-letter topics (dead_letter.rs)
+//! ```
+//!
+//! They are children of the root, started before any consumer subtree and
+//! stopped after all of them, so a subscription that drains on shutdown can
+//! still dead-letter and its handlers can still publish. The Republisher
+//! writes through a producer connection of its own (see `delay/tree.rs`)
+//! and dead-letters through this one.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kafkactor_actors::{ChildRef, ChildSpec, Events, Supervisor};
+
+use crate::app::PUBLISH_MAILBOX;
+use crate::broker::{BrokerBackend, ProducerConfig};
+use crate::connection::producer::ProducerConnection;
+use crate::dead_letter::DeadLetter;
+use crate::delay::Plan;
+use crate::producer::Producer;
+
+/// The outbound actors, each found through its [`ChildRef`] whichever
+/// incarnation runs.
+#[derive(Clone, Default)]
+pub(crate) struct Outbound {
+    pub(crate) connection: ChildRef<ProducerConnection>,
+    pub(crate) producer: ChildRef<Producer>,
+    pub(crate) dead_letter: ChildRef<DeadLetter>,
+}
+
+/// What the outbound actors are built with.
+pub(crate) struct OutboundSettings {
+    pub(crate) backend: Arc<dyn BrokerBackend>,
+    pub(crate) max_message_bytes: usize,
+    pub(crate) delivery_timeout: Duration,
+    /// The delay buckets, when delayed publishing is on.
+    pub(crate) delays: Option<Arc<Plan>>,
+    pub(crate) events: Events,
+}
+
+impl Outbound {
+    /// Adds the three actors to `root`, in start order.
+    pub(crate) fn children(&self, root: Supervisor, settings: OutboundSettings) -> Supervisor {
+        let OutboundSettings {
+            backend,
+            max_message_bytes,
+            delivery_timeout,
+            delays,
+            events,
+        } = settings;
+        let connection = self.connection.clone();
+        root
+            // Large mailboxes: `send` beyond the capacity would let waiting
+            // publishes overtake each other.
+            .child(
+                ChildSpec::graceful_with_ref("producer-connection", &self.connection, move || {
+                    ProducerConnection::new(backend.clone(), ProducerConfig { delivery_timeout })
+                })
+                .mailbox_capacity(PUBLISH_MAILBOX),
+            )
+            .child(
+                ChildSpec::graceful_with_ref("producer", &self.producer, {
+                    let connection = connection.clone();
+                    move || {
+                        Producer::new(
+                            connection.clone(),
+                            max_message_bytes,
+                            delivery_timeout,
+                            delays.clone(),
+                        )
+                    }
+                })
+                .mailbox_capacity(PUBLISH_MAILBOX),
+            )
+            .child(ChildSpec::graceful_with_ref(
+                "dead-letter",
+                &self.dead_letter,
+                move || DeadLetter::new(connection.clone(), delivery_timeout, events.clone()),
+            ))
+    }
+}
