@@ -6,12 +6,14 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix::dev::channel::{channel, AddressSender};
 use actix::fut::wrap_future;
 use actix::{Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::exit::{fail, run_catching};
+use crate::stop::{stop_line, StopRequest, StopSender};
 use crate::Exit;
 
 /// Asks a supervised child to finish its in-flight work and stop.
@@ -46,25 +48,20 @@ impl Restart {
     }
 }
 
-/// What the stop listener inside a child's context is asked to do.
-enum StopRequest {
-    /// Stop normally (`ctx.stop()`), or by sending [`Shutdown`] for graceful children.
-    Stop,
-    /// Stop and report a failure with this reason.
-    Fail(String),
-}
-
 /// One incarnation of a child, as seen through a [`ChildRef`].
 struct Incarnation<A: Actor> {
     addr: Addr<A>,
+    /// The mailbox sender behind `addr`.
+    sender: AddressSender<A>,
     number: u64,
-    stop: mpsc::UnboundedSender<StopRequest>,
+    stop: StopSender,
 }
 
 impl<A: Actor> Clone for Incarnation<A> {
     fn clone(&self) -> Self {
         Incarnation {
             addr: self.addr.clone(),
+            sender: self.sender.clone(),
             number: self.number,
             stop: self.stop.clone(),
         }
@@ -129,12 +126,15 @@ impl<A: Actor> ChildRef<A> {
 
     /// The address of the current incarnation and its number, if running.
     pub fn get_numbered(&self) -> Option<(Addr<A>, u64)> {
-        self.slot
-            .borrow()
-            .current
-            .as_ref()
-            .filter(|i| i.addr.connected())
-            .map(|i| (i.addr.clone(), i.number))
+        self.running(|i| (i.addr.clone(), i.number))
+    }
+
+    /// The mailbox sender of the current incarnation and its number, if
+    /// running: for a caller that keeps it for the incarnation's life and
+    /// sends with [`AddressSender::send`], which hands back the reply's
+    /// receiver instead of a request future to box.
+    pub fn sender_numbered(&self) -> Option<(AddressSender<A>, u64)> {
+        self.running(|i| (i.sender.clone(), i.number))
     }
 
     /// Calls `f` with the address of the current incarnation and its
@@ -142,11 +142,13 @@ impl<A: Actor> ChildRef<A> {
     /// for a message per call on a hot path. `f` must not wait, nor start,
     /// stop or look up this child.
     pub fn with<R>(&self, f: impl FnOnce(&Addr<A>, u64) -> R) -> Option<R> {
+        self.running(|i| f(&i.addr, i.number))
+    }
+
+    /// `f` of the current incarnation, if it runs.
+    fn running<R>(&self, f: impl FnOnce(&Incarnation<A>) -> R) -> Option<R> {
         let slot = self.slot.borrow();
-        slot.current
-            .as_ref()
-            .filter(|i| i.addr.connected())
-            .map(|i| f(&i.addr, i.number))
+        slot.current.as_ref().filter(|i| i.addr.connected()).map(f)
     }
 
     /// Waits until an incarnation numbered above `after` runs (pass 0 for
@@ -180,7 +182,7 @@ impl<A: Actor> ChildRef<A> {
     pub fn fail(&self, number: u64, reason: impl Into<String>) -> bool {
         let current = self.slot.borrow().current.clone();
         match current {
-            Some(i) if i.number == number => i.stop.send(StopRequest::Fail(reason.into())).is_ok(),
+            Some(i) if i.number == number => i.stop.send(StopRequest::Fail(reason.into())),
             _ => false,
         }
     }
@@ -256,6 +258,10 @@ impl Drop for Running {
         self.task.abort();
     }
 }
+
+/// A child's mailbox capacity unless [`ChildSpec::mailbox_capacity`] says
+/// otherwise (actix's default).
+const DEFAULT_MAILBOX: usize = 16;
 
 /// The largest mailbox capacity [`ChildSpec::mailbox_capacity`] accepts.
 const MAX_MAILBOX: usize = 1 << 24;
@@ -344,25 +350,25 @@ impl ChildSpec {
     {
         let child_ref = child_ref.clone();
         let starter = move |on_exit: Box<dyn FnOnce(Exit)>, capacity: Option<usize>| {
-            let mut ctx = Context::<A>::new();
+            let (sender, mailbox) = channel(DEFAULT_MAILBOX);
+            let mut ctx = Context::<A>::with_receiver(mailbox);
             if let Some(capacity) = capacity {
                 // Before the address is handed out, so no sender ever sees the default.
                 ctx.set_mailbox_capacity(capacity);
             }
-            let addr = ctx.address();
-            let (stop_tx, mut stop_rx) = mpsc::unbounded_channel::<StopRequest>();
+            let addr = Addr::new(sender.clone());
+            let (stop_tx, stop_rx) = stop_line();
             // The stop listener lives inside the child's own context, so it can
             // stop the actor from outside without the actor's cooperation.
-            ctx.spawn(wrap_future(async move { stop_rx.recv().await }).map(
+            ctx.spawn(wrap_future(stop_rx).map(
                 move |request, _act: &mut A, ctx: &mut Context<A>| match request {
-                    Some(StopRequest::Fail(reason)) => fail(ctx, reason),
-                    Some(StopRequest::Stop) => ctx.stop(),
-                    // Every sender is gone: the supervisor forgot this incarnation.
-                    None => {}
+                    StopRequest::Fail(reason) => fail(ctx, reason),
+                    StopRequest::Stop => ctx.stop(),
                 },
             ));
             let number = child_ref.publish(|number| Incarnation {
                 addr: addr.clone(),
+                sender,
                 number,
                 stop: stop_tx.clone(),
             });
@@ -382,7 +388,7 @@ impl ChildSpec {
                 .cloned();
             let fail_tx = stop_tx.clone();
             let fail: Box<dyn Fn(String)> = Box::new(move |reason| {
-                let _ = fail_tx.send(StopRequest::Fail(reason));
+                fail_tx.send(StopRequest::Fail(reason));
             });
             let request_stop = stopper(addr, stop_tx);
             Running {
@@ -452,22 +458,22 @@ impl ChildSpec {
     }
 }
 
-type Stopper<A> = fn(Addr<A>, mpsc::UnboundedSender<StopRequest>) -> Box<dyn Fn()>;
+type Stopper<A> = fn(Addr<A>, StopSender) -> Box<dyn Fn()>;
 
 /// Asks a child to stop through its stop listener (`ctx.stop()`).
 fn stop_by_context<A: Actor<Context = Context<A>>>(
     _addr: Addr<A>,
-    stop: mpsc::UnboundedSender<StopRequest>,
+    stop: StopSender,
 ) -> Box<dyn Fn()> {
     Box::new(move || {
-        let _ = stop.send(StopRequest::Stop);
+        stop.send(StopRequest::Stop);
     })
 }
 
 /// Asks a child to stop by sending it [`Shutdown`].
 fn stop_by_message<A: Actor<Context = Context<A>> + Handler<Shutdown>>(
     addr: Addr<A>,
-    _stop: mpsc::UnboundedSender<StopRequest>,
+    _stop: StopSender,
 ) -> Box<dyn Fn()> {
     Box::new(move || addr.do_send(Shutdown))
 }

@@ -11,6 +11,7 @@ mod backoff;
 mod child;
 mod event;
 mod exit;
+mod stop;
 mod supervisor;
 
 pub use backoff::Backoff;

@@ -35,12 +35,14 @@
 //! handled twice.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{self, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use actix::dev::channel::AddressSender;
 use actix::prelude::*;
 use kafkactor_actors::{ChildRef, Shutdown};
 
@@ -112,7 +114,7 @@ struct Lane<A: Actor> {
     handler: ChildRef<A>,
     /// The handler incarnation last called, while it runs (looked up again
     /// once it stops or fails: no address cloned per record).
-    current: Option<(Addr<A>, u64)>,
+    current: Option<(AddressSender<A>, u64)>,
     queue: VecDeque<Job>,
     busy: bool,
     /// The handler call under way, while it runs.
@@ -147,8 +149,10 @@ pub(crate) struct Dispatcher<A: Actor<Context = Context<A>>> {
     /// When handlers failed recently, oldest first (for the restart limit).
     handler_failures: VecDeque<Instant>,
     /// One timer for the earliest deadline of the calls under way (not one
-    /// per attempt), and that deadline.
-    watchdog: Option<(Instant, SpawnHandle)>,
+    /// per attempt), and that deadline. A task of its own that sends
+    /// [`Overdue`], not a timer in this context (which would be polled on
+    /// every wake-up).
+    watchdog: Option<(Instant, tokio::task::JoinHandle<()>)>,
     /// Wakes [`LaneCalls`] when a call starts outside its poll.
     calls_waker: Option<Waker>,
     /// Whether [`LaneCalls`] is polling (a call started meanwhile is polled
@@ -276,11 +280,11 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
         if !lane
             .current
             .as_ref()
-            .is_some_and(|(addr, _)| addr.connected())
+            .is_some_and(|(sender, _)| sender.connected())
         {
-            lane.current = lane.handler.get_numbered();
+            lane.current = lane.handler.sender_numbered();
         }
-        let Some((addr, incarnation)) = &lane.current else {
+        let Some((sender, incarnation)) = &lane.current else {
             // The handler is being restarted: try again once it is back.
             let handler = lane.handler.clone();
             ctx.spawn(
@@ -292,7 +296,7 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
         };
         let incarnation = *incarnation;
         let call = route(
-            addr,
+            sender,
             job.record.clone(),
             job.attempt,
             self.settings.default_content_type,
@@ -330,7 +334,7 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
                 let Some(running) = self.lanes[i].running.as_mut() else {
                     continue;
                 };
-                let Poll::Ready(result) = running.call.as_mut().poll(task) else {
+                let Poll::Ready(result) = Future::poll(Pin::new(&mut running.call), task) else {
                     continue;
                 };
                 answered = true;
@@ -357,18 +361,18 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
             .filter_map(|lane| lane.running.as_ref().and_then(|r| r.deadline))
             .min();
         let Some(next) = next else { return };
-        if let Some((at, handle)) = self.watchdog {
-            if at <= next {
+        if let Some((at, timer)) = &self.watchdog {
+            if *at <= next {
                 return;
             }
-            ctx.cancel_future(handle);
+            timer.abort();
         }
-        let wait = next.saturating_duration_since(Instant::now());
-        let handle = ctx.run_later(wait, |act, ctx| {
-            act.watchdog = None;
-            act.time_out_overdue(ctx);
+        let me = ctx.address();
+        let timer = actix_rt::spawn(async move {
+            tokio::time::sleep_until(next.into()).await;
+            me.do_send(Overdue(next));
         });
-        self.watchdog = Some((next, handle));
+        self.watchdog = Some((next, timer));
     }
 
     /// Fails every call under way past its deadline, then waits for the next.
@@ -604,6 +608,12 @@ impl<A: Actor<Context = Context<A>>> Actor for Dispatcher<A> {
             connection.do_send(Ready);
         }
     }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        if let Some((_, timer)) = self.watchdog.take() {
+            timer.abort();
+        }
+    }
 }
 
 impl<A: Actor<Context = Context<A>>> Handler<Deliver> for Dispatcher<A> {
@@ -656,6 +666,27 @@ impl<A: Actor<Context = Context<A>>> Handler<Released> for Dispatcher<A> {
         if dropped > 0 {
             tracing::debug!(group = %self.settings.group, partitions = ?msg.partitions, dropped,
                 "partitions given up: their queued records are left to the next owner");
+        }
+    }
+}
+
+/// The watchdog set for this deadline fired: time out the overdue calls.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Overdue(Instant);
+
+impl<A: Actor<Context = Context<A>>> Handler<Overdue> for Dispatcher<A> {
+    type Result = ();
+
+    fn handle(&mut self, Overdue(at): Overdue, ctx: &mut Context<Self>) {
+        // One replaced by an earlier watchdog may still come: ignored.
+        if self
+            .watchdog
+            .as_ref()
+            .is_some_and(|(armed, _)| *armed == at)
+        {
+            self.watchdog = None;
+            self.time_out_overdue(ctx);
         }
     }
 }

@@ -5,9 +5,13 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{self, Poll};
 
+use actix::dev::channel::AddressSender;
+use actix::dev::SendError;
 use actix::{Actor, Addr, Context, Handler, MailboxError};
 use serde::de::DeserializeOwned;
+use tokio::sync::oneshot;
 
 use crate::codec::{content_type_of, type_name_of, ContentType};
 use crate::dead_letter::FailureKind;
@@ -15,10 +19,28 @@ use crate::delivery::{Delivery, Outcome};
 use crate::envelope::{header, Headers, Record};
 
 /// The pending answer of one handler call.
-pub(crate) type HandlerCall = Pin<Box<dyn Future<Output = Result<Outcome, MailboxError>>>>;
+pub(crate) enum HandlerCall {
+    /// Sent: the reply's receiver (nothing boxed, whatever the message type).
+    Sent(oneshot::Receiver<Outcome>),
+    /// The handler's mailbox was full: a request that waits for room.
+    Waiting(Pin<Box<dyn Future<Output = Result<Outcome, MailboxError>>>>),
+}
 
-pub(crate) type RouteFn<A> =
-    Box<dyn Fn(&Addr<A>, Arc<Record>, u32, ContentType) -> Result<HandlerCall, crate::Error>>;
+impl Future for HandlerCall {
+    type Output = Result<Outcome, MailboxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut task::Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            // A dropped reply: the handler stopped (or panicked) handling it.
+            HandlerCall::Sent(rx) => Pin::new(rx).poll(cx).map_err(|_| MailboxError::Closed),
+            HandlerCall::Waiting(request) => request.as_mut().poll(cx),
+        }
+    }
+}
+
+pub(crate) type RouteFn<A> = Box<
+    dyn Fn(&AddressSender<A>, Arc<Record>, u32, ContentType) -> Result<HandlerCall, crate::Error>,
+>;
 
 /// The message types a handler actor `A` accepts on one subscription.
 ///
@@ -96,15 +118,23 @@ impl<A: Actor<Context = Context<A>>> Routes<A> {
         T: DeserializeOwned + Send + 'static,
         A: Handler<Delivery<T>>,
     {
-        let call: RouteFn<A> = Box::new(|addr, record, attempt, default_ct| {
+        let call: RouteFn<A> = Box::new(|sender, record, attempt, default_ct| {
             let ct = content_type_of(&record.headers, default_ct)?;
             let message: T = if record.is_tombstone() {
                 ct.decode_null()?
             } else {
                 ct.decode(&record.payload)?
             };
-            let request = addr.send(Delivery::new(message, record, attempt));
-            Ok(Box::pin(request) as HandlerCall)
+            Ok(match sender.send(Delivery::new(message, record, attempt)) {
+                Ok(reply) => HandlerCall::Sent(reply),
+                Err(SendError::Full(delivery)) => {
+                    let request = Addr::new(sender.clone()).send(delivery);
+                    HandlerCall::Waiting(Box::pin(request))
+                }
+                Err(SendError::Closed(_)) => {
+                    HandlerCall::Waiting(Box::pin(async { Err(MailboxError::Closed) }))
+                }
+            })
         });
         let full = std::any::type_name::<T>();
         if let Some((_, _, other)) = self.by_name.iter().find(|(n, ..)| &**n == name) {
