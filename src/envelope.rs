@@ -2,6 +2,7 @@
 //! payload). This module holds the record types, [`Headers`] and the
 //! well-known header names, all in one place.
 
+use std::fmt;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -77,7 +78,61 @@ pub mod header {
 /// (names may repeat; lookups return the last value). A value may be null,
 /// as Kafka allows: it reads as empty and is written back as null.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Headers(Vec<(Arc<str>, Option<Bytes>)>);
+pub struct Headers(Vec<(Arc<str>, Value)>);
+
+/// The longest header value kept inside the header list instead of in a
+/// buffer of its own: room for a message id (36 bytes of UUID text).
+const INLINE: usize = 38;
+
+/// One header value. The short values the producer stamps on every record
+/// (message id, timestamp) are inline, so stamping allocates nothing.
+#[derive(Clone)]
+enum Value {
+    Null,
+    Shared(Bytes),
+    Inline { len: u8, bytes: [u8; INLINE] },
+}
+
+impl Value {
+    /// `value` copied inline when it fits, else into a buffer of its own.
+    fn copied(value: &[u8]) -> Value {
+        if value.len() <= INLINE {
+            let mut bytes = [0; INLINE];
+            bytes[..value.len()].copy_from_slice(value);
+            Value::Inline {
+                len: value.len() as u8,
+                bytes,
+            }
+        } else {
+            Value::Shared(Bytes::copy_from_slice(value))
+        }
+    }
+
+    fn get(&self) -> Option<&[u8]> {
+        match self {
+            Value::Null => None,
+            Value::Shared(b) => Some(b),
+            Value::Inline { len, bytes } => Some(&bytes[..usize::from(*len)]),
+        }
+    }
+}
+
+impl PartialEq for Value {
+    fn eq(&self, other: &Value) -> bool {
+        self.get() == other.get()
+    }
+}
+
+impl Eq for Value {}
+
+impl fmt::Debug for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.get() {
+            None => f.write_str("null"),
+            Some(v) => fmt::Debug::fmt(&Bytes::copy_from_slice(v), f),
+        }
+    }
+}
 
 impl Headers {
     /// No headers.
@@ -96,7 +151,7 @@ impl Headers {
             .iter()
             .rev()
             .find(|(n, _)| &**n == name)
-            .map(|(_, v)| v.as_deref().unwrap_or_default())
+            .map(|(_, v)| v.get().unwrap_or_default())
     }
 
     /// Whether the last value of `name` is null (present, without a value).
@@ -105,7 +160,7 @@ impl Headers {
             .iter()
             .rev()
             .find(|(n, _)| &**n == name)
-            .is_some_and(|(_, v)| v.is_none())
+            .is_some_and(|(_, v)| matches!(v, Value::Null))
     }
 
     /// The last value of `name` as UTF-8 text (None if absent or not UTF-8).
@@ -115,19 +170,22 @@ impl Headers {
 
     /// Sets `name` to `value`, replacing every earlier value.
     pub fn insert(&mut self, name: impl Into<Arc<str>>, value: impl Into<Bytes>) {
-        let name = name.into();
+        self.set(name.into(), Value::Shared(value.into()));
+    }
+
+    fn set(&mut self, name: Arc<str>, value: Value) {
         self.0.retain(|(n, _)| *n != name);
-        self.0.push((name, Some(value.into())));
+        self.0.push((name, value));
     }
 
     /// Appends a value, keeping earlier ones.
     pub fn append(&mut self, name: impl Into<Arc<str>>, value: impl Into<Bytes>) {
-        self.0.push((name.into(), Some(value.into())));
+        self.0.push((name.into(), Value::Shared(value.into())));
     }
 
     /// Appends a null value (a header without one), keeping earlier ones.
     pub fn append_null(&mut self, name: impl Into<Arc<str>>) {
-        self.0.push((name.into(), None));
+        self.0.push((name.into(), Value::Null));
     }
 
     /// Removes every value of `name`.
@@ -144,12 +202,12 @@ impl Headers {
     pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
         self.0
             .iter()
-            .map(|(n, v)| (&**n, v.as_deref().unwrap_or_default()))
+            .map(|(n, v)| (&**n, v.get().unwrap_or_default()))
     }
 
     /// All pairs, in order, null values as `None`.
     pub(crate) fn iter_raw(&self) -> impl Iterator<Item = (&str, Option<&[u8]>)> {
-        self.0.iter().map(|(n, v)| (&**n, v.as_deref()))
+        self.0.iter().map(|(n, v)| (&**n, v.get()))
     }
 
     /// Number of pairs.
@@ -165,20 +223,26 @@ impl Headers {
     /// Sets a well-known header (a [`header`] constant) without allocating
     /// its name.
     pub(crate) fn insert_known(&mut self, name: &'static str, value: impl Into<Bytes>) {
-        self.insert(header::interned(name), value);
+        self.set(header::interned(name), Value::Shared(value.into()));
     }
 
-    /// Appends a well-known header (a [`header`] constant) known to be
-    /// absent, without allocating its name.
-    pub(crate) fn append_known(&mut self, name: &'static str, value: impl Into<Bytes>) {
-        self.0.push((header::interned(name), Some(value.into())));
+    /// Sets a well-known header to a copy of `value`, allocating nothing
+    /// when the value is short (a timestamp).
+    pub(crate) fn insert_known_copy(&mut self, name: &'static str, value: &[u8]) {
+        self.set(header::interned(name), Value::copied(value));
+    }
+
+    /// Appends a well-known header known to be absent, a copy of `value`,
+    /// allocating nothing when the value is short (a message id).
+    pub(crate) fn append_known_copy(&mut self, name: &'static str, value: &[u8]) {
+        self.0.push((header::interned(name), Value::copied(value)));
     }
 
     /// Bytes taken by names and values.
     pub(crate) fn byte_size(&self) -> usize {
         self.0
             .iter()
-            .map(|(n, v)| n.len() + v.as_ref().map_or(0, Bytes::len))
+            .map(|(n, v)| n.len() + v.get().map_or(0, <[u8]>::len))
             .sum()
     }
 }
@@ -187,7 +251,7 @@ impl<N: Into<Arc<str>>, V: Into<Bytes>> FromIterator<(N, V)> for Headers {
     fn from_iter<I: IntoIterator<Item = (N, V)>>(iter: I) -> Self {
         Headers(
             iter.into_iter()
-                .map(|(n, v)| (n.into(), Some(v.into())))
+                .map(|(n, v)| (n.into(), Value::Shared(v.into())))
                 .collect(),
         )
     }
@@ -317,12 +381,13 @@ impl OutgoingRecord {
 
 /// A new message id: a UUIDv7 (time-ordered), as text. Its random bits come
 /// from a fast thread-local generator, not a system call per message.
-pub(crate) fn new_message_id(now_ms: i64) -> Bytes {
+pub(crate) fn new_message_id(now_ms: i64) -> [u8; uuid::fmt::Hyphenated::LENGTH] {
     let mut random = [0u8; 10];
     fastrand::fill(&mut random);
     let id = uuid::Builder::from_unix_timestamp_millis(now_ms.max(0) as u64, &random).into_uuid();
     let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    Bytes::copy_from_slice(id.hyphenated().encode_lower(&mut text).as_bytes())
+    id.hyphenated().encode_lower(&mut text);
+    text
 }
 
 /// Milliseconds since the Unix epoch, now.
@@ -347,5 +412,28 @@ mod tests {
         assert!(h.is_empty());
         h.insert("bin", vec![0xff, 0xfe]);
         assert_eq!(h.get_str("bin"), None);
+    }
+
+    #[test]
+    fn copied_values_read_and_compare_as_their_bytes_whatever_their_length() {
+        let short = b"1764662400000";
+        let long = [b'x'; INLINE + 1];
+        let mut copied = Headers::new();
+        copied.append_known_copy(header::MESSAGE_ID, short);
+        copied.insert_known_copy(header::TIMESTAMP, &long);
+        assert!(matches!(copied.0[0].1, Value::Inline { .. }));
+        assert!(matches!(copied.0[1].1, Value::Shared(_)));
+        let mut shared = Headers::new();
+        shared.append(header::MESSAGE_ID, short.to_vec());
+        shared.append(header::TIMESTAMP, long.to_vec());
+        assert_eq!(copied, shared);
+        assert_eq!(copied.get(header::MESSAGE_ID), Some(&short[..]));
+        assert_eq!(copied.byte_size(), shared.byte_size());
+        copied.insert_known_copy(header::MESSAGE_ID, b"");
+        assert_eq!(copied.get(header::MESSAGE_ID), Some(&b""[..]));
+        assert!(!copied.is_null(header::MESSAGE_ID));
+        copied.append_null("n");
+        assert!(copied.is_null("n"));
+        assert_ne!(copied.iter_raw().last(), Some(("n", Some(&b""[..]))));
     }
 }

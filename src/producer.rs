@@ -23,7 +23,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use actix::dev::{MessageResponse, OneshotSender};
 use actix::prelude::*;
-use bytes::Bytes;
 use futures_util::future::Either;
 use kafkactor_actors::{ChildRef, Shutdown};
 
@@ -101,11 +100,10 @@ pub(crate) fn prepare(
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
     if !headers.contains(header::MESSAGE_ID) {
-        headers.append_known(header::MESSAGE_ID, new_message_id(timestamp_ms));
+        headers.append_known_copy(header::MESSAGE_ID, &new_message_id(timestamp_ms));
     }
     let mut decimal = itoa::Buffer::new();
-    let timestamp = Bytes::copy_from_slice(decimal.format(timestamp_ms).as_bytes());
-    headers.insert_known(header::TIMESTAMP, timestamp);
+    headers.insert_known_copy(header::TIMESTAMP, decimal.format(timestamp_ms).as_bytes());
     let mut topic = topic;
     let mut delayed = None;
     // Due later than this millisecond: delayed; otherwise published now.
