@@ -122,6 +122,7 @@ impl AppBuilder {
     pub fn subscribe<A, T, F>(self, sub: Subscription, factory: F) -> Self
     where
         A: Actor<Context = Context<A>> + Handler<Delivery<T>>,
+        <A as Handler<Delivery<T>>>::Result: 'static,
         T: DeserializeOwned + Send + 'static,
         F: Fn() -> A + 'static,
     {

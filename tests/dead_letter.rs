@@ -180,8 +180,10 @@ async fn rejects_exhausted_retries_and_panics(tb: TestBroker) {
     }
 }
 
-/// A handler whose response future panics: the reply is dropped, the
-/// handler is re-created, the record is retried and finally dead-lettered.
+/// A handler whose response future panics: the panic fails the handler
+/// (its lane awaits the future in the handler's context), the handler is
+/// re-created, the record is retried and finally dead-lettered with the
+/// panic's message.
 struct Flaky;
 
 impl Actor for Flaky {
@@ -230,7 +232,14 @@ async fn response_future_panic(tb: TestBroker) {
 
     let dead = dead_letters(&tb, &format!("{topic}.dlq")).await;
     assert_eq!(dead.keys().copied().collect::<Vec<_>>(), vec![7]);
-    assert_failure_headers(&dead[&7], "panic", "dropped its reply", 2, &topic, &group);
+    assert_failure_headers(
+        &dead[&7],
+        "panic",
+        "panicked: async failure on order 7",
+        2,
+        &topic,
+        &group,
+    );
 }
 
 on_every_broker!(

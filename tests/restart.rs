@@ -6,6 +6,7 @@
 mod support;
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use kafkactor::prelude::*;
@@ -14,11 +15,25 @@ use support::*;
 const N: u64 = 10_000;
 
 async fn start(tb: &TestBroker, topic: &str, group: &str, log: &Log, app: &'static str) -> App {
+    // The first app's handlers take a while over each record (the work a
+    // handler does), so that its shutdown comes mid-stream.
+    let behaviour: Behaviour = if app == "first" {
+        Arc::new(|_| {
+            std::thread::sleep(Duration::from_micros(200));
+            Outcome::Ack
+        })
+    } else {
+        ack()
+    };
     Kafkactor::builder()
         .broker(tb.broker.clone())
         .subscribe(
-            Subscription::to(topic).group(group).concurrency(8),
-            probe(log, app, ack()),
+            // In flight (and drained at shutdown) at most 256 at a time.
+            Subscription::to(topic)
+                .group(group)
+                .concurrency(8)
+                .max_in_flight(256),
+            probe(log, app, behaviour),
         )
         .start()
         .await
@@ -31,9 +46,17 @@ async fn shutdown_then_restart(tb: TestBroker) {
     tb.topics(&[&topic]).await;
     let log = Log::default();
 
-    let first = start(&tb, &topic, &group, &log, "first").await;
+    // The first half is waiting when the first app starts, so it is busy
+    // with it from the start.
     let all = orders(N, 100);
-    publish_all(&first, &topic, &all[..N as usize / 2]).await;
+    let publisher = Kafkactor::builder()
+        .broker(tb.broker.clone())
+        .start()
+        .await
+        .unwrap();
+    publish_all(&publisher, &topic, &all[..N as usize / 2]).await;
+    publisher.shutdown().await.unwrap();
+    let first = start(&tb, &topic, &group, &log, "first").await;
     // Stop the first app mid-stream, while it has records in flight.
     eventually(
         "the first app is busy",

@@ -338,6 +338,35 @@ impl ChildSpec {
         Self::build(id, child_ref, factory, stop_by_message::<A>)
     }
 
+    /// Like [`ChildSpec::new_with_ref`], with a factory that is handed each
+    /// incarnation's context and number before the actor starts (as actix's
+    /// `Actor::create` hands its closure the context): to spawn futures into
+    /// the context, or to take the incarnation's address, before the first
+    /// message is handled.
+    ///
+    /// ```
+    /// # use actix::prelude::*;
+    /// # use kafkactor_actors::{ChildRef, ChildSpec};
+    /// struct Worker { incarnation: u64 }
+    /// impl Actor for Worker { type Context = Context<Self>; }
+    /// let worker = ChildRef::new();
+    /// let spec = ChildSpec::create_with_ref("worker", &worker, |ctx: &mut Context<Worker>, incarnation| {
+    ///     ctx.run_later(std::time::Duration::from_secs(1), |_, _| println!("a second in"));
+    ///     Worker { incarnation }
+    /// });
+    /// ```
+    pub fn create_with_ref<A, F>(
+        id: impl Into<Arc<str>>,
+        child_ref: &ChildRef<A>,
+        factory: F,
+    ) -> Self
+    where
+        A: Actor<Context = Context<A>>,
+        F: FnMut(&mut Context<A>, u64) -> A + 'static,
+    {
+        Self::build_in_context(id, child_ref, factory, stop_by_context::<A>)
+    }
+
     fn build<A, F>(
         id: impl Into<Arc<str>>,
         child_ref: &ChildRef<A>,
@@ -347,6 +376,24 @@ impl ChildSpec {
     where
         A: Actor<Context = Context<A>>,
         F: FnMut() -> A + 'static,
+    {
+        Self::build_in_context(
+            id,
+            child_ref,
+            move |_: &mut Context<A>, _| factory(),
+            stopper,
+        )
+    }
+
+    fn build_in_context<A, F>(
+        id: impl Into<Arc<str>>,
+        child_ref: &ChildRef<A>,
+        mut factory: F,
+        stopper: Stopper<A>,
+    ) -> Self
+    where
+        A: Actor<Context = Context<A>>,
+        F: FnMut(&mut Context<A>, u64) -> A + 'static,
     {
         let child_ref = child_ref.clone();
         let starter = move |on_exit: Box<dyn FnOnce(Exit)>, capacity: Option<usize>| {
@@ -372,7 +419,8 @@ impl ChildSpec {
                 number,
                 stop: stop_tx.clone(),
             });
-            let fut = ctx.into_future(factory());
+            let actor = factory(&mut ctx, number);
+            let fut = ctx.into_future(actor);
             let record = KilledUnlessFinished {
                 child_ref: Some(child_ref.clone()),
                 number,

@@ -1,15 +1,20 @@
-//! The `Dispatcher` actor: route -> decode -> handler lane -> outcome.
+//! The `Dispatcher` actor: fills the lanes, decides the fate of what they
+//! hand back, reports what is finished.
 //!
 //! Role: receives batches of records from its subscription's
-//! ConsumerConnection, picks a lane per record (the key's hash, so records
-//! with one key are handled one after the other in offset order; unkeyed
-//! records are spread round-robin), routes each record by its type-name
-//! header, decodes it and sends it to that lane's handler actor, one record
-//! per lane at a time. The outcome decides the record's fate: `Ack` finishes
-//! it; `Retry` retries it in place under the subscription's
-//! [`RetryPolicy`](crate::RetryPolicy) (blocking only its lane), then
-//! dead-letters it; `Reject`, undecodable and unroutable records are
-//! dead-lettered at once. A record is reported [`Completed`](crate::connection::protocol::Completed) to the connection
+//! ConsumerConnection and puts each on a lane's queue (the key's hash, so
+//! records with one key are handled one after the other in offset order;
+//! unkeyed records are spread round-robin). Each lane's handler actor takes
+//! its records from the shared [`Board`] itself (see [`lane`](super::lane):
+//! routing by type name, decoding and the handler call happen there, in the
+//! handler's context). What a handler acknowledges comes back on the board's
+//! `done` list; anything else comes back as an [`Answer`] and blocks its lane
+//! until its fate is settled here: `Retry` is retried in place under the
+//! subscription's [`RetryPolicy`](crate::RetryPolicy) (blocking only its
+//! lane), then dead-lettered; `Reject`, undecodable, unroutable and
+//! oversized records are dead-lettered at once; a handler that failed or
+//! timed out is re-created and its record retried. A record is reported
+//! [`Completed`](crate::connection::protocol::Completed) to the connection
 //! only once its fate is final, so the commit watermark never passes an
 //! unfinished record.
 //!
@@ -17,15 +22,17 @@
 //! given up: their queued records are dropped and nothing more is done for
 //! them, not even for an attempt already running) and `Shutdown` (reports
 //! what is finished, then stops). Completions go back to the connection in
-//! batches ([`Completed`](crate::connection::protocol::Completed), one message per up to 64 records, sent at once
-//! when no lane has work queued and within 2 ms otherwise).
+//! batches ([`Completed`](crate::connection::protocol::Completed), one
+//! message per up to 64 records, sent at once when no lane has work queued
+//! and within 2 ms otherwise).
 //!
-//! Owns: the lane queues and the handler call under way on each lane, with
-//! its deadline (the subscription's handler timeout). One future of its
-//! context awaits every lane's answer (no future spawned per record), and
-//! one timer waits for the earliest deadline (not one per attempt); a call
-//! past it is dropped and fails as a timeout. Handler actors are its siblings under the
-//! subscription's supervisor, reached through [`ChildRef`]s.
+//! Owns: the board's queues (a new incarnation empties them) and the
+//! deadlines of the calls under way (the subscription's handler timeout):
+//! one timer waits for the earliest (not one per attempt); a call past it
+//! fails as a timeout and its handler is re-created. One future of its
+//! context collects what the lanes hand back, woken once per runner turn.
+//! Handler actors are its siblings under the subscription's supervisor,
+//! reached through [`ChildRef`]s.
 //!
 //! Restarts: a handler that panics (or drops a reply) is re-created from its
 //! factory by the supervisor, and the record it had is retried as a failed
@@ -35,27 +42,24 @@
 //! handled twice.
 
 use std::collections::VecDeque;
-use std::future::Future;
 use std::pin::Pin;
-use std::rc::Rc;
 use std::sync::Arc;
-use std::task::{self, Poll, Waker};
+use std::task::{self, Poll};
 use std::time::{Duration, Instant};
 
-use actix::dev::channel::AddressSender;
 use actix::prelude::*;
 use kafkactor_actors::{ChildRef, Shutdown};
 
 use crate::codec::ContentType;
 use crate::connection::consumer::ConsumerConnection;
-use crate::connection::protocol::{Arrival, Deliver, Feed, Ready, Released, Stamp};
+use crate::connection::protocol::{Arrival, Deliver, Feed, Ready, Released};
 use crate::dead_letter::{self, DeadLetter, DeadLetterRecord, FailureKind};
 use crate::delivery::Outcome;
 use crate::envelope::Record;
 use crate::partitioner::murmur2;
 use crate::subscription::dead_letter_topic;
+use crate::subscription::lane::{Answer, Job, SharedBoard};
 use crate::subscription::retry::RetryPolicy;
-use crate::subscription::route::{HandlerCall, Routes};
 
 /// How long to wait for a restarting sibling before looking again.
 const SIBLING_WAIT: Duration = Duration::from_secs(5);
@@ -67,7 +71,7 @@ const FLUSH_BATCH: usize = 64;
 /// handler must not hold the commit or a revocation back).
 const FLUSH_DELAY: Duration = Duration::from_millis(2);
 
-/// What a dispatcher needs to know about its subscription.
+/// What a dispatcher and its lanes need to know about their subscription.
 #[derive(Debug, Clone)]
 pub(crate) struct DispatchSettings {
     pub(crate) group: Arc<str>,
@@ -92,16 +96,6 @@ impl DispatchSettings {
     }
 }
 
-/// One record being handled.
-#[derive(Debug)]
-struct Job {
-    record: Arc<Record>,
-    /// When and from where it was taken.
-    stamp: Stamp,
-    /// 1-based attempt about to run (or that just ran).
-    attempt: u32,
-}
-
 /// Why a record is being dead-lettered, and how many writes failed so far.
 #[derive(Debug, Clone)]
 struct Failure {
@@ -110,38 +104,24 @@ struct Failure {
     write_failures: u32,
 }
 
-struct Lane<A: Actor> {
-    handler: ChildRef<A>,
-    /// The handler incarnation last called, while it runs (looked up again
-    /// once it stops or fails: no address cloned per record).
-    current: Option<(AddressSender<A>, u64)>,
-    queue: VecDeque<Job>,
-    busy: bool,
-    /// The handler call under way, while it runs.
-    running: Option<Running>,
-}
-
-/// A handler call under way on a lane.
-struct Running {
-    job: Job,
-    /// The handler's answer to come, polled by [`LaneCalls`] (dropped on a timeout).
-    call: HandlerCall,
-    /// The handler incarnation called.
-    incarnation: u64,
-    /// When the attempt times out (the handler timeout), if it can.
-    deadline: Option<Instant>,
-}
-
 pub(crate) struct Dispatcher<A: Actor<Context = Context<A>>> {
     settings: Arc<DispatchSettings>,
-    routes: Rc<Routes<A>>,
-    lanes: Vec<Lane<A>>,
+    /// The lanes, shared with the handlers' runners.
+    board: SharedBoard,
+    /// This incarnation's epoch on the board.
+    epoch: u64,
+    /// Each lane's handler actor.
+    handlers: Vec<ChildRef<A>>,
     dead_letter: ChildRef<DeadLetter>,
     connection: ChildRef<ConsumerConnection>,
     /// The connection feeding us, and the partitions given up.
     feed: Feed,
     /// Records finished and not yet reported to the connection.
     completed: Vec<Arc<Record>>,
+    /// What the lanes handed back, swapped with the board's lists (no
+    /// allocation per collection).
+    done: Vec<Job>,
+    answers: Vec<(usize, Job, Answer)>,
     /// Whether a [`FlushCompleted`] is on its way (reports `completed`
     /// while lanes are busy).
     flush_timer: bool,
@@ -153,19 +133,14 @@ pub(crate) struct Dispatcher<A: Actor<Context = Context<A>>> {
     /// [`Overdue`], not a timer in this context (which would be polled on
     /// every wake-up).
     watchdog: Option<(Instant, tokio::task::JoinHandle<()>)>,
-    /// Wakes [`LaneCalls`] when a call starts outside its poll.
-    calls_waker: Option<Waker>,
-    /// Whether [`LaneCalls`] is polling (a call started meanwhile is polled
-    /// before it returns).
-    polling_calls: bool,
 }
 
-/// The one future in a dispatcher's context that awaits the handlers'
-/// answers, for every lane: no boxed future spawned per record. It never
-/// completes; it ends with the actor.
-struct LaneCalls;
+/// The one future in a dispatcher's context that collects what the lanes
+/// hand back, woken by their runners. It never completes; it ends with the
+/// actor.
+struct Collect;
 
-impl<A: Actor<Context = Context<A>>> ActorFuture<Dispatcher<A>> for LaneCalls {
+impl<A: Actor<Context = Context<A>>> ActorFuture<Dispatcher<A>> for Collect {
     type Output = ();
 
     fn poll(
@@ -174,14 +149,8 @@ impl<A: Actor<Context = Context<A>>> ActorFuture<Dispatcher<A>> for LaneCalls {
         ctx: &mut Context<Dispatcher<A>>,
         task: &mut task::Context<'_>,
     ) -> Poll<()> {
-        if !act
-            .calls_waker
-            .as_ref()
-            .is_some_and(|w| w.will_wake(task.waker()))
-        {
-            act.calls_waker = Some(task.waker().clone());
-        }
-        act.poll_calls(ctx, task);
+        act.board.borrow_mut().watch(task.waker());
+        act.collect(ctx);
         Poll::Pending
     }
 }
@@ -199,34 +168,27 @@ pub(crate) fn lane_of_key(key: Option<&[u8]>, turn: usize, lanes: usize) -> usiz
 impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
     pub(crate) fn new(
         settings: Arc<DispatchSettings>,
-        routes: Rc<Routes<A>>,
+        board: SharedBoard,
         handlers: Vec<ChildRef<A>>,
         dead_letter: ChildRef<DeadLetter>,
         connection: ChildRef<ConsumerConnection>,
     ) -> Self {
+        let epoch = board.borrow_mut().new_epoch();
         Dispatcher {
             settings,
-            routes,
-            lanes: handlers
-                .into_iter()
-                .map(|handler| Lane {
-                    handler,
-                    current: None,
-                    queue: VecDeque::new(),
-                    busy: false,
-                    running: None,
-                })
-                .collect(),
+            board,
+            epoch,
+            handlers,
             dead_letter,
             connection,
             feed: Feed::default(),
             completed: Vec::with_capacity(FLUSH_BATCH),
+            done: Vec::new(),
+            answers: Vec::new(),
             flush_timer: false,
             next_unkeyed: 0,
             handler_failures: VecDeque::new(),
             watchdog: None,
-            calls_waker: None,
-            polling_calls: false,
         }
     }
 
@@ -237,128 +199,69 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
         self.feed.is_current(job.stamp, &job.record)
     }
 
-    fn lane_for(&mut self, record: &Record) -> usize {
-        if record.key.is_none() {
-            self.next_unkeyed = self.next_unkeyed.wrapping_add(1);
+    /// Takes what the lanes handed back: reports acknowledged records,
+    /// settles the fate of the others, watches new deadlines.
+    fn collect(&mut self, ctx: &mut Context<Self>) {
+        let deadlines_changed = {
+            let mut board = self.board.borrow_mut();
+            std::mem::swap(&mut board.done, &mut self.done);
+            std::mem::swap(&mut board.answers, &mut self.answers);
+            std::mem::replace(&mut board.deadlines_changed, false)
+        };
+        let mut done = std::mem::take(&mut self.done);
+        for job in done.drain(..) {
+            if self.live(&job) {
+                self.completed.push(job.record);
+            }
         }
-        lane_of_key(record.key.as_deref(), self.next_unkeyed, self.lanes.len())
+        self.done = done;
+        let mut answers = std::mem::take(&mut self.answers);
+        for (i, job, answer) in answers.drain(..) {
+            self.settle(i, job, answer, ctx);
+        }
+        self.answers = answers;
+        self.report(ctx);
+        if deadlines_changed {
+            self.arm_watchdog(ctx);
+        }
     }
 
-    /// Starts the next job of lane `i` if the lane is free.
-    fn pump(&mut self, i: usize, ctx: &mut Context<Self>) {
-        if self.lanes[i].busy {
-            return;
-        }
-        if let Some(job) = self.lanes[i].queue.pop_front() {
-            self.lanes[i].busy = true;
-            self.attempt(i, job, ctx);
-        }
-    }
-
-    /// Runs one attempt of `job` on lane `i` (the lane is busy with it).
-    fn attempt(&mut self, i: usize, job: Job, ctx: &mut Context<Self>) {
+    /// Decides the fate of a record its lane handed back.
+    fn settle(&mut self, i: usize, job: Job, answer: Answer, ctx: &mut Context<Self>) {
         if !self.live(&job) {
             // Read by a connection incarnation that is gone (the current one
             // reads it again from the committed offset), or of a partition
             // given up (its next owner does).
-            return self.release_lane(i, ctx);
+            return self.release_lane(i);
         }
-        let size = job.record.byte_size();
-        if size > self.settings.max_record_bytes {
-            let reason = format!(
-                "record of {size} bytes exceeds the subscription's maximum of {} bytes",
-                self.settings.max_record_bytes
-            );
-            return self.dead_letter(i, job, failure(FailureKind::TooLarge, reason), ctx);
-        }
-        let routes = self.routes.clone();
-        let route = match routes.select(&job.record.headers) {
-            Ok(route) => route,
-            Err((kind, reason)) => return self.dead_letter(i, job, failure(kind, reason), ctx),
-        };
-        let lane = &mut self.lanes[i];
-        if !lane
-            .current
-            .as_ref()
-            .is_some_and(|(sender, _)| sender.connected())
-        {
-            lane.current = lane.handler.sender_numbered();
-        }
-        let Some((sender, incarnation)) = &lane.current else {
-            // The handler is being restarted: try again once it is back.
-            let handler = lane.handler.clone();
-            ctx.spawn(
-                async move { handler.ready(SIBLING_WAIT).await }
-                    .into_actor(self)
-                    .map(move |_, act, ctx| act.attempt(i, job, ctx)),
-            );
-            return;
-        };
-        let incarnation = *incarnation;
-        let call = route(
-            sender,
-            job.record.clone(),
-            job.attempt,
-            self.settings.default_content_type,
-        );
-        match call {
-            Err(e) => self.dead_letter(i, job, failure(FailureKind::Decode, e.to_string()), ctx),
-            Ok(call) => {
-                let deadline = self.settings.handler_timeout.map(crate::clock::deadline_in);
-                self.lanes[i].running = Some(Running {
-                    job,
-                    call,
-                    incarnation,
-                    deadline,
-                });
-                if !self.polling_calls {
-                    if let Some(waker) = &self.calls_waker {
-                        waker.wake_by_ref();
-                    }
-                }
-                if deadline.is_some() && self.watchdog.is_none() {
-                    self.arm_watchdog(ctx);
-                }
+        match answer {
+            Answer::Outcome(Outcome::Ack) => self.finish(i, job, ctx),
+            Answer::Outcome(Outcome::Reject(reason)) => {
+                self.dead_letter(i, job, failure(FailureKind::Rejected, reason), ctx)
+            }
+            Answer::Outcome(Outcome::Retry(reason)) => self.retry_or_dead_letter(
+                i,
+                job,
+                failure(FailureKind::RetriesExhausted, reason),
+                ctx,
+            ),
+            Answer::Unhandled(kind, reason) => self.dead_letter(i, job, failure(kind, reason), ctx),
+            Answer::HandlerFailed { incarnation } => {
+                self.on_handler_failure(i, job, incarnation, ctx)
             }
         }
-    }
-
-    /// Polls every lane's call under way and acts on the answers that came
-    /// (which may start further calls, polled in the same turn).
-    fn poll_calls(&mut self, ctx: &mut Context<Self>, task: &mut task::Context<'_>) {
-        self.polling_calls = true;
-        let mut answered = true;
-        while answered {
-            answered = false;
-            for i in 0..self.lanes.len() {
-                let Some(running) = self.lanes[i].running.as_mut() else {
-                    continue;
-                };
-                let Poll::Ready(result) = Future::poll(Pin::new(&mut running.call), task) else {
-                    continue;
-                };
-                answered = true;
-                let Some(Running {
-                    job, incarnation, ..
-                }) = self.lanes[i].running.take()
-                else {
-                    continue;
-                };
-                match result {
-                    Ok(outcome) => self.on_outcome(i, job, outcome, ctx),
-                    Err(_) => self.on_handler_failure(i, job, incarnation, ctx),
-                }
-            }
-        }
-        self.polling_calls = false;
     }
 
     /// Sets the one timer for the earliest deadline of the calls under way.
     fn arm_watchdog(&mut self, ctx: &mut Context<Self>) {
         let next = self
+            .board
+            .borrow()
             .lanes
             .iter()
-            .filter_map(|lane| lane.running.as_ref().and_then(|r| r.deadline))
+            .filter_map(|lane| lane.running.as_ref())
+            .filter(|r| r.job.epoch == self.epoch)
+            .filter_map(|r| r.deadline)
             .min();
         let Some(next) = next else { return };
         if let Some((at, timer)) = &self.watchdog {
@@ -378,40 +281,25 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
     /// Fails every call under way past its deadline, then waits for the next.
     fn time_out_overdue(&mut self, ctx: &mut Context<Self>) {
         let now = Instant::now();
-        for i in 0..self.lanes.len() {
-            let overdue = self.lanes[i]
-                .running
-                .as_ref()
-                .and_then(|r| r.deadline)
-                .is_some_and(|deadline| deadline <= now);
-            if !overdue {
-                continue;
+        let mut overdue = Vec::new();
+        {
+            let mut board = self.board.borrow_mut();
+            for (i, lane) in board.lanes.iter_mut().enumerate() {
+                let late = lane.running.as_ref().is_some_and(|r| {
+                    r.job.epoch == self.epoch && r.deadline.is_some_and(|d| d <= now)
+                });
+                if let Some(running) = lane.running.take_if(|_| late) {
+                    // The call's answer, should it still come, no longer counts.
+                    lane.blocked = true;
+                    overdue.push((i, running));
+                }
             }
-            if let Some(Running {
-                job, incarnation, ..
-            }) = self.lanes[i].running.take()
-            {
-                // Dropping the call drops the wait for its answer.
-                let limit = self.settings.handler_timeout.unwrap_or_default();
-                self.on_handler_timeout(i, job, incarnation, limit, ctx);
-            }
+        }
+        let limit = self.settings.handler_timeout.unwrap_or_default();
+        for (i, running) in overdue {
+            self.on_handler_timeout(i, running.job, running.incarnation, limit, ctx);
         }
         self.arm_watchdog(ctx);
-    }
-
-    fn on_outcome(&mut self, i: usize, job: Job, outcome: Outcome, ctx: &mut Context<Self>) {
-        match outcome {
-            Outcome::Ack => self.finish(i, job, ctx),
-            Outcome::Reject(reason) => {
-                self.dead_letter(i, job, failure(FailureKind::Rejected, reason), ctx)
-            }
-            Outcome::Retry(reason) => self.retry_or_dead_letter(
-                i,
-                job,
-                failure(FailureKind::RetriesExhausted, reason),
-                ctx,
-            ),
-        }
     }
 
     /// The handler died (panic) or dropped its reply while handling `job`.
@@ -422,14 +310,9 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
         incarnation: u64,
         ctx: &mut Context<Self>,
     ) {
-        self.lanes[i].current = None;
-        let handler = self.lanes[i].handler.clone();
-        // Still running: it dropped the reply (a panic inside a response
-        // future runs on its own task). Have it re-created all the same.
-        handler.fail(
-            incarnation,
-            "dropped its reply to a delivery (a panic in its response future?)",
-        );
+        let handler = self.handlers[i].clone();
+        // Still running: it dropped the reply. Have it re-created all the same.
+        handler.fail(incarnation, "dropped its reply to a delivery");
         ctx.spawn(
             async move {
                 handler.ready_after(incarnation, SIBLING_WAIT).await;
@@ -470,8 +353,7 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
         tracing::warn!(group = %self.settings.group, topic = %job.record.topic,
             partition = job.record.partition, offset = job.record.offset,
             attempt = job.attempt, %reason, "handler timed out; restarting it");
-        self.lanes[i].current = None;
-        let handler = self.lanes[i].handler.clone();
+        let handler = self.handlers[i].clone();
         handler.fail(incarnation, reason.clone());
         ctx.spawn(
             async move { handler.ready_after(incarnation, SIBLING_WAIT).await }
@@ -517,13 +399,22 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
         tracing::debug!(group = %self.settings.group, offset = job.record.offset,
             attempt = job.attempt, ?delay, reason = %why.reason, "retrying in place");
         job.attempt += 1;
-        ctx.run_later(delay, move |act, ctx| act.attempt(i, job, ctx));
+        ctx.run_later(delay, move |act, _| act.requeue(i, job));
+    }
+
+    /// Puts `job` back at the head of its lane (its next attempt) and
+    /// releases the lane.
+    fn requeue(&mut self, i: usize, job: Job) {
+        if self.live(&job) {
+            self.board.borrow_mut().lanes[i].queue.push_front(job);
+        }
+        self.release_lane(i);
     }
 
     /// Writes `job` to the dead-letter topic; finishes it once the write is acknowledged.
     fn dead_letter(&mut self, i: usize, job: Job, why: Failure, ctx: &mut Context<Self>) {
         if !self.live(&job) {
-            return self.release_lane(i, ctx);
+            return self.release_lane(i);
         }
         let request = DeadLetterRecord {
             record: job.record.clone(),
@@ -552,16 +443,23 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
         );
     }
 
-    /// `job`'s fate is final: report it and free the lane.
+    /// `job`'s fate is final: report it and release its lane.
     fn finish(&mut self, i: usize, job: Job, ctx: &mut Context<Self>) {
         if self.live(&job) {
             self.completed.push(job.record);
         }
-        self.release_lane(i, ctx);
+        self.release_lane(i);
+        self.report(ctx);
+    }
+
+    /// Reports the completions gathered so far: at once when a batch is
+    /// full or no lane has work, otherwise within [`FLUSH_DELAY`].
+    fn report(&mut self, ctx: &mut Context<Self>) {
         if self.completed.is_empty() {
             return;
         }
-        if self.completed.len() >= FLUSH_BATCH || self.lanes.iter().all(|l| l.queue.is_empty()) {
+        let idle = || self.board.borrow().lanes.iter().all(|l| l.is_idle());
+        if self.completed.len() >= FLUSH_BATCH || idle() {
             self.flush();
         } else if !self.flush_timer {
             // A task of its own, not a timer in this context (which would
@@ -584,9 +482,14 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
         self.feed.complete(done);
     }
 
-    fn release_lane(&mut self, i: usize, ctx: &mut Context<Self>) {
-        self.lanes[i].busy = false;
-        self.pump(i, ctx);
+    /// Lets lane `i` go on with its queue.
+    fn release_lane(&mut self, i: usize) {
+        let mut board = self.board.borrow_mut();
+        let lane = &mut board.lanes[i];
+        lane.blocked = false;
+        if !lane.queue.is_empty() {
+            lane.wake();
+        }
     }
 }
 
@@ -602,7 +505,7 @@ impl<A: Actor<Context = Context<A>>> Actor for Dispatcher<A> {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.spawn(LaneCalls);
+        ctx.spawn(Collect);
         // A restarted dispatcher asks for every unfinished record.
         if let Some(connection) = self.connection.get() {
             connection.do_send(Ready);
@@ -613,35 +516,52 @@ impl<A: Actor<Context = Context<A>>> Actor for Dispatcher<A> {
         if let Some((_, timer)) = self.watchdog.take() {
             timer.abort();
         }
+        // Nothing queued is handled any more: its records stay uncommitted.
+        let mut board = self.board.borrow_mut();
+        if board.epoch == self.epoch {
+            for lane in &mut board.lanes {
+                lane.queue.clear();
+            }
+        }
     }
 }
 
 impl<A: Actor<Context = Context<A>>> Handler<Deliver> for Dispatcher<A> {
     type Result = ();
 
-    fn handle(&mut self, msg: Deliver, ctx: &mut Context<Self>) {
-        match self.feed.arrival(&msg) {
+    fn handle(&mut self, msg: Deliver, _: &mut Context<Self>) {
+        let fresh = match self.feed.arrival(&msg) {
             Arrival::Stale => return,
-            Arrival::Current => {}
-            Arrival::Fresh => {
-                // A new connection incarnation: what the old one read is read again.
-                for lane in &mut self.lanes {
-                    lane.queue.clear();
-                }
-                self.completed.clear();
+            Arrival::Current => false,
+            Arrival::Fresh => true,
+        };
+        let board = self.board.clone();
+        let mut board = board.borrow_mut();
+        if fresh {
+            // A new connection incarnation: what the old one read is read again.
+            for lane in &mut board.lanes {
+                lane.queue.clear();
             }
+            self.completed.clear();
         }
+        let lanes = board.lanes.len();
         for record in msg.records {
-            let i = self.lane_for(&record);
+            if record.key.is_none() {
+                self.next_unkeyed = self.next_unkeyed.wrapping_add(1);
+            }
+            let i = lane_of_key(record.key.as_deref(), self.next_unkeyed, lanes);
             let stamp = self.feed.stamp(&record);
-            self.lanes[i].queue.push_back(Job {
+            board.lanes[i].queue.push_back(Job {
                 record,
                 stamp,
                 attempt: 1,
+                epoch: self.epoch,
             });
         }
-        for i in 0..self.lanes.len() {
-            self.pump(i, ctx);
+        for lane in &mut board.lanes {
+            if !lane.queue.is_empty() && lane.running.is_none() && !lane.blocked {
+                lane.wake();
+            }
         }
     }
 }
@@ -652,7 +572,7 @@ impl<A: Actor<Context = Context<A>>> Handler<Released> for Dispatcher<A> {
     fn handle(&mut self, msg: Released, _: &mut Context<Self>) {
         self.feed.released(&msg.partitions);
         let mut dropped = 0;
-        for lane in &mut self.lanes {
+        for lane in &mut self.board.borrow_mut().lanes {
             let before = lane.queue.len();
             lane.queue
                 .retain(|job| !msg.partitions.contains(&job.record.topic_partition()));
@@ -711,6 +631,7 @@ impl<A: Actor<Context = Context<A>>> Handler<Shutdown> for Dispatcher<A> {
 
     fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
         // What is finished is reported, so the connection commits it.
+        self.collect(ctx);
         self.flush();
         ctx.stop();
     }

@@ -4,8 +4,10 @@
 //!
 //! - `tree`: the subscription's supervision subtree (handlers, dispatcher,
 //!   consumer connection);
-//! - `dispatcher`: the Dispatcher actor, which hands records to the lanes
-//!   (a lane is one handler actor and its queue) and decides their fate;
+//! - `dispatcher`: the Dispatcher actor, which fills the lanes and decides
+//!   the fate of what they hand back;
+//! - `lane`: a lane is one handler actor and its queue, taken by a runner
+//!   in the handler's own context;
 //! - `route`: routing by message type ([`Routes`](crate::Routes));
 //! - `retry`: the in-place [`RetryPolicy`](crate::RetryPolicy);
 //! - `closure`: closures as handler actors.
@@ -21,6 +23,7 @@ use retry::RetryPolicy;
 
 pub(crate) mod closure;
 pub(crate) mod dispatcher;
+pub(crate) mod lane;
 pub(crate) mod retry;
 pub(crate) mod route;
 pub(crate) mod tree;

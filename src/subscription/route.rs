@@ -2,45 +2,49 @@
 //! apart by the type-name header, and each is decoded into its own type.
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{self, Poll};
 
-use actix::dev::channel::AddressSender;
-use actix::dev::SendError;
-use actix::{Actor, Addr, Context, Handler, MailboxError};
+use actix::{Actor, Context, Handler};
 use serde::de::DeserializeOwned;
-use tokio::sync::oneshot;
 
 use crate::codec::{content_type_of, type_name_of, ContentType};
 use crate::dead_letter::FailureKind;
-use crate::delivery::{Delivery, Outcome};
+use crate::delivery::Delivery;
 use crate::envelope::{header, Headers, Record};
+use crate::subscription::lane::Reply;
 
-/// The pending answer of one handler call.
-pub(crate) enum HandlerCall {
-    /// Sent: the reply's receiver (nothing boxed, whatever the message type).
-    Sent(oneshot::Receiver<Outcome>),
-    /// The handler's mailbox was full: a request that waits for room.
-    Waiting(Pin<Box<dyn Future<Output = Result<Outcome, MailboxError>>>>),
+/// Decodes a record into one message type and calls the handler actor's
+/// `Handler` for it, in the actor's context (a lane's runner calls it).
+pub(crate) type RouteFn<A> = fn(
+    &mut A,
+    &mut <A as Actor>::Context,
+    Arc<Record>,
+    u32,
+    ContentType,
+) -> Result<Reply<A>, crate::Error>;
+
+/// The [`RouteFn`] of message type `T`.
+fn call<A, T>(
+    act: &mut A,
+    ctx: &mut Context<A>,
+    record: Arc<Record>,
+    attempt: u32,
+    default_ct: ContentType,
+) -> Result<Reply<A>, crate::Error>
+where
+    A: Actor<Context = Context<A>> + Handler<Delivery<T>>,
+    <A as Handler<Delivery<T>>>::Result: 'static,
+    T: DeserializeOwned + Send + 'static,
+{
+    let ct = content_type_of(&record.headers, default_ct)?;
+    let message: T = if record.is_tombstone() {
+        ct.decode_null()?
+    } else {
+        ct.decode(&record.payload)?
+    };
+    let response = act.handle(Delivery::new(message, record, attempt), ctx);
+    Ok(Reply::of::<Delivery<T>, _>(response, ctx))
 }
-
-impl Future for HandlerCall {
-    type Output = Result<Outcome, MailboxError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut task::Context<'_>) -> Poll<Self::Output> {
-        match self.get_mut() {
-            // A dropped reply: the handler stopped (or panicked) handling it.
-            HandlerCall::Sent(rx) => Pin::new(rx).poll(cx).map_err(|_| MailboxError::Closed),
-            HandlerCall::Waiting(request) => request.as_mut().poll(cx),
-        }
-    }
-}
-
-pub(crate) type RouteFn<A> = Box<
-    dyn Fn(&AddressSender<A>, Arc<Record>, u32, ContentType) -> Result<HandlerCall, crate::Error>,
->;
 
 /// The message types a handler actor `A` accepts on one subscription.
 ///
@@ -108,6 +112,7 @@ impl<A: Actor<Context = Context<A>>> Routes<A> {
     where
         T: DeserializeOwned + Send + 'static,
         A: Handler<Delivery<T>>,
+        <A as Handler<Delivery<T>>>::Result: 'static,
     {
         self.route_named::<T>(type_name_of::<T>())
     }
@@ -117,25 +122,9 @@ impl<A: Actor<Context = Context<A>>> Routes<A> {
     where
         T: DeserializeOwned + Send + 'static,
         A: Handler<Delivery<T>>,
+        <A as Handler<Delivery<T>>>::Result: 'static,
     {
-        let call: RouteFn<A> = Box::new(|sender, record, attempt, default_ct| {
-            let ct = content_type_of(&record.headers, default_ct)?;
-            let message: T = if record.is_tombstone() {
-                ct.decode_null()?
-            } else {
-                ct.decode(&record.payload)?
-            };
-            Ok(match sender.send(Delivery::new(message, record, attempt)) {
-                Ok(reply) => HandlerCall::Sent(reply),
-                Err(SendError::Full(delivery)) => {
-                    let request = Addr::new(sender.clone()).send(delivery);
-                    HandlerCall::Waiting(Box::pin(request))
-                }
-                Err(SendError::Closed(_)) => {
-                    HandlerCall::Waiting(Box::pin(async { Err(MailboxError::Closed) }))
-                }
-            })
-        });
+        let call: RouteFn<A> = call::<A, T>;
         let full = std::any::type_name::<T>();
         if let Some((_, _, other)) = self.by_name.iter().find(|(n, ..)| &**n == name) {
             self.collisions.push(format!(

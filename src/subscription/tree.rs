@@ -24,7 +24,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::{Actor, Context};
+use actix::{Actor, AsyncContext, Context};
 use kafkactor_actors::{ChildRef, ChildSpec, Events, Supervisor};
 
 use crate::app::Parts;
@@ -32,6 +32,7 @@ use crate::broker::{BrokerBackend, ConsumerConfig};
 use crate::connection::consumer::{ConsumerConnection, ConsumerSettings};
 use crate::connection::protocol::{Consumer, Deliver, FindConsumer, Released};
 use crate::subscription::dispatcher::{DispatchSettings, Dispatcher};
+use crate::subscription::lane::{Board, Runner, SharedBoard};
 use crate::subscription::route::Routes;
 use crate::subscription::{OnRestartLimit, Subscription};
 
@@ -120,6 +121,9 @@ where
 
     let escalate = sub.on_restart_limit == OnRestartLimit::Escalate;
     let spec = ChildSpec::graceful(name, move || {
+        // The lanes of this incarnation of the subtree, shared by its
+        // dispatcher and handlers (each restart of either keeps them).
+        let board = Board::shared(handlers.len());
         let lanes = Lanes {
             name: format!("{supervisor_name}/handlers"),
             events: events.clone(),
@@ -127,6 +131,9 @@ where
             limit: (if escalate { max_restarts } else { usize::MAX }, window),
             handlers: handlers.clone(),
             factory: factory.clone(),
+            board: board.clone(),
+            routes: routes.clone(),
+            settings: dispatch.clone(),
         };
         let mut lanes_spec = ChildSpec::graceful("handlers", move || lanes.supervisor());
         if escalate {
@@ -137,9 +144,8 @@ where
             .restart_limit(max_restarts, window)
             .backoff(backoff)
             .child(lanes_spec);
-        let (settings, routes, lanes, dead_letter, conn) = (
+        let (settings, lanes, dead_letter, conn) = (
             dispatch.clone(),
-            routes.clone(),
             handlers.clone(),
             dead_letter.clone(),
             connection.clone(),
@@ -150,7 +156,7 @@ where
             move || {
                 Dispatcher::new(
                     settings.clone(),
-                    routes.clone(),
+                    board.clone(),
                     lanes.clone(),
                     dead_letter.clone(),
                     conn.clone(),
@@ -184,6 +190,9 @@ struct Lanes<A: Actor, F> {
     limit: (usize, Duration),
     handlers: Vec<ChildRef<A>>,
     factory: Arc<F>,
+    board: SharedBoard,
+    routes: Rc<Routes<A>>,
+    settings: Arc<DispatchSettings>,
 }
 
 impl<A, F> Lanes<A, F>
@@ -198,10 +207,27 @@ where
             .restart_limit(self.limit.0, self.limit.1);
         for (i, handler) in self.handlers.iter().enumerate() {
             let factory = self.factory.clone();
-            lanes = lanes.child(ChildSpec::new_with_ref(
+            let (board, routes, settings) = (
+                self.board.clone(),
+                self.routes.clone(),
+                self.settings.clone(),
+            );
+            // Each incarnation takes the lane's records with a runner in
+            // its own context.
+            lanes = lanes.child(ChildSpec::create_with_ref(
                 format!("handler-{i}"),
                 handler,
-                move || factory(),
+                move |ctx: &mut Context<A>, incarnation| {
+                    let runner = Runner::new(
+                        board.clone(),
+                        i,
+                        incarnation,
+                        routes.clone(),
+                        settings.clone(),
+                    );
+                    ctx.spawn(runner);
+                    factory()
+                },
             ));
         }
         lanes

@@ -1,0 +1,487 @@
+//! Lanes: a lane is one handler actor and its queue of records, handled one
+//! at a time in queue order (so records of one key, which always share a
+//! lane, are handled in offset order).
+//!
+//! Role: the [`Dispatcher`](super::dispatcher) fills the lanes' queues on a
+//! shared [`Board`]; each handler incarnation runs a [`Runner`], a future in
+//! the handler actor's own context, that takes its lane's records one after
+//! the other and calls the actor's `Handler<Delivery<T>>` with its `&mut
+//! self` and `Context`, as the actor's mailbox would, without a mailbox
+//! message, a reply channel or a wake-up per record: a runner woken once
+//! handles every record queued since (up to [`RUN_BUDGET`] per turn).
+//!
+//! A record acknowledged (`Outcome::Ack`) is put on the board's `done`
+//! list; any other fate is the Dispatcher's to decide: a `Retry` or
+//! `Reject`, a record too large, unroutable or undecodable, a handler that
+//! failed while handling it. Such a record is handed back as an [`Answer`]
+//! and its lane is *blocked* (nothing else of it starts) until the
+//! Dispatcher releases it, after a retry's backoff (the record goes back to
+//! the head of the queue) or once the dead letter is durable. The Dispatcher
+//! is woken once per runner turn, not per record.
+//!
+//! Answers: an `Outcome` (a synchronous handler), a `ResponseFuture` or a
+//! `ResponseActFuture` (polled in place by the runner, in the handler's
+//! context, so a panic in it fails the handler like a panic in `handle`),
+//! `MessageResult`; any other `MessageResponse` answers through a oneshot
+//! channel. A call that does not answer at once gets the subscription's
+//! handler timeout as its deadline, which the Dispatcher watches.
+//!
+//! Owns: nothing of its own; the board is the subscription subtree's, shared
+//! by the Dispatcher (which alone adds and removes records) and the runners.
+//!
+//! Restarts: a handler that panics or stops while handling a record drops
+//! its runner, which hands the record back as [`Answer::HandlerFailed`]; the
+//! next incarnation's runner attaches to the lane and takes the queue on
+//! once the Dispatcher released it. A new Dispatcher incarnation starts a
+//! new *epoch*: the queues are emptied (the connection hands it every
+//! unfinished record again) and answers to calls of an older epoch are
+//! dropped.
+
+use std::any::Any;
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{self, Poll, Waker};
+use std::time::Instant;
+
+use actix::dev::MessageResponse;
+use actix::prelude::*;
+use tokio::sync::oneshot;
+
+use crate::connection::protocol::Stamp;
+use crate::dead_letter::FailureKind;
+use crate::delivery::Outcome;
+use crate::envelope::Record;
+use crate::subscription::dispatcher::DispatchSettings;
+use crate::subscription::route::Routes;
+
+/// Most records a runner handles in one turn before it lets its thread's
+/// other tasks run.
+const RUN_BUDGET: usize = 256;
+
+/// One record on a lane.
+#[derive(Debug)]
+pub(crate) struct Job {
+    pub(crate) record: Arc<Record>,
+    /// When and from where it was taken.
+    pub(crate) stamp: Stamp,
+    /// 1-based attempt about to run (or that just ran).
+    pub(crate) attempt: u32,
+    /// The Dispatcher incarnation that queued it.
+    pub(crate) epoch: u64,
+}
+
+/// Why a record was handed back to the Dispatcher.
+#[derive(Debug)]
+pub(crate) enum Answer {
+    /// The handler answered `Retry` or `Reject`.
+    Outcome(Outcome),
+    /// The record could not be handled: too large, unroutable, undecodable.
+    Unhandled(FailureKind, String),
+    /// The handler incarnation stopped (a panic) or dropped its reply while
+    /// handling it.
+    HandlerFailed { incarnation: u64 },
+}
+
+/// A handler call under way on a lane.
+#[derive(Debug)]
+pub(crate) struct Running {
+    pub(crate) job: Job,
+    /// The handler incarnation handling it.
+    pub(crate) incarnation: u64,
+    /// When it times out, once it did not answer at once.
+    pub(crate) deadline: Option<Instant>,
+}
+
+/// One lane's state.
+#[derive(Debug, Default)]
+pub(crate) struct LaneState {
+    /// Records waiting, in the order they are handled.
+    pub(crate) queue: VecDeque<Job>,
+    /// The record its handler is on.
+    pub(crate) running: Option<Running>,
+    /// The Dispatcher holds a record of this lane (retrying it or writing
+    /// its dead letter): nothing else starts until it releases the lane.
+    pub(crate) blocked: bool,
+    /// The handler incarnation whose runner takes this lane's records, and
+    /// its waker while it waits for some.
+    runner: Option<(u64, Option<Waker>)>,
+}
+
+impl LaneState {
+    /// Whether the lane has nothing to do or under way.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.queue.is_empty() && self.running.is_none()
+    }
+
+    /// Wakes the lane's runner, if one waits.
+    pub(crate) fn wake(&mut self) {
+        if let Some((_, Some(waker))) = &mut self.runner {
+            waker.wake_by_ref();
+        }
+    }
+}
+
+/// The lanes of one subscription, shared by its Dispatcher and runners.
+#[derive(Debug, Default)]
+pub(crate) struct Board {
+    pub(crate) lanes: Vec<LaneState>,
+    /// Records acknowledged by their handlers, for the Dispatcher to report.
+    pub(crate) done: Vec<Job>,
+    /// Records handed back to the Dispatcher, with their lane and why.
+    pub(crate) answers: Vec<(usize, Job, Answer)>,
+    /// A call got a deadline since the Dispatcher last looked.
+    pub(crate) deadlines_changed: bool,
+    /// The Dispatcher incarnation filling the queues.
+    pub(crate) epoch: u64,
+    /// The Dispatcher's waker, taken when it is woken.
+    dispatcher: Option<Waker>,
+}
+
+/// A subscription's board, shared on its actor thread.
+pub(crate) type SharedBoard = Rc<RefCell<Board>>;
+
+impl Board {
+    /// A board of `lanes` empty lanes.
+    pub(crate) fn shared(lanes: usize) -> SharedBoard {
+        Rc::new(RefCell::new(Board {
+            lanes: (0..lanes).map(|_| LaneState::default()).collect(),
+            ..Board::default()
+        }))
+    }
+
+    /// Starts the epoch of a new Dispatcher incarnation: queues, answers
+    /// and reports of the old one are dropped, calls under way finish and
+    /// their answers are ignored. Returns the new epoch.
+    pub(crate) fn new_epoch(&mut self) -> u64 {
+        self.epoch += 1;
+        for lane in &mut self.lanes {
+            lane.queue.clear();
+            lane.blocked = false;
+        }
+        self.done.clear();
+        self.answers.clear();
+        self.epoch
+    }
+
+    /// Registers the Dispatcher's waker.
+    pub(crate) fn watch(&mut self, waker: &Waker) {
+        if !self.dispatcher.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            self.dispatcher = Some(waker.clone());
+        }
+    }
+
+    fn wake_dispatcher(&mut self) {
+        if let Some(waker) = self.dispatcher.take() {
+            waker.wake();
+        }
+    }
+}
+
+/// The answer to a handler call.
+pub(crate) enum Reply<A: Actor> {
+    /// Answered at once.
+    Now(Outcome),
+    /// To be awaited in the handler's context.
+    Later(Later<A>),
+}
+
+/// An answer to come, awaited in the handler's context.
+pub(crate) enum Later<A: Actor> {
+    /// A `ResponseFuture`, polled in place.
+    Future(Pin<Box<dyn Future<Output = Outcome>>>),
+    /// A `ResponseActFuture`, polled in place with the actor and its context.
+    ActorFuture(Pin<Box<dyn ActorFuture<A, Output = Outcome>>>),
+    /// Any other response, answering through a channel.
+    Channel(oneshot::Receiver<Outcome>),
+}
+
+impl<A: Actor<Context = Context<A>>> Reply<A> {
+    /// The reply a handler's `response` to `M` gives, without a channel for
+    /// the responses the lane knows.
+    pub(crate) fn of<M, R>(response: R, ctx: &mut Context<A>) -> Reply<A>
+    where
+        M: Message<Result = Outcome> + 'static,
+        R: MessageResponse<A, M> + 'static,
+    {
+        let mut slot = Some(response);
+        let any: &mut dyn Any = &mut slot;
+        if let Some(outcome) = any.downcast_mut::<Option<Outcome>>().and_then(Option::take) {
+            return Reply::Now(outcome);
+        }
+        if let Some(MessageResult(outcome)) = any
+            .downcast_mut::<Option<MessageResult<M>>>()
+            .and_then(Option::take)
+        {
+            return Reply::Now(outcome);
+        }
+        if let Some(future) = any
+            .downcast_mut::<Option<ResponseFuture<Outcome>>>()
+            .and_then(Option::take)
+        {
+            return Reply::Later(Later::Future(future));
+        }
+        if let Some(future) = any
+            .downcast_mut::<Option<ResponseActFuture<A, Outcome>>>()
+            .and_then(Option::take)
+        {
+            return Reply::Later(Later::ActorFuture(future));
+        }
+        let (tx, rx) = oneshot::channel();
+        if let Some(response) = slot {
+            response.handle(ctx, Some(tx));
+        }
+        Reply::Later(Later::Channel(rx))
+    }
+}
+
+impl<A: Actor<Context = Context<A>>> Later<A> {
+    /// Polls the answer: `None` when the handler dropped its reply.
+    fn poll(
+        &mut self,
+        act: &mut A,
+        ctx: &mut Context<A>,
+        task: &mut task::Context<'_>,
+    ) -> Poll<Option<Outcome>> {
+        match self {
+            Later::Future(future) => future.as_mut().poll(task).map(Some),
+            Later::ActorFuture(future) => future.as_mut().poll(act, ctx, task).map(Some),
+            Later::Channel(rx) => Pin::new(rx).poll(task).map(Result::ok),
+        }
+    }
+}
+
+/// Takes a lane's records in the context of one handler incarnation and
+/// calls the handler with each; see the module documentation.
+pub(crate) struct Runner<A: Actor> {
+    board: SharedBoard,
+    lane: usize,
+    incarnation: u64,
+    routes: Rc<Routes<A>>,
+    settings: Arc<DispatchSettings>,
+    /// The answer awaited for the lane's running record.
+    reply: Option<Later<A>>,
+}
+
+impl<A: Actor<Context = Context<A>>> Runner<A> {
+    pub(crate) fn new(
+        board: SharedBoard,
+        lane: usize,
+        incarnation: u64,
+        routes: Rc<Routes<A>>,
+        settings: Arc<DispatchSettings>,
+    ) -> Self {
+        Runner {
+            board,
+            lane,
+            incarnation,
+            routes,
+            settings,
+            reply: None,
+        }
+    }
+
+    /// The lane's next record if this runner may start it (it is attached,
+    /// nothing runs, the lane is not blocked), marked running; otherwise
+    /// registers `waker` to be woken when there is one. `Err` when another
+    /// incarnation took the lane over.
+    fn next(&self, waker: &Waker) -> Result<Option<(Arc<Record>, u32)>, ()> {
+        let mut board = self.board.borrow_mut();
+        let lane = &mut board.lanes[self.lane];
+        match &lane.runner {
+            Some((n, _)) if *n > self.incarnation => return Err(()),
+            Some((n, _)) if *n == self.incarnation => {}
+            // The first turn of this incarnation: it takes the lane over.
+            _ => lane.runner = Some((self.incarnation, None)),
+        }
+        if lane.running.is_none() && !lane.blocked {
+            if let Some(job) = lane.queue.pop_front() {
+                let next = (job.record.clone(), job.attempt);
+                lane.running = Some(Running {
+                    job,
+                    incarnation: self.incarnation,
+                    deadline: None,
+                });
+                return Ok(Some(next));
+            }
+        }
+        if let Some((_, registered)) = &mut lane.runner {
+            if !registered.as_ref().is_some_and(|w| w.will_wake(waker)) {
+                *registered = Some(waker.clone());
+            }
+        }
+        Ok(None)
+    }
+
+    /// Starts the handler call for `record`: `Err` when it cannot be handled.
+    fn call(
+        &self,
+        act: &mut A,
+        ctx: &mut Context<A>,
+        record: Arc<Record>,
+        attempt: u32,
+    ) -> Result<Reply<A>, Answer> {
+        let size = record.byte_size();
+        if size > self.settings.max_record_bytes {
+            let reason = format!(
+                "record of {size} bytes exceeds the subscription's maximum of {} bytes",
+                self.settings.max_record_bytes
+            );
+            return Err(Answer::Unhandled(FailureKind::TooLarge, reason));
+        }
+        let route = self
+            .routes
+            .select(&record.headers)
+            .map_err(|(kind, reason)| Answer::Unhandled(kind, reason))?;
+        route(
+            act,
+            ctx,
+            record,
+            attempt,
+            self.settings.default_content_type,
+        )
+        .map_err(|e| Answer::Unhandled(FailureKind::Decode, e.to_string()))
+    }
+
+    /// The running record's call answered (`Err`: it could not be made or
+    /// the handler failed): an acknowledged record is done, any other is
+    /// handed back to the Dispatcher and blocks the lane. Returns whether
+    /// the Dispatcher has something new.
+    fn settle(&self, result: Result<Outcome, Answer>) -> bool {
+        let mut board = self.board.borrow_mut();
+        let epoch = board.epoch;
+        let lane = &mut board.lanes[self.lane];
+        // Taken by the Dispatcher meanwhile (the call timed out): its answer
+        // no longer counts.
+        let Some(running) = lane.running.take_if(|r| r.incarnation == self.incarnation) else {
+            return false;
+        };
+        if running.job.epoch != epoch {
+            return false;
+        }
+        match result {
+            Ok(Outcome::Ack) => board.done.push(running.job),
+            Ok(outcome) => {
+                lane.blocked = true;
+                board
+                    .answers
+                    .push((self.lane, running.job, Answer::Outcome(outcome)));
+            }
+            Err(answer) => {
+                lane.blocked = true;
+                board.answers.push((self.lane, running.job, answer));
+            }
+        }
+        true
+    }
+
+    /// Gives the running record a deadline: it did not answer at once.
+    fn set_deadline(&self) {
+        let Some(timeout) = self.settings.handler_timeout else {
+            return;
+        };
+        let mut board = self.board.borrow_mut();
+        let lane = &mut board.lanes[self.lane];
+        if let Some(running) = lane
+            .running
+            .as_mut()
+            .filter(|r| r.incarnation == self.incarnation && r.deadline.is_none())
+        {
+            running.deadline = Some(crate::clock::deadline_in(timeout));
+            board.deadlines_changed = true;
+            board.wake_dispatcher();
+        }
+    }
+}
+
+impl<A: Actor<Context = Context<A>>> ActorFuture<A> for Runner<A> {
+    type Output = ();
+
+    fn poll(
+        self: Pin<&mut Self>,
+        act: &mut A,
+        ctx: &mut Context<A>,
+        task: &mut task::Context<'_>,
+    ) -> Poll<()> {
+        let this = self.get_mut();
+        let mut news = false;
+        let mut budget = RUN_BUDGET;
+        let result = loop {
+            if let Some(reply) = &mut this.reply {
+                let Poll::Ready(answer) = reply.poll(act, ctx, task) else {
+                    this.set_deadline();
+                    break Poll::Pending;
+                };
+                this.reply = None;
+                let incarnation = this.incarnation;
+                news |= this.settle(answer.ok_or(Answer::HandlerFailed { incarnation }));
+            }
+            // The actor waits for a future of its own, or stops: no new record.
+            if ctx.waiting() || ctx.state() != ActorState::Running {
+                break Poll::Pending;
+            }
+            if budget == 0 {
+                task.waker().wake_by_ref();
+                break Poll::Pending;
+            }
+            let (record, attempt) = match this.next(task.waker()) {
+                Err(()) => break Poll::Ready(()),
+                Ok(None) => break Poll::Pending,
+                Ok(Some(next)) => next,
+            };
+            budget -= 1;
+            match this.call(act, ctx, record, attempt) {
+                Ok(Reply::Now(outcome)) => news |= this.settle(Ok(outcome)),
+                // Polled at the top of the loop.
+                Ok(Reply::Later(reply)) => this.reply = Some(reply),
+                Err(answer) => news |= this.settle(Err(answer)),
+            }
+        };
+        if news {
+            this.board.borrow_mut().wake_dispatcher();
+        }
+        result
+    }
+}
+
+impl<A: Actor> Drop for Runner<A> {
+    fn drop(&mut self) {
+        let (board, lane, incarnation) = (self.board.clone(), self.lane, self.incarnation);
+        // The board is never borrowed while a handler stops; should it be,
+        // the lane is handed back once it is not, rather than left wedged.
+        if board.try_borrow_mut().is_ok() {
+            detach(&board, lane, incarnation);
+        } else {
+            actix_rt::spawn(async move { detach(&board, lane, incarnation) });
+        }
+    }
+}
+
+/// Handler incarnation `incarnation` of `lane` is gone: the lane waits for
+/// the next, and a record it was handling is handed back to the Dispatcher
+/// (to retry or dead-letter).
+fn detach(board: &SharedBoard, lane: usize, incarnation: u64) {
+    let mut board = board.borrow_mut();
+    let epoch = board.epoch;
+    let state = &mut board.lanes[lane];
+    if state
+        .runner
+        .as_ref()
+        .is_some_and(|(n, _)| *n == incarnation)
+    {
+        state.runner = None;
+    }
+    let Some(running) = state.running.take_if(|r| r.incarnation == incarnation) else {
+        return;
+    };
+    if running.job.epoch == epoch {
+        state.blocked = true;
+        board
+            .answers
+            .push((lane, running.job, Answer::HandlerFailed { incarnation }));
+        board.wake_dispatcher();
+    }
+}
