@@ -32,6 +32,7 @@ use crate::delay::Delays;
 use crate::delivery::{Delivery, Outcome};
 use crate::error::{Error, Result};
 use crate::outbound::{Outbound, OutboundSettings};
+use crate::producer::handle::IntakeSender;
 use crate::producer::{Producer, ProducerHandle};
 use crate::subscription::closure::FnHandler;
 use crate::subscription::route::Routes;
@@ -281,6 +282,7 @@ impl AppBuilder {
             backend.ensure_topic(topic, None).await?;
         }
         let outbound = Outbound::default();
+        let (intake, intake_rx) = crate::producer::handle::intake(PUBLISH_MAILBOX);
         let mut root = Supervisor::new("kafkactor")
             .events(self.events.clone())
             .restart_limit(self.restart_limit.0, self.restart_limit.1)
@@ -293,6 +295,7 @@ impl AppBuilder {
                 delivery_timeout: self.delivery_timeout,
                 delays: plan.clone(),
                 events: self.events.clone(),
+                intake: intake_rx,
             },
         );
         // The consumer connection of every consumer subtree, asked by
@@ -344,6 +347,7 @@ impl AppBuilder {
             consumers,
             root: handle,
             producer: outbound.producer,
+            intake,
             delivery_timeout: self.delivery_timeout,
             broker,
             events: self.events,
@@ -357,6 +361,8 @@ pub struct App {
     consumers: Vec<ChildRef<ConsumerConnection>>,
     root: SupervisorHandle,
     producer: ChildRef<Producer>,
+    /// Where [`ProducerHandle`]s send.
+    intake: IntakeSender,
     delivery_timeout: Duration,
     broker: Broker,
     events: Events,
@@ -376,7 +382,11 @@ impl App {
     /// messages. The handle stays valid across restarts of the Producer
     /// actor (see [`ProducerHandle`]): keep it for the life of the service.
     pub fn producer(&self) -> ProducerHandle {
-        ProducerHandle::new(self.producer.clone(), self.delivery_timeout)
+        ProducerHandle::new(
+            self.producer.clone(),
+            self.intake.clone(),
+            self.delivery_timeout,
+        )
     }
 
     /// The partitions this application's consumers (its subscriptions and

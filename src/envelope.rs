@@ -58,19 +58,34 @@ pub mod header {
     /// Key used by the idempotency store.
     pub const IDEMPOTENCY_KEY: &str = "x-idempotency-key";
 
-    /// The shared allocation of a well-known header name (a new one for others).
-    pub(crate) fn interned(name: &'static str) -> std::sync::Arc<str> {
-        use std::sync::{Arc, LazyLock};
-        const KNOWN: [&str; 4] = [MESSAGE_ID, CONTENT_TYPE, TYPE_NAME, TIMESTAMP];
-        static NAMES: LazyLock<[Arc<str>; 4]> = LazyLock::new(|| KNOWN.map(Arc::from));
-        // The constants themselves come by address; others by value.
-        let by_address = KNOWN
-            .iter()
-            .position(|k| std::ptr::eq(k.as_ptr(), name.as_ptr()) && k.len() == name.len());
-        match by_address.or_else(|| KNOWN.iter().position(|k| *k == name)) {
-            Some(i) => NAMES[i].clone(),
-            None => Arc::from(name),
-        }
+    /// The constant for a well-known header `name`, if it is one.
+    pub(crate) fn known(name: &str) -> Option<&'static str> {
+        const ALL: [&str; 23] = [
+            MESSAGE_ID,
+            CONTENT_TYPE,
+            CONTENT_ENCODING,
+            TYPE_NAME,
+            TIMESTAMP,
+            TRACEPARENT,
+            TRACESTATE,
+            TENANT,
+            CORRELATION_ID,
+            REPLY_TO,
+            ATTEMPT,
+            ORIGINAL_TOPIC,
+            ORIGINAL_PARTITION,
+            ORIGINAL_OFFSET,
+            GROUP,
+            DELIVER_AT,
+            DELIVER_PARTITION,
+            ERROR_KIND,
+            ERROR_REASON,
+            FAILED_AT,
+            PAYLOAD_DROPPED,
+            PAYLOAD_SIZE,
+            IDEMPOTENCY_KEY,
+        ];
+        ALL.iter().copied().find(|k| *k == name)
     }
 }
 
@@ -78,11 +93,56 @@ pub mod header {
 /// (names may repeat; lookups return the last value). A value may be null,
 /// as Kafka allows: it reads as empty and is written back as null.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Headers(Vec<(Arc<str>, Value)>);
+pub struct Headers(Vec<(Name, Value)>);
+
+/// A header name: a well-known one (a [`header`] constant, nothing
+/// allocated) or any other.
+#[derive(Clone)]
+pub(crate) enum Name {
+    Known(&'static str),
+    Shared(Arc<str>),
+}
+
+impl Name {
+    pub(crate) fn as_str(&self) -> &str {
+        match self {
+            Name::Known(name) => name,
+            Name::Shared(name) => name,
+        }
+    }
+
+    /// Whether this is `name`: by address for two well-known names.
+    fn is(&self, name: &Name) -> bool {
+        match (self, name) {
+            (Name::Known(a), Name::Known(b)) if std::ptr::eq(*a, *b) => true,
+            _ => self.as_str() == name.as_str(),
+        }
+    }
+}
+
+impl PartialEq for Name {
+    fn eq(&self, other: &Name) -> bool {
+        self.is(other)
+    }
+}
+
+impl Eq for Name {}
+
+impl fmt::Debug for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl<N: Into<Arc<str>>> From<N> for Name {
+    fn from(name: N) -> Name {
+        Name::Shared(name.into())
+    }
+}
 
 /// The longest header value kept inside the header list instead of in a
 /// buffer of its own: room for a message id (36 bytes of UUID text).
-const INLINE: usize = 38;
+pub(crate) const INLINE: usize = 38;
 
 /// One header value. The short values the producer stamps on every record
 /// (message id, timestamp) are inline, so stamping allocates nothing.
@@ -150,7 +210,7 @@ impl Headers {
         self.0
             .iter()
             .rev()
-            .find(|(n, _)| &**n == name)
+            .find(|(n, _)| n.as_str() == name)
             .map(|(_, v)| v.get().unwrap_or_default())
     }
 
@@ -159,7 +219,7 @@ impl Headers {
         self.0
             .iter()
             .rev()
-            .find(|(n, _)| &**n == name)
+            .find(|(n, _)| n.as_str() == name)
             .is_some_and(|(_, v)| matches!(v, Value::Null))
     }
 
@@ -170,27 +230,30 @@ impl Headers {
 
     /// Sets `name` to `value`, replacing every earlier value.
     pub fn insert(&mut self, name: impl Into<Arc<str>>, value: impl Into<Bytes>) {
-        self.set(name.into(), Value::Shared(value.into()));
+        self.set(name.into().into(), Value::Shared(value.into()));
     }
 
-    fn set(&mut self, name: Arc<str>, value: Value) {
-        self.0.retain(|(n, _)| *n != name);
+    fn set(&mut self, name: Name, value: Value) {
+        if self.0.iter().any(|(n, _)| n.is(&name)) {
+            self.0.retain(|(n, _)| !n.is(&name));
+        }
         self.0.push((name, value));
     }
 
     /// Appends a value, keeping earlier ones.
     pub fn append(&mut self, name: impl Into<Arc<str>>, value: impl Into<Bytes>) {
-        self.0.push((name.into(), Value::Shared(value.into())));
+        self.0
+            .push((name.into().into(), Value::Shared(value.into())));
     }
 
     /// Appends a null value (a header without one), keeping earlier ones.
     pub fn append_null(&mut self, name: impl Into<Arc<str>>) {
-        self.0.push((name.into(), Value::Null));
+        self.0.push((name.into().into(), Value::Null));
     }
 
     /// Removes every value of `name`.
     pub fn remove(&mut self, name: &str) {
-        self.0.retain(|(n, _)| &**n != name);
+        self.0.retain(|(n, _)| n.as_str() != name);
     }
 
     /// Whether `name` is present.
@@ -202,12 +265,12 @@ impl Headers {
     pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
         self.0
             .iter()
-            .map(|(n, v)| (&**n, v.get().unwrap_or_default()))
+            .map(|(n, v)| (n.as_str(), v.get().unwrap_or_default()))
     }
 
     /// All pairs, in order, null values as `None`.
     pub(crate) fn iter_raw(&self) -> impl Iterator<Item = (&str, Option<&[u8]>)> {
-        self.0.iter().map(|(n, v)| (&**n, v.get()))
+        self.0.iter().map(|(n, v)| (n.as_str(), v.get()))
     }
 
     /// Number of pairs.
@@ -223,26 +286,38 @@ impl Headers {
     /// Sets a well-known header (a [`header`] constant) without allocating
     /// its name.
     pub(crate) fn insert_known(&mut self, name: &'static str, value: impl Into<Bytes>) {
-        self.set(header::interned(name), Value::Shared(value.into()));
+        self.set(Name::Known(name), Value::Shared(value.into()));
     }
 
     /// Sets a well-known header to a copy of `value`, allocating nothing
     /// when the value is short (a timestamp).
     pub(crate) fn insert_known_copy(&mut self, name: &'static str, value: &[u8]) {
-        self.set(header::interned(name), Value::copied(value));
+        self.set(Name::Known(name), Value::copied(value));
+    }
+
+    /// Appends `name` with a copy of `value` (kept inline when short) or,
+    /// when given, the shared `long` bytes holding it: for a client that
+    /// copies a record's long values into one buffer.
+    pub(crate) fn append_from(&mut self, name: Name, value: Option<&[u8]>, long: Option<Bytes>) {
+        let value = match (value, long) {
+            (None, _) => Value::Null,
+            (Some(_), Some(long)) => Value::Shared(long),
+            (Some(v), None) => Value::copied(v),
+        };
+        self.0.push((name, value));
     }
 
     /// Appends a well-known header known to be absent, a copy of `value`,
     /// allocating nothing when the value is short (a message id).
     pub(crate) fn append_known_copy(&mut self, name: &'static str, value: &[u8]) {
-        self.0.push((header::interned(name), Value::copied(value)));
+        self.0.push((Name::Known(name), Value::copied(value)));
     }
 
     /// Bytes taken by names and values.
     pub(crate) fn byte_size(&self) -> usize {
         self.0
             .iter()
-            .map(|(n, v)| n.len() + v.get().map_or(0, <[u8]>::len))
+            .map(|(n, v)| n.as_str().len() + v.get().map_or(0, <[u8]>::len))
             .sum()
     }
 }
@@ -251,7 +326,7 @@ impl<N: Into<Arc<str>>, V: Into<Bytes>> FromIterator<(N, V)> for Headers {
     fn from_iter<I: IntoIterator<Item = (N, V)>>(iter: I) -> Self {
         Headers(
             iter.into_iter()
-                .map(|(n, v)| (n.into(), Value::Shared(v.into())))
+                .map(|(n, v)| (n.into().into(), Value::Shared(v.into())))
                 .collect(),
         )
     }
@@ -382,11 +457,40 @@ impl OutgoingRecord {
 /// A new message id: a UUIDv7 (time-ordered), as text. Its random bits come
 /// from a fast thread-local generator, not a system call per message.
 pub(crate) fn new_message_id(now_ms: i64) -> [u8; uuid::fmt::Hyphenated::LENGTH] {
-    let mut random = [0u8; 10];
-    fastrand::fill(&mut random);
-    let id = uuid::Builder::from_unix_timestamp_millis(now_ms.max(0) as u64, &random).into_uuid();
-    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    id.hyphenated().encode_lower(&mut text);
+    let random = fastrand::u128(..).to_le_bytes();
+    let id = uuid::Builder::from_unix_timestamp_millis(
+        now_ms.max(0) as u64,
+        &[
+            random[0], random[1], random[2], random[3], random[4], random[5], random[6], random[7],
+            random[8], random[9],
+        ],
+    )
+    .into_uuid();
+    hyphenated(id.as_bytes())
+}
+
+/// `uuid` as lower-case hyphenated text (8-4-4-4-12), two digits per byte
+/// from a table.
+fn hyphenated(uuid: &[u8; 16]) -> [u8; uuid::fmt::Hyphenated::LENGTH] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    const PAIRS: [[u8; 2]; 256] = {
+        let mut pairs = [[0; 2]; 256];
+        let mut i = 0;
+        while i < 256 {
+            pairs[i] = [DIGITS[i >> 4], DIGITS[i & 15]];
+            i += 1;
+        }
+        pairs
+    };
+    let mut text = [b'-'; uuid::fmt::Hyphenated::LENGTH];
+    let mut at = 0;
+    for (i, byte) in uuid.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            at += 1;
+        }
+        text[at..at + 2].copy_from_slice(&PAIRS[usize::from(*byte)]);
+        at += 2;
+    }
     text
 }
 
@@ -412,6 +516,18 @@ mod tests {
         assert!(h.is_empty());
         h.insert("bin", vec![0xff, 0xfe]);
         assert_eq!(h.get_str("bin"), None);
+    }
+
+    #[test]
+    fn message_ids_are_uuid_v7_text() {
+        for _ in 0..1_000 {
+            let text = new_message_id(1_764_662_400_123);
+            let id = uuid::Uuid::parse_str(std::str::from_utf8(&text).unwrap()).unwrap();
+            assert_eq!(id.get_version_num(), 7);
+            assert_eq!(id.hyphenated().to_string().as_bytes(), &text[..]);
+            let (secs, nanos) = id.get_timestamp().unwrap().to_unix();
+            assert_eq!((secs, nanos), (1_764_662_400, 123_000_000));
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! ```text
 //! kafkactor
 //! ├── producer-connection   the producer client (connection/producer.rs)
-//! ├── producer              Publish -> PublishOutcome (producer.rs)
+//! ├── producer              Publish -> PublishOutcome (producer/)
 //! └── dead-letter           failed records -> dead-letter topics (dead_letter.rs)
 //! ```
 //!
@@ -24,6 +24,7 @@ use crate::broker::{BrokerBackend, ProducerConfig};
 use crate::connection::producer::ProducerConnection;
 use crate::dead_letter::DeadLetter;
 use crate::delay::Plan;
+use crate::producer::handle::IntakeReceiver;
 use crate::producer::Producer;
 
 /// The outbound actors, each found through its [`ChildRef`] whichever
@@ -43,6 +44,8 @@ pub(crate) struct OutboundSettings {
     /// The delay buckets, when delayed publishing is on.
     pub(crate) delays: Option<Arc<Plan>>,
     pub(crate) events: Events,
+    /// The Producer's intake, taken by each of its incarnations in turn.
+    pub(crate) intake: IntakeReceiver,
 }
 
 impl Outbound {
@@ -54,6 +57,7 @@ impl Outbound {
             delivery_timeout,
             delays,
             events,
+            intake,
         } = settings;
         let connection = self.connection.clone();
         root
@@ -74,6 +78,7 @@ impl Outbound {
                             max_message_bytes,
                             delivery_timeout,
                             delays.clone(),
+                            Some(intake.clone()),
                         )
                     }
                 })

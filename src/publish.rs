@@ -1,11 +1,13 @@
 //! The `Publish` message: a record to send, built by value like
 //! `FutureRecord::to(..).key(..).payload(..)`.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use actix::Message;
 use bytes::Bytes;
+use rustc_hash::FxHashSet;
 use serde::Serialize;
 
 use crate::codec::{type_name_of, ContentType};
@@ -34,6 +36,33 @@ pub struct Publish {
     pub(crate) payload: Option<Bytes>,
     pub(crate) due: Option<Due>,
     content_type: ContentType,
+    /// The topic name is known to be valid.
+    topic_checked: bool,
+}
+
+/// Most topic names [`topic_name`] keeps per thread.
+const TOPICS_KEPT: usize = 1024;
+
+thread_local! {
+    /// Valid topic names published to from this thread, each allocated once.
+    static TOPICS: RefCell<FxHashSet<Arc<str>>> = RefCell::default();
+}
+
+/// `topic` as an `Arc<str>`, shared with earlier publishes from this
+/// thread, and whether it is a valid name (only valid names are kept).
+fn topic_name(topic: &str) -> (Arc<str>, bool) {
+    TOPICS.with(|topics| {
+        let mut topics = topics.borrow_mut();
+        if let Some(name) = topics.get(topic) {
+            return (name.clone(), true);
+        }
+        let name = Arc::<str>::from(topic);
+        let valid = crate::error::check_topic(topic).is_ok();
+        if valid && topics.len() < TOPICS_KEPT {
+            topics.insert(name.clone());
+        }
+        (name, valid)
+    })
 }
 
 /// When a delayed record is due.
@@ -73,8 +102,10 @@ impl Publish {
     /// A record for `topic`, with an empty payload until
     /// [`message`](Publish::message) or [`payload`](Publish::payload) sets one.
     pub fn to(topic: impl AsRef<str>) -> Self {
+        let (topic, topic_checked) = topic_name(topic.as_ref());
         Publish {
-            topic: Arc::from(topic.as_ref()),
+            topic,
+            topic_checked,
             partition: None,
             key: None,
             headers: Headers::new(),
@@ -176,7 +207,9 @@ impl Publish {
     }
 
     pub(crate) fn validate(&self) -> Result<()> {
-        crate::error::check_topic(&self.topic)?;
+        if !self.topic_checked {
+            crate::error::check_topic(&self.topic)?;
+        }
         if let Some(p) = self.partition {
             if p < 0 {
                 return Err(Error::Config(format!("partition {p} is negative")));

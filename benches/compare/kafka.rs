@@ -22,12 +22,17 @@ fn sample_headers(capacity: usize) -> rdkafka::message::OwnedHeaders {
         })
 }
 
-/// A plain consumer in a group of its own, from the beginning.
+/// A plain consumer in a group of its own, from the beginning, with
+/// librdkafka's defaults but for the one
+/// kafkactor changes (`fetch.queue.backoff.ms`, 20 ms instead of 1 s, which
+/// otherwise stalls any consumer faster than its fetches for up to a
+/// second), so both sides fetch alike.
 pub(super) fn consumer_settings(brokers: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", brokers)
         .set("group.id", unique("bench-raw-g"))
-        .set("auto.offset.reset", "earliest");
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.queue.backoff.ms", "20");
     c
 }
 

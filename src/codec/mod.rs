@@ -148,9 +148,17 @@ const COPY_OUT_MAX: usize = 1024;
 /// name without its module path (`OrderPlaced` for `shop::events::OrderPlaced`).
 pub fn type_name_of<T: ?Sized>() -> &'static str {
     let full = std::any::type_name::<T>();
-    // Single-byte searches (memchr), not a substring search, on every publish.
-    let base = full.find('<').map_or(full, |i| &full[..i]);
-    base.rfind(':').map_or(base, |i| &base[i + 1..])
+    // One pass over a short name, on every publish: the last segment of
+    // the path before any generic arguments.
+    let mut start = 0;
+    for (i, b) in full.bytes().enumerate() {
+        match b {
+            b'<' => return &full[start..i],
+            b':' => start = i + 1,
+            _ => {}
+        }
+    }
+    &full[start..]
 }
 
 #[cfg(test)]

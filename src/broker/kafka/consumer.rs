@@ -38,15 +38,24 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Reb
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Headers as _, Message};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use smallvec::SmallVec;
 use tokio::sync::oneshot;
 
 use super::{broker_error, KafkaConfig};
 use crate::broker::{ConsumerClient, ConsumerConfig, ConsumerEvent, OffsetReset};
-use crate::envelope::{Headers, Record, TopicPartition};
+use crate::envelope::{header, Headers, Name, Record, TopicPartition, INLINE};
 use crate::error::{Error, Result};
 
 /// The longest a single poll of librdkafka blocks, so commands are served promptly.
 const POLL_SLICE: Duration = Duration::from_millis(20);
+
+/// Most records taken from librdkafka in one round of the fetch loop.
+const POLL_BATCH: usize = 512;
+
+/// How long librdkafka waits before fetching again a partition whose
+/// local queue was full (`fetch.queue.backoff.ms`; librdkafka's default is
+/// 1,000). A setting of the user's takes precedence.
+pub(crate) const FETCH_QUEUE_BACKOFF_MS: &str = "20";
 
 /// The slice while the actor has no credit: a wake (its credit freed up)
 /// is then served within this, so a subscription with `max_in_flight(1)`
@@ -238,6 +247,11 @@ impl KafkaConsumer {
             ("enable.auto.offset.store", "false"),
             ("auto.offset.reset", reset),
             ("enable.partition.eof", "false"),
+            // librdkafka stops fetching a partition whose local queue holds
+            // `queued.min.messages` and looks again only after this; its
+            // default (1 s) stalls a consumer that empties the queue faster
+            // than that for the rest of the second.
+            ("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS),
         ]);
         if let Some(wait) = config.fetch_wait {
             client.set("fetch.wait.max.ms", wait.as_millis().max(1).to_string());
@@ -464,10 +478,18 @@ impl PollThread {
             match self.consumer.poll(slice) {
                 Some(Ok(message)) => {
                     let record = Arc::new(to_record(&message, &mut self.names));
+                    drop(message);
                     if max == 0 {
                         lock(&self.shared.stash).push_back(record);
                     } else {
                         lock(&self.shared.records).push(record);
+                        if let Some(e) = self.take_ready(max - taken - 1) {
+                            if left_group(&e) {
+                                self.fail_left_group(&e);
+                                return true;
+                            }
+                            tracing::warn!(group = %self.shared.group, error = %e, "consumer error");
+                        }
                     }
                 }
                 Some(Err(e)) if left_group(&e) => {
@@ -484,6 +506,25 @@ impl PollThread {
                 None => {}
             }
         }
+    }
+
+    /// Takes up to `room` more records librdkafka already has (polls that
+    /// do not wait), without a round of the fetch loop per record; each
+    /// goes to the fetch's records at once, so a revocation answered from
+    /// a poll's callback carries every record polled before it. Returns
+    /// the error that ended it, if one did.
+    fn take_ready(&mut self, room: usize) -> Option<KafkaError> {
+        for _ in 0..room.min(POLL_BATCH) {
+            match self.consumer.poll(Duration::ZERO)? {
+                Ok(message) => {
+                    let record = Arc::new(to_record(&message, &mut self.names));
+                    drop(message);
+                    lock(&self.shared.records).push(record);
+                }
+                Err(e) => return Some(e),
+            }
+        }
+        None
     }
 
     /// The member left the group: the fetch under way fails (rejoining
@@ -514,20 +555,58 @@ impl PollThread {
 }
 
 /// Interned topic and header names: records share one allocation per name
-/// instead of one per record.
+/// instead of one per record, and well-known header names none. Records
+/// of one producer mostly carry the same headers in the same order, so the
+/// names of the last record are tried first.
 #[derive(Default)]
-pub(crate) struct Names(rustc_hash::FxHashMap<Box<str>, Arc<str>>);
+pub(crate) struct Names {
+    all: rustc_hash::FxHashMap<Box<str>, Arc<str>>,
+    /// The last topic, and the last record's header names by position.
+    last_topic: Option<Arc<str>>,
+    last_headers: Vec<Name>,
+}
 
 impl Names {
-    fn get(&mut self, name: &str) -> Arc<str> {
-        if let Some(t) = self.0.get(name) {
+    fn shared(&mut self, name: &str) -> Arc<str> {
+        if let Some(t) = self.all.get(name) {
             return t.clone();
         }
         let t: Arc<str> = Arc::from(name);
-        self.0.insert(name.into(), t.clone());
+        self.all.insert(name.into(), t.clone());
         t
     }
+
+    fn topic(&mut self, topic: &str) -> Arc<str> {
+        match &self.last_topic {
+            Some(last) if **last == *topic => last.clone(),
+            _ => {
+                let t = self.shared(topic);
+                self.last_topic = Some(t.clone());
+                t
+            }
+        }
+    }
+
+    /// The name of the `i`th header of a record.
+    fn header(&mut self, i: usize, name: &str) -> Name {
+        if let Some(last) = self.last_headers.get(i).filter(|n| n.as_str() == name) {
+            return last.clone();
+        }
+        let found = match header::known(name) {
+            Some(known) => Name::Known(known),
+            None => Name::Shared(self.shared(name)),
+        };
+        if i < self.last_headers.len() {
+            self.last_headers[i] = found.clone();
+        } else if i == self.last_headers.len() && i < LAST_HEADERS {
+            self.last_headers.push(found.clone());
+        }
+        found
+    }
 }
+
+/// How many header names by position [`Names`] remembers.
+const LAST_HEADERS: usize = 16;
 
 fn left_group(e: &KafkaError) -> bool {
     e.rdkafka_error_code() == Some(RDKafkaErrorCode::PollExceeded)
@@ -579,17 +658,34 @@ fn commit<C: ConsumerContext>(
         .map_err(|e| Error::Commit(e.to_string()))
 }
 
+/// A header as librdkafka holds it: name and value (None: null).
+type RawHeader<'m> = (&'m str, Option<&'m [u8]>);
+
 /// Copies a librdkafka message into a [`Record`]: its key, payload and
-/// header values in one buffer (one copy, one allocation), shared by
-/// slices; names interned.
+/// long header values in one buffer (one copy, one allocation), shared by
+/// slices; short header values inline in the header list; names interned
+/// (the well-known ones not allocated at all).
 pub(crate) fn to_record(m: &BorrowedMessage<'_>, names: &mut Names) -> Record {
-    let (key, payload, raw) = (m.key(), m.payload(), m.headers());
-    let values = || raw.iter().flat_map(|h| h.iter()).filter_map(|h| h.value);
+    let (key, payload) = (m.key(), m.payload());
+    // The headers, read once (each read is a call into librdkafka).
+    let mut raw: SmallVec<[RawHeader<'_>; 8]> = SmallVec::new();
+    if let Some(headers) = m.headers() {
+        raw.extend(headers.iter().map(|h| (h.key, h.value)));
+    }
+    /// A value too long to keep inline.
+    fn long(v: Option<&[u8]>) -> Option<&[u8]> {
+        v.filter(|v| v.len() > INLINE)
+    }
     let size = key.map_or(0, <[u8]>::len)
         + payload.map_or(0, <[u8]>::len)
-        + values().map(<[u8]>::len).sum::<usize>();
+        + raw
+            .iter()
+            .filter_map(|(_, v)| long(*v))
+            .map(<[u8]>::len)
+            .sum::<usize>();
     let mut buffer = Vec::with_capacity(size);
-    for part in key.into_iter().chain(payload).chain(values()) {
+    let longs = raw.iter().filter_map(|(_, v)| long(*v));
+    for part in key.into_iter().chain(payload).chain(longs) {
         buffer.extend_from_slice(part);
     }
     let all = Bytes::from(buffer);
@@ -600,17 +696,14 @@ pub(crate) fn to_record(m: &BorrowedMessage<'_>, names: &mut Names) -> Record {
     };
     let key = key.map(|k| next(k.len()));
     let payload = payload.map(|p| next(p.len()));
-    let mut headers = Headers::with_capacity(raw.as_ref().map_or(0, |h| h.count()));
-    for h in raw.iter().flat_map(|h| h.iter()) {
-        let name = names.get(h.key);
-        match h.value {
-            Some(v) => headers.append(name, next(v.len())),
-            // Kept null: a dead letter carries it unchanged.
-            None => headers.append_null(name),
-        }
+    let mut headers = Headers::with_capacity(raw.len());
+    for (i, (name, value)) in raw.iter().enumerate() {
+        let shared = long(*value).map(|v| next(v.len()));
+        // Kept null: a dead letter carries it unchanged.
+        headers.append_from(names.header(i, name), *value, shared);
     }
     Record::new(
-        names.get(m.topic()),
+        names.topic(m.topic()),
         m.partition(),
         m.offset(),
         key,

@@ -149,10 +149,10 @@ impl MemoryBroker {
 
     /// Creates a topic if missing; returns whether it was created.
     fn create_locked(state: &mut State, topic: &str, partitions: i32) -> Result<bool> {
-        check_topic(topic)?;
         if state.topics.contains_key(topic) {
             return Ok(false);
         }
+        check_topic(topic)?;
         state.topics.insert(
             Arc::from(topic),
             Topic {

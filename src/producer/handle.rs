@@ -1,0 +1,183 @@
+//! [`ProducerHandle`], the application's publisher, and the intake it
+//! sends through: one queue into the [`Producer`] actor that outlives its
+//! incarnations.
+//!
+//! A publish goes into the intake with the sender of its answer; the
+//! running Producer incarnation takes everything waiting there in one turn
+//! (no mailbox envelope, queue node or wake-up per publish) and hands the
+//! records to its connection in one batch. Publishes still in the intake
+//! when an incarnation stops are taken by the next one.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::rc::Rc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use futures_util::future::{self, Either};
+use futures_util::FutureExt;
+use kafkactor_actors::ChildRef;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::Result;
+use crate::producer::{Producer, PublishBatch};
+use crate::publish::{Publish, PublishOutcome};
+
+/// A publish (or a batch) on its way to the Producer, with where its
+/// answer goes (none for a `do_send`: failures are logged).
+#[derive(Debug)]
+pub(crate) enum Request {
+    One(Publish, Option<oneshot::Sender<Result<PublishOutcome>>>),
+    Batch(PublishBatch, oneshot::Sender<Vec<Result<PublishOutcome>>>),
+}
+
+/// The Producer's side of the intake, handed from incarnation to
+/// incarnation on the application's actor thread.
+pub(crate) type IntakeReceiver = Rc<RefCell<mpsc::Receiver<Request>>>;
+
+/// The sending side of the intake, in every [`ProducerHandle`].
+pub(crate) type IntakeSender = mpsc::Sender<Request>;
+
+/// A new intake holding at most `capacity` publishes not yet taken (past
+/// it, `send` waits for room).
+pub(crate) fn intake(capacity: usize) -> (IntakeSender, IntakeReceiver) {
+    let (tx, rx) = mpsc::channel(capacity);
+    (tx, Rc::new(RefCell::new(rx)))
+}
+
+/// The application's publisher, from [`App::producer`](crate::App::producer):
+/// a handle on the [`Producer`] actor that stays valid for the life of the
+/// application, across the actor's restarts. Keep it as long as you like.
+///
+/// [`send`](ProducerHandle::send) answers as `Addr<Producer>::send` does
+/// (`producer.send(publish).await??`). Publishes reach the Producer in
+/// call order through one queue that outlives its incarnations: one sent
+/// while the Producer is being restarted waits (up to the application's
+/// delivery timeout) for the next incarnation. A publish the stopping
+/// incarnation had taken but not answered yet fails with
+/// `MailboxError::Closed` (it may or may not have been written): send it
+/// again.
+///
+/// ```
+/// # use kafkactor::prelude::*;
+/// # #[actix::main] async fn main() -> Result<(), kafkactor::Error> {
+/// let app = Kafkactor::builder().broker(Broker::memory()).start().await?;
+/// let producer = app.producer();                 // a ProducerHandle
+/// let outcome = producer.send(Publish::to("orders").message(&"hello")?).await??;
+/// assert!(matches!(outcome, PublishOutcome::Direct { .. }));
+/// app.shutdown().await
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct ProducerHandle {
+    producer: ChildRef<Producer>,
+    intake: IntakeSender,
+    wait: Duration,
+}
+
+impl std::fmt::Debug for ProducerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProducerHandle")
+            .field("running", &self.producer.get().is_some())
+            .finish()
+    }
+}
+
+impl ProducerHandle {
+    pub(crate) fn new(producer: ChildRef<Producer>, intake: IntakeSender, wait: Duration) -> Self {
+        ProducerHandle {
+            producer,
+            intake,
+            wait,
+        }
+    }
+
+    /// Publishes `publish`: `Ok(Ok(outcome))` once it is written,
+    /// `Ok(Err(error))` when publishing failed, `Err(MailboxError)` when no
+    /// Producer took the message (the application stopped, or the Producer
+    /// stopped before it answered).
+    pub fn send(
+        &self,
+        publish: Publish,
+    ) -> impl Future<Output = std::result::Result<Result<PublishOutcome>, MailboxError>> + 'static
+    {
+        let (tx, rx) = oneshot::channel();
+        self.request(Request::One(publish, Some(tx)), rx)
+    }
+
+    /// Publishes many records in one message, in order; the answer holds
+    /// every outcome, in the batch's order. `Err(MailboxError)` when no
+    /// Producer took the batch (none of it was published) or the Producer
+    /// stopped before answering (some of it may have been).
+    pub fn send_batch(
+        &self,
+        batch: PublishBatch,
+    ) -> impl Future<Output = std::result::Result<Vec<Result<PublishOutcome>>, MailboxError>> + 'static
+    {
+        let (tx, rx) = oneshot::channel();
+        self.request(Request::Batch(batch, tx), rx)
+    }
+
+    /// Puts `request` in the intake now when a Producer runs (so requests
+    /// keep the order of the calls), or once one runs within the wait; the
+    /// answer comes on `rx`.
+    fn request<T: Send + 'static>(
+        &self,
+        request: Request,
+        rx: oneshot::Receiver<T>,
+    ) -> impl Future<Output = std::result::Result<T, MailboxError>> + 'static {
+        let answer = rx.map(|answer| answer.map_err(|_| MailboxError::Closed));
+        let request = if self.producer.with(|_, _| ()).is_some() {
+            match self.intake.try_send(request) {
+                Ok(()) => return Either::Left(answer),
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    return Either::Right(Either::Left(future::ready(Err(MailboxError::Closed))))
+                }
+                // Full: wait for room below.
+                Err(mpsc::error::TrySendError::Full(request)) => request,
+            }
+        } else {
+            request
+        };
+        let (producer, intake, wait) = (self.producer.clone(), self.intake.clone(), self.wait);
+        // Rare (no Producer running, or the intake full): boxed, so that
+        // the future of every other call stays small.
+        Either::Right(Either::Right(Box::pin(async move {
+            if producer.ready(wait).await.is_none() {
+                return Err(MailboxError::Closed);
+            }
+            if intake.send(request).await.is_err() {
+                return Err(MailboxError::Closed);
+            }
+            answer.await
+        })))
+    }
+
+    /// Publishes without waiting for the outcome (lost if no Producer runs
+    /// within the delivery timeout; failures are logged, not returned).
+    pub fn do_send(&self, publish: Publish) {
+        let request = Request::One(publish, None);
+        let request = if self.producer.with(|_, _| ()).is_some() {
+            match self.intake.try_send(request) {
+                Ok(()) => return,
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    return tracing::warn!("a do_send publish reached no producer")
+                }
+                Err(mpsc::error::TrySendError::Full(request)) => request,
+            }
+        } else {
+            request
+        };
+        let (producer, intake, wait) = (self.producer.clone(), self.intake.clone(), self.wait);
+        actix_rt::spawn(async move {
+            if producer.ready(wait).await.is_none() || intake.send(request).await.is_err() {
+                tracing::warn!("a do_send publish reached no producer");
+            }
+        });
+    }
+
+    /// The address of the Producer incarnation running now, if one is.
+    pub fn addr(&self) -> Option<Addr<Producer>> {
+        self.producer.get()
+    }
+}

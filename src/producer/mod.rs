@@ -1,0 +1,537 @@
+//! The `Producer` actor: [`Publish`] in, [`PublishOutcome`] out.
+//!
+//! Role: stamps the well-known headers (message id, timestamp), sends a
+//! delayed record (`Publish::delay`/`at`) to its first delay bucket with the
+//! `x-deliver-at` and `x-original-topic` headers, checks the record against
+//! the maximum size, and hands it to the ProducerConnection.
+//! When the connection fails with a retriable error or is being restarted,
+//! the record is sent again (to the new incarnation) until the delivery
+//! timeout; only then does the publisher get the error. A record sent twice
+//! this way may be written twice (at-least-once publishing).
+//!
+//! Messages: what [`ProducerHandle`]s send comes through the intake (see
+//! `handle.rs`): one queue, drained in one turn per wake-up, that outlives
+//! incarnations. The actor also handles [`Publish`] and [`PublishBatch`]
+//! sent to its address, and `Shutdown`. Either way the records taken in one
+//! turn go to the connection as one batch. Owns nothing but its settings
+//! and the writes taken and not yet handed over; a restart loses no state:
+//! publishes still in the intake are taken by the next incarnation, and
+//! publishes the stopping one had taken but not answered answer
+//! `MailboxError::Closed` (the publisher sends them again).
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use std::pin::Pin;
+use std::task::{self, Poll};
+
+use actix::dev::{MessageResponse, OneshotSender};
+use actix::prelude::*;
+use kafkactor_actors::{ChildRef, Shutdown};
+
+use crate::broker::Failed;
+use crate::connection::producer::{resend_after, ProduceBatch, ProducerConnection, Reply, Write};
+use crate::delay::Plan;
+use crate::envelope::{header, new_message_id, OutgoingRecord};
+use crate::error::{Error, Result};
+use crate::publish::{epoch_ms_rounded_up, Publish, PublishOutcome};
+use handle::{IntakeReceiver, Request};
+use reply::{Answer, BatchAnswer};
+
+pub(crate) mod handle;
+pub(crate) mod reply;
+
+pub use handle::ProducerHandle;
+pub(crate) use reply::PublishReply;
+
+/// Most requests taken from the intake at once, and rounds of that per
+/// turn before the Producer lets its thread's other tasks run.
+const DRAIN_BATCH: usize = 256;
+const DRAIN_ROUNDS: usize = 16;
+
+/// Publishes records; reach it through [`App::producer`](crate::App::producer).
+pub struct Producer {
+    connection: ChildRef<ProducerConnection>,
+    max_message_bytes: usize,
+    delivery_timeout: Duration,
+    delays: Option<Arc<Plan>>,
+    /// Where this incarnation queues writes (set once it started).
+    queue: Option<Queue>,
+    outbox: Rc<RefCell<Outbox>>,
+    /// The intake, taken by each incarnation in turn.
+    intake: Option<IntakeReceiver>,
+}
+
+impl std::fmt::Debug for Producer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Producer")
+            .field("max_message_bytes", &self.max_message_bytes)
+            .finish()
+    }
+}
+
+impl Producer {
+    pub(crate) fn new(
+        connection: ChildRef<ProducerConnection>,
+        max_message_bytes: usize,
+        delivery_timeout: Duration,
+        delays: Option<Arc<Plan>>,
+        intake: Option<IntakeReceiver>,
+    ) -> Self {
+        Producer {
+            connection,
+            max_message_bytes,
+            delivery_timeout,
+            delays,
+            queue: None,
+            outbox: Rc::default(),
+            intake,
+        }
+    }
+
+    fn prepare(&self, publish: Publish) -> Result<(OutgoingRecord, Option<Delayed>)> {
+        prepare(publish, self.max_message_bytes, self.delays.as_deref())
+    }
+
+    /// Queues what a request from the intake asks for.
+    fn take(&mut self, request: Request) {
+        let Some(queue) = self.queue.clone() else {
+            return; // not started: cannot happen once it drains the intake
+        };
+        match request {
+            Request::One(publish, tx) => {
+                queue.one(self.prepare(publish), tx);
+            }
+            Request::Batch(PublishBatch(publishes), tx) => {
+                let prepared = publishes.into_iter().map(|p| self.prepare(p)).collect();
+                queue.batch(prepared, Some(tx));
+            }
+        }
+    }
+}
+
+/// Prepared records waiting for their outcome: what [`Queue`] takes.
+type Prepared = Result<(OutgoingRecord, Option<Delayed>)>;
+
+/// Where a Producer incarnation queues writes, each with the reply that
+/// answers its publisher: shared by its message handlers (through their
+/// responses, which do not see the actor) and its intake.
+#[derive(Clone)]
+struct Queue {
+    outbox: Rc<RefCell<Outbox>>,
+    /// This incarnation, where failed writes come back to be sent again.
+    producer: Arc<Recipient<Resend>>,
+    delivery_timeout: Duration,
+}
+
+impl Queue {
+    /// Queues one record, or answers its failure; returns whether the
+    /// outbox was empty before.
+    fn one(&self, prepared: Prepared, tx: Option<OneshotSender<Result<PublishOutcome>>>) -> bool {
+        let (record, delayed) = match prepared {
+            Ok(prepared) => prepared,
+            Err(e) => {
+                match tx {
+                    Some(tx) => drop(tx.send(Err(e))),
+                    None => tracing::warn!(error = %e, "a do_send publish failed"),
+                }
+                return false;
+            }
+        };
+        let reply = PublishReply {
+            to: Answer::One(tx),
+            delayed,
+            deadline: crate::clock::deadline_in(self.delivery_timeout),
+            resends: 0,
+            producer: self.producer.clone(),
+        };
+        let mut outbox = self.outbox.borrow_mut();
+        let was_empty = outbox.writes.is_empty();
+        outbox
+            .writes
+            .push(Write::new(record, Reply::Publish(reply)));
+        was_empty
+    }
+
+    /// Queues a batch's records, answered together once every outcome is
+    /// in; returns whether the outbox was empty before.
+    fn batch(
+        &self,
+        prepared: Vec<Prepared>,
+        tx: Option<OneshotSender<Vec<Result<PublishOutcome>>>>,
+    ) -> bool {
+        let batch = BatchAnswer::new(prepared.len(), tx);
+        if prepared.is_empty() {
+            batch.set_empty();
+            return false;
+        }
+        let deadline = crate::clock::deadline_in(self.delivery_timeout);
+        let mut outbox = self.outbox.borrow_mut();
+        let was_empty = outbox.writes.is_empty();
+        outbox.writes.reserve(prepared.len());
+        for (index, prepared) in prepared.into_iter().enumerate() {
+            match prepared {
+                Err(e) => batch.set(index, Err(e)),
+                Ok((record, delayed)) => {
+                    let reply = PublishReply {
+                        to: Answer::Batch {
+                            batch: batch.clone(),
+                            index,
+                        },
+                        delayed,
+                        deadline,
+                        resends: 0,
+                        producer: self.producer.clone(),
+                    };
+                    outbox
+                        .writes
+                        .push(Write::new(record, Reply::Publish(reply)));
+                }
+            }
+        }
+        was_empty
+    }
+}
+
+/// Takes everything waiting in the intake, then hands it to the
+/// connection in one batch: a future of the Producer's context, woken when
+/// the intake gets something. Ends once every [`ProducerHandle`] is gone.
+struct Drain {
+    taken: Vec<Request>,
+}
+
+impl ActorFuture<Producer> for Drain {
+    type Output = ();
+
+    fn poll(
+        self: Pin<&mut Self>,
+        act: &mut Producer,
+        ctx: &mut Context<Producer>,
+        task: &mut task::Context<'_>,
+    ) -> Poll<()> {
+        let this = self.get_mut();
+        let Some(intake) = act.intake.clone() else {
+            return Poll::Ready(());
+        };
+        for _ in 0..DRAIN_ROUNDS {
+            let polled = intake
+                .borrow_mut()
+                .poll_recv_many(task, &mut this.taken, DRAIN_BATCH);
+            match polled {
+                Poll::Pending => {
+                    act.flush(ctx);
+                    return Poll::Pending;
+                }
+                Poll::Ready(0) => {
+                    act.flush(ctx);
+                    return Poll::Ready(());
+                }
+                Poll::Ready(_) => {
+                    for request in this.taken.drain(..) {
+                        act.take(request);
+                    }
+                }
+            }
+        }
+        act.flush(ctx);
+        task.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+/// Where a delayed record waits first: its due time (ms since the Unix
+/// epoch) and the bucket's length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Delayed {
+    pub(crate) deliver_at: i64,
+    pub(crate) bucket: Duration,
+}
+
+/// Turns a `Publish` into the record to write, stamping id and timestamp;
+/// a delayed one goes to its first delay bucket (`delays`).
+pub(crate) fn prepare(
+    publish: Publish,
+    max_bytes: usize,
+    delays: Option<&Plan>,
+) -> Result<(OutgoingRecord, Option<Delayed>)> {
+    publish.validate()?;
+    let Publish {
+        topic,
+        mut partition,
+        key,
+        mut headers,
+        payload,
+        due,
+        ..
+    } = publish;
+    let now = SystemTime::now();
+    let timestamp_ms = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    if !headers.contains(header::MESSAGE_ID) {
+        headers.append_known_copy(header::MESSAGE_ID, &new_message_id(timestamp_ms));
+    }
+    let mut decimal = itoa::Buffer::new();
+    headers.insert_known_copy(header::TIMESTAMP, decimal.format(timestamp_ms).as_bytes());
+    let mut topic = topic;
+    let mut delayed = None;
+    // Due later than this millisecond: delayed; otherwise published now.
+    let deliver_at = due
+        .map(|d| d.at_ms(now))
+        .filter(|&at| at > epoch_ms_rounded_up(now));
+    if let Some(deliver_at) = deliver_at {
+        let plan = delays.ok_or_else(|| {
+            Error::Config(
+                "Publish::delay/at: delayed publishing is off; turn it on with AppBuilder::delays"
+                    .into(),
+            )
+        })?;
+        let remaining = Duration::from_millis((deliver_at - timestamp_ms) as u64);
+        let (bucket_topic, bucket) = plan.first_bucket(remaining);
+        headers.insert(header::DELIVER_AT, deliver_at.to_string());
+        headers.insert(header::ORIGINAL_TOPIC, topic.to_string());
+        if let Some(p) = partition.take() {
+            headers.insert(header::DELIVER_PARTITION, p.to_string());
+        }
+        topic = bucket_topic;
+        delayed = Some(Delayed { deliver_at, bucket });
+    }
+    let record = OutgoingRecord {
+        topic,
+        partition,
+        key,
+        headers,
+        payload,
+        timestamp_ms,
+    };
+    let size = record.byte_size();
+    if size > max_bytes {
+        return Err(Error::RecordTooLarge {
+            size,
+            max: max_bytes,
+        });
+    }
+    Ok((record, delayed))
+}
+
+/// A publish whose write failed in a way that may pass: sent again after a
+/// backoff, unless its delivery timeout would pass first.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Resend {
+    write: Write,
+    error: Error,
+}
+
+/// The writes taken since the Producer last handed a batch to its connection.
+#[derive(Default)]
+struct Outbox {
+    writes: Vec<Write>,
+}
+
+/// The [`Producer`]'s immediate answer to a [`Publish`]: the record is
+/// queued for its connection, and the publisher's reply waits beside it
+/// until the broker has it (no future or task per publish). Not named by
+/// users: `send` on the Producer's address resolves to the outcome.
+pub struct Queued {
+    prepared: Prepared,
+    queue: Option<Queue>,
+}
+
+impl std::fmt::Debug for Queued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queued")
+            .field("ok", &self.prepared.is_ok())
+            .finish()
+    }
+}
+
+impl MessageResponse<Producer, Publish> for Queued {
+    fn handle(
+        self,
+        ctx: &mut Context<Producer>,
+        tx: Option<OneshotSender<Result<PublishOutcome>>>,
+    ) {
+        // Handed over once the mailbox is drained: one batch per wake-up.
+        if self.queue.is_some_and(|q| q.one(self.prepared, tx)) {
+            ctx.notify(Flush);
+        }
+    }
+}
+
+/// Hands the outbox to the connection.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Flush;
+
+impl Producer {
+    /// Hands the writes taken so far to the current connection, waiting
+    /// for one (without taking further publishes meanwhile, so they keep
+    /// their order) up to the delivery timeout.
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        let writes = {
+            let mut outbox = self.outbox.borrow_mut();
+            if outbox.writes.is_empty() {
+                return;
+            }
+            let room = outbox.writes.len().min(DRAIN_BATCH);
+            std::mem::replace(&mut outbox.writes, Vec::with_capacity(room))
+        };
+        if let Some(conn) = self.connection.get() {
+            // Should it stop before handling them, each write answers
+            // "connection stopped" with its record, and is sent again.
+            return conn.do_send(ProduceBatch(writes));
+        }
+        let (connection, timeout) = (self.connection.clone(), self.delivery_timeout);
+        ctx.wait(
+            async move { connection.ready(timeout).await }
+                .into_actor(self)
+                .map(move |conn, _, _| match conn {
+                    Some(conn) => conn.do_send(ProduceBatch(writes)),
+                    None => {
+                        for write in writes {
+                            let (_, reply) = write.into_parts();
+                            reply.answer(Err(Failed::without_record(Error::Unavailable(format!(
+                                "no producer connection within the delivery timeout of {timeout:?}"
+                            )))));
+                        }
+                    }
+                }),
+        );
+    }
+}
+
+impl Actor for Producer {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.queue = Some(Queue {
+            outbox: self.outbox.clone(),
+            producer: Arc::new(ctx.address().recipient()),
+            delivery_timeout: self.delivery_timeout,
+        });
+        ctx.spawn(Drain {
+            taken: Vec::with_capacity(DRAIN_BATCH),
+        });
+    }
+}
+
+impl Handler<Publish> for Producer {
+    type Result = Queued;
+
+    fn handle(&mut self, publish: Publish, _: &mut Context<Self>) -> Queued {
+        Queued {
+            prepared: self.prepare(publish),
+            queue: self.queue.clone(),
+        }
+    }
+}
+
+/// Many records to publish, in order, answered once with every outcome
+/// (in the batch's order): for bulk publishers, one message to the
+/// Producer instead of one per record.
+///
+/// ```
+/// # use kafkactor::prelude::*;
+/// # use kafkactor::PublishBatch;
+/// # #[actix::main] async fn main() -> Result<(), kafkactor::Error> {
+/// let app = Kafkactor::builder().broker(Broker::memory()).start().await?;
+/// let batch = (0..3)
+///     .map(|i| Publish::to("orders").key(format!("order-{i}")).message(&i))
+///     .collect::<Result<Vec<_>, _>>()?;
+/// let outcomes = app.producer().send_batch(PublishBatch(batch)).await.expect("the Producer answers");
+/// assert_eq!(outcomes.len(), 3);
+/// assert!(outcomes.iter().all(|o| matches!(o, Ok(PublishOutcome::Direct { .. }))));
+/// app.shutdown().await
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct PublishBatch(pub Vec<Publish>);
+
+impl Message for PublishBatch {
+    type Result = Vec<Result<PublishOutcome>>;
+}
+
+/// The [`Producer`]'s immediate answer to a [`PublishBatch`]: every record
+/// queued for its connection, each outcome gathered as it comes. Not named
+/// by users.
+pub struct QueuedBatch {
+    prepared: Vec<Prepared>,
+    queue: Option<Queue>,
+}
+
+impl std::fmt::Debug for QueuedBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueuedBatch")
+            .field("records", &self.prepared.len())
+            .finish()
+    }
+}
+
+impl MessageResponse<Producer, PublishBatch> for QueuedBatch {
+    fn handle(
+        self,
+        ctx: &mut Context<Producer>,
+        tx: Option<OneshotSender<Vec<Result<PublishOutcome>>>>,
+    ) {
+        if self.queue.is_some_and(|q| q.batch(self.prepared, tx)) {
+            ctx.notify(Flush);
+        }
+    }
+}
+
+impl Handler<PublishBatch> for Producer {
+    type Result = QueuedBatch;
+
+    fn handle(
+        &mut self,
+        PublishBatch(publishes): PublishBatch,
+        _: &mut Context<Self>,
+    ) -> QueuedBatch {
+        QueuedBatch {
+            prepared: publishes.into_iter().map(|p| self.prepare(p)).collect(),
+            queue: self.queue.clone(),
+        }
+    }
+}
+
+impl Handler<Flush> for Producer {
+    type Result = ();
+
+    fn handle(&mut self, _: Flush, ctx: &mut Context<Self>) {
+        self.flush(ctx);
+    }
+}
+
+impl Handler<Resend> for Producer {
+    type Result = ();
+
+    fn handle(&mut self, Resend { mut write, error }: Resend, ctx: &mut Context<Self>) {
+        let Reply::Publish(reply) = write.reply_mut() else {
+            unreachable!("the Producer resends publishes only");
+        };
+        let Some(backoff) = resend_after(reply.resends, reply.deadline) else {
+            let (_, reply) = write.into_parts();
+            if let Reply::Publish(reply) = reply {
+                reply.send(Err(error));
+            }
+            return;
+        };
+        reply.resends += 1;
+        tracing::debug!(topic = %write.record().topic, %error, ?backoff, "publish failed; sending again");
+        ctx.run_later(backoff, move |act, ctx| {
+            act.outbox.borrow_mut().writes.push(write);
+            act.flush(ctx);
+        });
+    }
+}
+
+impl Handler<Shutdown> for Producer {
+    type Result = ();
+
+    fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}

@@ -1,0 +1,158 @@
+//! What a publisher gets back: a [`PublishReply`] rides beside each write
+//! until the broker has the record (or refused it for good), then answers
+//! the one publish or the one record of a batch it belongs to.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use actix::dev::{OneshotSender, SendError};
+use actix::Recipient;
+
+use crate::broker::{Delivered, Failed, WriteResult};
+use crate::connection::producer::{Reply, Write};
+use crate::error::Result;
+use crate::producer::{Delayed, Resend};
+use crate::publish::PublishOutcome;
+
+/// The answer a publisher gets, once its record's fate is known: a
+/// [`Write`]'s reply. A failure that may pass goes back to the Producer
+/// incarnation that took the publish, which sends the record again.
+pub(crate) struct PublishReply {
+    pub(super) to: Answer,
+    pub(super) delayed: Option<Delayed>,
+    pub(super) deadline: Instant,
+    /// Sends made so far after the first.
+    pub(super) resends: u32,
+    pub(super) producer: Arc<Recipient<Resend>>,
+}
+
+impl PublishReply {
+    pub(crate) fn answer(self, result: WriteResult) {
+        let failed = match result {
+            Ok(delivered) => {
+                let outcome = outcome(delivered, self.delayed);
+                return self.send(Ok(outcome));
+            }
+            Err(failed) => *failed,
+        };
+        let error = match failed {
+            Failed {
+                error,
+                record: Some(record),
+            } if error.is_retriable() => {
+                let producer = self.producer.clone();
+                let resend = Resend {
+                    write: Write::new(record, Reply::Publish(self)),
+                    error,
+                };
+                match producer.try_send(resend) {
+                    Ok(()) => return,
+                    // That Producer is gone: the failure is final.
+                    Err(SendError::Closed(resend) | SendError::Full(resend)) => {
+                        let Resend { write, error } = resend;
+                        let (_, reply) = write.into_parts();
+                        match reply {
+                            Reply::Publish(reply) => return reply.send(Err(error)),
+                            Reply::Channel(_) => unreachable!("a publish has a publish reply"),
+                        }
+                    }
+                }
+            }
+            Failed { error, .. } => error,
+        };
+        self.send(Err(error))
+    }
+
+    pub(super) fn send(self, result: Result<PublishOutcome>) {
+        match (self.to, result) {
+            (Answer::One(Some(tx)), result) => {
+                let _ = tx.send(result);
+            }
+            (Answer::One(None), Err(e)) => tracing::warn!(error = %e, "a do_send publish failed"),
+            (Answer::One(None), Ok(_)) => {}
+            (Answer::Batch { batch, index }, result) => batch.set(index, result),
+        }
+    }
+}
+
+/// Who waits for a publish's outcome.
+pub(super) enum Answer {
+    /// A [`Publish`]'s sender (None for a `do_send`: failures are logged).
+    One(Option<OneshotSender<Result<PublishOutcome>>>),
+    /// One record of a [`PublishBatch`].
+    Batch {
+        batch: Arc<BatchAnswer>,
+        index: usize,
+    },
+}
+
+/// The outcomes of a [`PublishBatch`] as they come; sent, in the batch's
+/// order, once the last one is in.
+pub(super) struct BatchAnswer {
+    state: std::sync::Mutex<BatchState>,
+}
+
+struct BatchState {
+    outcomes: Vec<Option<Result<PublishOutcome>>>,
+    left: usize,
+    tx: Option<OneshotSender<Vec<Result<PublishOutcome>>>>,
+}
+
+impl BatchAnswer {
+    /// Answers an empty batch.
+    pub(super) fn set_empty(&self) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(tx) = state.tx.take() {
+            let _ = tx.send(Vec::new());
+        }
+    }
+
+    pub(super) fn new(
+        len: usize,
+        tx: Option<OneshotSender<Vec<Result<PublishOutcome>>>>,
+    ) -> Arc<Self> {
+        Arc::new(BatchAnswer {
+            state: std::sync::Mutex::new(BatchState {
+                outcomes: (0..len).map(|_| None).collect(),
+                left: len,
+                tx,
+            }),
+        })
+    }
+
+    pub(super) fn set(&self, index: usize, outcome: Result<PublishOutcome>) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.outcomes[index].is_some() {
+            return;
+        }
+        if let Err(e) = &outcome {
+            if state.tx.is_none() {
+                tracing::warn!(error = %e, "a do_send publish of a batch failed");
+            }
+        }
+        state.outcomes[index] = Some(outcome);
+        state.left -= 1;
+        if state.left == 0 {
+            let outcomes = std::mem::take(&mut state.outcomes)
+                .into_iter()
+                .map(|o| o.expect("every outcome is in"))
+                .collect();
+            if let Some(tx) = state.tx.take() {
+                let _ = tx.send(outcomes);
+            }
+        }
+    }
+}
+
+/// Where a record published now or delayed went.
+fn outcome(Delivered { partition, offset }: Delivered, delayed: Option<Delayed>) -> PublishOutcome {
+    match delayed {
+        None => PublishOutcome::Direct { partition, offset },
+        Some(Delayed { deliver_at, bucket }) => PublishOutcome::Delayed {
+            deliver_at: SystemTime::UNIX_EPOCH + Duration::from_millis(deliver_at.max(0) as u64),
+            bucket,
+            partition,
+            offset,
+        },
+    }
+}
