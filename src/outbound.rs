@@ -65,7 +65,13 @@ impl Outbound {
             // publishes overtake each other.
             .child(
                 ChildSpec::graceful_with_ref("producer-connection", &self.connection, move || {
-                    ProducerConnection::new(backend.clone(), ProducerConfig { delivery_timeout })
+                    ProducerConnection::new(
+                        backend.clone(),
+                        ProducerConfig {
+                            delivery_timeout,
+                            linger: None,
+                        },
+                    )
                 })
                 .mailbox_capacity(PUBLISH_MAILBOX),
             )

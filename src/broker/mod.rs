@@ -111,6 +111,9 @@ pub(crate) struct ProducerConfig {
     /// How long the client may keep trying to deliver a record before it
     /// reports the record failed (Kafka's `message.timeout.ms`).
     pub(crate) delivery_timeout: std::time::Duration,
+    /// How long the client may wait to fill a batch before it sends
+    /// (Kafka's `linger.ms`; None: the client's default, or the user's).
+    pub(crate) linger: Option<std::time::Duration>,
 }
 
 /// Clients, topic administration and inspection for one broker.

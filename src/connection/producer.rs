@@ -40,6 +40,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::broker::{
     BrokerBackend, Delivered, Enqueued, Failed, ProducerClient, ProducerConfig, WriteResult,
 };
+use crate::delay::ForwardReply;
 use crate::envelope::OutgoingRecord;
 use crate::error::{Error, Result};
 use crate::producer::PublishReply;
@@ -62,6 +63,8 @@ pub(crate) enum Reply {
     Publish(PublishReply),
     /// A write of [`produce`]: the answer, record included on failure.
     Channel(oneshot::Sender<WriteResult>),
+    /// A record the Republisher moves out of its delay bucket.
+    Forward(ForwardReply),
 }
 
 impl Reply {
@@ -71,6 +74,7 @@ impl Reply {
             Reply::Channel(tx) => {
                 let _ = tx.send(result);
             }
+            Reply::Forward(reply) => reply.answer(result),
         }
     }
 }
@@ -93,10 +97,6 @@ impl Write {
 
     pub(crate) fn record(&self) -> &OutgoingRecord {
         self.record.as_ref().expect("a write has its record")
-    }
-
-    pub(crate) fn reply_mut(&mut self) -> &mut Reply {
-        self.reply.as_mut().expect("a write has its reply")
     }
 }
 

@@ -26,6 +26,8 @@
 pub(crate) mod republisher;
 pub(crate) mod tree;
 
+pub(crate) use republisher::ForwardReply;
+
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;

@@ -21,9 +21,13 @@
 //!
 //! Messages: `Deliver` (bucket records from the connection), `Released`
 //! (bucket partitions given up: what it holds of them is dropped at once,
-//! never forwarded; the next owner reads it again), `Forwarded` (a write
-//! finished), `Shutdown` (stop taking records, wait for the writes under
-//! way, within the delivery timeout).
+//! never forwarded; the next owner reads it again), `TakeFinished` (writes
+//! finished: their answers wait in a shared list, one message per batch),
+//! `Shutdown` (stop taking records, wait for the writes under way, within
+//! the delivery timeout). Writes go to its producer connection as one
+//! `ProduceBatch` per turn, each answering through a [`ForwardReply`] (no
+//! task, channel or message per record); finished bucket records go to the
+//! consumer connection in one `Completed` per batch.
 //!
 //! Owns: the per-partition queues of records read and not yet released,
 //! and the timer of records released and not yet due. Nothing of it is
@@ -33,7 +37,7 @@
 //! twice (at-least-once).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -41,10 +45,9 @@ use kafkactor_actors::{ChildRef, Shutdown};
 use tokio::sync::oneshot;
 
 use super::Plan;
-use crate::broker::Delivered;
+use crate::broker::WriteResult;
 use crate::connection::consumer::{ConsumerConnection, Hold};
-use crate::connection::producer::produce;
-use crate::connection::producer::ProducerConnection;
+use crate::connection::producer::{ProduceBatch, ProducerConnection, Reply, Write};
 use crate::connection::protocol::{Arrival, Deliver, Feed, Ready, Released, Stamp};
 use crate::dead_letter::{self, DeadLetter, DeadLetterRecord, FailureKind};
 use crate::envelope::{header, now_ms, OutgoingRecord, Record, TopicPartition};
@@ -149,8 +152,6 @@ struct Queue {
 }
 
 /// A write of a released record finished.
-#[derive(Message)]
-#[rtype(result = "()")]
 struct Forwarded {
     record: Arc<Record>,
     target: Target,
@@ -158,6 +159,59 @@ struct Forwarded {
     stamp: Stamp,
     result: Result<()>,
 }
+
+/// Writes finished and not yet taken by their Republisher incarnation:
+/// filled by the writes' replies wherever the answers come from, taken in
+/// one [`TakeFinished`] per batch.
+pub(crate) struct Finished {
+    done: Mutex<Vec<Forwarded>>,
+    republisher: Recipient<TakeFinished>,
+}
+
+impl Finished {
+    fn push(&self, forwarded: Forwarded) {
+        let mut done = self.done.lock().unwrap_or_else(|e| e.into_inner());
+        done.push(forwarded);
+        if done.len() == 1 {
+            self.republisher.do_send(TakeFinished);
+        }
+    }
+}
+
+/// The answer of one Republisher write, given by the producer connection.
+pub(crate) struct ForwardReply {
+    record: Arc<Record>,
+    target: Target,
+    stamp: Stamp,
+    finished: Arc<Finished>,
+}
+
+impl ForwardReply {
+    pub(crate) fn answer(self, result: WriteResult) {
+        let ForwardReply {
+            record,
+            target,
+            stamp,
+            finished,
+        } = self;
+        finished.push(Forwarded {
+            record,
+            target,
+            stamp,
+            result: result.map(|_| ()).map_err(|failed| failed.error),
+        });
+    }
+}
+
+/// Take the finished writes ([`Finished`]).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct TakeFinished;
+
+/// Hand the writes gathered this turn to the producer connection.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct FlushWrites;
 
 pub(crate) struct Republisher {
     plan: Arc<Plan>,
@@ -176,6 +230,10 @@ pub(crate) struct Republisher {
     due_timer: Option<(i64, SpawnHandle)>,
     /// Writes under way.
     writing: usize,
+    /// Writes gathered this turn, handed over together.
+    outbox: Vec<Write>,
+    /// Where this incarnation's writes answer (set once it started).
+    finished: Option<Arc<Finished>>,
     stopping: bool,
     /// Answers `Shutdown` once no write is under way.
     drained: Option<oneshot::Sender<()>>,
@@ -203,6 +261,8 @@ impl Republisher {
             released: 0,
             due_timer: None,
             writing: 0,
+            outbox: Vec::new(),
+            finished: None,
             stopping: false,
             drained: None,
         }
@@ -330,17 +390,11 @@ impl Republisher {
     /// Writes a released record where it goes; the bucket record is
     /// finished once the write is acknowledged.
     fn write(&mut self, record: Arc<Record>, target: Target, ctx: &mut Context<Self>) {
+        let Some(finished) = self.finished.clone() else {
+            return; // not started: cannot happen once it handles messages
+        };
         self.writing += 1;
         let stamp = self.feed.stamp(&record);
-        let addr = ctx.address();
-        let done = move |record, target, result| {
-            addr.do_send(Forwarded {
-                record,
-                target,
-                stamp,
-                result,
-            })
-        };
         let (topic, partition, delivered) = match &target {
             Target::DeadLetter(reason) => {
                 tracing::warn!(topic = %record.topic, partition = record.partition,
@@ -354,7 +408,15 @@ impl Republisher {
                     attempts: 1,
                 };
                 let sent = dead_letter::send(&self.dead_letter, request, self.delivery_timeout);
-                actix_rt::spawn(async move { done(record, target, sent.await) });
+                actix_rt::spawn(async move {
+                    let result = sent.await;
+                    finished.push(Forwarded {
+                        record,
+                        target,
+                        stamp,
+                        result,
+                    });
+                });
                 return;
             }
             Target::Destination { topic, partition } => (topic.clone(), *partition, true),
@@ -377,23 +439,17 @@ impl Republisher {
             // In a bucket, its time there counts from now.
             timestamp_ms: now_ms(),
         };
-        self.send(out, record, target, done);
-    }
-
-    /// Produces `out`; the first attempt is enqueued now, so records keep
-    /// the order of the calls.
-    fn send(
-        &self,
-        out: OutgoingRecord,
-        record: Arc<Record>,
-        target: Target,
-        done: impl FnOnce(Arc<Record>, Target, Result<()>) + 'static,
-    ) {
-        let write = produce(self.producer.clone(), out, self.delivery_timeout);
-        actix_rt::spawn(async move {
-            let result: Result<Delivered> = write.await;
-            done(record, target, result.map(|_| ()));
-        });
+        let reply = ForwardReply {
+            record,
+            target,
+            stamp,
+            finished,
+        };
+        if self.outbox.is_empty() {
+            // Handed over once this turn is done: one batch per turn.
+            ctx.notify(FlushWrites);
+        }
+        self.outbox.push(Write::new(out, Reply::Forward(reply)));
     }
 
     fn after_write(&mut self) {
@@ -409,7 +465,11 @@ impl Republisher {
 impl Actor for Republisher {
     type Context = Context<Self>;
 
-    fn started(&mut self, _: &mut Context<Self>) {
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.finished = Some(Arc::new(Finished {
+            done: Mutex::new(Vec::new()),
+            republisher: ctx.address().recipient(),
+        }));
         // A restarted Republisher asks for every unfinished bucket record.
         if let Some(connection) = self.connection.get() {
             connection.do_send(Ready);
@@ -481,40 +541,73 @@ impl Handler<Released> for Republisher {
     }
 }
 
-impl Handler<Forwarded> for Republisher {
+impl Handler<FlushWrites> for Republisher {
     type Result = ();
 
-    fn handle(&mut self, msg: Forwarded, ctx: &mut Context<Self>) {
-        self.after_write();
-        if !self.feed.is_current(msg.stamp, &msg.record) {
-            // That connection is gone, or the partition was given up: the
-            // record is read again by whoever reads it next.
+    fn handle(&mut self, _: FlushWrites, ctx: &mut Context<Self>) {
+        let writes = std::mem::take(&mut self.outbox);
+        if writes.is_empty() {
             return;
         }
-        match msg.result {
-            Ok(()) => {
-                self.feed.complete(vec![msg.record]);
+        if let Some(connection) = self.producer.get() {
+            return connection.do_send(ProduceBatch(writes));
+        }
+        // The connection is being restarted: wait for it (nothing else can
+        // be written meanwhile). Writes dropped unsent answer "producer
+        // connection stopped" and are written again.
+        let (producer, timeout) = (self.producer.clone(), self.delivery_timeout);
+        ctx.wait(
+            async move { producer.ready(timeout).await }
+                .into_actor(self)
+                .map(move |connection, _, _| {
+                    if let Some(connection) = connection {
+                        connection.do_send(ProduceBatch(writes));
+                    }
+                }),
+        );
+    }
+}
+
+impl Handler<TakeFinished> for Republisher {
+    type Result = ();
+
+    fn handle(&mut self, _: TakeFinished, ctx: &mut Context<Self>) {
+        let Some(finished) = self.finished.clone() else {
+            return;
+        };
+        let done = std::mem::take(&mut *finished.done.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut completed = Vec::with_capacity(done.len());
+        for forwarded in done {
+            self.after_write();
+            if !self.feed.is_current(forwarded.stamp, &forwarded.record) {
+                // That connection is gone, or the partition was given up: the
+                // record is read again by whoever reads it next.
+                continue;
             }
-            Err(e) => {
-                let record = msg.record;
-                let target = match msg.target {
-                    // A destination that refuses the record for good: dead-letter it.
-                    Target::Destination { .. } | Target::Bucket(_) if !e.is_retriable() => {
-                        Target::DeadLetter(format!("cannot republish: {e}"))
-                    }
-                    other => other,
-                };
-                tracing::error!(topic = %record.topic, offset = record.offset, error = %e,
-                    "delayed record not written; it stays uncommitted and is written again");
-                self.writing += 1; // the rewrite below is under way already
-                ctx.run_later(REWRITE_BACKOFF, move |act, ctx| {
-                    act.after_write();
-                    if !act.stopping {
-                        act.write(record, target, ctx);
-                    }
-                });
+            match forwarded.result {
+                Ok(()) => completed.push(forwarded.record),
+                Err(e) => {
+                    let record = forwarded.record;
+                    let target = match forwarded.target {
+                        // A destination that refuses the record for good: dead-letter it.
+                        Target::Destination { .. } | Target::Bucket(_) if !e.is_retriable() => {
+                            Target::DeadLetter(format!("cannot republish: {e}"))
+                        }
+                        other => other,
+                    };
+                    tracing::error!(topic = %record.topic, offset = record.offset, error = %e,
+                        "delayed record not written; it stays uncommitted and is written again");
+                    self.writing += 1; // the rewrite below is under way already
+                    ctx.run_later(REWRITE_BACKOFF, move |act, ctx| {
+                        act.after_write();
+                        if !act.stopping {
+                            act.write(record, target, ctx);
+                        }
+                    });
+                }
             }
         }
+        self.feed.complete(completed);
     }
 }
 

@@ -44,6 +44,10 @@ const DRAIN: Duration = Duration::ZERO;
 /// fetch under way: this bounds that wait well below the hop allowance.
 const FETCH_WAIT: Duration = Duration::from_millis(10);
 
+/// How long the Republisher's producer waits to fill a batch (librdkafka's
+/// default is 5 ms).
+const LINGER: Duration = Duration::from_millis(1);
+
 /// The child spec of the Republisher's supervisor.
 pub(crate) fn republisher_spec(
     delays: &Delays,
@@ -81,7 +85,12 @@ pub(crate) fn republisher_spec(
             outbound.dead_letter.clone(),
             connection.clone(),
         );
-        let config = ProducerConfig { delivery_timeout };
+        // Records are written when due: a wait to fill a batch would add
+        // to every delay.
+        let config = ProducerConfig {
+            delivery_timeout,
+            linger: Some(LINGER),
+        };
         Supervisor::new("republisher")
             .events(events.clone())
             .restart_limit(max_restarts, window)

@@ -321,7 +321,8 @@ pub(crate) fn prepare(
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct Resend {
-    write: Write,
+    record: OutgoingRecord,
+    reply: PublishReply,
     error: Error,
 }
 
@@ -508,19 +509,18 @@ impl Handler<Flush> for Producer {
 impl Handler<Resend> for Producer {
     type Result = ();
 
-    fn handle(&mut self, Resend { mut write, error }: Resend, ctx: &mut Context<Self>) {
-        let Reply::Publish(reply) = write.reply_mut() else {
-            unreachable!("the Producer resends publishes only");
-        };
+    fn handle(&mut self, resend: Resend, ctx: &mut Context<Self>) {
+        let Resend {
+            record,
+            mut reply,
+            error,
+        } = resend;
         let Some(backoff) = resend_after(reply.resends, reply.deadline) else {
-            let (_, reply) = write.into_parts();
-            if let Reply::Publish(reply) = reply {
-                reply.send(Err(error));
-            }
-            return;
+            return reply.send(Err(error));
         };
         reply.resends += 1;
-        tracing::debug!(topic = %write.record().topic, %error, ?backoff, "publish failed; sending again");
+        tracing::debug!(topic = %record.topic, %error, ?backoff, "publish failed; sending again");
+        let write = Write::new(record, Reply::Publish(reply));
         ctx.run_later(backoff, move |act, ctx| {
             act.outbox.borrow_mut().writes.push(write);
             act.flush(ctx);

@@ -9,7 +9,6 @@ use actix::dev::{OneshotSender, SendError};
 use actix::Recipient;
 
 use crate::broker::{Delivered, Failed, WriteResult};
-use crate::connection::producer::{Reply, Write};
 use crate::error::Result;
 use crate::producer::{Delayed, Resend};
 use crate::publish::PublishOutcome;
@@ -42,19 +41,15 @@ impl PublishReply {
             } if error.is_retriable() => {
                 let producer = self.producer.clone();
                 let resend = Resend {
-                    write: Write::new(record, Reply::Publish(self)),
+                    record,
+                    reply: self,
                     error,
                 };
                 match producer.try_send(resend) {
                     Ok(()) => return,
                     // That Producer is gone: the failure is final.
                     Err(SendError::Closed(resend) | SendError::Full(resend)) => {
-                        let Resend { write, error } = resend;
-                        let (_, reply) = write.into_parts();
-                        match reply {
-                            Reply::Publish(reply) => return reply.send(Err(error)),
-                            Reply::Channel(_) => unreachable!("a publish has a publish reply"),
-                        }
+                        return resend.reply.send(Err(resend.error));
                     }
                 }
             }

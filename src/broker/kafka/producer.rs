@@ -34,13 +34,19 @@ impl KafkaProducer {
             .delivery_timeout
             .as_millis()
             .clamp(1, i32::MAX as u128);
+        let linger = producer.linger.map(|l| l.as_millis().to_string());
+        let mut defaults = vec![
+            ("enable.idempotence", "true"),
+            ("acks", "all"),
+            ("partitioner", "murmur2_random"),
+        ];
+        if let Some(linger) = &linger {
+            defaults.push(("linger.ms", linger));
+        }
+        let timeout_ms = timeout_ms.to_string();
+        defaults.push(("message.timeout.ms", &timeout_ms));
         let producer = config
-            .client_config(&[
-                ("enable.idempotence", "true"),
-                ("acks", "all"),
-                ("partitioner", "murmur2_random"),
-                ("message.timeout.ms", &timeout_ms.to_string()),
-            ])
+            .client_config(&defaults)
             .create()
             .map_err(|e| Error::Config(format!("Kafka producer: {e}")))?;
         Ok(KafkaProducer { producer })
