@@ -264,6 +264,41 @@ impl Handler<Shutdown> for ProducerConnection {
     }
 }
 
+/// Hands `writes` to the current connection, or, while it is being
+/// restarted, to the next one within `timeout`; the caller's actor handles
+/// nothing else meanwhile, so writes keep their order. Writes no connection
+/// took within the timeout answer that none was there.
+pub(crate) fn hand_over<A>(
+    connection: &ChildRef<ProducerConnection>,
+    writes: Vec<Write>,
+    timeout: Duration,
+    ctx: &mut Context<A>,
+) where
+    A: Actor<Context = Context<A>>,
+{
+    if let Some(conn) = connection.get() {
+        // Should it stop before handling them, each write answers
+        // "connection stopped" with its record, and is sent again.
+        return conn.do_send(ProduceBatch(writes));
+    }
+    let connection = connection.clone();
+    ctx.wait(
+        actix::fut::wrap_future::<_, A>(async move { connection.ready(timeout).await }).map(
+            move |conn, _, _| match conn {
+                Some(conn) => conn.do_send(ProduceBatch(writes)),
+                None => {
+                    for write in writes {
+                        let (_, reply) = write.into_parts();
+                        reply.answer(Err(Failed::without_record(Error::Unavailable(format!(
+                            "no producer connection within the delivery timeout of {timeout:?}"
+                        )))));
+                    }
+                }
+            },
+        ),
+    );
+}
+
 /// How long to wait before sending a failed write again after `resends`
 /// earlier resends: 5 ms, doubling, at most 1 s. None when that wait would
 /// reach `deadline` (the write's delivery timeout): the failure is final.

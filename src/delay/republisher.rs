@@ -47,7 +47,7 @@ use tokio::sync::oneshot;
 use super::Plan;
 use crate::broker::WriteResult;
 use crate::connection::consumer::{ConsumerConnection, Hold};
-use crate::connection::producer::{ProduceBatch, ProducerConnection, Reply, Write};
+use crate::connection::producer::{hand_over, ProducerConnection, Reply, Write};
 use crate::connection::protocol::{Arrival, Deliver, Feed, Ready, Released, Stamp};
 use crate::dead_letter::{self, DeadLetter, DeadLetterRecord, FailureKind};
 use crate::envelope::{header, now_ms, OutgoingRecord, Record, TopicPartition};
@@ -549,22 +549,7 @@ impl Handler<FlushWrites> for Republisher {
         if writes.is_empty() {
             return;
         }
-        if let Some(connection) = self.producer.get() {
-            return connection.do_send(ProduceBatch(writes));
-        }
-        // The connection is being restarted: wait for it (nothing else can
-        // be written meanwhile). Writes dropped unsent answer "producer
-        // connection stopped" and are written again.
-        let (producer, timeout) = (self.producer.clone(), self.delivery_timeout);
-        ctx.wait(
-            async move { producer.ready(timeout).await }
-                .into_actor(self)
-                .map(move |connection, _, _| {
-                    if let Some(connection) = connection {
-                        connection.do_send(ProduceBatch(writes));
-                    }
-                }),
-        );
+        hand_over(&self.producer, writes, self.delivery_timeout, ctx);
     }
 }
 

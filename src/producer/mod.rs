@@ -31,8 +31,7 @@ use actix::dev::{MessageResponse, OneshotSender};
 use actix::prelude::*;
 use kafkactor_actors::{ChildRef, Shutdown};
 
-use crate::broker::Failed;
-use crate::connection::producer::{resend_after, ProduceBatch, ProducerConnection, Reply, Write};
+use crate::connection::producer::{hand_over, resend_after, ProducerConnection, Reply, Write};
 use crate::delay::Plan;
 use crate::envelope::{header, new_message_id, OutgoingRecord};
 use crate::error::{Error, Result};
@@ -380,27 +379,7 @@ impl Producer {
             let room = outbox.writes.len().min(DRAIN_BATCH);
             std::mem::replace(&mut outbox.writes, Vec::with_capacity(room))
         };
-        if let Some(conn) = self.connection.get() {
-            // Should it stop before handling them, each write answers
-            // "connection stopped" with its record, and is sent again.
-            return conn.do_send(ProduceBatch(writes));
-        }
-        let (connection, timeout) = (self.connection.clone(), self.delivery_timeout);
-        ctx.wait(
-            async move { connection.ready(timeout).await }
-                .into_actor(self)
-                .map(move |conn, _, _| match conn {
-                    Some(conn) => conn.do_send(ProduceBatch(writes)),
-                    None => {
-                        for write in writes {
-                            let (_, reply) = write.into_parts();
-                            reply.answer(Err(Failed::without_record(Error::Unavailable(format!(
-                                "no producer connection within the delivery timeout of {timeout:?}"
-                            )))));
-                        }
-                    }
-                }),
-        );
+        hand_over(&self.connection, writes, self.delivery_timeout, ctx);
     }
 }
 
