@@ -23,8 +23,8 @@
 //! them, not even for an attempt already running) and `Shutdown` (reports
 //! what is finished, then stops). Completions go back to the connection in
 //! batches ([`Completed`](crate::connection::protocol::Completed), one
-//! message per up to 64 records, sent at once when no lane has work queued
-//! and within 2 ms otherwise).
+//! message per batch: sent at once when 64 have gathered or no lane has
+//! work, within 2 ms otherwise).
 //!
 //! Owns: the board's queues (a new incarnation empties them) and the
 //! deadlines of the calls under way (the subscription's handler timeout):
@@ -63,9 +63,9 @@ use crate::subscription::retry::RetryPolicy;
 
 /// How long to wait for a restarting sibling before looking again.
 const SIBLING_WAIT: Duration = Duration::from_secs(5);
-/// Completions are reported to the connection in batches of this many (one
-/// message, not one per record), at once when no lane has work queued, and
-/// otherwise at most [`FLUSH_DELAY`] after the first of a batch.
+/// Completions are reported to the connection in one message per batch (not
+/// one per record): at once when this many have gathered or no lane has
+/// work, otherwise at most [`FLUSH_DELAY`] after the first of a batch.
 const FLUSH_BATCH: usize = 64;
 /// Longest a completion waits to be reported while lanes are busy (a slow
 /// handler must not hold the commit or a revocation back).
