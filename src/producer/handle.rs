@@ -31,6 +31,15 @@ pub(crate) enum Request {
     Batch(PublishBatch, oneshot::Sender<Vec<Result<PublishOutcome>>>),
 }
 
+/// What became of a request offered to the intake now.
+enum Offer {
+    Taken,
+    /// The intake is gone with the application.
+    Closed,
+    /// No Producer runs, or the intake is full: it goes in later.
+    Later(Request),
+}
+
 /// The Producer's side of the intake, handed from incarnation to
 /// incarnation on the application's actor thread.
 pub(crate) type IntakeReceiver = Rc<RefCell<mpsc::Receiver<Request>>>;
@@ -127,53 +136,57 @@ impl ProducerHandle {
         rx: oneshot::Receiver<T>,
     ) -> impl Future<Output = std::result::Result<T, MailboxError>> + 'static {
         let answer = rx.map(|answer| answer.map_err(|_| MailboxError::Closed));
-        let request = if self.producer.with(|_, _| ()).is_some() {
-            match self.intake.try_send(request) {
-                Ok(()) => return Either::Left(answer),
-                Err(mpsc::error::TrySendError::Closed(_)) => {
-                    return Either::Right(Either::Left(future::ready(Err(MailboxError::Closed))))
-                }
-                // Full: wait for room below.
-                Err(mpsc::error::TrySendError::Full(request)) => request,
+        match self.offer(request) {
+            Offer::Taken => Either::Left(answer),
+            Offer::Closed => Either::Right(Either::Left(future::ready(Err(MailboxError::Closed)))),
+            // Rare (no Producer running, or the intake full): boxed, so that
+            // the future of every other call stays small.
+            Offer::Later(request) => {
+                let put = self.put_later(request);
+                Either::Right(Either::Right(Box::pin(async move {
+                    if !put.await {
+                        return Err(MailboxError::Closed);
+                    }
+                    answer.await
+                })))
             }
-        } else {
-            request
-        };
-        let (producer, intake, wait) = (self.producer.clone(), self.intake.clone(), self.wait);
-        // Rare (no Producer running, or the intake full): boxed, so that
-        // the future of every other call stays small.
-        Either::Right(Either::Right(Box::pin(async move {
-            if producer.ready(wait).await.is_none() {
-                return Err(MailboxError::Closed);
-            }
-            if intake.send(request).await.is_err() {
-                return Err(MailboxError::Closed);
-            }
-            answer.await
-        })))
+        }
     }
 
     /// Publishes without waiting for the outcome (lost if no Producer runs
     /// within the delivery timeout; failures are logged, not returned).
     pub fn do_send(&self, publish: Publish) {
-        let request = Request::One(publish, None);
-        let request = if self.producer.with(|_, _| ()).is_some() {
-            match self.intake.try_send(request) {
-                Ok(()) => return,
-                Err(mpsc::error::TrySendError::Closed(_)) => {
-                    return tracing::warn!("a do_send publish reached no producer")
-                }
-                Err(mpsc::error::TrySendError::Full(request)) => request,
+        match self.offer(Request::One(publish, None)) {
+            Offer::Taken => {}
+            Offer::Closed => tracing::warn!("a do_send publish reached no producer"),
+            Offer::Later(request) => {
+                let put = self.put_later(request);
+                actix_rt::spawn(async move {
+                    if !put.await {
+                        tracing::warn!("a do_send publish reached no producer");
+                    }
+                });
             }
-        } else {
-            request
-        };
+        }
+    }
+
+    /// Puts `request` in the intake now, if a Producer runs and there is room.
+    fn offer(&self, request: Request) -> Offer {
+        if self.producer.with(|_, _| ()).is_none() {
+            return Offer::Later(request);
+        }
+        match self.intake.try_send(request) {
+            Ok(()) => Offer::Taken,
+            Err(mpsc::error::TrySendError::Closed(_)) => Offer::Closed,
+            Err(mpsc::error::TrySendError::Full(request)) => Offer::Later(request),
+        }
+    }
+
+    /// Puts `request` in the intake once a Producer runs (within the wait)
+    /// and there is room; resolves to whether it got in.
+    fn put_later(&self, request: Request) -> impl Future<Output = bool> + 'static {
         let (producer, intake, wait) = (self.producer.clone(), self.intake.clone(), self.wait);
-        actix_rt::spawn(async move {
-            if producer.ready(wait).await.is_none() || intake.send(request).await.is_err() {
-                tracing::warn!("a do_send publish reached no producer");
-            }
-        });
+        async move { producer.ready(wait).await.is_some() && intake.send(request).await.is_ok() }
     }
 
     /// The address of the Producer incarnation running now, if one is.

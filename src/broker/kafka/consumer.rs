@@ -55,7 +55,7 @@ const POLL_BATCH: usize = 512;
 /// How long librdkafka waits before fetching again a partition whose
 /// local queue was full (`fetch.queue.backoff.ms`; librdkafka's default is
 /// 1,000). A setting of the user's takes precedence.
-pub(crate) const FETCH_QUEUE_BACKOFF_MS: &str = "20";
+const FETCH_QUEUE_BACKOFF_MS: &str = "20";
 
 /// The slice while the actor has no credit: a wake (its credit freed up)
 /// is then served within this, so a subscription with `max_in_flight(1)`
