@@ -3,17 +3,19 @@
 
 use std::any::Any;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::dev::channel::{channel, AddressSender};
 use actix::fut::wrap_future;
 use actix::{Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message};
-use tokio::sync::watch;
+use actix_rt::{Arbiter, System};
+use futures_util::future::{AbortHandle, Abortable};
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::exit::{fail, run_catching};
-use crate::stop::{stop_line, StopRequest, StopSender};
+use crate::stop::{stop_line, StopListener, StopRequest, StopSender};
 use crate::Exit;
 
 /// Asks a supervised child to finish its in-flight work and stop.
@@ -405,14 +407,7 @@ impl ChildSpec {
             }
             let addr = Addr::new(sender.clone());
             let (stop_tx, stop_rx) = stop_line();
-            // The stop listener lives inside the child's own context, so it can
-            // stop the actor from outside without the actor's cooperation.
-            ctx.spawn(wrap_future(stop_rx).map(
-                move |request, _act: &mut A, ctx: &mut Context<A>| match request {
-                    StopRequest::Fail(reason) => fail(ctx, reason),
-                    StopRequest::Stop => ctx.stop(),
-                },
-            ));
+            listen_for_stop(&mut ctx, stop_rx);
             let number = child_ref.publish(|number| Incarnation {
                 addr: addr.clone(),
                 sender,
@@ -431,21 +426,99 @@ impl ChildSpec {
                 on_exit(exit.clone());
                 exit
             });
-            let nested = (&addr as &dyn Any)
-                .downcast_ref::<Addr<crate::Supervisor>>()
-                .cloned();
-            let fail_tx = stop_tx.clone();
-            let fail: Box<dyn Fn(String)> = Box::new(move |reason| {
-                fail_tx.send(StopRequest::Fail(reason));
-            });
-            let request_stop = stopper(addr, stop_tx);
-            Running {
-                task,
-                request_stop,
-                fail,
-                nested,
-            }
+            running(addr, stop_tx, stopper, task)
         };
+        Self::with_starter(id, Box::new(starter))
+    }
+
+    /// Like [`ChildSpec::graceful`], the child running on a thread of its
+    /// own (an actix `Arbiter` started with the first incarnation, kept for
+    /// every restart and stopped when the spec is dropped): if the child is
+    /// a supervisor, its whole subtree runs there. For a subtree whose
+    /// timing must not depend on how busy its supervisor's thread is. The
+    /// factory is called on that thread; a panic in it is the
+    /// incarnation's failure. Outside an actix `System` (which an `Arbiter`
+    /// needs) the child runs on its supervisor's thread.
+    ///
+    /// ```
+    /// # use actix::prelude::*;
+    /// # use kafkactor_actors::{ChildSpec, Supervisor};
+    /// let timers = ChildSpec::graceful_on_own_thread("timers", || {
+    ///     Supervisor::new("timers") // and its children
+    /// });
+    /// ```
+    pub fn graceful_on_own_thread<A, F>(id: impl Into<Arc<str>>, factory: F) -> Self
+    where
+        A: Actor<Context = Context<A>> + Handler<Shutdown>,
+        F: FnMut() -> A + Send + 'static,
+    {
+        Self::build_on_own_thread(id, &ChildRef::new(), factory, stop_by_message::<A>)
+    }
+
+    fn build_on_own_thread<A, F>(
+        id: impl Into<Arc<str>>,
+        child_ref: &ChildRef<A>,
+        factory: F,
+        stopper: Stopper<A>,
+    ) -> Self
+    where
+        A: Actor<Context = Context<A>>,
+        F: FnMut() -> A + Send + 'static,
+    {
+        let child_ref = child_ref.clone();
+        let factory = Arc::new(Mutex::new(factory));
+        let mut thread = OwnThread::default();
+        let starter = move |on_exit: Box<dyn FnOnce(Exit)>, capacity: Option<usize>| {
+            let (sender, mut mailbox) = channel(DEFAULT_MAILBOX);
+            if let Some(capacity) = capacity {
+                // Before the address is handed out, so no sender ever sees the default.
+                mailbox.set_capacity(capacity);
+            }
+            let addr = Addr::new(sender.clone());
+            let (stop_tx, stop_rx) = stop_line();
+            let number = child_ref.publish(|number| Incarnation {
+                addr: addr.clone(),
+                sender,
+                number,
+                stop: stop_tx.clone(),
+            });
+            let (exit_tx, exit_rx) = oneshot::channel();
+            let (abort, registration) = AbortHandle::new_pair();
+            let factory = factory.clone();
+            // Runs on the child's thread: everything it moves there is `Send`.
+            thread.run(move || {
+                let child = async move {
+                    let mut ctx = Context::<A>::with_receiver(mailbox);
+                    listen_for_stop(&mut ctx, stop_rx);
+                    let actor = (factory.lock().unwrap_or_else(|e| e.into_inner()))();
+                    ctx.into_future(actor).await
+                };
+                actix_rt::spawn(async move {
+                    let exit = Abortable::new(run_catching(child), registration)
+                        .await
+                        .unwrap_or(Exit::Killed);
+                    let _ = exit_tx.send(exit);
+                });
+            });
+            let record = KilledUnlessFinished {
+                child_ref: Some(child_ref.clone()),
+                number,
+            };
+            let task = actix_rt::spawn(async move {
+                // Aborting this task aborts the child's.
+                let _child = AbortOnDrop(abort);
+                // No exit: the child's thread went away with the child.
+                let exit = exit_rx.await.unwrap_or(Exit::Killed);
+                record.finished(exit.clone());
+                on_exit(exit.clone());
+                exit
+            });
+            running(addr, stop_tx, stopper, task)
+        };
+        Self::with_starter(id, Box::new(starter))
+    }
+
+    fn with_starter(id: impl Into<Arc<str>>, starter: Starter) -> Self {
         ChildSpec {
             id: id.into(),
             restart: Restart::Permanent,
@@ -453,7 +526,7 @@ impl ChildSpec {
             significant: false,
             stops_with_siblings: false,
             mailbox_capacity: None,
-            starter: Box::new(starter),
+            starter,
         }
     }
 
@@ -524,4 +597,88 @@ fn stop_by_message<A: Actor<Context = Context<A>> + Handler<Shutdown>>(
     _stop: StopSender,
 ) -> Box<dyn Fn()> {
     Box::new(move || addr.do_send(Shutdown))
+}
+
+/// Spawns the stop listener inside a child's own context, so it can stop
+/// the actor from outside without the actor's cooperation.
+fn listen_for_stop<A: Actor<Context = Context<A>>>(ctx: &mut Context<A>, stop: StopListener) {
+    ctx.spawn(wrap_future(stop).map(
+        move |request, _act: &mut A, ctx: &mut Context<A>| match request {
+            StopRequest::Fail(reason) => fail(ctx, reason),
+            StopRequest::Stop => ctx.stop(),
+        },
+    ));
+}
+
+/// A started incarnation as its supervisor holds it.
+fn running<A: Actor<Context = Context<A>>>(
+    addr: Addr<A>,
+    stop: StopSender,
+    stopper: Stopper<A>,
+    task: JoinHandle<Exit>,
+) -> Running {
+    let nested = (&addr as &dyn Any)
+        .downcast_ref::<Addr<crate::Supervisor>>()
+        .cloned();
+    let fail_tx = stop.clone();
+    let fail: Box<dyn Fn(String)> = Box::new(move |reason| {
+        fail_tx.send(StopRequest::Fail(reason));
+    });
+    Running {
+        task,
+        request_stop: stopper(addr, stop),
+        fail,
+        nested,
+    }
+}
+
+/// Aborts a child running on another thread when dropped (a finished
+/// child is unaffected).
+struct AbortOnDrop(AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The thread of a child started with [`ChildSpec::graceful_on_own_thread`]:
+/// started with its first incarnation, started again if it went away,
+/// stopped when the spec is dropped.
+#[derive(Default)]
+struct OwnThread {
+    arbiter: Option<Arbiter>,
+}
+
+impl OwnThread {
+    /// Runs `start` on the thread, or on this one outside an actix `System`.
+    fn run(&mut self, start: impl FnOnce() + Send + 'static) {
+        if self.arbiter.is_none() && System::try_current().is_some() {
+            match Arbiter::try_new() {
+                Ok(arbiter) => self.arbiter = Some(arbiter),
+                Err(error) => {
+                    tracing::warn!(%error, "no thread of its own for a child: it runs on its supervisor's")
+                }
+            }
+        }
+        match &self.arbiter {
+            Some(arbiter) => {
+                if !arbiter.spawn_fn(start) {
+                    // The thread is gone (its System is stopping): `start`
+                    // is dropped, which the incarnation reports as killed;
+                    // a next start makes a new thread.
+                    self.arbiter = None;
+                }
+            }
+            None => start(),
+        }
+    }
+}
+
+impl Drop for OwnThread {
+    fn drop(&mut self) {
+        if let Some(arbiter) = self.arbiter.take() {
+            arbiter.stop();
+        }
+    }
 }

@@ -4,9 +4,11 @@
 //! Role: it is the consumer of the bucket topics' ConsumerConnection (the
 //! same connection, flow control and commit watermark as a subscription's).
 //! For each bucket partition it looks at the head record:
-//! - not released yet (a record stays `length` in its bucket): it sends the
-//!   connection a [`Hold`] that pauses the partition until then and sets
-//!   one timer for that moment: no polling, no CPU while nothing is due;
+//! - not released yet (a record stays `length` in its bucket): it sets one
+//!   timer for that moment and, when it is further off than a second, sends
+//!   the connection a [`Hold`] that pauses the partition until a second
+//!   before (so the records about to be released are read and queued by
+//!   then): no polling, no CPU while nothing is due;
 //! - released with more than the hold (`Delays::hold_in_memory`) and a
 //!   bucket's worth of delay remaining: it writes the record to the largest
 //!   bucket that fits (headers, key and payload untouched);
@@ -58,6 +60,13 @@ use crate::subscription::dead_letter_topic;
 /// a pause makes a Kafka client drop what it fetched ahead and fetch it
 /// again, which costs more than the few records that arrive meanwhile.
 const HOLD_MIN: Duration = Duration::from_millis(50);
+
+/// How long before a held head's release its partition is resumed: the
+/// records about to be released are fetched, handed over and queued here
+/// before they are released (a partition resumed at the release itself
+/// starts fetching then, and its first records come out as late as one
+/// fetch of everything that piled up while it was paused).
+const PREFETCH_LEAD: Duration = Duration::from_secs(1);
 
 /// How long to wait before writing again after a write failed for good.
 const REWRITE_BACKOFF: Duration = Duration::from_secs(1);
@@ -337,11 +346,11 @@ impl Republisher {
             ctx.cancel_future(handle);
         }
         let wait = Duration::from_millis((released_at - now) as u64);
-        if wait >= HOLD_MIN {
+        if wait >= HOLD_MIN + PREFETCH_LEAD {
             if let Some(connection) = self.connection.get() {
                 connection.do_send(Hold {
                     partition: tp.clone(),
-                    until: Instant::now() + wait,
+                    until: Instant::now() + (wait - PREFETCH_LEAD),
                 });
             }
         }

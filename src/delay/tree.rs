@@ -7,6 +7,10 @@
 //! └── republisher             releases due records (the Republisher actor)
 //! ```
 //!
+//! The subtree runs on a thread of its own: a due record must not wait
+//! for whatever the application's actors are doing on theirs (a burst of
+//! publishes, a busy handler).
+//!
 //! The Republisher writes through a producer client of its own: a record
 //! that falls due must not queue behind whatever the application publishes
 //! at that moment (with one client, a burst of publishes held every
@@ -76,7 +80,7 @@ pub(crate) fn republisher_spec(
     } = parts;
     let group: Arc<str> = Arc::from(delays.group_name());
     let (max_restarts, window) = (10, Duration::from_secs(10));
-    ChildSpec::graceful("republisher", move || {
+    ChildSpec::graceful_on_own_thread("republisher", move || {
         let republisher: ChildRef<Republisher> = ChildRef::new();
         let producer: ChildRef<ProducerConnection> = ChildRef::new();
         let (plan, group, dead_letter, conn) = (

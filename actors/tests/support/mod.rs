@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use actix::{
     Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message,
-    ResponseActFuture, ResponseFuture, WrapFuture,
+    MessageResult, ResponseActFuture, ResponseFuture, WrapFuture,
 };
 use kafkactor_actors::prelude::*;
 use tokio::sync::broadcast;
@@ -203,6 +203,11 @@ pub struct Quit;
 #[rtype(result = "String")]
 pub struct Ping;
 
+/// Answers with the thread the worker runs on.
+#[derive(Debug, Message)]
+#[rtype(result = "std::thread::ThreadId")]
+pub struct WhichThread;
+
 /// A test actor that logs `"<name> started"` and `"<name> stopped"` and can be
 /// told to fail in every way a child can fail.
 #[derive(Debug)]
@@ -287,6 +292,13 @@ impl Handler<Quit> for Worker {
     type Result = ();
     fn handle(&mut self, _: Quit, ctx: &mut Context<Self>) {
         ctx.stop();
+    }
+}
+
+impl Handler<WhichThread> for Worker {
+    type Result = MessageResult<WhichThread>;
+    fn handle(&mut self, _: WhichThread, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(std::thread::current().id())
     }
 }
 

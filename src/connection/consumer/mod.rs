@@ -57,6 +57,12 @@ use crate::envelope::{Record, TopicPartition};
 
 static ORIGINS: AtomicU64 = AtomicU64::new(1);
 
+/// The most records one poll takes: a batch keeps this actor and the one it
+/// feeds busy for one turn each, and whatever waits on their thread (a
+/// timer due, a message) waits for that turn; 4,096 records are a few ms,
+/// and enough to spread every per-batch cost thin.
+const MAX_BATCH: usize = 4_096;
+
 #[derive(Debug)]
 struct Partition {
     /// Its records read and not finished, and the committable position
@@ -155,7 +161,8 @@ impl ConsumerConnection {
         let credit = self
             .settings
             .max_in_flight
-            .saturating_sub(self.counted_in_flight());
+            .saturating_sub(self.counted_in_flight())
+            .min(MAX_BATCH);
         let handle = ctx.spawn(
             client
                 .poll(credit, client.idle_poll_timeout())
