@@ -31,6 +31,9 @@ use crate::delay::tree::republisher_spec;
 use crate::delay::Delays;
 use crate::delivery::{Delivery, Outcome};
 use crate::error::{Error, Result};
+use crate::observe::health::{Consumer, Health, Observed};
+use crate::observe::http::HttpEndpoints;
+use crate::observe::metrics::Metrics;
 use crate::outbound::{Outbound, OutboundSettings};
 use crate::producer::handle::IntakeSender;
 use crate::producer::{Producer, ProducerHandle};
@@ -55,6 +58,8 @@ impl Kafkactor {
             backoff: Backoff::exponential(Duration::from_millis(10), Duration::from_secs(2)),
             events: Events::new(),
             delays: None,
+            registry: None,
+            http: None,
             error: None,
         }
     }
@@ -74,6 +79,7 @@ pub(crate) struct Parts {
     pub(crate) outbound: Outbound,
     /// Its consumer connection, which the application asks what it owns.
     pub(crate) connection: ChildRef<ConsumerConnection>,
+    pub(crate) metrics: Metrics,
 }
 
 /// Assembles an application: the broker, the subscriptions and their
@@ -87,6 +93,8 @@ pub struct AppBuilder {
     backoff: Backoff,
     events: Events,
     delays: Option<Delays>,
+    registry: Option<prometheus::Registry>,
+    http: Option<String>,
     error: Option<Error>,
 }
 
@@ -230,6 +238,26 @@ impl AppBuilder {
         self
     }
 
+    /// Registers the application's metrics (see [`App::metrics_registry`]
+    /// for the list) on `registry`, shared with the rest of the service,
+    /// instead of a registry of the application's own. Starting fails with
+    /// [`Error::Config`] when they are registered there already.
+    pub fn metrics_registry(mut self, registry: prometheus::Registry) -> Self {
+        self.registry = Some(registry);
+        self
+    }
+
+    /// Serves `/metrics` (Prometheus' text format), `/health/live` and
+    /// `/health/ready` (200 when ready, 503 when not, with the
+    /// [`Health`](crate::Health) as JSON) over HTTP on `addr`, e.g.
+    /// `"127.0.0.1:9464"` (port 0: any free port, see [`App::http_addr`]).
+    /// Starting fails with [`Error::Config`] when the address cannot be
+    /// bound.
+    pub fn serve_http(mut self, addr: impl Into<String>) -> Self {
+        self.http = Some(addr.into());
+        self
+    }
+
     /// Publishes the tree's lifecycle events to `events` (shared by clones).
     pub fn events(mut self, events: Events) -> Self {
         self.events = events;
@@ -263,6 +291,7 @@ impl AppBuilder {
             .filter(|d| d.republishes())
             .zip(plan.clone());
 
+        let metrics = Metrics::register(self.registry.unwrap_or_default())?;
         let backend = broker.backend()?;
         // Topic administration: subscribed and dead-letter topics exist
         // before anything polls or writes them.
@@ -296,6 +325,7 @@ impl AppBuilder {
                 delays: plan.clone(),
                 events: self.events.clone(),
                 intake: intake_rx,
+                metrics: metrics.clone(),
             },
         );
         // The consumer connection of every consumer subtree, asked by
@@ -303,6 +333,12 @@ impl AppBuilder {
         let mut consumers = Vec::new();
         if let Some((delays, plan)) = republisher {
             let connection = ChildRef::new();
+            consumers.push(Consumer {
+                group: delays.group_name().to_string(),
+                topics: plan.topics(),
+                connection: connection.clone(),
+                buckets: true,
+            });
             root = root.child(republisher_spec(
                 delays,
                 plan,
@@ -312,21 +348,42 @@ impl AppBuilder {
                     events: self.events.clone(),
                     outbound: outbound.clone(),
                     connection: connection.clone(),
+                    metrics: metrics.clone(),
                 },
             ));
-            consumers.push(connection);
         }
-        for (_, make) in self.subscriptions {
+        for (sub, make) in self.subscriptions {
             let connection = ChildRef::new();
+            consumers.push(Consumer {
+                group: sub.group_name().to_string(),
+                topics: sub.topics.clone(),
+                connection: connection.clone(),
+                buckets: false,
+            });
             root = root.child(make(Parts {
                 backend: backend.clone(),
                 events: self.events.clone(),
                 outbound: outbound.clone(),
                 connection: connection.clone(),
+                metrics: metrics.clone(),
             }));
-            consumers.push(connection);
+        }
+        let observed = Observed::new(metrics.clone(), backend.clone(), consumers);
+        let mut http_addr = None;
+        if let Some(addr) = &self.http {
+            let listener = std::net::TcpListener::bind(addr.as_str())
+                .map_err(|e| Error::Config(format!("cannot serve HTTP on {addr}: {e}")))?;
+            http_addr = listener.local_addr().ok();
+            let observed = observed.clone();
+            root = root.child(ChildSpec::graceful("http", move || {
+                HttpEndpoints::new(
+                    listener.try_clone().expect("a socket handle"),
+                    observed.clone(),
+                )
+            }));
         }
 
+        let counting = crate::observe::supervision::count_events(&self.events, &metrics);
         let mut handle = root.start_root();
         if outbound
             .producer
@@ -344,13 +401,15 @@ impl AppBuilder {
             )));
         }
         Ok(App {
-            consumers,
+            observed,
+            http_addr,
             root: handle,
             producer: outbound.producer,
             intake,
             delivery_timeout: self.delivery_timeout,
             broker,
             events: self.events,
+            _counting: counting,
         })
     }
 }
@@ -358,7 +417,8 @@ impl AppBuilder {
 /// A running application. Publish through [`App::producer`]; stop with
 /// [`App::shutdown`], which drains in-flight work and commits.
 pub struct App {
-    consumers: Vec<ChildRef<ConsumerConnection>>,
+    observed: Observed,
+    http_addr: Option<std::net::SocketAddr>,
     root: SupervisorHandle,
     producer: ChildRef<Producer>,
     /// Where [`ProducerHandle`]s send.
@@ -366,6 +426,8 @@ pub struct App {
     delivery_timeout: Duration,
     broker: Broker,
     events: Events,
+    /// Counts the supervision events while the application lives.
+    _counting: crate::observe::supervision::Counting,
 }
 
 impl fmt::Debug for App {
@@ -395,9 +457,10 @@ impl App {
     /// nothing.
     pub async fn assigned_partitions(&self) -> Vec<crate::TopicPartition> {
         let asked: Vec<_> = self
-            .consumers
+            .observed
+            .consumers()
             .iter()
-            .filter_map(|c| c.get().map(|a| a.send(Owned)))
+            .filter_map(|c| c.connection.get().map(|a| a.send(Owned)))
             .collect();
         let mut all = Vec::new();
         for answer in asked {
@@ -410,6 +473,34 @@ impl App {
     /// The broker this application runs on.
     pub fn broker(&self) -> &Broker {
         &self.broker
+    }
+
+    /// The registry of the application's metrics: the one given to
+    /// [`AppBuilder::metrics_registry`], or one of its own. The metrics
+    /// (`kafkactor_*`: published, consumed, acknowledged, retried and
+    /// dead-lettered records, handler and publish latency, in-flight
+    /// records, consumer lag, delayed backlog, actor restarts) are listed
+    /// in the README's Observability section.
+    pub fn metrics_registry(&self) -> &prometheus::Registry {
+        self.observed.metrics().registry()
+    }
+
+    /// The metrics in Prometheus' text format, as `/metrics` serves them
+    /// (consumer lag and delayed backlog read from the broker first).
+    pub async fn metrics_text(&self) -> String {
+        self.observed.render().await
+    }
+
+    /// Whether the application is live and ready, as `/health/ready`
+    /// answers (see [`Health`](crate::Health)).
+    pub async fn health(&self) -> Health {
+        self.observed.health(!self.root.is_finished()).await
+    }
+
+    /// The address `/metrics` and `/health/*` are served on, with
+    /// [`AppBuilder::serve_http`].
+    pub fn http_addr(&self) -> Option<std::net::SocketAddr> {
+        self.http_addr
     }
 
     /// The supervision tree's lifecycle events.

@@ -19,6 +19,7 @@ mod delay;
 mod delivery;
 mod envelope;
 mod error;
+mod observe;
 mod outbound;
 mod partitioner;
 mod producer;
@@ -33,6 +34,7 @@ pub use delay::{Delays, HOP_ALLOWANCE, MAX_BUCKET};
 pub use delivery::{Delivery, Outcome};
 pub use envelope::{header, Headers, Record, TopicPartition};
 pub use error::{Error, Result};
+pub use observe::health::{Check, Health};
 pub use partitioner::{murmur2, partition_for_key};
 pub use producer::{Producer, ProducerHandle, PublishBatch};
 pub use publish::{Publish, PublishOutcome};
@@ -43,6 +45,8 @@ pub use subscription::{IntoTopics, OnRestartLimit, Subscription, DEFAULT_HANDLER
 /// Supervision for actix (the `kafkactor-actors` crate), re-exported.
 pub use kafkactor_actors as actors;
 pub use kafkactor_actors::{Backoff, Events, Exit, SupervisionEvent};
+/// The Prometheus client the metrics are kept with (`App::metrics_registry`).
+pub use prometheus;
 
 /// The names most applications need: `use kafkactor::prelude::*;`.
 pub mod prelude {

@@ -24,6 +24,7 @@ use crate::broker::{BrokerBackend, ProducerConfig};
 use crate::connection::producer::ProducerConnection;
 use crate::dead_letter::DeadLetter;
 use crate::delay::Plan;
+use crate::observe::metrics::Metrics;
 use crate::producer::handle::IntakeReceiver;
 use crate::producer::Producer;
 
@@ -46,6 +47,7 @@ pub(crate) struct OutboundSettings {
     pub(crate) events: Events,
     /// The Producer's intake, taken by each of its incarnations in turn.
     pub(crate) intake: IntakeReceiver,
+    pub(crate) metrics: Metrics,
 }
 
 impl Outbound {
@@ -58,6 +60,7 @@ impl Outbound {
             delays,
             events,
             intake,
+            metrics,
         } = settings;
         let connection = self.connection.clone();
         root
@@ -85,6 +88,7 @@ impl Outbound {
                             delivery_timeout,
                             delays.clone(),
                             Some(intake.clone()),
+                            metrics.clone(),
                         )
                     }
                 })

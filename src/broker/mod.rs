@@ -128,6 +128,8 @@ pub(crate) trait BrokerBackend: Send + Sync + fmt::Debug {
     fn committed(&self, group: &str, topic: &str) -> BoxFuture<'static, Result<Vec<Option<i64>>>>;
     /// Every record of `topic` present now, partition by partition in offset order.
     fn read_all(&self, topic: &str) -> BoxFuture<'static, Result<Vec<Record>>>;
+    /// Whether the broker answers a metadata request within `timeout`.
+    fn probe(&self, timeout: std::time::Duration) -> BoxFuture<'static, Result<()>>;
 }
 
 /// Writes records.

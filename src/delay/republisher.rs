@@ -54,7 +54,9 @@ use crate::connection::protocol::{Arrival, Deliver, Feed, Ready, Released, Stamp
 use crate::dead_letter::{self, DeadLetter, DeadLetterRecord, FailureKind};
 use crate::envelope::{header, now_ms, OutgoingRecord, Record, TopicPartition};
 use crate::error::{check_topic, Result};
+use crate::observe::metrics::{Metrics, PerTopic};
 use crate::subscription::dead_letter_topic;
+use prometheus::IntCounter;
 
 /// Heads due sooner than this are waited for without pausing the partition:
 /// a pause makes a Kafka client drop what it fetched ahead and fetch it
@@ -244,6 +246,9 @@ pub(crate) struct Republisher {
     /// Where this incarnation's writes answer (set once it started).
     finished: Option<Arc<Finished>>,
     stopping: bool,
+    metrics: Metrics,
+    /// Records moved out of each bucket, by where they went.
+    counters: PerTopic<Arc<[IntCounter; 3]>>,
     /// Answers `Shutdown` once no write is under way.
     drained: Option<oneshot::Sender<()>>,
 }
@@ -256,6 +261,7 @@ impl Republisher {
         connection: ChildRef<ConsumerConnection>,
         producer: ChildRef<ProducerConnection>,
         dead_letter: ChildRef<DeadLetter>,
+        metrics: Metrics,
     ) -> Self {
         Republisher {
             plan,
@@ -273,6 +279,8 @@ impl Republisher {
             outbox: Vec::new(),
             finished: None,
             stopping: false,
+            metrics,
+            counters: PerTopic::default(),
             drained: None,
         }
     }
@@ -579,7 +587,22 @@ impl Handler<TakeFinished> for Republisher {
                 continue;
             }
             match forwarded.result {
-                Ok(()) => completed.push(forwarded.record),
+                Ok(()) => {
+                    let metrics = &self.metrics;
+                    let counters = self.counters.get(&forwarded.record.topic, |bucket| {
+                        Arc::new(
+                            ["destination", "bucket", "dead_letter"]
+                                .map(|target| metrics.republished(bucket, target)),
+                        )
+                    });
+                    counters[match forwarded.target {
+                        Target::Destination { .. } => 0,
+                        Target::Bucket(_) => 1,
+                        Target::DeadLetter(_) => 2,
+                    }]
+                    .inc();
+                    completed.push(forwarded.record)
+                }
                 Err(e) => {
                     let record = forwarded.record;
                     let target = match forwarded.target {

@@ -71,23 +71,30 @@ pub(crate) fn republisher_spec(
         max_in_flight: delays.in_flight_limit(),
         commit_interval: Duration::from_millis(100),
         drain_timeout: DRAIN,
+        in_flight: parts
+            .metrics
+            .collectors()
+            .in_flight
+            .with_label_values(&[delays.group_name()]),
     };
     let Parts {
         backend,
         events,
         outbound,
         connection,
+        metrics,
     } = parts;
     let group: Arc<str> = Arc::from(delays.group_name());
     let (max_restarts, window) = (10, Duration::from_secs(10));
     ChildSpec::graceful_on_own_thread("republisher", move || {
         let republisher: ChildRef<Republisher> = ChildRef::new();
         let producer: ChildRef<ProducerConnection> = ChildRef::new();
-        let (plan, group, dead_letter, conn) = (
+        let (plan, group, dead_letter, conn, metrics) = (
             plan.clone(),
             group.clone(),
             outbound.dead_letter.clone(),
             connection.clone(),
+            metrics.clone(),
         );
         // Records are written when due: a wait to fill a batch would add
         // to every delay.
@@ -121,6 +128,7 @@ pub(crate) fn republisher_spec(
                         conn.clone(),
                         producer.clone(),
                         dead_letter.clone(),
+                        metrics.clone(),
                     )
                 })
                 .shutdown_deadline(delivery_timeout.saturating_add(Duration::from_secs(5))),

@@ -35,6 +35,7 @@ use crate::connection::producer::{hand_over, resend_after, ProducerConnection, R
 use crate::delay::Plan;
 use crate::envelope::{header, new_message_id, OutgoingRecord};
 use crate::error::{Error, Result};
+use crate::observe::metrics::{Metrics, PerTopic, PublishMetrics};
 use crate::publish::{epoch_ms_rounded_up, Publish, PublishOutcome};
 use handle::{IntakeReceiver, Request};
 use reply::{Answer, BatchAnswer};
@@ -61,6 +62,7 @@ pub struct Producer {
     outbox: Rc<RefCell<Outbox>>,
     /// The intake, taken by each incarnation in turn.
     intake: Option<IntakeReceiver>,
+    metrics: Metrics,
 }
 
 impl std::fmt::Debug for Producer {
@@ -78,6 +80,7 @@ impl Producer {
         delivery_timeout: Duration,
         delays: Option<Arc<Plan>>,
         intake: Option<IntakeReceiver>,
+        metrics: Metrics,
     ) -> Self {
         Producer {
             connection,
@@ -87,6 +90,7 @@ impl Producer {
             queue: None,
             outbox: Rc::default(),
             intake,
+            metrics,
         }
     }
 
@@ -122,10 +126,20 @@ struct Queue {
     outbox: Rc<RefCell<Outbox>>,
     /// This incarnation, where failed writes come back to be sent again.
     producer: Arc<Recipient<Resend>>,
-    delivery_timeout: Duration,
+    metrics: Metrics,
+    /// The publish counters of each topic published to.
+    counters: Rc<RefCell<PerTopic<Arc<PublishMetrics>>>>,
 }
 
 impl Queue {
+    /// The publish counters of `topic`.
+    fn counters(&self, topic: &Arc<str>) -> Arc<PublishMetrics> {
+        self.counters
+            .borrow_mut()
+            .get(topic, |topic| self.metrics.publish(topic))
+            .clone()
+    }
+
     /// Queues one record, or answers its failure; returns whether the
     /// outbox was empty before.
     fn one(&self, prepared: Prepared, tx: Option<OneshotSender<Result<PublishOutcome>>>) -> bool {
@@ -142,9 +156,10 @@ impl Queue {
         let reply = PublishReply {
             to: Answer::One(tx),
             delayed,
-            deadline: crate::clock::deadline_in(self.delivery_timeout),
+            taken: crate::clock::now_ns(),
             resends: 0,
             producer: self.producer.clone(),
+            counters: self.counters(&record.topic),
         };
         let mut outbox = self.outbox.borrow_mut();
         let was_empty = outbox.writes.is_empty();
@@ -166,7 +181,7 @@ impl Queue {
             batch.set_empty();
             return false;
         }
-        let deadline = crate::clock::deadline_in(self.delivery_timeout);
+        let taken = crate::clock::now_ns();
         let mut outbox = self.outbox.borrow_mut();
         let was_empty = outbox.writes.is_empty();
         outbox.writes.reserve(prepared.len());
@@ -180,9 +195,10 @@ impl Queue {
                             index,
                         },
                         delayed,
-                        deadline,
+                        taken,
                         resends: 0,
                         producer: self.producer.clone(),
+                        counters: self.counters(&record.topic),
                     };
                     outbox
                         .writes
@@ -390,7 +406,8 @@ impl Actor for Producer {
         self.queue = Some(Queue {
             outbox: self.outbox.clone(),
             producer: Arc::new(ctx.address().recipient()),
-            delivery_timeout: self.delivery_timeout,
+            metrics: self.metrics.clone(),
+            counters: Rc::default(),
         });
         ctx.spawn(Drain {
             taken: Vec::with_capacity(DRAIN_BATCH),
@@ -494,7 +511,8 @@ impl Handler<Resend> for Producer {
             mut reply,
             error,
         } = resend;
-        let Some(backoff) = resend_after(reply.resends, reply.deadline) else {
+        let Some(backoff) = resend_after(reply.resends, reply.deadline(self.delivery_timeout))
+        else {
             return reply.send(Err(error));
         };
         reply.resends += 1;

@@ -10,6 +10,7 @@ use actix::Recipient;
 
 use crate::broker::{Delivered, Failed, WriteResult};
 use crate::error::Result;
+use crate::observe::metrics::PublishMetrics;
 use crate::producer::{Delayed, Resend};
 use crate::publish::PublishOutcome;
 
@@ -19,13 +20,21 @@ use crate::publish::PublishOutcome;
 pub(crate) struct PublishReply {
     pub(super) to: Answer,
     pub(super) delayed: Option<Delayed>,
-    pub(super) deadline: Instant,
+    /// When the Producer took the publish ([`now_ns`](crate::clock::now_ns)).
+    pub(super) taken: u64,
     /// Sends made so far after the first.
     pub(super) resends: u32,
     pub(super) producer: Arc<Recipient<Resend>>,
+    /// The counters of the record's topic.
+    pub(super) counters: Arc<PublishMetrics>,
 }
 
 impl PublishReply {
+    /// When resending must stop: the delivery timeout after the publish was taken.
+    pub(super) fn deadline(&self, delivery_timeout: Duration) -> Instant {
+        crate::clock::deadline_after(crate::clock::instant_of(self.taken), delivery_timeout)
+    }
+
     pub(crate) fn answer(self, result: WriteResult) {
         let failed = match result {
             Ok(delivered) => {
@@ -58,7 +67,16 @@ impl PublishReply {
         self.send(Err(error))
     }
 
+    /// Answers the publisher, and counts the outcome.
     pub(super) fn send(self, result: Result<PublishOutcome>) {
+        match &result {
+            Ok(_) => {
+                self.counters.ok.inc();
+                let latency = crate::clock::now_ns().saturating_sub(self.taken);
+                self.counters.latency.observe(latency);
+            }
+            Err(_) => self.counters.error.inc(),
+        }
         match (self.to, result) {
             (Answer::One(Some(tx)), result) => {
                 let _ = tx.send(result);

@@ -56,6 +56,7 @@ use crate::connection::protocol::{Arrival, Deliver, Feed, Ready, Released};
 use crate::dead_letter::{self, DeadLetter, DeadLetterRecord, FailureKind};
 use crate::delivery::Outcome;
 use crate::envelope::Record;
+use crate::observe::metrics::{count_runs, HandleMetrics, Metrics, PerTopic};
 use crate::partitioner::murmur2;
 use crate::subscription::dead_letter_topic;
 use crate::subscription::lane::{Answer, Job, SharedBoard};
@@ -85,9 +86,15 @@ pub(crate) struct DispatchSettings {
     /// With `OnRestartLimit::DeadLetter`: the handlers' restart limit, past
     /// which failing records are dead-lettered without further retries.
     pub(crate) handler_restart_limit: Option<(usize, Duration)>,
+    pub(crate) metrics: Metrics,
 }
 
 impl DispatchSettings {
+    /// The counters of `topic`'s records in this subscription.
+    pub(crate) fn counters(&self, topic: &str) -> Arc<HandleMetrics> {
+        self.metrics.handle(topic, &self.group)
+    }
+
     fn dead_letter_topic(&self, record: &Record) -> Arc<str> {
         match &self.dead_letter {
             Some(t) => t.clone(),
@@ -133,6 +140,8 @@ pub(crate) struct Dispatcher<A: Actor<Context = Context<A>>> {
     /// [`Overdue`], not a timer in this context (which would be polled on
     /// every wake-up).
     watchdog: Option<(Instant, tokio::task::JoinHandle<()>)>,
+    /// The counters of each topic's records.
+    counters: PerTopic<Arc<HandleMetrics>>,
 }
 
 /// The one future in a dispatcher's context that collects what the lanes
@@ -189,6 +198,7 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
             next_unkeyed: 0,
             handler_failures: VecDeque::new(),
             watchdog: None,
+            counters: PerTopic::default(),
         }
     }
 
@@ -209,6 +219,9 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
             std::mem::replace(&mut board.deadlines_changed, false)
         };
         let mut done = std::mem::take(&mut self.done);
+        count_runs(done.iter().map(|job| &job.record.topic), |topic, n| {
+            self.count(topic, |c| c.acked.inc_by(n))
+        });
         for job in done.drain(..) {
             if self.live(&job) {
                 self.completed.push(job.record);
@@ -224,6 +237,12 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
         if deadlines_changed {
             self.arm_watchdog(ctx);
         }
+    }
+
+    /// Counts with the counters of `topic`.
+    fn count(&mut self, topic: &Arc<str>, f: impl FnOnce(&HandleMetrics)) {
+        let settings = &self.settings;
+        f(self.counters.get(topic, |t| settings.counters(t)));
     }
 
     /// Decides the fate of a record its lane handed back.
@@ -396,6 +415,7 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
             return self.dead_letter(i, job, why, ctx);
         }
         let delay = policy.backoff(job.attempt);
+        self.count(&job.record.topic, |c| c.retried.inc());
         tracing::debug!(group = %self.settings.group, offset = job.record.offset,
             attempt = job.attempt, ?delay, reason = %why.reason, "retrying in place");
         job.attempt += 1;
@@ -429,7 +449,11 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
                 .into_actor(self)
                 .map(move |result, act, ctx| {
                     let error = match result {
-                        Ok(()) => return act.finish(i, job, ctx),
+                        Ok(()) => {
+                            let kind = why.kind.as_str();
+                            act.count(&job.record.topic, |c| c.dead_lettered(kind));
+                            return act.finish(i, job, ctx);
+                        }
                         Err(e) => e,
                     };
                     let mut why = why;
@@ -545,6 +569,9 @@ impl<A: Actor<Context = Context<A>>> Handler<Deliver> for Dispatcher<A> {
             self.completed.clear();
         }
         let lanes = board.lanes.len();
+        count_runs(msg.records.iter().map(|r| &r.topic), |topic, n| {
+            self.count(topic, |c| c.consumed.inc_by(n))
+        });
         for record in msg.records {
             if record.key.is_none() {
                 self.next_unkeyed = self.next_unkeyed.wrapping_add(1);

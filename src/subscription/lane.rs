@@ -55,6 +55,7 @@ use crate::connection::protocol::Stamp;
 use crate::dead_letter::FailureKind;
 use crate::delivery::Outcome;
 use crate::envelope::Record;
+use crate::observe::histogram::LocalSeries;
 use crate::subscription::dispatcher::DispatchSettings;
 use crate::subscription::route::Routes;
 
@@ -264,6 +265,44 @@ pub(crate) struct Runner<A: Actor> {
     settings: Arc<DispatchSettings>,
     /// The answer awaited for the lane's running record.
     reply: Option<Later<A>>,
+    /// When the running record's call started ([`now_ns`](crate::clock::now_ns)).
+    started: u64,
+    durations: Durations,
+}
+
+/// A runner's handler durations per topic, gathered in histograms of its
+/// own and added to the shared ones once per turn.
+#[derive(Default)]
+struct Durations {
+    topics: Vec<(Arc<str>, LocalSeries)>,
+    observed: bool,
+}
+
+impl Durations {
+    fn observe(&mut self, topic: &Arc<str>, settings: &DispatchSettings, took_ns: u64) {
+        let i = match self
+            .topics
+            .iter()
+            .position(|(t, _)| Arc::ptr_eq(t, topic) || **t == **topic)
+        {
+            Some(i) => i,
+            None => {
+                let local = settings.counters(topic).duration.local();
+                self.topics.push((topic.clone(), local));
+                self.topics.len() - 1
+            }
+        };
+        self.topics[i].1.observe(took_ns);
+        self.observed = true;
+    }
+
+    fn flush(&mut self) {
+        if std::mem::take(&mut self.observed) {
+            for (_, local) in &mut self.topics {
+                local.flush();
+            }
+        }
+    }
 }
 
 impl<A: Actor<Context = Context<A>>> Runner<A> {
@@ -281,6 +320,8 @@ impl<A: Actor<Context = Context<A>>> Runner<A> {
             routes,
             settings,
             reply: None,
+            started: 0,
+            durations: Durations::default(),
         }
     }
 
@@ -348,9 +389,9 @@ impl<A: Actor<Context = Context<A>>> Runner<A> {
 
     /// The running record's call answered (`Err`: it could not be made or
     /// the handler failed): an acknowledged record is done, any other is
-    /// handed back to the Dispatcher and blocks the lane. Returns whether
-    /// the Dispatcher has something new.
-    fn settle(&self, result: Result<Outcome, Answer>) -> bool {
+    /// handed back to the Dispatcher and blocks the lane. `ended`: when the
+    /// call ended. Returns whether the Dispatcher has something new.
+    fn settle(&mut self, result: Result<Outcome, Answer>, ended: u64) -> bool {
         let mut board = self.board.borrow_mut();
         let epoch = board.epoch;
         let lane = &mut board.lanes[self.lane];
@@ -359,6 +400,11 @@ impl<A: Actor<Context = Context<A>>> Runner<A> {
         let Some(running) = lane.running.take_if(|r| r.incarnation == self.incarnation) else {
             return false;
         };
+        self.durations.observe(
+            &running.job.record.topic,
+            &self.settings,
+            ended.saturating_sub(self.started),
+        );
         if running.job.epoch != epoch {
             return false;
         }
@@ -409,6 +455,9 @@ impl<A: Actor<Context = Context<A>>> ActorFuture<A> for Runner<A> {
         let this = self.get_mut();
         let mut news = false;
         let mut budget = RUN_BUDGET;
+        // When the last call of this turn ended: the next one starts then.
+        // One clock reading per record.
+        let mut ended: Option<u64> = None;
         let result = loop {
             if let Some(reply) = &mut this.reply {
                 let Poll::Ready(answer) = reply.poll(act, ctx, task) else {
@@ -417,7 +466,9 @@ impl<A: Actor<Context = Context<A>>> ActorFuture<A> for Runner<A> {
                 };
                 this.reply = None;
                 let incarnation = this.incarnation;
-                news |= this.settle(answer.ok_or(Answer::HandlerFailed { incarnation }));
+                let now = crate::clock::now_ns();
+                ended = Some(now);
+                news |= this.settle(answer.ok_or(Answer::HandlerFailed { incarnation }), now);
             }
             // The actor waits for a future of its own, or stops: no new record.
             if ctx.waiting() || ctx.state() != ActorState::Running {
@@ -433,13 +484,18 @@ impl<A: Actor<Context = Context<A>>> ActorFuture<A> for Runner<A> {
                 Ok(Some(next)) => next,
             };
             budget -= 1;
-            match this.call(act, ctx, record, attempt) {
-                Ok(Reply::Now(outcome)) => news |= this.settle(Ok(outcome)),
+            this.started = ended.unwrap_or_else(crate::clock::now_ns);
+            let reply = this.call(act, ctx, record, attempt);
+            let now = crate::clock::now_ns();
+            match reply {
+                Ok(Reply::Now(outcome)) => news |= this.settle(Ok(outcome), now),
                 // Polled at the top of the loop.
                 Ok(Reply::Later(reply)) => this.reply = Some(reply),
-                Err(answer) => news |= this.settle(Err(answer)),
+                Err(answer) => news |= this.settle(Err(answer), now),
             }
+            ended = Some(now);
         };
+        this.durations.flush();
         if news {
             this.board.borrow_mut().wake_dispatcher();
         }

@@ -89,6 +89,7 @@ where
             OnRestartLimit::DeadLetter => Some(sub.restart_limit),
             OnRestartLimit::Escalate => None,
         },
+        metrics: parts.metrics.clone(),
     });
     let consumer = ConsumerSettings {
         config: ConsumerConfig {
@@ -104,12 +105,18 @@ where
         max_in_flight: sub.in_flight_limit(),
         commit_interval: sub.commit_interval,
         drain_timeout: sub.drain_timeout,
+        in_flight: parts
+            .metrics
+            .collectors()
+            .in_flight
+            .with_label_values(&[sub.group_name()]),
     };
     let Parts {
         backend,
         events,
         outbound,
         connection,
+        ..
     } = parts;
     let dead_letter = outbound.dead_letter;
     let handlers: Vec<ChildRef<A>> = (0..sub.concurrency).map(|_| ChildRef::new()).collect();

@@ -134,6 +134,20 @@ impl Admin {
         .boxed()
     }
 
+    /// A metadata request for no topic: whether a broker answers.
+    pub(crate) fn probe(&self, timeout: Duration) -> BoxFuture<'static, Result<()>> {
+        self.blocking(move |inner| {
+            inner
+                .metadata
+                // One topic, not all of them (a metadata request for every
+                // topic of a large cluster is large); it need not exist,
+                // and this client never creates it.
+                .fetch_metadata(Some("__kafkactor_probe"), timeout)
+                .map(drop)
+                .map_err(|e| broker_error("metadata request", &e))
+        })
+    }
+
     pub(crate) fn watermarks(&self, topic: &str) -> BoxFuture<'static, Result<Vec<(i64, i64)>>> {
         let topic = topic.to_string();
         self.blocking(move |inner| {

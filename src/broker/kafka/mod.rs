@@ -180,6 +180,10 @@ impl BrokerBackend for KafkaBackend {
     fn read_all(&self, topic: &str) -> BoxFuture<'static, Result<Vec<Record>>> {
         self.admin.read_all(topic)
     }
+
+    fn probe(&self, timeout: std::time::Duration) -> BoxFuture<'static, Result<()>> {
+        self.admin.probe(timeout)
+    }
 }
 
 /// Whether an error code says that trying again can succeed.

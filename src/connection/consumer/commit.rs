@@ -176,6 +176,7 @@ impl Handler<Completed> for ConsumerConnection {
             }
             revoking |= partition.is_some_and(|p| p.revoking_since.is_some());
         }
+        self.settings.in_flight.set(self.in_flight as i64);
         if revoking {
             self.finish_revokes(false, ctx);
         }

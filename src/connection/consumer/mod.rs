@@ -81,6 +81,8 @@ pub(crate) struct ConsumerSettings {
     pub(crate) max_in_flight: usize,
     pub(crate) commit_interval: Duration,
     pub(crate) drain_timeout: Duration,
+    /// `kafkactor_in_flight` of its group, set at every poll.
+    pub(crate) in_flight: prometheus::IntGauge,
 }
 
 /// Asks which partitions this member owns right now: assigned, and not yet
@@ -158,6 +160,7 @@ impl ConsumerConnection {
         let Some(client) = self.client.clone() else {
             return;
         };
+        self.settings.in_flight.set(self.in_flight as i64);
         let credit = self
             .settings
             .max_in_flight

@@ -139,6 +139,10 @@ impl BrokerBackend for Backend {
     fn read_all(&self, _: &str) -> BoxFuture<'static, Result<Vec<Record>>> {
         futures_util::future::ready(Ok(Vec::new())).boxed()
     }
+
+    fn probe(&self, _: Duration) -> BoxFuture<'static, Result<()>> {
+        futures_util::future::ready(Ok(())).boxed()
+    }
 }
 
 /// Records what the connection delivers and releases.
@@ -190,6 +194,7 @@ fn connection(fake: &Fake, sink: Addr<Sink>, max_in_flight: usize) -> Addr<Consu
         // Long: a commit scheduled stays pending through the test.
         commit_interval: Duration::from_secs(60),
         drain_timeout: Duration::from_secs(1),
+        in_flight: prometheus::IntGauge::new("in_flight", "test").unwrap(),
     };
     let target: FindConsumer = Box::new(move || {
         let target = Consumer {

@@ -1,0 +1,319 @@
+//! The application's Prometheus metrics, on a registry the user may pass in
+//! ([`AppBuilder::metrics_registry`](crate::AppBuilder::metrics_registry))
+//! and read from [`App::metrics_registry`](crate::App::metrics_registry).
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `kafkactor_published_total` | counter | `topic`, `outcome` (`ok`, `error`) |
+//! | `kafkactor_publish_latency_seconds` | histogram | `topic` |
+//! | `kafkactor_consumed_total` | counter | `topic`, `group` |
+//! | `kafkactor_acked_total` | counter | `topic`, `group` |
+//! | `kafkactor_retried_total` | counter | `topic`, `group` |
+//! | `kafkactor_dead_lettered_total` | counter | `topic`, `group`, `kind` |
+//! | `kafkactor_handler_duration_seconds` | histogram | `topic`, `group` |
+//! | `kafkactor_in_flight` | gauge | `group` |
+//! | `kafkactor_consumer_lag` | gauge | `group`, `topic`, `partition` |
+//! | `kafkactor_republished_total` | counter | `bucket`, `target` (`destination`, `bucket`, `dead_letter`) |
+//! | `kafkactor_delayed_backlog` | gauge | `bucket` |
+//! | `kafkactor_actor_restarts_total` | counter | `supervisor`, `child` |
+//! | `kafkactor_escalations_total` | counter | `supervisor` |
+//!
+//! Labels are topics, groups, partitions, bucket names, failure kinds and
+//! actor ids: all bounded by the configuration, never a key or an id.
+//!
+//! Counting costs an atomic add on a counter resolved once per topic (the
+//! actors keep the resolved counters, and a batch of one topic is counted
+//! with one add); durations go to histograms of kafkactor's own
+//! (`histogram.rs`: two relaxed atomic adds, or plain adds in a runner's
+//! local copy, flushed once per turn). Lag and backlog are read from the broker when the metrics
+//! are gathered (a scrape), not on a timer.
+
+use std::sync::Arc;
+
+use prometheus::core::Collector;
+use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
+use rustc_hash::FxHashMap;
+
+use super::histogram::{Histograms, Series};
+use crate::error::{Error, Result};
+
+/// The collectors of one application, registered on its registry.
+#[derive(Clone)]
+pub(crate) struct Metrics(Arc<Collectors>);
+
+pub(crate) struct Collectors {
+    pub(crate) registry: Registry,
+    published: IntCounterVec,
+    publish_latency: Arc<Histograms>,
+    consumed: IntCounterVec,
+    acked: IntCounterVec,
+    retried: IntCounterVec,
+    dead_lettered: IntCounterVec,
+    handler_duration: Arc<Histograms>,
+    pub(crate) in_flight: IntGaugeVec,
+    pub(crate) consumer_lag: IntGaugeVec,
+    republished: IntCounterVec,
+    pub(crate) delayed_backlog: IntGaugeVec,
+    pub(crate) restarts: IntCounterVec,
+    pub(crate) escalations: IntCounterVec,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    IntCounterVec::new(Opts::new(name, help), labels).expect("a valid metric definition")
+}
+
+fn histogram(name: &str, help: &str, labels: &[&str]) -> Arc<Histograms> {
+    Arc::new(Histograms::new(name, help, labels))
+}
+
+fn gauge(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    IntGaugeVec::new(Opts::new(name, help), labels).expect("a valid metric definition")
+}
+
+impl Metrics {
+    /// Registers kafkactor's collectors on `registry`: a typed error when
+    /// they are registered there already (one application per registry; a
+    /// second one can use `Registry::new_custom` with a label of its own).
+    pub(crate) fn register(registry: Registry) -> Result<Self> {
+        let c = Collectors {
+            published: counter(
+                "kafkactor_published_total",
+                "Records published, by outcome (ok: the broker has it; error: the publish failed).",
+                &["topic", "outcome"],
+            ),
+            publish_latency: histogram(
+                "kafkactor_publish_latency_seconds",
+                "From the Producer taking a publish to the broker's acknowledgement.",
+                &["topic"],
+            ),
+            consumed: counter(
+                "kafkactor_consumed_total",
+                "Records handed to a subscription's lanes.",
+                &["topic", "group"],
+            ),
+            acked: counter(
+                "kafkactor_acked_total",
+                "Records their handler acknowledged.",
+                &["topic", "group"],
+            ),
+            retried: counter(
+                "kafkactor_retried_total",
+                "Attempts retried (each retry counts once).",
+                &["topic", "group"],
+            ),
+            dead_lettered: counter(
+                "kafkactor_dead_lettered_total",
+                "Records written to a dead-letter topic, by failure kind.",
+                &["topic", "group", "kind"],
+            ),
+            handler_duration: histogram(
+                "kafkactor_handler_duration_seconds",
+                "How long one handler call took.",
+                &["topic", "group"],
+            ),
+            in_flight: gauge(
+                "kafkactor_in_flight",
+                "Records read and not yet finished, by consumer group.",
+                &["group"],
+            ),
+            consumer_lag: gauge(
+                "kafkactor_consumer_lag",
+                "High watermark minus the group's committed offset, read at the scrape.",
+                &["group", "topic", "partition"],
+            ),
+            republished: counter(
+                "kafkactor_republished_total",
+                "Records the Republisher moved out of a delay bucket, by where they went.",
+                &["bucket", "target"],
+            ),
+            delayed_backlog: gauge(
+                "kafkactor_delayed_backlog",
+                "Records in a delay bucket not yet forwarded (the Republisher group's lag).",
+                &["bucket"],
+            ),
+            restarts: counter(
+                "kafkactor_actor_restarts_total",
+                "Actor restarts, from the supervision events.",
+                &["supervisor", "child"],
+            ),
+            escalations: counter(
+                "kafkactor_escalations_total",
+                "Supervisors that gave up after too many restarts.",
+                &["supervisor"],
+            ),
+            registry,
+        };
+        let all: [Box<dyn Collector>; 13] = [
+            Box::new(c.published.clone()),
+            Box::new(SharedHistograms(c.publish_latency.clone())),
+            Box::new(c.consumed.clone()),
+            Box::new(c.acked.clone()),
+            Box::new(c.retried.clone()),
+            Box::new(c.dead_lettered.clone()),
+            Box::new(SharedHistograms(c.handler_duration.clone())),
+            Box::new(c.in_flight.clone()),
+            Box::new(c.consumer_lag.clone()),
+            Box::new(c.republished.clone()),
+            Box::new(c.delayed_backlog.clone()),
+            Box::new(c.restarts.clone()),
+            Box::new(c.escalations.clone()),
+        ];
+        for collector in all {
+            c.registry.register(collector).map_err(|e| {
+                Error::Config(format!(
+                    "cannot register kafkactor's metrics on the registry given: {e}"
+                ))
+            })?;
+        }
+        Ok(Metrics(Arc::new(c)))
+    }
+
+    pub(crate) fn collectors(&self) -> &Collectors {
+        &self.0
+    }
+
+    /// The registry the metrics are on.
+    pub(crate) fn registry(&self) -> &Registry {
+        &self.0.registry
+    }
+
+    /// The publish counters of `topic`.
+    pub(crate) fn publish(&self, topic: &str) -> Arc<PublishMetrics> {
+        let c = &self.0;
+        Arc::new(PublishMetrics {
+            ok: c.published.with_label_values(&[topic, "ok"]),
+            error: c.published.with_label_values(&[topic, "error"]),
+            latency: c.publish_latency.series(&[topic]),
+        })
+    }
+
+    /// The counters of records of `topic` consumed by `group`.
+    pub(crate) fn handle(&self, topic: &str, group: &str) -> Arc<HandleMetrics> {
+        let c = &self.0;
+        Arc::new(HandleMetrics {
+            consumed: c.consumed.with_label_values(&[topic, group]),
+            acked: c.acked.with_label_values(&[topic, group]),
+            retried: c.retried.with_label_values(&[topic, group]),
+            duration: c.handler_duration.series(&[topic, group]),
+            topic: topic.into(),
+            group: group.into(),
+            metrics: self.clone(),
+        })
+    }
+
+    /// Counts a record dead-lettered.
+    pub(crate) fn dead_lettered(&self, topic: &str, group: &str, kind: &str) {
+        self.0
+            .dead_lettered
+            .with_label_values(&[topic, group, kind])
+            .inc();
+    }
+
+    /// The Republisher's counter of records moved out of `bucket` to `target`.
+    pub(crate) fn republished(&self, bucket: &str, target: &str) -> IntCounter {
+        self.0.republished.with_label_values(&[bucket, target])
+    }
+}
+
+/// A histogram family registered while the metrics keep it too.
+struct SharedHistograms(Arc<Histograms>);
+
+impl Collector for SharedHistograms {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.0.desc()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.0.collect()
+    }
+}
+
+/// What is counted of the records published to one topic.
+#[derive(Debug)]
+pub(crate) struct PublishMetrics {
+    pub(crate) ok: IntCounter,
+    pub(crate) error: IntCounter,
+    pub(crate) latency: Arc<Series>,
+}
+
+/// What is counted of the records of one topic consumed by one group.
+pub(crate) struct HandleMetrics {
+    pub(crate) consumed: IntCounter,
+    pub(crate) acked: IntCounter,
+    pub(crate) retried: IntCounter,
+    pub(crate) duration: Arc<Series>,
+    topic: Box<str>,
+    group: Box<str>,
+    metrics: Metrics,
+}
+
+impl HandleMetrics {
+    /// Counts a record of this topic dead-lettered with `kind`.
+    pub(crate) fn dead_lettered(&self, kind: &str) {
+        self.metrics.dead_lettered(&self.topic, &self.group, kind);
+    }
+}
+
+/// Values resolved per topic, looked up by the topic's `Arc<str>`: records
+/// of one topic share one, so the last topic asked is found by pointer.
+pub(crate) struct PerTopic<T> {
+    last: Option<(Arc<str>, T)>,
+    all: FxHashMap<Arc<str>, T>,
+}
+
+impl<T> Default for PerTopic<T> {
+    fn default() -> Self {
+        PerTopic {
+            last: None,
+            all: FxHashMap::default(),
+        }
+    }
+}
+
+impl<T: Clone> PerTopic<T> {
+    /// The value of `topic`, made by `make` the first time.
+    pub(crate) fn get(&mut self, topic: &Arc<str>, make: impl FnOnce(&str) -> T) -> &T {
+        let hit = self
+            .last
+            .as_ref()
+            .is_some_and(|(t, _)| Arc::ptr_eq(t, topic) || **t == **topic);
+        if !hit {
+            let value = self
+                .all
+                .entry(topic.clone())
+                .or_insert_with(|| make(topic))
+                .clone();
+            self.last = Some((topic.clone(), value));
+        }
+        &self.last.as_ref().expect("set above").1
+    }
+}
+
+/// Counts records by topic in runs of one topic (a batch is mostly such
+/// runs): `add(topic, n)` once per run.
+pub(crate) fn count_runs<'a>(
+    topics: impl Iterator<Item = &'a Arc<str>>,
+    mut add: impl FnMut(&Arc<str>, u64),
+) {
+    let mut run: Option<(&Arc<str>, u64)> = None;
+    for topic in topics {
+        match &mut run {
+            Some((current, n)) if Arc::ptr_eq(current, topic) => *n += 1,
+            _ => {
+                if let Some((current, n)) = run.take() {
+                    add(current, n);
+                }
+                run = Some((topic, 1));
+            }
+        }
+    }
+    if let Some((current, n)) = run {
+        add(current, n);
+    }
+}

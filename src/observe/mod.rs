@@ -1,0 +1,8 @@
+//! Observability: Prometheus metrics ([`metrics`]), health, and the HTTP
+//! endpoints that serve them.
+
+pub(crate) mod health;
+pub(crate) mod histogram;
+pub(crate) mod http;
+pub(crate) mod metrics;
+pub(crate) mod supervision;
