@@ -6,6 +6,7 @@ use std::sync::Arc;
 use actix::{Message, MessageResponse};
 
 use crate::envelope::{header, Headers, Record};
+use crate::observe::trace::TraceContext;
 
 /// A decoded message and where it came from. Handlers implement
 /// `Handler<Delivery<T>>` and answer an [`Outcome`].
@@ -73,6 +74,25 @@ impl<T> Delivery<T> {
     /// The message id stamped by the producer, if any.
     pub fn message_id(&self) -> Option<&str> {
         self.record.headers.get_str(header::MESSAGE_ID)
+    }
+
+    /// The tenant the record belongs to (header `x-tenant`), if any.
+    pub fn tenant(&self) -> Option<&str> {
+        self.record.headers.get_str(header::TENANT)
+    }
+
+    /// The correlation id (header `x-correlation-id`), if any.
+    pub fn correlation_id(&self) -> Option<&str> {
+        self.record.headers.get_str(header::CORRELATION_ID)
+    }
+
+    /// The publisher's trace context (header `traceparent`), if valid.
+    pub fn trace_context(&self) -> Option<TraceContext> {
+        TraceContext::of(&self.record)
+    }
+
+    pub(crate) fn record(&self) -> &Record {
+        &self.record
     }
 
     /// Which attempt this is, starting at 1.

@@ -13,6 +13,7 @@ use serde::Serialize;
 use crate::codec::{type_name_of, ContentType};
 use crate::envelope::{header, Headers};
 use crate::error::{Error, Result};
+use crate::observe::trace::TraceContext;
 
 /// A record to publish. Send it to the [`Producer`](crate::Producer); the
 /// answer is a [`PublishOutcome`] or a typed [`Error`].
@@ -141,6 +142,40 @@ impl Publish {
     pub fn header(mut self, name: &str, value: impl AsRef<[u8]>) -> Self {
         self.headers
             .insert(name, Bytes::copy_from_slice(value.as_ref()));
+        self
+    }
+
+    /// The tenant the record belongs to (header `x-tenant`). A handler's
+    /// publishes carry the tenant of the record it handles unless they set
+    /// their own.
+    pub fn tenant(mut self, tenant: &str) -> Self {
+        self.headers
+            .insert_known_copy(header::TENANT, tenant.as_bytes());
+        self
+    }
+
+    /// The correlation id (header `x-correlation-id`), inherited like the
+    /// tenant.
+    pub fn correlation_id(mut self, id: &str) -> Self {
+        self.headers
+            .insert_known_copy(header::CORRELATION_ID, id.as_bytes());
+        self
+    }
+
+    /// The publisher's trace context, written as the `traceparent` header
+    /// (instead of one made by kafkactor; see [`TraceContext`]).
+    pub fn trace_context(mut self, ctx: TraceContext) -> Self {
+        self.headers
+            .insert_known(header::TRACEPARENT, ctx.to_string());
+        self
+    }
+
+    /// Continues `delivery`'s context: its tenant and correlation id (unless
+    /// set already) and a `traceparent` that is a child of its trace. What
+    /// a handler publishes while it runs gets this by itself; this is for
+    /// publishes made elsewhere (a task the handler spawned, another actor).
+    pub fn continuing<T>(mut self, delivery: &crate::Delivery<T>) -> Self {
+        crate::observe::trace::inherit(&mut self.headers, delivery.record(), None);
         self
     }
 

@@ -43,6 +43,7 @@ use crate::broker::{
 use crate::delay::ForwardReply;
 use crate::envelope::OutgoingRecord;
 use crate::error::{Error, Result};
+use crate::observe::trace::{batch_span, Batch};
 use crate::producer::PublishReply;
 
 /// Records to write, in order: one message per batch, not per record.
@@ -236,6 +237,8 @@ impl Handler<ProduceBatch> for ProducerConnection {
     type Result = ();
 
     fn handle(&mut self, ProduceBatch(writes): ProduceBatch, ctx: &mut Context<Self>) {
+        let span = batch_span(Batch::BrokerWrite, None, writes.len());
+        let _entered = span.enter();
         if self.queue.is_empty() {
             self.queue = VecDeque::from(writes);
         } else {

@@ -55,6 +55,7 @@ use crate::dead_letter::{self, DeadLetter, DeadLetterRecord, FailureKind};
 use crate::envelope::{header, now_ms, OutgoingRecord, Record, TopicPartition};
 use crate::error::{check_topic, Result};
 use crate::observe::metrics::{Metrics, PerTopic};
+use crate::observe::trace::{batch_span, Batch};
 use crate::subscription::dead_letter_topic;
 use prometheus::IntCounter;
 
@@ -566,6 +567,8 @@ impl Handler<FlushWrites> for Republisher {
         if writes.is_empty() {
             return;
         }
+        let span = batch_span(Batch::Republish, None, writes.len());
+        let _entered = span.enter();
         hand_over(&self.producer, writes, self.delivery_timeout, ctx);
     }
 }

@@ -10,36 +10,25 @@ use prometheus::proto::{self, MetricFamily, MetricType};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
-/// Bucket upper bounds, in nanoseconds: 1 us to 10 s.
-const BOUNDS_NS: [u64; 21] = [
-    1_000,
-    5_000,
-    10_000,
-    25_000,
-    50_000,
-    100_000,
-    250_000,
-    500_000,
-    1_000_000,
-    2_500_000,
-    5_000_000,
-    10_000_000,
-    25_000_000,
-    50_000_000,
-    100_000_000,
-    250_000_000,
-    500_000_000,
-    1_000_000_000,
-    2_500_000_000,
-    5_000_000_000,
-    10_000_000_000,
-];
+/// Buckets: upper bounds of 1 us times a power of two, 1 us to 2^24 us
+/// (16.8 s), and one past the last (`+Inf`). Powers of two, so that a
+/// duration's bucket is a count of leading zeros, not a search.
+const BOUNDS: usize = 25;
+const BUCKETS: usize = BOUNDS + 1;
 
-/// Buckets: one per bound, and one past the last (`+Inf`).
-const BUCKETS: usize = BOUNDS_NS.len() + 1;
+/// The upper bound of bucket `i`, in nanoseconds.
+fn bound_ns(i: usize) -> u64 {
+    1_000 << i
+}
 
+/// The smallest bucket whose bound `nanos` does not exceed.
 fn bucket_of(nanos: u64) -> usize {
-    BOUNDS_NS.partition_point(|&bound| bound < nanos)
+    // nanos <= 1000 * 2^i  <=>  ceil(nanos / 1000) <= 2^i
+    let micros = nanos.div_ceil(1_000);
+    if micros <= 1 {
+        return 0;
+    }
+    ((64 - (micros - 1).leading_zeros()) as usize).min(BUCKETS - 1)
 }
 
 /// One labelled histogram: counts per bucket (not cumulative) and the sum.
@@ -88,7 +77,7 @@ impl LocalSeries {
     /// Counts one duration, in nanoseconds.
     pub(crate) fn observe(&mut self, nanos: u64) {
         self.buckets[bucket_of(nanos)] += 1;
-        self.sum_ns = self.sum_ns.saturating_add(nanos);
+        self.sum_ns = self.sum_ns.wrapping_add(nanos);
         self.pending = true;
     }
 
@@ -160,12 +149,12 @@ impl Collector for Histograms {
         for (values, series) in all.iter() {
             let mut h = proto::Histogram::default();
             let mut cumulative = 0;
-            let mut buckets = Vec::with_capacity(BOUNDS_NS.len());
-            for (i, bound) in BOUNDS_NS.iter().enumerate() {
+            let mut buckets = Vec::with_capacity(BOUNDS);
+            for i in 0..BOUNDS {
                 cumulative += series.buckets[i].load(Relaxed);
                 let mut b = proto::Bucket::default();
                 b.set_cumulative_count(cumulative);
-                b.set_upper_bound(*bound as f64 / 1e9);
+                b.set_upper_bound(bound_ns(i) as f64 / 1e9);
                 buckets.push(b);
             }
             cumulative += series.buckets[BUCKETS - 1].load(Relaxed);
@@ -209,11 +198,19 @@ mod tests {
 
     #[test]
     fn durations_land_in_the_bucket_whose_bound_they_do_not_exceed() {
-        assert_eq!(bucket_of(0), 0);
+        for nanos in (0..5_000_000)
+            .step_by(997)
+            .chain([u64::MAX, 16_777_216_000, 16_777_216_001])
+        {
+            let expected = (0..BOUNDS)
+                .find(|&i| nanos <= bound_ns(i))
+                .unwrap_or(BUCKETS - 1);
+            assert_eq!(bucket_of(nanos), expected, "{nanos} ns");
+        }
         assert_eq!(bucket_of(1_000), 0, "le is inclusive");
         assert_eq!(bucket_of(1_001), 1);
-        assert_eq!(bucket_of(10_000_000_000), BOUNDS_NS.len() - 1);
-        assert_eq!(bucket_of(u64::MAX), BUCKETS - 1);
+        assert_eq!(bucket_of(2_000), 1);
+        assert_eq!(bucket_of(2_001), 2);
     }
 
     #[test]
@@ -244,8 +241,9 @@ mod tests {
             .map(|b| b.cumulative_count())
             .collect();
         assert_eq!(counts[0], 0);
-        assert_eq!(counts[1], 1, "3 us is under 5 us");
-        assert_eq!(counts[9], 2, "2 ms is under 2.5 ms");
+        assert_eq!(counts[1], 0, "3 us is over 2 us");
+        assert_eq!(counts[2], 1, "3 us is under 4 us");
+        assert_eq!(counts[11], 2, "2 ms is under 2.048 ms");
         assert_eq!(*counts.last().unwrap(), 2, "20 s is only in +Inf");
         assert_eq!(metrics[1].get_label()[0].value(), "b");
     }

@@ -6,3 +6,4 @@ pub(crate) mod histogram;
 pub(crate) mod http;
 pub(crate) mod metrics;
 pub(crate) mod supervision;
+pub(crate) mod trace;

@@ -19,7 +19,9 @@ use futures_util::FutureExt;
 use kafkactor_actors::ChildRef;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::envelope::header;
 use crate::error::Result;
+use crate::observe::trace::{hex_id, in_handler, inherit, spans_on, with_current, TraceContext};
 use crate::producer::{Producer, PublishBatch};
 use crate::publish::{Publish, PublishOutcome};
 
@@ -52,6 +54,61 @@ pub(crate) type IntakeSender = mpsc::Sender<Request>;
 pub(crate) fn intake(capacity: usize) -> (IntakeSender, IntakeReceiver) {
     let (tx, rx) = mpsc::channel(capacity);
     (tx, Rc::new(RefCell::new(rx)))
+}
+
+/// Gives `publishes` their context on the caller's thread: what they
+/// inherit from the record whose handler runs here, and the `publish`
+/// span's trace context when that span is on (see `observe/trace.rs`).
+/// Outside a handler and with spans off, two thread-local reads per call.
+fn stamp(publishes: &mut [Publish]) {
+    let (in_handler, spans) = (in_handler(), spans_on());
+    if !in_handler && !spans {
+        return;
+    }
+    for publish in publishes {
+        let inherited = if in_handler {
+            with_current(|record, parent| inherit(&mut publish.headers, record, parent)).flatten()
+        } else {
+            None
+        };
+        if spans {
+            publish_span(publish, inherited);
+        }
+    }
+}
+
+/// The `publish` span of `publish`, whose trace context is the one it
+/// inherited, the one it was given, or a new trace's.
+fn publish_span(publish: &mut Publish, inherited: Option<(TraceContext, u64)>) {
+    use tracing::field::Empty;
+    let span = tracing::info_span!(target: "kafkactor", "publish", topic = %publish.topic,
+        trace_id = Empty, span_id = Empty, parent_span_id = Empty);
+    if span.is_disabled() {
+        return;
+    }
+    let (ctx, parent) = match inherited {
+        Some((ctx, parent)) => (ctx, Some(parent)),
+        None => match publish
+            .headers
+            .get(header::TRACEPARENT)
+            .and_then(TraceContext::parse)
+        {
+            Some(given) => (given, None),
+            None => {
+                let root = TraceContext::new_root();
+                publish
+                    .headers
+                    .insert_known(header::TRACEPARENT, root.to_string());
+                (root, None)
+            }
+        },
+    };
+    span.record("trace_id", hex_id(ctx.trace_id, 32));
+    span.record("span_id", hex_id(ctx.span_id.into(), 16));
+    if let Some(parent) = parent {
+        span.record("parent_span_id", hex_id(parent.into(), 16));
+    }
+    span.in_scope(|| tracing::debug!(target: "kafkactor", "publishing"));
 }
 
 /// The application's publisher, from [`App::producer`](crate::App::producer):
@@ -107,9 +164,10 @@ impl ProducerHandle {
     /// stopped before it answered).
     pub fn send(
         &self,
-        publish: Publish,
+        mut publish: Publish,
     ) -> impl Future<Output = std::result::Result<Result<PublishOutcome>, MailboxError>> + 'static
     {
+        stamp(std::slice::from_mut(&mut publish));
         let (tx, rx) = oneshot::channel();
         self.request(Request::One(publish, Some(tx)), rx)
     }
@@ -120,9 +178,10 @@ impl ProducerHandle {
     /// stopped before answering (some of it may have been).
     pub fn send_batch(
         &self,
-        batch: PublishBatch,
+        mut batch: PublishBatch,
     ) -> impl Future<Output = std::result::Result<Vec<Result<PublishOutcome>>, MailboxError>> + 'static
     {
+        stamp(&mut batch.0);
         let (tx, rx) = oneshot::channel();
         self.request(Request::Batch(batch, tx), rx)
     }
@@ -155,7 +214,8 @@ impl ProducerHandle {
 
     /// Publishes without waiting for the outcome (lost if no Producer runs
     /// within the delivery timeout; failures are logged, not returned).
-    pub fn do_send(&self, publish: Publish) {
+    pub fn do_send(&self, mut publish: Publish) {
+        stamp(std::slice::from_mut(&mut publish));
         match self.offer(Request::One(publish, None)) {
             Offer::Taken => {}
             Offer::Closed => tracing::warn!("a do_send publish reached no producer"),

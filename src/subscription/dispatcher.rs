@@ -57,10 +57,13 @@ use crate::dead_letter::{self, DeadLetter, DeadLetterRecord, FailureKind};
 use crate::delivery::Outcome;
 use crate::envelope::Record;
 use crate::observe::metrics::{count_runs, HandleMetrics, Metrics, PerTopic};
+use crate::observe::trace::{batch_span, Batch};
+use crate::observe::trace::{dead_letter_span, retry_span};
 use crate::partitioner::murmur2;
 use crate::subscription::dead_letter_topic;
 use crate::subscription::lane::{Answer, Job, SharedBoard};
 use crate::subscription::retry::RetryPolicy;
+use tracing::Instrument;
 
 /// How long to wait for a restarting sibling before looking again.
 const SIBLING_WAIT: Duration = Duration::from_secs(5);
@@ -416,8 +419,9 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
         }
         let delay = policy.backoff(job.attempt);
         self.count(&job.record.topic, |c| c.retried.inc());
-        tracing::debug!(group = %self.settings.group, offset = job.record.offset,
-            attempt = job.attempt, ?delay, reason = %why.reason, "retrying in place");
+        retry_span(&job.record, &self.settings.group, job.attempt).in_scope(|| {
+            tracing::debug!(target: "kafkactor", ?delay, reason = %why.reason, "retrying in place")
+        });
         job.attempt += 1;
         ctx.run_later(delay, move |act, _| act.requeue(i, job));
     }
@@ -436,6 +440,12 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
         if !self.live(&job) {
             return self.release_lane(i);
         }
+        let span = dead_letter_span(
+            &job.record,
+            &self.settings.group,
+            job.attempt,
+            why.kind.as_str(),
+        );
         let request = DeadLetterRecord {
             record: job.record.clone(),
             topic: self.settings.dead_letter_topic(&job.record),
@@ -446,6 +456,7 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
         };
         ctx.spawn(
             dead_letter::send(&self.dead_letter, request, SIBLING_WAIT)
+                .instrument(span)
                 .into_actor(self)
                 .map(move |result, act, ctx| {
                     let error = match result {
@@ -559,6 +570,12 @@ impl<A: Actor<Context = Context<A>>> Handler<Deliver> for Dispatcher<A> {
             Arrival::Current => false,
             Arrival::Fresh => true,
         };
+        let span = batch_span(
+            Batch::Dispatch,
+            Some(&self.settings.group),
+            msg.records.len(),
+        );
+        let _entered = span.enter();
         let board = self.board.clone();
         let mut board = board.borrow_mut();
         if fresh {

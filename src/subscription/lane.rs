@@ -56,6 +56,7 @@ use crate::dead_letter::FailureKind;
 use crate::delivery::Outcome;
 use crate::envelope::Record;
 use crate::observe::histogram::LocalSeries;
+use crate::observe::trace::{hex_id, spans_on, Current, TraceContext};
 use crate::subscription::dispatcher::DispatchSettings;
 use crate::subscription::route::Routes;
 
@@ -95,6 +96,10 @@ pub(crate) struct Running {
     pub(crate) incarnation: u64,
     /// When it times out, once it did not answer at once.
     pub(crate) deadline: Option<Instant>,
+    /// Its `handle` span's trace context, when the span is on: what the
+    /// handler's publishes are children of (boxed: a pointer's width on
+    /// every lane whether spans are on or not).
+    pub(crate) trace: Option<Box<TraceContext>>,
 }
 
 /// One lane's state.
@@ -203,6 +208,7 @@ pub(crate) enum Later<A: Actor> {
 impl<A: Actor<Context = Context<A>>> Reply<A> {
     /// The reply a handler's `response` to `M` gives, without a channel for
     /// the responses the lane knows.
+    #[inline]
     pub(crate) fn of<M, R>(response: R, ctx: &mut Context<A>) -> Reply<A>
     where
         M: Message<Result = Outcome> + 'static,
@@ -265,6 +271,9 @@ pub(crate) struct Runner<A: Actor> {
     settings: Arc<DispatchSettings>,
     /// The answer awaited for the lane's running record.
     reply: Option<Later<A>>,
+    /// The running record's `handle` span (when spans are on), entered
+    /// while its answer is polled.
+    span: Option<tracing::Span>,
     /// When the running record's call started ([`now_ns`](crate::clock::now_ns)).
     started: u64,
     durations: Durations,
@@ -275,23 +284,30 @@ pub(crate) struct Runner<A: Actor> {
 #[derive(Default)]
 struct Durations {
     topics: Vec<(Arc<str>, LocalSeries)>,
+    /// The topic observed last.
+    last: usize,
     observed: bool,
 }
 
 impl Durations {
     fn observe(&mut self, topic: &Arc<str>, settings: &DispatchSettings, took_ns: u64) {
-        let i = match self
-            .topics
-            .iter()
-            .position(|(t, _)| Arc::ptr_eq(t, topic) || **t == **topic)
-        {
-            Some(i) => i,
-            None => {
-                let local = settings.counters(topic).duration.local();
-                self.topics.push((topic.clone(), local));
-                self.topics.len() - 1
-            }
+        let i = match self.topics.get(self.last) {
+            // Records of one topic come in runs: mostly the last one's.
+            Some((t, _)) if Arc::ptr_eq(t, topic) => self.last,
+            _ => match self
+                .topics
+                .iter()
+                .position(|(t, _)| Arc::ptr_eq(t, topic) || **t == **topic)
+            {
+                Some(i) => i,
+                None => {
+                    let local = settings.counters(topic).duration.local();
+                    self.topics.push((topic.clone(), local));
+                    self.topics.len() - 1
+                }
+            },
         };
+        self.last = i;
         self.topics[i].1.observe(took_ns);
         self.observed = true;
     }
@@ -320,6 +336,7 @@ impl<A: Actor<Context = Context<A>>> Runner<A> {
             routes,
             settings,
             reply: None,
+            span: None,
             started: 0,
             durations: Durations::default(),
         }
@@ -345,6 +362,7 @@ impl<A: Actor<Context = Context<A>>> Runner<A> {
                     job,
                     incarnation: self.incarnation,
                     deadline: None,
+                    trace: None,
                 });
                 return Ok(Some(next));
             }
@@ -424,6 +442,35 @@ impl<A: Actor<Context = Context<A>>> Runner<A> {
         true
     }
 
+    /// The `handle` span of the running `record` (disabled unless a
+    /// subscriber takes it; then its trace context is the running
+    /// record's, for the handler's publishes).
+    fn handle_span(&self, record: &Record, attempt: u32) -> tracing::Span {
+        use tracing::field::Empty;
+        let span = tracing::info_span!(target: "kafkactor", "handle",
+            topic = %record.topic, partition = record.partition, offset = record.offset,
+            group = %self.settings.group, attempt, message_id = Empty,
+            trace_id = Empty, span_id = Empty, parent_span_id = Empty);
+        if span.is_disabled() {
+            return span;
+        }
+        let parent = TraceContext::of(record);
+        let trace = parent.map_or_else(TraceContext::new_root, |p| p.child());
+        span.record("trace_id", hex_id(trace.trace_id, 32));
+        span.record("span_id", hex_id(trace.span_id.into(), 16));
+        if let Some(parent) = parent {
+            span.record("parent_span_id", hex_id(parent.span_id.into(), 16));
+        }
+        if let Some(id) = record.headers.get_str(crate::envelope::header::MESSAGE_ID) {
+            span.record("message_id", id);
+        }
+        let mut board = self.board.borrow_mut();
+        if let Some(running) = board.lanes[self.lane].running.as_mut() {
+            running.trace = Some(Box::new(trace));
+        }
+        span
+    }
+
     /// Gives the running record a deadline: it did not answer at once.
     fn set_deadline(&self) {
         let Some(timeout) = self.settings.handler_timeout else {
@@ -453,6 +500,11 @@ impl<A: Actor<Context = Context<A>>> ActorFuture<A> for Runner<A> {
         task: &mut task::Context<'_>,
     ) -> Poll<()> {
         let this = self.get_mut();
+        // Publishes made by the handler during this turn inherit the
+        // running record's context.
+        let _current = Current::enter(&this.board, this.lane);
+        // Looked up once per turn, not per record.
+        let spans = spans_on();
         let mut news = false;
         let mut budget = RUN_BUDGET;
         // When the last call of this turn ended: the next one starts then.
@@ -460,7 +512,11 @@ impl<A: Actor<Context = Context<A>>> ActorFuture<A> for Runner<A> {
         let mut ended: Option<u64> = None;
         let result = loop {
             if let Some(reply) = &mut this.reply {
-                let Poll::Ready(answer) = reply.poll(act, ctx, task) else {
+                let polled = {
+                    let _entered = this.span.as_ref().map(tracing::Span::enter);
+                    reply.poll(act, ctx, task)
+                };
+                let Poll::Ready(answer) = polled else {
                     this.set_deadline();
                     break Poll::Pending;
                 };
@@ -485,12 +541,19 @@ impl<A: Actor<Context = Context<A>>> ActorFuture<A> for Runner<A> {
             };
             budget -= 1;
             this.started = ended.unwrap_or_else(crate::clock::now_ns);
-            let reply = this.call(act, ctx, record, attempt);
+            let span = spans.then(|| this.handle_span(&record, attempt));
+            let reply = {
+                let _entered = span.as_ref().map(tracing::Span::enter);
+                this.call(act, ctx, record, attempt)
+            };
             let now = crate::clock::now_ns();
             match reply {
                 Ok(Reply::Now(outcome)) => news |= this.settle(Ok(outcome), now),
                 // Polled at the top of the loop.
-                Ok(Reply::Later(reply)) => this.reply = Some(reply),
+                Ok(Reply::Later(reply)) => {
+                    this.reply = Some(reply);
+                    this.span = span;
+                }
                 Err(answer) => news |= this.settle(Err(answer), now),
             }
             ended = Some(now);

@@ -150,6 +150,8 @@ impl<A: Actor<Context = Context<A>>> Routes<A> {
     }
 
     /// The route for a record, or why there is none.
+    // Inlined into the lane's runner (a call per record).
+    #[inline]
     pub(crate) fn select(&self, headers: &Headers) -> Result<&RouteFn<A>, (FailureKind, String)> {
         match headers.get(header::TYPE_NAME) {
             Some(raw) => self

@@ -54,6 +54,7 @@ use super::protocol::{Deliver, FindConsumer, Ready, Released};
 use super::watermark::Watermark;
 use crate::broker::{BrokerBackend, ConsumerClient, ConsumerConfig, ConsumerEvent};
 use crate::envelope::{Record, TopicPartition};
+use crate::observe::trace::{batch_span, Batch};
 
 static ORIGINS: AtomicU64 = AtomicU64::new(1);
 
@@ -274,6 +275,9 @@ impl ConsumerConnection {
                     }
                     records.truncate(keep);
                     let batch = records;
+                    let span =
+                        batch_span(Batch::Poll, Some(&self.settings.config.group), batch.len());
+                    let _entered = span.enter();
                     self.deliver(batch, ctx);
                 }
             }
