@@ -9,6 +9,11 @@
 //! after its handler answered `Ack` or after it was written to the
 //! dead-letter topic `orders.dlq`; a crash before that redelivers it.
 //!
+//! It also serves its Prometheus metrics and health checks over HTTP
+//! (`/metrics`, `/health/live`, `/health/ready`) on `KAFKACTOR_HTTP`
+//! (default: a free loopback port), prints where, and prints a few of the
+//! metrics at the end.
+//!
 //! Run: `cargo run --release --example quickstart`
 //! On Kafka: `KAFKACTOR_BROKERS=127.0.0.1:9092 cargo run --release --example quickstart`
 //! (topic and group names then get a per-run suffix, so reruns start clean).
@@ -94,8 +99,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         format!("billing{run}"),
     );
 
+    let http = std::env::var("KAFKACTOR_HTTP").unwrap_or_else(|_| "127.0.0.1:0".into());
     let app = Kafkactor::builder()
         .broker(broker.clone())
+        .serve_http(http)
         .subscribe(
             Subscription::to(orders.as_str())
                 .group(group.as_str())
@@ -111,6 +118,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .start()
         .await?;
+    if let Some(addr) = app.http_addr() {
+        println!("metrics            http://{addr}/metrics");
+        println!("health             http://{addr}/health/ready");
+    }
 
     let started = Instant::now();
     let producer = app.producer();
@@ -139,6 +150,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let elapsed = started.elapsed();
+    let ready = app.health().await.ready;
+    let metrics = app.metrics_text().await;
     app.shutdown().await?;
 
     let dead = broker.read_topic(&dlq).await?;
@@ -170,6 +183,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ledger.out_of_order.load(Ordering::Relaxed)
     );
     println!("elapsed            {elapsed:.2?}");
+    println!("ready              {ready}");
+    println!("some of its metrics:");
+    for line in metrics.lines().filter(|l| {
+        [
+            "kafkactor_published_total{",
+            "kafkactor_acked_total{",
+            "kafkactor_retried_total{",
+            "kafkactor_dead_lettered_total{",
+            "kafkactor_consumer_lag{",
+            "kafkactor_handler_duration_seconds_count{",
+        ]
+        .iter()
+        .any(|m| l.starts_with(m))
+    }) {
+        println!("  {line}");
+    }
 
     let charged = ledger.charged.load(Ordering::Relaxed);
     if charged + dead.len() as u64 != ORDERS || ledger.out_of_order.load(Ordering::Relaxed) > 0 {
