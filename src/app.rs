@@ -33,6 +33,7 @@ use crate::delivery::{Delivery, Outcome};
 use crate::error::{Error, Result};
 use crate::observe::health::{Consumer, Health, Observed};
 use crate::observe::http::HttpEndpoints;
+use crate::observe::lineage::{Lineage, Tap};
 use crate::observe::metrics::Metrics;
 use crate::outbound::{Outbound, OutboundSettings};
 use crate::producer::handle::IntakeSender;
@@ -60,6 +61,7 @@ impl Kafkactor {
             delays: None,
             registry: None,
             http: None,
+            lineage: None,
             error: None,
         }
     }
@@ -80,6 +82,8 @@ pub(crate) struct Parts {
     /// Its consumer connection, which the application asks what it owns.
     pub(crate) connection: ChildRef<ConsumerConnection>,
     pub(crate) metrics: Metrics,
+    /// Where lineage events go, when on.
+    pub(crate) lineage: Option<Tap>,
 }
 
 /// Assembles an application: the broker, the subscriptions and their
@@ -95,6 +99,7 @@ pub struct AppBuilder {
     delays: Option<Delays>,
     registry: Option<prometheus::Registry>,
     http: Option<String>,
+    lineage: Option<Lineage>,
     error: Option<Error>,
 }
 
@@ -258,6 +263,15 @@ impl AppBuilder {
         self
     }
 
+    /// Publishes lineage events (see [`Lineage`]) to its topic: what this
+    /// service published, and how each subscription (unless
+    /// [`Subscription::lineage(false)`](Subscription::lineage)) handled each
+    /// record. Off by default.
+    pub fn lineage(mut self, lineage: Lineage) -> Self {
+        self.lineage = Some(lineage);
+        self
+    }
+
     /// Publishes the tree's lifecycle events to `events` (shared by clones).
     pub fn events(mut self, events: Events) -> Self {
         self.events = events;
@@ -305,6 +319,9 @@ impl AppBuilder {
         if let Some((_, plan)) = &republisher {
             topics.extend(plan.topics());
         }
+        if let Some(lineage) = &self.lineage {
+            topics.push(lineage.topic.clone());
+        }
         topics.sort();
         topics.dedup();
         for topic in &topics {
@@ -312,6 +329,18 @@ impl AppBuilder {
         }
         let outbound = Outbound::default();
         let (intake, intake_rx) = crate::producer::handle::intake(PUBLISH_MAILBOX);
+        let tap = self.lineage.as_ref().map(|lineage| {
+            let producer = ProducerHandle::new(
+                outbound.producer.clone(),
+                intake.clone(),
+                self.delivery_timeout,
+            );
+            crate::observe::lineage::start(
+                lineage,
+                producer,
+                metrics.collectors().lineage_dropped.clone(),
+            )
+        });
         let mut root = Supervisor::new("kafkactor")
             .events(self.events.clone())
             .restart_limit(self.restart_limit.0, self.restart_limit.1)
@@ -326,6 +355,7 @@ impl AppBuilder {
                 events: self.events.clone(),
                 intake: intake_rx,
                 metrics: metrics.clone(),
+                lineage: tap.clone(),
             },
         );
         // The consumer connection of every consumer subtree, asked by
@@ -349,6 +379,7 @@ impl AppBuilder {
                     outbound: outbound.clone(),
                     connection: connection.clone(),
                     metrics: metrics.clone(),
+                    lineage: None,
                 },
             ));
         }
@@ -366,6 +397,7 @@ impl AppBuilder {
                 outbound: outbound.clone(),
                 connection: connection.clone(),
                 metrics: metrics.clone(),
+                lineage: tap.clone().filter(|_| sub.lineage),
             }));
         }
         let observed = Observed::new(metrics.clone(), backend.clone(), consumers);

@@ -35,6 +35,7 @@ pub use delivery::{Delivery, Outcome};
 pub use envelope::{header, Headers, Record, TopicPartition};
 pub use error::{Error, Result};
 pub use observe::health::{Check, Health};
+pub use observe::lineage::Lineage;
 pub use observe::trace::TraceContext;
 pub use partitioner::{murmur2, partition_for_key};
 pub use producer::{Producer, ProducerHandle, PublishBatch};

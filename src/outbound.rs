@@ -24,6 +24,7 @@ use crate::broker::{BrokerBackend, ProducerConfig};
 use crate::connection::producer::ProducerConnection;
 use crate::dead_letter::DeadLetter;
 use crate::delay::Plan;
+use crate::observe::lineage::Tap;
 use crate::observe::metrics::Metrics;
 use crate::producer::handle::IntakeReceiver;
 use crate::producer::Producer;
@@ -48,6 +49,8 @@ pub(crate) struct OutboundSettings {
     /// The Producer's intake, taken by each of its incarnations in turn.
     pub(crate) intake: IntakeReceiver,
     pub(crate) metrics: Metrics,
+    /// Where lineage events go, when on.
+    pub(crate) lineage: Option<Tap>,
 }
 
 impl Outbound {
@@ -61,6 +64,7 @@ impl Outbound {
             events,
             intake,
             metrics,
+            lineage,
         } = settings;
         let connection = self.connection.clone();
         root
@@ -89,6 +93,7 @@ impl Outbound {
                             delays.clone(),
                             Some(intake.clone()),
                             metrics.clone(),
+                            lineage.clone(),
                         )
                     }
                 })

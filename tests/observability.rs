@@ -452,3 +452,93 @@ async fn readiness_follows_the_broker() {
     assert!(checks.values().all(|ok| *ok), "{checks:?}");
     app.shutdown().await.unwrap();
 }
+
+/// Lineage on: every record published makes a `published` event, every
+/// record handled a `handled` one (acked or dead-lettered, with the kind);
+/// a subscription with lineage off makes none; the lineage topic's own
+/// records make none. Off by default.
+#[actix::test]
+async fn lineage_events_trace_each_record() {
+    let tb = TestBroker::memory(2);
+    let (topic, lineage_topic) = (unique("lin"), unique("lineage"));
+    let (group, quiet) = (unique("lin-g"), unique("quiet-g"));
+    let (log, quiet_log) = (Log::default(), Log::default());
+    let app = Kafkactor::builder()
+        .broker(tb.broker.clone())
+        .lineage(kafkactor::Lineage::to(lineage_topic.as_str()).service("billing"))
+        .subscribe(
+            Subscription::to(topic.as_str())
+                .group(group.as_str())
+                .retry(RetryPolicy::none()),
+            probe(&log, "a", verdicts()),
+        )
+        .subscribe(
+            Subscription::to(topic.as_str())
+                .group(quiet.as_str())
+                .lineage(false),
+            probe(&quiet_log, "b", ack()),
+        )
+        .start()
+        .await
+        .unwrap();
+    until_owned("partitions owned", Duration::from_secs(5), &app, |n| n >= 4).await;
+    const COUNT: u64 = 20;
+    publish_all(&app, &topic, &orders(COUNT, 4)).await;
+    // Ids ending in 3 are rejected; those ending in 5 ask for a retry,
+    // which the policy does not allow: dead-lettered as exhausted.
+    let rejected = (0..COUNT).filter(|id| id % 10 == 3).count();
+    let exhausted = (0..COUNT).filter(|id| id % 10 == 5).count();
+    let events = || async {
+        tb.records(&lineage_topic)
+            .await
+            .iter()
+            .map(|r| serde_json::from_slice(&r.payload).unwrap())
+            .collect::<Vec<serde_json::Value>>()
+    };
+    let expected = COUNT as usize * 2;
+    eventually_async("every lineage event", Duration::from_secs(10), || async {
+        events().await.len() >= expected
+    })
+    .await;
+    let events = events().await;
+    assert_eq!(events.len(), expected, "nothing more: {events:#?}");
+    let of = |kind: &str| -> Vec<&serde_json::Value> {
+        events.iter().filter(|e| e["event"] == kind).collect()
+    };
+    let published = of("published");
+    assert_eq!(published.len(), COUNT as usize);
+    assert!(published
+        .iter()
+        .all(|e| e["topic"] == topic.as_str() && e["service"] == "billing"));
+    let handled = of("handled");
+    assert_eq!(
+        handled.len(),
+        COUNT as usize,
+        "only the group with lineage on"
+    );
+    assert!(handled.iter().all(|e| e["group"] == group.as_str()));
+    let dead: Vec<_> = handled
+        .iter()
+        .filter(|e| e["outcome"] == "dead_lettered")
+        .collect();
+    assert_eq!(dead.len(), rejected + exhausted);
+    let kind = |k: &str| dead.iter().filter(|e| e["kind"] == k).count();
+    assert_eq!(kind("rejected"), rejected);
+    assert_eq!(kind("retries-exhausted"), exhausted);
+    // Each handled record's message id was published.
+    let ids: std::collections::HashSet<_> =
+        published.iter().map(|e| e["message_id"].clone()).collect();
+    assert!(handled.iter().all(|e| ids.contains(&e["message_id"])));
+    app.shutdown().await.unwrap();
+
+    // Off by default.
+    let plain = Kafkactor::builder()
+        .broker(tb.broker.clone())
+        .start()
+        .await
+        .unwrap();
+    let before = tb.records(&lineage_topic).await.len();
+    publish_all(&plain, &topic, &orders(3, 3)).await;
+    assert_eq!(tb.records(&lineage_topic).await.len(), before);
+    plain.shutdown().await.unwrap();
+}

@@ -83,6 +83,7 @@ pub(crate) fn republisher_spec(
         outbound,
         connection,
         metrics,
+        ..
     } = parts;
     let group: Arc<str> = Arc::from(delays.group_name());
     let (max_restarts, window) = (10, Duration::from_secs(10));

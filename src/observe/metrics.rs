@@ -17,6 +17,7 @@
 //! | `kafkactor_delayed_backlog` | gauge | `bucket` |
 //! | `kafkactor_actor_restarts_total` | counter | `supervisor`, `child` |
 //! | `kafkactor_escalations_total` | counter | `supervisor` |
+//! | `kafkactor_lineage_dropped_total` | counter | |
 //!
 //! Labels are topics, groups, partitions, bucket names, failure kinds and
 //! actor ids: all bounded by the configuration, never a key or an id.
@@ -56,6 +57,7 @@ pub(crate) struct Collectors {
     pub(crate) delayed_backlog: IntGaugeVec,
     pub(crate) restarts: IntCounterVec,
     pub(crate) escalations: IntCounterVec,
+    pub(crate) lineage_dropped: IntCounter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -147,9 +149,14 @@ impl Metrics {
                 "Supervisors that gave up after too many restarts.",
                 &["supervisor"],
             ),
+            lineage_dropped: IntCounter::new(
+                "kafkactor_lineage_dropped_total",
+                "Lineage events dropped because their queue was full.",
+            )
+            .expect("a valid metric definition"),
             registry,
         };
-        let all: [Box<dyn Collector>; 13] = [
+        let all: [Box<dyn Collector>; 14] = [
             Box::new(c.published.clone()),
             Box::new(SharedHistograms(c.publish_latency.clone())),
             Box::new(c.consumed.clone()),
@@ -163,6 +170,7 @@ impl Metrics {
             Box::new(c.delayed_backlog.clone()),
             Box::new(c.restarts.clone()),
             Box::new(c.escalations.clone()),
+            Box::new(c.lineage_dropped.clone()),
         ];
         for collector in all {
             c.registry.register(collector).map_err(|e| {

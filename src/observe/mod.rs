@@ -4,6 +4,7 @@
 pub(crate) mod health;
 pub(crate) mod histogram;
 pub(crate) mod http;
+pub(crate) mod lineage;
 pub(crate) mod metrics;
 pub(crate) mod supervision;
 pub(crate) mod trace;

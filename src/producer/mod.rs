@@ -35,9 +35,11 @@ use crate::connection::producer::{hand_over, resend_after, ProducerConnection, R
 use crate::delay::Plan;
 use crate::envelope::{header, new_message_id, OutgoingRecord};
 use crate::error::{Error, Result};
+use crate::observe::lineage::Tap;
 use crate::observe::metrics::{Metrics, PerTopic, PublishMetrics};
 use crate::publish::{epoch_ms_rounded_up, Publish, PublishOutcome};
 use handle::{IntakeReceiver, Request};
+use reply::Published;
 use reply::{Answer, BatchAnswer};
 
 pub(crate) mod handle;
@@ -63,6 +65,7 @@ pub struct Producer {
     /// The intake, taken by each incarnation in turn.
     intake: Option<IntakeReceiver>,
     metrics: Metrics,
+    lineage: Option<Tap>,
 }
 
 impl std::fmt::Debug for Producer {
@@ -81,6 +84,7 @@ impl Producer {
         delays: Option<Arc<Plan>>,
         intake: Option<IntakeReceiver>,
         metrics: Metrics,
+        lineage: Option<Tap>,
     ) -> Self {
         Producer {
             connection,
@@ -91,6 +95,7 @@ impl Producer {
             outbox: Rc::default(),
             intake,
             metrics,
+            lineage,
         }
     }
 
@@ -129,6 +134,7 @@ struct Queue {
     metrics: Metrics,
     /// The publish counters of each topic published to.
     counters: Rc<RefCell<PerTopic<Arc<PublishMetrics>>>>,
+    lineage: Option<Tap>,
 }
 
 impl Queue {
@@ -138,6 +144,19 @@ impl Queue {
             .borrow_mut()
             .get(topic, |topic| self.metrics.publish(topic))
             .clone()
+    }
+
+    /// What the lineage event of `record` needs, when lineage is on.
+    fn lineage_of(&self, record: &OutgoingRecord) -> Option<Box<Published>> {
+        let tap = self.lineage.as_ref().filter(|t| t.covers(&record.topic))?;
+        Some(Box::new(Published {
+            tap: tap.clone(),
+            topic: record.topic.clone(),
+            message_id: record
+                .headers
+                .get_str(header::MESSAGE_ID)
+                .map(str::to_string),
+        }))
     }
 
     /// Queues one record, or answers its failure; returns whether the
@@ -160,6 +179,7 @@ impl Queue {
             resends: 0,
             producer: self.producer.clone(),
             counters: self.counters(&record.topic),
+            lineage: self.lineage_of(&record),
         };
         let mut outbox = self.outbox.borrow_mut();
         let was_empty = outbox.writes.is_empty();
@@ -211,6 +231,7 @@ impl Queue {
                         resends: 0,
                         producer: self.producer.clone(),
                         counters,
+                        lineage: self.lineage_of(&record),
                     };
                     outbox
                         .writes
@@ -420,6 +441,7 @@ impl Actor for Producer {
             producer: Arc::new(ctx.address().recipient()),
             metrics: self.metrics.clone(),
             counters: Rc::default(),
+            lineage: self.lineage.clone(),
         });
         ctx.spawn(Drain {
             taken: Vec::with_capacity(DRAIN_BATCH),

@@ -10,6 +10,7 @@ use actix::Recipient;
 
 use crate::broker::{Delivered, Failed, WriteResult};
 use crate::error::Result;
+use crate::observe::lineage::{Event, Tap};
 use crate::observe::metrics::PublishMetrics;
 use crate::producer::{Delayed, Resend};
 use crate::publish::PublishOutcome;
@@ -27,6 +28,15 @@ pub(crate) struct PublishReply {
     pub(super) producer: Arc<Recipient<Resend>>,
     /// The counters of the record's topic.
     pub(super) counters: Arc<PublishMetrics>,
+    /// Its lineage event's makings, when lineage is on.
+    pub(super) lineage: Option<Box<Published>>,
+}
+
+/// What a publish's lineage event says besides where the record landed.
+pub(crate) struct Published {
+    pub(super) tap: Tap,
+    pub(super) topic: Arc<str>,
+    pub(super) message_id: Option<String>,
 }
 
 impl PublishReply {
@@ -70,7 +80,23 @@ impl PublishReply {
     /// Answers the publisher, and counts the outcome.
     pub(super) fn send(self, result: Result<PublishOutcome>) {
         match &result {
-            Ok(_) => {
+            Ok(outcome) => {
+                if let Some(note) = &self.lineage {
+                    let (partition, offset) = match *outcome {
+                        PublishOutcome::Direct { partition, offset }
+                        | PublishOutcome::Delayed {
+                            partition, offset, ..
+                        } => (partition, offset),
+                    };
+                    note.tap.emit(Event::Published {
+                        service: note.tap.service.clone(),
+                        topic: note.topic.clone(),
+                        partition,
+                        offset,
+                        message_id: note.message_id.clone(),
+                        at: crate::envelope::now_ms(),
+                    });
+                }
                 self.counters.ok.inc();
                 let latency = crate::clock::now_ns().saturating_sub(self.taken);
                 self.counters.latency.observe(latency);

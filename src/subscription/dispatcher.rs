@@ -56,6 +56,7 @@ use crate::connection::protocol::{Arrival, Deliver, Feed, Ready, Released};
 use crate::dead_letter::{self, DeadLetter, DeadLetterRecord, FailureKind};
 use crate::delivery::Outcome;
 use crate::envelope::Record;
+use crate::observe::lineage::Tap;
 use crate::observe::metrics::{count_runs, HandleMetrics, Metrics, PerTopic};
 use crate::observe::trace::{batch_span, Batch};
 use crate::observe::trace::{dead_letter_span, retry_span};
@@ -90,6 +91,8 @@ pub(crate) struct DispatchSettings {
     /// which failing records are dead-lettered without further retries.
     pub(crate) handler_restart_limit: Option<(usize, Duration)>,
     pub(crate) metrics: Metrics,
+    /// Where lineage events go, when on for this subscription.
+    pub(crate) lineage: Option<Tap>,
 }
 
 impl DispatchSettings {
@@ -227,6 +230,9 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
         });
         for job in done.drain(..) {
             if self.live(&job) {
+                if let Some(tap) = &self.settings.lineage {
+                    tap.handled(&self.settings.group, &job.record, "acked", None);
+                }
                 self.completed.push(job.record);
             }
         }
@@ -463,6 +469,10 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
                         Ok(()) => {
                             let kind = why.kind.as_str();
                             act.count(&job.record.topic, |c| c.dead_lettered(kind));
+                            if let Some(tap) = &act.settings.lineage {
+                                let group = &act.settings.group;
+                                tap.handled(group, &job.record, "dead_lettered", Some(kind));
+                            }
                             return act.finish(i, job, ctx);
                         }
                         Err(e) => e,

@@ -92,6 +92,7 @@ pub struct Subscription {
     pub(crate) restart_limit: (usize, Duration),
     pub(crate) restart_backoff: Backoff,
     pub(crate) on_restart_limit: OnRestartLimit,
+    pub(crate) lineage: bool,
 }
 
 /// What happens when a subscription's handlers keep failing (panicking, or
@@ -148,6 +149,7 @@ impl Subscription {
                 Duration::from_secs(2),
             ),
             on_restart_limit: OnRestartLimit::DeadLetter,
+            lineage: true,
         }
     }
 
@@ -200,6 +202,14 @@ impl Subscription {
     /// How often finished offsets are committed (also on rebalance and shutdown).
     pub fn commit_interval(mut self, interval: Duration) -> Self {
         self.commit_interval = interval;
+        self
+    }
+
+    /// Whether this subscription's handled records make lineage events,
+    /// when the application has [lineage](crate::AppBuilder::lineage) on
+    /// (default true).
+    pub fn lineage(mut self, on: bool) -> Self {
+        self.lineage = on;
         self
     }
 

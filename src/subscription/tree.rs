@@ -90,6 +90,7 @@ where
             OnRestartLimit::Escalate => None,
         },
         metrics: parts.metrics.clone(),
+        lineage: parts.lineage.clone(),
     });
     let consumer = ConsumerSettings {
         config: ConsumerConfig {
