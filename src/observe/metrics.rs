@@ -269,37 +269,49 @@ impl HandleMetrics {
 }
 
 /// Values resolved per topic, looked up by the topic's `Arc<str>`: records
-/// of one topic share one, so the last topic asked is found by pointer.
+/// of one topic come in runs and share one, so the last topic asked is
+/// found by pointer; another (or the same name in another `Arc`) by a hash
+/// of its name.
 pub(crate) struct PerTopic<T> {
-    last: Option<(Arc<str>, T)>,
-    all: FxHashMap<Arc<str>, T>,
+    values: Vec<(Arc<str>, T)>,
+    index: FxHashMap<Arc<str>, usize>,
+    /// Where the topic asked last is in `values`.
+    last: usize,
 }
 
 impl<T> Default for PerTopic<T> {
     fn default() -> Self {
         PerTopic {
-            last: None,
-            all: FxHashMap::default(),
+            values: Vec::new(),
+            index: FxHashMap::default(),
+            last: 0,
         }
     }
 }
 
-impl<T: Clone> PerTopic<T> {
+impl<T> PerTopic<T> {
     /// The value of `topic`, made by `make` the first time.
-    pub(crate) fn get(&mut self, topic: &Arc<str>, make: impl FnOnce(&str) -> T) -> &T {
+    pub(crate) fn get(&mut self, topic: &Arc<str>, make: impl FnOnce(&str) -> T) -> &mut T {
         let hit = self
-            .last
-            .as_ref()
-            .is_some_and(|(t, _)| Arc::ptr_eq(t, topic) || **t == **topic);
+            .values
+            .get(self.last)
+            .is_some_and(|(t, _)| Arc::ptr_eq(t, topic));
         if !hit {
-            let value = self
-                .all
-                .entry(topic.clone())
-                .or_insert_with(|| make(topic))
-                .clone();
-            self.last = Some((topic.clone(), value));
+            self.last = match self.index.get(topic) {
+                Some(&i) => i,
+                None => {
+                    self.values.push((topic.clone(), make(topic)));
+                    self.index.insert(topic.clone(), self.values.len() - 1);
+                    self.values.len() - 1
+                }
+            };
         }
-        &self.last.as_ref().expect("set above").1
+        &mut self.values[self.last].1
+    }
+
+    /// Every value made so far.
+    pub(crate) fn values_mut(&mut self) -> impl Iterator<Item = &mut T> {
+        self.values.iter_mut().map(|(_, value)| value)
     }
 }
 

@@ -205,22 +205,10 @@ impl Queue {
         let mut outbox = self.outbox.borrow_mut();
         let was_empty = outbox.writes.is_empty();
         outbox.writes.reserve(prepared.len());
-        // The counters of the batch's last topic (a batch is mostly one).
-        let mut last: Option<(Arc<str>, Arc<PublishMetrics>)> = None;
         for (index, prepared) in prepared.into_iter().enumerate() {
             match prepared {
                 Err(e) => batch.set(index, Err(e)),
                 Ok((record, delayed)) => {
-                    let counters = match &last {
-                        Some((topic, counters)) if Arc::ptr_eq(topic, &record.topic) => {
-                            counters.clone()
-                        }
-                        _ => {
-                            let counters = self.counters(&record.topic);
-                            last = Some((record.topic.clone(), counters.clone()));
-                            counters
-                        }
-                    };
                     let reply = PublishReply {
                         to: Answer::Batch {
                             batch: batch.clone(),
@@ -230,7 +218,7 @@ impl Queue {
                         taken,
                         resends: 0,
                         producer: self.producer.clone(),
-                        counters,
+                        counters: self.counters(&record.topic),
                         lineage: self.lineage_of(&record),
                     };
                     outbox

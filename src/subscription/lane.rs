@@ -56,6 +56,7 @@ use crate::dead_letter::FailureKind;
 use crate::delivery::Outcome;
 use crate::envelope::Record;
 use crate::observe::histogram::LocalSeries;
+use crate::observe::metrics::PerTopic;
 use crate::observe::trace::{hex_id, spans_on, Current, TraceContext};
 use crate::subscription::dispatcher::DispatchSettings;
 use crate::subscription::route::Routes;
@@ -283,40 +284,21 @@ pub(crate) struct Runner<A: Actor> {
 /// own and added to the shared ones once per turn.
 #[derive(Default)]
 struct Durations {
-    topics: Vec<(Arc<str>, LocalSeries)>,
-    /// The topic observed last.
-    last: usize,
+    topics: PerTopic<LocalSeries>,
     observed: bool,
 }
 
 impl Durations {
     fn observe(&mut self, topic: &Arc<str>, settings: &DispatchSettings, took_ns: u64) {
-        let i = match self.topics.get(self.last) {
-            // Records of one topic come in runs: mostly the last one's.
-            Some((t, _)) if Arc::ptr_eq(t, topic) => self.last,
-            _ => match self
-                .topics
-                .iter()
-                .position(|(t, _)| Arc::ptr_eq(t, topic) || **t == **topic)
-            {
-                Some(i) => i,
-                None => {
-                    let local = settings.counters(topic).duration.local();
-                    self.topics.push((topic.clone(), local));
-                    self.topics.len() - 1
-                }
-            },
-        };
-        self.last = i;
-        self.topics[i].1.observe(took_ns);
+        self.topics
+            .get(topic, |t| settings.counters(t).duration.local())
+            .observe(took_ns);
         self.observed = true;
     }
 
     fn flush(&mut self) {
         if std::mem::take(&mut self.observed) {
-            for (_, local) in &mut self.topics {
-                local.flush();
-            }
+            self.topics.values_mut().for_each(LocalSeries::flush);
         }
     }
 }
