@@ -3,14 +3,16 @@
 
 use std::any::Any;
 use std::fmt;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use actix::dev::channel::{channel, AddressSender};
+use actix::dev::channel::{channel, AddressReceiver, AddressSender};
 use actix::fut::wrap_future;
 use actix::{Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message};
 use actix_rt::{Arbiter, System};
 use futures_util::future::{AbortHandle, Abortable};
+use futures_util::FutureExt;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -399,34 +401,13 @@ impl ChildSpec {
     {
         let child_ref = child_ref.clone();
         let starter = move |on_exit: Box<dyn FnOnce(Exit)>, capacity: Option<usize>| {
-            let (sender, mailbox) = channel(DEFAULT_MAILBOX);
-            let mut ctx = Context::<A>::with_receiver(mailbox);
-            if let Some(capacity) = capacity {
-                // Before the address is handed out, so no sender ever sees the default.
-                ctx.set_mailbox_capacity(capacity);
-            }
-            let addr = Addr::new(sender.clone());
-            let (stop_tx, stop_rx) = stop_line();
-            listen_for_stop(&mut ctx, stop_rx);
-            let number = child_ref.publish(|number| Incarnation {
-                addr: addr.clone(),
-                sender,
-                number,
-                stop: stop_tx.clone(),
-            });
-            let actor = factory(&mut ctx, number);
+            let new = NewIncarnation::register(&child_ref, capacity);
+            let mut ctx = Context::<A>::with_receiver(new.mailbox);
+            listen_for_stop(&mut ctx, new.listener);
+            let actor = factory(&mut ctx, new.record.number);
             let fut = ctx.into_future(actor);
-            let record = KilledUnlessFinished {
-                child_ref: Some(child_ref.clone()),
-                number,
-            };
-            let task = actix_rt::spawn(async move {
-                let exit = run_catching(fut).await;
-                record.finished(exit.clone());
-                on_exit(exit.clone());
-                exit
-            });
-            running(addr, stop_tx, stopper, task)
+            let task = actix_rt::spawn(report(run_catching(fut), new.record, on_exit));
+            running(new.addr, new.stop, stopper, task)
         };
         Self::with_starter(id, Box::new(starter))
     }
@@ -469,19 +450,13 @@ impl ChildSpec {
         let factory = Arc::new(Mutex::new(factory));
         let mut thread = OwnThread::default();
         let starter = move |on_exit: Box<dyn FnOnce(Exit)>, capacity: Option<usize>| {
-            let (sender, mut mailbox) = channel(DEFAULT_MAILBOX);
-            if let Some(capacity) = capacity {
-                // Before the address is handed out, so no sender ever sees the default.
-                mailbox.set_capacity(capacity);
-            }
-            let addr = Addr::new(sender.clone());
-            let (stop_tx, stop_rx) = stop_line();
-            let number = child_ref.publish(|number| Incarnation {
-                addr: addr.clone(),
-                sender,
-                number,
-                stop: stop_tx.clone(),
-            });
+            let NewIncarnation {
+                mailbox,
+                addr,
+                stop,
+                listener,
+                record,
+            } = NewIncarnation::register(&child_ref, capacity);
             let (exit_tx, exit_rx) = oneshot::channel();
             let (abort, registration) = AbortHandle::new_pair();
             let factory = factory.clone();
@@ -489,7 +464,7 @@ impl ChildSpec {
             thread.run(move || {
                 let child = async move {
                     let mut ctx = Context::<A>::with_receiver(mailbox);
-                    listen_for_stop(&mut ctx, stop_rx);
+                    listen_for_stop(&mut ctx, listener);
                     let actor = (factory.lock().unwrap_or_else(|e| e.into_inner()))();
                     ctx.into_future(actor).await
                 };
@@ -500,20 +475,14 @@ impl ChildSpec {
                     let _ = exit_tx.send(exit);
                 });
             });
-            let record = KilledUnlessFinished {
-                child_ref: Some(child_ref.clone()),
-                number,
-            };
             let task = actix_rt::spawn(async move {
                 // Aborting this task aborts the child's.
                 let _child = AbortOnDrop(abort);
                 // No exit: the child's thread went away with the child.
-                let exit = exit_rx.await.unwrap_or(Exit::Killed);
-                record.finished(exit.clone());
-                on_exit(exit.clone());
-                exit
+                let exit = exit_rx.map(|exit| exit.unwrap_or(Exit::Killed));
+                report(exit, record, on_exit).await
             });
-            running(addr, stop_tx, stopper, task)
+            running(addr, stop, stopper, task)
         };
         Self::with_starter(id, Box::new(starter))
     }
@@ -597,6 +566,58 @@ fn stop_by_message<A: Actor<Context = Context<A>> + Handler<Shutdown>>(
     _stop: StopSender,
 ) -> Box<dyn Fn()> {
     Box::new(move || addr.do_send(Shutdown))
+}
+
+/// A new incarnation of a child, registered in its [`ChildRef`] before
+/// its actor exists: its mailbox (with the capacity set before any sender
+/// sees the address), address, stop line and exit record.
+struct NewIncarnation<A: Actor> {
+    mailbox: AddressReceiver<A>,
+    addr: Addr<A>,
+    stop: StopSender,
+    listener: StopListener,
+    record: KilledUnlessFinished<A>,
+}
+
+impl<A: Actor<Context = Context<A>>> NewIncarnation<A> {
+    fn register(child_ref: &ChildRef<A>, capacity: Option<usize>) -> Self {
+        let (sender, mut mailbox) = channel(DEFAULT_MAILBOX);
+        if let Some(capacity) = capacity {
+            // Before the address is handed out, so no sender ever sees the default.
+            mailbox.set_capacity(capacity);
+        }
+        let addr = Addr::new(sender.clone());
+        let (stop, listener) = stop_line();
+        let number = child_ref.publish(|number| Incarnation {
+            addr: addr.clone(),
+            sender,
+            number,
+            stop: stop.clone(),
+        });
+        NewIncarnation {
+            mailbox,
+            addr,
+            stop,
+            listener,
+            record: KilledUnlessFinished {
+                child_ref: Some(child_ref.clone()),
+                number,
+            },
+        }
+    }
+}
+
+/// Waits for an incarnation's exit, records it in its `ChildRef` and tells
+/// its supervisor.
+async fn report<A: Actor>(
+    exit: impl Future<Output = Exit>,
+    record: KilledUnlessFinished<A>,
+    on_exit: Box<dyn FnOnce(Exit)>,
+) -> Exit {
+    let exit = exit.await;
+    record.finished(exit.clone());
+    on_exit(exit.clone());
+    exit
 }
 
 /// Spawns the stop listener inside a child's own context, so it can stop
