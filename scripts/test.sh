@@ -41,11 +41,16 @@ if ! python3 -c 'import kafka' >/dev/null 2>&1; then
         loud "kafka-python could not be installed from PyPI: the Python interop tests will fail"
 fi
 
+# The tests build with every optional feature (one build for the suite);
+# the library is linted without them too.
+FEATURES=(--features kafkactor/otel)
+
 step "format"
 cargo fmt --all --check
 
 step "lint"
-cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked "${FEATURES[@]}" -- -D warnings
+cargo clippy --workspace --lib --locked -- -D warnings
 
 step "brokers and services"
 # Apache Kafka for the Kafka half of the suite (its jars fetched once per
@@ -58,9 +63,9 @@ start_services
 
 step "tests"
 if cargo nextest --version >/dev/null 2>&1; then
-    cargo nextest run --workspace --all-targets --locked --no-fail-fast "$@"
+    cargo nextest run --workspace --all-targets --locked --no-fail-fast "${FEATURES[@]}" "$@"
 else
-    cargo test --workspace --all-targets --locked --no-fail-fast "$@"
+    cargo test --workspace --all-targets --locked --no-fail-fast "${FEATURES[@]}" "$@"
 fi
 
 step "instructions and allocations per record (callgrind, against benches/instructions.baseline)"
@@ -71,7 +76,7 @@ else
 fi
 
 step "doc tests (README and API docs)"
-cargo test --workspace --doc --locked
+cargo test --workspace --doc --locked "${FEATURES[@]}"
 
 step "examples run"
 cargo run --release --locked --example quickstart >/dev/null

@@ -50,6 +50,15 @@ pub use kafkactor_actors::{Backoff, Events, Exit, SupervisionEvent};
 /// The Prometheus client the metrics are kept with (`App::metrics_registry`).
 pub use prometheus;
 
+/// OpenTelemetry export over OTLP (feature `otel`).
+#[cfg(feature = "otel")]
+pub mod otel {
+    pub use crate::observe::otel::Otlp;
+    /// The OpenTelemetry crates kafkactor is built with: a layer or
+    /// provider made with these versions is one kafkactor's spans work with.
+    pub use {opentelemetry, opentelemetry_sdk, tracing_opentelemetry};
+}
+
 /// The names most applications need: `use kafkactor::prelude::*;`.
 pub mod prelude {
     pub use crate::{

@@ -163,7 +163,10 @@ impl Publish {
     }
 
     /// The publisher's trace context, written as the `traceparent` header
-    /// (instead of one made by kafkactor; see [`TraceContext`]).
+    /// (instead of one made by kafkactor; see [`TraceContext`]). With an
+    /// OpenTelemetry layer recording kafkactor's spans (feature `otel`) it
+    /// is the `publish` span's parent instead, and that span's context is
+    /// what gets written.
     pub fn trace_context(mut self, ctx: TraceContext) -> Self {
         self.headers
             .insert_known(header::TRACEPARENT, ctx.to_string());

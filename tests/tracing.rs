@@ -191,6 +191,12 @@ async fn trace_crosses_the_broker(tb: TestBroker) {
         let publish = spans.find("publish", "span_id", &hex16(trace.span_id));
         assert_eq!(publish.len(), 1, "{name}: the publish span {trace}");
         assert_eq!(publish[0]["trace_id"], hex32(trace.trace_id));
+        // It lasted until the broker's answer, which it records.
+        assert!(
+            publish[0].contains_key("offset") && publish[0].contains_key("partition"),
+            "{name}: the publish span records where the record went: {:?}",
+            publish[0]
+        );
         // ... is the parent of the handle span, in the same trace.
         let handle = spans.find("handle", "parent_span_id", &hex16(trace.span_id));
         assert_eq!(handle.len(), 1, "{name}: one handle span below {trace}");

@@ -6,5 +6,7 @@ pub(crate) mod histogram;
 pub(crate) mod http;
 pub(crate) mod lineage;
 pub(crate) mod metrics;
+#[cfg(feature = "otel")]
+pub(crate) mod otel;
 pub(crate) mod supervision;
 pub(crate) mod trace;

@@ -19,7 +19,11 @@
 //! - otherwise none: with tracing off nothing is generated or written.
 //!
 //! Span ids are random 64-bit numbers ([`fastrand`]); span fields carry the
-//! ids as lowercase hex, as `traceparent` does.
+//! ids as lowercase hex, as `traceparent` does. With the `otel` feature and
+//! a `tracing-opentelemetry` layer on the subscriber, the `publish` and
+//! `handle` spans take OpenTelemetry's ids instead ([`adopt`]): the
+//! `traceparent` written is the exported `publish` span's, and the exported
+//! `handle` span's parent is the one its record names.
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
@@ -167,6 +171,61 @@ pub(crate) fn dead_letter_span(
 ) -> tracing::Span {
     tracing::info_span!(target: "kafkactor", "dead_letter", topic = %record.topic,
         partition = record.partition, offset = record.offset, group, attempt, kind)
+}
+
+/// Makes `parent` (a record's publisher) the OpenTelemetry parent of `span`
+/// and returns the span's own OpenTelemetry context, when a
+/// `tracing-opentelemetry` layer (of the version kafkactor's `otel`
+/// feature is built with) records `span`. `None` otherwise, and always
+/// without the `otel` feature: kafkactor then makes its own ids.
+#[cfg(feature = "otel")]
+pub(crate) fn adopt(
+    span: &tracing::Span,
+    parent: Option<TraceContext>,
+    state: Option<&[u8]>,
+) -> Option<TraceContext> {
+    use opentelemetry::trace::{
+        SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
+    };
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    if let Some(parent) = parent {
+        let state = state
+            .and_then(|s| std::str::from_utf8(s).ok())
+            .and_then(|s| s.parse::<TraceState>().ok())
+            .unwrap_or_default();
+        let flags = if parent.sampled {
+            TraceFlags::SAMPLED
+        } else {
+            TraceFlags::default()
+        };
+        let remote = SpanContext::new(
+            TraceId::from(parent.trace_id),
+            SpanId::from(parent.span_id),
+            flags,
+            true,
+            state,
+        );
+        let cx = opentelemetry::Context::new().with_remote_span_context(remote);
+        span.set_parent(cx).ok()?;
+    }
+    let cx = span.context();
+    let own = cx.span().span_context().clone();
+    own.is_valid().then(|| TraceContext {
+        trace_id: u128::from_be_bytes(own.trace_id().to_bytes()),
+        span_id: u64::from_be_bytes(own.span_id().to_bytes()),
+        sampled: own.is_sampled(),
+    })
+}
+
+/// Without the `otel` feature kafkactor makes its own ids.
+#[cfg(not(feature = "otel"))]
+#[inline(always)]
+pub(crate) fn adopt(
+    _span: &tracing::Span,
+    _parent: Option<TraceContext>,
+    _state: Option<&[u8]>,
+) -> Option<TraceContext> {
+    None
 }
 
 /// A new span id, never 0.

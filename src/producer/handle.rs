@@ -21,7 +21,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::envelope::header;
 use crate::error::Result;
-use crate::observe::trace::{hex_id, in_handler, inherit, spans_on, with_current, TraceContext};
+use crate::observe::trace::{
+    adopt, hex_id, in_handler, inherit, spans_on, with_current, TraceContext,
+};
 use crate::producer::{Producer, PublishBatch};
 use crate::publish::{Publish, PublishOutcome};
 
@@ -58,9 +60,11 @@ pub(crate) fn intake(capacity: usize) -> (IntakeSender, IntakeReceiver) {
 
 /// Gives `publishes` their context on the caller's thread: what they
 /// inherit from the record whose handler runs here, and the `publish`
-/// span's trace context when that span is on (see `observe/trace.rs`).
-/// Outside a handler and with spans off, two thread-local reads per call.
-fn stamp(publishes: &mut [Publish]) {
+/// span's trace context when that span is on (see `observe/trace.rs`);
+/// each `publish` span made is handed to `keep`, which holds it open until
+/// the broker answers. Outside a handler and with spans off, two
+/// thread-local reads per call.
+fn stamp(publishes: &mut [Publish], mut keep: impl FnMut(tracing::Span)) {
     let (in_handler, spans) = (in_handler(), spans_on());
     if !in_handler && !spans {
         return;
@@ -72,29 +76,102 @@ fn stamp(publishes: &mut [Publish]) {
             None
         };
         if spans {
-            publish_span(publish, inherited);
+            if let Some(span) = publish_span(publish, inherited) {
+                keep(span);
+            }
         }
     }
 }
 
+/// Ends a `publish` span with the broker's answer: the partition and
+/// offset written, or the error.
+fn answered(span: &tracing::Span, outcome: &Result<PublishOutcome>) {
+    match outcome {
+        Ok(PublishOutcome::Direct { partition, offset })
+        | Ok(PublishOutcome::Delayed {
+            partition, offset, ..
+        }) => {
+            span.record("partition", partition);
+            span.record("offset", offset);
+        }
+        Err(e) => {
+            span.record("error", tracing::field::display(e));
+        }
+    }
+}
+
+/// `answer`, holding `spans` (the publishes' `publish` spans) open until it
+/// resolves and ending each with its record's outcome. Boxed: only with
+/// spans on.
+fn traced<T, F>(
+    answer: F,
+    spans: Vec<tracing::Span>,
+    outcomes: fn(&T) -> &[Result<PublishOutcome>],
+) -> std::pin::Pin<Box<dyn Future<Output = std::result::Result<T, MailboxError>>>>
+where
+    F: Future<Output = std::result::Result<T, MailboxError>> + 'static,
+    T: 'static,
+{
+    Box::pin(async move {
+        let answer = answer.await;
+        match &answer {
+            Ok(answered_with) => {
+                for (span, outcome) in spans.iter().zip(outcomes(answered_with)) {
+                    answered(span, outcome);
+                }
+            }
+            Err(e) => {
+                for span in &spans {
+                    span.record("error", tracing::field::display(e));
+                }
+            }
+        }
+        answer
+    })
+}
+
 /// The `publish` span of `publish`, whose trace context is the one it
-/// inherited, the one it was given, or a new trace's.
-fn publish_span(publish: &mut Publish, inherited: Option<(TraceContext, u64)>) {
+/// inherited, the one it was given, or a new trace's. With an
+/// OpenTelemetry layer (feature `otel`) the span's own ids are written
+/// instead, its parent being the inherited or given context, or else the
+/// current span.
+fn publish_span(
+    publish: &mut Publish,
+    inherited: Option<(TraceContext, u64)>,
+) -> Option<tracing::Span> {
     use tracing::field::Empty;
     let span = tracing::info_span!(target: "kafkactor", "publish", topic = %publish.topic,
-        trace_id = Empty, span_id = Empty, parent_span_id = Empty);
+        trace_id = Empty, span_id = Empty, parent_span_id = Empty,
+        partition = Empty, offset = Empty, error = Empty);
     if span.is_disabled() {
-        return;
+        return None;
     }
-    let (ctx, parent) = match inherited {
-        Some((ctx, parent)) => (ctx, Some(parent)),
-        None => match publish
+    let given = match inherited {
+        Some(_) => None,
+        None => publish
             .headers
             .get(header::TRACEPARENT)
-            .and_then(TraceContext::parse)
-        {
-            Some(given) => (given, None),
-            None => {
+            .and_then(TraceContext::parse),
+    };
+    let parent = match (inherited, given) {
+        (Some((ctx, parent)), _) => Some(TraceContext {
+            span_id: parent,
+            ..ctx
+        }),
+        (None, given) => given,
+    };
+    let state = publish.headers.get(header::TRACESTATE);
+    let (ctx, parent) = match adopt(&span, parent, state) {
+        Some(own) => {
+            publish
+                .headers
+                .insert_known(header::TRACEPARENT, own.to_string());
+            (own, parent.map(|p| p.span_id))
+        }
+        None => match (inherited, given) {
+            (Some((ctx, parent)), _) => (ctx, Some(parent)),
+            (None, Some(given)) => (given, None),
+            (None, None) => {
                 let root = TraceContext::new_root();
                 publish
                     .headers
@@ -109,6 +186,7 @@ fn publish_span(publish: &mut Publish, inherited: Option<(TraceContext, u64)>) {
         span.record("parent_span_id", hex_id(parent.into(), 16));
     }
     span.in_scope(|| tracing::debug!(target: "kafkactor", "publishing"));
+    Some(span)
 }
 
 /// The application's publisher, from [`App::producer`](crate::App::producer):
@@ -167,9 +245,14 @@ impl ProducerHandle {
         mut publish: Publish,
     ) -> impl Future<Output = std::result::Result<Result<PublishOutcome>, MailboxError>> + 'static
     {
-        stamp(std::slice::from_mut(&mut publish));
+        let mut span = None;
+        stamp(std::slice::from_mut(&mut publish), |s| span = Some(s));
         let (tx, rx) = oneshot::channel();
-        self.request(Request::One(publish, Some(tx)), rx)
+        let answer = self.request(Request::One(publish, Some(tx)), rx);
+        match span {
+            None => Either::Left(answer),
+            Some(span) => Either::Right(traced(answer, vec![span], std::slice::from_ref)),
+        }
     }
 
     /// Publishes many records in one message, in order; the answer holds
@@ -181,9 +264,15 @@ impl ProducerHandle {
         mut batch: PublishBatch,
     ) -> impl Future<Output = std::result::Result<Vec<Result<PublishOutcome>>, MailboxError>> + 'static
     {
-        stamp(&mut batch.0);
+        let mut spans = Vec::new();
+        stamp(&mut batch.0, |s| spans.push(s));
         let (tx, rx) = oneshot::channel();
-        self.request(Request::Batch(batch, tx), rx)
+        let answer = self.request(Request::Batch(batch, tx), rx);
+        if spans.is_empty() {
+            Either::Left(answer)
+        } else {
+            Either::Right(traced(answer, spans, Vec::as_slice))
+        }
     }
 
     /// Puts `request` in the intake now when a Producer runs (so requests
@@ -215,7 +304,8 @@ impl ProducerHandle {
     /// Publishes without waiting for the outcome (lost if no Producer runs
     /// within the delivery timeout; failures are logged, not returned).
     pub fn do_send(&self, mut publish: Publish) {
-        stamp(std::slice::from_mut(&mut publish));
+        // No answer comes back: the `publish` span ends here.
+        stamp(std::slice::from_mut(&mut publish), drop);
         match self.offer(Request::One(publish, None)) {
             Offer::Taken => {}
             Offer::Closed => tracing::warn!("a do_send publish reached no producer"),

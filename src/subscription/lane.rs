@@ -57,7 +57,7 @@ use crate::delivery::Outcome;
 use crate::envelope::Record;
 use crate::observe::histogram::LocalSeries;
 use crate::observe::metrics::PerTopic;
-use crate::observe::trace::{hex_id, spans_on, Current, TraceContext};
+use crate::observe::trace::{adopt, hex_id, spans_on, Current, TraceContext};
 use crate::subscription::dispatcher::DispatchSettings;
 use crate::subscription::route::Routes;
 
@@ -437,7 +437,9 @@ impl<A: Actor<Context = Context<A>>> Runner<A> {
             return span;
         }
         let parent = TraceContext::of(record);
-        let trace = parent.map_or_else(TraceContext::new_root, |p| p.child());
+        let state = record.headers.get(crate::envelope::header::TRACESTATE);
+        let trace = adopt(&span, parent, state)
+            .unwrap_or_else(|| parent.map_or_else(TraceContext::new_root, |p| p.child()));
         span.record("trace_id", hex_id(trace.trace_id, 32));
         span.record("span_id", hex_id(trace.span_id.into(), 16));
         if let Some(parent) = parent {
@@ -503,10 +505,13 @@ impl<A: Actor<Context = Context<A>>> ActorFuture<A> for Runner<A> {
                     break Poll::Pending;
                 };
                 this.reply = None;
+                // The `handle` span ends with its record's answer.
+                let span = this.span.take();
                 let incarnation = this.incarnation;
                 let now = crate::clock::now_ns();
                 ended = Some(now);
                 news |= this.settle(answer.ok_or(Answer::HandlerFailed { incarnation }), now);
+                drop(span);
             }
             // The actor waits for a future of its own, or stops: no new record.
             if ctx.waiting() || ctx.state() != ActorState::Running {
