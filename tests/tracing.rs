@@ -279,3 +279,85 @@ async fn a_given_context_flows_without_a_subscriber() {
     assert_eq!(second_seen.tenant.as_deref(), Some("acme"));
     app.shutdown().await.unwrap();
 }
+
+/// A record retried and dead-lettered stays in its publisher's trace: the
+/// `retry` and `dead_letter` spans are children of its `publish` span, and
+/// so is the `handle` span of the dead-letter topic's own handler.
+async fn dead_letters_stay_in_the_trace(tb: TestBroker) {
+    let spans = Spans::default();
+    let subscriber = tracing_subscriber::registry().with(spans.clone());
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let (topic, dlq) = (unique("failing"), unique("failing.dlq"));
+    tb.topics(&[&topic, &dlq]).await;
+    let log: Arc<Mutex<Vec<Option<TraceContext>>>> = Arc::default();
+    let dead = log.clone();
+    let app = Kafkactor::builder()
+        .broker(tb.broker.clone())
+        .handle(
+            Subscription::to(topic.as_str())
+                .group(unique("failing").as_str())
+                .retry(RetryPolicy::exponential(2, Duration::from_millis(1)))
+                .dead_letter(dlq.as_str()),
+            |_: Delivery<String>| async { Outcome::retry("always failing") },
+        )
+        .handle(
+            Subscription::to(dlq.as_str()).group(unique("dlq").as_str()),
+            move |d: Delivery<String>| {
+                dead.lock().unwrap().push(d.trace_context());
+                async { Outcome::Ack }
+            },
+        )
+        .start()
+        .await
+        .unwrap();
+    until_owned(
+        "both subscriptions own partitions",
+        tb.patience(Duration::from_secs(5)),
+        &app,
+        |n| n >= 2,
+    )
+    .await;
+    app.producer()
+        .send(
+            Publish::to(topic.as_str())
+                .message(&"doomed".to_string())
+                .unwrap(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    eventually(
+        "the dead letter handled",
+        tb.patience(Duration::from_secs(10)),
+        || log.lock().unwrap().len() == 1,
+    )
+    .await;
+    let trace = log.lock().unwrap()[0].expect("the dead letter keeps its traceparent");
+    let (trace_id, span_id) = (
+        format!("{:032x}", trace.trace_id),
+        format!("{:016x}", trace.span_id),
+    );
+    assert_eq!(spans.find("publish", "span_id", &span_id).len(), 1);
+    let retries = spans.find("retry", "parent_span_id", &span_id);
+    assert_eq!(retries.len(), 1, "one retry of two attempts: {retries:?}");
+    let dead_letter = spans.find("dead_letter", "parent_span_id", &span_id);
+    assert_eq!(dead_letter.len(), 1);
+    let handles = spans.find("handle", "parent_span_id", &span_id);
+    assert_eq!(
+        handles.len(),
+        3,
+        "two attempts and the dead letter's handler"
+    );
+    assert!(retries
+        .iter()
+        .chain(&dead_letter)
+        .chain(&handles)
+        .all(|s| s["trace_id"] == trace_id));
+    assert!(handles.iter().any(|s| s["topic"] == dlq));
+    app.shutdown().await.unwrap();
+}
+on_every_broker!(
+    dead_letters_stay_in_the_trace,
+    super::dead_letters_stay_in_the_trace,
+    1
+);

@@ -152,15 +152,20 @@ pub(crate) enum Batch {
 }
 
 /// The `retry` span of a record about to be tried again (rare: out of
-/// line, away from the hot path's code).
+/// line, away from the hot path's code), in the record's trace.
 #[cold]
 #[inline(never)]
 pub(crate) fn retry_span(record: &Record, group: &str, attempt: u32) -> tracing::Span {
-    tracing::info_span!(target: "kafkactor", "retry", topic = %record.topic,
-        partition = record.partition, offset = record.offset, group, attempt)
+    use tracing::field::Empty;
+    let span = tracing::info_span!(target: "kafkactor", "retry", topic = %record.topic,
+        partition = record.partition, offset = record.offset, group, attempt,
+        trace_id = Empty, span_id = Empty, parent_span_id = Empty);
+    in_record_trace(&span, record);
+    span
 }
 
-/// The `dead_letter` span of a record being dead-lettered.
+/// The `dead_letter` span of a record being dead-lettered, in the record's
+/// trace.
 #[cold]
 #[inline(never)]
 pub(crate) fn dead_letter_span(
@@ -169,8 +174,28 @@ pub(crate) fn dead_letter_span(
     attempt: u32,
     kind: &str,
 ) -> tracing::Span {
-    tracing::info_span!(target: "kafkactor", "dead_letter", topic = %record.topic,
-        partition = record.partition, offset = record.offset, group, attempt, kind)
+    use tracing::field::Empty;
+    let span = tracing::info_span!(target: "kafkactor", "dead_letter", topic = %record.topic,
+        partition = record.partition, offset = record.offset, group, attempt, kind,
+        trace_id = Empty, span_id = Empty, parent_span_id = Empty);
+    in_record_trace(&span, record);
+    span
+}
+
+/// Makes `span` a child of the span that published `record`, as the
+/// `handle` span is, when the record names one.
+fn in_record_trace(span: &tracing::Span, record: &Record) {
+    if span.is_disabled() {
+        return;
+    }
+    let Some(parent) = TraceContext::of(record) else {
+        return;
+    };
+    let own = adopt(span, Some(parent), record.headers.get(header::TRACESTATE))
+        .unwrap_or_else(|| parent.child());
+    span.record("trace_id", hex_id(own.trace_id, 32));
+    span.record("span_id", hex_id(own.span_id.into(), 16));
+    span.record("parent_span_id", hex_id(parent.span_id.into(), 16));
 }
 
 /// Makes `parent` (a record's publisher) the OpenTelemetry parent of `span`
