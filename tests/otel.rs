@@ -4,7 +4,8 @@
 //! span's, the exported `handle` span is that span's child, directly and
 //! through a delay bucket, and a handler's publish continues the trace; a
 //! publish inside an application's own span joins that span's trace. On
-//! the embedded broker, Apache Kafka and the mock cluster; and
+//! the embedded broker, Apache Kafka and the mock cluster (the broker
+//! write links to each publish it carries); and
 //! `kafkactor::otel::Otlp` posts the spans as OTLP protobuf to a collector
 //! listening on a real socket.
 #![cfg(feature = "otel")]
@@ -133,6 +134,12 @@ fn assert_linked(spans: &[SpanData], log: &Log) -> Vec<SpanId> {
         let publish = one(spans, "publish", |s| s.span_context.span_id() == span_id);
         assert_eq!(publish.span_context.trace_id(), trace_id);
         parents.push(publish.parent_span_id);
+        // The broker write links to it.
+        assert!(
+            spans.iter().any(|s| s.name == "broker_write"
+                && s.links.iter().any(|l| l.span_context.span_id() == span_id)),
+            "a broker_write span links to the publish span"
+        );
         let handle = one(spans, "handle", |s| s.parent_span_id == span_id);
         assert_eq!(handle.span_context.trace_id(), trace_id);
         let forwarded = one(spans, "publish", |s| {

@@ -22,9 +22,19 @@ use tracing_subscriber::Layer;
 /// A span's name and fields.
 type SpanFields = (String, HashMap<String, String>);
 
-/// Every span kafkactor opened, by id.
+/// Every span kafkactor opened, in the order opened, and which spans each
+/// follows from (by that order).
 #[derive(Clone, Default)]
-struct Spans(Arc<Mutex<HashMap<u64, SpanFields>>>);
+struct Spans(Arc<Mutex<Opened>>);
+
+#[derive(Default)]
+struct Opened {
+    spans: Vec<SpanFields>,
+    follows: Vec<(usize, usize)>,
+    /// The open spans' places in `spans`, by tracing id (a closed span's
+    /// id may be given to a new one).
+    open: HashMap<u64, usize>,
+}
 
 struct Fields<'a>(&'a mut HashMap<String, String>);
 
@@ -47,16 +57,33 @@ impl<S: tracing::Subscriber> Layer<S> for Spans {
         }
         let mut fields = HashMap::new();
         attrs.record(&mut Fields(&mut fields));
-        self.0
-            .lock()
-            .unwrap()
-            .insert(id.into_u64(), (attrs.metadata().name().to_string(), fields));
+        let mut opened = self.0.lock().unwrap();
+        let at = opened.spans.len();
+        opened
+            .spans
+            .push((attrs.metadata().name().to_string(), fields));
+        opened.open.insert(id.into_u64(), at);
     }
 
     fn on_record(&self, id: &Id, values: &SpanRecord<'_>, _: Context<'_, S>) {
-        if let Some((_, fields)) = self.0.lock().unwrap().get_mut(&id.into_u64()) {
-            values.record(&mut Fields(fields));
+        let mut opened = self.0.lock().unwrap();
+        if let Some(&at) = opened.open.get(&id.into_u64()) {
+            values.record(&mut Fields(&mut opened.spans[at].1));
         }
+    }
+
+    fn on_follows_from(&self, id: &Id, follows: &Id, _: Context<'_, S>) {
+        let mut opened = self.0.lock().unwrap();
+        if let (Some(&a), Some(&b)) = (
+            opened.open.get(&id.into_u64()),
+            opened.open.get(&follows.into_u64()),
+        ) {
+            opened.follows.push((a, b));
+        }
+    }
+
+    fn on_close(&self, id: Id, _: Context<'_, S>) {
+        self.0.lock().unwrap().open.remove(&id.into_u64());
     }
 }
 
@@ -66,9 +93,26 @@ impl Spans {
         self.0
             .lock()
             .unwrap()
-            .values()
+            .spans
+            .iter()
             .filter(|(n, f)| n == name && f.get(field).is_some_and(|v| v == value))
             .map(|(_, f)| f.clone())
+            .collect()
+    }
+
+    /// The names of the spans that follow from the `publish` span whose
+    /// `span_id` is `span_id`.
+    fn following_publish(&self, span_id: &str) -> Vec<String> {
+        let opened = self.0.lock().unwrap();
+        let publish = opened
+            .spans
+            .iter()
+            .position(|(n, f)| n == "publish" && f.get("span_id").is_some_and(|v| v == span_id));
+        opened
+            .follows
+            .iter()
+            .filter(|(_, b)| Some(*b) == publish)
+            .map(|(a, _)| opened.spans[*a].0.clone())
             .collect()
     }
 }
@@ -191,7 +235,14 @@ async fn trace_crosses_the_broker(tb: TestBroker) {
         let publish = spans.find("publish", "span_id", &hex16(trace.span_id));
         assert_eq!(publish.len(), 1, "{name}: the publish span {trace}");
         assert_eq!(publish[0]["trace_id"], hex32(trace.trace_id));
-        // It lasted until the broker's answer, which it records.
+        // The broker write follows from it (the span rode along to the
+        // connection), and it lasted until the broker's answer, which it
+        // records.
+        assert_eq!(
+            spans.following_publish(&hex16(trace.span_id)),
+            ["broker_write"],
+            "{name}: the write of {trace}"
+        );
         assert!(
             publish[0].contains_key("offset") && publish[0].contains_key("partition"),
             "{name}: the publish span records where the record went: {:?}",

@@ -81,6 +81,14 @@ impl Reply {
 }
 
 impl Write {
+    /// The `publish` span of the publish this writes, when spans are on.
+    fn publish_span(&self) -> Option<&tracing::Span> {
+        match &self.reply {
+            Some(Reply::Publish(reply)) => reply.span(),
+            _ => None,
+        }
+    }
+
     pub(crate) fn new(record: OutgoingRecord, reply: Reply) -> Self {
         Write {
             record: Some(record),
@@ -238,6 +246,14 @@ impl Handler<ProduceBatch> for ProducerConnection {
 
     fn handle(&mut self, ProduceBatch(writes): ProduceBatch, ctx: &mut Context<Self>) {
         let span = batch_span(Batch::BrokerWrite, None, writes.len());
+        if !span.is_disabled() {
+            // The write follows from each publish it carries.
+            for write in &writes {
+                if let Some(publish) = write.publish_span() {
+                    span.follows_from(publish);
+                }
+            }
+        }
         let _entered = span.enter();
         if self.queue.is_empty() {
             self.queue = VecDeque::from(writes);

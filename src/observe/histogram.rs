@@ -17,18 +17,23 @@ const BOUNDS: usize = 25;
 const BUCKETS: usize = BOUNDS + 1;
 
 /// The upper bound of bucket `i`, in nanoseconds.
+#[inline]
 fn bound_ns(i: usize) -> u64 {
     1_000 << i
 }
 
 /// The smallest bucket whose bound `nanos` does not exceed.
+#[inline]
 fn bucket_of(nanos: u64) -> usize {
-    // nanos <= 1000 * 2^i  <=>  ceil(nanos / 1000) <= 2^i
-    let micros = nanos.div_ceil(1_000);
-    if micros <= 1 {
+    if nanos <= bound_ns(0) {
         return 0;
     }
-    ((64 - (micros - 1).leading_zeros()) as usize).min(BUCKETS - 1)
+    // With 2^(b-1) < nanos <= 2^b (b the bit length of nanos - 1, at least
+    // 10 here) and 1000 * 2^(b-11) < 2^(b-1), the bucket is b - 10 or the
+    // one after: one comparison, no division.
+    let b = 64 - (nanos - 1).leading_zeros() as usize;
+    let i = b - 10;
+    (i + usize::from(nanos > bound_ns(i))).min(BUCKETS - 1)
 }
 
 /// One labelled histogram: counts per bucket (not cumulative) and the sum.
@@ -75,6 +80,7 @@ pub(crate) struct LocalSeries {
 
 impl LocalSeries {
     /// Counts one duration, in nanoseconds.
+    #[inline]
     pub(crate) fn observe(&mut self, nanos: u64) {
         self.buckets[bucket_of(nanos)] += 1;
         self.sum_ns = self.sum_ns.wrapping_add(nanos);
@@ -200,7 +206,9 @@ mod tests {
     fn durations_land_in_the_bucket_whose_bound_they_do_not_exceed() {
         for nanos in (0..5_000_000)
             .step_by(997)
-            .chain([u64::MAX, 16_777_216_000, 16_777_216_001])
+            .chain([u64::MAX, u64::MAX - 1, 16_777_216_000, 16_777_216_001])
+            .chain((10..64).flat_map(|b| [(1u64 << b) - 1, 1 << b, (1 << b) + 1]))
+            .chain((0..54).flat_map(|i| [bound_ns(i) - 1, bound_ns(i), bound_ns(i) + 1]))
         {
             let expected = (0..BOUNDS)
                 .find(|&i| nanos <= bound_ns(i))

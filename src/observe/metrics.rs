@@ -291,22 +291,31 @@ impl<T> Default for PerTopic<T> {
 
 impl<T> PerTopic<T> {
     /// The value of `topic`, made by `make` the first time.
+    #[inline]
     pub(crate) fn get(&mut self, topic: &Arc<str>, make: impl FnOnce(&str) -> T) -> &mut T {
         let hit = self
             .values
             .get(self.last)
             .is_some_and(|(t, _)| Arc::ptr_eq(t, topic));
         if !hit {
-            self.last = match self.index.get(topic) {
-                Some(&i) => i,
-                None => {
-                    self.values.push((topic.clone(), make(topic)));
-                    self.index.insert(topic.clone(), self.values.len() - 1);
-                    self.values.len() - 1
-                }
-            };
+            self.last = self.find(topic, make);
         }
         &mut self.values[self.last].1
+    }
+
+    /// Where `topic`'s value is, made by `make` if there is none yet: out
+    /// of line, as a run of records of one topic asks once.
+    #[cold]
+    #[inline(never)]
+    fn find(&mut self, topic: &Arc<str>, make: impl FnOnce(&str) -> T) -> usize {
+        match self.index.get(topic) {
+            Some(&i) => i,
+            None => {
+                self.values.push((topic.clone(), make(topic)));
+                self.index.insert(topic.clone(), self.values.len() - 1);
+                self.values.len() - 1
+            }
+        }
     }
 
     /// Every value made so far.

@@ -110,11 +110,15 @@ impl Producer {
         };
         match request {
             Request::One(publish, tx) => {
-                queue.one(self.prepare(publish), tx);
+                queue.one(self.prepare(publish), Answer::One(tx));
             }
-            Request::Batch(PublishBatch(publishes), tx) => {
+            Request::Traced(traced) => {
+                let (publish, tx, span) = *traced;
+                queue.one(self.prepare(publish), Answer::Traced(Box::new((tx, span))));
+            }
+            Request::Batch(PublishBatch(publishes), tx, spans) => {
                 let prepared = publishes.into_iter().map(|p| self.prepare(p)).collect();
-                queue.batch(prepared, Some(tx));
+                queue.batch(prepared, Some(tx), spans);
             }
         }
     }
@@ -161,19 +165,16 @@ impl Queue {
 
     /// Queues one record, or answers its failure; returns whether the
     /// outbox was empty before.
-    fn one(&self, prepared: Prepared, tx: Option<OneshotSender<Result<PublishOutcome>>>) -> bool {
+    fn one(&self, prepared: Prepared, to: Answer) -> bool {
         let (record, delayed) = match prepared {
             Ok(prepared) => prepared,
             Err(e) => {
-                match tx {
-                    Some(tx) => drop(tx.send(Err(e))),
-                    None => tracing::warn!(error = %e, "a do_send publish failed"),
-                }
+                to.send(Err(e));
                 return false;
             }
         };
         let reply = PublishReply {
-            to: Answer::One(tx),
+            to,
             delayed,
             taken: crate::clock::now_ns(),
             resends: 0,
@@ -195,8 +196,9 @@ impl Queue {
         &self,
         prepared: Vec<Prepared>,
         tx: Option<OneshotSender<Vec<Result<PublishOutcome>>>>,
+        spans: Vec<tracing::Span>,
     ) -> bool {
-        let batch = BatchAnswer::new(prepared.len(), tx);
+        let batch = BatchAnswer::new(prepared.len(), tx, spans);
         if prepared.is_empty() {
             batch.set_empty();
             return false;
@@ -392,7 +394,10 @@ impl MessageResponse<Producer, Publish> for Queued {
         tx: Option<OneshotSender<Result<PublishOutcome>>>,
     ) {
         // Handed over once the mailbox is drained: one batch per wake-up.
-        if self.queue.is_some_and(|q| q.one(self.prepared, tx)) {
+        if self
+            .queue
+            .is_some_and(|q| q.one(self.prepared, Answer::One(tx)))
+        {
             ctx.notify(Flush);
         }
     }
@@ -495,7 +500,10 @@ impl MessageResponse<Producer, PublishBatch> for QueuedBatch {
         ctx: &mut Context<Producer>,
         tx: Option<OneshotSender<Vec<Result<PublishOutcome>>>>,
     ) {
-        if self.queue.is_some_and(|q| q.batch(self.prepared, tx)) {
+        if self
+            .queue
+            .is_some_and(|q| q.batch(self.prepared, tx, Vec::new()))
+        {
             ctx.notify(Flush);
         }
     }

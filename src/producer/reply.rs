@@ -40,6 +40,16 @@ pub(crate) struct Published {
 }
 
 impl PublishReply {
+    /// The publisher's `publish` span, when spans are on: the broker write
+    /// follows from it.
+    pub(crate) fn span(&self) -> Option<&tracing::Span> {
+        match &self.to {
+            Answer::One(_) => None,
+            Answer::Traced(traced) => Some(&traced.1),
+            Answer::Batch { batch, index } => batch.spans.get(*index),
+        }
+    }
+
     /// When resending must stop: the delivery timeout after the publish was taken.
     pub(super) fn deadline(&self, delivery_timeout: Duration) -> Instant {
         crate::clock::deadline_after(crate::clock::instant_of(self.taken), delivery_timeout)
@@ -103,9 +113,33 @@ impl PublishReply {
             }
             Err(_) => self.counters.error.inc(),
         }
-        match (self.to, result) {
+        self.to.send(result);
+    }
+}
+
+/// Who waits for a publish's outcome.
+pub(super) enum Answer {
+    /// A [`Publish`]'s sender (None for a `do_send`: failures are logged).
+    One(Option<OneshotSender<Result<PublishOutcome>>>),
+    /// The same with the publisher's `publish` span, when spans are on
+    /// (boxed: the answer of every other publish stays small).
+    Traced(Box<(OneshotSender<Result<PublishOutcome>>, tracing::Span)>),
+    /// One record of a [`PublishBatch`].
+    Batch {
+        batch: Arc<BatchAnswer>,
+        index: usize,
+    },
+}
+
+impl Answer {
+    /// Gives the publisher `result`.
+    pub(super) fn send(self, result: Result<PublishOutcome>) {
+        match (self, result) {
             (Answer::One(Some(tx)), result) => {
                 let _ = tx.send(result);
+            }
+            (Answer::Traced(traced), result) => {
+                let _ = traced.0.send(result);
             }
             (Answer::One(None), Err(e)) => tracing::warn!(error = %e, "a do_send publish failed"),
             (Answer::One(None), Ok(_)) => {}
@@ -114,21 +148,12 @@ impl PublishReply {
     }
 }
 
-/// Who waits for a publish's outcome.
-pub(super) enum Answer {
-    /// A [`Publish`]'s sender (None for a `do_send`: failures are logged).
-    One(Option<OneshotSender<Result<PublishOutcome>>>),
-    /// One record of a [`PublishBatch`].
-    Batch {
-        batch: Arc<BatchAnswer>,
-        index: usize,
-    },
-}
-
 /// The outcomes of a [`PublishBatch`] as they come; sent, in the batch's
 /// order, once the last one is in.
 pub(super) struct BatchAnswer {
     state: std::sync::Mutex<BatchState>,
+    /// The publishers' `publish` spans by index, when spans are on.
+    spans: Vec<tracing::Span>,
 }
 
 struct BatchState {
@@ -149,6 +174,7 @@ impl BatchAnswer {
     pub(super) fn new(
         len: usize,
         tx: Option<OneshotSender<Vec<Result<PublishOutcome>>>>,
+        spans: Vec<tracing::Span>,
     ) -> Arc<Self> {
         Arc::new(BatchAnswer {
             state: std::sync::Mutex::new(BatchState {
@@ -156,6 +182,7 @@ impl BatchAnswer {
                 left: len,
                 tx,
             }),
+            spans,
         })
     }
 

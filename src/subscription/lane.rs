@@ -289,6 +289,7 @@ struct Durations {
 }
 
 impl Durations {
+    #[inline]
     fn observe(&mut self, topic: &Arc<str>, settings: &DispatchSettings, took_ns: u64) {
         self.topics
             .get(topic, |t| settings.counters(t).duration.local())
