@@ -490,6 +490,30 @@ impl<A: Actor<Context = Context<A>>> ActorFuture<A> for Runner<A> {
         let _current = Current::enter(&this.board, this.lane);
         // Looked up once per turn, not per record.
         let spans = spans_on();
+        let (result, news) = this.turn(act, ctx, task, spans);
+        this.durations.flush();
+        if news {
+            this.board.borrow_mut().wake_dispatcher();
+        }
+        result
+    }
+}
+
+impl<A: Actor<Context = Context<A>>> Runner<A> {
+    /// Runs records until the lane has none, the budget is spent or a
+    /// handler's answer is awaited; returns whether the Dispatcher has
+    /// something new. Apart from the turn's set-up and end, which hold
+    /// guards a panicking handler must drop: the loop is compiled on its
+    /// own, without them.
+    #[inline(never)]
+    fn turn(
+        &mut self,
+        act: &mut A,
+        ctx: &mut Context<A>,
+        task: &mut task::Context<'_>,
+        spans: bool,
+    ) -> (Poll<()>, bool) {
+        let this = self;
         let mut news = false;
         let mut budget = RUN_BUDGET;
         // When the last call of this turn ended: the next one starts then.
@@ -546,11 +570,7 @@ impl<A: Actor<Context = Context<A>>> ActorFuture<A> for Runner<A> {
             }
             ended = Some(now);
         };
-        this.durations.flush();
-        if news {
-            this.board.borrow_mut().wake_dispatcher();
-        }
-        result
+        (result, news)
     }
 }
 
