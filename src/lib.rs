@@ -19,6 +19,7 @@ mod delay;
 mod delivery;
 mod envelope;
 mod error;
+pub mod idempotency;
 mod observe;
 mod outbound;
 mod partitioner;

@@ -154,6 +154,17 @@ impl Publish {
         self
     }
 
+    /// The idempotency key (header `x-idempotency-key`): what an idempotent
+    /// subscription reading it with
+    /// [`Idempotency::key_header`](crate::idempotency::Idempotency::key_header)
+    /// handles once (two publishes of one business event, with two message
+    /// ids, share it).
+    pub fn idempotency_key(mut self, key: &str) -> Self {
+        self.headers
+            .insert_known_copy(header::IDEMPOTENCY_KEY, key.as_bytes());
+        self
+    }
+
     /// The correlation id (header `x-correlation-id`), inherited like the
     /// tenant.
     pub fn correlation_id(mut self, id: &str) -> Self {

@@ -58,6 +58,8 @@ pub(crate) struct Collectors {
     pub(crate) restarts: IntCounterVec,
     pub(crate) escalations: IntCounterVec,
     pub(crate) lineage_dropped: IntCounter,
+    duplicates: IntCounterVec,
+    pub(crate) idempotency_errors: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -154,9 +156,19 @@ impl Metrics {
                 "Lineage events dropped because their queue was full.",
             )
             .expect("a valid metric definition"),
+            duplicates: counter(
+                "kafkactor_duplicates_total",
+                "Records an idempotent subscription acknowledged without handling (their key was handled before).",
+                &["topic", "group"],
+            ),
+            idempotency_errors: counter(
+                "kafkactor_idempotency_store_errors_total",
+                "Idempotency store calls that failed (consumption waits and tries again).",
+                &["group"],
+            ),
             registry,
         };
-        let all: [Box<dyn Collector>; 14] = [
+        let all: [Box<dyn Collector>; 16] = [
             Box::new(c.published.clone()),
             Box::new(SharedHistograms(c.publish_latency.clone())),
             Box::new(c.consumed.clone()),
@@ -171,6 +183,8 @@ impl Metrics {
             Box::new(c.restarts.clone()),
             Box::new(c.escalations.clone()),
             Box::new(c.lineage_dropped.clone()),
+            Box::new(c.duplicates.clone()),
+            Box::new(c.idempotency_errors.clone()),
         ];
         for collector in all {
             c.registry.register(collector).map_err(|e| {
@@ -208,6 +222,7 @@ impl Metrics {
             consumed: c.consumed.with_label_values(&[topic, group]),
             acked: c.acked.with_label_values(&[topic, group]),
             retried: c.retried.with_label_values(&[topic, group]),
+            duplicates: c.duplicates.with_label_values(&[topic, group]),
             duration: c.handler_duration.series(&[topic, group]),
             topic: topic.into(),
             group: group.into(),
@@ -255,6 +270,7 @@ pub(crate) struct HandleMetrics {
     pub(crate) consumed: IntCounter,
     pub(crate) acked: IntCounter,
     pub(crate) retried: IntCounter,
+    pub(crate) duplicates: IntCounter,
     pub(crate) duration: Arc<Series>,
     topic: Box<str>,
     group: Box<str>,

@@ -12,6 +12,7 @@
 //! - `retry`: the in-place [`RetryPolicy`](crate::RetryPolicy);
 //! - `closure`: closures as handler actors.
 
+use crate::idempotency::Idempotency;
 use std::time::Duration;
 
 use kafkactor_actors::Backoff;
@@ -93,6 +94,7 @@ pub struct Subscription {
     pub(crate) restart_backoff: Backoff,
     pub(crate) on_restart_limit: OnRestartLimit,
     pub(crate) lineage: bool,
+    pub(crate) idempotency: Option<Idempotency>,
 }
 
 /// What happens when a subscription's handlers keep failing (panicking, or
@@ -150,6 +152,7 @@ impl Subscription {
             ),
             on_restart_limit: OnRestartLimit::DeadLetter,
             lineage: true,
+            idempotency: None,
         }
     }
 
@@ -210,6 +213,14 @@ impl Subscription {
     /// (default true).
     pub fn lineage(mut self, on: bool) -> Self {
         self.lineage = on;
+        self
+    }
+
+    /// Handles each idempotency key once: a record whose key was handled
+    /// before is acknowledged without calling the handler (see
+    /// [`idempotency`](crate::idempotency) for what is guaranteed).
+    pub fn idempotent(mut self, idempotency: Idempotency) -> Self {
+        self.idempotency = Some(idempotency);
         self
     }
 

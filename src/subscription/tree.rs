@@ -91,6 +91,8 @@ where
         },
         metrics: parts.metrics.clone(),
         lineage: parts.lineage.clone(),
+        idempotency: sub.idempotency.clone(),
+        member: Arc::from(uuid::Uuid::now_v7().to_string()),
     });
     let consumer = ConsumerSettings {
         config: ConsumerConfig {

@@ -66,6 +66,9 @@ use crate::subscription::lane::{Answer, Job, SharedBoard};
 use crate::subscription::retry::RetryPolicy;
 use tracing::Instrument;
 
+mod gate;
+use gate::Gate;
+
 /// How long to wait for a restarting sibling before looking again.
 const SIBLING_WAIT: Duration = Duration::from_secs(5);
 /// Completions are reported to the connection in one message per batch (not
@@ -93,6 +96,10 @@ pub(crate) struct DispatchSettings {
     pub(crate) metrics: Metrics,
     /// Where lineage events go, when on for this subscription.
     pub(crate) lineage: Option<Tap>,
+    /// How it consumes idempotently, when it does.
+    pub(crate) idempotency: Option<crate::idempotency::Idempotency>,
+    /// This member, as the owner of its idempotency claims.
+    pub(crate) member: Arc<str>,
 }
 
 impl DispatchSettings {
@@ -148,6 +155,8 @@ pub(crate) struct Dispatcher<A: Actor<Context = Context<A>>> {
     watchdog: Option<(Instant, tokio::task::JoinHandle<()>)>,
     /// The counters of each topic's records.
     counters: PerTopic<Arc<HandleMetrics>>,
+    /// An idempotent subscription's gate.
+    gate: Option<Gate>,
 }
 
 /// The one future in a dispatcher's context that collects what the lanes
@@ -190,7 +199,6 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
     ) -> Self {
         let epoch = board.borrow_mut().new_epoch();
         Dispatcher {
-            settings,
             board,
             epoch,
             handlers,
@@ -205,6 +213,11 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
             handler_failures: VecDeque::new(),
             watchdog: None,
             counters: PerTopic::default(),
+            gate: settings
+                .idempotency
+                .clone()
+                .map(|i| Gate::new(i, settings.member.clone())),
+            settings,
         }
     }
 
@@ -229,10 +242,15 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
             self.count(topic, |c| c.acked.inc_by(n))
         });
         for job in done.drain(..) {
-            if self.live(&job) {
+            let live = self.live(&job);
+            if live {
                 if let Some(tap) = &self.settings.lineage {
                     tap.handled(&self.settings.group, &job.record, "acked", None);
                 }
+            }
+            if self.gate.is_some() {
+                self.final_fate(job.record, live, ctx);
+            } else if live {
                 self.completed.push(job.record);
             }
         }
@@ -490,9 +508,8 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
 
     /// `job`'s fate is final: report it and release its lane.
     fn finish(&mut self, i: usize, job: Job, ctx: &mut Context<Self>) {
-        if self.live(&job) {
-            self.completed.push(job.record);
-        }
+        let live = self.live(&job);
+        self.final_fate(job.record, live, ctx);
         self.release_lane(i);
         self.report(ctx);
     }
@@ -525,6 +542,31 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
         }
         let done = std::mem::replace(&mut self.completed, Vec::with_capacity(FLUSH_BATCH));
         self.feed.complete(done);
+    }
+
+    /// Puts `record` on the queue of its key's lane (the lanes are woken
+    /// by [`wake_lanes`](Self::wake_lanes)).
+    fn enqueue(&mut self, record: Arc<Record>, stamp: crate::connection::protocol::Stamp) {
+        let mut board = self.board.borrow_mut();
+        if record.key.is_none() {
+            self.next_unkeyed = self.next_unkeyed.wrapping_add(1);
+        }
+        let i = lane_of_key(record.key.as_deref(), self.next_unkeyed, board.lanes.len());
+        board.lanes[i].queue.push_back(Job {
+            record,
+            stamp,
+            attempt: 1,
+            epoch: self.epoch,
+        });
+    }
+
+    /// Wakes the runners of the lanes with records to start.
+    fn wake_lanes(&mut self) {
+        for lane in &mut self.board.borrow_mut().lanes {
+            if !lane.queue.is_empty() && lane.running.is_none() && !lane.blocked {
+                lane.wake();
+            }
+        }
     }
 
     /// Lets lane `i` go on with its queue.
@@ -574,7 +616,7 @@ impl<A: Actor<Context = Context<A>>> Actor for Dispatcher<A> {
 impl<A: Actor<Context = Context<A>>> Handler<Deliver> for Dispatcher<A> {
     type Result = ();
 
-    fn handle(&mut self, msg: Deliver, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: Deliver, ctx: &mut Context<Self>) {
         let fresh = match self.feed.arrival(&msg) {
             Arrival::Stale => return,
             Arrival::Current => false,
@@ -594,11 +636,23 @@ impl<A: Actor<Context = Context<A>>> Handler<Deliver> for Dispatcher<A> {
                 lane.queue.clear();
             }
             self.completed.clear();
+            if let Some(gate) = &mut self.gate {
+                gate.clear();
+            }
         }
         let lanes = board.lanes.len();
         count_runs(msg.records.iter().map(|r| &r.topic), |topic, n| {
             self.count(topic, |c| c.consumed.inc_by(n))
         });
+        if let Some(gate) = &mut self.gate {
+            // Through the gate: the lanes get them once their keys are claimed.
+            drop(board);
+            for record in msg.records {
+                let stamp = self.feed.stamp(&record);
+                gate.admit(&self.settings.group, record, stamp);
+            }
+            return self.claim_waiting(ctx);
+        }
         for record in msg.records {
             if record.key.is_none() {
                 self.next_unkeyed = self.next_unkeyed.wrapping_add(1);
@@ -623,14 +677,26 @@ impl<A: Actor<Context = Context<A>>> Handler<Deliver> for Dispatcher<A> {
 impl<A: Actor<Context = Context<A>>> Handler<Released> for Dispatcher<A> {
     type Result = ();
 
-    fn handle(&mut self, msg: Released, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: Released, ctx: &mut Context<Self>) {
         self.feed.released(&msg.partitions);
         let mut dropped = 0;
+        let gated = self.gate.is_some();
+        let mut dropped_records = Vec::new();
         for lane in &mut self.board.borrow_mut().lanes {
             let before = lane.queue.len();
-            lane.queue
-                .retain(|job| !msg.partitions.contains(&job.record.topic_partition()));
+            lane.queue.retain(|job| {
+                let gone = msg.partitions.contains(&job.record.topic_partition());
+                if gone && gated {
+                    let r = &job.record;
+                    dropped_records.push((r.topic.clone(), r.partition, r.offset));
+                }
+                !gone
+            });
             dropped += before - lane.queue.len();
+        }
+        if let Some(gate) = &mut self.gate {
+            let keys = gate.release(&msg.partitions, &dropped_records);
+            self.release_keys(keys, ctx);
         }
         self.completed.retain(|r| {
             !msg.partitions

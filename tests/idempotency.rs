@@ -1,0 +1,334 @@
+//! Idempotent consumption (`Subscription::idempotent`): records published
+//! twice are handled once, a duplicate is acknowledged and counted, two
+//! members racing on the same keys never handle one twice, a dead-lettered
+//! record's key counts as handled, and a store that fails pauses the
+//! subscription without skipping the check.
+
+mod support;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use kafkactor::idempotency::{Claim, Idempotency, IdempotencyStore, MemoryStore};
+use kafkactor::prelude::*;
+use kafkactor::{header, Error};
+use support::*;
+
+/// The sum of the samples of counter `name` in `app`'s registry.
+fn counter(app: &App, name: &str) -> f64 {
+    app.metrics_registry()
+        .gather()
+        .iter()
+        .filter(|f| f.name() == name)
+        .flat_map(|f| f.get_metric())
+        .map(|m| m.get_counter().get_value())
+        .sum()
+}
+
+/// How often each key was handled.
+type Handled = Arc<Mutex<HashMap<String, usize>>>;
+
+fn handled_once(handled: &Handled, n: usize) {
+    let handled = handled.lock().unwrap();
+    assert_eq!(handled.len(), n, "every key handled");
+    let twice: Vec<_> = handled.iter().filter(|(_, c)| **c > 1).collect();
+    assert!(twice.is_empty(), "keys handled more than once: {twice:?}");
+}
+
+/// 10,000 records, each published twice with one message id (as a
+/// producer's retry does), are handled 10,000 times; the other 10,000 are
+/// acknowledged as duplicates and committed.
+#[actix::test]
+async fn records_published_twice_are_handled_once() {
+    const N: usize = 10_000;
+    let tb = TestBroker::memory(4);
+    let topic = unique("payments");
+    let group = unique("billing");
+    tb.topic(&topic).await;
+    let handled = Handled::default();
+    let log = handled.clone();
+    let app = Kafkactor::builder()
+        .broker(tb.broker.clone())
+        .handle(
+            Subscription::to(topic.as_str())
+                .group(group.as_str())
+                .concurrency(4)
+                .idempotent(Idempotency::new(MemoryStore::new(100_000))),
+            move |d: Delivery<u64>| {
+                *log.lock()
+                    .unwrap()
+                    .entry(d.message().to_string())
+                    .or_default() += 1;
+                async { Outcome::Ack }
+            },
+        )
+        .start()
+        .await
+        .unwrap();
+    let producer = app.producer();
+    let mut batch = Vec::with_capacity(2 * N);
+    for i in 0..N as u64 {
+        let id = format!("payment-{i}");
+        for _ in 0..2 {
+            batch.push(
+                Publish::to(topic.as_str())
+                    .key((i % 97).to_string())
+                    .header(header::MESSAGE_ID, &id)
+                    .message(&i)
+                    .unwrap(),
+            );
+        }
+    }
+    for chunk in batch.chunks(1_000) {
+        let outcomes = producer
+            .send_batch(kafkactor::PublishBatch(chunk.to_vec()))
+            .await
+            .unwrap();
+        assert!(outcomes.iter().all(Result::is_ok));
+    }
+    eventually("every copy acknowledged", Duration::from_secs(30), || {
+        counter(&app, "kafkactor_duplicates_total") as usize == N
+    })
+    .await;
+    tb.until_committed(&group, &topic, Duration::from_secs(10))
+        .await;
+    handled_once(&handled, N);
+    assert_eq!(counter(&app, "kafkactor_acked_total") as usize, N);
+    app.shutdown().await.unwrap();
+}
+
+/// Two members of one group share a store; every key is published to
+/// several partitions at once, so both members read copies of it at the
+/// same time: none is handled twice, nor by two members at once.
+#[actix::test]
+async fn members_racing_on_keys_never_handle_one_twice() {
+    const KEYS: usize = 300;
+    let tb = TestBroker::memory(4);
+    let topic = unique("racing");
+    let group = unique("racers");
+    tb.topic(&topic).await;
+    let store: Arc<dyn IdempotencyStore> = Arc::new(MemoryStore::new(10_000));
+    let handled = Handled::default();
+    let in_progress: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let overlaps = Arc::new(AtomicUsize::new(0));
+    let member = |name: &'static str| {
+        let (log, busy, overlaps) = (handled.clone(), in_progress.clone(), overlaps.clone());
+        Kafkactor::builder()
+            .broker(tb.broker.clone())
+            .handle(
+                Subscription::to(topic.as_str())
+                    .group(group.as_str())
+                    .concurrency(4)
+                    .idempotent(
+                        Idempotency::shared(store.clone()).key_header(header::IDEMPOTENCY_KEY),
+                    ),
+                move |d: Delivery<String>| {
+                    let key = d.message().clone();
+                    if !busy.lock().unwrap().insert(key.clone()) {
+                        overlaps.fetch_add(1, Ordering::SeqCst);
+                    }
+                    *log.lock().unwrap().entry(key.clone()).or_default() += 1;
+                    let busy = busy.clone();
+                    tracing::debug!(member = name, %key, "handling");
+                    async move {
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                        busy.lock().unwrap().remove(&key);
+                        Outcome::Ack
+                    }
+                },
+            )
+            .start()
+    };
+    let a = member("a").await.unwrap();
+    let b = member("b").await.unwrap();
+    until_owned(
+        "both members own partitions",
+        Duration::from_secs(10),
+        &a,
+        |n| n >= 1,
+    )
+    .await;
+    until_owned(
+        "both members own partitions",
+        Duration::from_secs(10),
+        &b,
+        |n| n >= 1,
+    )
+    .await;
+    let producer = a.producer();
+    for k in 0..KEYS {
+        let key = format!("key-{k}");
+        // One copy per partition key: spread over the partitions, so over
+        // both members.
+        for copy in 0..4 {
+            producer
+                .send(
+                    Publish::to(topic.as_str())
+                        .key(format!("{k}-{copy}"))
+                        .idempotency_key(&key)
+                        .message(&key)
+                        .unwrap(),
+                )
+                .await
+                .unwrap()
+                .unwrap();
+        }
+    }
+    eventually("every copy finished", Duration::from_secs(30), || {
+        counter(&a, "kafkactor_duplicates_total") + counter(&b, "kafkactor_duplicates_total")
+            == (3 * KEYS) as f64
+    })
+    .await;
+    handled_once(&handled, KEYS);
+    assert_eq!(
+        overlaps.load(Ordering::SeqCst),
+        0,
+        "a key handled twice at once"
+    );
+    assert!(
+        counter(&a, "kafkactor_acked_total") > 0.0 && counter(&b, "kafkactor_acked_total") > 0.0,
+        "both members handled records"
+    );
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+/// A record dead-lettered counts as handled: a copy of it arriving later
+/// is a duplicate, not handled again.
+#[actix::test]
+async fn a_dead_lettered_key_is_not_handled_again() {
+    let tb = TestBroker::memory(1);
+    let topic = unique("rejects");
+    tb.topics(&[&topic, &format!("{topic}.dlq")]).await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let app = Kafkactor::builder()
+        .broker(tb.broker.clone())
+        .handle(
+            Subscription::to(topic.as_str())
+                .group("rejecting")
+                .idempotent(Idempotency::new(MemoryStore::new(100))),
+            move |_: Delivery<String>| {
+                counted.fetch_add(1, Ordering::SeqCst);
+                async { Outcome::reject("not ours") }
+            },
+        )
+        .start()
+        .await
+        .unwrap();
+    let publish = || {
+        Publish::to(topic.as_str())
+            .header(header::MESSAGE_ID, "m-1")
+            .message(&"x".to_string())
+            .unwrap()
+    };
+    app.producer().send(publish()).await.unwrap().unwrap();
+    eventually("dead-lettered", Duration::from_secs(5), || {
+        counter(&app, "kafkactor_dead_lettered_total") == 1.0
+    })
+    .await;
+    app.producer().send(publish()).await.unwrap().unwrap();
+    eventually("the copy acknowledged", Duration::from_secs(5), || {
+        counter(&app, "kafkactor_duplicates_total") == 1.0
+    })
+    .await;
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(tb.records(&format!("{topic}.dlq")).await.len(), 1);
+    app.shutdown().await.unwrap();
+}
+
+/// A store failing its first calls: the records wait (uncommitted, not
+/// handled without the check), the failures are counted, and once the
+/// store answers every key is handled once.
+#[actix::test]
+async fn a_failing_store_pauses_the_subscription() {
+    struct Flaky {
+        inner: MemoryStore,
+        failures_left: AtomicUsize,
+    }
+    impl Flaky {
+        fn fail(&self) -> bool {
+            self.failures_left
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        }
+    }
+    impl IdempotencyStore for Flaky {
+        fn claim<'a>(
+            &'a self,
+            keys: &'a [String],
+            owner: &'a str,
+            lease: Duration,
+        ) -> BoxFuture<'a, kafkactor::Result<Vec<Claim>>> {
+            if self.fail() {
+                return Box::pin(async { Err(Error::Unavailable("store down".into())) });
+            }
+            self.inner.claim(keys, owner, lease)
+        }
+        fn complete<'a>(
+            &'a self,
+            keys: &'a [String],
+            ttl: Duration,
+        ) -> BoxFuture<'a, kafkactor::Result<()>> {
+            if self.fail() {
+                return Box::pin(async { Err(Error::Unavailable("store down".into())) });
+            }
+            self.inner.complete(keys, ttl)
+        }
+        fn release<'a>(
+            &'a self,
+            keys: &'a [String],
+            owner: &'a str,
+        ) -> BoxFuture<'a, kafkactor::Result<()>> {
+            self.inner.release(keys, owner)
+        }
+    }
+    let tb = TestBroker::memory(1);
+    let topic = unique("flaky");
+    let group = unique("flaky");
+    tb.topic(&topic).await;
+    let handled = Handled::default();
+    let log = handled.clone();
+    let app = Kafkactor::builder()
+        .broker(tb.broker.clone())
+        .handle(
+            Subscription::to(topic.as_str())
+                .group(group.as_str())
+                .idempotent(Idempotency::new(Flaky {
+                    inner: MemoryStore::new(100),
+                    failures_left: AtomicUsize::new(4),
+                })),
+            move |d: Delivery<String>| {
+                *log.lock().unwrap().entry(d.message().clone()).or_default() += 1;
+                async { Outcome::Ack }
+            },
+        )
+        .start()
+        .await
+        .unwrap();
+    for i in 0..20 {
+        let m = format!("m-{}", i % 10);
+        app.producer()
+            .send(
+                Publish::to(topic.as_str())
+                    .header(header::MESSAGE_ID, &m)
+                    .message(&m)
+                    .unwrap(),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    eventually("every copy finished", Duration::from_secs(20), || {
+        counter(&app, "kafkactor_duplicates_total") == 10.0
+    })
+    .await;
+    tb.until_committed(&group, &topic, Duration::from_secs(10))
+        .await;
+    handled_once(&handled, 10);
+    assert!(counter(&app, "kafkactor_idempotency_store_errors_total") >= 4.0);
+    app.shutdown().await.unwrap();
+}
