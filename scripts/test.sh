@@ -43,7 +43,7 @@ fi
 
 # The tests build with every optional feature (one build for the suite);
 # the library is linted without them too.
-FEATURES=(--features kafkactor/otel)
+FEATURES=(--features kafkactor/otel,kafkactor/redis)
 
 step "format"
 cargo fmt --all --check

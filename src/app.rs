@@ -368,6 +368,7 @@ impl AppBuilder {
                 topics: plan.topics(),
                 connection: connection.clone(),
                 buckets: true,
+                store_failing: None,
             });
             root = root.child(republisher_spec(
                 delays,
@@ -390,6 +391,7 @@ impl AppBuilder {
                 topics: sub.topics.clone(),
                 connection: connection.clone(),
                 buckets: false,
+                store_failing: sub.idempotency.as_ref().map(|i| i.failing.clone()),
             });
             root = root.child(make(Parts {
                 backend: backend.clone(),

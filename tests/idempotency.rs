@@ -2,12 +2,13 @@
 //! twice are handled once, a duplicate is acknowledged and counted, two
 //! members racing on the same keys never handle one twice, a dead-lettered
 //! record's key counts as handled, and a store that fails pauses the
-//! subscription without skipping the check.
+//! subscription without skipping the check. With the in-memory store and
+//! with Redis (`scripts/test.sh` starts it).
 
 mod support;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -38,13 +39,73 @@ fn handled_once(handled: &Handled, n: usize) {
     assert!(twice.is_empty(), "keys handled more than once: {twice:?}");
 }
 
+/// The stores the tests run against.
+#[cfg(feature = "redis")]
+async fn redis_store() -> Arc<dyn IdempotencyStore> {
+    Arc::new(
+        kafkactor::idempotency::RedisStore::connect(&redis_url())
+            .await
+            .expect("Redis reachable"),
+    )
+}
+
+fn memory_store() -> Arc<dyn IdempotencyStore> {
+    Arc::new(MemoryStore::new(100_000))
+}
+
+#[actix::test]
+async fn records_published_twice_are_handled_once_in_memory() {
+    published_twice(TestBroker::memory(4), memory_store()).await
+}
+
+#[cfg(feature = "redis")]
+#[actix::test]
+async fn records_published_twice_are_handled_once_in_redis() {
+    published_twice(TestBroker::memory(4), redis_store().await).await
+}
+
+#[cfg(feature = "redis")]
+#[actix::test]
+async fn records_published_twice_to_kafka_are_handled_once_in_redis() {
+    published_twice(TestBroker::kafka(4), redis_store().await).await
+}
+
+#[actix::test]
+async fn members_racing_on_keys_never_handle_one_twice_in_memory() {
+    racing(memory_store()).await
+}
+
+#[cfg(feature = "redis")]
+#[actix::test]
+async fn members_racing_on_keys_never_handle_one_twice_in_redis() {
+    racing(redis_store().await).await
+}
+
+/// An unreachable Redis at start is a typed error.
+#[cfg(feature = "redis")]
+#[actix::test]
+async fn an_unreachable_redis_is_a_typed_error() {
+    // A port nothing listens on: bound, then closed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let err = kafkactor::idempotency::RedisStore::connect(&format!("redis://127.0.0.1:{port}"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Unavailable(_)), "{err:?}");
+    let err = kafkactor::idempotency::RedisStore::connect("not a url")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Config(_)), "{err:?}");
+}
+
 /// 10,000 records, each published twice with one message id (as a
 /// producer's retry does), are handled 10,000 times; the other 10,000 are
 /// acknowledged as duplicates and committed.
-#[actix::test]
-async fn records_published_twice_are_handled_once() {
+async fn published_twice(tb: TestBroker, store: Arc<dyn IdempotencyStore>) {
     const N: usize = 10_000;
-    let tb = TestBroker::memory(4);
     let topic = unique("payments");
     let group = unique("billing");
     tb.topic(&topic).await;
@@ -56,7 +117,7 @@ async fn records_published_twice_are_handled_once() {
             Subscription::to(topic.as_str())
                 .group(group.as_str())
                 .concurrency(4)
-                .idempotent(Idempotency::new(MemoryStore::new(100_000))),
+                .idempotent(Idempotency::shared(store)),
             move |d: Delivery<u64>| {
                 *log.lock()
                     .unwrap()
@@ -89,11 +150,13 @@ async fn records_published_twice_are_handled_once() {
             .unwrap();
         assert!(outcomes.iter().all(Result::is_ok));
     }
-    eventually("every copy acknowledged", Duration::from_secs(30), || {
-        counter(&app, "kafkactor_duplicates_total") as usize == N
-    })
+    eventually(
+        "every copy acknowledged",
+        tb.patience(Duration::from_secs(30)),
+        || counter(&app, "kafkactor_duplicates_total") as usize == N,
+    )
     .await;
-    tb.until_committed(&group, &topic, Duration::from_secs(10))
+    tb.until_committed(&group, &topic, tb.patience(Duration::from_secs(10)))
         .await;
     handled_once(&handled, N);
     assert_eq!(counter(&app, "kafkactor_acked_total") as usize, N);
@@ -103,14 +166,12 @@ async fn records_published_twice_are_handled_once() {
 /// Two members of one group share a store; every key is published to
 /// several partitions at once, so both members read copies of it at the
 /// same time: none is handled twice, nor by two members at once.
-#[actix::test]
-async fn members_racing_on_keys_never_handle_one_twice() {
+async fn racing(store: Arc<dyn IdempotencyStore>) {
     const KEYS: usize = 300;
     let tb = TestBroker::memory(4);
     let topic = unique("racing");
     let group = unique("racers");
     tb.topic(&topic).await;
-    let store: Arc<dyn IdempotencyStore> = Arc::new(MemoryStore::new(10_000));
     let handled = Handled::default();
     let in_progress: Arc<Mutex<HashSet<String>>> = Arc::default();
     let overlaps = Arc::new(AtomicUsize::new(0));
@@ -240,21 +301,18 @@ async fn a_dead_lettered_key_is_not_handled_again() {
     app.shutdown().await.unwrap();
 }
 
-/// A store failing its first calls: the records wait (uncommitted, not
-/// handled without the check), the failures are counted, and once the
-/// store answers every key is handled once.
+/// A store that goes away: the records wait (not handled without the
+/// check, not committed), the failures are counted and the application is
+/// not ready; once the store is back every key is handled once and it is
+/// ready again.
 #[actix::test]
 async fn a_failing_store_pauses_the_subscription() {
     struct Flaky {
         inner: MemoryStore,
-        failures_left: AtomicUsize,
+        down: Arc<AtomicBool>,
     }
-    impl Flaky {
-        fn fail(&self) -> bool {
-            self.failures_left
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                .is_ok()
-        }
+    fn down<T: Send + 'static>() -> BoxFuture<'static, kafkactor::Result<T>> {
+        Box::pin(async { Err(Error::Unavailable("store down".into())) })
     }
     impl IdempotencyStore for Flaky {
         fn claim<'a>(
@@ -263,8 +321,8 @@ async fn a_failing_store_pauses_the_subscription() {
             owner: &'a str,
             lease: Duration,
         ) -> BoxFuture<'a, kafkactor::Result<Vec<Claim>>> {
-            if self.fail() {
-                return Box::pin(async { Err(Error::Unavailable("store down".into())) });
+            if self.down.load(Ordering::SeqCst) {
+                return down();
             }
             self.inner.claim(keys, owner, lease)
         }
@@ -273,8 +331,8 @@ async fn a_failing_store_pauses_the_subscription() {
             keys: &'a [String],
             ttl: Duration,
         ) -> BoxFuture<'a, kafkactor::Result<()>> {
-            if self.fail() {
-                return Box::pin(async { Err(Error::Unavailable("store down".into())) });
+            if self.down.load(Ordering::SeqCst) {
+                return down();
             }
             self.inner.complete(keys, ttl)
         }
@@ -292,6 +350,7 @@ async fn a_failing_store_pauses_the_subscription() {
     tb.topic(&topic).await;
     let handled = Handled::default();
     let log = handled.clone();
+    let is_down = Arc::new(AtomicBool::new(true));
     let app = Kafkactor::builder()
         .broker(tb.broker.clone())
         .handle(
@@ -299,7 +358,7 @@ async fn a_failing_store_pauses_the_subscription() {
                 .group(group.as_str())
                 .idempotent(Idempotency::new(Flaky {
                     inner: MemoryStore::new(100),
-                    failures_left: AtomicUsize::new(4),
+                    down: is_down.clone(),
                 })),
             move |d: Delivery<String>| {
                 *log.lock().unwrap().entry(d.message().clone()).or_default() += 1;
@@ -322,6 +381,25 @@ async fn a_failing_store_pauses_the_subscription() {
             .unwrap()
             .unwrap();
     }
+    let store_check = |health: &kafkactor::Health| {
+        health
+            .checks
+            .iter()
+            .find(|c| c.name == format!("idempotency:{group}"))
+            .map(|c| c.ok)
+    };
+    eventually_async("the store's check failing", Duration::from_secs(10), || {
+        let health = app.health();
+        async move { store_check(&health.await) == Some(false) }
+    })
+    .await;
+    assert!(counter(&app, "kafkactor_idempotency_store_errors_total") >= 1.0);
+    assert!(!app.health().await.ready);
+    assert!(
+        handled.lock().unwrap().is_empty(),
+        "nothing passes unchecked"
+    );
+    is_down.store(false, Ordering::SeqCst);
     eventually("every copy finished", Duration::from_secs(20), || {
         counter(&app, "kafkactor_duplicates_total") == 10.0
     })
@@ -329,6 +407,6 @@ async fn a_failing_store_pauses_the_subscription() {
     tb.until_committed(&group, &topic, Duration::from_secs(10))
         .await;
     handled_once(&handled, 10);
-    assert!(counter(&app, "kafkactor_idempotency_store_errors_total") >= 4.0);
+    assert_eq!(store_check(&app.health().await), Some(true));
     app.shutdown().await.unwrap();
 }

@@ -29,10 +29,14 @@
 //!
 //! A store that cannot be reached pauses the subscription (claims and
 //! completions are tried again, backing off up to 5 s; each failure
-//! counted in `kafkactor_idempotency_store_errors_total`): no record skips
-//! the check and none is committed before its key is recorded.
+//! counted in `kafkactor_idempotency_store_errors_total`, and the
+//! application not ready, check `idempotency:<group>`, until a call
+//! succeeds): no record skips the check and none is committed before its
+//! key is recorded.
 
 mod memory;
+#[cfg(feature = "redis")]
+mod redis;
 
 use std::fmt;
 use std::sync::Arc;
@@ -44,6 +48,8 @@ use crate::envelope::{header, Record};
 use crate::error::Result;
 
 pub use memory::MemoryStore;
+#[cfg(feature = "redis")]
+pub use redis::RedisStore;
 
 /// What a store knows of a key when a member claims it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,6 +112,9 @@ enum KeyFrom {
 #[derive(Clone)]
 pub struct Idempotency {
     pub(crate) store: Arc<dyn IdempotencyStore>,
+    /// The last store failure, until a call succeeds again: the
+    /// subscription's readiness check.
+    pub(crate) failing: Arc<std::sync::Mutex<Option<String>>>,
     key: KeyFrom,
     pub(crate) ttl: Duration,
     pub(crate) lease: Duration,
@@ -137,6 +146,7 @@ impl Idempotency {
     pub fn shared(store: Arc<dyn IdempotencyStore>) -> Self {
         Idempotency {
             store,
+            failing: Arc::default(),
             key: KeyFrom::Header(header::MESSAGE_ID),
             ttl: Duration::from_secs(24 * 3600),
             lease: Duration::from_secs(60),

@@ -39,14 +39,16 @@ pub struct Health {
     pub live: bool,
     /// Live, the broker answers, and every consumer owns partitions.
     pub ready: bool,
-    /// Each check, in order: the broker, then each consumer.
+    /// Each check, in order: the broker, each consumer, each idempotency
+    /// store.
     pub checks: Vec<Check>,
 }
 
 /// One readiness check.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Check {
-    /// `broker`, or `consumer:<group>`.
+    /// `broker`, `consumer:<group>`, or `idempotency:<group>` (an
+    /// idempotent subscription's store).
     pub name: String,
     /// Whether it passed.
     pub ok: bool,
@@ -63,6 +65,8 @@ pub(crate) struct Consumer {
     /// The Republisher's: its topics are delay buckets, and its lag is
     /// their backlog.
     pub(crate) buckets: bool,
+    /// An idempotent subscription's last store failure, while failing.
+    pub(crate) store_failing: Option<Arc<Mutex<Option<String>>>>,
 }
 
 /// What health and on-demand metrics are read from; shared by the
@@ -156,6 +160,16 @@ impl Observed {
                     Err(e) => e,
                 },
             });
+        }
+        for c in &self.0.consumers {
+            if let Some(failing) = &c.store_failing {
+                let failing = failing.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                checks.push(Check {
+                    name: format!("idempotency:{}", c.group),
+                    ok: failing.is_none(),
+                    detail: failing.unwrap_or_else(|| "answers".into()),
+                });
+            }
         }
         let ready = live && checks.iter().all(|c| c.ok);
         Health {

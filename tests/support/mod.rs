@@ -266,6 +266,18 @@ pub fn kafka_address() -> String {
     addr
 }
 
+/// The URL of the Redis `scripts/test.sh` started. Fails (never skips)
+/// when none is configured or reachable.
+#[allow(dead_code)]
+pub fn redis_url() -> String {
+    let url = std::env::var("KAFKACTOR_TEST_REDIS").unwrap_or_default();
+    assert!(
+        !url.is_empty(),
+        "KAFKACTOR_TEST_REDIS is not set: run scripts/test.sh, which starts Redis"
+    );
+    url
+}
+
 impl TestBroker {
     pub fn memory(partitions: i32) -> Self {
         init_tracing();

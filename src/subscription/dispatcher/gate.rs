@@ -3,7 +3,9 @@
 //! their keys are claimed, a batch's keys in one store call; a duplicate is
 //! finished without its handler; a key another member holds holds its
 //! partition back (later records of the partition wait behind it, so per-key
-//! order stays); a record's key is recorded as done once its fate is final,
+//! order stays); a copy of a record this member is handling waits aside
+//! (holding nothing back) and is finished as a duplicate once that handling
+//! is recorded; a record's key is recorded as done once its fate is final,
 //! and only then is the record reported for commit.
 //!
 //! Store calls run one at a time per kind (claims, completions) in the
@@ -22,6 +24,10 @@ use crate::connection::protocol::Stamp;
 use crate::envelope::{Record, TopicPartition};
 use crate::error::Result;
 use crate::idempotency::{Claim, Idempotency};
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// How often a held partition's head is claimed again.
 const HOLD_RETRY: Duration = Duration::from_millis(100);
@@ -57,6 +63,10 @@ pub(super) struct Gate {
     /// The keys of the records being handled, and those keys.
     by_record: HashMap<At, String>,
     in_hand: HashSet<String>,
+    /// Copies of records being handled (read again, or published twice),
+    /// by key: duplicates once that key is recorded. They hold nothing
+    /// back: they will not be handled.
+    parked: HashMap<String, Vec<Pending>>,
     /// Records whose fate is final, waiting for their key to be recorded
     /// (with the record when it is to be reported), and whether a call
     /// recording them is under way.
@@ -77,6 +87,7 @@ impl Gate {
             hold_timer: false,
             by_record: HashMap::new(),
             in_hand: HashSet::new(),
+            parked: HashMap::new(),
             finished: Vec::new(),
             completing: false,
             failures: 0,
@@ -100,6 +111,7 @@ impl Gate {
     pub(super) fn clear(&mut self) {
         self.waiting.clear();
         self.held.clear();
+        self.parked.clear();
     }
 
     /// Drops what waits for `partitions` (given up); returns the keys this
@@ -118,6 +130,10 @@ impl Gate {
             }
             !gone
         });
+        self.parked.retain(|_, copies| {
+            copies.retain(|p| !partitions.contains(&p.record.topic_partition()));
+            !copies.is_empty()
+        });
         for record in dropped {
             if let Some(key) = self.by_record.remove(record) {
                 self.in_hand.remove(&key);
@@ -125,6 +141,14 @@ impl Gate {
             }
         }
         keys
+    }
+
+    /// A store call succeeded: no longer failing.
+    fn answered(&mut self) {
+        if self.failures > 0 {
+            self.failures = 0;
+            lock(&self.idempotency.failing).take();
+        }
     }
 
     fn backoff(&mut self) -> Duration {
@@ -188,7 +212,7 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
                 return;
             }
         };
-        gate.failures = 0;
+        gate.answered();
         let mut claims = claims.into_iter();
         let mut next = Vec::with_capacity(batch.len());
         for pending in batch {
@@ -206,21 +230,36 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
     /// duplicates, or held back behind a key another member holds.
     fn pass(&mut self, claimed: Vec<(Pending, Claim)>, ctx: &mut Context<Self>) {
         let mut hold = false;
+        let mut release = Vec::new();
         for (pending, claim) in claimed {
             if !self.feed.is_current(pending.stamp, &pending.record) {
-                continue; // read again by the current connection, or given up
+                // Read again by the current connection, or given up: a
+                // claim made for it is given back (another member may own
+                // its partition now).
+                if let (Some(key), Claim::New) = (pending.key, claim) {
+                    release.push(key);
+                }
+                continue;
             }
             let gate = self.gate.as_mut().expect("a gate");
             let tp = pending.record.topic_partition();
-            let claim = match (&pending.key, claim) {
-                // Being handled here already (read again meanwhile): waits
-                // for that handling to finish.
-                (Some(key), Claim::New) if gate.in_hand.contains(key) => Claim::Busy,
-                (_, claim) => claim,
-            };
             if let Some(held) = gate.held.get_mut(&tp) {
+                // Behind a key another member holds: not handled now, so
+                // not claimed now either (a claim kept while waiting could
+                // hold that member back in turn).
+                if let (Some(key), Claim::New) = (&pending.key, claim) {
+                    release.push(key.clone());
+                }
                 held.push_back(pending);
                 continue;
+            }
+            if let (Some(key), Claim::New) = (&pending.key, claim) {
+                if gate.in_hand.contains(key) {
+                    // Being handled here already: a duplicate once that
+                    // handling is recorded.
+                    gate.parked.entry(key.clone()).or_default().push(pending);
+                    continue;
+                }
             }
             match claim {
                 Claim::New => {
@@ -242,6 +281,7 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
         if hold {
             self.hold(ctx);
         }
+        self.release_keys(release, ctx);
     }
 
     /// Plans a new claim of the held partitions' records.
@@ -261,8 +301,8 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
         });
     }
 
-    /// Claims the held partitions' records again (a key this member was
-    /// handling was just recorded, or the hold's timer fired).
+    /// Claims the head of each held partition again (a key this member
+    /// was handling was just recorded, or the hold's timer fired).
     fn claim_held(&mut self, ctx: &mut Context<Self>) {
         let Some(gate) = self.gate.as_mut() else {
             return;
@@ -274,13 +314,111 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
             // Claimed again once the claim under way has answered.
             return self.hold(ctx);
         }
-        // Everything held goes through the claim again, in front of what
-        // waits (it came first; records of a held partition never wait
-        // there).
-        let held: Vec<Pending> = gate.held.drain().flat_map(|(_, q)| q).collect();
-        let waiting = std::mem::replace(&mut gate.waiting, held);
-        gate.waiting.extend(waiting);
+        gate.claiming = true;
+        // The heads leave their queues while claimed; the partitions stay
+        // held (what arrives meanwhile queues behind).
+        let heads: Vec<(TopicPartition, Pending)> = gate
+            .held
+            .iter_mut()
+            .filter_map(|(tp, q)| q.pop_front().map(|p| (tp.clone(), p)))
+            .collect();
+        let keys: Vec<String> = heads.iter().filter_map(|(_, p)| p.key.clone()).collect();
+        let (store, owner, lease) = (
+            gate.idempotency.store.clone(),
+            gate.owner.clone(),
+            gate.idempotency.lease,
+        );
+        ctx.spawn(
+            async move { store.claim(&keys, &owner, lease).await }
+                .into_actor(self)
+                .map(move |claims, act, ctx| act.claimed_heads(heads, claims, ctx)),
+        );
+    }
+
+    /// The answer to a claim of held partitions' heads: a head let through
+    /// lets its partition go (what queued behind it is claimed next); a
+    /// head still busy stays first.
+    fn claimed_heads(
+        &mut self,
+        heads: Vec<(TopicPartition, Pending)>,
+        claims: Result<Vec<Claim>>,
+        ctx: &mut Context<Self>,
+    ) {
+        let live: Vec<bool> = heads
+            .iter()
+            .map(|(_, p)| self.feed.is_current(p.stamp, &p.record))
+            .collect();
+        let Some(gate) = self.gate.as_mut() else {
+            return;
+        };
+        gate.claiming = false;
+        let expected = heads.iter().filter(|(_, p)| p.key.is_some()).count();
+        let claims = match claims {
+            Ok(claims) if claims.len() == expected => claims,
+            result => {
+                let error = match result {
+                    Err(e) => e.to_string(),
+                    Ok(_) => "the store answered a different number of claims".into(),
+                };
+                for (tp, head) in heads {
+                    gate.held.entry(tp).or_default().push_front(head);
+                }
+                let delay = gate.backoff();
+                self.store_failed("claim", &error, delay);
+                self.hold(ctx);
+                return;
+            }
+        };
+        gate.answered();
+        let mut claims = claims.into_iter();
+        let mut next = Vec::new();
+        for ((tp, head), live) in heads.into_iter().zip(live) {
+            let claim = match head.key {
+                Some(_) => claims.next().unwrap_or(Claim::Busy),
+                None => Claim::New,
+            };
+            if !live {
+                // Given up meanwhile: goes to pass, which drops it and
+                // gives back a claim made for it.
+                next.push((head, claim));
+                continue;
+            }
+            if claim == Claim::Busy {
+                gate.held.entry(tp).or_default().push_front(head);
+                continue;
+            }
+            // Let through: first the head, then what queued behind it.
+            let behind = gate.held.remove(&tp).unwrap_or_default();
+            next.push((head, claim));
+            let waiting = std::mem::take(&mut gate.waiting);
+            gate.waiting.extend(behind);
+            gate.waiting.extend(waiting);
+        }
+        self.pass(next, ctx);
+        self.hold(ctx);
         self.claim_waiting(ctx);
+    }
+
+    /// `record` will not be finished here after all (dropped while not
+    /// this member's any more, or its queue emptied): its key is no longer
+    /// in hand. Copies waiting for it are claimed again; without any, this
+    /// member's claim is given back.
+    pub(super) fn abandon(&mut self, record: &Record, ctx: &mut Context<Self>) {
+        let Some(gate) = self.gate.as_mut() else {
+            return;
+        };
+        let Some(key) = gate.by_record.remove(&at(record)) else {
+            return;
+        };
+        gate.in_hand.remove(&key);
+        match gate.parked.remove(&key) {
+            Some(copies) => {
+                let waiting = std::mem::replace(&mut gate.waiting, copies);
+                gate.waiting.extend(waiting);
+                self.claim_waiting(ctx);
+            }
+            None => self.release_keys(vec![key], ctx),
+        }
     }
 
     /// `record` was handled before: finished without its handler.
@@ -332,11 +470,18 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
                         ctx.run_later(delay, |act, ctx| act.complete_finished(ctx));
                         return;
                     }
-                    gate.failures = 0;
+                    gate.answered();
+                    let mut copies = Vec::new();
                     for (key, record) in finished {
                         gate.in_hand.remove(&key);
+                        copies.extend(gate.parked.remove(&key).into_iter().flatten());
                         if let Some(record) = record {
                             act.completed.push(record);
+                        }
+                    }
+                    for copy in copies {
+                        if act.feed.is_current(copy.stamp, &copy.record) {
+                            act.duplicate(copy.record);
                         }
                     }
                     act.report(ctx);
@@ -368,6 +513,9 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
     }
 
     fn store_failed(&self, call: &str, error: &str, delay: Duration) {
+        if let Some(gate) = &self.gate {
+            *lock(&gate.idempotency.failing) = Some(format!("{call}: {error}"));
+        }
         let group = &self.settings.group;
         self.settings
             .metrics

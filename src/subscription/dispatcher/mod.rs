@@ -278,6 +278,7 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
             // Read by a connection incarnation that is gone (the current one
             // reads it again from the committed offset), or of a partition
             // given up (its next owner does).
+            self.abandon(&job.record, ctx);
             return self.release_lane(i);
         }
         match answer {
@@ -447,14 +448,16 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
             tracing::debug!(target: "kafkactor", ?delay, reason = %why.reason, "retrying in place")
         });
         job.attempt += 1;
-        ctx.run_later(delay, move |act, _| act.requeue(i, job));
+        ctx.run_later(delay, move |act, ctx| act.requeue(i, job, ctx));
     }
 
     /// Puts `job` back at the head of its lane (its next attempt) and
     /// releases the lane.
-    fn requeue(&mut self, i: usize, job: Job) {
+    fn requeue(&mut self, i: usize, job: Job, ctx: &mut Context<Self>) {
         if self.live(&job) {
             self.board.borrow_mut().lanes[i].queue.push_front(job);
+        } else {
+            self.abandon(&job.record, ctx);
         }
         self.release_lane(i);
     }
@@ -462,6 +465,7 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
     /// Writes `job` to the dead-letter topic; finishes it once the write is acknowledged.
     fn dead_letter(&mut self, i: usize, job: Job, why: Failure, ctx: &mut Context<Self>) {
         if !self.live(&job) {
+            self.abandon(&job.record, ctx);
             return self.release_lane(i);
         }
         let span = dead_letter_span(
@@ -628,16 +632,27 @@ impl<A: Actor<Context = Context<A>>> Handler<Deliver> for Dispatcher<A> {
             msg.records.len(),
         );
         let _entered = span.enter();
-        let board = self.board.clone();
-        let mut board = board.borrow_mut();
+        let shared = self.board.clone();
+        let mut board = shared.borrow_mut();
         if fresh {
             // A new connection incarnation: what the old one read is read again.
+            let mut abandoned = Vec::new();
             for lane in &mut board.lanes {
+                if self.gate.is_some() {
+                    abandoned.extend(lane.queue.drain(..).map(|job| job.record));
+                }
                 lane.queue.clear();
             }
             self.completed.clear();
             if let Some(gate) = &mut self.gate {
                 gate.clear();
+            }
+            if !abandoned.is_empty() {
+                drop(board);
+                for record in &abandoned {
+                    self.abandon(record, ctx);
+                }
+                board = shared.borrow_mut();
             }
         }
         let lanes = board.lanes.len();
