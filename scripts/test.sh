@@ -82,4 +82,6 @@ step "examples run"
 cargo run --release --locked --example quickstart >/dev/null
 cargo run --locked --example supervision >/dev/null
 cargo run --locked --example delayed >/dev/null
+cargo run --locked --example idempotent >/dev/null
+cargo run --locked "${FEATURES[@]}" --example idempotent -- "$KAFKACTOR_TEST_REDIS" >/dev/null
 echo "all checks passed in $(took "$RUN_STARTED" "$(now)")"
