@@ -16,4 +16,8 @@ if [ "${KAFKACTOR_BENCH_BROKERS:-}" != mock ]; then
     start_kafka
     export KAFKACTOR_BENCH_BROKERS="$KAFKA_BROKERS"
 fi
-cargo bench --locked --bench compare -- "${@:---quick}"
+# Redis for the idempotency scenario (the redis feature).
+source scripts/services.sh
+start_redis
+export KAFKACTOR_BENCH_REDIS="$KAFKACTOR_TEST_REDIS"
+cargo bench --locked --features redis --bench compare -- "${@:---quick}"

@@ -190,6 +190,8 @@ impl Outcome2 {
 
 mod delay;
 mod e2e;
+#[cfg(feature = "redis")]
+mod idempotency;
 mod kafka;
 mod latency;
 mod scale;
@@ -453,6 +455,44 @@ async fn run(sizes: Sizes) -> Vec<Outcome2> {
         out.extend(precision_rows("mock", n, &p));
         let p = delay_precision(Broker::memory(), None, n).await;
         out.extend(precision_rows("embedded", n, &p));
+    }
+
+    #[cfg(feature = "redis")]
+    if let Some(url) = std::env::var("KAFKACTOR_BENCH_REDIS")
+        .ok()
+        .filter(|u| !u.is_empty() && sizes.wants("idempotency_redis"))
+    {
+        for (size, batches) in [(1usize, 2_000usize), (100, 100)] {
+            let mut o = Outcome2 {
+                scenario: format!("idempotency_redis_batch{size}_us"),
+                unit: "us/record",
+                higher_is_better: false,
+                kafkactor: Vec::new(),
+                baseline: Vec::new(),
+                target: None,
+                notes: String::new(),
+            };
+            for round in 0..sizes.rounds {
+                let (k, b) = pair(
+                    round,
+                    idempotency::idempotency_us_per_record(Some(&url), size, batches),
+                    idempotency::idempotency_us_per_record(None, size, batches),
+                )
+                .await;
+                eprintln!(
+                    "  {} round {round}: with Redis {k:.1} us, without {b:.1} us",
+                    o.scenario
+                );
+                o.kafkactor.push(k);
+                o.baseline.push(b);
+            }
+            o.notes = format!(
+                "publish -> handled per record in batches of {size}, with the Redis check \
+                 (kafkactor) and without (baseline): the check costs {:.1} us per record",
+                median(&o.kafkactor) - median(&o.baseline)
+            );
+            out.push(o);
+        }
     }
 
     if sizes.wants("scale") {
