@@ -24,8 +24,9 @@
 //! process dies after the handler's effect and before the key is recorded,
 //! the record is read again (its offset was not committed) and handled
 //! again once the dead member's lease runs out: for that window, at least
-//! once. Effects the handler makes in the same transaction as the key
-//! (a store in the application's database) close it; see the outbox.
+//! once. The same holds for the records a subscription's Dispatcher had
+//! under way when it was restarted (a bug in kafkactor, not a handler's
+//! panic, which restarts only the handler): its member claims them again.
 //!
 //! A store that cannot be reached pauses the subscription (claims and
 //! completions are tried again, backing off up to 5 s; each failure
