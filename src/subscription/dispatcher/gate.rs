@@ -492,10 +492,14 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
     }
 
     /// Gives up this member's claims on `keys` (its partitions moved).
-    pub(super) fn release_keys(&mut self, keys: Vec<String>, ctx: &mut Context<Self>) {
+    pub(super) fn release_keys(&mut self, mut keys: Vec<String>, ctx: &mut Context<Self>) {
         let Some(gate) = self.gate.as_ref() else {
             return;
         };
+        // A key this member is handling under another record (a copy) keeps
+        // its claim: giving it back would let another member handle it at
+        // the same time.
+        keys.retain(|k| !gate.in_hand.contains(k));
         if keys.is_empty() {
             return;
         }
