@@ -29,6 +29,26 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The store's answer to a claim of `records`' keys, one claim per record
+/// (a record without a key passes as new); the error when the store failed
+/// or answered for another number of keys.
+fn per_record<'a>(
+    records: impl Iterator<Item = &'a Pending> + Clone,
+    claims: Result<Vec<Claim>>,
+) -> std::result::Result<Vec<Claim>, String> {
+    let claims = claims.map_err(|e| e.to_string())?;
+    if claims.len() != records.clone().filter(|p| p.key.is_some()).count() {
+        return Err("the store answered a different number of claims".into());
+    }
+    let mut claims = claims.into_iter();
+    Ok(records
+        .map(|p| match p.key {
+            Some(_) => claims.next().unwrap_or(Claim::Busy),
+            None => Claim::New,
+        })
+        .collect())
+}
+
 /// How often a held partition's head is claimed again.
 const HOLD_RETRY: Duration = Duration::from_millis(100);
 
@@ -168,9 +188,24 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
         if gate.claiming || gate.waiting.is_empty() {
             return;
         }
-        gate.claiming = true;
         let batch = std::mem::take(&mut gate.waiting);
-        let keys: Vec<String> = batch.iter().filter_map(|p| p.key.clone()).collect();
+        let keys = batch.iter().filter_map(|p| p.key.clone()).collect();
+        self.spawn_claim(keys, batch, Self::claimed, ctx);
+    }
+
+    /// Claims `keys` (those of `records`, in order) in one store call, one
+    /// claim at a time; `answer` gets `records` back with the store's answer.
+    fn spawn_claim<T: 'static>(
+        &mut self,
+        keys: Vec<String>,
+        records: T,
+        answer: fn(&mut Self, T, Result<Vec<Claim>>, &mut Context<Self>),
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(gate) = self.gate.as_mut() else {
+            return;
+        };
+        gate.claiming = true;
         let (store, owner, lease) = (
             gate.idempotency.store.clone(),
             gate.owner.clone(),
@@ -179,7 +214,12 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
         ctx.spawn(
             async move { store.claim(&keys, &owner, lease).await }
                 .into_actor(self)
-                .map(move |claims, act, ctx| act.claimed(batch, claims, ctx)),
+                .map(move |claims, act, ctx| {
+                    if let Some(gate) = act.gate.as_mut() {
+                        gate.claiming = false;
+                    }
+                    answer(act, records, claims, ctx)
+                }),
         );
     }
 
@@ -193,16 +233,9 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
         let Some(gate) = self.gate.as_mut() else {
             return;
         };
-        gate.claiming = false;
-        let claims = match claims {
-            Ok(claims) if claims.len() == batch.iter().filter(|p| p.key.is_some()).count() => {
-                claims
-            }
-            result => {
-                let error = match result {
-                    Err(e) => e.to_string(),
-                    Ok(_) => "the store answered a different number of claims".into(),
-                };
+        let claims = match per_record(batch.iter(), claims) {
+            Ok(claims) => claims,
+            Err(error) => {
                 let delay = gate.backoff();
                 // Back in front, in their order, before what came since.
                 let later = std::mem::replace(&mut gate.waiting, batch);
@@ -213,16 +246,7 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
             }
         };
         gate.answered();
-        let mut claims = claims.into_iter();
-        let mut next = Vec::with_capacity(batch.len());
-        for pending in batch {
-            let claim = match pending.key {
-                Some(_) => claims.next().unwrap_or(Claim::Busy),
-                None => Claim::New,
-            };
-            next.push((pending, claim));
-        }
-        self.pass(next, ctx);
+        self.pass(batch.into_iter().zip(claims).collect(), ctx);
         self.claim_waiting(ctx);
     }
 
@@ -314,7 +338,6 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
             // Claimed again once the claim under way has answered.
             return self.hold(ctx);
         }
-        gate.claiming = true;
         // The heads leave their queues while claimed; the partitions stay
         // held (what arrives meanwhile queues behind).
         let heads: Vec<(TopicPartition, Pending)> = gate
@@ -322,17 +345,8 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
             .iter_mut()
             .filter_map(|(tp, q)| q.pop_front().map(|p| (tp.clone(), p)))
             .collect();
-        let keys: Vec<String> = heads.iter().filter_map(|(_, p)| p.key.clone()).collect();
-        let (store, owner, lease) = (
-            gate.idempotency.store.clone(),
-            gate.owner.clone(),
-            gate.idempotency.lease,
-        );
-        ctx.spawn(
-            async move { store.claim(&keys, &owner, lease).await }
-                .into_actor(self)
-                .map(move |claims, act, ctx| act.claimed_heads(heads, claims, ctx)),
-        );
+        let keys = heads.iter().filter_map(|(_, p)| p.key.clone()).collect();
+        self.spawn_claim(keys, heads, Self::claimed_heads, ctx);
     }
 
     /// The answer to a claim of held partitions' heads: a head let through
@@ -351,15 +365,9 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
         let Some(gate) = self.gate.as_mut() else {
             return;
         };
-        gate.claiming = false;
-        let expected = heads.iter().filter(|(_, p)| p.key.is_some()).count();
-        let claims = match claims {
-            Ok(claims) if claims.len() == expected => claims,
-            result => {
-                let error = match result {
-                    Err(e) => e.to_string(),
-                    Ok(_) => "the store answered a different number of claims".into(),
-                };
+        let claims = match per_record(heads.iter().map(|(_, p)| p), claims) {
+            Ok(claims) => claims,
+            Err(error) => {
                 for (tp, head) in heads {
                     gate.held.entry(tp).or_default().push_front(head);
                 }
@@ -370,13 +378,8 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
             }
         };
         gate.answered();
-        let mut claims = claims.into_iter();
         let mut next = Vec::new();
-        for ((tp, head), live) in heads.into_iter().zip(live) {
-            let claim = match head.key {
-                Some(_) => claims.next().unwrap_or(Claim::Busy),
-                None => Claim::New,
-            };
+        for (((tp, head), live), claim) in heads.into_iter().zip(live).zip(claims) {
             if !live {
                 // Given up meanwhile: goes to pass, which drops it and
                 // gives back a claim made for it.
