@@ -21,6 +21,24 @@ impl Handler<Delivery<Sample>> for Noop {
     }
 }
 
+/// An application on `broker` whose `subscription` is handled by [`Noop`]
+/// handlers counting into `handled`.
+pub(crate) async fn noop_app(
+    broker: Broker,
+    subscription: Subscription,
+    handled: &Arc<AtomicU64>,
+) -> App {
+    let handled = handled.clone();
+    Kafkactor::builder()
+        .broker(broker)
+        .subscribe(subscription, move || Noop {
+            handled: handled.clone(),
+        })
+        .start()
+        .await
+        .unwrap()
+}
+
 pub(crate) static RUN: AtomicU64 = AtomicU64::new(0);
 
 /// Unique per process run too: topics and groups on a shared broker outlive runs.
@@ -58,22 +76,14 @@ pub(crate) async fn kafkactor_e2e(n: u64, keys: u64, concurrency: usize) -> f64 
     let broker = Broker::memory();
     let (topic, group) = (unique("e2e"), unique("g"));
     let handled = Arc::new(AtomicU64::new(0));
-    let app = Kafkactor::builder()
-        .broker(broker.clone())
-        .subscribe(
-            Subscription::to(topic.as_str())
-                .group(group.as_str())
-                .concurrency(concurrency),
-            {
-                let handled = handled.clone();
-                move || Noop {
-                    handled: handled.clone(),
-                }
-            },
-        )
-        .start()
-        .await
-        .unwrap();
+    let app = noop_app(
+        broker.clone(),
+        Subscription::to(topic.as_str())
+            .group(group.as_str())
+            .concurrency(concurrency),
+        &handled,
+    )
+    .await;
     let memory = broker.as_memory().unwrap();
     let started = Instant::now();
     publish(&app, &topic, n, keys, 1_000).await;

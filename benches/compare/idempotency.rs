@@ -7,7 +7,7 @@
 //! cost.
 
 use super::*;
-use e2e::{unique, Noop};
+use e2e::{noop_app, unique};
 
 /// Microseconds per record over `batches` batches of `size`, waiting for
 /// each batch to be handled before publishing the next.
@@ -26,17 +26,7 @@ pub(crate) async fn idempotency_us_per_record(
             .prefix(&format!("kafkactor:bench:{}:", unique("run")));
         subscription = subscription.idempotent(kafkactor::idempotency::Idempotency::new(store));
     }
-    let app = Kafkactor::builder()
-        .broker(Broker::memory())
-        .subscribe(subscription, {
-            let handled = handled.clone();
-            move || Noop {
-                handled: handled.clone(),
-            }
-        })
-        .start()
-        .await
-        .unwrap();
+    let app = noop_app(Broker::memory(), subscription, &handled).await;
     let producer = app.producer();
     // One warm-up batch (connections, topic, assignment).
     let run = |first: u64, n: usize| {

@@ -234,17 +234,12 @@ pub(super) async fn kafkactor_consume(brokers: &str, topic: &str, n: u64) -> f64
     if let Ok(debug) = std::env::var("BENCH_RDKAFKA_DEBUG") {
         broker = broker.set("debug", debug);
     }
-    let app = Kafkactor::builder()
-        .broker(broker)
-        .subscribe(Subscription::to(topic).group(unique("bench-g").as_str()), {
-            let handled = handled.clone();
-            move || Noop {
-                handled: handled.clone(),
-            }
-        })
-        .start()
-        .await
-        .unwrap();
+    let app = noop_app(
+        broker,
+        Subscription::to(topic).group(unique("bench-g").as_str()),
+        &handled,
+    )
+    .await;
     let deadline = Instant::now() + Duration::from_secs(300);
     while handled.load(Ordering::Relaxed) < n {
         assert!(Instant::now() < deadline, "kafka_consume did not finish");
