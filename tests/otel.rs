@@ -16,70 +16,23 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kafkactor::prelude::*;
-use kafkactor::{ProducerHandle, TraceContext};
+use kafkactor::TraceContext;
 use opentelemetry::trace::{SpanId, TraceId, TracerProvider as _};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
+use support::forwarding::forwarding_app;
 use support::*;
 use tracing_subscriber::layer::SubscriberExt;
 
 type Log = Arc<Mutex<Vec<(String, Option<TraceContext>)>>>;
 
-thread_local! {
-    static PRODUCER: std::cell::RefCell<Option<ProducerHandle>> = const { std::cell::RefCell::new(None) };
-}
-
-/// `first` is handled by publishing to `second`; both log their records'
-/// trace context.
+/// The forwarding application ([`forwarding_app`]), logging each
+/// record's trace context.
 async fn app(tb: &TestBroker, first: &str, second: &str, log: &Log) -> App {
-    let prefix = unique("delay");
-    tb.topics(&[&format!("{prefix}.0s"), &format!("{prefix}.200ms")])
-        .await;
-    let delays = kafkactor::Delays::default()
-        .buckets([Duration::from_millis(200)])
-        .topic_prefix(&prefix);
-    let (forward_to, log1, log2) = (second.to_string(), log.clone(), log.clone());
-    let app = Kafkactor::builder()
-        .broker(tb.broker.clone())
-        .delays(delays)
-        .handle(
-            Subscription::to(first).group(unique("first").as_str()),
-            move |d: Delivery<String>| {
-                log1.lock()
-                    .unwrap()
-                    .push(("first".into(), d.trace_context()));
-                let producer = PRODUCER.with(|p| p.borrow().clone()).unwrap();
-                let sent = producer.send(
-                    Publish::to(forward_to.as_str())
-                        .message(&format!("after {}", d.message()))
-                        .unwrap(),
-                );
-                async move {
-                    sent.await.unwrap().unwrap();
-                    Outcome::Ack
-                }
-            },
-        )
-        .handle(
-            Subscription::to(second).group(unique("second").as_str()),
-            move |d: Delivery<String>| {
-                log2.lock()
-                    .unwrap()
-                    .push(("second".into(), d.trace_context()));
-                async { Outcome::Ack }
-            },
-        )
-        .start()
-        .await
-        .unwrap();
-    PRODUCER.with(|p| *p.borrow_mut() = Some(app.producer()));
-    until_owned(
-        "both subscriptions own partitions",
-        tb.patience(Duration::from_secs(5)),
-        &app,
-        |n| n >= 2,
-    )
-    .await;
-    app
+    let log = log.clone();
+    forwarding_app(tb, first, second, move |name, d| {
+        log.lock().unwrap().push((name.into(), d.trace_context()))
+    })
+    .await
 }
 
 /// Publishes "now" inside an application span `request` and "later"

@@ -12,7 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kafkactor::prelude::*;
-use kafkactor::{ProducerHandle, TraceContext};
+use kafkactor::TraceContext;
+use support::forwarding::forwarding_app;
 use support::*;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record as SpanRecord};
@@ -135,60 +136,14 @@ fn seen<T>(d: &Delivery<T>) -> Seen {
     }
 }
 
-/// An application where `first` is handled by forwarding to `second`
-/// (a handler's own publish), and `second` is logged.
+/// The forwarding application ([`forwarding_app`]), logging what each
+/// subscription saw.
 async fn app(tb: &TestBroker, first: &str, second: &str, log: &Log) -> App {
-    // One short bucket, its topics made up front (the mock cluster cannot
-    // create topics through the admin API).
-    let prefix = unique("delay");
-    tb.topics(&[&format!("{prefix}.0s"), &format!("{prefix}.200ms")])
-        .await;
-    let delays = kafkactor::Delays::default()
-        .buckets([Duration::from_millis(200)])
-        .topic_prefix(&prefix);
-    let (forward_to, log1, log2) = (second.to_string(), log.clone(), log.clone());
-    let app = Kafkactor::builder()
-        .broker(tb.broker.clone())
-        .delays(delays)
-        .handle(
-            Subscription::to(first).group(unique("first").as_str()),
-            move |d: Delivery<String>| {
-                log1.lock().unwrap().push(("first".into(), seen(&d)));
-                // Published while the handler runs: the context flows on.
-                let producer = PRODUCER.with(|p| p.borrow().clone()).unwrap();
-                let forward = Publish::to(forward_to.as_str())
-                    .message(&format!("after {}", d.message()))
-                    .unwrap();
-                let sent = producer.send(forward);
-                async move {
-                    sent.await.unwrap().unwrap();
-                    Outcome::Ack
-                }
-            },
-        )
-        .handle(
-            Subscription::to(second).group(unique("second").as_str()),
-            move |d: Delivery<String>| {
-                log2.lock().unwrap().push(("second".into(), seen(&d)));
-                async { Outcome::Ack }
-            },
-        )
-        .start()
-        .await
-        .unwrap();
-    PRODUCER.with(|p| *p.borrow_mut() = Some(app.producer()));
-    until_owned(
-        "both subscriptions own partitions",
-        tb.patience(Duration::from_secs(5)),
-        &app,
-        |n| n >= 2,
-    )
-    .await;
-    app
-}
-
-thread_local! {
-    static PRODUCER: std::cell::RefCell<Option<ProducerHandle>> = const { std::cell::RefCell::new(None) };
+    let log = log.clone();
+    forwarding_app(tb, first, second, move |name, d| {
+        log.lock().unwrap().push((name.into(), seen(d)))
+    })
+    .await
 }
 
 async fn trace_crosses_the_broker(tb: TestBroker) {

@@ -12,6 +12,7 @@ use actix::prelude::*;
 use kafkactor::prelude::*;
 use serde::{Deserialize, Serialize};
 
+pub mod forwarding;
 pub mod kafka_process;
 
 /// The test message.
