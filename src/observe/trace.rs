@@ -191,11 +191,30 @@ fn in_record_trace(span: &tracing::Span, record: &Record) {
     let Some(parent) = TraceContext::of(record) else {
         return;
     };
-    let own = adopt(span, Some(parent), record.headers.get(header::TRACESTATE))
-        .unwrap_or_else(|| parent.child());
+    in_trace(span, Some(parent), record.headers.get(header::TRACESTATE));
+}
+
+/// Makes `span` a child of `parent` (the root of a new trace without one),
+/// with OpenTelemetry's ids when a layer records it ([`adopt`]), and
+/// records its ids; returns its own context.
+pub(crate) fn in_trace(
+    span: &tracing::Span,
+    parent: Option<TraceContext>,
+    state: Option<&[u8]>,
+) -> TraceContext {
+    let own = adopt(span, parent, state)
+        .unwrap_or_else(|| parent.map_or_else(TraceContext::new_root, |p| p.child()));
+    record_ids(span, own, parent.map(|p| p.span_id));
+    own
+}
+
+/// Records a span's trace id, span id and parent span id, as hex.
+pub(crate) fn record_ids(span: &tracing::Span, own: TraceContext, parent: Option<u64>) {
     span.record("trace_id", hex_id(own.trace_id, 32));
     span.record("span_id", hex_id(own.span_id.into(), 16));
-    span.record("parent_span_id", hex_id(parent.span_id.into(), 16));
+    if let Some(parent) = parent {
+        span.record("parent_span_id", hex_id(parent.into(), 16));
+    }
 }
 
 /// Makes `parent` (a record's publisher) the OpenTelemetry parent of `span`

@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::envelope::header;
 use crate::error::Result;
 use crate::observe::trace::{
-    adopt, hex_id, in_handler, inherit, spans_on, with_current, TraceContext,
+    adopt, in_handler, inherit, record_ids, spans_on, with_current, TraceContext,
 };
 use crate::producer::{Producer, PublishBatch};
 use crate::publish::{Publish, PublishOutcome};
@@ -194,11 +194,7 @@ fn publish_span(
             }
         },
     };
-    span.record("trace_id", hex_id(ctx.trace_id, 32));
-    span.record("span_id", hex_id(ctx.span_id.into(), 16));
-    if let Some(parent) = parent {
-        span.record("parent_span_id", hex_id(parent.into(), 16));
-    }
+    record_ids(&span, ctx, parent);
     span.in_scope(|| tracing::debug!(target: "kafkactor", "publishing"));
     Some(span)
 }

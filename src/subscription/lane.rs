@@ -57,7 +57,7 @@ use crate::delivery::Outcome;
 use crate::envelope::Record;
 use crate::observe::histogram::LocalSeries;
 use crate::observe::metrics::PerTopic;
-use crate::observe::trace::{adopt, hex_id, spans_on, Current, TraceContext};
+use crate::observe::trace::{in_trace, spans_on, Current, TraceContext};
 use crate::subscription::dispatcher::DispatchSettings;
 use crate::subscription::route::Routes;
 
@@ -437,15 +437,8 @@ impl<A: Actor<Context = Context<A>>> Runner<A> {
         if span.is_disabled() {
             return span;
         }
-        let parent = TraceContext::of(record);
         let state = record.headers.get(crate::envelope::header::TRACESTATE);
-        let trace = adopt(&span, parent, state)
-            .unwrap_or_else(|| parent.map_or_else(TraceContext::new_root, |p| p.child()));
-        span.record("trace_id", hex_id(trace.trace_id, 32));
-        span.record("span_id", hex_id(trace.span_id.into(), 16));
-        if let Some(parent) = parent {
-            span.record("parent_span_id", hex_id(parent.span_id.into(), 16));
-        }
+        let trace = in_trace(&span, TraceContext::of(record), state);
         if let Some(id) = record.headers.get_str(crate::envelope::header::MESSAGE_ID) {
             span.record("message_id", id);
         }
