@@ -24,6 +24,7 @@ use crate::connection::protocol::Stamp;
 use crate::envelope::{Record, TopicPartition};
 use crate::error::Result;
 use crate::idempotency::{Claim, Idempotency};
+use crate::subscription::lane::Job;
 
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -428,6 +429,21 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
     fn duplicate(&mut self, record: Arc<Record>) {
         self.count(&record.topic, |c| c.duplicates.inc());
         self.completed.push(record);
+    }
+
+    /// Acknowledged records of an idempotent subscription: each key is
+    /// recorded before its record is reported (`done` is left empty).
+    #[inline(never)]
+    pub(super) fn acked_through_gate(&mut self, done: &mut Vec<Job>, ctx: &mut Context<Self>) {
+        for job in done.drain(..) {
+            let live = self.live(&job);
+            if live {
+                if let Some(tap) = &self.settings.lineage {
+                    tap.handled(&self.settings.group, &job.record, "acked", None);
+                }
+            }
+            self.final_fate(job.record, live, ctx);
+        }
     }
 
     /// `record`'s fate is final (`live`: it is still this member's to

@@ -241,16 +241,14 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
         count_runs(done.iter().map(|job| &job.record.topic), |topic, n| {
             self.count(topic, |c| c.acked.inc_by(n))
         });
+        if self.gate.is_some() {
+            self.acked_through_gate(&mut done, ctx);
+        }
         for job in done.drain(..) {
-            let live = self.live(&job);
-            if live {
+            if self.live(&job) {
                 if let Some(tap) = &self.settings.lineage {
                     tap.handled(&self.settings.group, &job.record, "acked", None);
                 }
-            }
-            if self.gate.is_some() {
-                self.final_fate(job.record, live, ctx);
-            } else if live {
                 self.completed.push(job.record);
             }
         }
