@@ -25,8 +25,14 @@ if ! command -v valgrind >/dev/null 2>&1; then
 fi
 
 started=$(now)
-bin=$(cargo bench --locked --bench instructions --no-run --message-format=json 2>/dev/null |
-    python3 -c 'import json, sys
+# The build's messages go to a log, shown when it fails (a CI log then says why).
+build_log="$OUT/build.log"
+if ! cargo bench --locked --bench instructions --no-run --message-format=json >"$OUT/build.json" 2>"$build_log"; then
+    cat "$build_log" >&2
+    echo "could not build benches/instructions.rs (messages above)" >&2
+    exit 1
+fi
+bin=$(<"$OUT/build.json" python3 -c 'import json, sys
 for line in sys.stdin:
     m = json.loads(line)
     if m.get("reason") == "compiler-artifact" and m.get("target", {}).get("name") == "instructions" and m.get("executable"):
