@@ -62,6 +62,8 @@ impl Kafkactor {
             registry: None,
             http: None,
             lineage: None,
+            #[cfg(feature = "postgres")]
+            outbox_relays: Vec::new(),
             error: None,
         }
     }
@@ -100,6 +102,8 @@ pub struct AppBuilder {
     registry: Option<prometheus::Registry>,
     http: Option<String>,
     lineage: Option<Lineage>,
+    #[cfg(feature = "postgres")]
+    outbox_relays: Vec<crate::outbox::OutboxRelay>,
     error: Option<Error>,
 }
 
@@ -272,6 +276,18 @@ impl AppBuilder {
         self
     }
 
+    /// Runs `relay` under the root supervisor (child `outbox:<table>`,
+    /// after the Producer): it moves its outbox table's rows to the broker
+    /// (see [`outbox`](crate::outbox)). [`start`](AppBuilder::start) fails
+    /// with a typed error when the database cannot be reached
+    /// ([`Error::Unavailable`]) or the table does not exist
+    /// ([`Error::Config`]). Feature `postgres`.
+    #[cfg(feature = "postgres")]
+    pub fn outbox_relay(mut self, relay: crate::outbox::OutboxRelay) -> Self {
+        self.outbox_relays.push(relay);
+        self
+    }
+
     /// Publishes the tree's lifecycle events to `events` (shared by clones).
     pub fn events(mut self, events: Events) -> Self {
         self.events = events;
@@ -296,6 +312,11 @@ impl AppBuilder {
         }
         for (sub, _) in &self.subscriptions {
             sub.validate()?;
+        }
+        #[cfg(feature = "postgres")]
+        for relay in &self.outbox_relays {
+            relay.validate()?;
+            relay.check().await?;
         }
         let plan = self.delays.as_ref().map(Delays::plan).transpose()?;
         // The Republisher of this application, when it runs one.
@@ -358,6 +379,27 @@ impl AppBuilder {
                 lineage: tap.clone(),
             },
         );
+        let mut dependencies = Vec::new();
+        #[cfg(feature = "postgres")]
+        for relay in self.outbox_relays {
+            let failing = crate::observe::health::Failing::default();
+            let table = relay.outbox.table_name().to_string();
+            dependencies.push((format!("outbox:{table}"), failing.clone()));
+            let producer = ProducerHandle::new(
+                outbound.producer.clone(),
+                intake.clone(),
+                self.delivery_timeout,
+            );
+            let metrics = metrics.clone();
+            root = root.child(ChildSpec::graceful(format!("outbox:{table}"), move || {
+                crate::outbox::OutboxRelayActor::new(
+                    relay.clone(),
+                    producer.clone(),
+                    metrics.clone(),
+                    failing.clone(),
+                )
+            }));
+        }
         // The consumer connection of every consumer subtree, asked by
         // `assigned_partitions` what it owns.
         let mut consumers = Vec::new();
@@ -368,7 +410,6 @@ impl AppBuilder {
                 topics: plan.topics(),
                 connection: connection.clone(),
                 buckets: true,
-                store_failing: None,
             });
             root = root.child(republisher_spec(
                 delays,
@@ -391,8 +432,13 @@ impl AppBuilder {
                 topics: sub.topics.clone(),
                 connection: connection.clone(),
                 buckets: false,
-                store_failing: sub.idempotency.as_ref().map(|i| i.failing.clone()),
             });
+            if let Some(idempotency) = &sub.idempotency {
+                dependencies.push((
+                    format!("idempotency:{}", sub.group_name()),
+                    idempotency.failing.clone(),
+                ));
+            }
             root = root.child(make(Parts {
                 backend: backend.clone(),
                 events: self.events.clone(),
@@ -402,7 +448,7 @@ impl AppBuilder {
                 lineage: tap.clone().filter(|_| sub.lineage),
             }));
         }
-        let observed = Observed::new(metrics.clone(), backend.clone(), consumers);
+        let observed = Observed::new(metrics.clone(), backend.clone(), consumers, dependencies);
         let mut http_addr = None;
         if let Some(addr) = &self.http {
             let listener = std::net::TcpListener::bind(addr.as_str())

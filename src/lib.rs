@@ -22,6 +22,8 @@ mod error;
 pub mod idempotency;
 mod observe;
 mod outbound;
+#[cfg(feature = "postgres")]
+pub mod outbox;
 mod partitioner;
 mod producer;
 mod publish;

@@ -18,17 +18,6 @@ use kafkactor::prelude::*;
 use kafkactor::{header, Error};
 use support::*;
 
-/// The sum of the samples of counter `name` in `app`'s registry.
-fn counter(app: &App, name: &str) -> f64 {
-    app.metrics_registry()
-        .gather()
-        .iter()
-        .filter(|f| f.name() == name)
-        .flat_map(|f| f.get_metric())
-        .map(|m| m.get_counter().get_value())
-        .sum()
-}
-
 /// How often each key was handled.
 type Handled = Arc<Mutex<HashMap<String, usize>>>;
 

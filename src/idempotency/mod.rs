@@ -115,7 +115,7 @@ pub struct Idempotency {
     pub(crate) store: Arc<dyn IdempotencyStore>,
     /// The last store failure, until a call succeeds again: the
     /// subscription's readiness check.
-    pub(crate) failing: Arc<std::sync::Mutex<Option<String>>>,
+    pub(crate) failing: crate::observe::health::Failing,
     key: KeyFrom,
     pub(crate) ttl: Duration,
     pub(crate) lease: Duration,
@@ -147,7 +147,7 @@ impl Idempotency {
     pub fn shared(store: Arc<dyn IdempotencyStore>) -> Self {
         Idempotency {
             store,
-            failing: Arc::default(),
+            failing: Default::default(),
             key: KeyFrom::Header(header::MESSAGE_ID),
             ttl: Duration::from_secs(24 * 3600),
             lease: Duration::from_secs(60),

@@ -40,20 +40,41 @@ pub struct Health {
     /// Live, the broker answers, and every consumer owns partitions.
     pub ready: bool,
     /// Each check, in order: the broker, each consumer, each idempotency
-    /// store.
+    /// store, the outbox's database.
     pub checks: Vec<Check>,
 }
 
 /// One readiness check.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Check {
-    /// `broker`, `consumer:<group>`, or `idempotency:<group>` (an
-    /// idempotent subscription's store).
+    /// `broker`, `consumer:<group>`, `idempotency:<group>` (an
+    /// idempotent subscription's store) or `outbox:<table>` (an outbox relay's
+    /// database).
     pub name: String,
     /// Whether it passed.
     pub ok: bool,
     /// What was found.
     pub detail: String,
+}
+
+/// The last failure of something the application depends on besides the
+/// broker (an idempotency store, the outbox's database), while it lasts:
+/// set by the actor that calls it, read by the readiness check.
+#[derive(Clone, Default)]
+pub(crate) struct Failing(Arc<Mutex<Option<String>>>);
+
+impl Failing {
+    pub(crate) fn set(&self, failure: String) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(failure);
+    }
+
+    pub(crate) fn clear(&self) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+
+    pub(crate) fn get(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
 }
 
 /// One consumer of the application: a subscription or the Republisher.
@@ -65,8 +86,6 @@ pub(crate) struct Consumer {
     /// The Republisher's: its topics are delay buckets, and its lag is
     /// their backlog.
     pub(crate) buckets: bool,
-    /// An idempotent subscription's last store failure, while failing.
-    pub(crate) store_failing: Option<Arc<Mutex<Option<String>>>>,
 }
 
 /// What health and on-demand metrics are read from; shared by the
@@ -78,6 +97,8 @@ struct Inner {
     metrics: Metrics,
     backend: Arc<dyn BrokerBackend>,
     consumers: Vec<Consumer>,
+    /// The other dependencies' checks: name and failure.
+    dependencies: Vec<(String, Failing)>,
     /// The last probe's answer and when it was asked.
     probed: Mutex<Option<(Instant, Result<(), String>)>>,
 }
@@ -87,11 +108,13 @@ impl Observed {
         metrics: Metrics,
         backend: Arc<dyn BrokerBackend>,
         consumers: Vec<Consumer>,
+        dependencies: Vec<(String, Failing)>,
     ) -> Self {
         Observed(Arc::new(Inner {
             metrics,
             backend,
             consumers,
+            dependencies,
             probed: Mutex::new(None),
         }))
     }
@@ -161,15 +184,13 @@ impl Observed {
                 },
             });
         }
-        for c in &self.0.consumers {
-            if let Some(failing) = &c.store_failing {
-                let failing = failing.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                checks.push(Check {
-                    name: format!("idempotency:{}", c.group),
-                    ok: failing.is_none(),
-                    detail: failing.unwrap_or_else(|| "answers".into()),
-                });
-            }
+        for (name, failing) in &self.0.dependencies {
+            let failing = failing.get();
+            checks.push(Check {
+                name: name.clone(),
+                ok: failing.is_none(),
+                detail: failing.unwrap_or_else(|| "answers".into()),
+            });
         }
         let ready = live && checks.iter().all(|c| c.ok);
         Health {

@@ -60,6 +60,9 @@ pub(crate) struct Collectors {
     pub(crate) lineage_dropped: IntCounter,
     duplicates: IntCounterVec,
     pub(crate) idempotency_errors: IntCounterVec,
+    pub(crate) outbox_sent: IntCounter,
+    pub(crate) outbox_failed: IntCounter,
+    pub(crate) outbox_errors: IntCounter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -70,6 +73,10 @@ impl std::fmt::Debug for Metrics {
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     IntCounterVec::new(Opts::new(name, help), labels).expect("a valid metric definition")
+}
+
+fn single(name: &str, help: &str) -> IntCounter {
+    IntCounter::new(name, help).expect("a valid metric definition")
 }
 
 fn histogram(name: &str, help: &str, labels: &[&str]) -> Arc<Histograms> {
@@ -151,11 +158,10 @@ impl Metrics {
                 "Supervisors that gave up after too many restarts.",
                 &["supervisor"],
             ),
-            lineage_dropped: IntCounter::new(
+            lineage_dropped: single(
                 "kafkactor_lineage_dropped_total",
                 "Lineage events dropped because their queue was full.",
-            )
-            .expect("a valid metric definition"),
+            ),
             duplicates: counter(
                 "kafkactor_duplicates_total",
                 "Records an idempotent subscription acknowledged without handling (their key was handled before).",
@@ -166,9 +172,21 @@ impl Metrics {
                 "Idempotency store calls that failed (consumption waits and tries again).",
                 &["group"],
             ),
+            outbox_sent: single(
+                "kafkactor_outbox_sent_total",
+                "Outbox rows the broker acknowledged (and the relay deleted).",
+            ),
+            outbox_failed: single(
+                "kafkactor_outbox_failed_total",
+                "Outbox rows the broker refused for good (kept with the reason in their error column).",
+            ),
+            outbox_errors: single(
+                "kafkactor_outbox_errors_total",
+                "Outbox relay database calls that failed (the relay waits and tries again).",
+            ),
             registry,
         };
-        let all: [Box<dyn Collector>; 16] = [
+        let all: [Box<dyn Collector>; 19] = [
             Box::new(c.published.clone()),
             Box::new(SharedHistograms(c.publish_latency.clone())),
             Box::new(c.consumed.clone()),
@@ -185,6 +203,9 @@ impl Metrics {
             Box::new(c.lineage_dropped.clone()),
             Box::new(c.duplicates.clone()),
             Box::new(c.idempotency_errors.clone()),
+            Box::new(c.outbox_sent.clone()),
+            Box::new(c.outbox_failed.clone()),
+            Box::new(c.outbox_errors.clone()),
         ];
         for collector in all {
             c.registry.register(collector).map_err(|e| {

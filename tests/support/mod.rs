@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod forwarding;
 pub mod kafka_process;
+pub mod proxy;
 
 /// The test message.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -213,6 +214,17 @@ pub fn first_handlings(seen: &[Seen]) -> Vec<Seen> {
     seen.iter().filter(|s| ids.insert(s.id)).cloned().collect()
 }
 
+/// The sum of the samples of counter `name` in `app`'s registry.
+pub fn counter(app: &App, name: &str) -> f64 {
+    app.metrics_registry()
+        .gather()
+        .iter()
+        .filter(|f| f.name() == name)
+        .flat_map(|f| f.get_metric())
+        .map(|m| m.get_counter().get_value())
+        .sum()
+}
+
 /// A unique name for topics and groups of one test.
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", uuid_like())
@@ -275,6 +287,17 @@ pub fn redis_url() -> String {
     assert!(
         !url.is_empty(),
         "KAFKACTOR_TEST_REDIS is not set: run scripts/test.sh, which starts Redis"
+    );
+    url
+}
+
+/// The URL of the PostgreSQL database `scripts/test.sh` started. Fails
+/// (never skips) when none is configured.
+pub fn postgres_url() -> String {
+    let url = std::env::var("KAFKACTOR_TEST_POSTGRES").unwrap_or_default();
+    assert!(
+        !url.is_empty(),
+        "KAFKACTOR_TEST_POSTGRES is not set: run scripts/test.sh, which starts PostgreSQL"
     );
     url
 }

@@ -26,10 +26,6 @@ use crate::error::Result;
 use crate::idempotency::{Claim, Idempotency};
 use crate::subscription::lane::Job;
 
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// The store's answer to a claim of `records`' keys, one claim per record
 /// (a record without a key passes as new); the error when the store failed
 /// or answered for another number of keys.
@@ -168,7 +164,7 @@ impl Gate {
     fn answered(&mut self) {
         if self.failures > 0 {
             self.failures = 0;
-            lock(&self.idempotency.failing).take();
+            self.idempotency.failing.clear();
         }
     }
 
@@ -537,7 +533,7 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
 
     fn store_failed(&self, call: &str, error: &str, delay: Duration) {
         if let Some(gate) = &self.gate {
-            *lock(&gate.idempotency.failing) = Some(format!("{call}: {error}"));
+            gate.idempotency.failing.set(format!("{call}: {error}"));
         }
         let group = &self.settings.group;
         self.settings
