@@ -16,8 +16,11 @@ if [ "${KAFKACTOR_BENCH_BROKERS:-}" != mock ]; then
     start_kafka
     export KAFKACTOR_BENCH_BROKERS="$KAFKA_BROKERS"
 fi
-# Redis for the idempotency scenario (the redis feature).
+# Redis for the idempotency scenario (the redis feature), PostgreSQL for
+# the outbox relay's (the postgres feature).
 source scripts/services.sh
 start_redis
+start_postgres
 export KAFKACTOR_BENCH_REDIS="$KAFKACTOR_TEST_REDIS"
-cargo bench --locked --features redis --bench compare -- "${@:---quick}"
+export KAFKACTOR_BENCH_POSTGRES="$KAFKACTOR_TEST_POSTGRES"
+cargo bench --locked --features redis,postgres --bench compare -- "${@:---quick}"

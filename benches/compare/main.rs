@@ -194,6 +194,8 @@ mod e2e;
 mod idempotency;
 mod kafka;
 mod latency;
+#[cfg(feature = "postgres")]
+mod outbox;
 mod scale;
 
 use delay::*;
@@ -493,6 +495,41 @@ async fn run(sizes: Sizes) -> Vec<Outcome2> {
             );
             out.push(o);
         }
+    }
+
+    #[cfg(feature = "postgres")]
+    if let Some(url) = std::env::var("KAFKACTOR_BENCH_POSTGRES")
+        .ok()
+        .filter(|u| !u.is_empty() && sizes.wants("outbox_relay"))
+    {
+        let n = (sizes.records / 10).max(1_000);
+        let mut o = Outcome2 {
+            scenario: "outbox_relay_rows_per_s".into(),
+            unit: "records/s",
+            higher_is_better: true,
+            kafkactor: Vec::new(),
+            baseline: Vec::new(),
+            target: None,
+            notes: String::new(),
+        };
+        for round in 0..sizes.rounds {
+            let (k, b) = pair(
+                round,
+                outbox::relay_rows_per_s(&url, n),
+                outbox::producer_rows_per_s(n),
+            )
+            .await;
+            eprintln!(
+                "  outbox_relay round {round}: relay {k:.0} rows/s, producer {b:.0} records/s"
+            );
+            o.kafkactor.push(k);
+            o.baseline.push(b);
+        }
+        o.notes = format!(
+            "{n} records to the embedded broker in batches of 500: moved from a PostgreSQL \
+             outbox table by the relay (kafkactor) and published by a plain Producer (baseline)"
+        );
+        out.push(o);
     }
 
     if sizes.wants("scale") {

@@ -7,9 +7,10 @@
 //! [`outbox`](super)), publishes them through the application's
 //! [`Producer`](crate::Producer) as one [`PublishBatch`], waits for every
 //! outcome, deletes the rows the broker acknowledged, records the reason on
-//! rows it refused for good, and commits. A full batch is followed by the
-//! next at once; otherwise the relay waits for a notification from the
-//! table's trigger (`LISTEN`), or the poll interval.
+//! rows it refused for good, and commits. A batch that took rows is
+//! followed by the next at once; after one that found none the relay waits
+//! for a notification from the table's trigger (`LISTEN`), or the poll
+//! interval.
 //!
 //! **Messages.** [`Shutdown`] only: the batch under way finishes (its rows
 //! acknowledged are deleted), then the relay stops.
@@ -226,8 +227,9 @@ impl Relay {
                         Some(backoff)
                     } else {
                         backoff = BACKOFF.0;
-                        // A full batch: more rows are likely waiting.
-                        (batch.taken < self.settings.batch).then_some(self.settings.poll)
+                        // Rows taken: more may wait (in this batch's shards
+                        // or others), so the next batch starts at once.
+                        (batch.taken == 0).then_some(self.settings.poll)
                     }
                 }
                 Err(e) => {
