@@ -43,7 +43,7 @@ fi
 
 # The tests build with every optional feature (one build for the suite);
 # the library is linted without them too.
-FEATURES=(--features kafkactor/otel,kafkactor/redis)
+FEATURES=(--features kafkactor/otel,kafkactor/redis,kafkactor/postgres)
 
 step "format"
 cargo fmt --all --check
@@ -84,4 +84,5 @@ cargo run --locked --example supervision >/dev/null
 cargo run --locked --example delayed >/dev/null
 cargo run --locked --example idempotent >/dev/null
 cargo run --locked "${FEATURES[@]}" --example idempotent -- "$KAFKACTOR_TEST_REDIS" >/dev/null
+cargo run --locked "${FEATURES[@]}" --example outbox -- "$KAFKACTOR_TEST_POSTGRES" >/dev/null
 echo "all checks passed in $(took "$RUN_STARTED" "$(now)")"
