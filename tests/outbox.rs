@@ -490,3 +490,29 @@ async fn a_database_lost_at_run_time_pauses_the_relay_until_it_returns() {
     assert_eq!(ids, (0..20).collect());
     app.shutdown().await.unwrap();
 }
+
+#[test]
+fn an_app_with_a_relay_dropped_after_its_runtime_does_not_panic() {
+    let system = actix::System::new();
+    let app = system.block_on(async {
+        let pool = pool().await;
+        let outbox = fresh_outbox(&pool).await;
+        let topic = unique("orders");
+        let log = Log::default();
+        let app = Kafkactor::builder()
+            .broker(Broker::memory())
+            .subscribe(
+                Subscription::to(topic.as_str()).group("g"),
+                probe(&log, "a", ack()),
+            )
+            .outbox_relay(OutboxRelay::new(pool.clone(), outbox.clone()))
+            .start()
+            .await
+            .unwrap();
+        write(&pool, &outbox, &topic, &orders(20, 4), 5).await;
+        eventually("handled", Duration::from_secs(10), || log.len() == 20).await;
+        app
+    });
+    drop(system);
+    drop(app);
+}

@@ -30,6 +30,7 @@
 //! next batch, after the same backoff.
 
 use std::cell::Cell;
+use std::ops::{Deref, DerefMut};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -213,7 +214,7 @@ struct Relay {
 impl Relay {
     async fn run(self) {
         let channel = self.settings.outbox.table_name().replace('.', "_");
-        let mut listener: Option<PgListener> = None;
+        let mut listener: Option<Bound<PgListener>> = None;
         let mut backoff = BACKOFF.0;
         while !self.stop.asked.get() {
             if listener.is_none() {
@@ -263,8 +264,8 @@ impl Relay {
 
     /// A connection listening to the table's notifications (None when the
     /// database cannot be reached: the loop polls, and tries again).
-    async fn listen(&self, channel: &str) -> Option<PgListener> {
-        let mut listener = PgListener::connect_with(&self.settings.pool).await.ok()?;
+    async fn listen(&self, channel: &str) -> Option<Bound<PgListener>> {
+        let mut listener = Bound::new(PgListener::connect_with(&self.settings.pool).await.ok()?);
         listener.listen(channel).await.ok()?;
         Some(listener)
     }
@@ -272,7 +273,7 @@ impl Relay {
     /// One batch, in one transaction.
     async fn batch(&self) -> Result<Batch> {
         let sql = self.settings.outbox.statements();
-        let mut tx = self.settings.pool.begin().await.map_err(database)?;
+        let mut tx = Bound::new(self.settings.pool.begin().await.map_err(database)?);
         // Every shard, starting at a random one, so relays spread out.
         let first = fastrand::i16(0..SHARDS);
         let shards: Vec<i16> = (0..SHARDS).map(|i| (first + i) % SHARDS).collect();
@@ -280,7 +281,7 @@ impl Relay {
             .bind(shards)
             .bind(sql.lock_class)
             .bind(SHARDS_PER_BATCH)
-            .fetch_all(&mut *tx)
+            .fetch_all(&mut **tx)
             .await
             .map_err(database)?;
         let rows = if locked.is_empty() {
@@ -289,13 +290,13 @@ impl Relay {
             sqlx::query(AssertSqlSafe(sql.take.clone()))
                 .bind(locked)
                 .bind(self.settings.batch as i64)
-                .fetch_all(&mut *tx)
+                .fetch_all(&mut **tx)
                 .await
                 .map_err(database)?
         };
         let taken = rows.len();
         if taken == 0 {
-            tx.commit().await.map_err(database)?;
+            tx.into_inner().commit().await.map_err(database)?;
             return Ok(Batch { taken, left: 0 });
         }
         let mut ids = Vec::with_capacity(taken);
@@ -335,7 +336,7 @@ impl Relay {
         }
         sqlx::query(AssertSqlSafe(sql.delete.clone()))
             .bind(&sent)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await
             .map_err(database)?;
         if !failed.0.is_empty() {
@@ -345,14 +346,57 @@ impl Relay {
             sqlx::query(AssertSqlSafe(sql.fail.clone()))
                 .bind(&failed.0)
                 .bind(&failed.1)
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await
                 .map_err(database)?;
         }
-        tx.commit().await.map_err(database)?;
+        tx.into_inner().commit().await.map_err(database)?;
         let c = self.metrics.collectors();
         c.outbox_sent.inc_by(sent.len() as u64);
         c.outbox_failed.inc_by(failed.0.len() as u64);
         Ok(Batch { taken, left })
+    }
+}
+
+/// A sqlx resource whose drop needs a Tokio runtime (it hands its
+/// connection back on a task of its own): forgotten instead when the loop
+/// holding it is dropped after its runtime ended (an application dropped
+/// after its actix System), where dropping it would panic. The process is
+/// ending then; the database closes the session.
+struct Bound<T>(Option<T>);
+
+impl<T> Bound<T> {
+    fn new(value: T) -> Self {
+        Bound(Some(value))
+    }
+
+    fn into_inner(mut self) -> T {
+        self.0.take().expect("taken once")
+    }
+}
+
+impl<T> Deref for Bound<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        self.0.as_ref().expect("taken only by into_inner")
+    }
+}
+
+impl<T> DerefMut for Bound<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        self.0.as_mut().expect("taken only by into_inner")
+    }
+}
+
+impl<T> Drop for Bound<T> {
+    fn drop(&mut self) {
+        if let Some(value) = self.0.take() {
+            if tokio::runtime::Handle::try_current().is_ok() {
+                drop(value);
+            } else {
+                std::mem::forget(value);
+            }
+        }
     }
 }
