@@ -18,6 +18,11 @@
 //! | `kafkactor_actor_restarts_total` | counter | `supervisor`, `child` |
 //! | `kafkactor_escalations_total` | counter | `supervisor` |
 //! | `kafkactor_lineage_dropped_total` | counter | |
+//! | `kafkactor_duplicates_total` | counter | `topic`, `group` |
+//! | `kafkactor_idempotency_store_errors_total` | counter | `group` |
+//! | `kafkactor_outbox_sent_total` | counter | |
+//! | `kafkactor_outbox_failed_total` | counter | |
+//! | `kafkactor_outbox_errors_total` | counter | |
 //!
 //! Labels are topics, groups, partitions, bucket names, failure kinds and
 //! actor ids: all bounded by the configuration, never a key or an id.
