@@ -26,7 +26,9 @@
 //! transaction that wrote it committed; the relay deletes its row only
 //! after the broker acknowledged it, so every committed record reaches the
 //! broker at least once. Rows of one key (keyless rows: of one topic) are
-//! sent in the order they were written. A relay that dies between the
+//! sent in the order they were written; the one exception is a publish the
+//! broker failed retriably while a later one of its key in the same batch
+//! succeeded (the failed row goes out with a later batch). A relay that dies between the
 //! broker's acknowledgement and its own commit sends the rows of that batch
 //! again (with the same message id, which an idempotent subscription drops):
 //! duplicates only for rows in flight at the kill. A row the broker refuses
