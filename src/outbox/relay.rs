@@ -235,8 +235,8 @@ impl Relay {
                 }
                 Err(e) => {
                     tracing::warn!(table = %self.settings.outbox.table_name(), error = %e, retry_in = ?backoff, "outbox relay: database call failed");
-                    self.failing.set(e.to_string());
                     self.metrics.collectors().outbox_errors.inc();
+                    self.failing.set(e.to_string());
                     let wait = backoff;
                     backoff = (backoff * 2).min(BACKOFF.1);
                     Some(wait)
