@@ -20,9 +20,9 @@
 //! | `kafkactor_lineage_dropped_total` | counter | |
 //! | `kafkactor_duplicates_total` | counter | `topic`, `group` |
 //! | `kafkactor_idempotency_store_errors_total` | counter | `group` |
-//! | `kafkactor_outbox_sent_total` | counter | |
-//! | `kafkactor_outbox_failed_total` | counter | |
-//! | `kafkactor_outbox_errors_total` | counter | |
+//! | `kafkactor_outbox_sent_total` | counter | `table` |
+//! | `kafkactor_outbox_failed_total` | counter | `table` |
+//! | `kafkactor_outbox_errors_total` | counter | `table` |
 //!
 //! Labels are topics, groups, partitions, bucket names, failure kinds and
 //! actor ids: all bounded by the configuration, never a key or an id.
@@ -65,9 +65,9 @@ pub(crate) struct Collectors {
     pub(crate) lineage_dropped: IntCounter,
     duplicates: IntCounterVec,
     pub(crate) idempotency_errors: IntCounterVec,
-    pub(crate) outbox_sent: IntCounter,
-    pub(crate) outbox_failed: IntCounter,
-    pub(crate) outbox_errors: IntCounter,
+    pub(crate) outbox_sent: IntCounterVec,
+    pub(crate) outbox_failed: IntCounterVec,
+    pub(crate) outbox_errors: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -177,17 +177,20 @@ impl Metrics {
                 "Idempotency store calls that failed (consumption waits and tries again).",
                 &["group"],
             ),
-            outbox_sent: single(
+            outbox_sent: counter(
                 "kafkactor_outbox_sent_total",
                 "Outbox rows the broker acknowledged (and the relay deleted).",
+                &["table"],
             ),
-            outbox_failed: single(
+            outbox_failed: counter(
                 "kafkactor_outbox_failed_total",
                 "Outbox rows the broker refused for good (kept with the reason in their error column).",
+                &["table"],
             ),
-            outbox_errors: single(
+            outbox_errors: counter(
                 "kafkactor_outbox_errors_total",
                 "Outbox relay database calls that failed (the relay waits and tries again).",
+                &["table"],
             ),
             registry,
         };

@@ -36,6 +36,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use kafkactor_actors::Shutdown;
+use prometheus::IntCounter;
 use sqlx::postgres::PgListener;
 use sqlx::{AssertSqlSafe, PgPool};
 use tokio::sync::Notify;
@@ -174,10 +175,16 @@ impl Actor for OutboxRelayActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        let c = self.metrics.collectors();
+        let table = [self.relay.outbox.table_name()];
         let relay = Relay {
             settings: self.relay.clone(),
             producer: self.producer.clone(),
-            metrics: self.metrics.clone(),
+            counters: Counters {
+                sent: c.outbox_sent.with_label_values(&table),
+                failed: c.outbox_failed.with_label_values(&table),
+                errors: c.outbox_errors.with_label_values(&table),
+            },
             failing: self.failing.clone(),
             stop: self.stop.clone(),
         };
@@ -206,9 +213,16 @@ struct Batch {
 struct Relay {
     settings: OutboxRelay,
     producer: ProducerHandle,
-    metrics: Metrics,
+    counters: Counters,
     failing: Failing,
     stop: Rc<Stop>,
+}
+
+/// The relay's counters, resolved for its table once.
+struct Counters {
+    sent: IntCounter,
+    failed: IntCounter,
+    errors: IntCounter,
 }
 
 impl Relay {
@@ -235,7 +249,7 @@ impl Relay {
                 }
                 Err(e) => {
                     tracing::warn!(table = %self.settings.outbox.table_name(), error = %e, retry_in = ?backoff, "outbox relay: database call failed");
-                    self.metrics.collectors().outbox_errors.inc();
+                    self.counters.errors.inc();
                     self.failing.set(e.to_string());
                     let wait = backoff;
                     backoff = (backoff * 2).min(BACKOFF.1);
@@ -351,9 +365,8 @@ impl Relay {
                 .map_err(database)?;
         }
         tx.into_inner().commit().await.map_err(database)?;
-        let c = self.metrics.collectors();
-        c.outbox_sent.inc_by(sent.len() as u64);
-        c.outbox_failed.inc_by(failed.0.len() as u64);
+        self.counters.sent.inc_by(sent.len() as u64);
+        self.counters.failed.inc_by(failed.0.len() as u64);
         Ok(Batch { taken, left })
     }
 }
