@@ -42,13 +42,22 @@ async fn fresh_outbox(pool: &PgPool) -> Outbox {
     outbox
 }
 
-/// Writes `orders` to the outbox, keyed, `per_tx` to a transaction.
+/// Writes `orders` to the outbox, keyed, `per_tx` to a transaction: every
+/// other transaction one `publish` per record, the others one `publish_all`.
 async fn write(pool: &PgPool, outbox: &Outbox, topic: &str, orders: &[Order], per_tx: usize) {
-    for chunk in orders.chunks(per_tx) {
+    for (i, chunk) in orders.chunks(per_tx).enumerate() {
+        let publishes = chunk
+            .iter()
+            .map(|o| Publish::to(topic).key(&o.key).message(o).unwrap());
         let mut tx = pool.begin().await.unwrap();
-        for o in chunk {
-            let publish = Publish::to(topic).key(&o.key).message(o).unwrap();
-            outbox.publish(&mut *tx, publish).await.unwrap();
+        if i % 2 == 0 {
+            for publish in publishes {
+                outbox.publish(&mut *tx, publish).await.unwrap();
+            }
+        } else {
+            let ids = outbox.publish_all(&mut *tx, publishes).await.unwrap();
+            assert_eq!(ids.len(), chunk.len());
+            assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids in order: {ids:?}");
         }
         tx.commit().await.unwrap();
     }
@@ -139,6 +148,73 @@ on_every_broker!(
     super::relayed_in_key_order,
     4
 );
+
+#[actix::test]
+async fn records_keep_what_they_were_written_with() {
+    let tb = TestBroker::memory(4);
+    let pool = pool().await;
+    let outbox = fresh_outbox(&pool).await;
+    let topic = unique("customers");
+    tb.topic(&topic).await;
+    let app = Kafkactor::builder()
+        .broker(tb.broker.clone())
+        .outbox_relay(OutboxRelay::new(pool.clone(), outbox.clone()))
+        .start()
+        .await
+        .unwrap();
+    let written = vec![
+        Publish::to(&topic)
+            .key("customer-7")
+            .header("x-source", "crm")
+            .header("x-empty", "")
+            .tenant("acme")
+            .payload("renamed"),
+        Publish::to(&topic).key("customer-7").tombstone(),
+        Publish::to(&topic)
+            .partition(3)
+            .payload("keyless, partition 3"),
+    ];
+    let mut tx = pool.begin().await.unwrap();
+    outbox.publish_all(&mut *tx, written).await.unwrap();
+    tx.commit().await.unwrap();
+    // Refused before anything is written: a bad topic, in one publish or a batch.
+    let mut tx = pool.begin().await.unwrap();
+    let bad = outbox.publish(&mut *tx, Publish::to("no spaces")).await;
+    assert!(matches!(bad, Err(Error::InvalidTopic(_))), "{bad:?}");
+    tx.rollback().await.unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    let batch = [Publish::to(&topic), Publish::to(&topic).partition(-1)];
+    let bad = outbox.publish_all(&mut *tx, batch).await;
+    assert!(matches!(bad, Err(Error::Config(_))), "{bad:?}");
+    tx.rollback().await.unwrap();
+
+    until_empty(&pool, &outbox, Duration::from_secs(10)).await;
+    let records = tb.records(&topic).await;
+    assert_eq!(records.len(), 3, "{records:?}");
+    let by_payload = |p: &[u8], tombstone: bool| {
+        records
+            .iter()
+            .find(|r| &r.payload[..] == p && r.is_tombstone() == tombstone)
+            .unwrap_or_else(|| panic!("a record with payload {p:?}"))
+    };
+    let renamed = by_payload(b"renamed", false);
+    assert_eq!(renamed.key.as_deref(), Some(&b"customer-7"[..]));
+    assert_eq!(renamed.headers.get_str("x-source"), Some("crm"));
+    assert_eq!(renamed.headers.get("x-empty"), Some(&b""[..]));
+    assert_eq!(
+        renamed.headers.get_str(kafkactor::header::TENANT),
+        Some("acme")
+    );
+    assert!(renamed.headers.contains(kafkactor::header::MESSAGE_ID));
+    let tombstone = by_payload(b"", true);
+    assert_eq!(
+        tombstone.partition, renamed.partition,
+        "one key, one partition"
+    );
+    let keyless = by_payload(b"keyless, partition 3", false);
+    assert_eq!((keyless.key.as_deref(), keyless.partition), (None, 3));
+    app.shutdown().await.unwrap();
+}
 
 #[actix::test]
 async fn two_relays_share_one_table_without_sending_a_row_twice() {

@@ -33,14 +33,13 @@ pub(crate) async fn relay_rows_per_s(url: &str, n: u64) -> f64 {
     let mut first = 0;
     while first < n {
         let mut tx = pool.begin().await.unwrap();
-        for id in first..(first + 1_000).min(n) {
-            outbox.publish(&mut *tx, record(&topic, id)).await.unwrap();
-        }
+        let chunk = (first..(first + 1_000).min(n)).map(|id| record(&topic, id));
+        outbox.publish_all(&mut *tx, chunk).await.unwrap();
         tx.commit().await.unwrap();
         first += 1_000;
     }
     eprintln!(
-        "  outbox: {n} rows written in {:.0} us each",
+        "  outbox: {n} rows written (publish_all, 1,000 a transaction) in {:.1} us each",
         filling.elapsed().as_secs_f64() * 1e6 / n as f64
     );
     let started = Instant::now();

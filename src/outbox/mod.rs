@@ -91,6 +91,7 @@ pub(crate) struct Statements {
     pub(crate) table: String,
     pub(crate) schema: String,
     pub(crate) insert: Arc<str>,
+    pub(crate) insert_all: Arc<str>,
     pub(crate) check: Arc<str>,
     pub(crate) lock: Arc<str>,
     pub(crate) take: Arc<str>,
@@ -166,6 +167,15 @@ CREATE OR REPLACE TRIGGER {base}_notify AFTER INSERT ON {table}
                  VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id"
             )
             .into(),
+            // In the arrays' order (ids follow it).
+            insert_all: format!(
+                "INSERT INTO {table} (shard, topic, partition, key, headers, payload, deliver_at_ms)
+                 SELECT s, t, p, k, h, v, d
+                 FROM unnest($1::int2[], $2::text[], $3::int4[], $4::bytea[], $5::bytea[], $6::bytea[], $7::int8[])
+                      WITH ORDINALITY AS r(s, t, p, k, h, v, d, n)
+                 ORDER BY n RETURNING id"
+            )
+            .into(),
             check: format!("SELECT 1 FROM {table} LIMIT 0").into(),
             // The shards, in the order given, that have rows to send and
             // whose lock this transaction gets (at most $3 of them; the
@@ -236,18 +246,9 @@ CREATE OR REPLACE TRIGGER {base}_notify AFTER INSERT ON {table}
     pub async fn publish<'e>(
         &self,
         executor: impl PgExecutor<'e>,
-        mut publish: Publish,
+        publish: Publish,
     ) -> Result<i64> {
-        publish.validate()?;
-        let now = SystemTime::now();
-        if !publish.headers.contains(header::MESSAGE_ID) {
-            let id = new_message_id(epoch_ms_rounded_up(now));
-            publish.headers.insert_known_copy(header::MESSAGE_ID, &id);
-        }
-        crate::observe::trace::with_current(|record, parent| {
-            crate::observe::trace::inherit(&mut publish.headers, record, parent)
-        });
-        let row = row::Row::of(&publish, now);
+        let (publish, row) = prepared(publish, SystemTime::now())?;
         let id: i64 = sqlx::query_scalar(AssertSqlSafe(self.sql.insert.clone()))
             .bind(row.shard)
             .bind(publish.topic())
@@ -262,8 +263,77 @@ CREATE OR REPLACE TRIGGER {base}_notify AFTER INSERT ON {table}
         Ok(id)
     }
 
+    /// Writes every record of `publishes`, in order, with one statement:
+    /// as [`publish`](Outbox::publish) does one (the whole batch is refused
+    /// if one record is). Returns the rows' ids, in order.
+    pub async fn publish_all<'e>(
+        &self,
+        executor: impl PgExecutor<'e>,
+        publishes: impl IntoIterator<Item = Publish>,
+    ) -> Result<Vec<i64>> {
+        let now = SystemTime::now();
+        let mut columns = Columns::default();
+        for publish in publishes {
+            let (publish, row) = prepared(publish, now)?;
+            columns.push(publish, row);
+        }
+        if columns.shard.is_empty() {
+            return Ok(Vec::new());
+        }
+        sqlx::query_scalar(AssertSqlSafe(self.sql.insert_all.clone()))
+            .bind(columns.shard)
+            .bind(columns.topic)
+            .bind(columns.partition)
+            .bind(columns.key)
+            .bind(columns.headers)
+            .bind(columns.payload)
+            .bind(columns.deliver_at_ms)
+            .fetch_all(executor)
+            .await
+            .map_err(database)
+    }
+
     pub(crate) fn statements(&self) -> &Statements {
         &self.sql
+    }
+}
+
+/// `publish` ready for its row: validated, with its message id and, inside
+/// a handler, the handled record's context.
+fn prepared(mut publish: Publish, now: SystemTime) -> Result<(Publish, row::Row)> {
+    publish.validate()?;
+    if !publish.headers.contains(header::MESSAGE_ID) {
+        let id = new_message_id(epoch_ms_rounded_up(now));
+        publish.headers.insert_known_copy(header::MESSAGE_ID, &id);
+    }
+    crate::observe::trace::with_current(|record, parent| {
+        crate::observe::trace::inherit(&mut publish.headers, record, parent)
+    });
+    let row = row::Row::of(&publish, now);
+    Ok((publish, row))
+}
+
+/// Rows as the columns [`Outbox::publish_all`] binds as arrays.
+#[derive(Default)]
+struct Columns {
+    shard: Vec<i16>,
+    topic: Vec<String>,
+    partition: Vec<Option<i32>>,
+    key: Vec<Option<Vec<u8>>>,
+    headers: Vec<Vec<u8>>,
+    payload: Vec<Option<Vec<u8>>>,
+    deliver_at_ms: Vec<Option<i64>>,
+}
+
+impl Columns {
+    fn push(&mut self, publish: Publish, row: row::Row) {
+        self.shard.push(row.shard);
+        self.topic.push(publish.topic().to_string());
+        self.partition.push(publish.partition);
+        self.key.push(publish.key.map(|k| k.to_vec()));
+        self.headers.push(row.headers);
+        self.payload.push(publish.payload.map(|p| p.to_vec()));
+        self.deliver_at_ms.push(row.deliver_at_ms);
     }
 }
 
