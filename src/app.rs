@@ -86,6 +86,8 @@ pub(crate) struct Parts {
     pub(crate) metrics: Metrics,
     /// Where lineage events go, when on.
     pub(crate) lineage: Option<Tap>,
+    /// The largest record the application publishes.
+    pub(crate) max_message_bytes: usize,
 }
 
 /// Assembles an application: the broker, the subscriptions and their
@@ -422,6 +424,7 @@ impl AppBuilder {
                     connection: connection.clone(),
                     metrics: metrics.clone(),
                     lineage: None,
+                    max_message_bytes: self.max_message_bytes,
                 },
             ));
         }
@@ -446,6 +449,7 @@ impl AppBuilder {
                 connection: connection.clone(),
                 metrics: metrics.clone(),
                 lineage: tap.clone().filter(|_| sub.lineage),
+                max_message_bytes: self.max_message_bytes,
             }));
         }
         let observed = Observed::new(metrics.clone(), backend.clone(), consumers, dependencies);

@@ -295,6 +295,12 @@ pub enum PublishOutcome {
         /// Its offset there.
         offset: i64,
     },
+    /// Taken into the transaction of the record its handler is handling
+    /// (a [transactional](crate::Subscription::transactional)
+    /// subscription's): written, with that record's offset, when the
+    /// transaction commits; never written if the handling does not end in
+    /// an acknowledgement.
+    Transactional,
 }
 
 #[cfg(test)]

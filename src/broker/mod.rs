@@ -181,6 +181,13 @@ pub(crate) trait ConsumerClient: Send + Sync {
     }
     /// Commits next-offset-to-read positions of owned partitions.
     fn commit(&self, offsets: Vec<(TopicPartition, i64)>) -> BoxFuture<'static, Result<()>>;
+    /// Writes `records` and commits `offsets` in one transaction: a
+    /// `read_committed` consumer sees all of it or, when this fails, none.
+    fn commit_transaction(
+        &self,
+        records: Vec<OutgoingRecord>,
+        offsets: Vec<(TopicPartition, i64)>,
+    ) -> BoxFuture<'static, Result<()>>;
     /// Gives revoked partitions back to the group once their work is committed.
     fn release(&self, partitions: &[TopicPartition]) -> Result<()>;
     /// Leaves the group, releasing every partition.

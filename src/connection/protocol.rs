@@ -19,7 +19,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use rustc_hash::FxHashMap;
 
-use crate::envelope::{Record, TopicPartition};
+use crate::envelope::{OutgoingRecord, Record, TopicPartition};
 
 /// A batch of records for a consumer, with where to report completions.
 #[derive(Message)]
@@ -35,10 +35,16 @@ pub(crate) struct Deliver {
 
 /// Records whose fate is final (acked, forwarded, or durably
 /// dead-lettered), mostly in runs of one partition: one message per batch,
-/// not per record.
+/// not per record; with, for a transactional subscription, what the
+/// handlers of acknowledged records published (committed in one
+/// transaction with their offsets).
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
-pub(crate) struct Completed(pub(crate) Vec<Arc<Record>>);
+pub(crate) struct Completed(pub(crate) Vec<Arc<Record>>, pub(crate) Outputs);
+
+/// What handlers of a transactional subscription published, by the record
+/// they handled.
+pub(crate) type Outputs = Vec<(Arc<Record>, Vec<OutgoingRecord>)>;
 
 /// A consumer incarnation started and wants every unfinished record.
 #[derive(Debug, Message)]
@@ -150,13 +156,14 @@ impl Feed {
         }
     }
 
-    /// Reports `records` finished, in one message.
-    pub(crate) fn complete(&self, records: Vec<Arc<Record>>) {
+    /// Reports `records` finished, in one message, with what their
+    /// handlers published in a transaction.
+    pub(crate) fn complete(&self, records: Vec<Arc<Record>>, outputs: Outputs) {
         if records.is_empty() {
             return;
         }
         if let Some((connection, _)) = &self.origin {
-            connection.do_send(Completed(records));
+            connection.do_send(Completed(records, outputs));
         }
     }
 }

@@ -627,7 +627,7 @@ impl Handler<TakeFinished> for Republisher {
                 }
             }
         }
-        self.feed.complete(completed);
+        self.feed.complete(completed, Vec::new());
     }
 }
 

@@ -331,6 +331,18 @@ pub(crate) fn with_current<R>(f: impl FnOnce(&Record, Option<TraceContext>) -> R
     })
 }
 
+/// Calls `f` with the board and lane of the handler running on this thread.
+pub(crate) fn with_current_lane<R>(f: impl FnOnce(&SharedBoard, usize) -> R) -> Option<R> {
+    if !IN_HANDLER.with(Cell::get) {
+        return None;
+    }
+    CURRENT.with(|c| {
+        let current = c.borrow();
+        let (board, lane) = current.as_ref()?;
+        Some(f(board, *lane))
+    })
+}
+
 /// Gives `headers` (a publish's) what they lack of `record`'s context: its
 /// tenant and correlation id, and a `traceparent` that is a child of
 /// `parent` (the `handle` span, when on) or else of the record's own.

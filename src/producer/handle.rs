@@ -26,6 +26,7 @@ use crate::observe::trace::{
 };
 use crate::producer::{Producer, PublishBatch};
 use crate::publish::{Publish, PublishOutcome};
+use crate::subscription::transaction::{join, Joined};
 
 /// A publish (or a batch) on its way to the Producer, with where its
 /// answer goes (none for a `do_send`: failures are logged) and its
@@ -97,6 +98,34 @@ fn stamp(publishes: &mut [Publish], mut keep: impl FnMut(tracing::Span)) {
     }
 }
 
+/// Every publish of `batch` taken into the record's transaction, or the
+/// batch given back whole when there is none.
+fn joined(batch: PublishBatch) -> std::result::Result<Vec<Result<PublishOutcome>>, PublishBatch> {
+    let mut publishes = batch.0.into_iter();
+    let Some(first) = publishes.next() else {
+        return Ok(Vec::new());
+    };
+    match join(first) {
+        Joined::Back(first) => {
+            let mut back = vec![first];
+            back.extend(publishes);
+            Err(PublishBatch(back))
+        }
+        Joined::Taken(answer) => {
+            let mut answers = vec![answer];
+            for publish in publishes {
+                answers.push(match join(publish) {
+                    Joined::Taken(answer) => answer,
+                    Joined::Back(_) => Err(crate::Error::Unavailable(
+                        "the record's transaction is gone".into(),
+                    )),
+                });
+            }
+            Ok(answers)
+        }
+    }
+}
+
 /// Ends a `publish` span with the broker's answer: the partition and
 /// offset written, or the error.
 fn answered(span: &tracing::Span, outcome: &Result<PublishOutcome>) {
@@ -108,6 +137,7 @@ fn answered(span: &tracing::Span, outcome: &Result<PublishOutcome>) {
             span.record("partition", partition);
             span.record("offset", offset);
         }
+        Ok(PublishOutcome::Transactional) => {}
         Err(e) => {
             span.record("error", tracing::field::display(e));
         }
@@ -252,13 +282,20 @@ impl ProducerHandle {
     /// stopped before it answered).
     pub fn send(
         &self,
-        mut publish: Publish,
+        publish: Publish,
     ) -> impl Future<Output = std::result::Result<Result<PublishOutcome>, MailboxError>> + 'static
     {
+        let mut publish = publish;
+        if in_handler() {
+            match join(publish) {
+                Joined::Taken(answer) => return Either::Left(future::ready(Ok(answer))),
+                Joined::Back(back) => publish = back,
+            }
+        }
         let mut span = None;
         stamp(std::slice::from_mut(&mut publish), |s| span = Some(s));
         let (tx, rx) = oneshot::channel();
-        match span {
+        Either::Right(match span {
             None => Either::Left(self.request(Request::One(publish, Some(tx)), rx)),
             Some(span) => {
                 let request = Request::Traced(Box::new((publish, tx, span.clone())));
@@ -268,7 +305,7 @@ impl ProducerHandle {
                     std::slice::from_ref,
                 ))
             }
-        }
+        })
     }
 
     /// Publishes many records in one message, in order; the answer holds
@@ -280,15 +317,21 @@ impl ProducerHandle {
         mut batch: PublishBatch,
     ) -> impl Future<Output = std::result::Result<Vec<Result<PublishOutcome>>, MailboxError>> + 'static
     {
+        if in_handler() {
+            match joined(batch) {
+                Ok(answers) => return Either::Left(future::ready(Ok(answers))),
+                Err(back) => batch = back,
+            }
+        }
         let mut spans = Vec::new();
         stamp(&mut batch.0, |s| spans.push(s));
         let (tx, rx) = oneshot::channel();
         let answer = self.request(Request::Batch(batch, tx, spans.clone()), rx);
-        if spans.is_empty() {
+        Either::Right(if spans.is_empty() {
             Either::Left(answer)
         } else {
             Either::Right(traced(answer, spans, Vec::as_slice))
-        }
+        })
     }
 
     /// Puts `request` in the intake now when a Producer runs (so requests
@@ -321,7 +364,18 @@ impl ProducerHandle {
 
     /// Publishes without waiting for the outcome (lost if no Producer runs
     /// within the delivery timeout; failures are logged, not returned).
-    pub fn do_send(&self, mut publish: Publish) {
+    pub fn do_send(&self, publish: Publish) {
+        let mut publish = publish;
+        if in_handler() {
+            match join(publish) {
+                Joined::Taken(Ok(_)) => return,
+                Joined::Taken(Err(e)) => {
+                    tracing::warn!(error = %e, "a do_send publish could not join its record's transaction");
+                    return;
+                }
+                Joined::Back(back) => publish = back,
+            }
+        }
         // No answer comes back: the `publish` span ends here.
         stamp(std::slice::from_mut(&mut publish), drop);
         match self.offer(Request::One(publish, None)) {

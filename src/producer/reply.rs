@@ -97,6 +97,9 @@ impl PublishReply {
                         | PublishOutcome::Delayed {
                             partition, offset, ..
                         } => (partition, offset),
+                        // The Producer never answers this (a transaction's
+                        // records do not pass through it).
+                        PublishOutcome::Transactional => (-1, -1),
                     };
                     note.tap.emit(Event::Published {
                         service: note.tap.service.clone(),

@@ -54,7 +54,7 @@ use tokio::sync::oneshot;
 use crate::connection::protocol::Stamp;
 use crate::dead_letter::FailureKind;
 use crate::delivery::Outcome;
-use crate::envelope::Record;
+use crate::envelope::{OutgoingRecord, Record};
 use crate::observe::histogram::LocalSeries;
 use crate::observe::metrics::PerTopic;
 use crate::observe::trace::{in_trace, spans_on, Current, TraceContext};
@@ -116,6 +116,10 @@ pub(crate) struct LaneState {
     /// The handler incarnation whose runner takes this lane's records, and
     /// its waker while it waits for some.
     runner: Option<(u64, Option<Waker>)>,
+    /// What the running record's handler published in its transaction (a
+    /// transactional subscription's): moved to the board's `outputs` when
+    /// it acknowledges, dropped otherwise.
+    pub(crate) outputs: Vec<OutgoingRecord>,
 }
 
 impl LaneState {
@@ -138,6 +142,12 @@ pub(crate) struct Board {
     pub(crate) lanes: Vec<LaneState>,
     /// Records acknowledged by their handlers, for the Dispatcher to report.
     pub(crate) done: Vec<Job>,
+    /// What the handlers of acknowledged records published in their
+    /// transaction (a transactional subscription's), with the records.
+    pub(crate) outputs: Vec<(Stamp, Arc<Record>, Vec<OutgoingRecord>)>,
+    /// The largest record a handler may publish in a transaction, when the
+    /// subscription is transactional.
+    pub(crate) transactional: Option<usize>,
     /// Records handed back to the Dispatcher, with their lane and why.
     pub(crate) answers: Vec<(usize, Job, Answer)>,
     /// A call got a deadline since the Dispatcher last looked.
@@ -341,6 +351,8 @@ impl<A: Actor<Context = Context<A>>> Runner<A> {
         if lane.running.is_none() && !lane.blocked {
             if let Some(job) = lane.queue.pop_front() {
                 let next = (job.record.clone(), job.attempt);
+                // An earlier attempt's, or a record taken away, publishes.
+                lane.outputs.clear();
                 lane.running = Some(Running {
                     job,
                     incarnation: self.incarnation,
@@ -410,14 +422,23 @@ impl<A: Actor<Context = Context<A>>> Runner<A> {
             return false;
         }
         match result {
-            Ok(Outcome::Ack) => board.done.push(running.job),
+            Ok(Outcome::Ack) => {
+                if !lane.outputs.is_empty() {
+                    let written = std::mem::take(&mut lane.outputs);
+                    let job = &running.job;
+                    board.outputs.push((job.stamp, job.record.clone(), written));
+                }
+                board.done.push(running.job)
+            }
             Ok(outcome) => {
+                lane.outputs.clear();
                 lane.blocked = true;
                 board
                     .answers
                     .push((self.lane, running.job, Answer::Outcome(outcome)));
             }
             Err(answer) => {
+                lane.outputs.clear();
                 lane.blocked = true;
                 board.answers.push((self.lane, running.job, answer));
             }

@@ -27,6 +27,7 @@ pub(crate) mod dispatcher;
 pub(crate) mod lane;
 pub(crate) mod retry;
 pub(crate) mod route;
+pub(crate) mod transaction;
 pub(crate) mod tree;
 
 /// One or several topic names.
@@ -95,6 +96,7 @@ pub struct Subscription {
     pub(crate) on_restart_limit: OnRestartLimit,
     pub(crate) lineage: bool,
     pub(crate) idempotency: Option<Idempotency>,
+    pub(crate) transactional: bool,
 }
 
 /// What happens when a subscription's handlers keep failing (panicking, or
@@ -153,6 +155,7 @@ impl Subscription {
             on_restart_limit: OnRestartLimit::DeadLetter,
             lineage: true,
             idempotency: None,
+            transactional: false,
         }
     }
 
@@ -221,6 +224,27 @@ impl Subscription {
     /// [`idempotency`](crate::idempotency) for what is guaranteed).
     pub fn idempotent(mut self, idempotency: Idempotency) -> Self {
         self.idempotency = Some(idempotency);
+        self
+    }
+
+    /// Exactly once for what handlers publish (consume, transform,
+    /// produce): a publish made by a handler while it runs (through the
+    /// application's [`ProducerHandle`](crate::ProducerHandle)) joins the
+    /// handled record's transaction instead of going out at once (its
+    /// outcome is [`PublishOutcome::Transactional`](crate::PublishOutcome::Transactional)).
+    /// Once the record is acknowledged, what it published and its offset
+    /// are committed in one broker transaction (Kafka's, with the group's
+    /// metadata; the embedded broker's, applied as one), so a
+    /// `read_committed` consumer (librdkafka's default, and the embedded
+    /// broker's only mode) sees each record's output exactly once. A
+    /// handling that does not end in an acknowledgement (a retry, a
+    /// rejection, a panic, a timeout) publishes nothing: its next attempt
+    /// starts afresh. Transactions commit every commit interval, for every
+    /// record finished since. Not with [`idempotent`](Subscription::idempotent),
+    /// and a delayed publish cannot join a transaction. Dead letters are
+    /// written at least once, outside the transaction.
+    pub fn transactional(mut self) -> Self {
+        self.transactional = true;
         self
     }
 
@@ -326,6 +350,11 @@ impl Subscription {
         }
         if self.max_record_bytes == 0 {
             return Err(Error::Config("max_record_bytes must be at least 1".into()));
+        }
+        if self.transactional && self.idempotency.is_some() {
+            return Err(Error::Config(
+                "a subscription is transactional or idempotent, not both".into(),
+            ));
         }
         if self.commit_interval.is_zero() {
             return Err(Error::Config("commit_interval must be positive".into()));

@@ -108,12 +108,14 @@ where
         max_in_flight: sub.in_flight_limit(),
         commit_interval: sub.commit_interval,
         drain_timeout: sub.drain_timeout,
+        transactional: sub.transactional,
         in_flight: parts
             .metrics
             .collectors()
             .in_flight
             .with_label_values(&[sub.group_name()]),
     };
+    let parts_max_bytes = parts.max_message_bytes;
     let Parts {
         backend,
         events,
@@ -130,10 +132,12 @@ where
     let supervisor_name = name.clone();
 
     let escalate = sub.on_restart_limit == OnRestartLimit::Escalate;
+    let (transactional, max_message_bytes) = (sub.transactional, parts_max_bytes);
     let spec = ChildSpec::graceful(name, move || {
         // The lanes of this incarnation of the subtree, shared by its
         // dispatcher and handlers (each restart of either keeps them).
         let board = Board::shared(handlers.len());
+        board.borrow_mut().transactional = transactional.then_some(max_message_bytes);
         let lanes = Lanes {
             name: format!("{supervisor_name}/handlers"),
             events: events.clone(),

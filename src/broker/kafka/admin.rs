@@ -240,7 +240,17 @@ impl Admin {
                             out.push(to_record(&m, &mut names));
                         }
                         Some(Err(e)) => return Err(broker_error("read", &e)),
-                        None => {}
+                        // Transaction markers take offsets and are never
+                        // returned: the position moves past them.
+                        None => {
+                            let position = consumer.position().ok().and_then(|tpl| {
+                                match tpl.find_partition(&topic, p)?.offset() {
+                                    Offset::Offset(o) => Some(o),
+                                    _ => None,
+                                }
+                            });
+                            next = next.max(position.unwrap_or(next));
+                        }
                     }
                 }
             }

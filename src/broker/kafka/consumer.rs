@@ -41,9 +41,10 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use smallvec::SmallVec;
 use tokio::sync::oneshot;
 
+use super::transaction::Transactions;
 use super::{broker_error, KafkaConfig};
 use crate::broker::{ConsumerClient, ConsumerConfig, ConsumerEvent, OffsetReset};
-use crate::envelope::{header, Headers, Name, Record, TopicPartition, INLINE};
+use crate::envelope::{header, Headers, Name, OutgoingRecord, Record, TopicPartition, INLINE};
 use crate::error::{Error, Result};
 
 /// The longest a single poll of librdkafka blocks, so commands are served promptly.
@@ -70,6 +71,7 @@ enum Command {
     Wake,
     Hold(Vec<TopicPartition>, bool),
     Commit(Vec<(TopicPartition, i64)>, Reply<()>),
+    Transaction(Vec<OutgoingRecord>, Vec<(TopicPartition, i64)>, Reply<()>),
     Release(Vec<TopicPartition>),
     Close,
 }
@@ -99,6 +101,8 @@ struct Shared {
     closing: AtomicBool,
     revoke_timeout: Duration,
     group: String,
+    /// The transactional producer of a transactional subscription's member.
+    transactions: Mutex<Transactions>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -167,6 +171,10 @@ impl ConsumerContext for Context {
                 }
                 Ok(Command::Commit(offsets, reply)) => {
                     let _ = reply.send(commit(consumer, &offsets));
+                }
+                Ok(Command::Transaction(records, offsets, reply)) => {
+                    let result = lock(&shared.transactions).commit(consumer, records, &offsets);
+                    let _ = reply.send(result);
                 }
                 // Kept for the poll loop, which serves it once the rebalance is done.
                 Ok(Command::Fetch(fetch)) => *lock(&shared.fetch) = Some(fetch),
@@ -240,6 +248,7 @@ impl KafkaConsumer {
             closing: AtomicBool::new(false),
             revoke_timeout: config.revoke_timeout,
             group: config.group.clone(),
+            transactions: Mutex::new(Transactions::new(kafka, &config.group)),
         });
         let mut client = kafka.client_config(&[
             ("group.id", config.group.as_str()),
@@ -348,6 +357,21 @@ impl ConsumerClient for KafkaConsumer {
         .boxed()
     }
 
+    fn commit_transaction(
+        &self,
+        records: Vec<OutgoingRecord>,
+        offsets: Vec<(TopicPartition, i64)>,
+    ) -> BoxFuture<'static, Result<()>> {
+        let (reply, rx) = oneshot::channel();
+        let sent = self.send(Command::Transaction(records, offsets, reply));
+        async move {
+            sent?;
+            rx.await
+                .map_err(|_| Error::Commit("the consumer's polling thread has stopped".into()))?
+        }
+        .boxed()
+    }
+
     fn release(&self, partitions: &[TopicPartition]) -> Result<()> {
         self.send(Command::Release(partitions.to_vec()))
     }
@@ -415,6 +439,11 @@ impl PollThread {
             Command::Hold(tps, held) => hold(&self.consumer, &self.shared, tps, held),
             Command::Commit(offsets, reply) => {
                 let _ = reply.send(commit(&self.consumer, &offsets));
+            }
+            Command::Transaction(records, offsets, reply) => {
+                let result =
+                    lock(&self.shared.transactions).commit(&self.consumer, records, &offsets);
+                let _ = reply.send(result);
             }
             // Outside a revocation there is nothing to give back.
             Command::Release(_) => {}

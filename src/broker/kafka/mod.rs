@@ -20,6 +20,7 @@ use crate::error::{Error, Result};
 mod admin;
 mod consumer;
 mod producer;
+mod transaction;
 
 use admin::Admin;
 

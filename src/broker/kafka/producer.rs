@@ -53,7 +53,7 @@ impl KafkaProducer {
     }
 }
 
-fn headers_of(record: &OutgoingRecord) -> Option<OwnedHeaders> {
+pub(super) fn headers_of(record: &OutgoingRecord) -> Option<OwnedHeaders> {
     if record.headers.is_empty() {
         return None;
     }

@@ -10,7 +10,7 @@ use tokio::sync::Notify;
 use super::group::{self, Member};
 use super::{MemoryBroker, State};
 use crate::broker::{ConsumerClient, ConsumerConfig, ConsumerEvent};
-use crate::envelope::{Record, TopicPartition};
+use crate::envelope::{OutgoingRecord, Record, TopicPartition};
 use crate::error::{Error, Result};
 
 pub(crate) struct MemoryConsumer {
@@ -205,6 +205,17 @@ impl ConsumerClient for MemoryConsumer {
             }
             Ok(())
         })();
+        future::ready(result).boxed()
+    }
+
+    fn commit_transaction(
+        &self,
+        records: Vec<OutgoingRecord>,
+        offsets: Vec<(TopicPartition, i64)>,
+    ) -> BoxFuture<'static, Result<()>> {
+        let result = self
+            .broker
+            .commit_transaction(&self.group, self.id, records, offsets);
         future::ready(result).boxed()
     }
 

@@ -30,6 +30,64 @@ struct Topic {
     next_unkeyed: usize,
 }
 
+impl Topic {
+    /// The partition `record` goes to: its own, its key's, or the next in
+    /// turn for a keyless one.
+    #[inline(always)]
+    fn place(&mut self, record: &OutgoingRecord) -> Result<i32> {
+        let n = self.partitions.len() as i32;
+        Ok(match (record.partition, &record.key) {
+            (Some(p), _) if (0..n).contains(&p) => p,
+            (Some(p), _) => return Err(no_partition(record, p, n)),
+            (None, Some(key)) => partition_for_key(key, n),
+            (None, None) => {
+                let p = self.next_unkeyed % n as usize;
+                self.next_unkeyed = self.next_unkeyed.wrapping_add(1);
+                p as i32
+            }
+        })
+    }
+
+    /// Appends `record` to `partition` (placed already).
+    #[inline(always)]
+    fn push(&mut self, record: OutgoingRecord, partition: i32) -> Delivered {
+        let log = &mut self.partitions[partition as usize];
+        let offset = log.len() as i64;
+        log.push(Arc::new(Record::new(
+            record.topic,
+            partition,
+            offset,
+            record.key,
+            record.headers,
+            record.payload,
+            record.timestamp_ms,
+        )));
+        Delivered { partition, offset }
+    }
+}
+
+/// An existing topic, found by a scan (a transaction's few topics): the
+/// hash lookup stays inlined in the one place every publish uses it.
+fn topic_of<'a>(state: &'a mut State, name: &str) -> &'a mut Topic {
+    state
+        .topics
+        .iter_mut()
+        .find(|(n, _)| &***n == name)
+        .map(|(_, t)| t)
+        .expect("ensured")
+}
+
+/// A record's own partition that its topic does not have.
+#[cold]
+fn no_partition(record: &OutgoingRecord, p: i32, n: i32) -> Error {
+    Error::Produce {
+        topic: record.topic.to_string(),
+        reason: format!("partition {p} does not exist (topic has {n})"),
+        code: Some("UnknownTopicOrPartition".into()),
+        retriable: false,
+    }
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct State {
     topics: FxHashMap<Arc<str>, Topic>,
@@ -183,40 +241,66 @@ impl MemoryBroker {
         if let Err(e) = self.ensure_locked(&mut state, &record.topic, None) {
             return Err(Failed::new(e, record));
         }
-        let topic = state.topics.get_mut(&*record.topic).expect("just ensured");
-        let n = topic.partitions.len() as i32;
-        let partition = match (record.partition, &record.key) {
-            (Some(p), _) if (0..n).contains(&p) => p,
-            (Some(p), _) => {
-                let error = Error::Produce {
-                    topic: record.topic.to_string(),
-                    reason: format!("partition {p} does not exist (topic has {n})"),
-                    code: Some("UnknownTopicOrPartition".into()),
-                    retriable: false,
-                };
-                return Err(Failed::new(error, record));
-            }
-            (None, Some(key)) => partition_for_key(key, n),
-            (None, None) => {
-                let p = topic.next_unkeyed % n as usize;
-                topic.next_unkeyed = topic.next_unkeyed.wrapping_add(1);
-                p as i32
-            }
-        };
-        let log = &mut topic.partitions[partition as usize];
-        let offset = log.len() as i64;
         let topic_name = record.topic.clone();
-        log.push(Arc::new(Record::new(
-            record.topic,
-            partition,
-            offset,
-            record.key,
-            record.headers,
-            record.payload,
-            record.timestamp_ms,
-        )));
+        // One lookup of the topic per record.
+        let topic = state.topics.get_mut(&*record.topic).expect("just ensured");
+        let partition = match topic.place(&record) {
+            Ok(p) => p,
+            Err(e) => return Err(Failed::new(e, record)),
+        };
+        let delivered = topic.push(record, partition);
         group::wake_subscribers(&state, &topic_name);
-        Ok(Delivered { partition, offset })
+        Ok(delivered)
+    }
+
+    /// Writes `records` and commits `group`'s `offsets` as one: all of it
+    /// or, when a record cannot be written or a partition is not `member`'s,
+    /// none of it (Kafka's transaction, as a `read_committed` consumer sees
+    /// it: the embedded broker never shows a record before its commit).
+    pub(crate) fn commit_transaction(
+        &self,
+        group: &str,
+        member: u64,
+        records: Vec<OutgoingRecord>,
+        offsets: Vec<(TopicPartition, i64)>,
+    ) -> Result<()> {
+        let mut state = self.lock();
+        {
+            let g = state
+                .groups
+                .get(group)
+                .ok_or_else(|| Error::Commit("group is gone".into()))?;
+            let m = g
+                .members
+                .get(&member)
+                .ok_or_else(|| Error::Commit("consumer has left its group".into()))?;
+            if let Some((tp, _)) = offsets.iter().find(|(tp, _)| !m.owns(tp)) {
+                return Err(Error::Commit(format!(
+                    "{tp} is not assigned to this member"
+                )));
+            }
+        }
+        // Every record placed before any is written: all or nothing.
+        let mut placed = Vec::with_capacity(records.len());
+        for record in &records {
+            self.ensure_locked(&mut state, &record.topic, None)?;
+            placed.push(topic_of(&mut state, &record.topic).place(record)?);
+        }
+        let mut topics: Vec<Arc<str>> = Vec::new();
+        for (record, partition) in records.into_iter().zip(placed) {
+            if !topics.contains(&record.topic) {
+                topics.push(record.topic.clone());
+            }
+            topic_of(&mut state, &record.topic.clone()).push(record, partition);
+        }
+        for topic in &topics {
+            group::wake_subscribers(&state, topic);
+        }
+        let g = state.groups.get_mut(group).expect("checked");
+        for (tp, offset) in offsets {
+            g.commit(tp, offset);
+        }
+        Ok(())
     }
 
     pub(crate) fn partition_count(state: &State, topic: &str) -> i32 {

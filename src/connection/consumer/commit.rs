@@ -2,13 +2,17 @@
 //! each partition (its watermark), periodic commits, completions, and
 //! giving revoked partitions back once their work is done.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use actix::prelude::*;
 
 use super::{ConsumerConnection, Partition};
 use crate::connection::protocol::{Completed, Released};
-use crate::envelope::TopicPartition;
+use crate::envelope::{OutgoingRecord, TopicPartition};
+
+/// A partition's held outputs, by the offset of the record that made them.
+type Outputs = BTreeMap<i64, Vec<OutgoingRecord>>;
 
 impl ConsumerConnection {
     /// Commits within a commit interval from now, unless already scheduled:
@@ -38,24 +42,62 @@ impl ConsumerConnection {
             return;
         }
         self.committing = true;
-        ctx.spawn(
-            client
-                .commit(offsets.clone())
-                .into_actor(self)
-                .map(move |result, act, ctx| {
-                    act.committing = false;
-                    match result {
-                        Ok(()) => {
-                            tracing::trace!(group = %act.group(), ?offsets, "committed");
-                            act.mark_committed(&offsets)
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "commit failed; retrying next interval");
-                            act.schedule_commit(ctx);
-                        }
-                    }
-                }),
-        );
+        let transactional = self.settings.transactional;
+        let outputs = if transactional {
+            self.take_outputs(&offsets)
+        } else {
+            Vec::new()
+        };
+        let commit = if transactional {
+            let records = outputs
+                .iter()
+                .flat_map(|(_, by_offset)| by_offset.values().flatten().cloned())
+                .collect();
+            client.commit_transaction(records, offsets.clone())
+        } else {
+            client.commit(offsets.clone())
+        };
+        ctx.spawn(commit.into_actor(self).map(move |result, act, ctx| {
+            act.committing = false;
+            match result {
+                Ok(()) => {
+                    tracing::trace!(group = %act.group(), ?offsets, "committed");
+                    act.mark_committed(&offsets)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "commit failed; retrying next interval");
+                    // Written again, in the next transaction.
+                    act.put_outputs_back(outputs);
+                    act.schedule_commit(ctx);
+                }
+            }
+        }));
+    }
+
+    /// Takes what the handlers of the records below each offset published.
+    fn take_outputs(
+        &mut self,
+        offsets: &[(TopicPartition, i64)],
+    ) -> Vec<(TopicPartition, Outputs)> {
+        let mut taken = Vec::new();
+        for (tp, offset) in offsets {
+            if let Some(p) = self.partitions.get_mut(tp) {
+                let later = p.outputs.split_off(offset);
+                let below = std::mem::replace(&mut p.outputs, later);
+                if !below.is_empty() {
+                    taken.push((tp.clone(), below));
+                }
+            }
+        }
+        taken
+    }
+
+    fn put_outputs_back(&mut self, outputs: Vec<(TopicPartition, Outputs)>) {
+        for (tp, below) in outputs {
+            if let Some(p) = self.partitions.get_mut(&tp) {
+                p.outputs.extend(below);
+            }
+        }
     }
 
     pub(super) fn committable(
@@ -110,8 +152,13 @@ impl ConsumerConnection {
             return;
         }
         let mut offsets = Vec::new();
+        let mut written = Vec::new();
         for tp in &ready {
             if let Some(p) = self.partitions.remove(tp) {
+                let committed_below = p.watermark.as_ref().and_then(|w| w.to_commit());
+                if let Some(o) = committed_below {
+                    written.extend(p.outputs.range(..o).flat_map(|(_, r)| r.iter().cloned()));
+                }
                 if let Some(w) = p.watermark {
                     if !w.is_idle() && !deadline.is_zero() {
                         tracing::warn!(group = %self.group(), partition = %tp, unfinished = w.in_flight(),
@@ -127,6 +174,7 @@ impl ConsumerConnection {
         }
         tracing::debug!(group = %self.group(), ?ready, "releasing revoked partitions");
         let released = (self.dispatcher)().map(|(target, _)| target.released);
+        let transactional = self.settings.transactional;
         // The consumer drops what it still has of them; then commit before
         // release, in this order, so the next owner starts exactly after
         // what this member finished and nothing of them is handled here
@@ -139,7 +187,12 @@ impl ConsumerConnection {
                     let _ = released.send(Released { partitions }).await;
                 }
                 if !offsets.is_empty() {
-                    if let Err(e) = client.commit(offsets).await {
+                    let committed = if transactional {
+                        client.commit_transaction(written, offsets).await
+                    } else {
+                        client.commit(offsets).await
+                    };
+                    if let Err(e) = committed {
                         tracing::warn!(error = %e, "commit on revoke failed");
                     }
                 }
@@ -157,6 +210,13 @@ impl Handler<Completed> for ConsumerConnection {
     type Result = ();
 
     fn handle(&mut self, msg: Completed, ctx: &mut Context<Self>) {
+        // What handlers published, kept before their records complete (a
+        // commit takes it with the records' offsets).
+        for (record, written) in msg.1 {
+            if let Some(p) = self.partitions.get_mut(&record.topic_partition()) {
+                p.outputs.insert(record.offset, written);
+            }
+        }
         let mut revoking = false;
         let mut records = msg.0.iter().peekable();
         while let Some(first) = records.next() {

@@ -42,6 +42,7 @@
 //! duplicates are those records.
 
 use rustc_hash::FxHashMap;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -53,7 +54,7 @@ use tokio::sync::oneshot;
 use super::protocol::{Deliver, FindConsumer, Ready, Released};
 use super::watermark::Watermark;
 use crate::broker::{BrokerBackend, ConsumerClient, ConsumerConfig, ConsumerEvent};
-use crate::envelope::{Record, TopicPartition};
+use crate::envelope::{OutgoingRecord, Record, TopicPartition};
 use crate::observe::trace::{batch_span, Batch};
 
 static ORIGINS: AtomicU64 = AtomicU64::new(1);
@@ -73,6 +74,9 @@ struct Partition {
     revoking_since: Option<Instant>,
     /// Paused by a [`Hold`] until then.
     held_until: Option<Instant>,
+    /// A transactional subscription's: what the handlers of its finished
+    /// records published, by offset, until committed with them.
+    outputs: BTreeMap<i64, Vec<OutgoingRecord>>,
 }
 
 /// Settings of a [`ConsumerConnection`].
@@ -82,6 +86,9 @@ pub(crate) struct ConsumerSettings {
     pub(crate) max_in_flight: usize,
     pub(crate) commit_interval: Duration,
     pub(crate) drain_timeout: Duration,
+    /// Commits in transactions, with what handlers published (a
+    /// transactional subscription's connection).
+    pub(crate) transactional: bool,
     /// `kafkactor_in_flight` of its group, set at every poll.
     pub(crate) in_flight: prometheus::IntGauge,
 }
@@ -219,6 +226,7 @@ impl ConsumerConnection {
                             watermark: None,
                             revoking_since: None,
                             held_until: None,
+                            outputs: BTreeMap::new(),
                         };
                         // Assigned again without a revocation in between (a
                         // member that lost its partitions): what it had of

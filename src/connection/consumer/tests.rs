@@ -105,6 +105,14 @@ impl ConsumerClient for Fake {
     fn commit(&self, _: Vec<(TopicPartition, i64)>) -> BoxFuture<'static, Result<()>> {
         futures_util::future::ready(Ok(())).boxed()
     }
+    fn commit_transaction(
+        &self,
+        _: Vec<crate::envelope::OutgoingRecord>,
+        offsets: Vec<(TopicPartition, i64)>,
+    ) -> BoxFuture<'static, Result<()>> {
+        self.commit(offsets)
+    }
+
     fn release(&self, _: &[TopicPartition]) -> Result<()> {
         Ok(())
     }
@@ -194,6 +202,7 @@ fn connection(fake: &Fake, sink: Addr<Sink>, max_in_flight: usize) -> Addr<Consu
         // Long: a commit scheduled stays pending through the test.
         commit_interval: Duration::from_secs(60),
         drain_timeout: Duration::from_secs(1),
+        transactional: false,
         in_flight: prometheus::IntGauge::new("in_flight", "test").unwrap(),
     };
     let target: FindConsumer = Box::new(move || {
@@ -244,7 +253,7 @@ async fn an_assignment_answered_while_credit_frees_up_is_not_lost() {
         .unwrap()
         .answers
         .push_back(vec![ConsumerEvent::Records(vec![record(&p0, 1)])]);
-    conn.do_send(Completed(vec![record(&p0, 0)]));
+    conn.do_send(Completed(vec![record(&p0, 0)], Vec::new()));
     until("a poll without credit again", || {
         fake.0.lock().unwrap().polls == [1, 0, 1, 0]
     })
@@ -253,7 +262,7 @@ async fn an_assignment_answered_while_credit_frees_up_is_not_lost() {
     // turn record 1 finishes: credit frees up before the connection has
     // taken the answer.
     fake.fire(vec![ConsumerEvent::Assigned(vec![p1.clone()])]);
-    conn.do_send(Completed(vec![record(&p0, 1)]));
+    conn.do_send(Completed(vec![record(&p0, 1)], Vec::new()));
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while !conn.send(Owned).await.unwrap().contains(&p1) {
         assert!(

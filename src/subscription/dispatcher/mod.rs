@@ -52,7 +52,7 @@ use kafkactor_actors::{ChildRef, Shutdown};
 
 use crate::codec::ContentType;
 use crate::connection::consumer::ConsumerConnection;
-use crate::connection::protocol::{Arrival, Deliver, Feed, Ready, Released};
+use crate::connection::protocol::{Arrival, Deliver, Feed, Outputs, Ready, Released};
 use crate::dead_letter::{self, DeadLetter, DeadLetterRecord, FailureKind};
 use crate::delivery::Outcome;
 use crate::envelope::Record;
@@ -138,6 +138,9 @@ pub(crate) struct Dispatcher<A: Actor<Context = Context<A>>> {
     feed: Feed,
     /// Records finished and not yet reported to the connection.
     completed: Vec<Arc<Record>>,
+    /// What the handlers of a transactional subscription published for the
+    /// acknowledged records among them.
+    outputs: Outputs,
     /// What the lanes handed back, swapped with the board's lists (no
     /// allocation per collection).
     done: Vec<Job>,
@@ -206,6 +209,7 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
             connection,
             feed: Feed::default(),
             completed: Vec::with_capacity(FLUSH_BATCH),
+            outputs: Vec::new(),
             done: Vec::new(),
             answers: Vec::new(),
             flush_timer: false,
@@ -235,6 +239,17 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
             let mut board = self.board.borrow_mut();
             std::mem::swap(&mut board.done, &mut self.done);
             std::mem::swap(&mut board.answers, &mut self.answers);
+            if !board.outputs.is_empty() {
+                let outputs = std::mem::take(&mut board.outputs);
+                // Those of records still ours (as `live` asks of a job).
+                let feed = &self.feed;
+                self.outputs.extend(
+                    outputs
+                        .into_iter()
+                        .filter(|(stamp, record, _)| feed.is_current(*stamp, record))
+                        .map(|(_, record, written)| (record, written)),
+                );
+            }
             std::mem::replace(&mut board.deadlines_changed, false)
         };
         let mut done = std::mem::take(&mut self.done);
@@ -543,7 +558,7 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
             return;
         }
         let done = std::mem::replace(&mut self.completed, Vec::with_capacity(FLUSH_BATCH));
-        self.feed.complete(done);
+        self.feed.complete(done, std::mem::take(&mut self.outputs));
     }
 
     /// Puts `record` on the queue of its key's lane (the lanes are woken
@@ -642,6 +657,7 @@ impl<A: Actor<Context = Context<A>>> Handler<Deliver> for Dispatcher<A> {
                 lane.queue.clear();
             }
             self.completed.clear();
+            self.outputs.clear();
             if let Some(gate) = &mut self.gate {
                 gate.clear();
             }
@@ -711,11 +727,13 @@ impl<A: Actor<Context = Context<A>>> Handler<Released> for Dispatcher<A> {
             let keys = gate.release(&msg.partitions, &dropped_records);
             self.release_keys(keys, ctx);
         }
-        self.completed.retain(|r| {
+        let kept = |r: &Arc<Record>| {
             !msg.partitions
                 .iter()
                 .any(|tp| tp.partition == r.partition && *tp.topic == *r.topic)
-        });
+        };
+        self.completed.retain(kept);
+        self.outputs.retain(|(r, _)| kept(r));
         if dropped > 0 {
             tracing::debug!(group = %self.settings.group, partitions = ?msg.partitions, dropped,
                 "partitions given up: their queued records are left to the next owner");
