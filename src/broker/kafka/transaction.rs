@@ -33,6 +33,11 @@ impl Transactions {
         Transactions {
             config: kafka.client_config(&[
                 ("transactional.id", id.as_str()),
+                // A transaction lasts one commit (well under a second); a
+                // member killed inside one leaves it open this long, and
+                // `read_committed` readers of its partitions wait meanwhile
+                // (librdkafka's default is 60 s).
+                ("transaction.timeout.ms", "10000"),
                 ("enable.idempotence", "true"),
                 ("acks", "all"),
                 ("partitioner", "murmur2_random"),

@@ -31,8 +31,17 @@
 //! for group events only, is woken ([`ConsumerClient::wake`]) when credit
 //! frees up.
 //!
-//! Owns: the consumer client (group membership), the watermarks and the
-//! unfinished records themselves.
+//! Transactional subscriptions: a [`Completed`](super::protocol::Completed)
+//! also carries what the handlers of its acknowledged records published;
+//! the connection holds it by partition and offset, and each commit writes
+//! the outputs below the offsets it commits and those offsets in one
+//! broker transaction (`commit.rs`). A failed transaction is aborted and
+//! its outputs are held for the next commit.
+//!
+//! Owns: the consumer client (group membership), the watermarks, the
+//! unfinished records themselves and a transactional subscription's
+//! uncommitted outputs (lost with an incarnation: their records are read
+//! and handled again, nothing of them was visible).
 //!
 //! Restarts: when the *dispatcher* is restarted, every unfinished record is
 //! handed to the new incarnation (the group is not left, nothing is
