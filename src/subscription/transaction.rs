@@ -8,8 +8,9 @@
 //! A handling that does not end in an acknowledgement (a retry, a
 //! rejection, a panic, a timeout) drops what it published.
 
+use crate::envelope::{OutgoingRecord, Record};
 use crate::error::{Error, Result};
-use crate::observe::trace::{inherit, with_current, with_current_lane};
+use crate::observe::trace::{inherit, with_current_lane, TraceContext};
 use crate::producer::prepare;
 use crate::publish::{Publish, PublishOutcome};
 
@@ -23,36 +24,60 @@ pub(crate) enum Joined {
 
 /// Takes `publish` into the transaction of the record handled on this
 /// thread, when its subscription is transactional; gives it back otherwise.
-pub(crate) fn join(mut publish: Publish) -> Joined {
-    let Some(Some(max_bytes)) =
-        with_current_lane(|board, _| board.try_borrow().ok().and_then(|b| b.transactional))
-    else {
-        return Joined::Back(publish);
-    };
+/// One look at the board: the subscription's setting, the running record
+/// (whose context the publish inherits) and its lane's outputs.
+pub(crate) fn join(publish: Publish) -> Joined {
+    let mut publish = Some(publish);
+    let taken = with_current_lane(|board, lane| {
+        let mut board = board.try_borrow_mut().ok()?;
+        let max_bytes = board.transactional?;
+        let publish = publish.take().expect("taken once");
+        let Some(lane) = board.lanes.get_mut(lane) else {
+            return Some(Err(gone()));
+        };
+        let Some(running) = lane.running.as_ref() else {
+            return Some(Err(gone()));
+        };
+        let record = match joinable(
+            publish,
+            &running.job.record,
+            running.trace.as_deref().copied(),
+            max_bytes,
+        ) {
+            Ok(record) => record,
+            Err(e) => return Some(Err(e)),
+        };
+        lane.outputs.push(record);
+        Some(Ok(PublishOutcome::Transactional))
+    })
+    .flatten();
+    match (taken, publish) {
+        (Some(answer), _) => Joined::Taken(answer),
+        (None, Some(publish)) => Joined::Back(publish),
+        // Not reached: a publish taken is always answered.
+        (None, None) => Joined::Taken(Err(gone())),
+    }
+}
+
+/// `publish` as the record it writes in the transaction of `handled`
+/// (whose context it inherits; `parent` is its `handle` span's).
+fn joinable(
+    mut publish: Publish,
+    handled: &Record,
+    parent: Option<TraceContext>,
+    max_bytes: usize,
+) -> Result<OutgoingRecord> {
     if publish.due.is_some() {
-        return Joined::Taken(Err(Error::Config(
+        return Err(Error::Config(
             "a delayed publish cannot join a transaction: a transactional subscription's \
              handlers publish at once"
                 .into(),
-        )));
+        ));
     }
-    with_current(|record, parent| inherit(&mut publish.headers, record, parent));
-    let record = match prepare(publish, max_bytes, None) {
-        Ok((record, _)) => record,
-        Err(e) => return Joined::Taken(Err(e)),
-    };
-    let joined = with_current_lane(|board, lane| {
-        let mut board = board.try_borrow_mut().ok()?;
-        let lane = board.lanes.get_mut(lane)?;
-        lane.running.as_ref()?;
-        lane.outputs.push(record);
-        Some(())
-    })
-    .flatten();
-    Joined::Taken(match joined {
-        Some(()) => Ok(PublishOutcome::Transactional),
-        None => Err(Error::Unavailable(
-            "the record this handler published for is no longer being handled".into(),
-        )),
-    })
+    inherit(&mut publish.headers, handled, parent);
+    prepare(publish, max_bytes, None).map(|(record, _)| record)
+}
+
+fn gone() -> Error {
+    Error::Unavailable("the record this handler published for is no longer being handled".into())
 }
