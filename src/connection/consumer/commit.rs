@@ -155,10 +155,6 @@ impl ConsumerConnection {
         let mut written = Vec::new();
         for tp in &ready {
             if let Some(p) = self.partitions.remove(tp) {
-                let committed_below = p.watermark.as_ref().and_then(|w| w.to_commit());
-                if let Some(o) = committed_below {
-                    written.extend(p.outputs.range(..o).flat_map(|(_, r)| r.iter().cloned()));
-                }
                 if let Some(w) = p.watermark {
                     if !w.is_idle() && !deadline.is_zero() {
                         tracing::warn!(group = %self.group(), partition = %tp, unfinished = w.in_flight(),
@@ -168,6 +164,14 @@ impl ConsumerConnection {
                     self.in_flight -= w.in_flight();
                     if let Some(o) = w.to_commit() {
                         offsets.push((tp.clone(), o));
+                        // What the records below it published (the
+                        // partition is gone: taken, not copied).
+                        written.extend(
+                            p.outputs
+                                .into_iter()
+                                .take_while(|(offset, _)| *offset < o)
+                                .flat_map(|(_, records)| records),
+                        );
                     }
                 }
             }
