@@ -91,7 +91,6 @@ pub(crate) struct Statements {
     pub(crate) table: String,
     pub(crate) schema: String,
     pub(crate) insert: Arc<str>,
-    pub(crate) insert_all: Arc<str>,
     pub(crate) check: Arc<str>,
     pub(crate) lock: Arc<str>,
     pub(crate) take: Arc<str>,
@@ -162,13 +161,8 @@ CREATE OR REPLACE TRIGGER {base}_notify AFTER INSERT ON {table}
             lock = lock_class(table),
         );
         let sql = Statements {
-            insert: format!(
-                "INSERT INTO {table} (shard, topic, partition, key, headers, payload, deliver_at_ms) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id"
-            )
-            .into(),
             // In the arrays' order (ids follow it).
-            insert_all: format!(
+            insert: format!(
                 "INSERT INTO {table} (shard, topic, partition, key, headers, payload, deliver_at_ms)
                  SELECT s, t, p, k, h, v, d
                  FROM unnest($1::int2[], $2::text[], $3::int4[], $4::bytea[], $5::bytea[], $6::bytea[], $7::int8[])
@@ -248,19 +242,10 @@ CREATE OR REPLACE TRIGGER {base}_notify AFTER INSERT ON {table}
         executor: impl PgExecutor<'e>,
         publish: Publish,
     ) -> Result<i64> {
-        let (publish, row) = prepared(publish, SystemTime::now())?;
-        let id: i64 = sqlx::query_scalar(AssertSqlSafe(self.sql.insert.clone()))
-            .bind(row.shard)
-            .bind(publish.topic())
-            .bind(publish.partition)
-            .bind(publish.key.as_deref())
-            .bind(row.headers)
-            .bind(publish.payload.as_deref())
-            .bind(row.deliver_at_ms)
-            .fetch_one(executor)
-            .await
-            .map_err(database)?;
-        Ok(id)
+        let ids = self.publish_all(executor, [publish]).await?;
+        ids.first()
+            .copied()
+            .ok_or_else(|| Error::Unavailable("postgres: the insert returned no id".into()))
     }
 
     /// Writes every record of `publishes`, in order, with one statement:
@@ -280,7 +265,7 @@ CREATE OR REPLACE TRIGGER {base}_notify AFTER INSERT ON {table}
         if columns.shard.is_empty() {
             return Ok(Vec::new());
         }
-        sqlx::query_scalar(AssertSqlSafe(self.sql.insert_all.clone()))
+        sqlx::query_scalar(AssertSqlSafe(self.sql.insert.clone()))
             .bind(columns.shard)
             .bind(columns.topic)
             .bind(columns.partition)
