@@ -224,8 +224,9 @@ fn main() {
     report(&sizes, &outcomes);
 }
 
-/// A Kafka throughput scenario (records/s, kafkactor against one raw client).
-fn kafka_outcome(scenario: &str, target: Option<f64>, notes: &str) -> Outcome2 {
+/// A throughput scenario (records/s, higher is better): Kafka's (kafkactor
+/// against one raw client) and the outbox relay's.
+fn throughput_outcome(scenario: &str, target: Option<f64>, notes: &str) -> Outcome2 {
     Outcome2 {
         scenario: scenario.into(),
         unit: "records/s",
@@ -365,8 +366,8 @@ async fn run(sizes: Sizes) -> Vec<Outcome2> {
                 "{} records to {brokers}, idempotent, acks=all, 10,000 in flight",
                 sizes.kafka_records
             );
-            let mut future = kafka_outcome("kafka_produce_future", Some(0.95), &notes);
-            let mut base = kafka_outcome("kafka_produce_base", None, &notes);
+            let mut future = throughput_outcome("kafka_produce_future", Some(0.95), &notes);
+            let mut base = throughput_outcome("kafka_produce_base", None, &notes);
             for round in 0..sizes.rounds {
                 let n = sizes.kafka_records;
                 let [k, f, b] = rotated(
@@ -391,8 +392,8 @@ async fn run(sizes: Sizes) -> Vec<Outcome2> {
                 "{} pre-produced records from {brokers}: decode, no-op, commit, including the group join",
                 sizes.kafka_records
             );
-            let mut base = kafka_outcome("kafka_consume_base", Some(0.90), &notes);
-            let mut stream = kafka_outcome("kafka_consume_stream", None, &notes);
+            let mut base = throughput_outcome("kafka_consume_base", Some(0.90), &notes);
+            let mut stream = throughput_outcome("kafka_consume_stream", None, &notes);
             for round in 0..sizes.rounds {
                 let (n, t) = (
                     sizes.kafka_records,
@@ -503,15 +504,7 @@ async fn run(sizes: Sizes) -> Vec<Outcome2> {
         .filter(|u| !u.is_empty() && sizes.wants("outbox_relay"))
     {
         let n = (sizes.records / 10).max(1_000);
-        let mut o = Outcome2 {
-            scenario: "outbox_relay_rows_per_s".into(),
-            unit: "records/s",
-            higher_is_better: true,
-            kafkactor: Vec::new(),
-            baseline: Vec::new(),
-            target: None,
-            notes: String::new(),
-        };
+        let mut o = throughput_outcome("outbox_relay_rows_per_s", None, "");
         for round in 0..sizes.rounds {
             let (k, b) = pair(
                 round,
