@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime};
 
 use kafkactor::outbox::{Outbox, OutboxRelay};
 use kafkactor::prelude::*;
-use kafkactor::{Delays, Error, Health};
+use kafkactor::{AppBuilder, Delays, Error, Health};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use support::*;
 
@@ -40,6 +40,20 @@ async fn fresh_outbox(pool: &PgPool) -> Outbox {
     let outbox = Outbox::table(&unique("outbox").replace('-', "_")).unwrap();
     outbox.migrate(pool).await.unwrap();
     outbox
+}
+
+/// An application on `tb` that reads `topic` into `log` on 4 lanes and runs
+/// `relay`: the caller adds what else it needs, then starts it.
+fn reading(tb: &TestBroker, topic: &str, log: &Log, relay: OutboxRelay) -> AppBuilder {
+    Kafkactor::builder()
+        .broker(tb.broker.clone())
+        .subscribe(
+            Subscription::to(topic)
+                .group(unique("g").as_str())
+                .concurrency(4),
+            probe(log, "reader", ack()),
+        )
+        .outbox_relay(relay)
 }
 
 /// Writes `orders` to the outbox, keyed, `per_tx` to a transaction: every
@@ -95,18 +109,8 @@ async fn relayed_in_key_order(tb: TestBroker) {
     let topic = unique("orders");
     tb.topics(&[&topic]).await;
     let log = Log::default();
-    let app = Kafkactor::builder()
-        .broker(tb.broker.clone())
-        .subscribe(
-            Subscription::to(topic.as_str())
-                .group(unique("g").as_str())
-                .concurrency(4),
-            probe(&log, "a", ack()),
-        )
-        .outbox_relay(OutboxRelay::new(pool.clone(), outbox.clone()).batch(100))
-        .start()
-        .await
-        .unwrap();
+    let relay = OutboxRelay::new(pool.clone(), outbox.clone()).batch(100);
+    let app = reading(&tb, &topic, &log, relay).start().await.unwrap();
 
     // A transaction rolled back leaves nothing to send.
     let mut tx = pool.begin().await.unwrap();
@@ -224,18 +228,7 @@ async fn two_relays_share_one_table_without_sending_a_row_twice() {
     let topic = unique("orders");
     let log = Log::default();
     let relay = || OutboxRelay::new(pool.clone(), outbox.clone()).batch(50);
-    let a = Kafkactor::builder()
-        .broker(tb.broker.clone())
-        .subscribe(
-            Subscription::to(topic.as_str())
-                .group(unique("g").as_str())
-                .concurrency(4),
-            probe(&log, "a", ack()),
-        )
-        .outbox_relay(relay())
-        .start()
-        .await
-        .unwrap();
+    let a = reading(&tb, &topic, &log, relay()).start().await.unwrap();
     let b = Kafkactor::builder()
         .broker(tb.broker.clone())
         .outbox_relay(relay())
@@ -340,18 +333,8 @@ async fn a_relay_killed_mid_batch_repeats_only_rows_in_flight() {
 
     // A new relay (in this process) takes over, and a consumer reads it all.
     let log = Log::default();
-    let app = Kafkactor::builder()
-        .broker(tb.broker.clone())
-        .subscribe(
-            Subscription::to(topic.as_str())
-                .group(unique("g").as_str())
-                .concurrency(4),
-            probe(&log, "reader", ack()),
-        )
-        .outbox_relay(OutboxRelay::new(pool.clone(), outbox.clone()).batch(BATCH))
-        .start()
-        .await
-        .unwrap();
+    let relay = OutboxRelay::new(pool.clone(), outbox.clone()).batch(BATCH);
+    let app = reading(&tb, &topic, &log, relay).start().await.unwrap();
     eventually("every row read", Duration::from_secs(60), || {
         log.counts().len() == orders.len()
     })
@@ -420,14 +403,9 @@ async fn a_refused_row_keeps_its_reason_and_later_rows_are_sent() {
     let outbox = fresh_outbox(&pool).await;
     let topic = unique("orders");
     let log = Log::default();
-    let app = Kafkactor::builder()
-        .broker(tb.broker.clone())
+    let relay = OutboxRelay::new(pool.clone(), outbox.clone());
+    let app = reading(&tb, &topic, &log, relay)
         .max_message_bytes(2_000)
-        .subscribe(
-            Subscription::to(topic.as_str()).group(unique("g").as_str()),
-            probe(&log, "a", ack()),
-        )
-        .outbox_relay(OutboxRelay::new(pool.clone(), outbox.clone()))
         .start()
         .await
         .unwrap();
@@ -513,18 +491,8 @@ async fn a_database_lost_at_run_time_pauses_the_relay_until_it_returns() {
     let proxied = pool_with(options.port(proxy.addr().port())).await;
     let topic = unique("orders");
     let log = Log::default();
-    let app = Kafkactor::builder()
-        .broker(tb.broker.clone())
-        .subscribe(
-            Subscription::to(topic.as_str()).group(unique("g").as_str()),
-            probe(&log, "a", ack()),
-        )
-        .outbox_relay(
-            OutboxRelay::new(proxied, outbox.clone()).poll_interval(Duration::from_millis(200)),
-        )
-        .start()
-        .await
-        .unwrap();
+    let relay = OutboxRelay::new(proxied, outbox.clone()).poll_interval(Duration::from_millis(200));
+    let app = reading(&tb, &topic, &log, relay).start().await.unwrap();
     let all = orders(20, 2);
     write(&direct, &outbox, &topic, &all[..10], 5).await;
     eventually("the first rows handled", Duration::from_secs(10), || {
@@ -588,13 +556,8 @@ fn an_app_with_a_relay_dropped_after_its_runtime_does_not_panic() {
         let outbox = fresh_outbox(&pool).await;
         let topic = unique("orders");
         let log = Log::default();
-        let app = Kafkactor::builder()
-            .broker(Broker::memory())
-            .subscribe(
-                Subscription::to(topic.as_str()).group("g"),
-                probe(&log, "a", ack()),
-            )
-            .outbox_relay(OutboxRelay::new(pool.clone(), outbox.clone()))
+        let relay = OutboxRelay::new(pool.clone(), outbox.clone());
+        let app = reading(&TestBroker::memory(3), &topic, &log, relay)
             .start()
             .await
             .unwrap();
