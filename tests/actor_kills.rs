@@ -134,8 +134,11 @@ async fn run(target: Target) -> Run {
             .await
         }
         _ => {
+            // Under way means handled and committed: a fast run handles
+            // thousands of records before the first commit tick.
             eventually("handling is under way", Duration::from_secs(30), || {
                 log.len() >= 3_000
+                    && (0..PARTITIONS).any(|p| memory.committed(&group, &topic, p).unwrap_or(0) > 0)
             })
             .await
         }
