@@ -18,6 +18,11 @@
 //!   flight), each answered once the embedded broker has it.
 //! - `publish_batch`: the same records as `PublishBatch`es of 256, each
 //!   answered once with every outcome.
+//!
+//! Each with kafkactor's metrics on (the default) or, with
+//! `KAFKACTOR_METRICS=off`, off (`AppBuilder::metrics(false)`): the script
+//! measures both and reports what metrics cost a record. No tracing
+//! subscriber is attached, so kafkactor's INFO spans are not made.
 
 use std::alloc::{GlobalAlloc, Layout, System as Heap};
 use std::collections::VecDeque;
@@ -123,6 +128,12 @@ async fn publish(producer: &kafkactor::ProducerHandle, n: u64) {
     }
 }
 
+/// An application on `broker`, with metrics on unless `KAFKACTOR_METRICS=off`.
+fn builder(broker: &Broker) -> kafkactor::AppBuilder {
+    let on = std::env::var("KAFKACTOR_METRICS").map_or(true, |v| v != "off");
+    Kafkactor::builder().broker(broker.clone()).metrics(on)
+}
+
 /// The measured phase: everything it runs (on this thread) is counted.
 #[no_mangle]
 #[inline(never)]
@@ -147,8 +158,7 @@ fn consume(n: u64) -> u64 {
         system.block_on(async {
             let (done, handled) = tokio::sync::oneshot::channel();
             let done = Arc::new(std::sync::Mutex::new(Some(done)));
-            let app = Kafkactor::builder()
-                .broker(broker.clone())
+            let app = builder(&broker)
                 .subscribe(Subscription::to(TOPIC).group(GROUP).concurrency(1), {
                     move || Noop {
                         left: n,
@@ -192,11 +202,7 @@ fn publish_only(n: u64, batched: bool) -> u64 {
     let system = actix::System::new();
     let broker = Broker::memory_with_partitions(1).expect("a broker");
     let app = system.block_on(async {
-        let app = Kafkactor::builder()
-            .broker(broker.clone())
-            .start()
-            .await
-            .expect("the app starts");
+        let app = builder(&broker).start().await.expect("the app starts");
         // The topic exists and every actor on the path has run once.
         publish(&app.producer(), 1).await;
         app

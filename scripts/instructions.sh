@@ -3,12 +3,19 @@
 # heap allocations, for each scenario of benches/instructions.rs, as
 # (count at 2N records - count at N) / N so start-up cancels.
 #
+# Each scenario is measured with kafkactor's metrics on (the default) and
+# off (AppBuilder::metrics(false)); what metrics cost a record is the
+# difference, reported as a percentage (the target is at most 5 %).
+#
 # Usage: scripts/instructions.sh [--check | --update]
 #   (no flag)  print one line per scenario
 #   --check    also fail when a count is more than 5 % over the committed
-#              baseline (benches/instructions.baseline); run by scripts/test.sh
+#              baseline (benches/instructions.baseline), or metrics cost
+#              more than 5 %; run by scripts/test.sh
 #   --update   write the counts as the new baseline
 # KAFKACTOR_INSTRUCTIONS_RECORDS sets N (default 4000).
+# KAFKACTOR_INSTRUCTIONS_FEATURES adds cargo features to the build, e.g.
+# tracing/max_level_off to count what tracing costs with no subscriber.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/common.sh
@@ -27,7 +34,9 @@ fi
 started=$(now)
 # The build's messages go to a log, shown when it fails (a CI log then says why).
 build_log="$OUT/build.log"
-if ! cargo bench --locked --bench instructions --no-run --message-format=json >"$OUT/build.json" 2>"$build_log"; then
+FEATURES=()
+[ -n "${KAFKACTOR_INSTRUCTIONS_FEATURES:-}" ] && FEATURES=(--features "$KAFKACTOR_INSTRUCTIONS_FEATURES")
+if ! cargo bench --locked --bench instructions "${FEATURES[@]}" --no-run --message-format=json >"$OUT/build.json" 2>"$build_log"; then
     cat "$build_log" >&2
     echo "could not build benches/instructions.rs (messages above)" >&2
     exit 1
@@ -39,34 +48,52 @@ for line in sys.stdin:
         print(m["executable"])')
 [ -x "$bin" ] || { echo "could not build benches/instructions.rs" >&2; exit 1; }
 
-# Runs one scenario with $2 records under callgrind; prints "<instructions> <allocations>".
+# Runs one scenario with $2 records under callgrind, metrics $3 (on or
+# off); prints "<instructions> <allocations>".
 measure() {
-    local scenario=$1 records=$2 file="$OUT/$1.$2.callgrind"
+    local scenario=$1 records=$2 metrics=$3
+    local file="$OUT/$scenario.$records.metrics-$metrics.callgrind" log="$OUT/$scenario.$records.metrics-$metrics.log"
     local allocations
-    allocations=$(valgrind --tool=callgrind --toggle-collect=kafkactor_measured_phase \
-        --callgrind-out-file="$file" "$bin" "$scenario" "$records" 2>"$OUT/$scenario.$records.log" |
+    allocations=$(KAFKACTOR_METRICS=$metrics valgrind --tool=callgrind --toggle-collect=kafkactor_measured_phase \
+        --callgrind-out-file="$file" "$bin" "$scenario" "$records" 2>"$log" |
         sed -n 's/^allocations=//p')
-    [ -n "$allocations" ] || { cat "$OUT/$scenario.$records.log" >&2; exit 1; }
+    [ -n "$allocations" ] || { cat "$log" >&2; exit 1; }
     local instructions
     instructions=$(sed -n 's/^totals: *\([0-9]*\).*/\1/p; s/^summary: *\([0-9]*\).*/\1/p' "$file" | head -1)
     echo "$instructions $allocations"
 }
 
-results="$OUT/results.txt"
+results="$OUT/results.txt" bare="$OUT/results.metrics-off.txt"
 : >"$results"
+: >"$bare"
 for scenario in consume publish publish_batch; do
-    read -r i1 a1 < <(measure "$scenario" "$N")
-    read -r i2 a2 < <(measure "$scenario" $((2 * N)))
-    python3 - "$scenario" "$N" "$i1" "$i2" "$a1" "$a2" >>"$results" <<'EOF'
+    for metrics in on off; do
+        read -r i1 a1 < <(measure "$scenario" "$N" $metrics)
+        read -r i2 a2 < <(measure "$scenario" $((2 * N)) $metrics)
+        target=$results
+        [ $metrics = off ] && target=$bare
+        python3 - "$scenario" "$N" "$i1" "$i2" "$a1" "$a2" >>"$target" <<'EOF'
 import sys
 scenario, n, i1, i2, a1, a2 = sys.argv[1], *map(int, sys.argv[2:])
 print(f"embedded_{scenario} {(i2 - i1) / n:.0f} {(a2 - a1) / n:.2f}")
 EOF
+    done
 done
 
+overheads="$OUT/metrics-overhead.txt"
+python3 - "$results" "$bare" >"$overheads" <<'EOF'
+import sys
+on = {l.split()[0]: float(l.split()[1]) for l in open(sys.argv[1])}
+off = {l.split()[0]: float(l.split()[1]) for l in open(sys.argv[2])}
+for name in on:
+    print(f"{name} {off[name]:.0f} {on[name]:.0f} {100 * (on[name] / off[name] - 1):.1f}")
+EOF
 while read -r name instructions allocations; do
     echo "$name: $instructions instructions/record, $allocations allocations/record"
 done <"$results"
+while read -r name off on percent; do
+    echo "$name: metrics cost $percent % ($off instructions/record with them off, $on on)"
+done <"$overheads"
 echo "measured with N = $N and 2N records in $(took "$started" "$(now)")"
 
 case "$MODE" in
@@ -101,6 +128,14 @@ for name, (instructions, allocations) in now.items():
             failed = True
 sys.exit(1 if failed else 0)
 EOF
-    echo "within 5 % of $BASELINE"
+    python3 - "$overheads" <<'EOF'
+import sys
+bad = [f"{name}: metrics cost {percent} %, over the 5 % target"
+       for name, _, _, percent in (l.split() for l in open(sys.argv[1])) if float(percent) > 5]
+for line in bad:
+    print(line)
+sys.exit(1 if bad else 0)
+EOF
+    echo "within 5 % of $BASELINE, and metrics within 5 %"
     ;;
 esac

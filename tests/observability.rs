@@ -382,6 +382,50 @@ async fn one_registry_takes_one_application() {
 }
 
 #[actix::test]
+async fn with_metrics_off_nothing_of_kafkactors_is_served() {
+    let tb = TestBroker::memory(2);
+    let (topic, group) = (unique("quiet"), unique("quiet-g"));
+    // The service's own metric, on the registry /metrics serves.
+    let registry = kafkactor::prometheus::Registry::new();
+    let own = kafkactor::prometheus::IntCounter::new("service_orders_total", "orders").unwrap();
+    registry.register(Box::new(own.clone())).unwrap();
+    let log = Log::default();
+    let start = |log: &Log| {
+        Kafkactor::builder()
+            .broker(tb.broker.clone())
+            .metrics(false)
+            .metrics_registry(registry.clone())
+            .serve_http("127.0.0.1:0")
+            .subscribe(
+                Subscription::to(topic.as_str()).group(group.as_str()),
+                probe(log, "a", ack()),
+            )
+            .start()
+    };
+    let app = start(&log).await.unwrap();
+    // A second application on the same registry: nothing of kafkactor's is
+    // registered there, so nothing clashes.
+    let second = start(&Log::default()).await.unwrap();
+    second.shutdown().await.unwrap();
+    publish_all(&app, &topic, &orders(50, 5)).await;
+    own.inc_by(50);
+    eventually("every record handled", Duration::from_secs(10), || {
+        log.len() == 50
+    })
+    .await;
+    tb.until_committed(&group, &topic, Duration::from_secs(10))
+        .await;
+    let (status, body) = http_get(app.http_addr().unwrap(), "/metrics")
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert!(body.contains("service_orders_total 50"), "{body}");
+    assert!(!body.contains("kafkactor_"), "{body}");
+    assert_eq!(app.metrics_text().await, body);
+    app.shutdown().await.unwrap();
+}
+
+#[actix::test]
 async fn restarts_are_counted() {
     let app = Kafkactor::builder()
         .broker(Broker::memory())

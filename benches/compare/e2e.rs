@@ -28,9 +28,20 @@ pub(crate) async fn noop_app(
     subscription: Subscription,
     handled: &Arc<AtomicU64>,
 ) -> App {
+    noop_app_metered(broker, subscription, handled, true).await
+}
+
+/// [`noop_app`] with kafkactor's metrics on or off.
+pub(crate) async fn noop_app_metered(
+    broker: Broker,
+    subscription: Subscription,
+    handled: &Arc<AtomicU64>,
+    metrics: bool,
+) -> App {
     let handled = handled.clone();
     Kafkactor::builder()
         .broker(broker)
+        .metrics(metrics)
         .subscribe(subscription, move || Noop {
             handled: handled.clone(),
         })
@@ -73,15 +84,26 @@ pub(crate) async fn publish(app: &App, topic: &str, n: u64, keys: u64, window: u
 /// Records per second, from the first publish until the handler has every
 /// record (then every record is checked committed).
 pub(crate) async fn kafkactor_e2e(n: u64, keys: u64, concurrency: usize) -> f64 {
+    kafkactor_e2e_metered(n, keys, concurrency, true).await
+}
+
+/// [`kafkactor_e2e`] with kafkactor's metrics on or off.
+pub(crate) async fn kafkactor_e2e_metered(
+    n: u64,
+    keys: u64,
+    concurrency: usize,
+    metrics: bool,
+) -> f64 {
     let broker = Broker::memory();
     let (topic, group) = (unique("e2e"), unique("g"));
     let handled = Arc::new(AtomicU64::new(0));
-    let app = noop_app(
+    let app = noop_app_metered(
         broker.clone(),
         Subscription::to(topic.as_str())
             .group(group.as_str())
             .concurrency(concurrency),
         &handled,
+        metrics,
     )
     .await;
     let memory = broker.as_memory().unwrap();

@@ -309,6 +309,38 @@ async fn run(sizes: Sizes) -> Vec<Outcome2> {
         out.push(o);
     }
 
+    // What metrics cost: the same pipeline with them on ("kafkactor") and
+    // off ("baseline"), alternating.
+    if sizes.wants("embedded_e2e_metrics") {
+        let mut o = Outcome2 {
+            scenario: "embedded_e2e_metrics".into(),
+            unit: "records/s",
+            higher_is_better: true,
+            kafkactor: Vec::new(),
+            baseline: Vec::new(),
+            target: Some((0.95, ">=")),
+            notes: format!(
+                "concurrency 1, {} records; baseline: the same with AppBuilder::metrics(false)",
+                sizes.records
+            ),
+        };
+        for round in 0..sizes.rounds {
+            let (on, off) = pair(
+                round,
+                kafkactor_e2e_metered(sizes.records, sizes.keys, 1, true),
+                kafkactor_e2e_metered(sizes.records, sizes.keys, 1, false),
+            )
+            .await;
+            eprintln!(
+                "  {} round {round}: metrics on {on:.0}/s off {off:.0}/s",
+                o.scenario
+            );
+            o.kafkactor.push(on);
+            o.baseline.push(off);
+        }
+        out.push(o);
+    }
+
     if sizes.wants("latency") {
         let max = match max_rate {
             Some(m) => m,

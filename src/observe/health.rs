@@ -236,9 +236,12 @@ impl Observed {
         }
     }
 
-    /// The metrics in Prometheus' text format, lag read first.
+    /// The metrics in Prometheus' text format, lag read first (when
+    /// kafkactor's metrics are on).
     pub(crate) async fn render(&self) -> String {
-        self.refresh_lag().await;
+        if self.0.metrics.on() {
+            self.refresh_lag().await;
+        }
         let families = self.0.metrics.registry().gather();
         prometheus::TextEncoder::new()
             .encode_to_string(&families)

@@ -49,6 +49,9 @@ pub(crate) struct Metrics(Arc<Collectors>);
 
 pub(crate) struct Collectors {
     pub(crate) registry: Registry,
+    /// Whether the hot paths count and time (`AppBuilder::metrics`); when
+    /// not, the collectors are on no registry.
+    on: bool,
     published: IntCounterVec,
     publish_latency: Arc<Histograms>,
     consumed: IntCounterVec,
@@ -93,10 +96,13 @@ fn gauge(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
 }
 
 impl Metrics {
-    /// Registers kafkactor's collectors on `registry`: a typed error when
-    /// they are registered there already (one application per registry; a
-    /// second one can use `Registry::new_custom` with a label of its own).
-    pub(crate) fn register(registry: Registry) -> Result<Self> {
+    /// Registers kafkactor's collectors on `registry` (when `on`): a typed
+    /// error when they are registered there already (one application per
+    /// registry; a second one can use `Registry::new_custom` with a label
+    /// of its own). Not `on`, they are made (what counts rare events still
+    /// may) but registered nowhere, and [`Metrics::on`] tells the hot paths
+    /// to skip them.
+    pub(crate) fn register(registry: Registry, on: bool) -> Result<Self> {
         let c = Collectors {
             published: counter(
                 "kafkactor_published_total",
@@ -193,7 +199,11 @@ impl Metrics {
                 &["table"],
             ),
             registry,
+            on,
         };
+        if !on {
+            return Ok(Metrics(Arc::new(c)));
+        }
         let all: [Box<dyn Collector>; 19] = [
             Box::new(c.published.clone()),
             Box::new(SharedHistograms(c.publish_latency.clone())),
@@ -223,6 +233,12 @@ impl Metrics {
             })?;
         }
         Ok(Metrics(Arc::new(c)))
+    }
+
+    /// Whether records are counted and timed.
+    #[inline]
+    pub(crate) fn on(&self) -> bool {
+        self.0.on
     }
 
     pub(crate) fn collectors(&self) -> &Collectors {

@@ -142,12 +142,17 @@ struct Queue {
 }
 
 impl Queue {
-    /// The publish counters of `topic`.
-    fn counters(&self, topic: &Arc<str>) -> Arc<PublishMetrics> {
-        self.counters
-            .borrow_mut()
-            .get(topic, |topic| self.metrics.publish(topic))
-            .clone()
+    /// The publish counters of `topic` (None: metrics are off).
+    fn counters(&self, topic: &Arc<str>) -> Option<Arc<PublishMetrics>> {
+        if !self.metrics.on() {
+            return None;
+        }
+        let mut counters = self.counters.borrow_mut();
+        Some(
+            counters
+                .get(topic, |topic| self.metrics.publish(topic))
+                .clone(),
+        )
     }
 
     /// What the lineage event of `record` needs, when lineage is on.

@@ -26,8 +26,8 @@ pub(crate) struct PublishReply {
     /// Sends made so far after the first.
     pub(super) resends: u32,
     pub(super) producer: Arc<Recipient<Resend>>,
-    /// The counters of the record's topic.
-    pub(super) counters: Arc<PublishMetrics>,
+    /// The counters of the record's topic (None: metrics are off).
+    pub(super) counters: Option<Arc<PublishMetrics>>,
     /// Its lineage event's makings, when lineage is on.
     pub(super) lineage: Option<Box<Published>>,
 }
@@ -110,11 +110,17 @@ impl PublishReply {
                         at: crate::envelope::now_ms(),
                     });
                 }
-                self.counters.ok.inc();
-                let latency = crate::clock::now_ns().saturating_sub(self.taken);
-                self.counters.latency.observe(latency);
+                if let Some(counters) = &self.counters {
+                    counters.ok.inc();
+                    let latency = crate::clock::now_ns().saturating_sub(self.taken);
+                    counters.latency.observe(latency);
+                }
             }
-            Err(_) => self.counters.error.inc(),
+            Err(_) => {
+                if let Some(counters) = &self.counters {
+                    counters.error.inc();
+                }
+            }
         }
         self.to.send(result);
     }

@@ -287,6 +287,8 @@ pub(crate) struct Runner<A: Actor> {
     span: Option<tracing::Span>,
     /// When the running record's call started ([`now_ns`](crate::clock::now_ns)).
     started: u64,
+    /// Whether handler calls are timed (metrics are on).
+    timed: bool,
     durations: Durations,
 }
 
@@ -327,6 +329,7 @@ impl<A: Actor<Context = Context<A>>> Runner<A> {
             lane,
             incarnation,
             routes,
+            timed: settings.metrics.on(),
             settings,
             reply: None,
             span: None,
@@ -413,11 +416,13 @@ impl<A: Actor<Context = Context<A>>> Runner<A> {
         let Some(running) = lane.running.take_if(|r| r.incarnation == self.incarnation) else {
             return false;
         };
-        self.durations.observe(
-            &running.job.record.topic,
-            &self.settings,
-            ended.saturating_sub(self.started),
-        );
+        if self.timed {
+            self.durations.observe(
+                &running.job.record.topic,
+                &self.settings,
+                ended.saturating_sub(self.started),
+            );
+        }
         if running.job.epoch != epoch {
             return false;
         }
@@ -531,7 +536,9 @@ impl<A: Actor<Context = Context<A>>> Runner<A> {
         let mut news = false;
         let mut budget = RUN_BUDGET;
         // When the last call of this turn ended: the next one starts then.
-        // One clock reading per record.
+        // One clock reading per record, none when calls are not timed.
+        let timed = this.timed;
+        let clock = || if timed { crate::clock::now_ns() } else { 0 };
         let mut ended: Option<u64> = None;
         let result = loop {
             if let Some(reply) = &mut this.reply {
@@ -547,7 +554,7 @@ impl<A: Actor<Context = Context<A>>> Runner<A> {
                 // The `handle` span ends with its record's answer.
                 let span = this.span.take();
                 let incarnation = this.incarnation;
-                let now = crate::clock::now_ns();
+                let now = clock();
                 ended = Some(now);
                 news |= this.settle(answer.ok_or(Answer::HandlerFailed { incarnation }), now);
                 drop(span);
@@ -566,13 +573,13 @@ impl<A: Actor<Context = Context<A>>> Runner<A> {
                 Ok(Some(next)) => next,
             };
             budget -= 1;
-            this.started = ended.unwrap_or_else(crate::clock::now_ns);
+            this.started = ended.unwrap_or_else(clock);
             let span = spans.then(|| this.handle_span(&record, attempt));
             let reply = {
                 let _entered = span.as_ref().map(tracing::Span::enter);
                 this.call(act, ctx, record, attempt)
             };
-            let now = crate::clock::now_ns();
+            let now = clock();
             match reply {
                 Ok(Reply::Now(outcome)) => news |= this.settle(Ok(outcome), now),
                 // Polled at the top of the loop.

@@ -279,9 +279,12 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
         }
     }
 
-    /// Counts with the counters of `topic`.
+    /// Counts with the counters of `topic` (unless metrics are off).
     fn count(&mut self, topic: &Arc<str>, f: impl FnOnce(&HandleMetrics)) {
         let settings = &self.settings;
+        if !settings.metrics.on() {
+            return;
+        }
         f(self.counters.get(topic, |t| settings.counters(t)));
     }
 
