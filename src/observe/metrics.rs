@@ -251,13 +251,13 @@ impl Metrics {
     }
 
     /// The publish counters of `topic`.
-    pub(crate) fn publish(&self, topic: &str) -> Arc<PublishMetrics> {
+    pub(crate) fn publish(&self, topic: &str) -> PublishMetrics {
         let c = &self.0;
-        Arc::new(PublishMetrics {
+        PublishMetrics {
             ok: c.published.with_label_values(&[topic, "ok"]),
             error: c.published.with_label_values(&[topic, "error"]),
             latency: c.publish_latency.series(&[topic]),
-        })
+        }
     }
 
     /// The counters of records of `topic` consumed by `group`.

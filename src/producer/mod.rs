@@ -36,11 +36,11 @@ use crate::delay::Plan;
 use crate::envelope::{header, new_message_id, OutgoingRecord};
 use crate::error::{Error, Result};
 use crate::observe::lineage::Tap;
-use crate::observe::metrics::{Metrics, PerTopic, PublishMetrics};
+use crate::observe::metrics::{Metrics, PerTopic};
 use crate::publish::{epoch_ms_rounded_up, Publish, PublishOutcome};
 use handle::{IntakeReceiver, Request};
-use reply::Published;
 use reply::{Answer, BatchAnswer};
+use reply::{Origin, Published};
 
 pub(crate) mod handle;
 pub(crate) mod reply;
@@ -105,7 +105,7 @@ impl Producer {
 
     /// Queues what a request from the intake asks for.
     fn take(&mut self, request: Request) {
-        let Some(queue) = self.queue.clone() else {
+        let Some(queue) = self.queue.as_ref() else {
             return; // not started: cannot happen once it drains the intake
         };
         match request {
@@ -136,23 +136,22 @@ struct Queue {
     /// This incarnation, where failed writes come back to be sent again.
     producer: Arc<Recipient<Resend>>,
     metrics: Metrics,
-    /// The publish counters of each topic published to.
-    counters: Rc<RefCell<PerTopic<Arc<PublishMetrics>>>>,
+    /// What the publishes to each topic share.
+    origins: Rc<RefCell<PerTopic<Arc<Origin>>>>,
     lineage: Option<Tap>,
 }
 
 impl Queue {
-    /// The publish counters of `topic` (None: metrics are off).
-    fn counters(&self, topic: &Arc<str>) -> Option<Arc<PublishMetrics>> {
-        if !self.metrics.on() {
-            return None;
-        }
-        let mut counters = self.counters.borrow_mut();
-        Some(
-            counters
-                .get(topic, |topic| self.metrics.publish(topic))
-                .clone(),
-        )
+    /// What the publishes to `topic` share.
+    fn origin(&self, topic: &Arc<str>) -> Arc<Origin> {
+        let mut origins = self.origins.borrow_mut();
+        let origin = origins.get(topic, |topic| {
+            Arc::new(Origin {
+                producer: (*self.producer).clone(),
+                counters: self.metrics.on().then(|| self.metrics.publish(topic)),
+            })
+        });
+        origin.clone()
     }
 
     /// What the lineage event of `record` needs, when lineage is on.
@@ -181,10 +180,9 @@ impl Queue {
         let reply = PublishReply {
             to,
             delayed,
-            taken: crate::clock::now_ns(),
+            taken: crate::clock::now_ticks(),
             resends: 0,
-            producer: self.producer.clone(),
-            counters: self.counters(&record.topic),
+            origin: self.origin(&record.topic),
             lineage: self.lineage_of(&record),
         };
         let mut outbox = self.outbox.borrow_mut();
@@ -208,7 +206,7 @@ impl Queue {
             batch.set_empty();
             return false;
         }
-        let taken = crate::clock::now_ns();
+        let taken = crate::clock::now_ticks();
         let mut outbox = self.outbox.borrow_mut();
         let was_empty = outbox.writes.is_empty();
         outbox.writes.reserve(prepared.len());
@@ -224,8 +222,7 @@ impl Queue {
                         delayed,
                         taken,
                         resends: 0,
-                        producer: self.producer.clone(),
-                        counters: self.counters(&record.topic),
+                        origin: self.origin(&record.topic),
                         lineage: self.lineage_of(&record),
                     };
                     outbox
@@ -438,7 +435,7 @@ impl Actor for Producer {
             outbox: self.outbox.clone(),
             producer: Arc::new(ctx.address().recipient()),
             metrics: self.metrics.clone(),
-            counters: Rc::default(),
+            origins: Rc::default(),
             lineage: self.lineage.clone(),
         });
         ctx.spawn(Drain {

@@ -21,15 +21,23 @@ use crate::publish::PublishOutcome;
 pub(crate) struct PublishReply {
     pub(super) to: Answer,
     pub(super) delayed: Option<Delayed>,
-    /// When the Producer took the publish ([`now_ns`](crate::clock::now_ns)).
+    /// When the Producer took the publish ([`now_ticks`](crate::clock::now_ticks)).
     pub(super) taken: u64,
     /// Sends made so far after the first.
     pub(super) resends: u32,
-    pub(super) producer: Arc<Recipient<Resend>>,
-    /// The counters of the record's topic (None: metrics are off).
-    pub(super) counters: Option<Arc<PublishMetrics>>,
+    /// The Producer incarnation that took it, and its topic's counters.
+    pub(super) origin: Arc<Origin>,
     /// Its lineage event's makings, when lineage is on.
     pub(super) lineage: Option<Box<Published>>,
+}
+
+/// What every publish to one topic taken by one Producer incarnation
+/// shares: one reference per record (not one per field).
+pub(crate) struct Origin {
+    /// Where a failed write goes back to be sent again.
+    pub(super) producer: Recipient<Resend>,
+    /// The topic's counters (None: metrics are off).
+    pub(super) counters: Option<PublishMetrics>,
 }
 
 /// What a publish's lineage event says besides where the record landed.
@@ -68,13 +76,13 @@ impl PublishReply {
                 error,
                 record: Some(record),
             } if error.is_retriable() => {
-                let producer = self.producer.clone();
+                let origin = self.origin.clone();
                 let resend = Resend {
                     record,
                     reply: self,
                     error,
                 };
-                match producer.try_send(resend) {
+                match origin.producer.try_send(resend) {
                     Ok(()) => return,
                     // That Producer is gone: the failure is final.
                     Err(SendError::Closed(resend) | SendError::Full(resend)) => {
@@ -110,14 +118,14 @@ impl PublishReply {
                         at: crate::envelope::now_ms(),
                     });
                 }
-                if let Some(counters) = &self.counters {
+                if let Some(counters) = &self.origin.counters {
                     counters.ok.inc();
-                    let latency = crate::clock::now_ns().saturating_sub(self.taken);
+                    let latency = crate::clock::elapsed_ns(self.taken, crate::clock::now_ticks());
                     counters.latency.observe(latency);
                 }
             }
             Err(_) => {
-                if let Some(counters) = &self.counters {
+                if let Some(counters) = &self.origin.counters {
                     counters.error.inc();
                 }
             }

@@ -285,7 +285,7 @@ pub(crate) struct Runner<A: Actor> {
     /// The running record's `handle` span (when spans are on), entered
     /// while its answer is polled.
     span: Option<tracing::Span>,
-    /// When the running record's call started ([`now_ns`](crate::clock::now_ns)).
+    /// When the running record's call started ([`now_ticks`](crate::clock::now_ticks)).
     started: u64,
     /// Whether handler calls are timed (metrics are on).
     timed: bool,
@@ -420,7 +420,7 @@ impl<A: Actor<Context = Context<A>>> Runner<A> {
             self.durations.observe(
                 &running.job.record.topic,
                 &self.settings,
-                ended.saturating_sub(self.started),
+                crate::clock::elapsed_ns(self.started, ended),
             );
         }
         if running.job.epoch != epoch {
@@ -538,7 +538,7 @@ impl<A: Actor<Context = Context<A>>> Runner<A> {
         // When the last call of this turn ended: the next one starts then.
         // One clock reading per record, none when calls are not timed.
         let timed = this.timed;
-        let clock = || if timed { crate::clock::now_ns() } else { 0 };
+        let clock = || if timed { crate::clock::now_ticks() } else { 0 };
         let mut ended: Option<u64> = None;
         let result = loop {
             if let Some(reply) = &mut this.reply {
