@@ -53,6 +53,27 @@ pub(crate) fn elapsed_ns(start: u64, end: u64) -> u64 {
     clock().delta_as_nanos(start, end)
 }
 
+/// The clock, for a reader timing every record: [`now_ticks`] and
+/// [`elapsed_ns`] without looking the clock up each time.
+#[derive(Clone, Copy)]
+pub(crate) struct Stopwatch(&'static quanta::Clock);
+
+impl Stopwatch {
+    pub(crate) fn new() -> Self {
+        Stopwatch(clock())
+    }
+
+    #[inline]
+    pub(crate) fn now(self) -> u64 {
+        self.0.raw()
+    }
+
+    #[inline]
+    pub(crate) fn elapsed_ns(self, start: u64, end: u64) -> u64 {
+        self.0.delta_as_nanos(start, end)
+    }
+}
+
 /// The `Instant` of a [`now_ticks`] reading.
 pub(crate) fn instant_of(ticks: u64) -> Instant {
     let now = Instant::now();

@@ -51,6 +51,7 @@ use actix::dev::MessageResponse;
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
+use crate::clock::Stopwatch;
 use crate::connection::protocol::Stamp;
 use crate::dead_letter::FailureKind;
 use crate::delivery::Outcome;
@@ -287,8 +288,8 @@ pub(crate) struct Runner<A: Actor> {
     span: Option<tracing::Span>,
     /// When the running record's call started ([`now_ticks`](crate::clock::now_ticks)).
     started: u64,
-    /// Whether handler calls are timed (metrics are on).
-    timed: bool,
+    /// What handler calls are timed with, when they are (metrics on).
+    timed: Option<Stopwatch>,
     durations: Durations,
 }
 
@@ -329,7 +330,7 @@ impl<A: Actor<Context = Context<A>>> Runner<A> {
             lane,
             incarnation,
             routes,
-            timed: settings.metrics.on(),
+            timed: settings.metrics.on().then(Stopwatch::new),
             settings,
             reply: None,
             span: None,
@@ -416,11 +417,11 @@ impl<A: Actor<Context = Context<A>>> Runner<A> {
         let Some(running) = lane.running.take_if(|r| r.incarnation == self.incarnation) else {
             return false;
         };
-        if self.timed {
+        if let Some(stopwatch) = self.timed {
             self.durations.observe(
                 &running.job.record.topic,
                 &self.settings,
-                crate::clock::elapsed_ns(self.started, ended),
+                stopwatch.elapsed_ns(self.started, ended),
             );
         }
         if running.job.epoch != epoch {
@@ -538,7 +539,7 @@ impl<A: Actor<Context = Context<A>>> Runner<A> {
         // When the last call of this turn ended: the next one starts then.
         // One clock reading per record, none when calls are not timed.
         let timed = this.timed;
-        let clock = || if timed { crate::clock::now_ticks() } else { 0 };
+        let clock = || timed.map_or(0, Stopwatch::now);
         let mut ended: Option<u64> = None;
         let result = loop {
             if let Some(reply) = &mut this.reply {
