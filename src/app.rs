@@ -266,7 +266,7 @@ impl AppBuilder {
     /// are on no registry: `/metrics` serves only what the service
     /// registered itself on the [registry](Self::metrics_registry). For
     /// services measured by other means; with them on, a consumed record
-    /// costs about 4 % more instructions and a published one about 1 %
+    /// costs about 3 % more instructions and a published one about 1 %
     /// (`scripts/instructions.sh` measures both ways).
     pub fn metrics(mut self, on: bool) -> Self {
         self.metrics = on;
