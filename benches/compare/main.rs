@@ -224,8 +224,8 @@ fn main() {
     report(&sizes, &outcomes);
 }
 
-/// A throughput scenario (records/s, higher is better): Kafka's (kafkactor
-/// against one raw client) and the outbox relay's.
+/// A throughput scenario (records/s, higher is better): embedded_e2e's,
+/// Kafka's (kafkactor against one raw client) and the outbox relay's.
 fn throughput_outcome(scenario: &str, target: Option<f64>, notes: &str) -> Outcome2 {
     Outcome2 {
         scenario: scenario.into(),
@@ -269,6 +269,29 @@ where
     }
 }
 
+/// `rounds` rounds of [`pair`], each side's result added to `o`, and a
+/// line per round naming the sides as `names` does.
+async fn paired_rounds<K, B>(
+    o: &mut Outcome2,
+    rounds: usize,
+    names: (&str, &str),
+    mut kafkactor: impl FnMut() -> K,
+    mut baseline: impl FnMut() -> B,
+) where
+    K: Future<Output = f64>,
+    B: Future<Output = f64>,
+{
+    for round in 0..rounds {
+        let (k, b) = pair(round, kafkactor(), baseline()).await;
+        eprintln!(
+            "  {} round {round}: {} {k:.1} {}, {} {b:.1}",
+            o.scenario, names.0, o.unit, names.1
+        );
+        o.kafkactor.push(k);
+        o.baseline.push(b);
+    }
+}
+
 async fn run(sizes: Sizes) -> Vec<Outcome2> {
     let mut out = Vec::new();
     let mut max_rate = None;
@@ -277,32 +300,19 @@ async fn run(sizes: Sizes) -> Vec<Outcome2> {
         if !sizes.wants(&name) {
             continue;
         }
-        let mut o = Outcome2 {
-            scenario: name,
-            unit: "records/s",
-            higher_is_better: true,
-            kafkactor: Vec::new(),
-            baseline: Vec::new(),
-            target: Some((0.5, ">=")),
-            notes: format!(
-                "{} records, {} keys, 128-byte msgpack, no-op handler",
-                sizes.records, sizes.keys
-            ),
-        };
-        for round in 0..sizes.rounds {
-            let (k, b) = pair(
-                round,
-                kafkactor_e2e(sizes.records, sizes.keys, concurrency),
-                baseline_e2e(sizes.records, sizes.keys, concurrency),
-            )
-            .await;
-            eprintln!(
-                "  {} round {round}: kafkactor {k:.0}/s baseline {b:.0}/s",
-                o.scenario
-            );
-            o.kafkactor.push(k);
-            o.baseline.push(b);
-        }
+        let notes = format!(
+            "{} records, {} keys, 128-byte msgpack, no-op handler",
+            sizes.records, sizes.keys
+        );
+        let mut o = throughput_outcome(&name, Some(0.5), &notes);
+        paired_rounds(
+            &mut o,
+            sizes.rounds,
+            ("kafkactor", "baseline"),
+            || kafkactor_e2e(sizes.records, sizes.keys, concurrency),
+            || baseline_e2e(sizes.records, sizes.keys, concurrency),
+        )
+        .await;
         if concurrency == 1 {
             max_rate = Some(median(&o.kafkactor));
         }
@@ -312,32 +322,19 @@ async fn run(sizes: Sizes) -> Vec<Outcome2> {
     // What metrics cost: the same pipeline with them on ("kafkactor") and
     // off ("baseline"), alternating.
     if sizes.wants("embedded_e2e_metrics") {
-        let mut o = Outcome2 {
-            scenario: "embedded_e2e_metrics".into(),
-            unit: "records/s",
-            higher_is_better: true,
-            kafkactor: Vec::new(),
-            baseline: Vec::new(),
-            target: Some((0.95, ">=")),
-            notes: format!(
-                "concurrency 1, {} records; baseline: the same with AppBuilder::metrics(false)",
-                sizes.records
-            ),
-        };
-        for round in 0..sizes.rounds {
-            let (on, off) = pair(
-                round,
-                kafkactor_e2e_metered(sizes.records, sizes.keys, 1, true),
-                kafkactor_e2e_metered(sizes.records, sizes.keys, 1, false),
-            )
-            .await;
-            eprintln!(
-                "  {} round {round}: metrics on {on:.0}/s off {off:.0}/s",
-                o.scenario
-            );
-            o.kafkactor.push(on);
-            o.baseline.push(off);
-        }
+        let notes = format!(
+            "concurrency 1, {} records; baseline: the same with AppBuilder::metrics(false)",
+            sizes.records
+        );
+        let mut o = throughput_outcome("embedded_e2e_metrics", Some(0.95), &notes);
+        paired_rounds(
+            &mut o,
+            sizes.rounds,
+            ("metrics on", "off"),
+            || kafkactor_e2e_metered(sizes.records, sizes.keys, 1, true),
+            || kafkactor_e2e_metered(sizes.records, sizes.keys, 1, false),
+        )
+        .await;
         out.push(o);
     }
 
@@ -507,20 +504,14 @@ async fn run(sizes: Sizes) -> Vec<Outcome2> {
                 target: None,
                 notes: String::new(),
             };
-            for round in 0..sizes.rounds {
-                let (k, b) = pair(
-                    round,
-                    idempotency::idempotency_us_per_record(Some(&url), size, batches),
-                    idempotency::idempotency_us_per_record(None, size, batches),
-                )
-                .await;
-                eprintln!(
-                    "  {} round {round}: with Redis {k:.1} us, without {b:.1} us",
-                    o.scenario
-                );
-                o.kafkactor.push(k);
-                o.baseline.push(b);
-            }
+            paired_rounds(
+                &mut o,
+                sizes.rounds,
+                ("with Redis", "without"),
+                || idempotency::idempotency_us_per_record(Some(&url), size, batches),
+                || idempotency::idempotency_us_per_record(None, size, batches),
+            )
+            .await;
             o.notes = format!(
                 "publish -> handled per record in batches of {size}, with the Redis check \
                  (kafkactor) and without (baseline): the check costs {:.1} us per record",
@@ -537,19 +528,14 @@ async fn run(sizes: Sizes) -> Vec<Outcome2> {
     {
         let n = (sizes.records / 10).max(1_000);
         let mut o = throughput_outcome("outbox_relay_rows_per_s", None, "");
-        for round in 0..sizes.rounds {
-            let (k, b) = pair(
-                round,
-                outbox::relay_rows_per_s(&url, n),
-                outbox::producer_rows_per_s(n),
-            )
-            .await;
-            eprintln!(
-                "  outbox_relay round {round}: relay {k:.0} rows/s, producer {b:.0} records/s"
-            );
-            o.kafkactor.push(k);
-            o.baseline.push(b);
-        }
+        paired_rounds(
+            &mut o,
+            sizes.rounds,
+            ("relay", "producer"),
+            || outbox::relay_rows_per_s(&url, n),
+            || outbox::producer_rows_per_s(n),
+        )
+        .await;
         o.notes = format!(
             "{n} records to the embedded broker in batches of 500: moved from a PostgreSQL \
              outbox table by the relay (kafkactor) and published by a plain Producer (baseline)"
