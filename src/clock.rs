@@ -2,8 +2,8 @@
 //! a duration too large to add (`Duration::MAX`), so every deadline taken
 //! from a setting goes through [`deadline_in`].
 //!
-//! And [`now_ticks`] and [`elapsed_ns`], the clock durations measured per
-//! record (handler calls, publishes) are read with: a time-stamp counter
+//! And [`Stopwatch`] ([`now_ticks`] for one reading), the clock durations
+//! measured per record (handler calls, publishes) are read with: a time-stamp counter
 //! reading and a multiply, where `Instant::now` calls `clock_gettime` and
 //! `Instant::elapsed` normalises seconds and nanoseconds.
 
@@ -40,44 +40,47 @@ pub(crate) fn warm() {
     clock();
 }
 
-/// A reading of the clock, in ticks (see [`elapsed_ns`]).
+/// A reading of the clock, in ticks (see [`Stopwatch::elapsed_ns`]).
 #[inline]
 pub(crate) fn now_ticks() -> u64 {
-    clock().raw()
+    Stopwatch::new().now()
 }
 
-/// Nanoseconds from reading `start` to reading `end` (0 if `end` is not
-/// later).
-#[inline]
-pub(crate) fn elapsed_ns(start: u64, end: u64) -> u64 {
-    clock().delta_as_nanos(start, end)
-}
-
-/// The clock, for a reader timing every record: [`now_ticks`] and
-/// [`elapsed_ns`] without looking the clock up each time.
+/// The clock, for a reader timing every record: its readings and the
+/// nanoseconds between them, without looking the clock up each time.
 #[derive(Clone, Copy)]
 pub(crate) struct Stopwatch(&'static quanta::Clock);
 
 impl Stopwatch {
+    #[inline]
     pub(crate) fn new() -> Self {
         Stopwatch(clock())
     }
 
+    /// A reading, in ticks.
     #[inline]
     pub(crate) fn now(self) -> u64 {
         self.0.raw()
     }
 
+    /// Nanoseconds from reading `start` to reading `end` (0 if `end` is
+    /// not later).
     #[inline]
     pub(crate) fn elapsed_ns(self, start: u64, end: u64) -> u64 {
         self.0.delta_as_nanos(start, end)
+    }
+
+    /// Nanoseconds from reading `start` to now.
+    #[inline]
+    pub(crate) fn since(self, start: u64) -> u64 {
+        self.elapsed_ns(start, self.now())
     }
 }
 
 /// The `Instant` of a [`now_ticks`] reading.
 pub(crate) fn instant_of(ticks: u64) -> Instant {
     let now = Instant::now();
-    now.checked_sub(Duration::from_nanos(elapsed_ns(ticks, now_ticks())))
+    now.checked_sub(Duration::from_nanos(Stopwatch::new().since(ticks)))
         .unwrap_or(now)
 }
 
@@ -99,9 +102,11 @@ mod tests {
         std::thread::sleep(Duration::from_millis(20));
         let (i1, n1) = (Instant::now(), now_ticks());
         let by_instant = (i1 - i0).as_nanos() as i128;
-        let by_ns = elapsed_ns(n0, n1) as i128;
+        let clock = Stopwatch::new();
+        let by_ns = clock.elapsed_ns(n0, n1) as i128;
         assert!(by_ns >= 20_000_000, "{by_ns}");
-        assert_eq!(elapsed_ns(n1, n0), 0, "not later: none");
+        assert_eq!(clock.elapsed_ns(n1, n0), 0, "not later: none");
+        assert!(clock.since(n0) as i128 >= by_ns);
         assert!(
             (by_instant - by_ns).abs() < 2_000_000,
             "{by_instant} vs {by_ns}"

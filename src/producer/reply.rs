@@ -120,7 +120,7 @@ impl PublishReply {
                 }
                 if let Some(counters) = &self.origin.counters {
                     counters.ok.inc();
-                    let latency = crate::clock::elapsed_ns(self.taken, crate::clock::now_ticks());
+                    let latency = crate::clock::Stopwatch::new().since(self.taken);
                     counters.latency.observe(latency);
                 }
             }
