@@ -7,6 +7,7 @@
 mod support;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,15 +17,17 @@ use support::*;
 /// `(app, partition, id, when the handling began)` of every handling.
 type Starts = Arc<Mutex<Vec<(&'static str, i32, u64, Instant)>>>;
 
-/// One lane; the record with id 0 takes `slow` (longer than the drain
-/// timeout), every other one 2 ms.
+/// One lane; every record takes 2 ms, but with `hold` the one with id 0
+/// is held until `hold` is set (at most a minute): longer than the drain
+/// timeout, for as long as the test needs, however slow the broker's
+/// rebalance.
 async fn slow_member(
     tb: &TestBroker,
     topic: &str,
     group: &str,
     app: &'static str,
     starts: &Starts,
-    slow: Duration,
+    hold: Option<Arc<AtomicBool>>,
 ) -> App {
     let starts = starts.clone();
     Kafkactor::builder()
@@ -39,13 +42,15 @@ async fn slow_member(
                     .lock()
                     .unwrap()
                     .push((app, d.partition(), d.message().id, Instant::now()));
-                let wait = if d.message().id == 0 {
-                    slow
-                } else {
-                    Duration::from_millis(2)
-                };
+                let hold = hold.clone().filter(|_| d.message().id == 0);
                 async move {
-                    tokio::time::sleep(wait).await;
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    if let Some(hold) = hold {
+                        let deadline = Instant::now() + Duration::from_secs(60);
+                        while !hold.load(Ordering::SeqCst) && Instant::now() < deadline {
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                    }
                     Outcome::Ack
                 }
             },
@@ -59,8 +64,9 @@ async fn released_partitions_are_not_handled_any_more(tb: TestBroker) {
     let (topic, group) = (unique("orders"), unique("g"));
     tb.topics(&[&topic]).await;
     let starts = Starts::default();
-    let a = slow_member(&tb, &topic, &group, "a", &starts, Duration::from_secs(3)).await;
-    // Record 0 holds a's only lane for 3 s; the 400 behind it wait in its queue.
+    let hold = Arc::new(AtomicBool::new(false));
+    let a = slow_member(&tb, &topic, &group, "a", &starts, Some(hold.clone())).await;
+    // Record 0 holds a's only lane; the 400 behind it wait in its queue.
     publish_all(&a, &topic, &orders(400, 40)).await;
     eventually(
         "a is on record 0",
@@ -70,7 +76,17 @@ async fn released_partitions_are_not_handled_any_more(tb: TestBroker) {
     .await;
     // b joins: a's drain timeout passes with record 0 unfinished, so a
     // gives its partitions up with records still queued.
-    let b = slow_member(&tb, &topic, &group, "b", &starts, Duration::ZERO).await;
+    let b = slow_member(&tb, &topic, &group, "b", &starts, None).await;
+    // Record 0 is held until b owns a partition: a gave that one up with
+    // records still queued, whatever the rebalance took.
+    until_owned(
+        "b owns a partition",
+        tb.patience(Duration::from_secs(10)),
+        &b,
+        |n| n > 0,
+    )
+    .await;
+    hold.store(true, Ordering::SeqCst);
     eventually(
         "everything handled",
         tb.patience(Duration::from_secs(30)),
