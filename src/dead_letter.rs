@@ -87,6 +87,11 @@ pub enum FailureKind {
     TooLarge,
     /// The handler did not answer within the subscription's handler timeout.
     Timeout,
+    /// The broker refused, for good, a record the handler of a
+    /// transactional subscription published (a partition its topic does
+    /// not have, a record it does not take) when the transaction was
+    /// committed.
+    OutputRefused,
 }
 
 impl FailureKind {
@@ -100,6 +105,7 @@ impl FailureKind {
             FailureKind::Unroutable => "unroutable",
             FailureKind::TooLarge => "too-large",
             FailureKind::Timeout => "timeout",
+            FailureKind::OutputRefused => "output-refused",
         }
     }
 }

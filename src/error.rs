@@ -106,6 +106,20 @@ impl Error {
     }
 }
 
+impl Error {
+    /// A record's own partition `p` that `topic` (of `n` partitions) does
+    /// not have: refused for good.
+    #[cold]
+    pub(crate) fn no_partition(topic: &str, p: i32, n: i32) -> Self {
+        Error::Produce {
+            topic: topic.to_string(),
+            reason: format!("partition {p} does not exist (topic has {n})"),
+            code: Some("UnknownTopicOrPartition".into()),
+            retriable: false,
+        }
+    }
+}
+
 impl From<MailboxError> for Error {
     fn from(e: MailboxError) -> Self {
         Error::Unavailable(e.to_string())

@@ -17,6 +17,7 @@ use rdkafka::message::{Headers as _, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
+use support::python::{kafka_python, unhex};
 use support::*;
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
@@ -212,48 +213,6 @@ async fn the_embedded_partitioner_matches_librdkafka_on_10000_keys() {
         mismatches.len(),
         &mismatches[..mismatches.len().min(5)]
     );
-}
-
-/// Runs tests/interop/kafka_python.py (kafka-python, a client with its own
-/// protocol implementation; `scripts/test.sh` installs it) and parses the
-/// JSON line it prints per record.
-async fn kafka_python(
-    command: &str,
-    brokers: &str,
-    topic: &str,
-    n: usize,
-) -> Vec<serde_json::Value> {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/kafka_python.py");
-    let out = tokio::task::spawn_blocking({
-        let args = [
-            script.to_string(),
-            command.into(),
-            brokers.into(),
-            topic.into(),
-            n.to_string(),
-        ];
-        move || std::process::Command::new("python3").args(args).output()
-    })
-    .await
-    .unwrap()
-    .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "kafka_python.py {command} failed (is kafka-python installed? scripts/test.sh installs it): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
 }
 
 /// kafka-python produces keyed JSON records; kafkactor consumes them with a

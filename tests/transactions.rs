@@ -3,8 +3,11 @@
 //! transaction. A handler that publishes and then fails every tenth call
 //! (its attempt retried) produces exactly one output per input, as a
 //! `read_committed` consumer (librdkafka's default; the embedded broker's
-//! only mode) sees it; the input group's offsets are all committed. On the
-//! embedded broker and on Apache Kafka.
+//! only mode) sees it; the input group's offsets are all committed. So
+//! does a group one of whose members is stopped (a deploy) or restarted
+//! mid-stream, with outputs pending or not; on Kafka kafka-python reading
+//! `read_committed` sees the same. On the embedded broker and on Apache
+//! Kafka.
 
 mod support;
 
@@ -15,7 +18,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kafkactor::prelude::*;
-use kafkactor::{Error, ProducerHandle, PublishOutcome, RetryPolicy};
+use kafkactor::{App, Error, ProducerHandle, PublishOutcome, RetryPolicy};
+use support::python::kafka_python;
 use support::*;
 
 thread_local! {
@@ -177,4 +181,316 @@ async fn a_delayed_publish_cannot_join_a_transaction() {
     let answer = answers.lock().unwrap()[&0].clone();
     assert!(answer.contains("cannot join a transaction"), "{answer}");
     app.shutdown().await.unwrap();
+}
+
+/// What a member of the converting group handled, and how its application
+/// publishes.
+#[derive(Clone, Default)]
+struct Member {
+    handled: Arc<AtomicU64>,
+    producer: Arc<std::sync::Mutex<Option<ProducerHandle>>>,
+}
+
+/// A member of `group` converting each order of `input` into one record of
+/// `output`, in a transaction, taking about a millisecond per order.
+async fn converter(
+    tb: &TestBroker,
+    input: &str,
+    output: &str,
+    group: &str,
+    commit_interval: Duration,
+) -> (App, Member) {
+    let member = Member::default();
+    let (out, m) = (output.to_string(), member.clone());
+    let app = Kafkactor::builder()
+        .broker(tb.broker.clone())
+        .handle(
+            Subscription::to(input)
+                .group(group)
+                .concurrency(2)
+                .commit_interval(commit_interval)
+                .transactional(),
+            move |d: Delivery<Order>| {
+                let producer = m.producer.lock().unwrap().clone().unwrap();
+                let order = d.message().clone();
+                let sent = producer.send(
+                    Publish::to(out.as_str())
+                        .key(&order.key)
+                        .message(&order)
+                        .unwrap(),
+                );
+                let handled = m.handled.clone();
+                async move {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    let outcome = sent.await.unwrap().unwrap();
+                    assert_eq!(outcome, PublishOutcome::Transactional);
+                    handled.fetch_add(1, Ordering::SeqCst);
+                    Outcome::Ack
+                }
+            },
+        )
+        .start()
+        .await
+        .unwrap();
+    *member.producer.lock().unwrap() = Some(app.producer());
+    (app, member)
+}
+
+/// Two members convert 1,000 orders; one of them is shut down gracefully
+/// mid-stream (a deploy) while the other carries on, and with `restart` a
+/// new member takes its place. Every order has exactly one output as a
+/// `read_committed` reader sees it (kafkactor's own reader, and on Kafka
+/// kafka-python's), and the input is committed to its end. The final
+/// commit of the stopped member was a plain commit of its offsets: the
+/// outputs of every record it finished since its last transaction were
+/// lost (all of them with a long commit interval).
+async fn a_member_stopped_mid_stream_keeps_its_outputs(
+    tb: TestBroker,
+    commit_interval: Duration,
+    restart: bool,
+) {
+    let (input, output) = (unique("in"), unique("out"));
+    tb.topics(&[&input, &output]).await;
+    let group = unique("convert");
+    let (a, in_a) = converter(&tb, &input, &output, &group, commit_interval).await;
+    let (b, in_b) = converter(&tb, &input, &output, &group, commit_interval).await;
+    let patience = tb.patience(Duration::from_secs(10));
+    until_owned("a owns partitions", patience, &a, |n| n > 0).await;
+    until_owned("b owns partitions", patience, &b, |n| n > 0).await;
+
+    let orders = orders(1_000, 50);
+    publish_all(&a, &input, &orders).await;
+    eventually("the stopped member is mid-stream", patience, || {
+        in_a.handled.load(Ordering::SeqCst) >= 100
+    })
+    .await;
+    a.shutdown().await.unwrap();
+    let stopped_at = in_a.handled.load(Ordering::SeqCst);
+    let others = if restart {
+        let (c, in_c) = converter(&tb, &input, &output, &group, commit_interval).await;
+        vec![(b, in_b), (c, in_c)]
+    } else {
+        vec![(b, in_b)]
+    };
+    eventually(
+        "every order handled",
+        tb.patience(Duration::from_secs(30)),
+        || {
+            stopped_at
+                + others
+                    .iter()
+                    .map(|(_, m)| m.handled.load(Ordering::SeqCst))
+                    .sum::<u64>()
+                >= orders.len() as u64
+        },
+    )
+    .await;
+    // The others commit periodically, or with a long interval when they stop.
+    for (app, _) in others {
+        app.shutdown().await.unwrap();
+    }
+    assert!(
+        stopped_at < orders.len() as u64,
+        "the stopped member handled everything before it stopped"
+    );
+    tb.until_committed(&group, &input, Duration::from_secs(10))
+        .await;
+
+    // What a read_committed reader sees: kafkactor's own subscription...
+    let log = Log::default();
+    let reader = Kafkactor::builder()
+        .broker(tb.broker.clone())
+        .subscribe(
+            Subscription::to(output.as_str()).group(unique("reader").as_str()),
+            probe(&log, "reader", ack()),
+        )
+        .start()
+        .await
+        .unwrap();
+    let ids = |counts: &HashMap<u64, usize>| {
+        let missing: Vec<u64> = orders
+            .iter()
+            .map(|o| o.id)
+            .filter(|id| !counts.contains_key(id))
+            .collect();
+        let twice: Vec<u64> = counts
+            .iter()
+            .filter(|(_, n)| **n > 1)
+            .map(|(id, _)| *id)
+            .collect();
+        (missing, twice)
+    };
+    let deadline = std::time::Instant::now() + tb.patience(Duration::from_secs(10));
+    while log.counts().len() < orders.len() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    reader.shutdown().await.unwrap();
+    let (missing, twice) = ids(&log.counts());
+    assert!(
+        missing.is_empty() && twice.is_empty(),
+        "{} outputs missing ({} handled by the stopped member), {} read twice: missing {:?}, twice {:?}",
+        missing.len(),
+        stopped_at,
+        twice.len(),
+        &missing[..missing.len().min(10)],
+        &twice[..twice.len().min(10)]
+    );
+    // ... and kafka-python's.
+    if let Some(bootstrap) = tb.bootstrap() {
+        let read = kafka_python("consume_committed", bootstrap, &output, orders.len()).await;
+        let mut counts = HashMap::new();
+        for r in &read {
+            let payload = support::python::unhex(r["payload"].as_str().unwrap());
+            // kafkactor's default codec, MessagePack.
+            let order: Order = rmp_serde::from_slice(&payload).unwrap();
+            *counts.entry(order.id).or_default() += 1;
+        }
+        let (missing, twice) = ids(&counts);
+        assert!(
+            missing.is_empty() && twice.is_empty(),
+            "kafka-python: {} outputs missing, {} read twice",
+            missing.len(),
+            twice.len()
+        );
+    }
+}
+
+/// Both brokers, for each way of stopping a member.
+macro_rules! member_stopped {
+    ($name:ident, $interval:expr, $restart:expr) => {
+        mod $name {
+            use super::*;
+            #[actix::test]
+            async fn memory() {
+                a_member_stopped_mid_stream_keeps_its_outputs(
+                    TestBroker::memory(4),
+                    $interval,
+                    $restart,
+                )
+                .await
+            }
+            #[actix::test]
+            async fn kafka() {
+                a_member_stopped_mid_stream_keeps_its_outputs(
+                    TestBroker::kafka(4),
+                    $interval,
+                    $restart,
+                )
+                .await
+            }
+        }
+    };
+}
+
+member_stopped!(
+    a_member_stopped_mid_stream,
+    Duration::from_millis(100),
+    false
+);
+member_stopped!(
+    a_member_restarted_mid_stream,
+    Duration::from_millis(100),
+    true
+);
+member_stopped!(
+    a_member_stopped_with_every_output_pending,
+    Duration::from_secs(3600),
+    false
+);
+
+/// One handler output to a partition its topic does not have. The first
+/// (made before anything of the topic is known) is refused by the broker
+/// at commit: its record is dead-lettered with the reason
+/// (`output-refused`) and every other output commits. Once the topic's
+/// partition count is known, the same publish is refused when it is made,
+/// with a typed error. Before: every transaction failed from then on, with
+/// the same outputs each interval; nothing became visible and the lag
+/// never fell.
+async fn one_bad_output_does_not_stop_every_commit(tb: TestBroker) {
+    let (input, output) = (unique("in"), unique("out"));
+    tb.topics(&[&input, &output]).await;
+    let group = unique("convert");
+    let slot: Arc<std::sync::Mutex<Option<ProducerHandle>>> = Arc::default();
+    let (out, producer) = (output.clone(), slot.clone());
+    let app = Kafkactor::builder()
+        .broker(tb.broker.clone())
+        .handle(
+            Subscription::to(input.as_str())
+                .group(group.as_str())
+                .transactional(),
+            move |d: Delivery<Order>| {
+                let order = d.message().clone();
+                let mut publish = Publish::to(out.as_str())
+                    .key(&order.key)
+                    .message(&order)
+                    .unwrap();
+                if order.id % 1_000 == 0 {
+                    publish = publish.partition(7);
+                }
+                let sent = producer.lock().unwrap().clone().unwrap().send(publish);
+                async move {
+                    match sent.await.unwrap() {
+                        Ok(_) => Outcome::Ack,
+                        Err(e) => Outcome::reject(e.to_string()),
+                    }
+                }
+            },
+        )
+        .start()
+        .await
+        .unwrap();
+    *slot.lock().unwrap() = Some(app.producer());
+
+    // Order 0 first: its publish joins the transaction unchecked.
+    let first = orders(200, 10);
+    publish_all(&app, &input, &first).await;
+    tb.until_committed(&group, &input, Duration::from_secs(10))
+        .await;
+    let dead = tb.records(&format!("{input}.dlq")).await;
+    assert_eq!(dead.len(), 1, "one dead letter");
+    assert_eq!(
+        dead[0].headers.get_str(kafkactor::header::ERROR_KIND),
+        Some("output-refused")
+    );
+    let reason = dead[0]
+        .headers
+        .get_str(kafkactor::header::ERROR_REASON)
+        .unwrap();
+    assert!(reason.contains("refused"), "{reason}");
+    let written = tb.records(&output).await;
+    assert_eq!(written.len(), 199, "every other output in {output}");
+
+    // Now the topic is known: refused when published.
+    let later = Order {
+        id: 1_000,
+        key: "k-0".into(),
+        seq: 20,
+    };
+    publish_all(&app, &input, &[later]).await;
+    tb.until_committed(&group, &input, Duration::from_secs(10))
+        .await;
+    let dead = tb.records(&format!("{input}.dlq")).await;
+    assert_eq!(dead.len(), 2);
+    assert_eq!(
+        dead[1].headers.get_str(kafkactor::header::ERROR_KIND),
+        Some("rejected")
+    );
+    let reason = dead[1]
+        .headers
+        .get_str(kafkactor::header::ERROR_REASON)
+        .unwrap();
+    assert!(reason.contains("partition 7 does not exist"), "{reason}");
+    assert_eq!(tb.records(&output).await.len(), 199);
+    app.shutdown().await.unwrap();
+}
+
+mod one_bad_output_does_not_stop_every_commit {
+    #[actix::test]
+    async fn memory() {
+        super::one_bad_output_does_not_stop_every_commit(super::TestBroker::memory(2)).await
+    }
+    #[actix::test]
+    async fn kafka() {
+        super::one_bad_output_does_not_stop_every_commit(super::TestBroker::kafka(2)).await
+    }
 }

@@ -76,6 +76,58 @@ pub(crate) enum Enqueued {
     Full(OutgoingRecord),
 }
 
+/// Why a transaction was not committed: nothing of it was written.
+#[derive(Debug)]
+pub(crate) struct TransactionFailed {
+    pub(crate) error: Error,
+    /// The records the broker refused for good, by their index among the
+    /// transaction's records, with why: without them, the rest may commit.
+    /// Empty when the transaction failed as a whole (it may be tried again
+    /// as it is).
+    pub(crate) refused: Vec<(usize, Error)>,
+}
+
+impl From<Error> for TransactionFailed {
+    fn from(error: Error) -> Self {
+        TransactionFailed {
+            error,
+            refused: Vec::new(),
+        }
+    }
+}
+
+impl fmt::Display for TransactionFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.error)?;
+        if !self.refused.is_empty() {
+            write!(f, " ({} records refused)", self.refused.len())?;
+        }
+        Ok(())
+    }
+}
+
+/// The partition counts of topics, as far as they are known: filled by
+/// the consumer connection of a transactional subscription for the topics
+/// its handlers publish to, read where a publish joins a transaction (a
+/// partition the topic does not have is refused there, when the count is
+/// known). Shared by clones.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct PartitionCounts(Arc<std::sync::RwLock<rustc_hash::FxHashMap<Arc<str>, i32>>>);
+
+impl PartitionCounts {
+    /// The partitions of `topic`, if known.
+    pub(crate) fn get(&self, topic: &str) -> Option<i32> {
+        let counts = self.0.read().unwrap_or_else(|e| e.into_inner());
+        counts.get(topic).copied()
+    }
+
+    /// Notes that `topic` has `partitions` partitions.
+    pub(crate) fn set(&self, topic: Arc<str>, partitions: i32) {
+        let mut counts = self.0.write().unwrap_or_else(|e| e.into_inner());
+        counts.insert(topic, partitions);
+    }
+}
+
 /// What a consumer group member is.
 #[derive(Debug, Clone)]
 pub(crate) struct ConsumerConfig {
@@ -130,6 +182,8 @@ pub(crate) trait BrokerBackend: Send + Sync + fmt::Debug {
     fn read_all(&self, topic: &str) -> BoxFuture<'static, Result<Vec<Record>>>;
     /// Whether the broker answers a metadata request within `timeout`.
     fn probe(&self, timeout: std::time::Duration) -> BoxFuture<'static, Result<()>>;
+    /// How many partitions `topic` has (None: it does not exist).
+    fn partitions(&self, topic: &str) -> BoxFuture<'static, Result<Option<i32>>>;
 }
 
 /// Writes records.
@@ -183,11 +237,13 @@ pub(crate) trait ConsumerClient: Send + Sync {
     fn commit(&self, offsets: Vec<(TopicPartition, i64)>) -> BoxFuture<'static, Result<()>>;
     /// Writes `records` and commits `offsets` in one transaction: a
     /// `read_committed` consumer sees all of it or, when this fails, none.
+    /// Records the broker refuses for good (a partition the topic does not
+    /// have, a record too large) are named in the failure.
     fn commit_transaction(
         &self,
         records: Vec<OutgoingRecord>,
         offsets: Vec<(TopicPartition, i64)>,
-    ) -> BoxFuture<'static, Result<()>>;
+    ) -> BoxFuture<'static, std::result::Result<(), TransactionFailed>>;
     /// Gives revoked partitions back to the group once their work is committed.
     fn release(&self, partitions: &[TopicPartition]) -> Result<()>;
     /// Leaves the group, releasing every partition.

@@ -2,9 +2,10 @@
 //! and what it feeds (a subscription's Dispatcher, or the Republisher).
 //!
 //! The connection sends [`Deliver`] (records, in offset order per
-//! partition, with the connection incarnation that read them) and
+//! partition, with the connection incarnation that read them),
 //! [`Released`] (partitions given up, answered once the consumer dropped
-//! what it had of them). The consumer sends [`Ready`] when an incarnation
+//! what it had of them) and, for a transactional subscription,
+//! [`Refused`] (records whose outputs the broker refused at commit). The consumer sends [`Ready`] when an incarnation
 //! starts (it then gets every unfinished record) and [`Completed`] for
 //! records whose fate is final, in batches.
 //!
@@ -62,11 +63,22 @@ pub(crate) struct Released {
     pub(crate) partitions: Vec<TopicPartition>,
 }
 
+/// Records of a transactional subscription whose outputs the broker
+/// refused for good when their transaction was committed (a partition the
+/// topic does not have, a record it does not take), with why: their fate
+/// is open again. The consumer dead-letters each with the reason and then
+/// reports it [`Completed`]; until then it stays uncommitted, and the rest
+/// of the transaction commits without it.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub(crate) struct Refused(pub(crate) Vec<(Arc<Record>, String)>);
+
 /// Where a connection's records go: a Dispatcher or the Republisher.
 #[derive(Clone)]
 pub(crate) struct Consumer {
     pub(crate) deliver: Recipient<Deliver>,
     pub(crate) released: Recipient<Released>,
+    pub(crate) refused: Recipient<Refused>,
 }
 
 /// Resolves the current consumer of the subscription and its incarnation number.

@@ -95,6 +95,13 @@ impl<T> Watermark<T> {
         (self.position > self.committed).then_some(self.position)
     }
 
+    /// The position, capped below `limit`, if that moved since the last
+    /// [`Watermark::committed`] call.
+    pub(crate) fn to_commit_below(&self, limit: i64) -> Option<i64> {
+        let position = self.position.min(limit);
+        (position > self.committed).then_some(position)
+    }
+
     /// Notes that `position` was committed.
     pub fn committed(&mut self, position: i64) {
         self.committed = self.committed.max(position);

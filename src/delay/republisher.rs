@@ -50,7 +50,7 @@ use super::Plan;
 use crate::broker::WriteResult;
 use crate::connection::consumer::{ConsumerConnection, Hold};
 use crate::connection::producer::{hand_over, ProducerConnection, Reply, Write};
-use crate::connection::protocol::{Arrival, Deliver, Feed, Ready, Released, Stamp};
+use crate::connection::protocol::{Arrival, Deliver, Feed, Ready, Refused, Released, Stamp};
 use crate::dead_letter::{self, DeadLetter, DeadLetterRecord, FailureKind};
 use crate::envelope::{header, now_ms, OutgoingRecord, Record, TopicPartition};
 use crate::error::{check_topic, Result};
@@ -556,6 +556,18 @@ impl Handler<Released> for Republisher {
         self.arm_due_timer(ctx);
         tracing::debug!(partitions = ?msg.partitions, dropped,
             "bucket partitions given up: what was held of them is read again by their next owner");
+    }
+}
+
+impl Handler<Refused> for Republisher {
+    type Result = ();
+
+    /// Never sent: the Republisher's connection commits no transactions.
+    fn handle(&mut self, Refused(records): Refused, _: &mut Context<Self>) {
+        tracing::error!(
+            records = records.len(),
+            "bucket records refused as a transaction's: left uncommitted, read again"
+        );
     }
 }
 

@@ -71,7 +71,7 @@ pub(crate) fn republisher_spec(
         max_in_flight: delays.in_flight_limit(),
         commit_interval: Duration::from_millis(100),
         drain_timeout: DRAIN,
-        transactional: false,
+        transactional: None,
         in_flight: parts
             .metrics
             .collectors()

@@ -61,6 +61,7 @@ use crate::observe::metrics::PerTopic;
 use crate::observe::trace::{in_trace, spans_on, Current, TraceContext};
 use crate::subscription::dispatcher::DispatchSettings;
 use crate::subscription::route::Routes;
+use crate::subscription::transaction::Transactional;
 
 /// Most records a runner handles in one turn before it lets its thread's
 /// other tasks run.
@@ -146,9 +147,9 @@ pub(crate) struct Board {
     /// What the handlers of acknowledged records published in their
     /// transaction (a transactional subscription's), with the records.
     pub(crate) outputs: Vec<(Stamp, Arc<Record>, Vec<OutgoingRecord>)>,
-    /// The largest record a handler may publish in a transaction, when the
-    /// subscription is transactional.
-    pub(crate) transactional: Option<usize>,
+    /// What a handler's publish joining its record's transaction is
+    /// checked against, when the subscription is transactional.
+    pub(crate) transactional: Option<Transactional>,
     /// Records handed back to the Dispatcher, with their lane and why.
     pub(crate) answers: Vec<(usize, Job, Answer)>,
     /// A call got a deadline since the Dispatcher last looked.

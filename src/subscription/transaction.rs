@@ -8,11 +8,23 @@
 //! A handling that does not end in an acknowledgement (a retry, a
 //! rejection, a panic, a timeout) drops what it published.
 
+use crate::broker::PartitionCounts;
 use crate::envelope::{OutgoingRecord, Record};
 use crate::error::{Error, Result};
 use crate::observe::trace::{inherit, with_current_lane, TraceContext};
 use crate::producer::prepare;
 use crate::publish::{Publish, PublishOutcome};
+
+/// What a publish joining a transaction is checked against when it is
+/// made: a record it may not write is refused then, with a typed error,
+/// and never reaches a commit.
+#[derive(Debug, Clone)]
+pub(crate) struct Transactional {
+    /// The largest record it may write.
+    pub(crate) max_bytes: usize,
+    /// The partition counts known of the topics it may write to.
+    pub(crate) partitions: PartitionCounts,
+}
 
 /// What became of a publish offered to the record's transaction.
 pub(crate) enum Joined {
@@ -30,7 +42,7 @@ pub(crate) fn join(publish: Publish) -> Joined {
     let mut publish = Some(publish);
     let taken = with_current_lane(|board, lane| {
         let mut board = board.try_borrow_mut().ok()?;
-        let max_bytes = board.transactional?;
+        let checks = board.transactional.clone()?;
         let publish = publish.take().expect("taken once");
         let Some(lane) = board.lanes.get_mut(lane) else {
             return Some(Err(gone()));
@@ -42,7 +54,7 @@ pub(crate) fn join(publish: Publish) -> Joined {
             publish,
             &running.job.record,
             running.trace.as_deref().copied(),
-            max_bytes,
+            &checks,
         ) {
             Ok(record) => record,
             Err(e) => return Some(Err(e)),
@@ -65,7 +77,7 @@ fn joinable(
     mut publish: Publish,
     handled: &Record,
     parent: Option<TraceContext>,
-    max_bytes: usize,
+    checks: &Transactional,
 ) -> Result<OutgoingRecord> {
     if publish.due.is_some() {
         return Err(Error::Config(
@@ -75,7 +87,13 @@ fn joinable(
         ));
     }
     inherit(&mut publish.headers, handled, parent);
-    prepare(publish, max_bytes, None).map(|(record, _)| record)
+    let (record, _) = prepare(publish, checks.max_bytes, None)?;
+    if let (Some(p), Some(n)) = (record.partition, checks.partitions.get(&record.topic)) {
+        if p >= n {
+            return Err(Error::no_partition(&record.topic, p, n));
+        }
+    }
+    Ok(record)
 }
 
 fn gone() -> Error {

@@ -28,12 +28,13 @@ use actix::{Actor, AsyncContext, Context};
 use kafkactor_actors::{ChildRef, ChildSpec, Events, Supervisor};
 
 use crate::app::Parts;
-use crate::broker::{BrokerBackend, ConsumerConfig};
+use crate::broker::{BrokerBackend, ConsumerConfig, PartitionCounts};
 use crate::connection::consumer::{ConsumerConnection, ConsumerSettings};
-use crate::connection::protocol::{Consumer, Deliver, FindConsumer, Released};
+use crate::connection::protocol::{Consumer, Deliver, FindConsumer, Refused, Released};
 use crate::subscription::dispatcher::{DispatchSettings, Dispatcher};
 use crate::subscription::lane::{Board, Runner, SharedBoard};
 use crate::subscription::route::Routes;
+use crate::subscription::transaction::Transactional;
 use crate::subscription::{OnRestartLimit, Subscription};
 
 /// The child spec of a `consumer-connection` that feeds `target` (a
@@ -47,7 +48,10 @@ pub(crate) fn connection_spec<D>(
     shutdown_deadline: Duration,
 ) -> ChildSpec
 where
-    D: Actor<Context = Context<D>> + actix::Handler<Deliver> + actix::Handler<Released>,
+    D: Actor<Context = Context<D>>
+        + actix::Handler<Deliver>
+        + actix::Handler<Released>
+        + actix::Handler<Refused>,
 {
     ChildSpec::graceful_with_ref("consumer-connection", connection, move || {
         let target = target.clone();
@@ -55,7 +59,8 @@ where
             target.get_numbered().map(|(a, n)| {
                 let target = Consumer {
                     deliver: a.clone().recipient(),
-                    released: a.recipient(),
+                    released: a.clone().recipient(),
+                    refused: a.recipient(),
                 };
                 (target, n)
             })
@@ -94,6 +99,9 @@ where
         idempotency: sub.idempotency.clone(),
         member: Arc::from(uuid::Uuid::now_v7().to_string()),
     });
+    // What the connection learns of the topics a transactional
+    // subscription's handlers publish to, for their publishes' checks.
+    let partitions = PartitionCounts::default();
     let consumer = ConsumerSettings {
         config: ConsumerConfig {
             group: sub.group_name().to_string(),
@@ -108,7 +116,7 @@ where
         max_in_flight: sub.in_flight_limit(),
         commit_interval: sub.commit_interval,
         drain_timeout: sub.drain_timeout,
-        transactional: sub.transactional,
+        transactional: sub.transactional.then(|| partitions.clone()),
         in_flight: parts
             .metrics
             .collectors()
@@ -137,7 +145,10 @@ where
         // The lanes of this incarnation of the subtree, shared by its
         // dispatcher and handlers (each restart of either keeps them).
         let board = Board::shared(handlers.len());
-        board.borrow_mut().transactional = transactional.then_some(max_message_bytes);
+        board.borrow_mut().transactional = transactional.then(|| Transactional {
+            max_bytes: max_message_bytes,
+            partitions: partitions.clone(),
+        });
         let lanes = Lanes {
             name: format!("{supervisor_name}/handlers"),
             events: events.clone(),

@@ -8,6 +8,10 @@ client with its own protocol implementation (not librdkafka).
   kafka_python.py consume BROKERS TOPIC N   reads N records from the start
       of every partition and prints, per record, its key, partition, offset,
       headers and payload (bytes as hex)
+  kafka_python.py consume_committed BROKERS TOPIC N   the same as a
+      read_committed consumer (records of transactions not committed are
+      never shown), and then 3 s more: whatever else is there is printed
+      too (duplicates, or more than was expected)
 
 One JSON object per line on stdout; exits non-zero when it cannot finish
 within 60 s.
@@ -34,8 +38,9 @@ def produce(brokers, topic, n):
     producer.close()
 
 
-def consume(brokers, topic, n):
-    consumer = KafkaConsumer(bootstrap_servers=brokers, enable_auto_commit=False, consumer_timeout_ms=1000)
+def consume(brokers, topic, n, isolation_level="read_uncommitted", linger=0.0):
+    consumer = KafkaConsumer(bootstrap_servers=brokers, enable_auto_commit=False, consumer_timeout_ms=1000,
+                             isolation_level=isolation_level)
     deadline = time.monotonic() + 60
     partitions = None
     while partitions is None and time.monotonic() < deadline:
@@ -47,7 +52,12 @@ def consume(brokers, topic, n):
     consumer.assign([TopicPartition(topic, p) for p in sorted(partitions)])
     consumer.seek_to_beginning()
     seen = 0
-    while seen < n and time.monotonic() < deadline:
+    until = None
+    while time.monotonic() < deadline:
+        if seen >= n:
+            until = until or time.monotonic() + linger
+            if time.monotonic() >= until:
+                break
         for batch in consumer.poll(timeout_ms=500).values():
             for r in batch:
                 print(json.dumps({
@@ -65,4 +75,6 @@ def consume(brokers, topic, n):
 
 if __name__ == "__main__":
     command, brokers, topic, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-    {"produce": produce, "consume": consume}[command](brokers, topic, n)
+    def consume_committed(brokers, topic, n):
+        consume(brokers, topic, n, isolation_level="read_committed", linger=3.0)
+    {"produce": produce, "consume": consume, "consume_committed": consume_committed}[command](brokers, topic, n)

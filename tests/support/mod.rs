@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 pub mod forwarding;
 pub mod kafka_process;
 pub mod proxy;
+pub mod python;
 
 /// The test message.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

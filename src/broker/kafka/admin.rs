@@ -134,6 +134,12 @@ impl Admin {
         .boxed()
     }
 
+    /// How many partitions `topic` has (None: it does not exist).
+    pub(crate) fn partitions(&self, topic: &str) -> BoxFuture<'static, Result<Option<i32>>> {
+        let topic = topic.to_string();
+        self.blocking(move |inner| inner.partition_count(&topic))
+    }
+
     /// A metadata request for no topic: whether a broker answers.
     pub(crate) fn probe(&self, timeout: Duration) -> BoxFuture<'static, Result<()>> {
         self.blocking(move |inner| {

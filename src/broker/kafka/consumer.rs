@@ -43,7 +43,9 @@ use tokio::sync::oneshot;
 
 use super::transaction::Transactions;
 use super::{broker_error, KafkaConfig};
-use crate::broker::{ConsumerClient, ConsumerConfig, ConsumerEvent, OffsetReset};
+use crate::broker::{
+    ConsumerClient, ConsumerConfig, ConsumerEvent, OffsetReset, TransactionFailed,
+};
 use crate::envelope::{header, Headers, Name, OutgoingRecord, Record, TopicPartition, INLINE};
 use crate::error::{Error, Result};
 
@@ -71,7 +73,11 @@ enum Command {
     Wake,
     Hold(Vec<TopicPartition>, bool),
     Commit(Vec<(TopicPartition, i64)>, Reply<()>),
-    Transaction(Vec<OutgoingRecord>, Vec<(TopicPartition, i64)>, Reply<()>),
+    Transaction(
+        Vec<OutgoingRecord>,
+        Vec<(TopicPartition, i64)>,
+        oneshot::Sender<std::result::Result<(), TransactionFailed>>,
+    ),
     Release(Vec<TopicPartition>),
     Close,
 }
@@ -361,7 +367,7 @@ impl ConsumerClient for KafkaConsumer {
         &self,
         records: Vec<OutgoingRecord>,
         offsets: Vec<(TopicPartition, i64)>,
-    ) -> BoxFuture<'static, Result<()>> {
+    ) -> BoxFuture<'static, std::result::Result<(), TransactionFailed>> {
         let (reply, rx) = oneshot::channel();
         let sent = self.send(Command::Transaction(records, offsets, reply));
         async move {

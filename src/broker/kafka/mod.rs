@@ -185,6 +185,10 @@ impl BrokerBackend for KafkaBackend {
     fn probe(&self, timeout: std::time::Duration) -> BoxFuture<'static, Result<()>> {
         self.admin.probe(timeout)
     }
+
+    fn partitions(&self, topic: &str) -> BoxFuture<'static, Result<Option<i32>>> {
+        self.admin.partitions(topic)
+    }
 }
 
 /// Whether an error code says that trying again can succeed.

@@ -9,7 +9,7 @@ use tokio::sync::Notify;
 
 use super::group::{self, Member};
 use super::{MemoryBroker, State};
-use crate::broker::{ConsumerClient, ConsumerConfig, ConsumerEvent};
+use crate::broker::{ConsumerClient, ConsumerConfig, ConsumerEvent, TransactionFailed};
 use crate::envelope::{OutgoingRecord, Record, TopicPartition};
 use crate::error::{Error, Result};
 
@@ -212,7 +212,7 @@ impl ConsumerClient for MemoryConsumer {
         &self,
         records: Vec<OutgoingRecord>,
         offsets: Vec<(TopicPartition, i64)>,
-    ) -> BoxFuture<'static, Result<()>> {
+    ) -> BoxFuture<'static, std::result::Result<(), TransactionFailed>> {
         let result = self
             .broker
             .commit_transaction(&self.group, self.id, records, offsets);

@@ -12,7 +12,7 @@ use rustc_hash::FxHashMap;
 
 use super::{
     BrokerBackend, ConsumerClient, ConsumerConfig, Delivered, Enqueued, Failed, ProducerClient,
-    ProducerConfig, WriteResult,
+    ProducerConfig, TransactionFailed, WriteResult,
 };
 use crate::envelope::{OutgoingRecord, Record, TopicPartition};
 use crate::error::{check_topic, Error, Result};
@@ -38,7 +38,7 @@ impl Topic {
         let n = self.partitions.len() as i32;
         Ok(match (record.partition, &record.key) {
             (Some(p), _) if (0..n).contains(&p) => p,
-            (Some(p), _) => return Err(no_partition(record, p, n)),
+            (Some(p), _) => return Err(Error::no_partition(&record.topic, p, n)),
             (None, Some(key)) => partition_for_key(key, n),
             (None, None) => {
                 let p = self.next_unkeyed % n as usize;
@@ -75,17 +75,6 @@ fn topic_of<'a>(state: &'a mut State, name: &str) -> &'a mut Topic {
         .find(|(n, _)| &***n == name)
         .map(|(_, t)| t)
         .expect("ensured")
-}
-
-/// A record's own partition that its topic does not have.
-#[cold]
-fn no_partition(record: &OutgoingRecord, p: i32, n: i32) -> Error {
-    Error::Produce {
-        topic: record.topic.to_string(),
-        reason: format!("partition {p} does not exist (topic has {n})"),
-        code: Some("UnknownTopicOrPartition".into()),
-        retriable: false,
-    }
 }
 
 #[derive(Debug, Default)]
@@ -257,13 +246,14 @@ impl MemoryBroker {
     /// or, when a record cannot be written or a partition is not `member`'s,
     /// none of it (Kafka's transaction, as a `read_committed` consumer sees
     /// it: the embedded broker never shows a record before its commit).
+    /// Every record that cannot be written is named in the failure.
     pub(crate) fn commit_transaction(
         &self,
         group: &str,
         member: u64,
         records: Vec<OutgoingRecord>,
         offsets: Vec<(TopicPartition, i64)>,
-    ) -> Result<()> {
+    ) -> std::result::Result<(), TransactionFailed> {
         let mut state = self.lock();
         {
             let g = state
@@ -275,16 +265,30 @@ impl MemoryBroker {
                 .get(&member)
                 .ok_or_else(|| Error::Commit("consumer has left its group".into()))?;
             if let Some((tp, _)) = offsets.iter().find(|(tp, _)| !m.owns(tp)) {
-                return Err(Error::Commit(format!(
-                    "{tp} is not assigned to this member"
-                )));
+                return Err(Error::Commit(format!("{tp} is not assigned to this member")).into());
             }
         }
         // Every record placed before any is written: all or nothing.
         let mut placed = Vec::with_capacity(records.len());
-        for record in &records {
-            self.ensure_locked(&mut state, &record.topic, None)?;
-            placed.push(topic_of(&mut state, &record.topic).place(record)?);
+        let mut refused = Vec::new();
+        for (i, record) in records.iter().enumerate() {
+            let place = self
+                .ensure_locked(&mut state, &record.topic, None)
+                .and_then(|()| topic_of(&mut state, &record.topic).place(record));
+            match place {
+                Ok(p) => placed.push(p),
+                Err(e) => refused.push((i, e)),
+            }
+        }
+        if !refused.is_empty() {
+            return Err(TransactionFailed {
+                error: Error::Commit(format!(
+                    "transaction: {} of its {} records refused",
+                    refused.len(),
+                    records.len()
+                )),
+                refused,
+            });
         }
         let mut topics: Vec<Arc<str>> = Vec::new();
         for (record, partition) in records.into_iter().zip(placed) {
@@ -355,7 +359,7 @@ impl BrokerBackend for Arc<MemoryBroker> {
     }
 
     fn committed(&self, group: &str, topic: &str) -> BoxFuture<'static, Result<Vec<Option<i64>>>> {
-        let n = self.partitions(topic).unwrap_or(0);
+        let n = MemoryBroker::partitions(self, topic).unwrap_or(0);
         let committed = (0..n)
             .map(|p| MemoryBroker::committed(self, group, topic, p))
             .collect();
@@ -369,6 +373,10 @@ impl BrokerBackend for Arc<MemoryBroker> {
     fn probe(&self, _: std::time::Duration) -> BoxFuture<'static, Result<()>> {
         // In the process: there while the process is.
         future::ready(Ok(())).boxed()
+    }
+
+    fn partitions(&self, topic: &str) -> BoxFuture<'static, Result<Option<i32>>> {
+        future::ready(Ok(MemoryBroker::partitions(self, topic))).boxed()
     }
 }
 

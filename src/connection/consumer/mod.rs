@@ -33,10 +33,15 @@
 //!
 //! Transactional subscriptions: a [`Completed`](super::protocol::Completed)
 //! also carries what the handlers of its acknowledged records published;
-//! the connection holds it by partition and offset, and each commit writes
-//! the outputs below the offsets it commits and those offsets in one
-//! broker transaction (`commit.rs`). A failed transaction is aborted and
-//! its outputs are held for the next commit.
+//! the connection holds it by partition and offset, and every commit
+//! (periodic, of a revoked partition, and the final one on shutdown)
+//! writes the outputs below the offsets it commits and those offsets in
+//! one broker transaction (`commit.rs`). A failed transaction is aborted
+//! and its outputs are held for the next commit; revoked partitions and
+//! the final commit wait for a transaction under way. Outputs the broker
+//! refuses for good are taken out: their records' fate is open again
+//! ([`Refused`](super::protocol::Refused), dead-lettered by the consumer)
+//! and the rest commits without them.
 //!
 //! Owns: the consumer client (group membership), the watermarks, the
 //! unfinished records themselves and a transactional subscription's
@@ -50,7 +55,7 @@
 //! one had in flight are read again, so nothing is lost and the only
 //! duplicates are those records.
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -62,8 +67,10 @@ use tokio::sync::oneshot;
 
 use super::protocol::{Deliver, FindConsumer, Ready, Released};
 use super::watermark::Watermark;
-use crate::broker::{BrokerBackend, ConsumerClient, ConsumerConfig, ConsumerEvent};
-use crate::envelope::{OutgoingRecord, Record, TopicPartition};
+use crate::broker::{
+    BrokerBackend, ConsumerClient, ConsumerConfig, ConsumerEvent, PartitionCounts,
+};
+use crate::envelope::{Record, TopicPartition};
 use crate::observe::trace::{batch_span, Batch};
 
 static ORIGINS: AtomicU64 = AtomicU64::new(1);
@@ -85,7 +92,57 @@ struct Partition {
     held_until: Option<Instant>,
     /// A transactional subscription's: what the handlers of its finished
     /// records published, by offset, until committed with them.
-    outputs: BTreeMap<i64, Vec<OutgoingRecord>>,
+    outputs: commit::Outputs,
+    /// A transactional subscription's: finished records whose outputs the
+    /// broker refused at commit, by offset, until the consumer reports
+    /// their fate again. The partition is not committed past the first.
+    refused: BTreeMap<i64, Arc<Record>>,
+}
+
+impl Partition {
+    fn new() -> Self {
+        Partition {
+            watermark: None,
+            revoking_since: None,
+            held_until: None,
+            outputs: BTreeMap::new(),
+            refused: BTreeMap::new(),
+        }
+    }
+
+    /// Records read and not finished (or whose fate is open again).
+    fn in_flight(&self) -> usize {
+        self.watermark.as_ref().map_or(0, |w| w.in_flight()) + self.refused.len()
+    }
+
+    /// Whether nothing of it is in flight.
+    fn is_idle(&self) -> bool {
+        self.watermark.as_ref().is_none_or(|w| w.is_idle()) && self.refused.is_empty()
+    }
+
+    /// The offset to commit now, if it moved: below every unfinished and
+    /// every refused record.
+    fn commit_point(&self) -> Option<i64> {
+        let w = self.watermark.as_ref()?;
+        match self.refused.keys().next() {
+            None => w.to_commit(),
+            Some(&first) => w.to_commit_below(first),
+        }
+    }
+
+    /// Its unfinished and refused records, in offset order.
+    fn unfinished(&self) -> Vec<Arc<Record>> {
+        let mut all: Vec<Arc<Record>> = self
+            .watermark
+            .iter()
+            .flat_map(|w| w.unfinished().cloned())
+            .collect();
+        if !self.refused.is_empty() {
+            all.extend(self.refused.values().cloned());
+            all.sort_by_key(|r| r.offset);
+        }
+        all
+    }
 }
 
 /// Settings of a [`ConsumerConnection`].
@@ -96,8 +153,9 @@ pub(crate) struct ConsumerSettings {
     pub(crate) commit_interval: Duration,
     pub(crate) drain_timeout: Duration,
     /// Commits in transactions, with what handlers published (a
-    /// transactional subscription's connection).
-    pub(crate) transactional: bool,
+    /// transactional subscription's connection), noting the partition
+    /// counts of the topics they publish to here.
+    pub(crate) transactional: Option<PartitionCounts>,
     /// `kafkactor_in_flight` of its group, set at every poll.
     pub(crate) in_flight: prometheus::IntGauge,
 }
@@ -131,6 +189,13 @@ pub(crate) struct ConsumerConnection {
     woken: bool,
     /// Whether a commit is under way (one at a time: `commit`).
     committing: bool,
+    /// Revoked partitions wait for the commit under way (which may hold
+    /// their outputs) before they are committed and given back.
+    revokes_waiting: bool,
+    /// Told when the commit under way is done (the final commit waits).
+    commit_done: Vec<oneshot::Sender<()>>,
+    /// Topics whose partition count is being asked for.
+    asking: FxHashSet<Arc<str>>,
     /// Whether a periodic commit is scheduled.
     commit_scheduled: bool,
     /// Shutting down: no more polls or scheduled commits.
@@ -159,6 +224,9 @@ impl ConsumerConnection {
             polling: None,
             woken: false,
             committing: false,
+            revokes_waiting: false,
+            commit_done: Vec::new(),
+            asking: FxHashSet::default(),
             commit_scheduled: false,
             stopping: false,
             drained: None,
@@ -231,19 +299,11 @@ impl ConsumerConnection {
                     }
                     let mut stale = Vec::new();
                     for tp in tps {
-                        let fresh = Partition {
-                            watermark: None,
-                            revoking_since: None,
-                            held_until: None,
-                            outputs: BTreeMap::new(),
-                        };
                         // Assigned again without a revocation in between (a
                         // member that lost its partitions): what it had of
                         // the old assignment is dropped, its credit returned.
-                        if let Some(old) = self.partitions.insert(tp.clone(), fresh) {
-                            if let Some(w) = old.watermark {
-                                self.in_flight -= w.in_flight();
-                            }
+                        if let Some(old) = self.partitions.insert(tp.clone(), Partition::new()) {
+                            self.in_flight -= old.in_flight();
                             stale.push(tp);
                         }
                     }
@@ -320,8 +380,7 @@ impl ConsumerConnection {
             let all: Vec<Arc<Record>> = self
                 .partitions
                 .values()
-                .filter_map(|p| p.watermark.as_ref())
-                .flat_map(|w| w.unfinished().cloned())
+                .flat_map(Partition::unfinished)
                 .collect();
             if !all.is_empty() {
                 tracing::debug!(group = %self.group(), records = all.len(), incarnation, "handing unfinished records to dispatcher");
@@ -411,20 +470,13 @@ impl Handler<Shutdown> for ConsumerConnection {
                 }
             }
             .into_actor(self)
-            .then(|(), act, _| {
-                let offsets = act.committable(|_| true);
-                let client = act.client.clone();
-                async move {
-                    match client {
-                        Some(c) if !offsets.is_empty() => c.commit(offsets).await,
-                        _ => Ok(()),
-                    }
-                }
-                .into_actor(act)
-            })
+            // A periodic commit under way may hold outputs: it ends first
+            // (failed, they are back here for the final one).
+            .then(|(), act, _| act.commit_finished().into_actor(act))
+            .then(|(), act, _| act.final_commit().into_actor(act))
             .map(|result, act, ctx| {
                 if let Err(e) = result {
-                    tracing::warn!(error = %e, "final commit failed");
+                    tracing::warn!(error = %e, "final commit failed; what it held is read again");
                 }
                 if let Some(client) = act.client.take() {
                     client.close();

@@ -1,6 +1,9 @@
 //! The ConsumerConnection against a scripted consumer client: group events
-//! that arrive while it has no credit are never lost, and an assignment
-//! repeated without a revocation returns the credit of what it replaced.
+//! that arrive while it has no credit are never lost, an assignment
+//! repeated without a revocation returns the credit of what it replaced,
+//! and a transactional subscription's outputs are committed with their
+//! offsets on shutdown and on revocation, whatever a transaction under way
+//! does meanwhile, and without the outputs the broker refuses.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -13,10 +16,10 @@ use tokio::sync::oneshot;
 use super::*;
 use crate::broker::{
     BrokerBackend, ConsumerClient, ConsumerConfig, ConsumerEvent, OffsetReset, ProducerClient,
-    ProducerConfig,
+    ProducerConfig, TransactionFailed,
 };
-use crate::connection::protocol::{Completed, Consumer, Deliver, FindConsumer, Released};
-use crate::envelope::{Headers, Record, TopicPartition};
+use crate::connection::protocol::{Completed, Consumer, Deliver, FindConsumer, Refused, Released};
+use crate::envelope::{Headers, OutgoingRecord, Record, TopicPartition};
 use crate::error::Result;
 
 #[derive(Default)]
@@ -30,6 +33,57 @@ struct Script {
     lost: usize,
     /// Where the answer of the poll under way goes.
     pending: Option<oneshot::Sender<Vec<ConsumerEvent>>>,
+    /// Plain commits, in order.
+    commits: Vec<Vec<(TopicPartition, i64)>>,
+    /// Transactions committed, in order: the topic and partition of each
+    /// record written (by the record's payload), and the offsets.
+    transactions: Vec<Committed>,
+    /// Transactions are answered by the test (`answer_transaction`).
+    hold_transactions: bool,
+    held: VecDeque<(
+        Transaction,
+        oneshot::Sender<std::result::Result<(), TransactionFailed>>,
+    )>,
+    /// Records to a partition at or past this are refused.
+    partitions: Option<i32>,
+}
+
+type Transaction = (Vec<OutgoingRecord>, Vec<(TopicPartition, i64)>);
+
+/// A transaction committed: its outputs' names and its offsets.
+type Committed = (Vec<String>, Vec<(TopicPartition, i64)>);
+
+/// Commits `transaction` as the broker would: refused when a record goes
+/// past the partitions, otherwise noted.
+fn transact(
+    script: &mut Script,
+    (records, offsets): Transaction,
+) -> std::result::Result<(), TransactionFailed> {
+    let refused: Vec<(usize, crate::Error)> = records
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| matches!((r.partition, script.partitions), (Some(p), Some(n)) if p >= n))
+        .map(|(i, r)| {
+            (
+                i,
+                crate::Error::no_partition(&r.topic, r.partition.unwrap(), 1),
+            )
+        })
+        .collect();
+    if !refused.is_empty() {
+        return Err(TransactionFailed {
+            error: crate::Error::Commit("refused".into()),
+            refused,
+        });
+    }
+    let written = records.iter().map(name).collect();
+    script.transactions.push((written, offsets));
+    Ok(())
+}
+
+/// An output's name: its payload.
+fn name(record: &OutgoingRecord) -> String {
+    String::from_utf8_lossy(record.payload.as_deref().unwrap_or_default()).into_owned()
 }
 
 #[derive(Clone, Default)]
@@ -102,15 +156,22 @@ impl ConsumerClient for Fake {
     fn resume(&self, _: &[TopicPartition]) -> Result<()> {
         Ok(())
     }
-    fn commit(&self, _: Vec<(TopicPartition, i64)>) -> BoxFuture<'static, Result<()>> {
+    fn commit(&self, offsets: Vec<(TopicPartition, i64)>) -> BoxFuture<'static, Result<()>> {
+        self.0.lock().unwrap().commits.push(offsets);
         futures_util::future::ready(Ok(())).boxed()
     }
     fn commit_transaction(
         &self,
-        _: Vec<crate::envelope::OutgoingRecord>,
+        records: Vec<OutgoingRecord>,
         offsets: Vec<(TopicPartition, i64)>,
-    ) -> BoxFuture<'static, Result<()>> {
-        self.commit(offsets)
+    ) -> BoxFuture<'static, std::result::Result<(), TransactionFailed>> {
+        let mut script = self.0.lock().unwrap();
+        if script.hold_transactions {
+            let (tx, rx) = oneshot::channel();
+            script.held.push_back(((records, offsets), tx));
+            return async move { rx.await.unwrap() }.boxed();
+        }
+        futures_util::future::ready(transact(&mut script, (records, offsets))).boxed()
     }
 
     fn release(&self, _: &[TopicPartition]) -> Result<()> {
@@ -151,12 +212,16 @@ impl BrokerBackend for Backend {
     fn probe(&self, _: Duration) -> BoxFuture<'static, Result<()>> {
         futures_util::future::ready(Ok(())).boxed()
     }
+    fn partitions(&self, _: &str) -> BoxFuture<'static, Result<Option<i32>>> {
+        futures_util::future::ready(Ok(None)).boxed()
+    }
 }
 
 /// Records what the connection delivers and releases.
 #[derive(Default)]
 struct Sink {
     delivered: Arc<Mutex<Vec<(TopicPartition, i64)>>>,
+    refused: Arc<Mutex<Vec<i64>>>,
 }
 
 impl Actor for Sink {
@@ -176,6 +241,14 @@ impl Handler<Released> for Sink {
     fn handle(&mut self, _: Released, _: &mut Context<Self>) {}
 }
 
+impl Handler<Refused> for Sink {
+    type Result = ();
+    fn handle(&mut self, msg: Refused, _: &mut Context<Self>) {
+        let mut refused = self.refused.lock().unwrap();
+        refused.extend(msg.0.iter().map(|(r, _)| r.offset));
+    }
+}
+
 fn record(tp: &TopicPartition, offset: i64) -> Arc<Record> {
     Arc::new(Record::new(
         tp.topic.clone(),
@@ -189,7 +262,11 @@ fn record(tp: &TopicPartition, offset: i64) -> Arc<Record> {
 }
 
 fn connection(fake: &Fake, sink: Addr<Sink>, max_in_flight: usize) -> Addr<ConsumerConnection> {
-    let settings = ConsumerSettings {
+    start(fake, sink, settings(max_in_flight))
+}
+
+fn settings(max_in_flight: usize) -> ConsumerSettings {
+    ConsumerSettings {
         config: ConsumerConfig {
             group: "g".into(),
             topics: vec!["t".into()],
@@ -202,13 +279,17 @@ fn connection(fake: &Fake, sink: Addr<Sink>, max_in_flight: usize) -> Addr<Consu
         // Long: a commit scheduled stays pending through the test.
         commit_interval: Duration::from_secs(60),
         drain_timeout: Duration::from_secs(1),
-        transactional: false,
+        transactional: None,
         in_flight: prometheus::IntGauge::new("in_flight", "test").unwrap(),
-    };
+    }
+}
+
+fn start(fake: &Fake, sink: Addr<Sink>, settings: ConsumerSettings) -> Addr<ConsumerConnection> {
     let target: FindConsumer = Box::new(move || {
         let target = Consumer {
             deliver: sink.clone().recipient(),
             released: sink.clone().recipient(),
+            refused: sink.clone().recipient(),
         };
         Some((target, 1))
     });
@@ -299,4 +380,171 @@ async fn a_repeated_assignment_returns_the_credit_of_what_it_replaced() {
     })
     .await;
     assert_eq!(fake.0.lock().unwrap().polls, [4, 2, 4]);
+}
+
+/// An output named `name`, to `partition` of topic `out`.
+fn output(name: &str, partition: Option<i32>) -> OutgoingRecord {
+    OutgoingRecord {
+        topic: Arc::from("out"),
+        partition,
+        key: None,
+        headers: Headers::new(),
+        payload: Some(bytes::Bytes::copy_from_slice(name.as_bytes())),
+        timestamp_ms: 0,
+    }
+}
+
+/// Records `0..n` of `p0` read, each finished with one output named after
+/// its offset (`bad` goes to a partition the broker refuses).
+async fn read_and_finish(
+    fake: &Fake,
+    conn: &Addr<ConsumerConnection>,
+    p0: &TopicPartition,
+    n: i64,
+    bad: Option<i64>,
+) {
+    until("the first poll", || {
+        fake.0.lock().unwrap().pending.is_some()
+    })
+    .await;
+    fake.fire(vec![
+        ConsumerEvent::Assigned(vec![p0.clone()]),
+        ConsumerEvent::Records((0..n).map(|o| record(p0, o)).collect()),
+    ]);
+    until("the records tracked", || {
+        fake.0.lock().unwrap().polls.len() >= 2
+    })
+    .await;
+    let outputs = (0..n)
+        .map(|o| {
+            let partition = (Some(o) == bad).then_some(7);
+            (record(p0, o), vec![output(&format!("o{o}"), partition)])
+        })
+        .collect();
+    conn.send(Completed((0..n).map(|o| record(p0, o)).collect(), outputs))
+        .await
+        .unwrap();
+}
+
+fn transactional(commit_interval: Duration) -> ConsumerSettings {
+    ConsumerSettings {
+        commit_interval,
+        transactional: Some(crate::broker::PartitionCounts::default()),
+        ..settings(100)
+    }
+}
+
+/// Shutdown of a transactional subscription's connection with outputs
+/// pending (no periodic commit ran: a long interval): the final commit is
+/// one transaction holding every output with the offsets. It was a plain
+/// commit of the offsets, which dropped the outputs.
+#[actix::test]
+async fn the_final_commit_writes_the_outputs_pending() {
+    let p0 = TopicPartition::new("t", 0);
+    let fake = Fake::default();
+    let conn = start(
+        &fake,
+        Sink::default().start(),
+        transactional(Duration::from_secs(60)),
+    );
+    read_and_finish(&fake, &conn, &p0, 3, None).await;
+    conn.send(kafkactor_actors::Shutdown).await.unwrap();
+    let script = fake.0.lock().unwrap();
+    assert!(
+        script.commits.is_empty(),
+        "plain commits: {:?}",
+        script.commits
+    );
+    assert_eq!(
+        script.transactions,
+        [(
+            vec!["o0".into(), "o1".into(), "o2".into()],
+            vec![(p0.clone(), 3)]
+        )]
+    );
+}
+
+/// A periodic transaction holding a partition's outputs is under way when
+/// the partition is revoked, and then fails: the revocation waits for it
+/// and commits the partition's offsets with those outputs. It committed
+/// the offsets at once, and the failed transaction's outputs were dropped.
+#[actix::test]
+async fn a_revocation_keeps_the_outputs_of_a_failed_transaction() {
+    let p0 = TopicPartition::new("t", 0);
+    let fake = Fake::default();
+    fake.0.lock().unwrap().hold_transactions = true;
+    let _conn = {
+        let conn = start(
+            &fake,
+            Sink::default().start(),
+            transactional(Duration::from_millis(1)),
+        );
+        read_and_finish(&fake, &conn, &p0, 3, None).await;
+        conn
+    };
+    until("a periodic transaction under way", || {
+        !fake.0.lock().unwrap().held.is_empty()
+    })
+    .await;
+    fake.fire(vec![ConsumerEvent::Revoked(vec![p0.clone()])]);
+    until("the revocation seen", || {
+        fake.0.lock().unwrap().polls.len() >= 3
+    })
+    .await;
+    // The transaction under way fails as a whole; from now on they commit.
+    let (_, failed) = {
+        let mut script = fake.0.lock().unwrap();
+        script.hold_transactions = false;
+        script.held.pop_front().unwrap()
+    };
+    let _ = failed.send(Err(crate::Error::Commit("broker went away".into()).into()));
+    until("the revoked partition committed", || {
+        !fake.0.lock().unwrap().transactions.is_empty()
+    })
+    .await;
+    let script = fake.0.lock().unwrap();
+    assert_eq!(
+        script.transactions,
+        [(
+            vec!["o0".into(), "o1".into(), "o2".into()],
+            vec![(p0.clone(), 3)]
+        )]
+    );
+}
+
+/// One output the broker refuses (a partition its topic does not have):
+/// its record is handed back to be dead-lettered and the partition is not
+/// committed past it; the outputs of the other records commit, those below
+/// it at once, those above once it is settled. Every transaction failed
+/// with the same outputs before.
+#[actix::test]
+async fn a_refused_output_is_isolated_and_the_rest_commits() {
+    let p0 = TopicPartition::new("t", 0);
+    let fake = Fake::default();
+    fake.0.lock().unwrap().partitions = Some(1);
+    let sink = Sink::default();
+    let refused = sink.refused.clone();
+    let conn = start(&fake, sink.start(), transactional(Duration::from_millis(1)));
+    read_and_finish(&fake, &conn, &p0, 3, Some(1)).await;
+    until("record 1 handed back", || *refused.lock().unwrap() == [1]).await;
+    until("the outputs below it committed", || {
+        !fake.0.lock().unwrap().transactions.is_empty()
+    })
+    .await;
+    assert_eq!(
+        fake.0.lock().unwrap().transactions,
+        [(vec!["o0".to_string()], vec![(p0.clone(), 1)])]
+    );
+    // Dead-lettered: its fate is final again, and the rest commits.
+    conn.send(Completed(vec![record(&p0, 1)], Vec::new()))
+        .await
+        .unwrap();
+    until("the rest committed", || {
+        fake.0.lock().unwrap().transactions.len() == 2
+    })
+    .await;
+    assert_eq!(
+        fake.0.lock().unwrap().transactions[1],
+        (vec!["o2".to_string()], vec![(p0.clone(), 3)])
+    );
 }

@@ -52,7 +52,7 @@ use kafkactor_actors::{ChildRef, Shutdown};
 
 use crate::codec::ContentType;
 use crate::connection::consumer::ConsumerConnection;
-use crate::connection::protocol::{Arrival, Deliver, Feed, Outputs, Ready, Released};
+use crate::connection::protocol::{Arrival, Deliver, Feed, Outputs, Ready, Refused, Released};
 use crate::dead_letter::{self, DeadLetter, DeadLetterRecord, FailureKind};
 use crate::delivery::Outcome;
 use crate::envelope::Record;
@@ -298,9 +298,9 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
             return self.release_lane(i);
         }
         match answer {
-            Answer::Outcome(Outcome::Ack) => self.finish(i, job, ctx),
+            Answer::Outcome(Outcome::Ack) => self.finish(Some(i), job, ctx),
             Answer::Outcome(Outcome::Reject(reason)) => {
-                self.dead_letter(i, job, failure(FailureKind::Rejected, reason), ctx)
+                self.dead_letter(Some(i), job, failure(FailureKind::Rejected, reason), ctx)
             }
             Answer::Outcome(Outcome::Retry(reason)) => self.retry_or_dead_letter(
                 i,
@@ -308,7 +308,9 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
                 failure(FailureKind::RetriesExhausted, reason),
                 ctx,
             ),
-            Answer::Unhandled(kind, reason) => self.dead_letter(i, job, failure(kind, reason), ctx),
+            Answer::Unhandled(kind, reason) => {
+                self.dead_letter(Some(i), job, failure(kind, reason), ctx)
+            }
             Answer::HandlerFailed { incarnation } => {
                 self.on_handler_failure(i, job, incarnation, ctx)
             }
@@ -394,7 +396,8 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
                     reason.push_str(&format!(
                         "; handler restart limit exceeded ({limit}), not retried"
                     ));
-                    return act.dead_letter(i, job, failure(FailureKind::Panic, reason), ctx);
+                    let why = failure(FailureKind::Panic, reason);
+                    return act.dead_letter(Some(i), job, why, ctx);
                 }
                 act.retry_or_dead_letter(i, job, failure(FailureKind::Panic, reason), ctx);
             }),
@@ -456,7 +459,7 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
     ) {
         let policy = self.settings.retry;
         if !policy.allows_another(job.attempt) {
-            return self.dead_letter(i, job, why, ctx);
+            return self.dead_letter(Some(i), job, why, ctx);
         }
         let delay = policy.backoff(job.attempt);
         self.count(&job.record.topic, |c| c.retried.inc());
@@ -478,11 +481,21 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
         self.release_lane(i);
     }
 
-    /// Writes `job` to the dead-letter topic; finishes it once the write is acknowledged.
-    fn dead_letter(&mut self, i: usize, job: Job, why: Failure, ctx: &mut Context<Self>) {
+    /// Writes `job` to the dead-letter topic; finishes it once the write is
+    /// acknowledged. `lane`: the lane it blocks, if it blocks one.
+    fn dead_letter(
+        &mut self,
+        lane: Option<usize>,
+        job: Job,
+        why: Failure,
+        ctx: &mut Context<Self>,
+    ) {
         if !self.live(&job) {
             self.abandon(&job.record, ctx);
-            return self.release_lane(i);
+            if let Some(i) = lane {
+                self.release_lane(i);
+            }
+            return;
         }
         let span = dead_letter_span(
             &job.record,
@@ -511,7 +524,7 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
                                 let group = &act.settings.group;
                                 tap.handled(group, &job.record, "dead_lettered", Some(kind));
                             }
-                            return act.finish(i, job, ctx);
+                            return act.finish(lane, job, ctx);
                         }
                         Err(e) => e,
                     };
@@ -521,16 +534,19 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
                     tracing::error!(group = %act.settings.group, topic = %job.record.topic,
                         offset = job.record.offset, %error, ?delay,
                         "dead-letter write failed; the record stays uncommitted and is tried again");
-                    ctx.run_later(delay, move |act, ctx| act.dead_letter(i, job, why, ctx));
+                    ctx.run_later(delay, move |act, ctx| act.dead_letter(lane, job, why, ctx));
                 }),
         );
     }
 
-    /// `job`'s fate is final: report it and release its lane.
-    fn finish(&mut self, i: usize, job: Job, ctx: &mut Context<Self>) {
+    /// `job`'s fate is final: report it and release its lane (if it
+    /// blocks one).
+    fn finish(&mut self, lane: Option<usize>, job: Job, ctx: &mut Context<Self>) {
         let live = self.live(&job);
         self.final_fate(job.record, live, ctx);
-        self.release_lane(i);
+        if let Some(i) = lane {
+            self.release_lane(i);
+        }
         self.report(ctx);
     }
 
@@ -740,6 +756,26 @@ impl<A: Actor<Context = Context<A>>> Handler<Released> for Dispatcher<A> {
         if dropped > 0 {
             tracing::debug!(group = %self.settings.group, partitions = ?msg.partitions, dropped,
                 "partitions given up: their queued records are left to the next owner");
+        }
+    }
+}
+
+impl<A: Actor<Context = Context<A>>> Handler<Refused> for Dispatcher<A> {
+    type Result = ();
+
+    /// Records whose outputs the broker refused at commit: dead-lettered
+    /// at once with the reason (a refusal is for good: handled again, the
+    /// record would publish the same), outside their lanes (which went on
+    /// long ago), then reported finished.
+    fn handle(&mut self, Refused(records): Refused, ctx: &mut Context<Self>) {
+        for (record, reason) in records {
+            let job = Job {
+                stamp: self.feed.stamp(&record),
+                record,
+                attempt: 1,
+                epoch: self.epoch,
+            };
+            self.dead_letter(None, job, failure(FailureKind::OutputRefused, reason), ctx);
         }
     }
 }
