@@ -723,3 +723,73 @@ on_every_broker!(
     super::short_delays_are_not_starved_by_long_ones,
     3
 );
+
+/// A due record whose write fails (its destination has no such partition:
+/// the Republisher dead-letters it after a backoff), while its bucket
+/// partition moves to a second member during that backoff: only the new
+/// owner writes it. The old owner's rewrite took a fresh stamp without
+/// checking that the partition was still its own, so every such record
+/// was dead-lettered twice.
+#[actix::test]
+async fn a_rewrite_after_a_failed_write_honours_a_rebalance() {
+    let tb = TestBroker::memory(3);
+    let topic = unique("reminders");
+    tb.broker.create_topic(&topic, 1).await.unwrap();
+    let (delays, prefix) = delays();
+    let a = Kafkactor::builder()
+        .broker(tb.broker.clone())
+        .delays(delays.clone())
+        .start()
+        .await
+        .unwrap();
+    until_owned("a owns the buckets", Duration::from_secs(5), &a, |n| n > 0).await;
+    let producer = a.producer();
+    let delay = Duration::from_millis(200);
+    let due = Instant::now() + delay;
+    for o in orders(30, 30) {
+        let publish = Publish::to(topic.as_str())
+            .key(&o.key)
+            .partition(5)
+            .message(&o)
+            .unwrap()
+            .delay(delay);
+        producer.send(publish).await.unwrap().unwrap();
+    }
+    // Due, written and refused: the dead letters follow a second later. A
+    // second member takes bucket partitions meanwhile.
+    eventually("the records are due", Duration::from_secs(5), || {
+        Instant::now() >= due + Duration::from_millis(100)
+    })
+    .await;
+    let b = second_member(&tb, delays, due + Duration::from_millis(800)).await;
+    let dead_letters = || {
+        let broker = tb.broker.clone();
+        let prefix = prefix.clone();
+        async move {
+            let mut n = 0;
+            for bucket in ["0s", "300ms", "1s"] {
+                n += broker
+                    .read_topic(&format!("{prefix}.{bucket}.dlq"))
+                    .await
+                    .map_or(0, |r| r.len());
+            }
+            n
+        }
+    };
+    eventually_async(
+        "every record dead-lettered",
+        Duration::from_secs(10),
+        || async { dead_letters().await >= 30 },
+    )
+    .await;
+    // Both members' rewrites are due within the backoff of the refusal.
+    eventually(
+        "the old owner's backoff passed",
+        Duration::from_secs(5),
+        || Instant::now() >= due + Duration::from_millis(2_500),
+    )
+    .await;
+    assert_eq!(dead_letters().await, 30, "each record dead-lettered once");
+    b.shutdown().await.unwrap();
+    a.shutdown().await.unwrap();
+}

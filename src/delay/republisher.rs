@@ -408,11 +408,23 @@ impl Republisher {
     /// Writes a released record where it goes; the bucket record is
     /// finished once the write is acknowledged.
     fn write(&mut self, record: Arc<Record>, target: Target, ctx: &mut Context<Self>) {
+        let stamp = self.feed.stamp(&record);
+        self.write_stamped(record, target, stamp, ctx)
+    }
+
+    /// Writes a record taken at `stamp` (its work counts only while the
+    /// feed says that is current).
+    fn write_stamped(
+        &mut self,
+        record: Arc<Record>,
+        target: Target,
+        stamp: Stamp,
+        ctx: &mut Context<Self>,
+    ) {
         let Some(finished) = self.finished.clone() else {
             return; // not started: cannot happen once it handles messages
         };
         self.writing += 1;
-        let stamp = self.feed.stamp(&record);
         let (topic, partition, delivered) = match &target {
             Target::DeadLetter(reason) => {
                 tracing::warn!(topic = %record.topic, partition = record.partition,
@@ -630,10 +642,13 @@ impl Handler<TakeFinished> for Republisher {
                     tracing::error!(topic = %record.topic, offset = record.offset, error = %e,
                         "delayed record not written; it stays uncommitted and is written again");
                     self.writing += 1; // the rewrite below is under way already
+                    let stamp = forwarded.stamp;
                     ctx.run_later(REWRITE_BACKOFF, move |act, ctx| {
                         act.after_write();
-                        if !act.stopping {
-                            act.write(record, target, ctx);
+                        // Not when its partition was given up meanwhile:
+                        // its next owner writes it.
+                        if !act.stopping && act.feed.is_current(stamp, &record) {
+                            act.write_stamped(record, target, stamp, ctx);
                         }
                     });
                 }
