@@ -59,21 +59,54 @@ pub struct Check {
 
 /// The last failure of something the application depends on besides the
 /// broker (an idempotency store, the outbox's database), while it lasts:
-/// set by the actor that calls it, read by the readiness check.
+/// set by the actor that calls it, read by the readiness check. Each kind
+/// of call (an idempotency store's claims and its completions) fails and
+/// recovers on its own: the check passes once none is failing.
 #[derive(Clone, Default)]
-pub(crate) struct Failing(Arc<Mutex<Option<String>>>);
+pub(crate) struct Failing(Arc<Mutex<std::collections::BTreeMap<&'static str, String>>>);
 
 impl Failing {
+    /// The dependency fails.
     pub(crate) fn set(&self, failure: String) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(failure);
+        self.set_for("", failure);
     }
 
+    /// The dependency answers again.
     pub(crate) fn clear(&self) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+        self.clear_for("");
     }
 
+    /// Calls of kind `call` fail.
+    pub(crate) fn set_for(&self, call: &'static str, failure: String) {
+        self.lock().insert(call, failure);
+    }
+
+    /// Calls of kind `call` succeed again.
+    pub(crate) fn clear_for(&self, call: &'static str) {
+        let mut failing = self.lock();
+        if !failing.is_empty() {
+            failing.remove(call);
+        }
+    }
+
+    /// What is failing, if anything: each kind of call's last failure.
     pub(crate) fn get(&self) -> Option<String> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        let failing = self.lock();
+        if failing.is_empty() {
+            return None;
+        }
+        let all: Vec<String> = failing
+            .iter()
+            .map(|(call, failure)| match *call {
+                "" => failure.clone(),
+                call => format!("{call}: {failure}"),
+            })
+            .collect();
+        Some(all.join("; "))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<&'static str, String>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 

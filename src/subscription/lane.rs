@@ -77,6 +77,11 @@ pub(crate) struct Job {
     pub(crate) attempt: u32,
     /// The Dispatcher incarnation that queued it.
     pub(crate) epoch: u64,
+    /// A copy of a record this member handles (an idempotent
+    /// subscription's: the same idempotency key): not handled when its
+    /// turn comes but handed back ([`Answer::Copy`]), its lane blocked
+    /// until the Dispatcher knows the original's fate.
+    pub(crate) copy: bool,
 }
 
 /// Why a record was handed back to the Dispatcher.
@@ -89,6 +94,8 @@ pub(crate) enum Answer {
     /// The handler incarnation stopped (a panic) or dropped its reply while
     /// handling it.
     HandlerFailed { incarnation: u64 },
+    /// Its turn came, and it is a copy ([`Job::copy`]): not handled here.
+    Copy,
 }
 
 /// A handler call under way on a lane.
@@ -355,6 +362,17 @@ impl<A: Actor<Context = Context<A>>> Runner<A> {
         }
         if lane.running.is_none() && !lane.blocked {
             if let Some(job) = lane.queue.pop_front() {
+                if job.copy {
+                    // Not handled here: the Dispatcher decides what becomes
+                    // of it, and releases the lane.
+                    lane.blocked = true;
+                    if let Some((_, registered)) = &mut lane.runner {
+                        *registered = Some(waker.clone());
+                    }
+                    board.answers.push((self.lane, job, Answer::Copy));
+                    board.wake_dispatcher();
+                    return Ok(None);
+                }
                 let next = (job.record.clone(), job.attempt);
                 // An earlier attempt's, or a record taken away, publishes.
                 lane.outputs.clear();

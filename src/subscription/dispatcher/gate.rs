@@ -2,20 +2,25 @@
 //! [`idempotency`](crate::idempotency)): records reach the lanes only once
 //! their keys are claimed, a batch's keys in one store call; a duplicate is
 //! finished without its handler; a key another member holds holds its
-//! partition back (later records of the partition wait behind it, so per-key
-//! order stays); a copy of a record this member is handling waits aside
-//! (holding nothing back) and is finished as a duplicate once that handling
-//! is recorded; a record's key is recorded as done once its fate is final,
-//! and only then is the record reported for commit.
+//! partition back (later records of the partition wait behind it, so
+//! per-key order stays); a record's key is recorded as done once its fate
+//! is final, and only then is the record reported for commit. A copy of a
+//! record this member is handling (the same key: read again, or published
+//! twice) takes its place in its lane like any record and is settled when
+//! its turn comes (`copies.rs`).
 //!
 //! Store calls run one at a time per kind (claims, completions) in the
 //! Dispatcher's context; what arrives meanwhile joins the next call, which
-//! makes batches of whatever piled up. A failed call is tried again, backing
-//! off from 50 ms to 5 s, its records waiting (uncommitted) meanwhile.
+//! makes batches of whatever piled up. A failed call is tried again,
+//! backing off from 100 ms to 5 s per kind of call, its records waiting
+//! (uncommitted) meanwhile: new records and held partitions wait for the
+//! backoff too. Each kind's failure shows in the subscription's readiness
+//! check (`idempotency:<group>`) until a call of that kind succeeds, in
+//! this Dispatcher incarnation or the next.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
@@ -23,7 +28,7 @@ use super::Dispatcher;
 use crate::connection::protocol::Stamp;
 use crate::envelope::{Record, TopicPartition};
 use crate::error::Result;
-use crate::idempotency::{Claim, Idempotency};
+use crate::idempotency::{Claim, Idempotency, IdempotencyStore};
 use crate::subscription::lane::Job;
 
 /// The store's answer to a claim of `records`' keys, one claim per record
@@ -60,8 +65,61 @@ pub(super) struct Pending {
 /// Where a record is, by topic, partition and offset.
 type At = (Arc<str>, i32, i64);
 
-fn at(record: &Record) -> At {
+pub(super) fn at(record: &Record) -> At {
     (record.topic.clone(), record.partition, record.offset)
+}
+
+/// The backoff of one kind of store call (claims, or completions).
+#[derive(Default)]
+pub(super) struct Retrying {
+    /// Calls failed in a row.
+    failures: u32,
+    /// No call before then (a timer calls again at that time).
+    until: Option<Instant>,
+}
+
+impl Retrying {
+    /// Whether calls wait for the backoff now.
+    pub(super) fn waits(&self) -> bool {
+        self.wait().is_some()
+    }
+
+    /// How long calls still wait for the backoff.
+    pub(super) fn wait(&self) -> Option<Duration> {
+        let left = self.until?.saturating_duration_since(Instant::now());
+        (!left.is_zero()).then_some(left)
+    }
+
+    /// A call failed: how long until the next.
+    pub(super) fn failed(&mut self) -> Duration {
+        self.failures = self.failures.saturating_add(1);
+        let ms = 50u64.saturating_mul(1 << self.failures.min(7));
+        let delay = Duration::from_millis(ms.min(5_000));
+        self.until = Some(Instant::now() + delay);
+        delay
+    }
+
+    /// A call succeeded.
+    fn answered(&mut self) {
+        self.failures = 0;
+        self.until = None;
+    }
+}
+
+/// A kind of store call, as the readiness check names it.
+#[derive(Clone, Copy)]
+pub(super) enum Call {
+    Claim,
+    Record,
+}
+
+impl Call {
+    fn name(self) -> &'static str {
+        match self {
+            Call::Claim => "claim",
+            Call::Record => "record",
+        }
+    }
 }
 
 pub(super) struct Gate {
@@ -73,24 +131,27 @@ pub(super) struct Gate {
     waiting: Vec<Pending>,
     /// Whether a claim call is under way.
     claiming: bool,
-    /// Partitions held back by a key another member holds, their records in
-    /// order; and whether a new claim of them is planned.
+    /// Partitions held back by a key another member holds, their records
+    /// in order; and whether a new claim of them is planned.
     held: HashMap<TopicPartition, VecDeque<Pending>>,
     hold_timer: bool,
-    /// The keys of the records being handled, and those keys.
-    by_record: HashMap<At, String>,
-    in_hand: HashSet<String>,
-    /// Copies of records being handled (read again, or published twice),
-    /// by key: duplicates once that key is recorded. They hold nothing
-    /// back: they will not be handled.
-    parked: HashMap<String, Vec<Pending>>,
+    /// The keys of the records being handled, and those keys with whether
+    /// their record's fate is final (its key being recorded).
+    pub(super) by_record: HashMap<At, String>,
+    pub(super) in_hand: HashMap<String, bool>,
+    /// Copies whose turn came while their original was being handled,
+    /// with their (blocked) lane, by key; and the keys of copies being
+    /// claimed.
+    pub(super) parked: HashMap<String, Vec<(usize, Job)>>,
+    pub(super) claiming_copies: HashSet<String>,
     /// Records whose fate is final, waiting for their key to be recorded
     /// (with the record when it is to be reported), and whether a call
     /// recording them is under way.
-    finished: Vec<(String, Option<Arc<Record>>)>,
+    pub(super) finished: Vec<(String, Option<Arc<Record>>)>,
     completing: bool,
-    /// Store calls failed in a row (for the backoff).
-    failures: u32,
+    /// The backoff of claims, and of completions.
+    pub(super) claims: Retrying,
+    completions: Retrying,
 }
 
 impl Gate {
@@ -103,11 +164,13 @@ impl Gate {
             held: HashMap::new(),
             hold_timer: false,
             by_record: HashMap::new(),
-            in_hand: HashSet::new(),
+            in_hand: HashMap::new(),
             parked: HashMap::new(),
+            claiming_copies: HashSet::new(),
             finished: Vec::new(),
             completing: false,
-            failures: 0,
+            claims: Retrying::default(),
+            completions: Retrying::default(),
         }
     }
 
@@ -124,15 +187,33 @@ impl Gate {
 
     /// A new connection incarnation reads everything again: what waits
     /// here is dropped (the keys of records being handled are kept: their
-    /// handling still finishes).
-    pub(super) fn clear(&mut self) {
+    /// handling still finishes); the lanes of parked copies are returned,
+    /// to be released.
+    pub(super) fn clear(&mut self) -> Vec<usize> {
         self.waiting.clear();
         self.held.clear();
-        self.parked.clear();
+        self.parked
+            .drain()
+            .flat_map(|(_, copies)| copies.into_iter().map(|(lane, _)| lane))
+            .collect()
+    }
+
+    /// What a claim needs: the store, this member, the lease.
+    pub(super) fn claimer(&self) -> (Arc<dyn IdempotencyStore>, Arc<str>, Duration) {
+        (
+            self.idempotency.store.clone(),
+            self.owner.clone(),
+            self.idempotency.lease,
+        )
+    }
+
+    /// The key of `record`.
+    pub(super) fn key_of(&self, group: &str, record: &Record) -> Option<String> {
+        self.idempotency.key_of(group, record)
     }
 
     /// Drops what waits for `partitions` (given up); returns the keys this
-    /// member may hold for them, to release.
+    /// member may hold for them, to release (unless a copy of one waits).
     pub(super) fn release(&mut self, partitions: &[TopicPartition], dropped: &[At]) -> Vec<String> {
         let mut keys: Vec<String> = Vec::new();
         for tp in partitions {
@@ -147,10 +228,6 @@ impl Gate {
             }
             !gone
         });
-        self.parked.retain(|_, copies| {
-            copies.retain(|p| !partitions.contains(&p.record.topic_partition()));
-            !copies.is_empty()
-        });
         for record in dropped {
             if let Some(key) = self.by_record.remove(record) {
                 self.in_hand.remove(&key);
@@ -160,18 +237,14 @@ impl Gate {
         keys
     }
 
-    /// A store call succeeded: no longer failing.
-    fn answered(&mut self) {
-        if self.failures > 0 {
-            self.failures = 0;
-            self.idempotency.failing.clear();
+    /// A store call of kind `call` succeeded: that kind no longer fails
+    /// (whichever incarnation saw it fail).
+    pub(super) fn answered(&mut self, call: Call) {
+        match call {
+            Call::Claim => self.claims.answered(),
+            Call::Record => self.completions.answered(),
         }
-    }
-
-    fn backoff(&mut self) -> Duration {
-        self.failures = self.failures.saturating_add(1);
-        let ms = 50u64.saturating_mul(1 << self.failures.min(7));
-        Duration::from_millis(ms.min(5_000))
+        self.idempotency.failing.clear_for(call.name());
     }
 }
 
@@ -182,7 +255,8 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
         let Some(gate) = self.gate.as_mut() else {
             return;
         };
-        if gate.claiming || gate.waiting.is_empty() {
+        // Backing off: the backoff's timer claims them.
+        if gate.claiming || gate.waiting.is_empty() || gate.claims.waits() {
             return;
         }
         let batch = std::mem::take(&mut gate.waiting);
@@ -203,11 +277,7 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
             return;
         };
         gate.claiming = true;
-        let (store, owner, lease) = (
-            gate.idempotency.store.clone(),
-            gate.owner.clone(),
-            gate.idempotency.lease,
-        );
+        let (store, owner, lease) = gate.claimer();
         ctx.spawn(
             async move { store.claim(&keys, &owner, lease).await }
                 .into_actor(self)
@@ -233,16 +303,13 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
         let claims = match per_record(batch.iter(), claims) {
             Ok(claims) => claims,
             Err(error) => {
-                let delay = gate.backoff();
                 // Back in front, in their order, before what came since.
                 let later = std::mem::replace(&mut gate.waiting, batch);
                 gate.waiting.extend(later);
-                self.store_failed("claim", &error, delay);
-                ctx.run_later(delay, |act, ctx| act.claim_waiting(ctx));
-                return;
+                return self.claim_failed(&error, ctx);
             }
         };
-        gate.answered();
+        gate.answered(Call::Claim);
         self.pass(batch.into_iter().zip(claims).collect(), ctx);
         self.claim_waiting(ctx);
     }
@@ -274,21 +341,23 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
                 held.push_back(pending);
                 continue;
             }
-            if let (Some(key), Claim::New) = (&pending.key, claim) {
-                if gate.in_hand.contains(key) {
-                    // Being handled here already: a duplicate once that
-                    // handling is recorded.
-                    gate.parked.entry(key.clone()).or_default().push(pending);
-                    continue;
-                }
-            }
             match claim {
+                // Being handled here already under another record: it
+                // takes its place in its lane, settled when its turn comes.
+                Claim::New
+                    if pending
+                        .key
+                        .as_ref()
+                        .is_some_and(|k| gate.in_hand.contains_key(k)) =>
+                {
+                    self.enqueue(pending.record, pending.stamp, true);
+                }
                 Claim::New => {
                     if let Some(key) = &pending.key {
-                        gate.in_hand.insert(key.clone());
+                        gate.in_hand.insert(key.clone(), false);
                         gate.by_record.insert(at(&pending.record), key.clone());
                     }
-                    self.enqueue(pending.record, pending.stamp);
+                    self.enqueue(pending.record, pending.stamp, false);
                 }
                 Claim::Done => self.duplicate(pending.record),
                 Claim::Busy => {
@@ -324,11 +393,12 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
 
     /// Claims the head of each held partition again (a key this member
     /// was handling was just recorded, or the hold's timer fired).
-    fn claim_held(&mut self, ctx: &mut Context<Self>) {
+    pub(super) fn claim_held(&mut self, ctx: &mut Context<Self>) {
         let Some(gate) = self.gate.as_mut() else {
             return;
         };
-        if gate.held.is_empty() {
+        // Backing off: the backoff's timer claims them.
+        if gate.held.is_empty() || gate.claims.waits() {
             return;
         }
         if gate.claiming {
@@ -368,13 +438,10 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
                 for (tp, head) in heads {
                     gate.held.entry(tp).or_default().push_front(head);
                 }
-                let delay = gate.backoff();
-                self.store_failed("claim", &error, delay);
-                self.hold(ctx);
-                return;
+                return self.claim_failed(&error, ctx);
             }
         };
-        gate.answered();
+        gate.answered(Call::Claim);
         let mut next = Vec::new();
         for (((tp, head), live), claim) in heads.into_iter().zip(live).zip(claims) {
             if !live {
@@ -401,8 +468,8 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
 
     /// `record` will not be finished here after all (dropped while not
     /// this member's any more, or its queue emptied): its key is no longer
-    /// in hand. Copies waiting for it are claimed again; without any, this
-    /// member's claim is given back.
+    /// in hand. A copy waiting for it is handled instead; without one,
+    /// this member's claim is given back.
     pub(super) fn abandon(&mut self, record: &Record, ctx: &mut Context<Self>) {
         let Some(gate) = self.gate.as_mut() else {
             return;
@@ -411,18 +478,11 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
             return;
         };
         gate.in_hand.remove(&key);
-        match gate.parked.remove(&key) {
-            Some(copies) => {
-                let waiting = std::mem::replace(&mut gate.waiting, copies);
-                gate.waiting.extend(waiting);
-                self.claim_waiting(ctx);
-            }
-            None => self.release_keys(vec![key], ctx),
-        }
+        self.release_keys(vec![key], ctx);
     }
 
     /// `record` was handled before: finished without its handler.
-    fn duplicate(&mut self, record: Arc<Record>) {
+    pub(super) fn duplicate(&mut self, record: Arc<Record>) {
         self.count(&record.topic, |c| c.duplicates.inc());
         self.completed.push(record);
     }
@@ -447,6 +507,7 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
     pub(super) fn final_fate(&mut self, record: Arc<Record>, live: bool, ctx: &mut Context<Self>) {
         if let Some(gate) = self.gate.as_mut() {
             if let Some(key) = gate.by_record.remove(&at(&record)) {
+                gate.in_hand.insert(key.clone(), true);
                 gate.finished.push((key, live.then_some(record)));
                 return self.complete_finished(ctx);
             }
@@ -458,11 +519,12 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
 
     /// Records the keys of the finished records, unless a call doing so is
     /// under way (they join the next one).
-    fn complete_finished(&mut self, ctx: &mut Context<Self>) {
+    pub(super) fn complete_finished(&mut self, ctx: &mut Context<Self>) {
         let Some(gate) = self.gate.as_mut() else {
             return;
         };
-        if gate.completing || gate.finished.is_empty() {
+        // Backing off: the backoff's timer records them.
+        if gate.completing || gate.finished.is_empty() || gate.completions.waits() {
             return;
         }
         gate.completing = true;
@@ -478,51 +540,63 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
                     };
                     gate.completing = false;
                     if let Err(e) = result {
-                        let delay = gate.backoff();
+                        let delay = gate.completions.failed();
                         let later = std::mem::replace(&mut gate.finished, finished);
                         gate.finished.extend(later);
-                        act.store_failed("record", &e.to_string(), delay);
+                        act.store_failed(Call::Record, &e.to_string(), delay);
                         ctx.run_later(delay, |act, ctx| act.complete_finished(ctx));
                         return;
                     }
-                    gate.answered();
-                    let mut copies = Vec::new();
+                    gate.answered(Call::Record);
+                    let mut recorded = Vec::with_capacity(finished.len());
                     for (key, record) in finished {
                         gate.in_hand.remove(&key);
-                        copies.extend(gate.parked.remove(&key).into_iter().flatten());
                         if let Some(record) = record {
                             act.completed.push(record);
                         }
+                        recorded.push(key);
                     }
-                    for copy in copies {
-                        if act.feed.is_current(copy.stamp, &copy.record) {
-                            act.duplicate(copy.record);
-                        }
-                    }
+                    // Copies waiting for them are duplicates.
+                    act.originals_recorded(recorded);
                     act.report(ctx);
-                    act.claim_held(ctx);
                     act.complete_finished(ctx);
                 }),
         );
     }
 
-    /// Gives up this member's claims on `keys` (its partitions moved).
-    pub(super) fn release_keys(&mut self, mut keys: Vec<String>, ctx: &mut Context<Self>) {
+    /// Gives up this member's claims on `keys` (its partitions moved, or
+    /// their records will not be handled here). A key this member is
+    /// handling under another record keeps its claim, and so does one a
+    /// copy of which waits here (giving it back would let another member
+    /// handle it at the same time): a copy whose turn came claims it now.
+    pub(super) fn release_keys(&mut self, keys: Vec<String>, ctx: &mut Context<Self>) {
+        let mut release = Vec::new();
+        for key in keys {
+            let Some(gate) = self.gate.as_mut() else {
+                return;
+            };
+            if gate.in_hand.contains_key(&key) || gate.claiming_copies.contains(&key) {
+                continue;
+            }
+            if let Some(copies) = gate.parked.remove(&key) {
+                self.claim_copies(key, copies, ctx);
+                continue;
+            }
+            if !self.copy_queued(&key) {
+                release.push(key);
+            }
+        }
         let Some(gate) = self.gate.as_ref() else {
             return;
         };
-        // A key this member is handling under another record (a copy) keeps
-        // its claim: giving it back would let another member handle it at
-        // the same time.
-        keys.retain(|k| !gate.in_hand.contains(k));
-        if keys.is_empty() {
+        if release.is_empty() {
             return;
         }
         let (store, owner) = (gate.idempotency.store.clone(), gate.owner.clone());
         let group = self.settings.group.clone();
         ctx.spawn(
             async move {
-                if let Err(e) = store.release(&keys, &owner).await {
+                if let Err(e) = store.release(&release, &owner).await {
                     // Their leases run out instead.
                     tracing::warn!(%group, error = %e, "could not release idempotency claims");
                 }
@@ -531,9 +605,24 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
         );
     }
 
-    fn store_failed(&self, call: &str, error: &str, delay: Duration) {
+    /// A claim failed: every claim waits for the backoff, then the
+    /// records waiting and the held partitions are claimed again.
+    fn claim_failed(&mut self, error: &str, ctx: &mut Context<Self>) {
+        let Some(gate) = self.gate.as_mut() else {
+            return;
+        };
+        let delay = gate.claims.failed();
+        self.store_failed(Call::Claim, error, delay);
+        ctx.run_later(delay, |act, ctx| {
+            act.claim_waiting(ctx);
+            act.claim_held(ctx);
+        });
+    }
+
+    pub(super) fn store_failed(&self, call: Call, error: &str, delay: Duration) {
+        let call = call.name();
         if let Some(gate) = &self.gate {
-            gate.idempotency.failing.set(format!("{call}: {error}"));
+            gate.idempotency.failing.set_for(call, error.to_string());
         }
         let group = &self.settings.group;
         self.settings

@@ -66,6 +66,7 @@ use crate::subscription::lane::{Answer, Job, SharedBoard};
 use crate::subscription::retry::RetryPolicy;
 use tracing::Instrument;
 
+mod copies;
 mod gate;
 use gate::Gate;
 
@@ -314,6 +315,7 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
             Answer::HandlerFailed { incarnation } => {
                 self.on_handler_failure(i, job, incarnation, ctx)
             }
+            Answer::Copy => self.copy_turn(i, job, ctx),
         }
     }
 
@@ -582,7 +584,13 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
 
     /// Puts `record` on the queue of its key's lane (the lanes are woken
     /// by [`wake_lanes`](Self::wake_lanes)).
-    fn enqueue(&mut self, record: Arc<Record>, stamp: crate::connection::protocol::Stamp) {
+    /// A `copy` is settled when its turn comes (`copies.rs`).
+    fn enqueue(
+        &mut self,
+        record: Arc<Record>,
+        stamp: crate::connection::protocol::Stamp,
+        copy: bool,
+    ) {
         let mut board = self.board.borrow_mut();
         if record.key.is_none() {
             self.next_unkeyed = self.next_unkeyed.wrapping_add(1);
@@ -593,6 +601,7 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
             stamp,
             attempt: 1,
             epoch: self.epoch,
+            copy,
         });
     }
 
@@ -678,7 +687,10 @@ impl<A: Actor<Context = Context<A>>> Handler<Deliver> for Dispatcher<A> {
             self.completed.clear();
             self.outputs.clear();
             if let Some(gate) = &mut self.gate {
-                gate.clear();
+                // The lanes of copies that waited go on (empty).
+                for i in gate.clear() {
+                    board.lanes[i].blocked = false;
+                }
             }
             if !abandoned.is_empty() {
                 drop(board);
@@ -712,6 +724,7 @@ impl<A: Actor<Context = Context<A>>> Handler<Deliver> for Dispatcher<A> {
                 stamp,
                 attempt: 1,
                 epoch: self.epoch,
+                copy: false,
             });
         }
         for lane in &mut board.lanes {
@@ -744,6 +757,9 @@ impl<A: Actor<Context = Context<A>>> Handler<Released> for Dispatcher<A> {
         }
         if let Some(gate) = &mut self.gate {
             let keys = gate.release(&msg.partitions, &dropped_records);
+            self.drop_parked(&msg.partitions);
+            // A copy of a record dropped here, waiting in a partition kept,
+            // claims its key now (or when its turn comes).
             self.release_keys(keys, ctx);
         }
         let kept = |r: &Arc<Record>| {
@@ -774,6 +790,7 @@ impl<A: Actor<Context = Context<A>>> Handler<Refused> for Dispatcher<A> {
                 record,
                 attempt: 1,
                 epoch: self.epoch,
+                copy: false,
             };
             self.dead_letter(None, job, failure(FailureKind::OutputRefused, reason), ctx);
         }
