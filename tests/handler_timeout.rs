@@ -205,3 +205,59 @@ on_every_broker!(
     super::stuck_calls_time_out_on_their_own_deadlines,
     3
 );
+
+/// A handler call hangs, and the Dispatcher is restarted while it does:
+/// the new incarnation watches that call too, restarts the stuck handler
+/// past the timeout, and the record (handed to it again) is handled; the
+/// lane goes on. Before, only the current incarnation's calls were
+/// watched: the lane stayed blocked for good, nothing more was handled
+/// and nothing committed.
+#[actix::test]
+async fn a_call_hanging_across_a_dispatcher_restart_is_timed_out() {
+    let tb = TestBroker::memory(1);
+    let (topic, group) = (unique("orders"), unique("g"));
+    tb.topics(&[&topic]).await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let acked = Log::default();
+    let (counted, log) = (calls.clone(), acked.clone());
+    let app = Kafkactor::builder()
+        .broker(tb.broker.clone())
+        .handle(
+            Subscription::to(topic.as_str())
+                .group(group.as_str())
+                .concurrency(1)
+                .handler_timeout(Duration::from_millis(500)),
+            move |d: Delivery<Order>| {
+                // The very first call never answers.
+                let first = counted.fetch_add(1, Ordering::SeqCst) == 0;
+                let log = log.clone();
+                async move {
+                    if first {
+                        std::future::pending::<()>().await;
+                    }
+                    log.push(Seen::of(&d, "a"));
+                    Outcome::Ack
+                }
+            },
+        )
+        .start()
+        .await
+        .unwrap();
+    publish_all(&app, &topic, &orders(1, 1)).await;
+    eventually("the first call under way", Duration::from_secs(5), || {
+        calls.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let path = format!("subscription:{group}:{topic}/dispatcher");
+    app.fail_actor(&path, "test: restart the dispatcher")
+        .await
+        .unwrap();
+    publish_all(&app, &topic, &orders(5, 1)[1..]).await;
+    eventually("every record handled", Duration::from_secs(10), || {
+        acked.counts().len() == 5
+    })
+    .await;
+    tb.until_committed(&group, &topic, Duration::from_secs(10))
+        .await;
+    app.shutdown().await.unwrap();
+}

@@ -29,7 +29,10 @@
 //! Owns: the board's queues (a new incarnation empties them) and the
 //! deadlines of the calls under way (the subscription's handler timeout):
 //! one timer waits for the earliest (not one per attempt); a call past it
-//! fails as a timeout and its handler is re-created. One future of its
+//! fails as a timeout and its handler is re-created. Calls an earlier
+//! incarnation started are watched too: past their deadline their handler
+//! is re-created and the lane goes on (their records were handed to this
+//! incarnation again). One future of its
 //! context collects what the lanes hand back, woken once per runner turn.
 //! Handler actors are its siblings under the subscription's supervisor,
 //! reached through [`ChildRef`]s.
@@ -319,7 +322,8 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
         }
     }
 
-    /// Sets the one timer for the earliest deadline of the calls under way.
+    /// Sets the one timer for the earliest deadline of the calls under way,
+    /// those an earlier incarnation started included.
     fn arm_watchdog(&mut self, ctx: &mut Context<Self>) {
         let next = self
             .board
@@ -327,7 +331,6 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
             .lanes
             .iter()
             .filter_map(|lane| lane.running.as_ref())
-            .filter(|r| r.job.epoch == self.epoch)
             .filter_map(|r| r.deadline)
             .min();
         let Some(next) = next else { return };
@@ -352,9 +355,10 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
         {
             let mut board = self.board.borrow_mut();
             for (i, lane) in board.lanes.iter_mut().enumerate() {
-                let late = lane.running.as_ref().is_some_and(|r| {
-                    r.job.epoch == self.epoch && r.deadline.is_some_and(|d| d <= now)
-                });
+                let late = lane
+                    .running
+                    .as_ref()
+                    .is_some_and(|r| r.deadline.is_some_and(|d| d <= now));
                 if let Some(running) = lane.running.take_if(|_| late) {
                     // The call's answer, should it still come, no longer counts.
                     lane.blocked = true;
@@ -364,9 +368,40 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
         }
         let limit = self.settings.handler_timeout.unwrap_or_default();
         for (i, running) in overdue {
-            self.on_handler_timeout(i, running.job, running.incarnation, limit, ctx);
+            if running.job.epoch == self.epoch {
+                self.on_handler_timeout(i, running.job, running.incarnation, limit, ctx);
+            } else {
+                self.on_stale_timeout(i, running, limit, ctx);
+            }
         }
         self.arm_watchdog(ctx);
+    }
+
+    /// A call an earlier incarnation started is past its deadline: its
+    /// handler (maybe stuck, its lane with it) is re-created and the lane
+    /// goes on. Its record is not retried here: the connection handed it
+    /// to this incarnation again, and it waits in the lane.
+    fn on_stale_timeout(
+        &mut self,
+        i: usize,
+        running: crate::subscription::lane::Running,
+        limit: Duration,
+        ctx: &mut Context<Self>,
+    ) {
+        let (job, incarnation) = (running.job, running.incarnation);
+        tracing::warn!(group = %self.settings.group, topic = %job.record.topic,
+            partition = job.record.partition, offset = job.record.offset,
+            "a handler call from before the dispatcher's restart did not answer within {limit:?}; restarting its handler");
+        let handler = self.handlers[i].clone();
+        handler.fail(
+            incarnation,
+            format!("the handler did not answer within {limit:?}"),
+        );
+        ctx.spawn(
+            async move { handler.ready_after(incarnation, SIBLING_WAIT).await }
+                .into_actor(self)
+                .map(move |_, act, _| act.release_lane(i)),
+        );
     }
 
     /// The handler died (panic) or dropped its reply while handling `job`.
@@ -638,6 +673,9 @@ impl<A: Actor<Context = Context<A>>> Actor for Dispatcher<A> {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.spawn(Collect);
+        // Calls an earlier incarnation started are watched too: one that
+        // hangs would hold its lane for good.
+        self.arm_watchdog(ctx);
         // A restarted dispatcher asks for every unfinished record.
         if let Some(connection) = self.connection.get() {
             connection.do_send(Ready);
