@@ -89,6 +89,9 @@ pub(crate) struct Parts {
     pub(crate) lineage: Option<Tap>,
     /// The largest record the application publishes.
     pub(crate) max_message_bytes: usize,
+    /// A subscription's readiness check of its handlers (unused by the
+    /// Republisher).
+    pub(crate) handlers_health: crate::observe::health::Failing,
 }
 
 /// Assembles an application: the broker, the subscriptions and their
@@ -399,6 +402,7 @@ impl AppBuilder {
             },
         );
         let mut dependencies = Vec::new();
+        let mut handlers = Vec::new();
         #[cfg(feature = "postgres")]
         for relay in self.outbox_relays {
             let failing = crate::observe::health::Failing::default();
@@ -442,6 +446,7 @@ impl AppBuilder {
                     metrics: metrics.clone(),
                     lineage: None,
                     max_message_bytes: self.max_message_bytes,
+                    handlers_health: Default::default(),
                 },
             ));
         }
@@ -453,6 +458,11 @@ impl AppBuilder {
                 connection: connection.clone(),
                 buckets: false,
             });
+            let handlers_health = crate::observe::health::Failing::default();
+            handlers.push((
+                format!("handlers:{}", sub.group_name()),
+                handlers_health.clone(),
+            ));
             if let Some(idempotency) = &sub.idempotency {
                 dependencies.push((
                     format!("idempotency:{}", sub.group_name()),
@@ -467,9 +477,12 @@ impl AppBuilder {
                 metrics: metrics.clone(),
                 lineage: tap.clone().filter(|_| sub.lineage),
                 max_message_bytes: self.max_message_bytes,
+                handlers_health,
             }));
         }
-        let observed = Observed::new(metrics.clone(), backend.clone(), consumers, dependencies);
+        // The handlers' checks first, then the dependencies'.
+        handlers.extend(dependencies);
+        let observed = Observed::new(metrics.clone(), backend.clone(), consumers, handlers);
         let mut http_addr = None;
         if let Some(addr) = &self.http {
             let listener = std::net::TcpListener::bind(addr.as_str())

@@ -146,3 +146,89 @@ async fn with_escalate_the_application_stops_with_the_reason_and_loses_nothing()
     fixed.shutdown().await.unwrap();
     assert_eq!(log.counts().len(), 50);
 }
+
+/// A handler that panics on every record passes its restart limit, and
+/// every record is dead-lettered: the application is not ready
+/// (`/health/ready` answers 503) with a `handlers:<group>` check naming
+/// the restart limit and the dead letters; once records are handled again
+/// and the limit's window has passed, it is ready again. Before, readiness
+/// answered ready throughout.
+#[actix::test]
+async fn a_crash_loop_shows_in_readiness() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let broker = Broker::memory();
+    let (topic, group) = (unique("orders"), unique("g"));
+    let healthy = Arc::new(AtomicBool::new(false));
+    let fine = healthy.clone();
+    let behaviour: Behaviour = Arc::new(move |d: &Delivery<Order>| {
+        if !fine.load(Ordering::SeqCst) {
+            panic!("cannot handle order {}", d.message().id);
+        }
+        Outcome::Ack
+    });
+    let log = Log::default();
+    let app = Kafkactor::builder()
+        .broker(broker.clone())
+        .serve_http("127.0.0.1:0")
+        .subscribe(
+            Subscription::to(topic.as_str())
+                .group(group.as_str())
+                .retry(RetryPolicy::exponential(2, Duration::from_millis(1)))
+                .restart_limit(3, Duration::from_secs(2))
+                .restart_backoff(Backoff::none())
+                .on_restart_limit(OnRestartLimit::DeadLetter),
+            probe(&log, "a", behaviour),
+        )
+        .start()
+        .await
+        .unwrap();
+    let addr = app.http_addr().unwrap();
+    let check = |health: &kafkactor::Health| {
+        health
+            .checks
+            .iter()
+            .find(|c| c.name == format!("handlers:{group}"))
+            .cloned()
+            .expect("the handlers' check")
+    };
+    assert!(check(&app.health().await).ok);
+    publish_all(&app, &topic, &orders(150, 10)).await;
+    let memory = broker.as_memory().unwrap();
+    eventually(
+        "every record dead-lettered",
+        Duration::from_secs(30),
+        || memory.lag(&group, &topic) == 0,
+    )
+    .await;
+    assert_eq!(memory.records(&format!("{topic}.dlq")).len(), 150);
+    let health = app.health().await;
+    let failing = check(&health);
+    assert!(!health.ready && !failing.ok, "{health:?}");
+    assert!(
+        failing.detail.contains("restart limit exceeded")
+            && failing
+                .detail
+                .contains("the last 100 records finished were all dead-lettered"),
+        "{}",
+        failing.detail
+    );
+    let (status, body) = support::http::http_get(addr, "/health/ready")
+        .await
+        .unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("restart limit exceeded"), "{body}");
+
+    // The handler works again: ready once a record is acknowledged and the
+    // restart limit's window has passed.
+    healthy.store(true, Ordering::SeqCst);
+    publish_all(&app, &topic, &orders(1, 1)).await;
+    eventually_async("ready again", Duration::from_secs(10), || async {
+        app.health().await.ready
+    })
+    .await;
+    let (status, _) = support::http::http_get(addr, "/health/ready")
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    app.shutdown().await.unwrap();
+}

@@ -6,42 +6,14 @@
 mod support;
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
 
 use kafkactor::prelude::*;
 use kafkactor::prometheus::proto::MetricFamily;
+use support::http::http_get;
 use support::kafka_process::KafkaProcess;
 use support::*;
-
-/// `GET path` over a fresh connection: the status code and the body.
-async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
-    let path = path.to_string();
-    tokio::task::spawn_blocking(move || {
-        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-        write!(
-            stream,
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-        )?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response)?;
-        let status = response
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        Ok((status, body))
-    })
-    .await
-    .unwrap()
-}
 
 /// The value of `name` with exactly these `labels` (a subset of its labels
 /// must match), summed over the series that match; counters, gauges and
@@ -340,7 +312,11 @@ async fn health_endpoints_answer_over_http() {
         .as_str()
         .unwrap()
         .starts_with("consumer:"));
-    assert_eq!(app.health().await.checks.len(), 2);
+    assert!(health["checks"][2]["name"]
+        .as_str()
+        .unwrap()
+        .starts_with("handlers:"));
+    assert_eq!(app.health().await.checks.len(), 3);
     let (status, _) = http_get(addr, "/nothing-here").await.unwrap();
     assert_eq!(status, 404);
     app.shutdown().await.unwrap();

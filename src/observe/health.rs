@@ -6,7 +6,12 @@
 //! per [`PROBE_EVERY`], within [`PROBE_TIMEOUT`]), and every consumer (each
 //! subscription and the Republisher) is running and owns at least one
 //! partition. A member of a group with more members than partitions owns
-//! none and so reports not ready: it stands by.
+//! none and so reports not ready: it stands by. Neither is a subscription
+//! in a crash loop: its handlers past their restart limit (for the limit's
+//! window after it was last exceeded), or the last
+//! [`DEAD_LETTER_STREAK`] records it finished all dead-lettered (until one
+//! is acknowledged). Nor an application one of whose dependencies (an
+//! idempotency store, the outbox's database) fails.
 //!
 //! Consumer lag and the delayed backlog are read from the broker when the
 //! metrics are gathered: the high watermark and the group's committed
@@ -24,6 +29,10 @@ use super::metrics::Metrics;
 use crate::broker::BrokerBackend;
 use crate::connection::consumer::{ConsumerConnection, Owned};
 
+/// How many records in a row a subscription may dead-letter, none
+/// acknowledged, before it reports not ready.
+pub(crate) const DEAD_LETTER_STREAK: u32 = 100;
+
 /// How long a broker probe may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a probe's answer is kept.
@@ -39,17 +48,20 @@ pub struct Health {
     pub live: bool,
     /// Live, the broker answers, and every consumer owns partitions.
     pub ready: bool,
-    /// Each check, in order: the broker, each consumer, each idempotency
-    /// store, the outbox's database.
+    /// Each check, in order: the broker, each consumer, each
+    /// subscription's handlers, each idempotency store, the outbox's
+    /// database.
     pub checks: Vec<Check>,
 }
 
 /// One readiness check.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Check {
-    /// `broker`, `consumer:<group>`, `idempotency:<group>` (an
-    /// idempotent subscription's store) or `outbox:<table>` (an outbox relay's
-    /// database).
+    /// `broker`, `consumer:<group>`, `handlers:<group>` (a subscription's
+    /// handlers: failing while they are past their restart limit, or while
+    /// every record lately went to the dead-letter topic),
+    /// `idempotency:<group>` (an idempotent subscription's store) or
+    /// `outbox:<table>` (an outbox relay's database).
     pub name: String,
     /// Whether it passed.
     pub ok: bool,
@@ -62,8 +74,12 @@ pub struct Check {
 /// set by the actor that calls it, read by the readiness check. Each kind
 /// of call (an idempotency store's claims and its completions) fails and
 /// recovers on its own: the check passes once none is failing.
-#[derive(Clone, Default)]
-pub(crate) struct Failing(Arc<Mutex<std::collections::BTreeMap<&'static str, String>>>);
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Failing(Arc<Mutex<std::collections::BTreeMap<&'static str, Failure>>>);
+
+/// One kind of call's failure, and when it stops counting (None: once
+/// cleared).
+type Failure = (String, Option<Instant>);
 
 impl Failing {
     /// The dependency fails.
@@ -78,7 +94,12 @@ impl Failing {
 
     /// Calls of kind `call` fail.
     pub(crate) fn set_for(&self, call: &'static str, failure: String) {
-        self.lock().insert(call, failure);
+        self.lock().insert(call, (failure, None));
+    }
+
+    /// `what` fails until `until` (unless set again).
+    pub(crate) fn set_until(&self, what: &'static str, failure: String, until: Instant) {
+        self.lock().insert(what, (failure, Some(until)));
     }
 
     /// Calls of kind `call` succeed again.
@@ -91,21 +112,23 @@ impl Failing {
 
     /// What is failing, if anything: each kind of call's last failure.
     pub(crate) fn get(&self) -> Option<String> {
-        let failing = self.lock();
+        let mut failing = self.lock();
         if failing.is_empty() {
             return None;
         }
+        let now = Instant::now();
+        failing.retain(|_, (_, until)| until.is_none_or(|until| now < until));
         let all: Vec<String> = failing
             .iter()
-            .map(|(call, failure)| match *call {
+            .map(|(call, (failure, _))| match *call {
                 "" => failure.clone(),
                 call => format!("{call}: {failure}"),
             })
             .collect();
-        Some(all.join("; "))
+        (!all.is_empty()).then(|| all.join("; "))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<&'static str, String>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<&'static str, Failure>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

@@ -98,6 +98,7 @@ where
         lineage: parts.lineage.clone(),
         idempotency: sub.idempotency.clone(),
         member: Arc::from(uuid::Uuid::now_v7().to_string()),
+        health: parts.handlers_health.clone(),
     });
     // What the connection learns of the topics a transactional
     // subscription's handlers publish to, for their publishes' checks.

@@ -13,6 +13,7 @@ use kafkactor::prelude::*;
 use serde::{Deserialize, Serialize};
 
 pub mod forwarding;
+pub mod http;
 pub mod kafka_process;
 pub mod proxy;
 pub mod python;

@@ -59,6 +59,7 @@ use crate::connection::protocol::{Arrival, Deliver, Feed, Outputs, Ready, Refuse
 use crate::dead_letter::{self, DeadLetter, DeadLetterRecord, FailureKind};
 use crate::delivery::Outcome;
 use crate::envelope::Record;
+use crate::observe::health::{Failing, DEAD_LETTER_STREAK};
 use crate::observe::lineage::Tap;
 use crate::observe::metrics::{count_runs, HandleMetrics, Metrics, PerTopic};
 use crate::observe::trace::{batch_span, Batch};
@@ -104,6 +105,9 @@ pub(crate) struct DispatchSettings {
     pub(crate) idempotency: Option<crate::idempotency::Idempotency>,
     /// This member, as the owner of its idempotency claims.
     pub(crate) member: Arc<str>,
+    /// The readiness check of its handlers (`handlers:<group>`): failing
+    /// while they are in a crash loop.
+    pub(crate) health: Failing,
 }
 
 impl DispatchSettings {
@@ -155,6 +159,8 @@ pub(crate) struct Dispatcher<A: Actor<Context = Context<A>>> {
     next_unkeyed: usize,
     /// When handlers failed recently, oldest first (for the restart limit).
     handler_failures: VecDeque<Instant>,
+    /// Records dead-lettered since the last acknowledged one.
+    dead_streak: u32,
     /// One timer for the earliest deadline of the calls under way (not one
     /// per attempt), and that deadline. A task of its own that sends
     /// [`Overdue`], not a timer in this context (which would be polled on
@@ -219,6 +225,7 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
             flush_timer: false,
             next_unkeyed: 0,
             handler_failures: VecDeque::new(),
+            dead_streak: 0,
             watchdog: None,
             counters: PerTopic::default(),
             gate: settings
@@ -260,6 +267,9 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
         count_runs(done.iter().map(|job| &job.record.topic), |topic, n| {
             self.count(topic, |c| c.acked.inc_by(n))
         });
+        if self.dead_streak > 0 && !done.is_empty() {
+            self.acked_again();
+        }
         if self.gate.is_some() {
             self.acked_through_gate(&mut done, ctx);
         }
@@ -483,8 +493,36 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
         if self.handler_failures.len() > max.saturating_add(1) {
             self.handler_failures.pop_front();
         }
-        (self.handler_failures.len() > max)
-            .then(|| format!("more than {max} restarts within {window:?}"))
+        let exceeded = (self.handler_failures.len() > max)
+            .then(|| format!("more than {max} restarts within {window:?}"))?;
+        // Not ready until the window passes without it.
+        self.settings.health.set_until(
+            "restarts",
+            format!("handler restart limit exceeded ({exceeded}): failing records are dead-lettered without retries"),
+            now + window,
+        );
+        Some(exceeded)
+    }
+
+    /// A record was dead-lettered: past [`DEAD_LETTER_STREAK`] in a row,
+    /// the subscription reports not ready.
+    fn dead_lettered(&mut self) {
+        self.dead_streak = self.dead_streak.saturating_add(1);
+        if self.dead_streak == DEAD_LETTER_STREAK {
+            self.settings.health.set_for(
+                "dead-letters",
+                format!("the last {DEAD_LETTER_STREAK} records finished were all dead-lettered"),
+            );
+        }
+    }
+
+    /// A record was acknowledged after dead letters.
+    #[cold]
+    fn acked_again(&mut self) {
+        if self.dead_streak >= DEAD_LETTER_STREAK {
+            self.settings.health.clear_for("dead-letters");
+        }
+        self.dead_streak = 0;
     }
 
     fn retry_or_dead_letter(
@@ -556,6 +594,7 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
                     let error = match result {
                         Ok(()) => {
                             let kind = why.kind.as_str();
+                            act.dead_lettered();
                             act.count(&job.record.topic, |c| c.dead_lettered(kind));
                             if let Some(tap) = &act.settings.lineage {
                                 let group = &act.settings.group;
