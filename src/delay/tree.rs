@@ -65,7 +65,7 @@ pub(crate) fn republisher_spec(
             topics: plan.topics(),
             reset: OffsetReset::Earliest,
             revoke_timeout: Duration::from_secs(5),
-            prefetch: delays.in_flight_limit().clamp(1_000, 10_000),
+            prefetch: delays.in_flight_limit().min(10_000),
             fetch_wait: Some(FETCH_WAIT),
         },
         max_in_flight: delays.in_flight_limit(),

@@ -26,6 +26,13 @@ struct Inner {
     done_order: VecDeque<(String, Instant)>,
 }
 
+impl Inner {
+    /// Whether `key`'s entry is the one recorded until `until`.
+    fn is_current(&self, key: &str, until: Instant) -> bool {
+        matches!(self.keys.get(key), Some(Entry::Done { until: u }) if *u == until)
+    }
+}
+
 #[derive(Debug, Clone)]
 enum Entry {
     Claimed { owner: String, until: Instant },
@@ -100,9 +107,17 @@ impl IdempotencyStore for MemoryStore {
             let Some((key, until)) = inner.done_order.pop_front() else {
                 break;
             };
-            if matches!(inner.keys.get(&key), Some(Entry::Done { until: u }) if *u == until) {
+            if inner.is_current(&key, until) {
                 inner.keys.remove(&key);
             }
+        }
+        // Keys recorded again (after their TTL, or a copy's) leave stale
+        // entries behind: the list keeps at most about twice the keys.
+        if inner.done_order.len() > 2 * inner.keys.len() + 64 {
+            let Inner { keys, done_order } = &mut *inner;
+            done_order.retain(|(key, until)| {
+                matches!(keys.get(key), Some(Entry::Done { until: u }) if u == until)
+            });
         }
         future::ready(Ok(())).boxed()
     }
@@ -167,6 +182,25 @@ mod tests {
                 .unwrap(),
             [Claim::New],
             "an expired key is new again"
+        );
+    }
+
+    /// A key recorded again and again (after its TTL, or by copies) keeps
+    /// one entry in the eviction order, give or take: the order list grew
+    /// by one per recording, without bound.
+    #[actix_rt::test]
+    async fn keys_recorded_again_keep_memory_bounded() {
+        let store = MemoryStore::new(1_000);
+        for round in 0..100_000u32 {
+            let ttl = Duration::from_nanos(u64::from(round % 3));
+            store.complete(&keys(&["a", "b"]), ttl).await.unwrap();
+        }
+        let inner = store.lock();
+        assert_eq!(inner.keys.len(), 2);
+        assert!(
+            inner.done_order.len() <= 2 * 2 + 64 + 2,
+            "{}",
+            inner.done_order.len()
         );
     }
 

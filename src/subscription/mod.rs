@@ -174,7 +174,13 @@ impl Subscription {
     }
 
     /// Most records read but not finished at once (default `256 * concurrency`);
-    /// past it the partitions are paused, never buffered without bound.
+    /// past it the partitions are paused. On Kafka the member's client goes
+    /// on polling while its handlers are busy (the group's rebalances are
+    /// answered in its polls) and reads ahead up to this many records
+    /// more (at least 1,000: a pause drops librdkafka's prefetched data),
+    /// and at most 16 MiB of them, before it pauses; besides, librdkafka
+    /// keeps its own fetch queue (`queued.max.messages.kbytes`, settable
+    /// with [`Broker::set`](crate::Broker::set)).
     pub fn max_in_flight(mut self, max: usize) -> Self {
         self.max_in_flight = Some(max);
         self

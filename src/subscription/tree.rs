@@ -70,6 +70,21 @@ where
     .shutdown_deadline(shutdown_deadline)
 }
 
+/// What a member of `sub`'s group is.
+fn consumer_config(sub: &Subscription) -> ConsumerConfig {
+    ConsumerConfig {
+        group: sub.group_name().to_string(),
+        topics: sub.topics.clone(),
+        reset: sub.reset,
+        revoke_timeout: sub.drain_timeout.saturating_add(Duration::from_secs(5)),
+        // Read ahead while the handlers are busy: bounded by the
+        // subscription's own setting (the Kafka client also bounds it in
+        // bytes, and reads at least a thousand).
+        prefetch: sub.in_flight_limit(),
+        fetch_wait: None,
+    }
+}
+
 /// The child spec of one subscription's supervisor.
 pub(crate) fn subscription_spec<A, F>(
     sub: Subscription,
@@ -104,16 +119,7 @@ where
     // subscription's handlers publish to, for their publishes' checks.
     let partitions = PartitionCounts::default();
     let consumer = ConsumerSettings {
-        config: ConsumerConfig {
-            group: sub.group_name().to_string(),
-            topics: sub.topics.clone(),
-            reset: sub.reset,
-            revoke_timeout: sub.drain_timeout.saturating_add(Duration::from_secs(5)),
-            // librdkafka buffers megabytes ahead anyway, and every pause drops
-            // that buffer: pause only when handlers are really behind.
-            prefetch: (sub.in_flight_limit() * 4).max(10_000),
-            fetch_wait: None,
-        },
+        config: consumer_config(&sub),
         max_in_flight: sub.in_flight_limit(),
         commit_interval: sub.commit_interval,
         drain_timeout: sub.drain_timeout,
@@ -257,5 +263,20 @@ where
             ));
         }
         lanes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a member reads ahead while its handlers are busy is bounded by
+    /// the subscription's `max_in_flight` (it was at least 10,000 records).
+    #[test]
+    fn read_ahead_is_the_subscriptions_in_flight_bound() {
+        let sub = Subscription::to("t").group("g").max_in_flight(64);
+        assert_eq!(consumer_config(&sub).prefetch, 64);
+        let sub = Subscription::to("t").group("g").concurrency(2);
+        assert_eq!(consumer_config(&sub).prefetch, 512);
     }
 }

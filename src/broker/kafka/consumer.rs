@@ -9,11 +9,14 @@
 //!
 //! Flow control: while the actor has no credit the thread keeps polling (so
 //! rebalances and `max.poll.interval.ms` are served) and keeps what arrives
-//! in a stash of at most `prefetch` records; only when the stash is full does
-//! it pause the assigned partitions, resuming them once the stash is half
-//! empty. librdkafka drops its prefetched data on every pause, so pausing is
-//! kept for handlers that really are slower than the fetches, never done per
-//! batch. The actor's own pause and resume calls are therefore not needed here.
+//! in a stash of at most `prefetch` records (a subscription's
+//! `max_in_flight`, and at least [`MIN_READ_AHEAD`]) and at most
+//! [`MAX_READ_AHEAD_BYTES`]; only when the stash is full does it pause the
+//! assigned partitions, resuming them once the stash is half empty.
+//! librdkafka drops its prefetched data on every pause, so pausing is kept
+//! for handlers that really are slower than the fetches, never done per
+//! batch (hence the floor). The actor's own pause and resume calls are
+//! therefore not needed here.
 //!
 //! Offsets are never committed automatically (`enable.auto.commit=false`):
 //! only what the actor commits, which is its completed watermark.
@@ -48,6 +51,15 @@ use crate::broker::{
 };
 use crate::envelope::{header, Headers, Name, OutgoingRecord, Record, TopicPartition, INLINE};
 use crate::error::{Error, Result};
+
+/// The fewest records the stash takes before it pauses the assignment,
+/// whatever the subscription's `max_in_flight`: a pause drops librdkafka's
+/// prefetched data, and a stash of a handful would pause at every poll.
+pub(crate) const MIN_READ_AHEAD: usize = 1_000;
+
+/// The most bytes (keys, headers and payloads) the stash holds before it
+/// pauses the assignment, however few records that is.
+pub(crate) const MAX_READ_AHEAD_BYTES: usize = 16 << 20;
 
 /// The longest a single poll of librdkafka blocks, so commands are served promptly.
 const POLL_SLICE: Duration = Duration::from_millis(20);
@@ -98,7 +110,7 @@ struct Shared {
     /// Assignments to announce with the next answer.
     events: Mutex<Vec<ConsumerEvent>>,
     /// Records polled while the actor had no credit, oldest first.
-    stash: Mutex<std::collections::VecDeque<Arc<Record>>>,
+    stash: Mutex<Stash>,
     /// Whether the thread paused the assignment because the stash is full.
     paused: AtomicBool,
     /// Partitions the actor holds paused, whatever the stash does.
@@ -233,6 +245,9 @@ impl ConsumerContext for Context {
 pub(crate) struct KafkaConsumer {
     commands: Mutex<Sender<Command>>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// What the polling thread shares, for the tests to look at.
+    #[cfg(test)]
+    shared: Arc<Shared>,
 }
 
 impl KafkaConsumer {
@@ -247,7 +262,7 @@ impl KafkaConsumer {
             fetch: Mutex::new(None),
             records: Mutex::new(Vec::new()),
             events: Mutex::new(Vec::new()),
-            stash: Mutex::new(std::collections::VecDeque::new()),
+            stash: Mutex::new(Stash::default()),
             paused: AtomicBool::new(false),
             held: Mutex::new(HashSet::new()),
             prefetch: config.prefetch.max(1),
@@ -282,6 +297,8 @@ impl KafkaConsumer {
         consumer
             .subscribe(&topics)
             .map_err(|e| broker_error(&format!("subscribe to {topics:?}"), &e))?;
+        #[cfg(test)]
+        let seen = shared.clone();
         let thread = std::thread::Builder::new()
             .name(format!("kafkactor-consumer-{}", config.group))
             .spawn(move || PollThread::new(consumer, shared).run())
@@ -289,6 +306,8 @@ impl KafkaConsumer {
         Ok(KafkaConsumer {
             commands: Mutex::new(tx),
             thread: Mutex::new(Some(thread)),
+            #[cfg(test)]
+            shared: seen,
         })
     }
 
@@ -575,17 +594,47 @@ impl PollThread {
 
     /// Pauses the assignment when the stash is full, resumes it when half empty.
     fn flow_control(&self) {
-        let stashed = lock(&self.shared.stash).len();
+        let (stashed, bytes) = {
+            let stash = lock(&self.shared.stash);
+            (stash.records.len(), stash.bytes)
+        };
         let paused = self.shared.paused.load(Ordering::SeqCst);
-        if !paused && stashed >= self.shared.prefetch {
-            tracing::debug!(group = %self.shared.group, stashed, "stash full: pausing the assignment");
+        let most = self.shared.prefetch.max(MIN_READ_AHEAD);
+        if !paused && (stashed >= most || bytes >= MAX_READ_AHEAD_BYTES) {
+            tracing::debug!(group = %self.shared.group, stashed, bytes, "stash full: pausing the assignment");
             pause_assignment(&self.consumer, true, &lock(&self.shared.held));
             self.shared.paused.store(true, Ordering::SeqCst);
-        } else if paused && stashed <= self.shared.prefetch / 2 {
+        } else if paused && stashed <= most / 2 && bytes <= MAX_READ_AHEAD_BYTES / 2 {
             tracing::debug!(group = %self.shared.group, stashed, "stash half empty: resuming the assignment");
             pause_assignment(&self.consumer, false, &lock(&self.shared.held));
             self.shared.paused.store(false, Ordering::SeqCst);
         }
+    }
+}
+
+/// Records read ahead while the actor has no credit, and their size.
+#[derive(Default)]
+struct Stash {
+    records: std::collections::VecDeque<Arc<Record>>,
+    /// Their keys, headers and payloads, in bytes.
+    bytes: usize,
+}
+
+impl Stash {
+    fn push_back(&mut self, record: Arc<Record>) {
+        self.bytes += record.byte_size();
+        self.records.push_back(record);
+    }
+
+    fn pop_front(&mut self) -> Option<Arc<Record>> {
+        let record = self.records.pop_front()?;
+        self.bytes -= record.byte_size();
+        Some(record)
+    }
+
+    fn retain(&mut self, keep: impl Fn(&Arc<Record>) -> bool) {
+        self.records.retain(|r| keep(r));
+        self.bytes = self.records.iter().map(|r| r.byte_size()).sum();
     }
 }
 
@@ -781,4 +830,95 @@ fn to_tpl(partitions: &[TopicPartition]) -> TopicPartitionList {
         tpl.add_partition(&tp.topic, tp.partition);
     }
     tpl
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    use rdkafka::ClientConfig;
+
+    /// Reads `n` records of `size` bytes spread over 8 partitions with a
+    /// member whose connection takes 50 of them and then has no credit;
+    /// returns what it read ahead meanwhile: records and bytes.
+    async fn read_ahead(prefetch: usize, n: usize, size: usize) -> (usize, usize) {
+        let mock = MockCluster::new(1).unwrap();
+        mock.create_topic("t", 8, 1).unwrap();
+        let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+            .set("bootstrap.servers", mock.bootstrap_servers())
+            .create()
+            .unwrap();
+        let payload = vec![b'x'; size];
+        for i in 0..n {
+            let key = i.to_string();
+            let record = BaseRecord::<str, [u8]>::to("t").key(&key).payload(&payload);
+            producer.send(record).unwrap();
+        }
+        producer.flush(Duration::from_secs(30)).unwrap();
+        let kafka = KafkaConfig::new(mock.bootstrap_servers());
+        let consumer = KafkaConsumer::start(
+            &kafka,
+            ConsumerConfig {
+                group: "g".into(),
+                topics: vec!["t".into()],
+                reset: OffsetReset::Earliest,
+                revoke_timeout: Duration::from_secs(5),
+                prefetch,
+                fetch_wait: Some(Duration::from_millis(10)),
+            },
+        )
+        .unwrap();
+        let mut taken = 0;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while taken < 50 && Instant::now() < deadline {
+            for event in consumer
+                .poll(50 - taken, Duration::from_millis(100))
+                .await
+                .unwrap()
+            {
+                if let ConsumerEvent::Records(records) = event {
+                    taken += records.len();
+                }
+            }
+        }
+        assert_eq!(taken, 50);
+        // No credit: it goes on polling (the group's events come in polls)
+        // until it pauses.
+        let until = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < until {
+            let events = consumer.poll(0, Duration::from_millis(100)).await.unwrap();
+            assert!(events
+                .iter()
+                .all(|e| !matches!(e, ConsumerEvent::Records(r) if !r.is_empty())));
+        }
+        let stash = lock(&consumer.shared.stash);
+        let seen = (stash.records.len(), stash.bytes);
+        drop(stash);
+        consumer.close();
+        seen
+    }
+
+    /// With a small `max_in_flight` it reads ahead `MIN_READ_AHEAD`
+    /// records, then pauses, however many wait.
+    #[actix_rt::test]
+    async fn read_ahead_is_bounded_in_records() {
+        let (records, _) = read_ahead(50, 3_000, 1).await;
+        assert!(
+            (MIN_READ_AHEAD * 9 / 10..=MIN_READ_AHEAD + 1).contains(&records),
+            "{records} records read ahead"
+        );
+    }
+
+    /// Large records: it pauses at `MAX_READ_AHEAD_BYTES`, however many
+    /// records its `max_in_flight` allows (before, up to 10,000 records of
+    /// any size: 80 MiB here).
+    #[actix_rt::test]
+    async fn read_ahead_is_bounded_in_bytes() {
+        let (records, bytes) = read_ahead(100_000, 2_800, 8 << 10).await;
+        assert!(
+            (MAX_READ_AHEAD_BYTES * 9 / 10..=MAX_READ_AHEAD_BYTES + (9 << 10)).contains(&bytes),
+            "{records} records, {bytes} bytes read ahead"
+        );
+    }
 }
