@@ -82,16 +82,6 @@ pub(crate) struct Failing(Arc<Mutex<std::collections::BTreeMap<&'static str, Fai
 type Failure = (String, Option<Instant>);
 
 impl Failing {
-    /// The dependency fails.
-    pub(crate) fn set(&self, failure: String) {
-        self.set_for("", failure);
-    }
-
-    /// The dependency answers again.
-    pub(crate) fn clear(&self) {
-        self.clear_for("");
-    }
-
     /// Calls of kind `call` fail.
     pub(crate) fn set_for(&self, call: &'static str, failure: String) {
         self.lock().insert(call, (failure, None));
@@ -120,10 +110,7 @@ impl Failing {
         failing.retain(|_, (_, until)| until.is_none_or(|until| now < until));
         let all: Vec<String> = failing
             .iter()
-            .map(|(call, (failure, _))| match *call {
-                "" => failure.clone(),
-                call => format!("{call}: {failure}"),
-            })
+            .map(|(call, (failure, _))| format!("{call}: {failure}"))
             .collect();
         (!all.is_empty()).then(|| all.join("; "))
     }

@@ -236,7 +236,7 @@ impl Relay {
             }
             let wait = match self.batch().await {
                 Ok(batch) => {
-                    self.failing.clear();
+                    self.failing.clear_for("database");
                     if batch.left > 0 {
                         backoff = (backoff * 2).min(BACKOFF.1);
                         Some(backoff)
@@ -250,7 +250,7 @@ impl Relay {
                 Err(e) => {
                     tracing::warn!(table = %self.settings.outbox.table_name(), error = %e, retry_in = ?backoff, "outbox relay: database call failed");
                     self.counters.errors.inc();
-                    self.failing.set(e.to_string());
+                    self.failing.set_for("database", e.to_string());
                     let wait = backoff;
                     backoff = (backoff * 2).min(BACKOFF.1);
                     Some(wait)
