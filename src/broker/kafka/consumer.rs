@@ -39,11 +39,12 @@ use bytes::Bytes;
 use futures_util::future::{BoxFuture, FutureExt};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, Headers as _, Message};
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use smallvec::SmallVec;
 use tokio::sync::oneshot;
 
+use super::headers::{read_headers, RawHeader};
 use super::transaction::Transactions;
 use super::{broker_error, KafkaConfig};
 use crate::broker::{
@@ -742,9 +743,6 @@ fn commit<C: ConsumerContext>(
         .map_err(|e| Error::Commit(e.to_string()))
 }
 
-/// A header as librdkafka holds it: name and value (None: null).
-type RawHeader<'m> = (&'m str, Option<&'m [u8]>);
-
 /// Copies a librdkafka message into a [`Record`]: its key, payload and
 /// long header values in one buffer (one copy, one allocation), shared by
 /// slices; short header values inline in the header list; names interned
@@ -753,9 +751,7 @@ pub(crate) fn to_record(m: &BorrowedMessage<'_>, names: &mut Names) -> Record {
     let (key, payload) = (m.key(), m.payload());
     // The headers, read once (each read is a call into librdkafka).
     let mut raw: SmallVec<[RawHeader<'_>; 8]> = SmallVec::new();
-    if let Some(headers) = m.headers() {
-        raw.extend(headers.iter().map(|h| (h.key, h.value)));
-    }
+    read_headers(m, &mut raw);
     /// A value too long to keep inline.
     fn long(v: Option<&[u8]>) -> Option<&[u8]> {
         v.filter(|v| v.len() > INLINE)

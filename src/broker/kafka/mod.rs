@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 
 mod admin;
 mod consumer;
+mod headers;
 mod producer;
 mod transaction;
 
