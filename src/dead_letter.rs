@@ -156,7 +156,7 @@ fn without_payload(mut record: OutgoingRecord, refusal: &crate::Error) -> Outgoi
     record
 }
 
-fn dead_letter_record(msg: DeadLetterRecord) -> OutgoingRecord {
+pub(crate) fn dead_letter_record(msg: DeadLetterRecord) -> OutgoingRecord {
     let r = &msg.record;
     let mut headers = r.headers.clone();
     headers.insert(header::ERROR_KIND, msg.kind.as_str());

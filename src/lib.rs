@@ -21,6 +21,8 @@ mod delay;
 mod delivery;
 mod envelope;
 mod error;
+#[doc(hidden)]
+pub mod fuzz_targets;
 pub mod idempotency;
 mod observe;
 mod outbound;

@@ -89,7 +89,7 @@ enum Target {
 }
 
 /// What a bucket record says about itself.
-struct Due {
+pub(crate) struct Due {
     /// When it may be delivered, ms since the Unix epoch.
     deliver_at: i64,
     /// When it leaves its bucket, ms since the Unix epoch.
@@ -99,7 +99,7 @@ struct Due {
 }
 
 /// Reads the delay headers of a bucket record, or says what is wrong with them.
-fn due_of(plan: &Plan, record: &Record) -> std::result::Result<Due, String> {
+pub(crate) fn due_of(plan: &Plan, record: &Record) -> std::result::Result<Due, String> {
     let deliver_at = match record.headers.get(header::DELIVER_AT) {
         None => return Err(format!("missing {} header", header::DELIVER_AT)),
         Some(raw) => std::str::from_utf8(raw)

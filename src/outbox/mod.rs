@@ -50,7 +50,7 @@
 //! the transaction asked for, not the time the relay sent it.
 
 mod relay;
-mod row;
+pub(crate) mod row;
 
 use std::sync::Arc;
 use std::time::SystemTime;

@@ -57,7 +57,7 @@ fn encode_headers(headers: &Headers) -> Vec<u8> {
     out
 }
 
-fn decode_headers(mut bytes: &[u8]) -> Result<Headers> {
+pub(crate) fn decode_headers(mut bytes: &[u8]) -> Result<Headers> {
     fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Result<&'a [u8]> {
         if bytes.len() < n {
             return Err(Error::Decode("outbox headers cut short".into()));
