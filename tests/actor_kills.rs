@@ -341,3 +341,64 @@ async fn an_unknown_actor_path_is_its_own_error() {
     );
     app.shutdown().await.unwrap();
 }
+
+/// A member's consumer connection fails while records it read wait in its
+/// lane, and its partition moves to another member: the records it had
+/// queued are dropped at once (the other member reads them again from the
+/// committed offset), not handled by both side by side. Before, the lane
+/// went on with its stale queue until a new connection fed it again: the
+/// two members handled the same records at once, first handlings out of
+/// key order.
+#[actix::test]
+async fn a_failed_connection_leaves_its_queued_records_to_the_next_owner() {
+    let tb = TestBroker::memory(1);
+    let (topic, group) = (unique("orders"), unique("g"));
+    tb.topics(&[&topic]).await;
+    let log = Log::default();
+    // Each record takes a few milliseconds, awaited: the member's thread
+    // serves its other actors meanwhile.
+    let member = |name: &'static str, pause: u64| {
+        let log = log.clone();
+        Kafkactor::builder().broker(tb.broker.clone()).handle(
+            Subscription::to(topic.as_str()).group(group.as_str()),
+            move |d: Delivery<Order>| {
+                log.push(Seen::of(&d, name));
+                async move {
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
+                    Outcome::Ack
+                }
+            },
+        )
+    };
+    let a = member("a", 10).start().await.unwrap();
+    until_owned("a owns the partition", Duration::from_secs(5), &a, |n| {
+        n == 1
+    })
+    .await;
+    // b joins and stands by (one partition); a's new connection will join
+    // after it, so b takes the partition over.
+    let b = member("b", 0).start().await.unwrap();
+    publish_all(&a, &topic, &orders(300, 1)).await;
+    eventually("a is under way", Duration::from_secs(10), || {
+        log.len() >= 20
+    })
+    .await;
+    let path = format!("subscription:{group}:{topic}/consumer-connection");
+    a.fail_actor(&path, "killed by the test").await.unwrap();
+    let handled_by_a = log.seen().iter().filter(|s| s.app == "a").count();
+    eventually("every record handled", Duration::from_secs(30), || {
+        log.counts().len() == 300
+    })
+    .await;
+    tb.until_committed(&group, &topic, Duration::from_secs(10))
+        .await;
+    let seen = log.seen();
+    let after = seen.iter().filter(|s| s.app == "a").count() - handled_by_a;
+    assert!(
+        after <= 1,
+        "a handled {after} records of its stale queue after its connection failed"
+    );
+    assert_key_order(&first_handlings(&seen));
+    b.shutdown().await.unwrap();
+    a.shutdown().await.unwrap();
+}

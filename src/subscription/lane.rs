@@ -159,6 +159,12 @@ pub(crate) struct Board {
     pub(crate) transactional: Option<Transactional>,
     /// Records handed back to the Dispatcher, with their lane and why.
     pub(crate) answers: Vec<(usize, Job, Answer)>,
+    /// The connection incarnation that read the queued records (set by the
+    /// Dispatcher when a new one feeds it).
+    pub(crate) feeding: Option<actix::Recipient<crate::connection::protocol::Completed>>,
+    /// Queued records dropped because the connection that read them is
+    /// gone (its successor reads them again): the Dispatcher abandons them.
+    pub(crate) dropped: Vec<Job>,
     /// A call got a deadline since the Dispatcher last looked.
     pub(crate) deadlines_changed: bool,
     /// The Dispatcher incarnation filling the queues.
@@ -393,6 +399,22 @@ impl<A: Actor<Context = Context<A>>> Runner<A> {
         Ok(None)
     }
 
+    /// Drops the lane's queue when the connection that read it is gone
+    /// (restarted or stopped: its successor, maybe on another member, reads
+    /// those records again from the committed offsets); the Dispatcher
+    /// abandons them. Once per turn: the connection runs on this thread,
+    /// so it cannot go in the middle of one.
+    fn drop_if_stale(&self) {
+        let mut board = self.board.borrow_mut();
+        let gone = board.feeding.as_ref().is_some_and(|c| !c.connected());
+        if !gone || board.lanes[self.lane].queue.is_empty() {
+            return;
+        }
+        let Board { lanes, dropped, .. } = &mut *board;
+        dropped.extend(lanes[self.lane].queue.drain(..));
+        board.wake_dispatcher();
+    }
+
     /// Starts the handler call for `record`: `Err` when it cannot be handled.
     fn call(
         &self,
@@ -524,6 +546,7 @@ impl<A: Actor<Context = Context<A>>> ActorFuture<A> for Runner<A> {
         task: &mut task::Context<'_>,
     ) -> Poll<()> {
         let this = self.get_mut();
+        this.drop_if_stale();
         // Publishes made by the handler during this turn inherit the
         // running record's context.
         let _current = Current::enter(&this.board, this.lane);

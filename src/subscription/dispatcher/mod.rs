@@ -246,10 +246,11 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
     /// Takes what the lanes handed back: reports acknowledged records,
     /// settles the fate of the others, watches new deadlines.
     fn collect(&mut self, ctx: &mut Context<Self>) {
-        let deadlines_changed = {
+        let (deadlines_changed, dropped) = {
             let mut board = self.board.borrow_mut();
             std::mem::swap(&mut board.done, &mut self.done);
             std::mem::swap(&mut board.answers, &mut self.answers);
+            let dropped = std::mem::take(&mut board.dropped);
             if !board.outputs.is_empty() {
                 let outputs = std::mem::take(&mut board.outputs);
                 // Those of records still ours (as `live` asks of a job).
@@ -261,8 +262,14 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
                         .map(|(_, record, written)| (record, written)),
                 );
             }
-            std::mem::replace(&mut board.deadlines_changed, false)
+            (
+                std::mem::replace(&mut board.deadlines_changed, false),
+                dropped,
+            )
         };
+        for job in dropped {
+            self.abandon(&job.record, ctx);
+        }
         let mut done = std::mem::take(&mut self.done);
         count_runs(done.iter().map(|job| &job.record.topic), |topic, n| {
             self.count(topic, |c| c.acked.inc_by(n))
@@ -754,6 +761,7 @@ impl<A: Actor<Context = Context<A>>> Handler<Deliver> for Dispatcher<A> {
         let mut board = shared.borrow_mut();
         if fresh {
             // A new connection incarnation: what the old one read is read again.
+            board.feeding = Some(msg.from.clone());
             let mut abandoned = Vec::new();
             for lane in &mut board.lanes {
                 if self.gate.is_some() {
