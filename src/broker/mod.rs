@@ -85,6 +85,11 @@ pub(crate) struct TransactionFailed {
     /// Empty when the transaction failed as a whole (it may be tried again
     /// as it is).
     pub(crate) refused: Vec<(usize, Error)>,
+    /// Whether it may have committed all the same (the broker went away
+    /// during the commit, and whether it did could not be found out):
+    /// writing its records again could write them twice, dropping them
+    /// could lose them. Only the committed offsets, read afresh, tell.
+    pub(crate) undetermined: bool,
 }
 
 impl From<Error> for TransactionFailed {
@@ -92,6 +97,7 @@ impl From<Error> for TransactionFailed {
         TransactionFailed {
             error,
             refused: Vec::new(),
+            undetermined: false,
         }
     }
 }

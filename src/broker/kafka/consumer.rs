@@ -192,8 +192,7 @@ impl ConsumerContext for Context {
                     let _ = reply.send(commit(consumer, &offsets));
                 }
                 Ok(Command::Transaction(records, offsets, reply)) => {
-                    let result = lock(&shared.transactions).commit(consumer, records, &offsets);
-                    let _ = reply.send(result);
+                    let _ = reply.send(transaction(consumer, shared, records, &offsets));
                 }
                 // Kept for the poll loop, which serves it once the rebalance is done.
                 Ok(Command::Fetch(fetch)) => *lock(&shared.fetch) = Some(fetch),
@@ -467,8 +466,7 @@ impl PollThread {
                 let _ = reply.send(commit(&self.consumer, &offsets));
             }
             Command::Transaction(records, offsets, reply) => {
-                let result =
-                    lock(&self.shared.transactions).commit(&self.consumer, records, &offsets);
+                let result = transaction(&self.consumer, &self.shared, records, &offsets);
                 let _ = reply.send(result);
             }
             // Outside a revocation there is nothing to give back.
@@ -729,10 +727,45 @@ fn pause_assignment<C: ConsumerContext>(
     }
 }
 
+/// Refuses offsets of partitions this member is not assigned (any more):
+/// one given up past its revoke deadline while the connection still
+/// finished it, say. The broker checks the member's generation, not which
+/// partitions it owns: a late commit would move the next owner's offsets,
+/// and a late transaction write outputs the next owner writes too.
+fn assigned<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    offsets: &[(TopicPartition, i64)],
+) -> Result<()> {
+    let assignment = consumer
+        .assignment()
+        .map_err(|e| Error::Commit(format!("the assignment could not be read: {e}")))?;
+    match offsets
+        .iter()
+        .find(|(tp, _)| assignment.find_partition(&tp.topic, tp.partition).is_none())
+    {
+        Some((tp, _)) => Err(Error::Commit(format!(
+            "{tp} is not assigned to this member (given up)"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// A transaction of partitions this member is assigned.
+fn transaction<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    shared: &Shared,
+    records: Vec<OutgoingRecord>,
+    offsets: &[(TopicPartition, i64)],
+) -> std::result::Result<(), TransactionFailed> {
+    assigned(consumer, offsets)?;
+    lock(&shared.transactions).commit(consumer, records, offsets)
+}
+
 fn commit<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     offsets: &[(TopicPartition, i64)],
 ) -> Result<()> {
+    assigned(consumer, offsets)?;
     let mut tpl = TopicPartitionList::new();
     for (tp, offset) in offsets {
         tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*offset))

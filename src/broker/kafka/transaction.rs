@@ -3,6 +3,15 @@
 //! handled, committed as one (`send_offsets_to_transaction` with the
 //! consumer's group metadata, so a member fenced by a rebalance cannot
 //! commit). Run on the consumer's polling thread, which owns the consumer.
+//!
+//! A commit whose outcome the client cannot tell (the broker went away
+//! while it committed: retriable errors past a few tries, or a fatal one)
+//! is resolved before anything is written again: a new producer with the
+//! member's transactional id finishes or aborts the old transaction when
+//! it starts (`init_transactions`), and the group's committed offsets then
+//! say which it was (the offsets commit with the outputs). Writing the
+//! outputs again without that wrote them twice whenever the first commit
+//! had in fact gone through.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -57,7 +66,16 @@ impl Reports {
 }
 
 /// How long one step of a transaction (init, offsets, commit, abort) may take.
-const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+/// They run on the consumer's polling thread, which serves the group's
+/// rebalances too: a step waiting longer than the transaction itself may
+/// last (`transaction.timeout.ms`, 10 s) would hold a revocation past its
+/// deadline for nothing.
+const STEP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a new transactional producer may take to start (the
+/// coordinator may be loading after a broker restart, and it settles a
+/// transaction the member's previous producer left open).
+const INIT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A consumer's transactional producer, made on its first transaction.
 pub(super) struct Transactions {
@@ -93,7 +111,7 @@ impl Transactions {
                 .create_with_context(Reports::default())
                 .map_err(|e| Error::Config(format!("Kafka transactional producer: {e}")))?;
             producer
-                .init_transactions(STEP_TIMEOUT)
+                .init_transactions(INIT_TIMEOUT)
                 .map_err(|e| failed("init the transactional producer", &e))?;
             self.producer = Some(producer);
         }
@@ -123,14 +141,14 @@ impl Transactions {
         // Reports of an earlier transaction are not this one's.
         producer.context().refused();
         let mut refused = Vec::new();
-        let result = (|| {
+        let result = (|| -> std::result::Result<(), Undecided> {
             producer
                 .begin_transaction()
                 .map_err(|e| failed("begin a transaction", &e))?;
             for (i, record) in records.iter().enumerate() {
                 if let Err(e) = send(producer, i, record) {
                     if e.is_retriable() {
-                        return Err(e);
+                        return Err(e.into());
                     }
                     refused.push((i, e));
                 }
@@ -140,20 +158,37 @@ impl Transactions {
                     "transaction: {} of its {} records refused",
                     refused.len(),
                     records.len()
-                )));
+                ))
+                .into());
             }
             producer
                 .send_offsets_to_transaction(&tpl, &metadata, STEP_TIMEOUT)
                 .map_err(|e| failed("add offsets to the transaction", &e))?;
-            producer
-                .commit_transaction(STEP_TIMEOUT)
-                .map_err(|e| failed("commit the transaction", &e))
+            commit_retrying(producer)
         })();
         // Delivery reports still queued (a commit flushes and serves them).
         producer.poll(Duration::ZERO);
-        let Err(error) = result else {
-            producer.context().refused();
-            return Ok(());
+        let error = match result {
+            Ok(()) => {
+                producer.context().refused();
+                return Ok(());
+            }
+            Err(Undecided::No(error)) => error,
+            Err(Undecided::Yes(error)) => {
+                // The commit may have gone through: a new producer decides
+                // the old transaction, and the committed offsets tell.
+                tracing::warn!(%error, "transaction outcome unknown: resolving it before anything more is written");
+                self.producer = None;
+                return match self.committed_already(consumer, offsets) {
+                    Ok(true) => Ok(()),
+                    Ok(false) => Err(error.into()),
+                    Err(e) => Err(TransactionFailed {
+                        error: e,
+                        refused: Vec::new(),
+                        undetermined: true,
+                    }),
+                };
+            }
         };
         if producer.abort_transaction(STEP_TIMEOUT).is_err() {
             // Fenced, or in a state only a new producer leaves.
@@ -164,7 +199,88 @@ impl Transactions {
         }
         refused.sort_by_key(|(i, _)| *i);
         refused.dedup_by_key(|(i, _)| *i);
-        Err(TransactionFailed { error, refused })
+        Err(TransactionFailed {
+            error,
+            refused,
+            undetermined: false,
+        })
+    }
+
+    /// Whether `consumer`'s group has committed at least `offsets`: asked
+    /// once a new producer (made here) has settled the transaction an old
+    /// one left open.
+    fn committed_already<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        offsets: &[(TopicPartition, i64)],
+    ) -> Result<bool> {
+        self.producer()?;
+        let mut tpl = TopicPartitionList::new();
+        for (tp, _) in offsets {
+            tpl.add_partition(&tp.topic, tp.partition);
+        }
+        // The broker may be coming back still: a few tries.
+        let mut tries = 0;
+        let committed = loop {
+            match consumer.committed_offsets(tpl.clone(), STEP_TIMEOUT) {
+                Ok(committed) => break committed,
+                Err(e) if tries < 3 => {
+                    tries += 1;
+                    tracing::debug!(error = %e, tries, "reading the committed offsets failed: trying again");
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+                Err(e) => return Err(failed("read the group's committed offsets", &e)),
+            }
+        };
+        Ok(offsets.iter().all(|(tp, offset)| {
+            committed
+                .find_partition(&tp.topic, tp.partition)
+                .is_some_and(|e| matches!(e.offset(), Offset::Offset(o) if o >= *offset))
+        }))
+    }
+}
+
+/// Why a transaction failed, and whether its commit may have gone
+/// through all the same.
+enum Undecided {
+    /// It did not commit (an abort makes sure).
+    No(Error),
+    /// It may have committed: the broker did not say.
+    Yes(Error),
+}
+
+impl From<Error> for Undecided {
+    fn from(error: Error) -> Self {
+        Undecided::No(error)
+    }
+}
+
+/// How many times a commit answered with a retriable error is tried
+/// again before its outcome is taken as unknown.
+const COMMIT_TRIES: usize = 3;
+
+/// Commits the open transaction, again while the error says so
+/// (librdkafka: the same commit may be retried); an error needing an abort
+/// means it did not commit; a fatal one, or retriable ones past
+/// [`COMMIT_TRIES`], leave the outcome unknown.
+fn commit_retrying(producer: &BaseProducer<Reports>) -> std::result::Result<(), Undecided> {
+    let mut tries = 0;
+    loop {
+        let e = match producer.commit_transaction(STEP_TIMEOUT) {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        let error = failed("commit the transaction", &e);
+        match &e {
+            KafkaError::Transaction(t) if t.txn_requires_abort() => {
+                return Err(Undecided::No(error))
+            }
+            KafkaError::Transaction(t) if t.is_retriable() && tries + 1 < COMMIT_TRIES => {
+                tries += 1;
+                tracing::debug!(%error, tries, "commit failed: trying it again");
+            }
+            _ => return Err(Undecided::Yes(error)),
+        }
     }
 }
 

@@ -288,6 +288,7 @@ impl MemoryBroker {
                     records.len()
                 )),
                 refused,
+                undetermined: false,
             });
         }
         let mut topics: Vec<Arc<str>> = Vec::new();

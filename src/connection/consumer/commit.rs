@@ -13,10 +13,13 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::prelude::*;
 use futures_util::future::{self, Either};
 use tokio::sync::oneshot;
+
+use kafkactor_actors::fail;
 
 use super::ConsumerConnection;
 use crate::broker::{ConsumerClient, TransactionFailed};
@@ -33,6 +36,7 @@ type Taken = Vec<(TopicPartition, Outputs)>;
 
 /// What one transaction writes: the records, and for each the partition
 /// and offset of the record that published it.
+#[derive(Clone)]
 struct Writes {
     records: Vec<OutgoingRecord>,
     sources: Vec<(TopicPartition, i64)>,
@@ -111,6 +115,42 @@ async fn commit_keeping(
     client.commit_transaction(writes.records, offsets).await
 }
 
+/// Backoffs between the tries of a revoked partition's commit: a broker
+/// that just came back (its coordinator loading, or not found yet) takes
+/// it a moment later, and a partition given up uncommitted is read again
+/// by its next owner from the last commit.
+const REVOKE_RETRIES: [Duration; 4] = [
+    Duration::from_millis(100),
+    Duration::from_millis(200),
+    Duration::from_millis(400),
+    Duration::from_millis(800),
+];
+
+/// Commits a revoked partition's `offsets` (in a transaction with `writes`
+/// when there are any), tried again a few times on failure.
+async fn commit_on_revoke(
+    client: Arc<dyn ConsumerClient>,
+    writes: Option<Writes>,
+    offsets: Vec<(TopicPartition, i64)>,
+) -> Result<()> {
+    let mut retries = REVOKE_RETRIES.iter();
+    loop {
+        let committed = match &writes {
+            Some(writes) => commit_keeping(client.clone(), writes.clone(), offsets.clone())
+                .await
+                .map_err(|failed| failed.error),
+            None => client.commit(offsets.clone()).await,
+        };
+        match (committed, retries.next()) {
+            (Err(e), Some(delay)) => {
+                tracing::debug!(error = %e, ?delay, "commit on revoke failed: trying it again");
+                tokio::time::sleep(*delay).await;
+            }
+            (result, _) => return result,
+        }
+    }
+}
+
 impl ConsumerConnection {
     /// Commits within a commit interval from now, unless already scheduled:
     /// an idle subscription has no timer running.
@@ -162,6 +202,22 @@ impl ConsumerConnection {
             let mut again = false;
             match result {
                 Ok(()) => act.committed(&offsets),
+                Err(failed) if failed.undetermined => {
+                    // Whether its outputs are visible is unknown: written
+                    // again they could be there twice, dropped they could
+                    // be lost. A new incarnation reads the committed
+                    // offsets afresh and handles again what they do not
+                    // cover.
+                    fail(
+                        ctx,
+                        format!(
+                            "the outcome of a transaction of group {} is unknown ({}): rejoining from the committed offsets",
+                            act.group(),
+                            failed.error
+                        ),
+                    );
+                    return;
+                }
                 Err(failed) if !failed.refused.is_empty() => {
                     act.isolate(taken, &sources, failed);
                     // What is left commits at once.
@@ -411,14 +467,8 @@ impl ConsumerConnection {
                     let _ = released.send(Released { partitions }).await;
                 }
                 if !offsets.is_empty() {
-                    let committed = match writes {
-                        Some(writes) => commit_keeping(client.clone(), writes, offsets)
-                            .await
-                            .map_err(|failed| failed.error),
-                        None => client.commit(offsets).await,
-                    };
-                    if let Err(e) = committed {
-                        tracing::warn!(error = %e, "commit on revoke failed");
+                    if let Err(e) = commit_on_revoke(client.clone(), writes, offsets).await {
+                        tracing::warn!(error = %e, "commit on revoke failed: the next owner reads again what this member finished since its last commit");
                     }
                 }
                 if let Err(e) = client.release(&ready) {
