@@ -7,7 +7,9 @@
 # loopback, then runs format, lint, the nextest suite (embedded broker,
 # Apache Kafka, librdkafka's mock cluster), the per-record instruction and
 # allocation counts against their baseline (scripts/instructions.sh --check),
-# the doctests and the examples.
+# the doctests, the examples and a short chaos soak (scripts/soak.sh --short).
+# The suite fuzzes every decoder of broker bytes with 20,000 inputs each
+# (tests/fuzz_decoders.rs; scripts/fuzz.sh runs 10,000,000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/common.sh
@@ -86,4 +88,7 @@ cargo run --locked --example idempotent >/dev/null
 cargo run --locked --example exactly_once >/dev/null
 cargo run --locked "${FEATURES[@]}" --example idempotent -- "$KAFKACTOR_TEST_REDIS" >/dev/null
 cargo run --locked "${FEATURES[@]}" --example outbox -- "$KAFKACTOR_TEST_POSTGRES" >/dev/null
+
+step "chaos soak, short (scripts/soak.sh --short: every kind of fault, nothing lost)"
+scripts/soak.sh --short 2>&1 | sed -n '/soak figures/,$p'
 echo "all checks passed in $(took "$RUN_STARTED" "$(now)")"

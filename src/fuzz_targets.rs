@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::codec::{content_type_of, ContentType};
 use crate::dead_letter::{dead_letter_record, DeadLetterRecord, FailureKind};
@@ -28,7 +28,7 @@ pub fn record(key: Option<Bytes>, headers: Headers, payload: Option<Bytes>) -> R
 }
 
 /// A message type with a bit of everything serde decodes.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[allow(dead_code)]
 struct Shaped {
     id: u64,
@@ -39,7 +39,7 @@ struct Shaped {
     nested: Option<Box<Shaped>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[allow(dead_code)]
 enum Kind {
     Plain,
@@ -112,6 +112,40 @@ pub fn payload(record: &Record) {
     let _ = ct.decode::<Option<(i8, u16, f32, char)>>(bytes);
     let _ = ct.decode::<HashMap<String, Vec<Option<bool>>>>(bytes);
     let _ = ct.decode::<Kind>(bytes);
+}
+
+/// Valid payloads of the message types [`payload`] decodes, in both
+/// codecs: the seeds a fuzzer mutates.
+pub fn payload_seeds() -> Vec<Vec<u8>> {
+    let shaped = Shaped {
+        id: 7,
+        name: "order".into(),
+        tags: Some(vec!["a".into(), "".into()]),
+        amounts: HashMap::from([("eur".into(), 12.5), ("usd".into(), -0.0)]),
+        kind: Kind::Tuple(-3, true),
+        nested: Some(Box::new(Shaped {
+            id: u64::MAX,
+            name: "\u{e9}".into(),
+            tags: None,
+            amounts: HashMap::new(),
+            kind: Kind::Struct { at: i64::MIN },
+            nested: None,
+        })),
+    };
+    let map = HashMap::from([("k".to_string(), vec![Some(true), None])]);
+    let mut seeds = Vec::new();
+    for ct in [ContentType::MsgPack, ContentType::Json] {
+        let encoded = [
+            ct.encode(&shaped),
+            ct.encode(&Kind::Plain),
+            ct.encode("a string"),
+            ct.encode(&vec![1u64, 2, 3]),
+            ct.encode(&Some((1i8, 2u16, 3.5f32, 'c'))),
+            ct.encode(&map),
+        ];
+        seeds.extend(encoded.into_iter().flatten().map(|b| b.to_vec()));
+    }
+    seeds
 }
 
 /// A `traceparent` value.

@@ -8,14 +8,12 @@
 //! in the suite; `scripts/fuzz.sh` runs 10,000,000 in release),
 //! `KAFKACTOR_FUZZ_SEED` to vary the run. A panic prints the input.
 
-use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Instant;
 
 use bytes::Bytes;
 use kafkactor::fuzz_targets;
-use kafkactor::{header, ContentType, Headers, Record};
-use serde::Serialize;
+use kafkactor::{header, Headers, Record};
 
 /// Generated inputs for one decoder.
 struct Gen {
@@ -289,59 +287,6 @@ fn record_headers_on_the_consume_path() {
     });
 }
 
-#[derive(Serialize)]
-struct Shaped {
-    id: u64,
-    name: String,
-    tags: Option<Vec<String>>,
-    amounts: HashMap<String, f64>,
-    kind: Kind,
-    nested: Option<Box<Shaped>>,
-}
-
-#[derive(Serialize)]
-enum Kind {
-    Plain,
-    Tuple(i32, bool),
-    Struct { at: i64 },
-}
-
-/// Valid payloads in both codecs: the message types the target decodes.
-fn payload_seeds() -> Vec<Vec<u8>> {
-    let shaped = Shaped {
-        id: 7,
-        name: "order".into(),
-        tags: Some(vec!["a".into(), "".into()]),
-        amounts: HashMap::from([("eur".into(), 12.5), ("usd".into(), -0.0)]),
-        kind: Kind::Tuple(-3, true),
-        nested: Some(Box::new(Shaped {
-            id: u64::MAX,
-            name: "é".into(),
-            tags: None,
-            amounts: HashMap::new(),
-            kind: Kind::Struct { at: i64::MIN },
-            nested: None,
-        })),
-    };
-    let mut seeds = Vec::new();
-    let values: Vec<Box<dyn Fn(ContentType) -> Vec<u8>>> = vec![
-        Box::new(|ct| ct.encode(&shaped).unwrap().to_vec()),
-        Box::new(|ct| ct.encode(&Kind::Plain).unwrap().to_vec()),
-        Box::new(|ct| ct.encode("a string").unwrap().to_vec()),
-        Box::new(|ct| ct.encode(&vec![1u64, 2, 3]).unwrap().to_vec()),
-        Box::new(|ct| ct.encode(&Some((1i8, 2u16, 3.5f32, 'c'))).unwrap().to_vec()),
-        Box::new(|ct| {
-            let map = HashMap::from([("k".to_string(), vec![Some(true), None])]);
-            ct.encode(&map).unwrap().to_vec()
-        }),
-    ];
-    for value in &values {
-        seeds.push(value(ContentType::MsgPack));
-        seeds.push(value(ContentType::Json));
-    }
-    seeds
-}
-
 #[test]
 fn payloads_through_the_codecs() {
     let content_types: [Option<&[u8]>; 5] = [
@@ -351,7 +296,7 @@ fn payloads_through_the_codecs() {
         Some(b"application/json; charset=utf-8"),
         Some(b"application/x-msgpack"),
     ];
-    fuzz("payload", payload_seeds(), |gen, shown| {
+    fuzz("payload", fuzz_targets::payload_seeds(), |gen, shown| {
         let payload = gen.next();
         let mut headers = Headers::new();
         let ct = content_types[gen.rng.usize(..content_types.len())];

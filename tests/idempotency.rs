@@ -8,12 +8,11 @@
 mod support;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::future::BoxFuture;
-use kafkactor::idempotency::{Claim, Idempotency, IdempotencyStore, MemoryStore};
+use kafkactor::idempotency::{Idempotency, IdempotencyStore, MemoryStore};
 use kafkactor::prelude::*;
 use kafkactor::{header, Error};
 use support::*;
@@ -296,59 +295,21 @@ async fn a_dead_lettered_key_is_not_handled_again() {
 /// ready again.
 #[actix::test]
 async fn a_failing_store_pauses_the_subscription() {
-    struct Flaky {
-        inner: MemoryStore,
-        down: Arc<AtomicBool>,
-    }
-    fn down<T: Send + 'static>() -> BoxFuture<'static, kafkactor::Result<T>> {
-        Box::pin(async { Err(Error::Unavailable("store down".into())) })
-    }
-    impl IdempotencyStore for Flaky {
-        fn claim<'a>(
-            &'a self,
-            keys: &'a [String],
-            owner: &'a str,
-            lease: Duration,
-        ) -> BoxFuture<'a, kafkactor::Result<Vec<Claim>>> {
-            if self.down.load(Ordering::SeqCst) {
-                return down();
-            }
-            self.inner.claim(keys, owner, lease)
-        }
-        fn complete<'a>(
-            &'a self,
-            keys: &'a [String],
-            ttl: Duration,
-        ) -> BoxFuture<'a, kafkactor::Result<()>> {
-            if self.down.load(Ordering::SeqCst) {
-                return down();
-            }
-            self.inner.complete(keys, ttl)
-        }
-        fn release<'a>(
-            &'a self,
-            keys: &'a [String],
-            owner: &'a str,
-        ) -> BoxFuture<'a, kafkactor::Result<()>> {
-            self.inner.release(keys, owner)
-        }
-    }
     let tb = TestBroker::memory(1);
     let topic = unique("flaky");
     let group = unique("flaky");
     tb.topic(&topic).await;
     let handled = Handled::default();
     let log = handled.clone();
-    let is_down = Arc::new(AtomicBool::new(true));
+    let switches = support::flaky_store::Switches::default();
+    switches.claims_down.store(true, Ordering::SeqCst);
+    switches.completions_down.store(true, Ordering::SeqCst);
     let app = Kafkactor::builder()
         .broker(tb.broker.clone())
         .handle(
             Subscription::to(topic.as_str())
                 .group(group.as_str())
-                .idempotent(Idempotency::new(Flaky {
-                    inner: MemoryStore::new(100),
-                    down: is_down.clone(),
-                })),
+                .idempotent(Idempotency::new(switches.store())),
             move |d: Delivery<String>| {
                 *log.lock().unwrap().entry(d.message().clone()).or_default() += 1;
                 async { Outcome::Ack }
@@ -388,7 +349,8 @@ async fn a_failing_store_pauses_the_subscription() {
         handled.lock().unwrap().is_empty(),
         "nothing passes unchecked"
     );
-    is_down.store(false, Ordering::SeqCst);
+    switches.claims_down.store(false, Ordering::SeqCst);
+    switches.completions_down.store(false, Ordering::SeqCst);
     eventually("every copy finished", Duration::from_secs(20), || {
         counter(&app, "kafkactor_duplicates_total") == 10.0
     })

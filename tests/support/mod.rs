@@ -12,6 +12,7 @@ use actix::prelude::*;
 use kafkactor::prelude::*;
 use serde::{Deserialize, Serialize};
 
+pub mod flaky_store;
 pub mod forwarding;
 pub mod http;
 pub mod kafka_process;
