@@ -90,5 +90,13 @@ cargo run --locked "${FEATURES[@]}" --example idempotent -- "$KAFKACTOR_TEST_RED
 cargo run --locked "${FEATURES[@]}" --example outbox -- "$KAFKACTOR_TEST_POSTGRES" >/dev/null
 
 step "chaos soak, short (scripts/soak.sh --short: every kind of fault, nothing lost)"
-scripts/soak.sh --short 2>&1 | sed -n '/soak figures/,$p'
+# Its figures; the whole output when it fails.
+mkdir -p target
+if scripts/soak.sh --short >target/soak-short.log 2>&1; then
+    sed -n '/soak figures/,/^soak passed/p' target/soak-short.log
+else
+    tail -80 target/soak-short.log
+    echo "the short soak failed (whole output: target/soak-short.log)" >&2
+    exit 1
+fi
 echo "all checks passed in $(took "$RUN_STARTED" "$(now)")"
