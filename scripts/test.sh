@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test of the workspace. Usage: scripts/test.sh [nextest filters...]
 #
+# Checks the crate's import graph (scripts/layers.py: no cycle between
+# modules, no module naming one of a higher layer).
 # Installs what it needs when missing (cargo-nextest, rustfmt and clippy,
 # valgrind, the Python Kafka client of the interop test, Apache Kafka's jars,
 # PostgreSQL and Redis), starts Apache Kafka, PostgreSQL and Redis on
@@ -49,6 +51,9 @@ FEATURES=(--features kafkactor/otel,kafkactor/redis,kafkactor/postgres)
 
 step "format"
 cargo fmt --all --check
+
+step "import graph (dependencies flow one way, no cycle: scripts/layers.py)"
+python3 scripts/layers.py
 
 step "lint"
 cargo clippy --workspace --all-targets --locked "${FEATURES[@]}" -- -D warnings

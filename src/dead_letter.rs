@@ -29,8 +29,7 @@ use kafkactor_actors::{ChildRef, Shutdown};
 use kafkactor_actors::{Events, SupervisionEvent};
 
 use crate::broker::Failed;
-use crate::connection::producer::ProducerConnection;
-use crate::connection::producer::{produce, produce_or_return};
+use crate::connection::producer::Writer;
 use crate::envelope::{header, now_ms, OutgoingRecord, Record};
 use crate::error::{Error, Result};
 
@@ -123,17 +122,14 @@ pub(crate) struct DeadLetterRecord {
 }
 
 pub(crate) struct DeadLetter {
-    connection: ChildRef<ProducerConnection>,
+    /// Writes through the application's producer connection.
+    connection: Writer,
     delivery_timeout: Duration,
     events: Events,
 }
 
 impl DeadLetter {
-    pub(crate) fn new(
-        connection: ChildRef<ProducerConnection>,
-        delivery_timeout: Duration,
-        events: Events,
-    ) -> Self {
+    pub(crate) fn new(connection: Writer, delivery_timeout: Duration, events: Events) -> Self {
         DeadLetter {
             connection,
             delivery_timeout,
@@ -206,7 +202,7 @@ impl Handler<DeadLetterRecord> for DeadLetter {
                 reason,
             })
         };
-        let write = produce_or_return(connection.clone(), record, timeout);
+        let write = connection.write(record, timeout);
         Box::pin(async move {
             // A refused record comes back with its refusal: no copy kept.
             let (refusal, record) = match write.await.map_err(|failed| *failed) {
@@ -222,7 +218,7 @@ impl Handler<DeadLetterRecord> for DeadLetter {
                 }) => return Err(error),
             };
             let stripped = without_payload(record, &refusal);
-            match produce(connection, stripped, timeout).await {
+            match connection.write_record(stripped, timeout).await {
                 Ok(_) => {
                     tracing::error!(record = %where_, error = %refusal,
                         "the dead letter was refused for good: written without its payload");

@@ -13,10 +13,10 @@ use std::sync::{Arc, OnceLock};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::buckets::{Delays, Plan};
 use crate::codec::{content_type_of, ContentType};
 use crate::dead_letter::{dead_letter_record, DeadLetterRecord, FailureKind};
 use crate::delay::republisher::due_of;
-use crate::delay::{Delays, Plan};
 use crate::delivery::Delivery;
 use crate::envelope::{header, Headers, Record};
 use crate::idempotency::{Idempotency, MemoryStore};

@@ -13,6 +13,7 @@ mod app;
 #[doc(hidden)]
 pub mod bench_internals;
 mod broker;
+mod buckets;
 mod clock;
 mod codec;
 mod connection;
@@ -25,19 +26,19 @@ mod error;
 pub mod fuzz_targets;
 pub mod idempotency;
 mod observe;
-mod outbound;
 #[cfg(feature = "postgres")]
 pub mod outbox;
 mod partitioner;
 mod producer;
 mod publish;
 mod subscription;
+mod topics;
 
 pub use app::{App, AppBuilder, Kafkactor};
 pub use broker::{Broker, MemoryBroker, OffsetReset};
+pub use buckets::{Delays, HOP_ALLOWANCE, MAX_BUCKET};
 pub use codec::{type_name_of, ContentType};
 pub use dead_letter::FailureKind;
-pub use delay::{Delays, HOP_ALLOWANCE, MAX_BUCKET};
 pub use delivery::{Delivery, Outcome};
 pub use envelope::{header, Headers, Record, TopicPartition};
 pub use error::{Error, Result};

@@ -184,15 +184,6 @@ impl Publish {
         self
     }
 
-    /// Continues `delivery`'s context: its tenant and correlation id (unless
-    /// set already) and a `traceparent` that is a child of its trace. What
-    /// a handler publishes while it runs gets this by itself; this is for
-    /// publishes made elsewhere (a task the handler spawned, another actor).
-    pub fn continuing<T>(mut self, delivery: &crate::Delivery<T>) -> Self {
-        crate::observe::trace::inherit(&mut self.headers, delivery.record(), None);
-        self
-    }
-
     /// An explicit partition instead of the key's.
     pub fn partition(mut self, partition: i32) -> Self {
         self.partition = Some(partition);

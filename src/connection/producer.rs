@@ -40,56 +40,79 @@ use tokio::sync::{mpsc, oneshot};
 use crate::broker::{
     BrokerBackend, Delivered, Enqueued, Failed, ProducerClient, ProducerConfig, WriteResult,
 };
-use crate::delay::ForwardReply;
 use crate::envelope::OutgoingRecord;
 use crate::error::{Error, Result};
 use crate::observe::trace::{batch_span, Batch};
-use crate::producer::PublishReply;
+
+/// Mailbox capacity of the writing actors (a producer connection and the
+/// Producer; see `ChildSpec::mailbox_capacity`).
+pub(crate) const WRITE_MAILBOX: usize = 1 << 20;
+
+/// Where the answer to a write goes: each writer above the connection (the
+/// Producer, the Republisher) implements it for its own reply, which rides
+/// beside its record until the broker has it or refused it for good.
+pub(crate) trait WriteReply: Send + Unpin + 'static {
+    /// Answers the write: the broker has the record, or the failure (with
+    /// the record, where it is still there).
+    fn answer(self, result: WriteResult);
+
+    /// The span the write follows from, when spans are on.
+    fn span(&self) -> Option<&tracing::Span> {
+        None
+    }
+}
 
 /// Records to write, in order: one message per batch, not per record.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct ProduceBatch(pub(crate) Vec<Write>);
+pub(crate) struct ProduceBatch<R: WriteReply>(pub(crate) Vec<Write<R>>);
+
+impl<R: WriteReply> Message for ProduceBatch<R> {
+    type Result = ();
+}
 
 /// One record to write and where its answer goes. Dropped unanswered, it
 /// answers that the connection stopped, and gives its record back.
-pub(crate) struct Write {
+pub(crate) struct Write<R: WriteReply> {
     record: Option<OutgoingRecord>,
-    reply: Option<Reply>,
+    reply: Option<Reply<R>>,
 }
 
 /// Where the answer to a [`Write`] goes.
-pub(crate) enum Reply {
-    /// A [`Publish`](crate::Publish): answered by the Producer's rules.
-    Publish(PublishReply),
-    /// A write of [`produce`]: the answer, record included on failure.
+pub(crate) enum Reply<R> {
+    /// The writer's own reply.
+    To(R),
+    /// A write of a [`Writer`]: the answer, record included on failure.
     Channel(oneshot::Sender<WriteResult>),
-    /// A record the Republisher moves out of its delay bucket.
-    Forward(ForwardReply),
 }
 
-impl Reply {
+impl<R: WriteReply> Reply<R> {
     pub(crate) fn answer(self, result: WriteResult) {
         match self {
-            Reply::Publish(reply) => reply.answer(result),
+            Reply::To(reply) => reply.answer(result),
             Reply::Channel(tx) => {
                 let _ = tx.send(result);
             }
-            Reply::Forward(reply) => reply.answer(result),
         }
     }
 }
 
-impl Write {
-    /// The `publish` span of the publish this writes, when spans are on.
+impl<R: WriteReply> Write<R> {
+    /// The span of the publish this writes, when spans are on.
     fn publish_span(&self) -> Option<&tracing::Span> {
         match &self.reply {
-            Some(Reply::Publish(reply)) => reply.span(),
+            Some(Reply::To(reply)) => reply.span(),
             _ => None,
         }
     }
 
-    pub(crate) fn new(record: OutgoingRecord, reply: Reply) -> Self {
+    /// A write answered through `reply`.
+    pub(crate) fn new(record: OutgoingRecord, reply: R) -> Self {
+        Write {
+            record: Some(record),
+            reply: Some(Reply::To(reply)),
+        }
+    }
+
+    fn with(record: OutgoingRecord, reply: Reply<R>) -> Self {
         Write {
             record: Some(record),
             reply: Some(reply),
@@ -97,7 +120,7 @@ impl Write {
     }
 
     /// The record and its reply, for writing.
-    pub(crate) fn into_parts(mut self) -> (OutgoingRecord, Reply) {
+    pub(crate) fn into_parts(mut self) -> (OutgoingRecord, Reply<R>) {
         match (self.record.take(), self.reply.take()) {
             (Some(record), Some(reply)) => (record, reply),
             _ => unreachable!("a write's parts are taken once, by value"),
@@ -109,7 +132,7 @@ impl Write {
     }
 }
 
-impl Drop for Write {
+impl<R: WriteReply> Drop for Write<R> {
     fn drop(&mut self) {
         if let Some(reply) = self.reply.take() {
             reply.answer(Err(Box::new(Failed {
@@ -120,20 +143,21 @@ impl Drop for Write {
     }
 }
 
-type Pending = (BoxFuture<'static, WriteResult>, Reply);
+type Pending<R> = (BoxFuture<'static, WriteResult>, Reply<R>);
 
-pub(crate) struct ProducerConnection {
+/// The producer connection of writers answered through `R`.
+pub(crate) struct ProducerConnection<R: WriteReply> {
     backend: Arc<dyn BrokerBackend>,
     config: ProducerConfig,
     client: Option<Arc<dyn ProducerClient>>,
     known_topics: FxHashSet<Arc<str>>,
-    deliveries: Option<mpsc::UnboundedSender<Pending>>,
+    deliveries: Option<mpsc::UnboundedSender<Pending<R>>>,
     /// Writes arrived and not yet handed to the client (while a topic is
     /// created or the client's queue is full), in order.
-    queue: VecDeque<Write>,
+    queue: VecDeque<Write<R>>,
 }
 
-impl ProducerConnection {
+impl<R: WriteReply> ProducerConnection<R> {
     pub(crate) fn new(backend: Arc<dyn BrokerBackend>, config: ProducerConfig) -> Self {
         ProducerConnection {
             backend,
@@ -190,7 +214,7 @@ impl ProducerConnection {
                     }
                 }
                 Enqueued::Full(record) => {
-                    self.queue.push_front(Write::new(record, reply));
+                    self.queue.push_front(Write::with(record, reply));
                     ctx.wait(
                         tokio::time::sleep(QUEUE_FULL_WAIT)
                             .into_actor(self)
@@ -208,7 +232,7 @@ const QUEUE_FULL_WAIT: Duration = Duration::from_millis(1);
 
 /// Answers delivery reports as they arrive, until the actor is gone and
 /// every report is in.
-async fn answer_deliveries(mut incoming: mpsc::UnboundedReceiver<Pending>) {
+async fn answer_deliveries<R: WriteReply>(mut incoming: mpsc::UnboundedReceiver<Pending<R>>) {
     let mut pending = FuturesUnordered::new();
     loop {
         tokio::select! {
@@ -224,7 +248,7 @@ async fn answer_deliveries(mut incoming: mpsc::UnboundedReceiver<Pending>) {
     while pending.next().await.is_some() {}
 }
 
-impl Actor for ProducerConnection {
+impl<R: WriteReply> Actor for ProducerConnection<R> {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
@@ -241,10 +265,10 @@ impl Actor for ProducerConnection {
     }
 }
 
-impl Handler<ProduceBatch> for ProducerConnection {
+impl<R: WriteReply> Handler<ProduceBatch<R>> for ProducerConnection<R> {
     type Result = ();
 
-    fn handle(&mut self, ProduceBatch(writes): ProduceBatch, ctx: &mut Context<Self>) {
+    fn handle(&mut self, ProduceBatch(writes): ProduceBatch<R>, ctx: &mut Context<Self>) {
         let span = batch_span(Batch::BrokerWrite, None, writes.len());
         if !span.is_disabled() {
             // The write follows from each publish it carries.
@@ -264,7 +288,7 @@ impl Handler<ProduceBatch> for ProducerConnection {
     }
 }
 
-impl Handler<Shutdown> for ProducerConnection {
+impl<R: WriteReply> Handler<Shutdown> for ProducerConnection<R> {
     type Result = ResponseActFuture<Self, ()>;
 
     fn handle(&mut self, _: Shutdown, _: &mut Context<Self>) -> Self::Result {
@@ -287,9 +311,9 @@ impl Handler<Shutdown> for ProducerConnection {
 /// restarted, to the next one within `timeout`; the caller's actor handles
 /// nothing else meanwhile, so writes keep their order. Writes no connection
 /// took within the timeout answer that none was there.
-pub(crate) fn hand_over<A>(
-    connection: &ChildRef<ProducerConnection>,
-    writes: Vec<Write>,
+pub(crate) fn hand_over<A, R: WriteReply>(
+    connection: &ChildRef<ProducerConnection<R>>,
+    writes: Vec<Write<R>>,
     timeout: Duration,
     ctx: &mut Context<A>,
 ) where
@@ -331,31 +355,62 @@ pub(crate) fn resend_after(resends: u32, deadline: Instant) -> Option<Duration> 
         .then_some(backoff)
 }
 
-/// Writes `record` through the current connection, sending it again after
-/// failures that may pass and after connection restarts, until `timeout`
-/// has passed.
-///
-/// The first attempt is enqueued in the connection's mailbox before this
-/// returns, so records reach the broker in the order `produce` was called.
-pub(crate) fn produce(
-    connection: ChildRef<ProducerConnection>,
-    record: OutgoingRecord,
-    timeout: Duration,
-) -> impl Future<Output = Result<Delivered>> + 'static {
-    let write = produce_or_return(connection, record, timeout);
-    async move { write.await.map_err(|failed| failed.error) }
+/// Writes one record at a time through whichever incarnation of a producer
+/// connection runs: what the dead-letter actor writes with, whatever the
+/// connection's own writers are.
+#[derive(Clone)]
+pub(crate) struct Writer(
+    Arc<dyn Fn(OutgoingRecord, Duration) -> BoxFuture<'static, WriteResult> + Send + Sync>,
+);
+
+impl Writer {
+    /// Writes through `connection`.
+    pub(crate) fn to<R: WriteReply>(connection: ChildRef<ProducerConnection<R>>) -> Self {
+        Writer(Arc::new(move |record, timeout| {
+            Box::pin(produce_or_return(connection.clone(), record, timeout))
+        }))
+    }
+
+    /// Writes `record`, sending it again after failures that may pass and
+    /// after connection restarts, until `timeout` has passed; a failure
+    /// gives the record back (where it still has it), so a writer can send
+    /// it again changed without having copied it.
+    ///
+    /// The first attempt is enqueued in the connection's mailbox before this
+    /// returns, so records reach the broker in the order `write` was called.
+    pub(crate) fn write(
+        &self,
+        record: OutgoingRecord,
+        timeout: Duration,
+    ) -> BoxFuture<'static, WriteResult> {
+        (self.0)(record, timeout)
+    }
+
+    /// [`write`](Writer::write), the record dropped with a failure.
+    pub(crate) fn write_record(
+        &self,
+        record: OutgoingRecord,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Delivered>> + 'static {
+        let write = self.write(record, timeout);
+        async move { write.await.map_err(|failed| failed.error) }
+    }
 }
 
-/// [`produce`], giving the record back with a failure (where it still has
-/// it), so a writer can send it again changed without having copied it.
-pub(crate) fn produce_or_return(
-    connection: ChildRef<ProducerConnection>,
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Writer")
+    }
+}
+
+fn produce_or_return<R: WriteReply>(
+    connection: ChildRef<ProducerConnection<R>>,
     record: OutgoingRecord,
     timeout: Duration,
 ) -> impl Future<Output = WriteResult> + 'static {
-    let send = |conn: Addr<ProducerConnection>, n: u64, record: OutgoingRecord| {
+    let send = |conn: Addr<ProducerConnection<R>>, n: u64, record: OutgoingRecord| {
         let (tx, answer) = oneshot::channel();
-        conn.do_send(ProduceBatch(vec![Write::new(record, Reply::Channel(tx))]));
+        conn.do_send(ProduceBatch(vec![Write::with(record, Reply::Channel(tx))]));
         (answer, conn, n)
     };
     let first = match connection.get_numbered() {

@@ -46,17 +46,17 @@ use actix::prelude::*;
 use kafkactor_actors::{ChildRef, Shutdown};
 use tokio::sync::oneshot;
 
-use super::Plan;
 use crate::broker::WriteResult;
+use crate::buckets::{DelayHeaders, Plan};
 use crate::connection::consumer::{ConsumerConnection, Hold};
-use crate::connection::producer::{hand_over, ProducerConnection, Reply, Write};
+use crate::connection::producer::{hand_over, ProducerConnection, Write, WriteReply};
 use crate::connection::protocol::{Arrival, Deliver, Feed, Ready, Refused, Released, Stamp};
 use crate::dead_letter::{self, DeadLetter, DeadLetterRecord, FailureKind};
-use crate::envelope::{header, now_ms, OutgoingRecord, Record, TopicPartition};
-use crate::error::{check_topic, Result};
+use crate::envelope::{now_ms, OutgoingRecord, Record, TopicPartition};
+use crate::error::Result;
 use crate::observe::metrics::{Metrics, PerTopic};
 use crate::observe::trace::{batch_span, Batch};
-use crate::subscription::dead_letter_topic;
+use crate::topics;
 use prometheus::IntCounter;
 
 /// Heads due sooner than this are waited for without pausing the partition:
@@ -100,47 +100,11 @@ pub(crate) struct Due {
 
 /// Reads the delay headers of a bucket record, or says what is wrong with them.
 pub(crate) fn due_of(plan: &Plan, record: &Record) -> std::result::Result<Due, String> {
-    let deliver_at = match record.headers.get(header::DELIVER_AT) {
-        None => return Err(format!("missing {} header", header::DELIVER_AT)),
-        Some(raw) => std::str::from_utf8(raw)
-            .ok()
-            .and_then(|s| s.trim().parse::<i64>().ok())
-            .ok_or_else(|| {
-                format!(
-                    "{} header {:?} is not milliseconds since the Unix epoch",
-                    header::DELIVER_AT,
-                    String::from_utf8_lossy(raw)
-                )
-            })?,
-    };
-    let destination = match record.headers.get_str(header::ORIGINAL_TOPIC) {
-        None => {
-            return Err(format!(
-                "missing or non-UTF-8 {} header",
-                header::ORIGINAL_TOPIC
-            ))
-        }
-        Some(topic) => {
-            check_topic(topic).map_err(|e| format!("{}: {e}", header::ORIGINAL_TOPIC))?;
-            Arc::<str>::from(topic)
-        }
-    };
-    let partition = match record.headers.get(header::DELIVER_PARTITION) {
-        None => None,
-        Some(raw) => Some(
-            std::str::from_utf8(raw)
-                .ok()
-                .and_then(|s| s.trim().parse::<i32>().ok())
-                .filter(|p| *p >= 0)
-                .ok_or_else(|| {
-                    format!(
-                        "{} header {:?} is not a partition number",
-                        header::DELIVER_PARTITION,
-                        String::from_utf8_lossy(raw)
-                    )
-                })?,
-        ),
-    };
+    let DelayHeaders {
+        deliver_at,
+        destination,
+        partition,
+    } = DelayHeaders::read(&record.headers)?;
     let length = plan.length_of(&record.topic).unwrap_or_default();
     let released_at = record
         .timestamp_ms
@@ -198,8 +162,8 @@ pub(crate) struct ForwardReply {
     finished: Arc<Finished>,
 }
 
-impl ForwardReply {
-    pub(crate) fn answer(self, result: WriteResult) {
+impl WriteReply for ForwardReply {
+    fn answer(self, result: WriteResult) {
         let ForwardReply {
             record,
             target,
@@ -230,7 +194,7 @@ pub(crate) struct Republisher {
     group: Arc<str>,
     delivery_timeout: Duration,
     connection: ChildRef<ConsumerConnection>,
-    producer: ChildRef<ProducerConnection>,
+    producer: ChildRef<ProducerConnection<ForwardReply>>,
     dead_letter: ChildRef<DeadLetter>,
     /// The connection feeding us, and the bucket partitions given up.
     feed: Feed,
@@ -243,7 +207,7 @@ pub(crate) struct Republisher {
     /// Writes under way.
     writing: usize,
     /// Writes gathered this turn, handed over together.
-    outbox: Vec<Write>,
+    outbox: Vec<Write<ForwardReply>>,
     /// Where this incarnation's writes answer (set once it started).
     finished: Option<Arc<Finished>>,
     stopping: bool,
@@ -260,7 +224,7 @@ impl Republisher {
         group: Arc<str>,
         delivery_timeout: Duration,
         connection: ChildRef<ConsumerConnection>,
-        producer: ChildRef<ProducerConnection>,
+        producer: ChildRef<ProducerConnection<ForwardReply>>,
         dead_letter: ChildRef<DeadLetter>,
         metrics: Metrics,
     ) -> Self {
@@ -431,7 +395,7 @@ impl Republisher {
                     offset = record.offset, %reason, "bad delay-bucket record: dead-lettering it");
                 let request = DeadLetterRecord {
                     record: record.clone(),
-                    topic: Arc::from(dead_letter_topic(None, &record.topic)),
+                    topic: Arc::from(topics::dead_letter(&record.topic, None)),
                     group: self.group.clone(),
                     kind: FailureKind::Decode,
                     reason: reason.clone(),
@@ -456,9 +420,7 @@ impl Republisher {
         // without the delay headers.
         let mut headers = record.headers.clone();
         if delivered {
-            headers.remove(header::DELIVER_AT);
-            headers.remove(header::ORIGINAL_TOPIC);
-            headers.remove(header::DELIVER_PARTITION);
+            DelayHeaders::remove(&mut headers);
         }
         let out = OutgoingRecord {
             topic,
@@ -479,7 +441,7 @@ impl Republisher {
             // Handed over once this turn is done: one batch per turn.
             ctx.notify(FlushWrites);
         }
-        self.outbox.push(Write::new(out, Reply::Forward(reply)));
+        self.outbox.push(Write::new(out, reply));
     }
 
     fn after_write(&mut self) {

@@ -26,16 +26,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kafkactor_actors::{ChildRef, ChildSpec, Supervisor};
+use kafkactor_actors::{ChildRef, ChildSpec, Events, Supervisor};
 
-use super::republisher::Republisher;
-use super::{Delays, Plan};
-use crate::app::Parts;
-use crate::app::PUBLISH_MAILBOX;
-use crate::broker::{ConsumerConfig, OffsetReset, ProducerConfig};
-use crate::connection::consumer::ConsumerSettings;
-use crate::connection::producer::ProducerConnection;
-use crate::subscription::tree::connection_spec;
+use super::republisher::{ForwardReply, Republisher};
+use crate::broker::{BrokerBackend, ConsumerConfig, OffsetReset, ProducerConfig};
+use crate::buckets::{Delays, Plan};
+use crate::connection::consumer::{self, ConsumerConnection, ConsumerSettings};
+use crate::connection::producer::{ProducerConnection, WRITE_MAILBOX};
+use crate::dead_letter::DeadLetter;
+use crate::observe::metrics::Metrics;
 
 /// How long a revoked bucket partition is kept: not at all. What the
 /// Republisher holds of it is not due yet and is read again by the next
@@ -51,6 +50,17 @@ const FETCH_WAIT: Duration = Duration::from_millis(10);
 /// How long the Republisher's producer waits to fill a batch (librdkafka's
 /// default is 5 ms).
 const LINGER: Duration = Duration::from_millis(1);
+
+/// What the application gives the Republisher's subtree.
+pub(crate) struct Parts {
+    pub(crate) backend: Arc<dyn BrokerBackend>,
+    pub(crate) events: Events,
+    /// Where it dead-letters (through the application's producer connection).
+    pub(crate) dead_letter: ChildRef<DeadLetter>,
+    /// Its consumer connection, which the application asks what it owns.
+    pub(crate) connection: ChildRef<ConsumerConnection>,
+    pub(crate) metrics: Metrics,
+}
 
 /// The child spec of the Republisher's supervisor.
 pub(crate) fn republisher_spec(
@@ -81,20 +91,19 @@ pub(crate) fn republisher_spec(
     let Parts {
         backend,
         events,
-        outbound,
+        dead_letter,
         connection,
         metrics,
-        ..
     } = parts;
     let group: Arc<str> = Arc::from(delays.group_name());
     let (max_restarts, window) = (10, Duration::from_secs(10));
     ChildSpec::graceful_on_own_thread("republisher", move || {
         let republisher: ChildRef<Republisher> = ChildRef::new();
-        let producer: ChildRef<ProducerConnection> = ChildRef::new();
+        let producer: ChildRef<ProducerConnection<ForwardReply>> = ChildRef::new();
         let (plan, group, dead_letter, conn, metrics) = (
             plan.clone(),
             group.clone(),
-            outbound.dead_letter.clone(),
+            dead_letter.clone(),
             connection.clone(),
             metrics.clone(),
         );
@@ -112,9 +121,9 @@ pub(crate) fn republisher_spec(
                     let backend = backend.clone();
                     move || ProducerConnection::new(backend.clone(), config)
                 })
-                .mailbox_capacity(PUBLISH_MAILBOX),
+                .mailbox_capacity(WRITE_MAILBOX),
             )
-            .child(connection_spec(
+            .child(consumer::spec(
                 backend.clone(),
                 settings.clone(),
                 &connection,

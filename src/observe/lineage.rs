@@ -7,8 +7,9 @@
 //! Off by default; a subscription opts out with
 //! [`Subscription::lineage(false)`](crate::Subscription::lineage). Each
 //! event is one JSON record keyed by the message id, published through the
-//! application's Producer by the `Lineage` task: events are handed to it
-//! through a bounded queue and never wait for the broker where they happen.
+//! application's Producer by the supervised `lineage` actor
+//! (`app/lineage.rs`): events are handed to it through a bounded queue and
+//! never wait for the broker where they happen.
 //! Events that find the queue full are dropped and counted
 //! (`kafkactor_lineage_dropped_total`) and logged: lineage is telemetry, and
 //! the records it describes never wait for it. Records of the lineage topic
@@ -20,13 +21,9 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::envelope::{header, now_ms, Record};
-use crate::producer::ProducerHandle;
-use crate::publish::Publish;
 
 /// Most events waiting to be published (past it, events are dropped and counted).
 const QUEUE: usize = 100_000;
-/// Most events published in one batch.
-const BATCH: usize = 512;
 
 /// Lineage settings: the topic events go to and the name this service
 /// goes by in them.
@@ -106,6 +103,23 @@ impl std::fmt::Debug for Tap {
 }
 
 impl Tap {
+    /// A tap for `lineage`'s events, and where they arrive (read by the
+    /// application's `lineage` actor, which publishes them); an event that
+    /// finds the queue full is dropped and counted in `dropped`.
+    pub(crate) fn new(
+        lineage: &Lineage,
+        dropped: prometheus::IntCounter,
+    ) -> (Tap, mpsc::Receiver<Event>) {
+        let (tx, rx) = mpsc::channel::<Event>(QUEUE);
+        let tap = Tap {
+            tx,
+            service: Arc::from(lineage.service.as_str()),
+            topic: Arc::from(lineage.topic.as_str()),
+            dropped,
+        };
+        (tap, rx)
+    }
+
     /// Whether records of `topic` make lineage (those of the lineage topic do not).
     pub(crate) fn covers(&self, topic: &str) -> bool {
         *self.topic != *topic
@@ -146,50 +160,4 @@ impl Tap {
             at: now_ms(),
         });
     }
-}
-
-/// Starts the task that publishes the events handed to the returned tap,
-/// through `producer`, until every tap is gone.
-pub(crate) fn start(
-    lineage: &Lineage,
-    producer: ProducerHandle,
-    dropped: prometheus::IntCounter,
-) -> Tap {
-    let (tx, mut rx) = mpsc::channel::<Event>(QUEUE);
-    let topic: Arc<str> = Arc::from(lineage.topic.as_str());
-    let tap = Tap {
-        tx,
-        service: Arc::from(lineage.service.as_str()),
-        topic: topic.clone(),
-        dropped,
-    };
-    actix_rt::spawn(async move {
-        let mut events = Vec::with_capacity(BATCH);
-        while rx.recv_many(&mut events, BATCH).await > 0 {
-            let batch: Vec<Publish> = events
-                .drain(..)
-                .filter_map(|event| {
-                    let key = match &event {
-                        Event::Published { message_id, .. } | Event::Handled { message_id, .. } => {
-                            message_id.clone()
-                        }
-                    };
-                    let publish = Publish::to(&*topic).json().message(&event).ok()?;
-                    Some(match key {
-                        Some(key) => publish.key(key),
-                        None => publish,
-                    })
-                })
-                .collect();
-            match producer.send_batch(crate::PublishBatch(batch)).await {
-                Ok(outcomes) => {
-                    for e in outcomes.into_iter().filter_map(Result::err) {
-                        tracing::warn!(topic = %topic, error = %e, "a lineage event was not published");
-                    }
-                }
-                Err(_) => return, // the application stopped
-            }
-        }
-    });
-    tap
 }

@@ -25,11 +25,9 @@
 //! `traceparent` written is the exported `publish` span's, and the exported
 //! `handle` span's parent is the one its record names.
 
-use std::cell::{Cell, RefCell};
 use std::fmt;
 
 use crate::envelope::{header, Record};
-use crate::subscription::lane::SharedBoard;
 
 /// A W3C trace context: which trace a record belongs to and which span
 /// published it.
@@ -280,67 +278,6 @@ pub(crate) fn new_span_id() -> u64 {
 /// A trace or span id as span fields carry it.
 pub(crate) fn hex_id(id: u128, digits: usize) -> String {
     format!("{id:0digits$x}")
-}
-
-thread_local! {
-    /// The lane whose handler runs on this thread right now, set by its
-    /// runner for the length of one turn (not per record).
-    static CURRENT: RefCell<Option<(SharedBoard, usize)>> = const { RefCell::new(None) };
-    /// Whether `CURRENT` is set: the one check a publish outside any
-    /// handler pays.
-    static IN_HANDLER: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Marks `lane` of `board` as the one whose handler runs on this thread
-/// until the guard is dropped.
-pub(crate) struct Current(());
-
-impl Current {
-    pub(crate) fn enter(board: &SharedBoard, lane: usize) -> Self {
-        CURRENT.with(|c| *c.borrow_mut() = Some((board.clone(), lane)));
-        IN_HANDLER.with(|h| h.set(true));
-        Current(())
-    }
-}
-
-impl Drop for Current {
-    fn drop(&mut self) {
-        IN_HANDLER.with(|h| h.set(false));
-        CURRENT.with(|c| c.borrow_mut().take());
-    }
-}
-
-/// Whether a handler runs on this thread (one thread-local read).
-#[inline]
-pub(crate) fn in_handler() -> bool {
-    IN_HANDLER.with(Cell::get)
-}
-
-/// Calls `f` with the record the handler running on this thread is
-/// handling and its `handle` span's trace context (when the span is on).
-pub(crate) fn with_current<R>(f: impl FnOnce(&Record, Option<TraceContext>) -> R) -> Option<R> {
-    if !IN_HANDLER.with(Cell::get) {
-        return None;
-    }
-    CURRENT.with(|c| {
-        let current = c.borrow();
-        let (board, lane) = current.as_ref()?;
-        let board = board.try_borrow().ok()?;
-        let running = board.lanes.get(*lane)?.running.as_ref()?;
-        Some(f(&running.job.record, running.trace.as_deref().copied()))
-    })
-}
-
-/// Calls `f` with the board and lane of the handler running on this thread.
-pub(crate) fn with_current_lane<R>(f: impl FnOnce(&SharedBoard, usize) -> R) -> Option<R> {
-    if !IN_HANDLER.with(Cell::get) {
-        return None;
-    }
-    CURRENT.with(|c| {
-        let current = c.borrow();
-        let (board, lane) = current.as_ref()?;
-        Some(f(board, *lane))
-    })
 }
 
 /// Gives `headers` (a publish's) what they lack of `record`'s context: its

@@ -51,6 +51,7 @@
 
 mod relay;
 pub(crate) mod row;
+pub(crate) mod tree;
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -291,7 +292,7 @@ fn prepared(mut publish: Publish, now: SystemTime) -> Result<(Publish, row::Row)
         let id = new_message_id(epoch_ms_rounded_up(now));
         publish.headers.insert_known_copy(header::MESSAGE_ID, &id);
     }
-    crate::observe::trace::with_current(|record, parent| {
+    crate::delivery::current::with_current(|record, parent| {
         crate::observe::trace::inherit(&mut publish.headers, record, parent)
     });
     let row = row::Row::of(&publish, now);

@@ -19,14 +19,12 @@ use futures_util::FutureExt;
 use kafkactor_actors::ChildRef;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::delivery::current::{in_handler, join, with_current, Joined};
 use crate::envelope::header;
 use crate::error::Result;
-use crate::observe::trace::{
-    adopt, in_handler, inherit, record_ids, spans_on, with_current, TraceContext,
-};
+use crate::observe::trace::{adopt, inherit, record_ids, spans_on, TraceContext};
 use crate::producer::{Producer, PublishBatch};
 use crate::publish::{Publish, PublishOutcome};
-use crate::subscription::transaction::{join, Joined};
 
 /// A publish (or a batch) on its way to the Producer, with where its
 /// answer goes (none for a `do_send`: failures are logged) and its

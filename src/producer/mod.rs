@@ -31,8 +31,8 @@ use actix::dev::{MessageResponse, OneshotSender};
 use actix::prelude::*;
 use kafkactor_actors::{ChildRef, Shutdown};
 
-use crate::connection::producer::{hand_over, resend_after, ProducerConnection, Reply, Write};
-use crate::delay::Plan;
+use crate::buckets::{DelayHeaders, Plan};
+use crate::connection::producer::{hand_over, resend_after, ProducerConnection, Write};
 use crate::envelope::{header, new_message_id, OutgoingRecord};
 use crate::error::{Error, Result};
 use crate::observe::lineage::Tap;
@@ -55,7 +55,7 @@ const DRAIN_ROUNDS: usize = 16;
 
 /// Publishes records; reach it through [`App::producer`](crate::App::producer).
 pub struct Producer {
-    connection: ChildRef<ProducerConnection>,
+    connection: ChildRef<ProducerConnection<PublishReply>>,
     max_message_bytes: usize,
     delivery_timeout: Duration,
     delays: Option<Arc<Plan>>,
@@ -78,7 +78,7 @@ impl std::fmt::Debug for Producer {
 
 impl Producer {
     pub(crate) fn new(
-        connection: ChildRef<ProducerConnection>,
+        connection: ChildRef<ProducerConnection<PublishReply>>,
         max_message_bytes: usize,
         delivery_timeout: Duration,
         delays: Option<Arc<Plan>>,
@@ -187,9 +187,7 @@ impl Queue {
         };
         let mut outbox = self.outbox.borrow_mut();
         let was_empty = outbox.writes.is_empty();
-        outbox
-            .writes
-            .push(Write::new(record, Reply::Publish(reply)));
+        outbox.writes.push(Write::new(record, reply));
         was_empty
     }
 
@@ -225,9 +223,7 @@ impl Queue {
                         origin: self.origin(&record.topic),
                         lineage: self.lineage_of(&record),
                     };
-                    outbox
-                        .writes
-                        .push(Write::new(record, Reply::Publish(reply)));
+                    outbox.writes.push(Write::new(record, reply));
                 }
             }
         }
@@ -330,11 +326,12 @@ pub(crate) fn prepare(
         })?;
         let remaining = Duration::from_millis((deliver_at - timestamp_ms) as u64);
         let (bucket_topic, bucket) = plan.first_bucket(remaining);
-        headers.insert(header::DELIVER_AT, deliver_at.to_string());
-        headers.insert(header::ORIGINAL_TOPIC, topic.to_string());
-        if let Some(p) = partition.take() {
-            headers.insert(header::DELIVER_PARTITION, p.to_string());
+        DelayHeaders {
+            deliver_at,
+            destination: topic,
+            partition: partition.take(),
         }
+        .write(&mut headers);
         topic = bucket_topic;
         delayed = Some(Delayed { deliver_at, bucket });
     }
@@ -369,7 +366,7 @@ pub(crate) struct Resend {
 /// The writes taken since the Producer last handed a batch to its connection.
 #[derive(Default)]
 struct Outbox {
-    writes: Vec<Write>,
+    writes: Vec<Write<PublishReply>>,
 }
 
 /// The [`Producer`]'s immediate answer to a [`Publish`]: the record is
@@ -549,7 +546,7 @@ impl Handler<Resend> for Producer {
         };
         reply.resends += 1;
         tracing::debug!(topic = %record.topic, %error, ?backoff, "publish failed; sending again");
-        let write = Write::new(record, Reply::Publish(reply));
+        let write = Write::new(record, reply);
         ctx.run_later(backoff, move |act, ctx| {
             act.outbox.borrow_mut().writes.push(write);
             act.flush(ctx);

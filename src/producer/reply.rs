@@ -9,6 +9,7 @@ use actix::dev::{OneshotSender, SendError};
 use actix::Recipient;
 
 use crate::broker::{Delivered, Failed, WriteResult};
+use crate::connection::producer::WriteReply;
 use crate::error::Result;
 use crate::observe::lineage::{Event, Tap};
 use crate::observe::metrics::PublishMetrics;
@@ -47,10 +48,10 @@ pub(crate) struct Published {
     pub(super) message_id: Option<String>,
 }
 
-impl PublishReply {
+impl WriteReply for PublishReply {
     /// The publisher's `publish` span, when spans are on: the broker write
     /// follows from it.
-    pub(crate) fn span(&self) -> Option<&tracing::Span> {
+    fn span(&self) -> Option<&tracing::Span> {
         match &self.to {
             Answer::One(_) => None,
             Answer::Traced(traced) => Some(&traced.1),
@@ -58,12 +59,18 @@ impl PublishReply {
         }
     }
 
+    fn answer(self, result: WriteResult) {
+        self.answer_with(result)
+    }
+}
+
+impl PublishReply {
     /// When resending must stop: the delivery timeout after the publish was taken.
     pub(super) fn deadline(&self, delivery_timeout: Duration) -> Instant {
         crate::clock::deadline_after(crate::clock::instant_of(self.taken), delivery_timeout)
     }
 
-    pub(crate) fn answer(self, result: WriteResult) {
+    fn answer_with(self, result: WriteResult) {
         let failed = match result {
             Ok(delivered) => {
                 let outcome = outcome(delivered, self.delayed);

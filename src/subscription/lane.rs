@@ -54,13 +54,15 @@ use tokio::sync::oneshot;
 use crate::clock::Stopwatch;
 use crate::connection::protocol::Stamp;
 use crate::dead_letter::FailureKind;
+use crate::delivery::current::{Current, Handling};
 use crate::delivery::Outcome;
 use crate::envelope::{OutgoingRecord, Record};
 use crate::observe::histogram::LocalSeries;
 use crate::observe::metrics::PerTopic;
-use crate::observe::trace::{in_trace, spans_on, Current, TraceContext};
+use crate::observe::trace::{in_trace, spans_on, TraceContext};
 use crate::subscription::dispatcher::DispatchSettings;
 use crate::subscription::route::Routes;
+use crate::subscription::transaction::LaneHandling;
 use crate::subscription::transaction::Transactional;
 
 /// Most records a runner handles in one turn before it lets its thread's
@@ -292,6 +294,8 @@ impl<A: Actor<Context = Context<A>>> Later<A> {
 pub(crate) struct Runner<A: Actor> {
     board: SharedBoard,
     lane: usize,
+    /// The lane as publishes made from its handler see it (set for each turn).
+    handling: Rc<dyn Handling>,
     incarnation: u64,
     routes: Rc<Routes<A>>,
     settings: Arc<DispatchSettings>,
@@ -339,9 +343,14 @@ impl<A: Actor<Context = Context<A>>> Runner<A> {
         routes: Rc<Routes<A>>,
         settings: Arc<DispatchSettings>,
     ) -> Self {
+        let handling = Rc::new(LaneHandling {
+            board: board.clone(),
+            lane,
+        });
         Runner {
             board,
             lane,
+            handling,
             incarnation,
             routes,
             timed: settings.metrics.on().then(Stopwatch::new),
@@ -549,7 +558,7 @@ impl<A: Actor<Context = Context<A>>> ActorFuture<A> for Runner<A> {
         this.drop_if_stale();
         // Publishes made by the handler during this turn inherit the
         // running record's context.
-        let _current = Current::enter(&this.board, this.lane);
+        let _current = Current::enter(&this.handling);
         // Looked up once per turn, not per record.
         let spans = spans_on();
         let (result, news) = this.turn(act, ctx, task, spans);

@@ -118,12 +118,6 @@ pub enum OnRestartLimit {
     Escalate,
 }
 
-/// The dead-letter topic for records of `topic`: the configured one, or
-/// `<topic>.dlq`.
-pub(crate) fn dead_letter_topic(configured: Option<&str>, topic: &str) -> String {
-    configured.map_or_else(|| format!("{topic}.dlq"), str::to_string)
-}
-
 /// How long a handler may take on one record by default.
 pub const DEFAULT_HANDLER_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -323,7 +317,7 @@ impl Subscription {
 
     /// The dead-letter topic for a record read from `topic`.
     pub(crate) fn dead_letter_topic(&self, topic: &str) -> String {
-        dead_letter_topic(self.dead_letter.as_deref(), topic)
+        crate::topics::dead_letter(topic, self.dead_letter.as_deref())
     }
 
     pub(crate) fn validate(&self) -> Result<()> {

@@ -9,11 +9,13 @@
 //! rejection, a panic, a timeout) drops what it published.
 
 use crate::broker::PartitionCounts;
+use crate::delivery::current::{Handling, Joined};
 use crate::envelope::{OutgoingRecord, Record};
 use crate::error::{Error, Result};
-use crate::observe::trace::{inherit, with_current_lane, TraceContext};
+use crate::observe::trace::{inherit, TraceContext};
 use crate::producer::prepare;
 use crate::publish::{Publish, PublishOutcome};
+use crate::subscription::lane::SharedBoard;
 
 /// What a publish joining a transaction is checked against when it is
 /// made: a record it may not write is refused then, with a typed error,
@@ -26,29 +28,39 @@ pub(crate) struct Transactional {
     pub(crate) partitions: PartitionCounts,
 }
 
-/// What became of a publish offered to the record's transaction.
-pub(crate) enum Joined {
-    /// Taken (or refused, with why).
-    Taken(Result<PublishOutcome>),
-    /// Not in a transactional handler: for the Producer.
-    Back(Publish),
+/// What a lane's handler is handling, as publishes made from it see it
+/// (the hook of [`delivery::current`](crate::delivery::current)).
+pub(crate) struct LaneHandling {
+    pub(crate) board: SharedBoard,
+    pub(crate) lane: usize,
 }
 
-/// Takes `publish` into the transaction of the record handled on this
-/// thread, when its subscription is transactional; gives it back otherwise.
-/// One look at the board: the subscription's setting, the running record
-/// (whose context the publish inherits) and its lane's outputs.
-pub(crate) fn join(publish: Publish) -> Joined {
-    let mut publish = Some(publish);
-    let taken = with_current_lane(|board, lane| {
-        let mut board = board.try_borrow_mut().ok()?;
-        let checks = board.transactional.clone()?;
-        let publish = publish.take().expect("taken once");
-        let Some(lane) = board.lanes.get_mut(lane) else {
-            return Some(Err(gone()));
+impl Handling for LaneHandling {
+    fn record(&self, f: &mut dyn FnMut(&Record, Option<TraceContext>)) {
+        let Ok(board) = self.board.try_borrow() else {
+            return;
+        };
+        if let Some(running) = board.lanes.get(self.lane).and_then(|l| l.running.as_ref()) {
+            f(&running.job.record, running.trace.as_deref().copied());
+        }
+    }
+
+    /// Takes `publish` into the transaction of the record handled, when its
+    /// subscription is transactional; gives it back otherwise. One look at
+    /// the board: the subscription's setting, the running record (whose
+    /// context the publish inherits) and its lane's outputs.
+    fn join(&self, publish: Publish) -> Joined {
+        let Ok(mut board) = self.board.try_borrow_mut() else {
+            return Joined::Back(publish);
+        };
+        let Some(checks) = board.transactional.clone() else {
+            return Joined::Back(publish);
+        };
+        let Some(lane) = board.lanes.get_mut(self.lane) else {
+            return Joined::Taken(Err(gone()));
         };
         let Some(running) = lane.running.as_ref() else {
-            return Some(Err(gone()));
+            return Joined::Taken(Err(gone()));
         };
         let record = match joinable(
             publish,
@@ -57,17 +69,10 @@ pub(crate) fn join(publish: Publish) -> Joined {
             &checks,
         ) {
             Ok(record) => record,
-            Err(e) => return Some(Err(e)),
+            Err(e) => return Joined::Taken(Err(e)),
         };
         lane.outputs.push(record);
-        Some(Ok(PublishOutcome::Transactional))
-    })
-    .flatten();
-    match (taken, publish) {
-        (Some(answer), _) => Joined::Taken(answer),
-        (None, Some(publish)) => Joined::Back(publish),
-        // Not reached: a publish taken is always answered.
-        (None, None) => Joined::Taken(Err(gone())),
+        Joined::Taken(Ok(PublishOutcome::Transactional))
     }
 }
 

@@ -27,47 +27,34 @@ use std::time::Duration;
 use actix::{Actor, AsyncContext, Context};
 use kafkactor_actors::{ChildRef, ChildSpec, Events, Supervisor};
 
-use crate::app::Parts;
 use crate::broker::{BrokerBackend, ConsumerConfig, PartitionCounts};
-use crate::connection::consumer::{ConsumerConnection, ConsumerSettings};
-use crate::connection::protocol::{Consumer, Deliver, FindConsumer, Refused, Released};
+use crate::connection::consumer::{self, ConsumerConnection, ConsumerSettings};
+use crate::dead_letter::DeadLetter;
+use crate::observe::health::Failing;
+use crate::observe::lineage::Tap;
+use crate::observe::metrics::Metrics;
 use crate::subscription::dispatcher::{DispatchSettings, Dispatcher};
 use crate::subscription::lane::{Board, Runner, SharedBoard};
 use crate::subscription::route::Routes;
 use crate::subscription::transaction::Transactional;
 use crate::subscription::{OnRestartLimit, Subscription};
 
-/// The child spec of a `consumer-connection` that feeds `target` (a
-/// Dispatcher or the Republisher) and reports to whichever incarnation of it
-/// is running.
-pub(crate) fn connection_spec<D>(
-    backend: Arc<dyn BrokerBackend>,
-    settings: ConsumerSettings,
-    connection: &ChildRef<ConsumerConnection>,
-    target: ChildRef<D>,
-    shutdown_deadline: Duration,
-) -> ChildSpec
-where
-    D: Actor<Context = Context<D>>
-        + actix::Handler<Deliver>
-        + actix::Handler<Released>
-        + actix::Handler<Refused>,
-{
-    ChildSpec::graceful_with_ref("consumer-connection", connection, move || {
-        let target = target.clone();
-        let resolve: FindConsumer = Box::new(move || {
-            target.get_numbered().map(|(a, n)| {
-                let target = Consumer {
-                    deliver: a.clone().recipient(),
-                    released: a.clone().recipient(),
-                    refused: a.recipient(),
-                };
-                (target, n)
-            })
-        });
-        ConsumerConnection::new(backend.clone(), settings.clone(), resolve)
-    })
-    .shutdown_deadline(shutdown_deadline)
+/// What the application gives a subscription's subtree.
+pub(crate) struct Parts {
+    pub(crate) backend: Arc<dyn BrokerBackend>,
+    pub(crate) events: Events,
+    /// Where it dead-letters.
+    pub(crate) dead_letter: ChildRef<DeadLetter>,
+    /// Its consumer connection, which the application asks what it owns.
+    pub(crate) connection: ChildRef<ConsumerConnection>,
+    pub(crate) metrics: Metrics,
+    /// Where lineage events go, when on.
+    pub(crate) lineage: Option<Tap>,
+    /// The largest record the application publishes (what a transactional
+    /// handler's outputs are checked against).
+    pub(crate) max_message_bytes: usize,
+    /// The readiness check of its handlers.
+    pub(crate) handlers_health: Failing,
 }
 
 /// What a member of `sub`'s group is.
@@ -134,11 +121,10 @@ where
     let Parts {
         backend,
         events,
-        outbound,
+        dead_letter,
         connection,
         ..
     } = parts;
-    let dead_letter = outbound.dead_letter;
     let handlers: Vec<ChildRef<A>> = (0..sub.concurrency).map(|_| ChildRef::new()).collect();
     let dispatcher: ChildRef<Dispatcher<A>> = ChildRef::new();
     let drain = sub.drain_timeout;
@@ -195,7 +181,7 @@ where
                 )
             },
         ));
-        tree.child(connection_spec(
+        tree.child(consumer::spec(
             backend.clone(),
             consumer.clone(),
             &connection,

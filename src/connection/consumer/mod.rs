@@ -489,8 +489,10 @@ impl Handler<Shutdown> for ConsumerConnection {
 
 mod commit;
 mod flow;
+mod spec;
 
 pub(crate) use flow::Hold;
+pub(crate) use spec::spec;
 
 #[cfg(test)]
 mod tests;

@@ -65,9 +65,9 @@ use crate::observe::metrics::{count_runs, HandleMetrics, Metrics, PerTopic};
 use crate::observe::trace::{batch_span, Batch};
 use crate::observe::trace::{dead_letter_span, retry_span};
 use crate::partitioner::murmur2;
-use crate::subscription::dead_letter_topic;
 use crate::subscription::lane::{Answer, Job, SharedBoard};
 use crate::subscription::retry::RetryPolicy;
+use crate::topics;
 use tracing::Instrument;
 
 mod copies;
@@ -119,7 +119,7 @@ impl DispatchSettings {
     fn dead_letter_topic(&self, record: &Record) -> Arc<str> {
         match &self.dead_letter {
             Some(t) => t.clone(),
-            None => Arc::from(dead_letter_topic(None, &record.topic)),
+            None => Arc::from(topics::dead_letter(&record.topic, None)),
         }
     }
 }

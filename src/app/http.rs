@@ -7,7 +7,7 @@
 //! Prometheus' text format (consumer lag read from the broker first);
 //! `/health/live` answers 200 while the server runs, which is while the
 //! supervision tree does (the actor is the root's last child); and
-//! `/health/ready` answers the [`Health`](super::health::Health) as JSON,
+//! `/health/ready` answers the [`Health`](crate::Health) as JSON,
 //! 200 when ready and 503 when not.
 //!
 //! Messages: `Shutdown` (stops the server, letting requests under way

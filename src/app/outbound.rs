@@ -19,21 +19,20 @@ use std::time::Duration;
 
 use kafkactor_actors::{ChildRef, ChildSpec, Events, Supervisor};
 
-use crate::app::PUBLISH_MAILBOX;
 use crate::broker::{BrokerBackend, ProducerConfig};
-use crate::connection::producer::ProducerConnection;
+use crate::buckets::Plan;
+use crate::connection::producer::{ProducerConnection, Writer, WRITE_MAILBOX};
 use crate::dead_letter::DeadLetter;
-use crate::delay::Plan;
 use crate::observe::lineage::Tap;
 use crate::observe::metrics::Metrics;
 use crate::producer::handle::IntakeReceiver;
-use crate::producer::Producer;
+use crate::producer::{Producer, PublishReply};
 
 /// The outbound actors, each found through its [`ChildRef`] whichever
 /// incarnation runs.
 #[derive(Clone, Default)]
 pub(crate) struct Outbound {
-    pub(crate) connection: ChildRef<ProducerConnection>,
+    pub(crate) connection: ChildRef<ProducerConnection<PublishReply>>,
     pub(crate) producer: ChildRef<Producer>,
     pub(crate) dead_letter: ChildRef<DeadLetter>,
 }
@@ -80,7 +79,7 @@ impl Outbound {
                         },
                     )
                 })
-                .mailbox_capacity(PUBLISH_MAILBOX),
+                .mailbox_capacity(WRITE_MAILBOX),
             )
             .child(
                 ChildSpec::graceful_with_ref("producer", &self.producer, {
@@ -97,12 +96,18 @@ impl Outbound {
                         )
                     }
                 })
-                .mailbox_capacity(PUBLISH_MAILBOX),
+                .mailbox_capacity(WRITE_MAILBOX),
             )
             .child(ChildSpec::graceful_with_ref(
                 "dead-letter",
                 &self.dead_letter,
-                move || DeadLetter::new(connection.clone(), delivery_timeout, events.clone()),
+                move || {
+                    DeadLetter::new(
+                        Writer::to(connection.clone()),
+                        delivery_timeout,
+                        events.clone(),
+                    )
+                },
             ))
     }
 }

@@ -1,5 +1,7 @@
 //! What a handler receives ([`Delivery`]) and what it answers ([`Outcome`]).
 
+pub(crate) mod current;
+
 use std::fmt;
 use std::sync::Arc;
 
@@ -7,6 +9,7 @@ use actix::{Message, MessageResponse};
 
 use crate::envelope::{header, Headers, Record};
 use crate::observe::trace::TraceContext;
+use crate::publish::Publish;
 
 /// A decoded message and where it came from. Handlers implement
 /// `Handler<Delivery<T>>` and answer an [`Outcome`].
@@ -153,5 +156,18 @@ impl<E: fmt::Display> From<Result<(), E>> for Outcome {
             Ok(()) => Outcome::Ack,
             Err(e) => Outcome::retry(e),
         }
+    }
+}
+
+/// What a publish made from a handler's [`Delivery`] takes of it (defined
+/// here, above [`Publish`], which knows nothing of deliveries).
+impl Publish {
+    /// Continues `delivery`'s context: its tenant and correlation id (unless
+    /// set already) and a `traceparent` that is a child of its trace. What
+    /// a handler publishes while it runs gets this by itself; this is for
+    /// publishes made elsewhere (a task the handler spawned, another actor).
+    pub fn continuing<T>(mut self, delivery: &Delivery<T>) -> Self {
+        crate::observe::trace::inherit(&mut self.headers, delivery.record(), None);
+        self
     }
 }

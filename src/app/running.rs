@@ -1,0 +1,155 @@
+//! [`App`]: the running application, what [`AppBuilder::start`](crate::AppBuilder::start)
+//! returns: its publisher, what it observes of itself, fault injection,
+//! and its stop.
+
+use std::fmt;
+use std::time::Duration;
+
+use kafkactor_actors::{ChildRef, Events, Exit, FailChildError, SupervisorHandle};
+
+use super::health::Observed;
+use crate::broker::Broker;
+use crate::connection::consumer::Owned;
+use crate::error::{Error, Result};
+use crate::observe::health::Health;
+use crate::producer::handle::IntakeSender;
+use crate::producer::{Producer, ProducerHandle};
+
+/// A running application. Publish through [`App::producer`]; stop with
+/// [`App::shutdown`], which drains in-flight work and commits.
+pub struct App {
+    pub(super) observed: Observed,
+    pub(super) http_addr: Option<std::net::SocketAddr>,
+    pub(super) root: SupervisorHandle,
+    pub(super) producer: ChildRef<Producer>,
+    /// Where [`ProducerHandle`]s send.
+    pub(super) intake: IntakeSender,
+    pub(super) delivery_timeout: Duration,
+    pub(super) broker: Broker,
+    pub(super) events: Events,
+    /// Counts the supervision events while the application lives.
+    pub(super) _counting: crate::observe::supervision::Counting,
+}
+
+impl fmt::Debug for App {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("App")
+            .field("broker", &self.broker)
+            .field("running", &!self.root.is_finished())
+            .finish()
+    }
+}
+
+impl App {
+    /// The application's publisher: send it [`Publish`](crate::Publish)
+    /// messages. The handle stays valid across restarts of the Producer
+    /// actor (see [`ProducerHandle`]): keep it for the life of the service.
+    pub fn producer(&self) -> ProducerHandle {
+        ProducerHandle::new(
+            self.producer.clone(),
+            self.intake.clone(),
+            self.delivery_timeout,
+        )
+    }
+
+    /// The partitions this application's consumers (its subscriptions and
+    /// its Republisher) own right now, over all of them, sorted. Each
+    /// consumer connection answers for itself; one that is restarting owns
+    /// nothing.
+    pub async fn assigned_partitions(&self) -> Vec<crate::TopicPartition> {
+        let asked: Vec<_> = self
+            .observed
+            .consumers()
+            .iter()
+            .filter_map(|c| c.connection.get().map(|a| a.send(Owned)))
+            .collect();
+        let mut all = Vec::new();
+        for answer in asked {
+            all.extend(answer.await.unwrap_or_default());
+        }
+        all.sort();
+        all
+    }
+
+    /// The broker this application runs on.
+    pub fn broker(&self) -> &Broker {
+        &self.broker
+    }
+
+    /// The registry of the application's metrics: the one given to
+    /// [`AppBuilder::metrics_registry`](crate::AppBuilder::metrics_registry), or one of its own. The metrics
+    /// (`kafkactor_*`: published, consumed, acknowledged, retried and
+    /// dead-lettered records, handler and publish latency, in-flight
+    /// records, consumer lag, delayed backlog, actor restarts) are listed
+    /// in the README's Observability section.
+    pub fn metrics_registry(&self) -> &prometheus::Registry {
+        self.observed.metrics().registry()
+    }
+
+    /// The metrics in Prometheus' text format, as `/metrics` serves them
+    /// (consumer lag and delayed backlog read from the broker first).
+    pub async fn metrics_text(&self) -> String {
+        self.observed.render().await
+    }
+
+    /// Whether the application is live and ready, as `/health/ready`
+    /// answers (see [`Health`](crate::Health)).
+    pub async fn health(&self) -> Health {
+        self.observed.health(!self.root.is_finished()).await
+    }
+
+    /// The address `/metrics` and `/health/*` are served on, with
+    /// [`AppBuilder::serve_http`](crate::AppBuilder::serve_http).
+    pub fn http_addr(&self) -> Option<std::net::SocketAddr> {
+        self.http_addr
+    }
+
+    /// The supervision tree's lifecycle events.
+    pub fn events(&self) -> &Events {
+        &self.events
+    }
+
+    /// Makes the actor at `path` fail with `reason`, as a crash would: its
+    /// supervisor restarts it by its policy. For fault-injection tests and
+    /// operators. Paths are child ids joined by `/`, as the tree in the
+    /// README draws them: `producer-connection`, `producer`, `dead-letter`;
+    /// with [`lineage`](crate::AppBuilder::lineage) `lineage`; per outbox
+    /// relay `outbox:<table>`; with [`delays`](crate::AppBuilder::delays)
+    /// `republisher/producer-connection`, `republisher/consumer-connection`
+    /// and `republisher/republisher`; per subscription
+    /// `subscription:<group>:<topics>/handlers/handler-<lane>`,
+    /// `subscription:<group>:<topics>/dispatcher` and
+    /// `subscription:<group>:<topics>/consumer-connection`, where
+    /// `<topics>` are the subscription's topics joined by `,`; with
+    /// [`serve_http`](crate::AppBuilder::serve_http) `http`. A path that
+    /// names no actor is [`Error::UnknownActor`].
+    pub async fn fail_actor(&self, path: &str, reason: &str) -> Result<()> {
+        self.root
+            .fail_child(path, reason)
+            .await
+            .map_err(|e| match e {
+                FailChildError::NoSuchChild(_) => Error::UnknownActor(path.to_string()),
+                other => Error::Unavailable(other.to_string()),
+            })
+    }
+
+    /// Waits until the application stops on its own: `Err(Error::Escalated)`
+    /// when the root supervisor gave up after too many failures.
+    pub async fn wait(&mut self) -> Result<()> {
+        exit_to_result(self.root.wait().await)
+    }
+
+    /// Stops every actor in reverse start order: subscriptions stop polling,
+    /// finish their in-flight records (within their drain timeout) and commit;
+    /// then the dead-letter actor, the producer and its connection (flushed).
+    pub async fn shutdown(self) -> Result<()> {
+        exit_to_result(self.root.shutdown().await)
+    }
+}
+
+fn exit_to_result(exit: Exit) -> Result<()> {
+    match exit {
+        Exit::Normal => Ok(()),
+        other => Err(Error::Escalated(other.to_string())),
+    }
+}

@@ -1,0 +1,325 @@
+//! [`AppBuilder::start`]: checks the settings, creates the topics, then
+//! adds the subtrees to the root in start order (the order of the tree in
+//! `app/mod.rs`) and starts it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kafkactor_actors::{ChildRef, ChildSpec, Exit, Restart, Supervisor};
+use tokio::sync::Mutex;
+
+use super::builder::AppBuilder;
+use super::health::{Consumer, Observed};
+use super::http::HttpEndpoints;
+use super::lineage::LineagePublisher;
+use super::outbound::{Outbound, OutboundSettings};
+use super::running::App;
+use crate::broker::{Broker, BrokerBackend};
+use crate::buckets::{Delays, Plan};
+use crate::connection::producer::WRITE_MAILBOX;
+use crate::error::{Error, Result};
+use crate::observe::health::Failing;
+use crate::observe::lineage::Tap;
+use crate::observe::metrics::Metrics;
+use crate::producer::handle::IntakeSender;
+use crate::producer::ProducerHandle;
+
+/// What every subtree is built from, made once by `start`.
+struct Shared {
+    backend: Arc<dyn BrokerBackend>,
+    metrics: Metrics,
+    outbound: Outbound,
+    /// Where [`ProducerHandle`]s send.
+    intake: IntakeSender,
+    delivery_timeout: Duration,
+    /// Where lineage events go, when on.
+    tap: Option<Tap>,
+}
+
+impl Shared {
+    /// A handle on the application's Producer.
+    fn producer(&self) -> ProducerHandle {
+        ProducerHandle::new(
+            self.outbound.producer.clone(),
+            self.intake.clone(),
+            self.delivery_timeout,
+        )
+    }
+}
+
+/// What the application observes of the subtrees it starts.
+#[derive(Default)]
+struct Observing {
+    /// The consumer connection of every consumer subtree.
+    consumers: Vec<Consumer>,
+    /// Each subscription's handlers' check.
+    handlers: Vec<(String, Failing)>,
+    /// Each dependency's check (idempotency stores, outbox databases).
+    dependencies: Vec<(String, Failing)>,
+}
+
+impl AppBuilder {
+    /// Validates the configuration, starts the supervision tree in order and
+    /// returns the running application. Must run inside an actix system.
+    pub async fn start(mut self) -> Result<App> {
+        let broker = self.checked().await?;
+        let plan = self.delays.as_ref().map(Delays::plan).transpose()?;
+        let metrics = Metrics::register(self.registry.take().unwrap_or_default(), self.metrics)?;
+        // Once per process (a few ms): not on the first record timed.
+        crate::clock::warm();
+        let backend = broker.backend()?;
+        self.create_topics(&backend, plan.as_deref()).await?;
+
+        let (intake, intake_rx) = crate::producer::handle::intake(WRITE_MAILBOX);
+        let lineage = self.lineage.as_ref().map(|lineage| {
+            let (tap, events) = Tap::new(lineage, metrics.collectors().lineage_dropped.clone());
+            (tap, Arc::from(lineage.topic.as_str()), events)
+        });
+        let shared = Shared {
+            backend,
+            metrics,
+            outbound: Outbound::default(),
+            intake,
+            delivery_timeout: self.delivery_timeout,
+            tap: lineage.as_ref().map(|(tap, ..)| tap.clone()),
+        };
+        let mut observing = Observing::default();
+        let mut root = Supervisor::new("kafkactor")
+            .events(self.events.clone())
+            .restart_limit(self.restart_limit.0, self.restart_limit.1)
+            .backoff(self.backoff);
+
+        // producer-connection, producer, dead-letter
+        root = shared.outbound.children(
+            root,
+            OutboundSettings {
+                backend: shared.backend.clone(),
+                max_message_bytes: self.max_message_bytes,
+                delivery_timeout: self.delivery_timeout,
+                delays: plan.clone(),
+                events: self.events.clone(),
+                intake: intake_rx,
+                metrics: shared.metrics.clone(),
+                lineage: shared.tap.clone(),
+            },
+        );
+        // lineage: stopped after the subscriptions, whose last events it publishes
+        if let Some((_, topic, events)) = lineage {
+            root = root.child(lineage_spec(topic, events, shared.producer()));
+        }
+        // outbox:<table>
+        #[cfg(feature = "postgres")]
+        for relay in std::mem::take(&mut self.outbox_relays) {
+            let failing = Failing::default();
+            let name = crate::outbox::tree::relay_name(&relay);
+            observing.dependencies.push((name, failing.clone()));
+            root = root.child(crate::outbox::tree::relay_spec(
+                relay,
+                shared.producer(),
+                shared.metrics.clone(),
+                failing,
+            ));
+        }
+        // republisher
+        if let Some((delays, plan)) = self.republisher(plan) {
+            root = root.child(republisher(&shared, &self, delays, plan, &mut observing));
+        }
+        // subscription:<group>:<topics>, one per subscription
+        for (sub, make) in std::mem::take(&mut self.subscriptions) {
+            let connection = ChildRef::new();
+            observing.consumers.push(Consumer {
+                group: sub.group_name().to_string(),
+                topics: sub.topics.clone(),
+                connection: connection.clone(),
+                buckets: false,
+            });
+            let handlers_health = Failing::default();
+            observing.handlers.push((
+                format!("handlers:{}", sub.group_name()),
+                handlers_health.clone(),
+            ));
+            if let Some(idempotency) = &sub.idempotency {
+                observing.dependencies.push((
+                    format!("idempotency:{}", sub.group_name()),
+                    idempotency.failing.clone(),
+                ));
+            }
+            root = root.child(make(crate::subscription::tree::Parts {
+                backend: shared.backend.clone(),
+                events: self.events.clone(),
+                dead_letter: shared.outbound.dead_letter.clone(),
+                connection,
+                metrics: shared.metrics.clone(),
+                lineage: shared.tap.clone().filter(|_| sub.lineage),
+                max_message_bytes: self.max_message_bytes,
+                handlers_health,
+            }));
+        }
+        // The handlers' checks first, then the dependencies'.
+        let Observing {
+            consumers,
+            mut handlers,
+            dependencies,
+        } = observing;
+        handlers.extend(dependencies);
+        let observed = Observed::new(
+            shared.metrics.clone(),
+            shared.backend.clone(),
+            consumers,
+            handlers,
+        );
+        // http
+        let mut http_addr = None;
+        if let Some(addr) = &self.http {
+            let (spec, bound) = http_spec(addr, observed.clone())?;
+            http_addr = Some(bound);
+            root = root.child(spec);
+        }
+
+        let counting = crate::observe::supervision::count_events(&self.events, &shared.metrics);
+        let mut handle = root.start_root();
+        if shared
+            .outbound
+            .producer
+            .ready(Duration::from_secs(10))
+            .await
+            .is_none()
+        {
+            let exit = if handle.is_finished() {
+                handle.wait().await
+            } else {
+                Exit::Killed
+            };
+            return Err(Error::Escalated(format!(
+                "the application did not start: {exit}"
+            )));
+        }
+        Ok(App {
+            observed,
+            http_addr,
+            root: handle,
+            producer: shared.outbound.producer,
+            intake: shared.intake,
+            delivery_timeout: self.delivery_timeout,
+            broker,
+            events: self.events,
+            _counting: counting,
+        })
+    }
+
+    /// The broker, once every setting is checked.
+    async fn checked(&mut self) -> Result<Broker> {
+        if let Some(e) = self.error.take() {
+            return Err(e);
+        }
+        let broker = self.broker.take().ok_or_else(|| {
+            Error::Config("no broker: call .broker(Broker::memory()) or another broker".into())
+        })?;
+        if self.max_message_bytes == 0 {
+            return Err(Error::Config("max_message_bytes must be at least 1".into()));
+        }
+        for (sub, _) in &self.subscriptions {
+            sub.validate()?;
+        }
+        #[cfg(feature = "postgres")]
+        for relay in &self.outbox_relays {
+            relay.validate()?;
+            relay.check().await?;
+        }
+        Ok(broker)
+    }
+
+    /// The delay settings and their plan, when this application runs a
+    /// Republisher.
+    fn republisher(&self, plan: Option<Arc<Plan>>) -> Option<(Delays, Arc<Plan>)> {
+        self.delays.clone().filter(Delays::republishes).zip(plan)
+    }
+
+    /// Creates the topics the application reads and writes before anything
+    /// polls or writes them: subscribed, dead-letter, delay bucket (when it
+    /// republishes) and lineage topics.
+    async fn create_topics(
+        &self,
+        backend: &Arc<dyn BrokerBackend>,
+        plan: Option<&Plan>,
+    ) -> Result<()> {
+        let mut topics: Vec<String> = Vec::new();
+        for (sub, _) in &self.subscriptions {
+            for topic in &sub.topics {
+                topics.push(topic.clone());
+                topics.push(sub.dead_letter_topic(topic));
+            }
+        }
+        if let Some(plan) = plan.filter(|_| self.delays.as_ref().is_some_and(Delays::republishes)) {
+            topics.extend(plan.topics());
+        }
+        if let Some(lineage) = &self.lineage {
+            topics.push(lineage.topic.clone());
+        }
+        topics.sort();
+        topics.dedup();
+        for topic in &topics {
+            backend.ensure_topic(topic, None).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The `republisher` subtree, its consumer observed.
+fn republisher(
+    shared: &Shared,
+    builder: &AppBuilder,
+    delays: Delays,
+    plan: Arc<Plan>,
+    observing: &mut Observing,
+) -> ChildSpec {
+    let connection = ChildRef::new();
+    observing.consumers.push(Consumer {
+        group: delays.group_name().to_string(),
+        topics: plan.topics(),
+        connection: connection.clone(),
+        buckets: true,
+    });
+    crate::delay::tree::republisher_spec(
+        &delays,
+        plan,
+        builder.delivery_timeout,
+        crate::delay::tree::Parts {
+            backend: shared.backend.clone(),
+            events: builder.events.clone(),
+            dead_letter: shared.outbound.dead_letter.clone(),
+            connection,
+            metrics: shared.metrics.clone(),
+        },
+    )
+}
+
+/// The `lineage` child: publishes the taps' events to `topic`. A normal
+/// stop (the application's Producer gone) is not restarted.
+fn lineage_spec(
+    topic: Arc<str>,
+    events: tokio::sync::mpsc::Receiver<crate::observe::lineage::Event>,
+    producer: ProducerHandle,
+) -> ChildSpec {
+    let events = Arc::new(Mutex::new(events));
+    ChildSpec::graceful("lineage", move || {
+        LineagePublisher::new(topic.clone(), events.clone(), producer.clone())
+    })
+    .restart(Restart::Transient)
+}
+
+/// The `http` child serving `addr`, and the address it is bound to.
+fn http_spec(addr: &str, observed: Observed) -> Result<(ChildSpec, std::net::SocketAddr)> {
+    let listener = std::net::TcpListener::bind(addr)
+        .map_err(|e| Error::Config(format!("cannot serve HTTP on {addr}: {e}")))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| Error::Config(format!("cannot serve HTTP on {addr}: {e}")))?;
+    let spec = ChildSpec::graceful("http", move || {
+        HttpEndpoints::new(
+            listener.try_clone().expect("a socket handle"),
+            observed.clone(),
+        )
+    });
+    Ok((spec, bound))
+}

@@ -1,0 +1,96 @@
+//! The record being handled on this thread, as a hook: a lane's runner
+//! sets it for the length of one turn (not per record), and a publish made
+//! from the handler reads it, to inherit the record's context or to join
+//! its transaction. The subscription implements [`Handling`]; the layers
+//! below it (the producer's handle, the outbox) only ask this module.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use crate::envelope::Record;
+use crate::error::Result;
+use crate::observe::trace::TraceContext;
+use crate::publish::{Publish, PublishOutcome};
+
+/// What a handler running on this thread is handling, as its lane sees it.
+pub(crate) trait Handling {
+    /// Calls `f` with the record being handled and its `handle` span's
+    /// trace context (when spans are on); not at all when none is.
+    fn record(&self, f: &mut dyn FnMut(&Record, Option<TraceContext>));
+
+    /// Offers `publish` to the transaction of the record being handled:
+    /// taken (and answered) in a transactional subscription, given back
+    /// otherwise.
+    fn join(&self, publish: Publish) -> Joined;
+}
+
+/// What became of a publish offered to the record's transaction.
+pub(crate) enum Joined {
+    /// Taken (or refused, with why).
+    Taken(Result<PublishOutcome>),
+    /// Not in a transactional handler: for the Producer.
+    Back(Publish),
+}
+
+thread_local! {
+    /// The lane whose handler runs on this thread right now.
+    static CURRENT: RefCell<Option<Rc<dyn Handling>>> = const { RefCell::new(None) };
+    /// Whether `CURRENT` is set: the one check a publish outside any
+    /// handler pays.
+    static IN_HANDLER: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Marks `handling` as what the handler running on this thread handles,
+/// until the guard is dropped.
+pub(crate) struct Current(());
+
+impl Current {
+    pub(crate) fn enter(handling: &Rc<dyn Handling>) -> Self {
+        CURRENT.with(|c| *c.borrow_mut() = Some(handling.clone()));
+        IN_HANDLER.with(|h| h.set(true));
+        Current(())
+    }
+}
+
+impl Drop for Current {
+    fn drop(&mut self) {
+        IN_HANDLER.with(|h| h.set(false));
+        CURRENT.with(|c| c.borrow_mut().take());
+    }
+}
+
+/// Whether a handler runs on this thread (one thread-local read).
+#[inline]
+pub(crate) fn in_handler() -> bool {
+    IN_HANDLER.with(Cell::get)
+}
+
+/// The hook set on this thread, when a handler runs.
+fn current() -> Option<Rc<dyn Handling>> {
+    if !in_handler() {
+        return None;
+    }
+    CURRENT.with(|c| c.borrow().clone())
+}
+
+/// Calls `f` with the record the handler running on this thread is
+/// handling and its `handle` span's trace context (when the span is on).
+pub(crate) fn with_current<R>(f: impl FnOnce(&Record, Option<TraceContext>) -> R) -> Option<R> {
+    let handling = current()?;
+    let (mut f, mut out) = (Some(f), None);
+    handling.record(&mut |record, trace| {
+        if let Some(f) = f.take() {
+            out = Some(f(record, trace));
+        }
+    });
+    out
+}
+
+/// Offers `publish` to the transaction of the record handled on this
+/// thread ([`Handling::join`]); gives it back outside any handler.
+pub(crate) fn join(publish: Publish) -> Joined {
+    match current() {
+        Some(handling) => handling.join(publish),
+        None => Joined::Back(publish),
+    }
+}
