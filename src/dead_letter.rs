@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use kafkactor_actors::{ChildRef, Shutdown};
+use kafkactor_actors::{Backoff, ChildRef, Shutdown};
 
 use kafkactor_actors::{Events, SupervisionEvent};
 
@@ -33,8 +33,8 @@ use crate::connection::producer::Writer;
 use crate::envelope::{header, now_ms, OutgoingRecord, Record};
 use crate::error::{Error, Result};
 
-/// Longest wait between two sends of a dead letter whose write failed.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(5);
+/// The wait between two sends of a dead letter whose write failed.
+const RETRY: Backoff = Backoff::doubling(Duration::from_millis(100), Duration::from_secs(5));
 
 /// Sends `request` to the running dead-letter actor (waiting up to `wait`
 /// for one): the one dead-letter send of the Dispatcher and the
@@ -63,9 +63,7 @@ pub(crate) fn send(
 /// How long to wait before sending a dead letter again after `failures`
 /// failed sends: 100 ms, doubling, at most 5 s.
 pub(crate) fn retry_after(failures: u32) -> Duration {
-    Duration::from_millis(50)
-        .saturating_mul(1 << failures.clamp(1, 7))
-        .min(MAX_RETRY_AFTER)
+    RETRY.delay(failures.saturating_sub(1))
 }
 
 /// Why a record was dead-lettered; written to the `x-error-kind` header.

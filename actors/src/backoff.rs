@@ -1,16 +1,22 @@
-//! Exponential backoff with jitter and a cap, reset after a stable period.
+//! Exponential backoff with jitter and a cap, reset after a stable period:
+//! the one backoff of kafkactor, used for restarts here and, in the
+//! `kafkactor` crate, by every loop that tries again (handler retries,
+//! resent writes, dead letters, idempotency store calls, the outbox relay).
 
 use std::time::Duration;
 
-/// Delay between restarts: `initial * 2^n` plus up to `jitter` (a fraction,
-/// 0.0..=1.0) of random extra, never more than `max`; `n` goes back to zero
-/// once a child has run for `reset_after` without failing.
+/// Delay before try `n` (0-based) of a run of failures: `initial *
+/// multiplier^n` plus up to `jitter` (a fraction, 0.0..=1.0) of random
+/// extra, never more than `max`; for restarts, `n` goes back to zero once a
+/// child has run for `reset_after` without failing.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Backoff {
     /// First delay.
     pub initial: Duration,
     /// Largest delay.
     pub max: Duration,
+    /// Growth factor from one delay to the next (at least 1.0; 2.0 doubles).
+    pub multiplier: f64,
     /// Random extra, as a fraction of the delay (the result still never
     /// exceeds `max`).
     pub jitter: f64,
@@ -23,6 +29,7 @@ impl Default for Backoff {
         Backoff {
             initial: Duration::from_millis(20),
             max: Duration::from_secs(5),
+            multiplier: 2.0,
             jitter: 0.2,
             reset_after: Duration::from_secs(10),
         }
@@ -35,6 +42,7 @@ impl Backoff {
         Backoff {
             initial: Duration::ZERO,
             max: Duration::ZERO,
+            multiplier: 2.0,
             jitter: 0.0,
             reset_after: Duration::ZERO,
         }
@@ -49,6 +57,24 @@ impl Backoff {
         }
     }
 
+    /// Doubling from `initial` up to `max`, without jitter: the same
+    /// sequence every time (usable in a `const`).
+    pub const fn doubling(initial: Duration, max: Duration) -> Self {
+        Backoff {
+            initial,
+            max,
+            multiplier: 2.0,
+            jitter: 0.0,
+            reset_after: Duration::ZERO,
+        }
+    }
+
+    /// Sets the growth factor between delays (at least 1.0).
+    pub fn multiplier(mut self, multiplier: f64) -> Self {
+        self.multiplier = multiplier.max(1.0);
+        self
+    }
+
     /// Sets the jitter fraction (clamped to 0.0..=1.0).
     pub fn jitter(mut self, jitter: f64) -> Self {
         self.jitter = jitter.clamp(0.0, 1.0);
@@ -61,18 +87,25 @@ impl Backoff {
         self
     }
 
-    /// The delay before restart number `n` (0-based) of a run of failures.
+    /// The delay before try (or restart) number `n` (0-based) of a run of
+    /// failures.
     pub fn delay(&self, n: u32) -> Duration {
-        let base = self
-            .initial
-            .checked_mul(1u32.checked_shl(n.min(31)).unwrap_or(u32::MAX))
-            .unwrap_or(self.max)
-            .min(self.max);
+        let base = if self.multiplier == 2.0 {
+            self.initial
+                .checked_mul(1u32.checked_shl(n.min(31)).unwrap_or(u32::MAX))
+                .unwrap_or(self.max)
+        } else {
+            // In seconds, so no setting can overflow a Duration.
+            let growth = self.multiplier.max(1.0).powi(n.min(64) as i32).min(1e9);
+            Duration::try_from_secs_f64(self.initial.as_secs_f64() * growth).unwrap_or(self.max)
+        }
+        .min(self.max);
         if self.jitter <= 0.0 || base.is_zero() {
             return base;
         }
         // `max` is the largest delay, jitter included.
-        base.mul_f64(1.0 + fastrand::f64() * self.jitter)
+        Duration::try_from_secs_f64(base.as_secs_f64() * (1.0 + fastrand::f64() * self.jitter))
+            .unwrap_or(self.max)
             .min(self.max)
     }
 }
@@ -90,6 +123,25 @@ mod tests {
         assert_eq!(b.delay(3), Duration::from_millis(80));
         assert_eq!(b.delay(4), Duration::from_millis(100));
         assert_eq!(b.delay(60), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn other_growth_factors() {
+        let b =
+            Backoff::doubling(Duration::from_millis(10), Duration::from_secs(1)).multiplier(3.0);
+        assert_eq!(b.delay(0), Duration::from_millis(10));
+        assert_eq!(b.delay(2), Duration::from_millis(90));
+        assert_eq!(b.delay(200), Duration::from_secs(1));
+        let flat = b.multiplier(1.0);
+        assert_eq!(flat.delay(7), Duration::from_millis(10));
+    }
+
+    #[test]
+    fn no_setting_overflows() {
+        let b = Backoff::exponential(Duration::MAX, Duration::MAX).jitter(1.0);
+        assert_eq!(b.delay(3), Duration::MAX);
+        let b = b.multiplier(10.0);
+        assert_eq!(b.delay(64), Duration::MAX);
     }
 
     #[test]

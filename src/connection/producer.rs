@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use futures_util::future::BoxFuture;
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use kafkactor_actors::{fail, ChildRef, Shutdown};
+use kafkactor_actors::{fail, Backoff, ChildRef, Shutdown};
 use rustc_hash::FxHashSet;
 use tokio::sync::{mpsc, oneshot};
 
@@ -342,13 +342,14 @@ pub(crate) fn hand_over<A, R: WriteReply>(
     );
 }
 
+/// The wait before a failed write is sent again.
+const RESEND: Backoff = Backoff::doubling(Duration::from_millis(5), Duration::from_secs(1));
+
 /// How long to wait before sending a failed write again after `resends`
 /// earlier resends: 5 ms, doubling, at most 1 s. None when that wait would
 /// reach `deadline` (the write's delivery timeout): the failure is final.
 pub(crate) fn resend_after(resends: u32, deadline: Instant) -> Option<Duration> {
-    let backoff = Duration::from_millis(5)
-        .saturating_mul(1 << resends.min(8))
-        .min(Duration::from_secs(1));
+    let backoff = RESEND.delay(resends);
     Instant::now()
         .checked_add(backoff)
         .is_some_and(|t| t < deadline)

@@ -35,7 +35,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use kafkactor_actors::Shutdown;
+use kafkactor_actors::{Backoff, Shutdown};
 use prometheus::IntCounter;
 use sqlx::postgres::PgListener;
 use sqlx::{AssertSqlSafe, PgPool};
@@ -48,7 +48,7 @@ use crate::observe::metrics::Metrics;
 use crate::producer::{ProducerHandle, PublishBatch};
 
 /// Shortest and longest wait after a failed batch.
-const BACKOFF: (Duration, Duration) = (Duration::from_millis(50), Duration::from_secs(5));
+const BACKOFF: Backoff = Backoff::doubling(Duration::from_millis(50), Duration::from_secs(5));
 
 /// How many shards one batch takes at most: the rest are left to other
 /// relays.
@@ -229,7 +229,8 @@ impl Relay {
     async fn run(self) {
         let channel = self.settings.outbox.table_name().replace('.', "_");
         let mut listener: Option<Bound<PgListener>> = None;
-        let mut backoff = BACKOFF.0;
+        // Batches in a row that failed or left rows behind.
+        let mut failures = 0;
         while !self.stop.asked.get() {
             if listener.is_none() {
                 listener = self.listen(&channel).await;
@@ -238,21 +239,21 @@ impl Relay {
                 Ok(batch) => {
                     self.failing.clear_for("database");
                     if batch.left > 0 {
-                        backoff = (backoff * 2).min(BACKOFF.1);
-                        Some(backoff)
+                        failures += 1;
+                        Some(BACKOFF.delay(failures))
                     } else {
-                        backoff = BACKOFF.0;
+                        failures = 0;
                         // Rows taken: more may wait (in this batch's shards
                         // or others), so the next batch starts at once.
                         (batch.taken == 0).then_some(self.settings.poll)
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(table = %self.settings.outbox.table_name(), error = %e, retry_in = ?backoff, "outbox relay: database call failed");
+                    let wait = BACKOFF.delay(failures);
+                    failures += 1;
+                    tracing::warn!(table = %self.settings.outbox.table_name(), error = %e, retry_in = ?wait, "outbox relay: database call failed");
                     self.counters.errors.inc();
                     self.failing.set_for("database", e.to_string());
-                    let wait = backoff;
-                    backoff = (backoff * 2).min(BACKOFF.1);
                     Some(wait)
                 }
             };

@@ -3,14 +3,14 @@
 
 use std::time::Duration;
 
+use kafkactor_actors::Backoff;
+
 /// How a failed record is retried in place (blocking only its key's lane).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RetryPolicy {
     max_attempts: u32,
-    initial: Duration,
-    max_backoff: Duration,
-    multiplier: f64,
-    jitter: f64,
+    /// The wait after each failed attempt (the crate's one backoff).
+    backoff: Backoff,
 }
 
 impl Default for RetryPolicy {
@@ -26,10 +26,7 @@ impl RetryPolicy {
     pub fn exponential(max_attempts: u32, initial: Duration) -> Self {
         RetryPolicy {
             max_attempts: max_attempts.max(1),
-            initial,
-            max_backoff: Duration::from_secs(10),
-            multiplier: 2.0,
-            jitter: 0.2,
+            backoff: Backoff::exponential(initial, Duration::from_secs(10)).jitter(0.2),
         }
     }
 
@@ -40,19 +37,20 @@ impl RetryPolicy {
 
     /// Sets the largest wait between attempts.
     pub fn max_backoff(mut self, max: Duration) -> Self {
-        self.max_backoff = max;
+        self.backoff.max = max;
         self
     }
 
     /// Sets the growth factor between waits (at least 1.0).
     pub fn multiplier(mut self, multiplier: f64) -> Self {
-        self.multiplier = multiplier.max(1.0);
+        self.backoff = self.backoff.multiplier(multiplier);
         self
     }
 
-    /// Sets the random extra added to each wait, as a fraction (0.0..=1.0).
+    /// Sets the random extra added to each wait, as a fraction (0.0..=1.0);
+    /// a wait never exceeds [`max_backoff`](RetryPolicy::max_backoff).
     pub fn jitter(mut self, jitter: f64) -> Self {
-        self.jitter = jitter.clamp(0.0, 1.0);
+        self.backoff = self.backoff.jitter(jitter);
         self
     }
 
@@ -68,17 +66,7 @@ impl RetryPolicy {
 
     /// The wait after attempt `attempt` (1-based) failed.
     pub fn backoff(&self, attempt: u32) -> Duration {
-        let exp = self
-            .multiplier
-            .powi(attempt.saturating_sub(1).min(64) as i32);
-        // In seconds, so no setting can overflow a Duration.
-        let base = (self.initial.as_secs_f64() * exp.min(1e9)).min(self.max_backoff.as_secs_f64());
-        let secs = if self.jitter > 0.0 {
-            base * (1.0 + fastrand::f64() * self.jitter)
-        } else {
-            base
-        };
-        Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX)
+        self.backoff.delay(attempt.saturating_sub(1))
     }
 }
 

@@ -43,6 +43,12 @@
 //! new incarnation announces itself and the connection hands it every
 //! unfinished record again, so only the records in flight at that moment are
 //! handled twice.
+//!
+//! Files: `settings.rs` (what it knows of its subscription), `fate.rs` (a
+//! record's fate after anything but an acknowledgement), `watchdog.rs`
+//! (handler calls past their deadline), `completions.rs` (what is reported
+//! to the connection), `gate/` (the idempotency gate) and `copies.rs`
+//! (copies of a record being handled).
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -53,84 +59,29 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use kafkactor_actors::{ChildRef, Shutdown};
 
-use crate::codec::ContentType;
 use crate::connection::consumer::ConsumerConnection;
 use crate::connection::protocol::{Arrival, Deliver, Feed, Outputs, Ready, Refused, Released};
-use crate::dead_letter::{self, DeadLetter, DeadLetterRecord, FailureKind};
-use crate::delivery::Outcome;
+use crate::dead_letter::{DeadLetter, FailureKind};
 use crate::envelope::Record;
-use crate::observe::health::{Failing, DEAD_LETTER_STREAK};
-use crate::observe::lineage::Tap;
-use crate::observe::metrics::{count_runs, HandleMetrics, Metrics, PerTopic};
+use crate::observe::metrics::{count_runs, HandleMetrics, PerTopic};
 use crate::observe::trace::{batch_span, Batch};
-use crate::observe::trace::{dead_letter_span, retry_span};
 use crate::partitioner::murmur2;
 use crate::subscription::lane::{Answer, Job, SharedBoard};
-use crate::subscription::retry::RetryPolicy;
-use crate::topics;
-use tracing::Instrument;
 
+mod completions;
 mod copies;
+mod fate;
 mod gate;
+mod settings;
+mod watchdog;
+
+use completions::FLUSH_BATCH;
+use fate::failure;
 use gate::Gate;
+pub(crate) use settings::DispatchSettings;
 
 /// How long to wait for a restarting sibling before looking again.
 const SIBLING_WAIT: Duration = Duration::from_secs(5);
-/// Completions are reported to the connection in one message per batch (not
-/// one per record): at once when this many have gathered or no lane has
-/// work, otherwise at most [`FLUSH_DELAY`] after the first of a batch.
-const FLUSH_BATCH: usize = 64;
-/// Longest a completion waits to be reported while lanes are busy (a slow
-/// handler must not hold the commit or a revocation back).
-const FLUSH_DELAY: Duration = Duration::from_millis(2);
-
-/// What a dispatcher and its lanes need to know about their subscription.
-#[derive(Debug, Clone)]
-pub(crate) struct DispatchSettings {
-    pub(crate) group: Arc<str>,
-    pub(crate) retry: RetryPolicy,
-    /// Dead-letter topic; `None` means `<record topic>.dlq`.
-    pub(crate) dead_letter: Option<Arc<str>>,
-    pub(crate) default_content_type: ContentType,
-    pub(crate) max_record_bytes: usize,
-    /// How long one attempt may take (None: no limit).
-    pub(crate) handler_timeout: Option<Duration>,
-    /// With `OnRestartLimit::DeadLetter`: the handlers' restart limit, past
-    /// which failing records are dead-lettered without further retries.
-    pub(crate) handler_restart_limit: Option<(usize, Duration)>,
-    pub(crate) metrics: Metrics,
-    /// Where lineage events go, when on for this subscription.
-    pub(crate) lineage: Option<Tap>,
-    /// How it consumes idempotently, when it does.
-    pub(crate) idempotency: Option<crate::idempotency::Idempotency>,
-    /// This member, as the owner of its idempotency claims.
-    pub(crate) member: Arc<str>,
-    /// The readiness check of its handlers (`handlers:<group>`): failing
-    /// while they are in a crash loop.
-    pub(crate) health: Failing,
-}
-
-impl DispatchSettings {
-    /// The counters of `topic`'s records in this subscription.
-    pub(crate) fn counters(&self, topic: &str) -> Arc<HandleMetrics> {
-        self.metrics.handle(topic, &self.group)
-    }
-
-    fn dead_letter_topic(&self, record: &Record) -> Arc<str> {
-        match &self.dead_letter {
-            Some(t) => t.clone(),
-            None => Arc::from(topics::dead_letter(&record.topic, None)),
-        }
-    }
-}
-
-/// Why a record is being dead-lettered, and how many writes failed so far.
-#[derive(Debug, Clone)]
-struct Failure {
-    kind: FailureKind,
-    reason: String,
-    write_failures: u32,
-}
 
 pub(crate) struct Dispatcher<A: Actor<Context = Context<A>>> {
     settings: Arc<DispatchSettings>,
@@ -309,360 +260,6 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
         f(self.counters.get(topic, |t| settings.counters(t)));
     }
 
-    /// Decides the fate of a record its lane handed back.
-    fn settle(&mut self, i: usize, job: Job, answer: Answer, ctx: &mut Context<Self>) {
-        if !self.live(&job) {
-            // Read by a connection incarnation that is gone (the current one
-            // reads it again from the committed offset), or of a partition
-            // given up (its next owner does).
-            self.abandon(&job.record, ctx);
-            return self.release_lane(i);
-        }
-        match answer {
-            Answer::Outcome(Outcome::Ack) => self.finish(Some(i), job, ctx),
-            Answer::Outcome(Outcome::Reject(reason)) => {
-                self.dead_letter(Some(i), job, failure(FailureKind::Rejected, reason), ctx)
-            }
-            Answer::Outcome(Outcome::Retry(reason)) => self.retry_or_dead_letter(
-                i,
-                job,
-                failure(FailureKind::RetriesExhausted, reason),
-                ctx,
-            ),
-            Answer::Unhandled(kind, reason) => {
-                self.dead_letter(Some(i), job, failure(kind, reason), ctx)
-            }
-            Answer::HandlerFailed { incarnation } => {
-                self.on_handler_failure(i, job, incarnation, ctx)
-            }
-            Answer::Copy => self.copy_turn(i, job, ctx),
-        }
-    }
-
-    /// Sets the one timer for the earliest deadline of the calls under way,
-    /// those an earlier incarnation started included.
-    fn arm_watchdog(&mut self, ctx: &mut Context<Self>) {
-        let next = self
-            .board
-            .borrow()
-            .lanes
-            .iter()
-            .filter_map(|lane| lane.running.as_ref())
-            .filter_map(|r| r.deadline)
-            .min();
-        let Some(next) = next else { return };
-        if let Some((at, timer)) = &self.watchdog {
-            if *at <= next {
-                return;
-            }
-            timer.abort();
-        }
-        let me = ctx.address();
-        let timer = actix_rt::spawn(async move {
-            tokio::time::sleep_until(next.into()).await;
-            me.do_send(Overdue(next));
-        });
-        self.watchdog = Some((next, timer));
-    }
-
-    /// Fails every call under way past its deadline, then waits for the next.
-    fn time_out_overdue(&mut self, ctx: &mut Context<Self>) {
-        let now = Instant::now();
-        let mut overdue = Vec::new();
-        {
-            let mut board = self.board.borrow_mut();
-            for (i, lane) in board.lanes.iter_mut().enumerate() {
-                let late = lane
-                    .running
-                    .as_ref()
-                    .is_some_and(|r| r.deadline.is_some_and(|d| d <= now));
-                if let Some(running) = lane.running.take_if(|_| late) {
-                    // The call's answer, should it still come, no longer counts.
-                    lane.blocked = true;
-                    overdue.push((i, running));
-                }
-            }
-        }
-        let limit = self.settings.handler_timeout.unwrap_or_default();
-        for (i, running) in overdue {
-            if running.job.epoch == self.epoch {
-                self.on_handler_timeout(i, running.job, running.incarnation, limit, ctx);
-            } else {
-                self.on_stale_timeout(i, running, limit, ctx);
-            }
-        }
-        self.arm_watchdog(ctx);
-    }
-
-    /// A call an earlier incarnation started is past its deadline: its
-    /// handler (maybe stuck, its lane with it) is re-created and the lane
-    /// goes on. Its record is not retried here: the connection handed it
-    /// to this incarnation again, and it waits in the lane.
-    fn on_stale_timeout(
-        &mut self,
-        i: usize,
-        running: crate::subscription::lane::Running,
-        limit: Duration,
-        ctx: &mut Context<Self>,
-    ) {
-        let (job, incarnation) = (running.job, running.incarnation);
-        tracing::warn!(group = %self.settings.group, topic = %job.record.topic,
-            partition = job.record.partition, offset = job.record.offset,
-            "a handler call from before the dispatcher's restart did not answer within {limit:?}; restarting its handler");
-        let handler = self.handlers[i].clone();
-        handler.fail(
-            incarnation,
-            format!("the handler did not answer within {limit:?}"),
-        );
-        ctx.spawn(
-            async move { handler.ready_after(incarnation, SIBLING_WAIT).await }
-                .into_actor(self)
-                .map(move |_, act, _| act.release_lane(i)),
-        );
-    }
-
-    /// The handler died (panic) or dropped its reply while handling `job`.
-    fn on_handler_failure(
-        &mut self,
-        i: usize,
-        job: Job,
-        incarnation: u64,
-        ctx: &mut Context<Self>,
-    ) {
-        let handler = self.handlers[i].clone();
-        // Still running: it dropped the reply. Have it re-created all the same.
-        handler.fail(incarnation, "dropped its reply to a delivery");
-        ctx.spawn(
-            async move {
-                handler.ready_after(incarnation, SIBLING_WAIT).await;
-                handler.last_exit()
-            }
-            .into_actor(self)
-            .map(move |last, act, ctx| {
-                let mut reason = match last {
-                    Some((n, exit)) if n == incarnation => format!("handler {exit}"),
-                    _ => "handler stopped without answering".to_string(),
-                };
-                tracing::warn!(group = %act.settings.group, topic = %job.record.topic,
-                    partition = job.record.partition, offset = job.record.offset,
-                    attempt = job.attempt, %reason, "handler failed");
-                if let Some(limit) = act.handler_limit_exceeded() {
-                    reason.push_str(&format!(
-                        "; handler restart limit exceeded ({limit}), not retried"
-                    ));
-                    let why = failure(FailureKind::Panic, reason);
-                    return act.dead_letter(Some(i), job, why, ctx);
-                }
-                act.retry_or_dead_letter(i, job, failure(FailureKind::Panic, reason), ctx);
-            }),
-        );
-    }
-
-    /// The handler did not answer within the handler timeout: the attempt
-    /// failed, and the handler (maybe stuck) is re-created before the lane
-    /// goes on.
-    fn on_handler_timeout(
-        &mut self,
-        i: usize,
-        job: Job,
-        incarnation: u64,
-        limit: Duration,
-        ctx: &mut Context<Self>,
-    ) {
-        let reason = format!("the handler did not answer within {limit:?}");
-        tracing::warn!(group = %self.settings.group, topic = %job.record.topic,
-            partition = job.record.partition, offset = job.record.offset,
-            attempt = job.attempt, %reason, "handler timed out; restarting it");
-        let handler = self.handlers[i].clone();
-        handler.fail(incarnation, reason.clone());
-        ctx.spawn(
-            async move { handler.ready_after(incarnation, SIBLING_WAIT).await }
-                .into_actor(self)
-                .map(move |_, act, ctx| {
-                    act.retry_or_dead_letter(i, job, failure(FailureKind::Timeout, reason), ctx)
-                }),
-        );
-    }
-
-    /// Notes a handler failure; with `OnRestartLimit::DeadLetter`, describes
-    /// the limit when failures within its window exceed it.
-    fn handler_limit_exceeded(&mut self) -> Option<String> {
-        let (max, window) = self.settings.handler_restart_limit?;
-        let now = Instant::now();
-        self.handler_failures.push_back(now);
-        while self
-            .handler_failures
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > window)
-        {
-            self.handler_failures.pop_front();
-        }
-        if self.handler_failures.len() > max.saturating_add(1) {
-            self.handler_failures.pop_front();
-        }
-        let exceeded = (self.handler_failures.len() > max)
-            .then(|| format!("more than {max} restarts within {window:?}"))?;
-        // Not ready until the window passes without it.
-        self.settings.health.set_until(
-            "restarts",
-            format!("handler restart limit exceeded ({exceeded}): failing records are dead-lettered without retries"),
-            now + window,
-        );
-        Some(exceeded)
-    }
-
-    /// A record was dead-lettered: past [`DEAD_LETTER_STREAK`] in a row,
-    /// the subscription reports not ready.
-    fn dead_lettered(&mut self) {
-        self.dead_streak = self.dead_streak.saturating_add(1);
-        if self.dead_streak == DEAD_LETTER_STREAK {
-            self.settings.health.set_for(
-                "dead-letters",
-                format!("the last {DEAD_LETTER_STREAK} records finished were all dead-lettered"),
-            );
-        }
-    }
-
-    /// A record was acknowledged after dead letters.
-    #[cold]
-    fn acked_again(&mut self) {
-        if self.dead_streak >= DEAD_LETTER_STREAK {
-            self.settings.health.clear_for("dead-letters");
-        }
-        self.dead_streak = 0;
-    }
-
-    fn retry_or_dead_letter(
-        &mut self,
-        i: usize,
-        mut job: Job,
-        why: Failure,
-        ctx: &mut Context<Self>,
-    ) {
-        let policy = self.settings.retry;
-        if !policy.allows_another(job.attempt) {
-            return self.dead_letter(Some(i), job, why, ctx);
-        }
-        let delay = policy.backoff(job.attempt);
-        self.count(&job.record.topic, |c| c.retried.inc());
-        retry_span(&job.record, &self.settings.group, job.attempt).in_scope(|| {
-            tracing::debug!(target: "kafkactor", ?delay, reason = %why.reason, "retrying in place")
-        });
-        job.attempt += 1;
-        ctx.run_later(delay, move |act, ctx| act.requeue(i, job, ctx));
-    }
-
-    /// Puts `job` back at the head of its lane (its next attempt) and
-    /// releases the lane.
-    fn requeue(&mut self, i: usize, job: Job, ctx: &mut Context<Self>) {
-        if self.live(&job) {
-            self.board.borrow_mut().lanes[i].queue.push_front(job);
-        } else {
-            self.abandon(&job.record, ctx);
-        }
-        self.release_lane(i);
-    }
-
-    /// Writes `job` to the dead-letter topic; finishes it once the write is
-    /// acknowledged. `lane`: the lane it blocks, if it blocks one.
-    fn dead_letter(
-        &mut self,
-        lane: Option<usize>,
-        job: Job,
-        why: Failure,
-        ctx: &mut Context<Self>,
-    ) {
-        if !self.live(&job) {
-            self.abandon(&job.record, ctx);
-            if let Some(i) = lane {
-                self.release_lane(i);
-            }
-            return;
-        }
-        let span = dead_letter_span(
-            &job.record,
-            &self.settings.group,
-            job.attempt,
-            why.kind.as_str(),
-        );
-        let request = DeadLetterRecord {
-            record: job.record.clone(),
-            topic: self.settings.dead_letter_topic(&job.record),
-            group: self.settings.group.clone(),
-            kind: why.kind,
-            reason: why.reason.clone(),
-            attempts: job.attempt,
-        };
-        ctx.spawn(
-            dead_letter::send(&self.dead_letter, request, SIBLING_WAIT)
-                .instrument(span)
-                .into_actor(self)
-                .map(move |result, act, ctx| {
-                    let error = match result {
-                        Ok(()) => {
-                            let kind = why.kind.as_str();
-                            act.dead_lettered();
-                            act.count(&job.record.topic, |c| c.dead_lettered(kind));
-                            if let Some(tap) = &act.settings.lineage {
-                                let group = &act.settings.group;
-                                tap.handled(group, &job.record, "dead_lettered", Some(kind));
-                            }
-                            return act.finish(lane, job, ctx);
-                        }
-                        Err(e) => e,
-                    };
-                    let mut why = why;
-                    why.write_failures += 1;
-                    let delay = dead_letter::retry_after(why.write_failures);
-                    tracing::error!(group = %act.settings.group, topic = %job.record.topic,
-                        offset = job.record.offset, %error, ?delay,
-                        "dead-letter write failed; the record stays uncommitted and is tried again");
-                    ctx.run_later(delay, move |act, ctx| act.dead_letter(lane, job, why, ctx));
-                }),
-        );
-    }
-
-    /// `job`'s fate is final: report it and release its lane (if it
-    /// blocks one).
-    fn finish(&mut self, lane: Option<usize>, job: Job, ctx: &mut Context<Self>) {
-        let live = self.live(&job);
-        self.final_fate(job.record, live, ctx);
-        if let Some(i) = lane {
-            self.release_lane(i);
-        }
-        self.report(ctx);
-    }
-
-    /// Reports the completions gathered so far: at once when a batch is
-    /// full or no lane has work, otherwise within [`FLUSH_DELAY`].
-    fn report(&mut self, ctx: &mut Context<Self>) {
-        if self.completed.is_empty() {
-            return;
-        }
-        let idle = || self.board.borrow().lanes.iter().all(|l| l.is_idle());
-        if self.completed.len() >= FLUSH_BATCH || idle() {
-            self.flush();
-        } else if !self.flush_timer {
-            // A task of its own, not a timer in this context (which would
-            // be polled on every wake-up).
-            self.flush_timer = true;
-            let me = ctx.address();
-            actix_rt::spawn(async move {
-                tokio::time::sleep(FLUSH_DELAY).await;
-                me.do_send(FlushCompleted);
-            });
-        }
-    }
-
-    /// Reports the completions gathered so far to the connection, in one message.
-    fn flush(&mut self) {
-        if self.completed.is_empty() {
-            return;
-        }
-        let done = std::mem::replace(&mut self.completed, Vec::with_capacity(FLUSH_BATCH));
-        self.feed.complete(done, std::mem::take(&mut self.outputs));
-    }
-
     /// Puts `record` on the queue of its key's lane (the lanes are woken
     /// by [`wake_lanes`](Self::wake_lanes)).
     /// A `copy` is settled when its turn comes (`copies.rs`).
@@ -703,14 +300,6 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
         if !lane.queue.is_empty() {
             lane.wake();
         }
-    }
-}
-
-fn failure(kind: FailureKind, reason: impl Into<String>) -> Failure {
-    Failure {
-        kind,
-        reason: reason.into(),
-        write_failures: 0,
     }
 }
 
@@ -879,42 +468,6 @@ impl<A: Actor<Context = Context<A>>> Handler<Refused> for Dispatcher<A> {
             };
             self.dead_letter(None, job, failure(FailureKind::OutputRefused, reason), ctx);
         }
-    }
-}
-
-/// The watchdog set for this deadline fired: time out the overdue calls.
-#[derive(Message)]
-#[rtype(result = "()")]
-struct Overdue(Instant);
-
-impl<A: Actor<Context = Context<A>>> Handler<Overdue> for Dispatcher<A> {
-    type Result = ();
-
-    fn handle(&mut self, Overdue(at): Overdue, ctx: &mut Context<Self>) {
-        // One replaced by an earlier watchdog may still come: ignored.
-        if self
-            .watchdog
-            .as_ref()
-            .is_some_and(|(armed, _)| *armed == at)
-        {
-            self.watchdog = None;
-            self.time_out_overdue(ctx);
-        }
-    }
-}
-
-/// Reports the completions gathered so far ([`FLUSH_DELAY`] after the
-/// first of them, while lanes are busy).
-#[derive(Message)]
-#[rtype(result = "()")]
-struct FlushCompleted;
-
-impl<A: Actor<Context = Context<A>>> Handler<FlushCompleted> for Dispatcher<A> {
-    type Result = ();
-
-    fn handle(&mut self, _: FlushCompleted, _: &mut Context<Self>) {
-        self.flush_timer = false;
-        self.flush();
     }
 }
 

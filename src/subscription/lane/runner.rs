@@ -1,293 +1,31 @@
-//! Lanes: a lane is one handler actor and its queue of records, handled one
-//! at a time in queue order (so records of one key, which always share a
-//! lane, are handled in offset order).
-//!
-//! Role: the [`Dispatcher`](super::dispatcher) fills the lanes' queues on a
-//! shared [`Board`]; each handler incarnation runs a [`Runner`], a future in
-//! the handler actor's own context, that takes its lane's records one after
-//! the other and calls the actor's `Handler<Delivery<T>>` with its `&mut
-//! self` and `Context`, as the actor's mailbox would, without a mailbox
-//! message, a reply channel or a wake-up per record: a runner woken once
-//! handles every record queued since (up to [`RUN_BUDGET`] per turn).
-//!
-//! A record acknowledged (`Outcome::Ack`) is put on the board's `done`
-//! list; any other fate is the Dispatcher's to decide: a `Retry` or
-//! `Reject`, a record too large, unroutable or undecodable, a handler that
-//! failed while handling it. Such a record is handed back as an [`Answer`]
-//! and its lane is *blocked* (nothing else of it starts) until the
-//! Dispatcher releases it, after a retry's backoff (the record goes back to
-//! the head of the queue) or once the dead letter is durable. The Dispatcher
-//! is woken once per runner turn, not per record.
-//!
-//! Answers: an `Outcome` (a synchronous handler), a `ResponseFuture` or a
-//! `ResponseActFuture` (polled in place by the runner, in the handler's
-//! context, so a panic in it fails the handler like a panic in `handle`),
-//! `MessageResult`; any other `MessageResponse` answers through a oneshot
-//! channel. A call that does not answer at once gets the subscription's
-//! handler timeout as its deadline, which the Dispatcher watches.
-//!
-//! Owns: nothing of its own; the board is the subscription subtree's, shared
-//! by the Dispatcher (which alone adds and removes records) and the runners.
-//!
-//! Restarts: a handler that panics or stops while handling a record drops
-//! its runner, which hands the record back as [`Answer::HandlerFailed`]; the
-//! next incarnation's runner attaches to the lane and takes the queue on
-//! once the Dispatcher released it. A new Dispatcher incarnation starts a
-//! new *epoch*: the queues are emptied (the connection hands it every
-//! unfinished record again) and answers to calls of an older epoch are
-//! dropped.
+//! The [`Runner`]: a future in a handler actor's context that takes its
+//! lane's records one after the other and calls the handler.
 
-use std::any::Any;
-use std::cell::RefCell;
-use std::collections::VecDeque;
-use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{self, Poll, Waker};
-use std::time::Instant;
 
-use actix::dev::MessageResponse;
 use actix::prelude::*;
-use tokio::sync::oneshot;
 
 use crate::clock::Stopwatch;
-use crate::connection::protocol::Stamp;
 use crate::dead_letter::FailureKind;
 use crate::delivery::current::{Current, Handling};
 use crate::delivery::Outcome;
-use crate::envelope::{OutgoingRecord, Record};
+use crate::envelope::Record;
 use crate::observe::histogram::LocalSeries;
 use crate::observe::metrics::PerTopic;
 use crate::observe::trace::{in_trace, spans_on, TraceContext};
 use crate::subscription::dispatcher::DispatchSettings;
 use crate::subscription::route::Routes;
 use crate::subscription::transaction::LaneHandling;
-use crate::subscription::transaction::Transactional;
+
+use super::board::{Answer, Board, Running, SharedBoard};
+use super::reply::{Later, Reply};
 
 /// Most records a runner handles in one turn before it lets its thread's
 /// other tasks run.
 const RUN_BUDGET: usize = 256;
-
-/// One record on a lane.
-#[derive(Debug)]
-pub(crate) struct Job {
-    pub(crate) record: Arc<Record>,
-    /// When and from where it was taken.
-    pub(crate) stamp: Stamp,
-    /// 1-based attempt about to run (or that just ran).
-    pub(crate) attempt: u32,
-    /// The Dispatcher incarnation that queued it.
-    pub(crate) epoch: u64,
-    /// A copy of a record this member handles (an idempotent
-    /// subscription's: the same idempotency key): not handled when its
-    /// turn comes but handed back ([`Answer::Copy`]), its lane blocked
-    /// until the Dispatcher knows the original's fate.
-    pub(crate) copy: bool,
-}
-
-/// Why a record was handed back to the Dispatcher.
-#[derive(Debug)]
-pub(crate) enum Answer {
-    /// The handler answered `Retry` or `Reject`.
-    Outcome(Outcome),
-    /// The record could not be handled: too large, unroutable, undecodable.
-    Unhandled(FailureKind, String),
-    /// The handler incarnation stopped (a panic) or dropped its reply while
-    /// handling it.
-    HandlerFailed { incarnation: u64 },
-    /// Its turn came, and it is a copy ([`Job::copy`]): not handled here.
-    Copy,
-}
-
-/// A handler call under way on a lane.
-#[derive(Debug)]
-pub(crate) struct Running {
-    pub(crate) job: Job,
-    /// The handler incarnation handling it.
-    pub(crate) incarnation: u64,
-    /// When it times out, once it did not answer at once.
-    pub(crate) deadline: Option<Instant>,
-    /// Its `handle` span's trace context, when the span is on: what the
-    /// handler's publishes are children of (boxed: a pointer's width on
-    /// every lane whether spans are on or not).
-    pub(crate) trace: Option<Box<TraceContext>>,
-}
-
-/// One lane's state.
-#[derive(Debug, Default)]
-pub(crate) struct LaneState {
-    /// Records waiting, in the order they are handled.
-    pub(crate) queue: VecDeque<Job>,
-    /// The record its handler is on.
-    pub(crate) running: Option<Running>,
-    /// The Dispatcher holds a record of this lane (retrying it or writing
-    /// its dead letter): nothing else starts until it releases the lane.
-    pub(crate) blocked: bool,
-    /// The handler incarnation whose runner takes this lane's records, and
-    /// its waker while it waits for some.
-    runner: Option<(u64, Option<Waker>)>,
-    /// What the running record's handler published in its transaction (a
-    /// transactional subscription's): moved to the board's `outputs` when
-    /// it acknowledges, dropped otherwise.
-    pub(crate) outputs: Vec<OutgoingRecord>,
-}
-
-impl LaneState {
-    /// Whether the lane has nothing to do or under way.
-    pub(crate) fn is_idle(&self) -> bool {
-        self.queue.is_empty() && self.running.is_none()
-    }
-
-    /// Wakes the lane's runner, if one waits.
-    pub(crate) fn wake(&mut self) {
-        if let Some((_, Some(waker))) = &mut self.runner {
-            waker.wake_by_ref();
-        }
-    }
-}
-
-/// The lanes of one subscription, shared by its Dispatcher and runners.
-#[derive(Debug, Default)]
-pub(crate) struct Board {
-    pub(crate) lanes: Vec<LaneState>,
-    /// Records acknowledged by their handlers, for the Dispatcher to report.
-    pub(crate) done: Vec<Job>,
-    /// What the handlers of acknowledged records published in their
-    /// transaction (a transactional subscription's), with the records.
-    pub(crate) outputs: Vec<(Stamp, Arc<Record>, Vec<OutgoingRecord>)>,
-    /// What a handler's publish joining its record's transaction is
-    /// checked against, when the subscription is transactional.
-    pub(crate) transactional: Option<Transactional>,
-    /// Records handed back to the Dispatcher, with their lane and why.
-    pub(crate) answers: Vec<(usize, Job, Answer)>,
-    /// The connection incarnation that read the queued records (set by the
-    /// Dispatcher when a new one feeds it).
-    pub(crate) feeding: Option<actix::Recipient<crate::connection::protocol::Completed>>,
-    /// Queued records dropped because the connection that read them is
-    /// gone (its successor reads them again): the Dispatcher abandons them.
-    pub(crate) dropped: Vec<Job>,
-    /// A call got a deadline since the Dispatcher last looked.
-    pub(crate) deadlines_changed: bool,
-    /// The Dispatcher incarnation filling the queues.
-    pub(crate) epoch: u64,
-    /// The Dispatcher's waker, taken when it is woken.
-    dispatcher: Option<Waker>,
-}
-
-/// A subscription's board, shared on its actor thread.
-pub(crate) type SharedBoard = Rc<RefCell<Board>>;
-
-impl Board {
-    /// A board of `lanes` empty lanes.
-    pub(crate) fn shared(lanes: usize) -> SharedBoard {
-        Rc::new(RefCell::new(Board {
-            lanes: (0..lanes).map(|_| LaneState::default()).collect(),
-            ..Board::default()
-        }))
-    }
-
-    /// Starts the epoch of a new Dispatcher incarnation: queues, answers
-    /// and reports of the old one are dropped, calls under way finish and
-    /// their answers are ignored. Returns the new epoch.
-    pub(crate) fn new_epoch(&mut self) -> u64 {
-        self.epoch += 1;
-        for lane in &mut self.lanes {
-            lane.queue.clear();
-            lane.blocked = false;
-        }
-        self.done.clear();
-        self.answers.clear();
-        self.epoch
-    }
-
-    /// Registers the Dispatcher's waker.
-    pub(crate) fn watch(&mut self, waker: &Waker) {
-        if !self.dispatcher.as_ref().is_some_and(|w| w.will_wake(waker)) {
-            self.dispatcher = Some(waker.clone());
-        }
-    }
-
-    fn wake_dispatcher(&mut self) {
-        if let Some(waker) = self.dispatcher.take() {
-            waker.wake();
-        }
-    }
-}
-
-/// The answer to a handler call.
-pub(crate) enum Reply<A: Actor> {
-    /// Answered at once.
-    Now(Outcome),
-    /// To be awaited in the handler's context.
-    Later(Later<A>),
-}
-
-/// An answer to come, awaited in the handler's context.
-pub(crate) enum Later<A: Actor> {
-    /// A `ResponseFuture`, polled in place.
-    Future(Pin<Box<dyn Future<Output = Outcome>>>),
-    /// A `ResponseActFuture`, polled in place with the actor and its context.
-    ActorFuture(Pin<Box<dyn ActorFuture<A, Output = Outcome>>>),
-    /// Any other response, answering through a channel.
-    Channel(oneshot::Receiver<Outcome>),
-}
-
-impl<A: Actor<Context = Context<A>>> Reply<A> {
-    /// The reply a handler's `response` to `M` gives, without a channel for
-    /// the responses the lane knows.
-    #[inline]
-    pub(crate) fn of<M, R>(response: R, ctx: &mut Context<A>) -> Reply<A>
-    where
-        M: Message<Result = Outcome> + 'static,
-        R: MessageResponse<A, M> + 'static,
-    {
-        let mut slot = Some(response);
-        let any: &mut dyn Any = &mut slot;
-        if let Some(outcome) = any.downcast_mut::<Option<Outcome>>().and_then(Option::take) {
-            return Reply::Now(outcome);
-        }
-        if let Some(MessageResult(outcome)) = any
-            .downcast_mut::<Option<MessageResult<M>>>()
-            .and_then(Option::take)
-        {
-            return Reply::Now(outcome);
-        }
-        if let Some(future) = any
-            .downcast_mut::<Option<ResponseFuture<Outcome>>>()
-            .and_then(Option::take)
-        {
-            return Reply::Later(Later::Future(future));
-        }
-        if let Some(future) = any
-            .downcast_mut::<Option<ResponseActFuture<A, Outcome>>>()
-            .and_then(Option::take)
-        {
-            return Reply::Later(Later::ActorFuture(future));
-        }
-        let (tx, rx) = oneshot::channel();
-        if let Some(response) = slot {
-            response.handle(ctx, Some(tx));
-        }
-        Reply::Later(Later::Channel(rx))
-    }
-}
-
-impl<A: Actor<Context = Context<A>>> Later<A> {
-    /// Polls the answer: `None` when the handler dropped its reply.
-    fn poll(
-        &mut self,
-        act: &mut A,
-        ctx: &mut Context<A>,
-        task: &mut task::Context<'_>,
-    ) -> Poll<Option<Outcome>> {
-        match self {
-            Later::Future(future) => future.as_mut().poll(task).map(Some),
-            Later::ActorFuture(future) => future.as_mut().poll(act, ctx, task).map(Some),
-            Later::Channel(rx) => Pin::new(rx).poll(task).map(Result::ok),
-        }
-    }
-}
 
 /// Takes a lane's records in the context of one handler incarnation and
 /// calls the handler with each; see the module documentation.

@@ -1,0 +1,53 @@
+//! What a Dispatcher and its lanes know of their subscription
+//! ([`DispatchSettings`]), shared by every incarnation of both.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::codec::ContentType;
+use crate::envelope::Record;
+use crate::observe::health::Failing;
+use crate::observe::lineage::Tap;
+use crate::observe::metrics::{HandleMetrics, Metrics};
+use crate::subscription::retry::RetryPolicy;
+use crate::topics;
+
+/// What a dispatcher and its lanes need to know about their subscription.
+#[derive(Debug, Clone)]
+pub(crate) struct DispatchSettings {
+    pub(crate) group: Arc<str>,
+    pub(crate) retry: RetryPolicy,
+    /// Dead-letter topic; `None` means `<record topic>.dlq`.
+    pub(crate) dead_letter: Option<Arc<str>>,
+    pub(crate) default_content_type: ContentType,
+    pub(crate) max_record_bytes: usize,
+    /// How long one attempt may take (None: no limit).
+    pub(crate) handler_timeout: Option<Duration>,
+    /// With `OnRestartLimit::DeadLetter`: the handlers' restart limit, past
+    /// which failing records are dead-lettered without further retries.
+    pub(crate) handler_restart_limit: Option<(usize, Duration)>,
+    pub(crate) metrics: Metrics,
+    /// Where lineage events go, when on for this subscription.
+    pub(crate) lineage: Option<Tap>,
+    /// How it consumes idempotently, when it does.
+    pub(crate) idempotency: Option<crate::idempotency::Idempotency>,
+    /// This member, as the owner of its idempotency claims.
+    pub(crate) member: Arc<str>,
+    /// The readiness check of its handlers (`handlers:<group>`): failing
+    /// while they are in a crash loop.
+    pub(crate) health: Failing,
+}
+
+impl DispatchSettings {
+    /// The counters of `topic`'s records in this subscription.
+    pub(crate) fn counters(&self, topic: &str) -> Arc<HandleMetrics> {
+        self.metrics.handle(topic, &self.group)
+    }
+
+    pub(super) fn dead_letter_topic(&self, record: &Record) -> Arc<str> {
+        match &self.dead_letter {
+            Some(t) => t.clone(),
+            None => Arc::from(topics::dead_letter(&record.topic, None)),
+        }
+    }
+}
