@@ -579,7 +579,7 @@ async fn main() {
         "soak: {} records over {} keys at {} records/s, a fault every {:?}",
         args.records, args.keys, args.rate, args.fault_every
     );
-    let mut kafka = KafkaProcess::start().await;
+    let mut kafka = KafkaProcess::launch(&[]).await;
     let mut redis = Redis::start();
     let tb = TestBroker::kafka_at(kafka.addr(), 6);
     let names = Names::new();

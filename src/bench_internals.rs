@@ -11,6 +11,7 @@ use crate::envelope::Record;
 use crate::subscription::route::Routes;
 
 pub use crate::connection::watermark::Watermark;
+pub use crate::partitioner::murmur2;
 
 /// What a dispatcher decides for one record before it calls a handler:
 /// the route (by the type-name header), the content type it is decoded

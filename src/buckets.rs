@@ -15,10 +15,10 @@ use crate::topics::{self, length_label};
 /// The time a bucket choice leaves for the hop itself (writing the record
 /// to the bucket and reading it back): a record whose remaining delay is
 /// `r` goes to the largest bucket `b` with `b + HOP_ALLOWANCE <= r`.
-pub const HOP_ALLOWANCE: Duration = Duration::from_millis(100);
+pub(crate) const HOP_ALLOWANCE: Duration = Duration::from_millis(100);
 
 /// The longest bucket [`Delays::buckets`] accepts: a year.
-pub const MAX_BUCKET: Duration = Duration::from_secs(365 * 24 * 3600);
+pub(crate) const MAX_BUCKET: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// How much remaining delay a released record may wait in the
 /// Republisher's memory by default.
@@ -92,8 +92,17 @@ impl fmt::Debug for Delays {
 }
 
 impl Delays {
+    /// The time a bucket choice leaves for the hop itself (writing the
+    /// record to the bucket and reading it back): a record whose remaining
+    /// delay is `r` goes to the largest bucket `b` with `b + HOP_ALLOWANCE
+    /// <= r`, so a hop's own latency never makes a record late.
+    pub const HOP_ALLOWANCE: Duration = HOP_ALLOWANCE;
+
+    /// The longest bucket [`Delays::buckets`] accepts: a year.
+    pub const MAX_BUCKET: Duration = MAX_BUCKET;
+
     /// The bucket lengths (any order; each at least 1 ms and at most a year,
-    /// [`MAX_BUCKET`], or starting the application fails with
+    /// [`Delays::MAX_BUCKET`], or starting the application fails with
     /// [`Error::Config`]). Every application
     /// and Republisher sharing the bucket topics must use the same ones.
     pub fn buckets(mut self, buckets: impl IntoIterator<Item = Duration>) -> Self {

@@ -36,15 +36,25 @@ pub enum Error {
         topic: String,
         /// What the broker said.
         reason: String,
-        /// The broker's or client's error code (`"MessageSizeTooLarge"`,
-        /// `"MessageTimedOut"`, ..), when it gave one.
-        code: Option<String>,
+        /// The broker's or client's error code
+        /// ([`ErrorCode::MessageSizeTooLarge`],
+        /// [`ErrorCode::MessageTimedOut`], ..), when it gave one.
+        code: Option<ErrorCode>,
         /// Whether sending again can succeed, as the broker says.
         retriable: bool,
     },
-    /// Committing offsets failed.
-    #[error("commit failed: {0}")]
-    Commit(String),
+    /// Committing offsets (or a transaction with them) failed.
+    #[error("commit failed: {reason}")]
+    Commit {
+        /// What the broker or the client said.
+        reason: String,
+        /// The broker's error code, when it gave one.
+        code: Option<ErrorCode>,
+        /// Whether committing again can succeed, as the broker says: never
+        /// for partitions this member no longer owns (they are the next
+        /// owner's to commit).
+        retriable: bool,
+    },
     /// The broker, or kafkactor's client of it, failed an operation.
     #[error("{operation} failed: {reason}")]
     Broker {
@@ -52,9 +62,10 @@ pub enum Error {
         operation: String,
         /// What the broker or the client said.
         reason: String,
-        /// The broker's or client's error code (`"TopicAuthorizationFailed"`,
-        /// `"InvalidReplicationFactor"`, ..), when it gave one.
-        code: Option<String>,
+        /// The broker's or client's error code
+        /// ([`ErrorCode::TopicAuthorizationFailed`],
+        /// [`ErrorCode::InvalidReplicationFactor`], ..), when it gave one.
+        code: Option<ErrorCode>,
         /// Whether doing the same again can succeed: as the broker says, or
         /// for the client's own failures, whether a restart of it helps.
         retriable: bool,
@@ -62,7 +73,8 @@ pub enum Error {
     /// An actor of the tree is not running (stopped or restarting).
     #[error("actor unavailable: {0}")]
     Unavailable(String),
-    /// The application is shutting down or has stopped.
+    /// The application is shutting down or has stopped (a publish sent
+    /// then: [`SendError::Shutdown`](crate::SendError::Shutdown)).
     #[error("the application is shut down")]
     Shutdown,
     /// The supervision tree gave up after too many failures.
@@ -77,8 +89,10 @@ impl Error {
     /// Whether doing the same thing again may succeed.
     pub fn is_retriable(&self) -> bool {
         match self {
-            Error::Produce { retriable, .. } | Error::Broker { retriable, .. } => *retriable,
-            Error::Commit(_) | Error::Unavailable(_) => true,
+            Error::Produce { retriable, .. }
+            | Error::Broker { retriable, .. }
+            | Error::Commit { retriable, .. } => *retriable,
+            Error::Unavailable(_) => true,
             _ => false,
         }
     }
@@ -107,6 +121,18 @@ impl Error {
 }
 
 impl Error {
+    /// A commit that failed without a broker code: `retriable` when
+    /// committing the same again can succeed.
+    pub(crate) fn commit(reason: impl Into<String>, retriable: bool) -> Self {
+        Error::Commit {
+            reason: reason.into(),
+            code: None,
+            retriable,
+        }
+    }
+}
+
+impl Error {
     /// A record's own partition `p` that `topic` (of `n` partitions) does
     /// not have: refused for good.
     #[cold]
@@ -114,7 +140,7 @@ impl Error {
         Error::Produce {
             topic: topic.to_string(),
             reason: format!("partition {p} does not exist (topic has {n})"),
-            code: Some("UnknownTopicOrPartition".into()),
+            code: Some(ErrorCode::UnknownTopicOrPartition),
             retriable: false,
         }
     }
@@ -123,6 +149,116 @@ impl Error {
 impl From<MailboxError> for Error {
     fn from(e: MailboxError) -> Self {
         Error::Unavailable(e.to_string())
+    }
+}
+
+/// A broker's (or its client's) error code, by the name Kafka gives it.
+/// The codes kafkactor's users act on have a variant; any other is
+/// [`ErrorCode::Other`] with its name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// A record is larger than the broker or topic accepts.
+    MessageSizeTooLarge,
+    /// A record was not acknowledged within the delivery timeout.
+    MessageTimedOut,
+    /// The topic or partition does not exist (yet).
+    UnknownTopicOrPartition,
+    /// A topic's replication factor is larger than the brokers available.
+    InvalidReplicationFactor,
+    /// The topic exists already.
+    TopicAlreadyExists,
+    /// Not allowed to use the topic.
+    TopicAuthorizationFailed,
+    /// Not allowed to use the consumer group.
+    GroupAuthorizationFailed,
+    /// Not allowed to use the transactional id.
+    TransactionalIdAuthorizationFailed,
+    /// Fewer in-sync replicas than the topic requires.
+    NotEnoughReplicas,
+    /// The partition has no leader right now.
+    LeaderNotAvailable,
+    /// The broker asked is not the partition's leader.
+    NotLeaderForPartition,
+    /// The broker did not answer in time.
+    RequestTimedOut,
+    /// The client's queue is full.
+    QueueFull,
+    /// The connection to a broker failed.
+    BrokerTransportFailure,
+    /// No broker can be reached.
+    AllBrokersDown,
+    /// The group is rebalancing.
+    RebalanceInProgress,
+    /// The member's generation is not the group's any more.
+    IllegalGeneration,
+    /// The group does not know the member.
+    UnknownMemberId,
+    /// Another producer with the same transactional id took over.
+    ProducerFenced,
+    /// Any other code, by its name.
+    Other(String),
+}
+
+impl ErrorCode {
+    /// The code by its name (librdkafka's and Kafka's: `"MessageTimedOut"`).
+    pub fn from_name(name: &str) -> Self {
+        use ErrorCode::*;
+        match name {
+            "MessageSizeTooLarge" => MessageSizeTooLarge,
+            "MessageTimedOut" => MessageTimedOut,
+            "UnknownTopicOrPartition" => UnknownTopicOrPartition,
+            "InvalidReplicationFactor" => InvalidReplicationFactor,
+            "TopicAlreadyExists" => TopicAlreadyExists,
+            "TopicAuthorizationFailed" => TopicAuthorizationFailed,
+            "GroupAuthorizationFailed" => GroupAuthorizationFailed,
+            "TransactionalIdAuthorizationFailed" => TransactionalIdAuthorizationFailed,
+            "NotEnoughReplicas" => NotEnoughReplicas,
+            "LeaderNotAvailable" => LeaderNotAvailable,
+            "NotLeaderForPartition" => NotLeaderForPartition,
+            "RequestTimedOut" => RequestTimedOut,
+            "QueueFull" => QueueFull,
+            "BrokerTransportFailure" => BrokerTransportFailure,
+            "AllBrokersDown" => AllBrokersDown,
+            "RebalanceInProgress" => RebalanceInProgress,
+            "IllegalGeneration" => IllegalGeneration,
+            "UnknownMemberId" => UnknownMemberId,
+            "ProducerFenced" => ProducerFenced,
+            other => Other(other.to_string()),
+        }
+    }
+
+    /// The code's name.
+    pub fn name(&self) -> &str {
+        use ErrorCode::*;
+        match self {
+            MessageSizeTooLarge => "MessageSizeTooLarge",
+            MessageTimedOut => "MessageTimedOut",
+            UnknownTopicOrPartition => "UnknownTopicOrPartition",
+            InvalidReplicationFactor => "InvalidReplicationFactor",
+            TopicAlreadyExists => "TopicAlreadyExists",
+            TopicAuthorizationFailed => "TopicAuthorizationFailed",
+            GroupAuthorizationFailed => "GroupAuthorizationFailed",
+            TransactionalIdAuthorizationFailed => "TransactionalIdAuthorizationFailed",
+            NotEnoughReplicas => "NotEnoughReplicas",
+            LeaderNotAvailable => "LeaderNotAvailable",
+            NotLeaderForPartition => "NotLeaderForPartition",
+            RequestTimedOut => "RequestTimedOut",
+            QueueFull => "QueueFull",
+            BrokerTransportFailure => "BrokerTransportFailure",
+            AllBrokersDown => "AllBrokersDown",
+            RebalanceInProgress => "RebalanceInProgress",
+            IllegalGeneration => "IllegalGeneration",
+            UnknownMemberId => "UnknownMemberId",
+            ProducerFenced => "ProducerFenced",
+            Other(name) => name,
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -143,6 +279,23 @@ pub(crate) fn check_topic(topic: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_codes_round_trip_by_name() {
+        for name in ["MessageTimedOut", "ProducerFenced", "SomethingNew"] {
+            assert_eq!(ErrorCode::from_name(name).name(), name);
+        }
+        assert_eq!(
+            ErrorCode::from_name("SomethingNew"),
+            ErrorCode::Other("SomethingNew".into())
+        );
+    }
+
+    #[test]
+    fn a_commit_is_retriable_only_when_said_so() {
+        assert!(Error::commit("coordinator moved", true).is_retriable());
+        assert!(!Error::commit("not this member's", false).is_retriable());
+    }
 
     #[test]
     fn topic_names() {

@@ -36,21 +36,28 @@ mod topics;
 
 pub use app::{App, AppBuilder, Kafkactor};
 pub use broker::{Broker, MemoryBroker, OffsetReset};
-pub use buckets::{Delays, HOP_ALLOWANCE, MAX_BUCKET};
+pub use buckets::Delays;
 pub use codec::{type_name_of, ContentType};
 pub use dead_letter::FailureKind;
 pub use delivery::{Delivery, Outcome};
 pub use envelope::{header, Headers, Record, TopicPartition};
-pub use error::{Error, Result};
+pub use error::{Error, ErrorCode, Result};
+#[cfg(feature = "redis")]
+pub use idempotency::RedisStore;
+pub use idempotency::{Claim, Idempotency, IdempotencyStore, MemoryStore};
 pub use observe::health::{Check, Health};
 pub use observe::lineage::Lineage;
 pub use observe::trace::TraceContext;
-pub use partitioner::{murmur2, partition_for_key};
-pub use producer::{Producer, ProducerHandle, PublishBatch};
+#[cfg(feature = "postgres")]
+pub use outbox::{Outbox, OutboxRelay};
+/// The partition Kafka's default partitioner (and kafkactor's) gives a key:
+/// for co-partitioning topics, and for tests that look at one partition.
+pub use partitioner::partition_for_key;
+pub use producer::{Producer, ProducerHandle, PublishBatch, SendError};
 pub use publish::{Publish, PublishOutcome};
 pub use subscription::retry::RetryPolicy;
 pub use subscription::route::Routes;
-pub use subscription::{IntoTopics, OnRestartLimit, Subscription, DEFAULT_HANDLER_TIMEOUT};
+pub use subscription::{IntoTopics, OnRestartLimit, Subscription};
 
 /// Supervision for actix (the `kafkactor-actors` crate), re-exported.
 pub use kafkactor_actors as actors;
@@ -70,7 +77,35 @@ pub mod otel {
 /// The names most applications need: `use kafkactor::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        App, Broker, ContentType, Delivery, Error, Kafkactor, Outcome, Publish, PublishBatch,
-        PublishOutcome, RetryPolicy, Routes, Subscription,
+        App, Broker, ContentType, Delivery, Error, Kafkactor, Outcome, ProducerHandle, Publish,
+        PublishBatch, PublishOutcome, RetryPolicy, Routes, Subscription,
     };
 }
+
+// The old places of names that are now where they belong: kept for code
+// written against them, hidden from the documentation.
+
+/// Kafka's murmur2 hash; see [`partition_for_key`] for what users need of it.
+#[doc(hidden)]
+#[deprecated(
+    since = "0.2.0",
+    note = "an internal of the partitioner: use partition_for_key"
+)]
+pub fn murmur2(data: &[u8]) -> u32 {
+    partitioner::murmur2(data)
+}
+
+/// Moved to [`Delays::HOP_ALLOWANCE`].
+#[doc(hidden)]
+#[deprecated(since = "0.2.0", note = "use Delays::HOP_ALLOWANCE")]
+pub const HOP_ALLOWANCE: std::time::Duration = Delays::HOP_ALLOWANCE;
+
+/// Moved to [`Delays::MAX_BUCKET`].
+#[doc(hidden)]
+#[deprecated(since = "0.2.0", note = "use Delays::MAX_BUCKET")]
+pub const MAX_BUCKET: std::time::Duration = Delays::MAX_BUCKET;
+
+/// Moved to [`Subscription::DEFAULT_HANDLER_TIMEOUT`].
+#[doc(hidden)]
+#[deprecated(since = "0.2.0", note = "use Subscription::DEFAULT_HANDLER_TIMEOUT")]
+pub const DEFAULT_HANDLER_TIMEOUT: std::time::Duration = Subscription::DEFAULT_HANDLER_TIMEOUT;

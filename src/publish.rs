@@ -204,7 +204,14 @@ impl Publish {
     /// Serializes `message` as the payload and stamps the `content-type`
     /// and type-name headers. The type name is the type's own name
     /// (see [`type_name_of`]); override it with [`type_name`](Publish::type_name) afterwards.
+    ///
+    /// Fails with [`Error::InvalidTopic`] when the topic name is not a legal
+    /// Kafka topic name: the publish is refused where it is built (one with
+    /// a raw [`payload`](Publish::payload) is refused by `send`).
     pub fn message<T: Serialize + ?Sized>(mut self, message: &T) -> Result<Self> {
+        if !self.topic_checked {
+            return Err(Error::InvalidTopic(self.topic.to_string()));
+        }
         self.payload = Some(self.content_type.encode(message)?);
         self.headers
             .insert_known(header::CONTENT_TYPE, self.content_type.mime());

@@ -9,6 +9,41 @@ use kafkactor::prelude::*;
 use kafkactor::{header, Error};
 use support::*;
 
+/// A broker nobody listens on: `start` says what it waits for while it
+/// waits, then fails within its connect timeout with an error that names
+/// the address it tried and what to check.
+#[actix::test]
+async fn an_unreachable_broker_fails_start_clearly() {
+    let started = std::time::Instant::now();
+    let err = Kafkactor::builder()
+        .broker(Broker::kafka("127.0.0.1:1"))
+        .connect_timeout(Duration::from_secs(2))
+        .start()
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    match &err {
+        Error::Broker {
+            operation,
+            reason,
+            retriable,
+            ..
+        } => {
+            assert!(operation.contains("127.0.0.1:1"), "{err}");
+            assert!(reason.contains("Check that"), "{err}");
+            assert!(*retriable, "{err}");
+        }
+        other => panic!("expected a broker error, got {other:?}"),
+    }
+    // Bounded by the connect timeout, not by a client's own default (a
+    // generous margin: this machine is slow and shared).
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
 #[actix::test]
 async fn build_time_errors_are_typed() {
     let sub = |t: &str| Subscription::to(t).group("g");
@@ -31,8 +66,10 @@ async fn build_time_errors_are_typed() {
         probe(&Log::default(), "a", ack()),
     ))
     .await;
+    // The error names the subscription it is about.
     assert!(
-        matches!(err, Err(Error::Config(ref m)) if m.contains("concurrency")),
+        matches!(err, Err(Error::Config(ref m))
+            if m.contains("concurrency") && m.contains("group \"g\"") && m.contains("orders")),
         "{err:?}"
     );
 
@@ -63,7 +100,7 @@ async fn build_time_errors_are_typed() {
 async fn publish_errors_are_typed() {
     let app = Kafkactor::builder()
         .broker(Broker::memory())
-        .max_message_bytes(1_000)
+        .max_record_bytes(1_000)
         .start()
         .await
         .unwrap();

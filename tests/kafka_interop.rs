@@ -220,7 +220,7 @@ async fn the_embedded_partitioner_matches_librdkafka_on_10000_keys() {
 /// partitioner puts them.
 #[actix::test]
 async fn records_from_kafka_python_are_consumed() {
-    let tb = TestBroker::kafka(3);
+    let tb = crate::or_skip!(TestBroker::kafka(3));
     let (topic, group) = (unique("readings"), unique("g"));
     tb.topics(&[&topic]).await;
     let n = 60;
@@ -279,7 +279,7 @@ async fn records_from_kafka_python_are_consumed() {
 /// headers, the JSON payload as it was serialized, on the key's partition.
 #[actix::test]
 async fn kafka_python_reads_what_kafkactor_publishes() {
-    let tb = TestBroker::kafka(3);
+    let tb = crate::or_skip!(TestBroker::kafka(3));
     let topic = unique("readings");
     tb.topics(&[&topic]).await;
     let app = Kafkactor::builder()

@@ -71,7 +71,7 @@ fn handled_offsets(log: &Log) -> HashSet<(i32, i64)> {
 #[actix::test]
 async fn the_broker_killed_and_restarted_mid_stream_loses_nothing() {
     init_tracing();
-    let mut kafka = KafkaProcess::start().await;
+    let mut kafka = crate::or_skip!(KafkaProcess::start().await);
     let tb = Rc::new(TestBroker::kafka_at(kafka.addr(), 3));
     let (topic, group) = (unique("orders"), unique("g"));
     tb.topics(&[&topic]).await;
@@ -220,7 +220,7 @@ async fn the_broker_killed_and_restarted_mid_stream_loses_nothing() {
 #[actix::test]
 async fn a_broker_down_past_the_delivery_timeout_fails_publishes_retriably() {
     init_tracing();
-    let mut kafka = KafkaProcess::start().await;
+    let mut kafka = crate::or_skip!(KafkaProcess::start().await);
     let tb = TestBroker::kafka_at(kafka.addr(), 3);
     let topic = unique("orders");
     tb.topics(&[&topic]).await;
@@ -383,7 +383,7 @@ fn handled_by(out: &std::path::Path) -> Vec<(i32, i64, u64)> {
 
 #[actix::test]
 async fn a_consumer_process_killed_mid_stream_is_replaced_without_loss() {
-    let tb = TestBroker::kafka(3);
+    let tb = crate::or_skip!(TestBroker::kafka(3));
     let brokers = tb.bootstrap().unwrap().to_string();
     let (topic, group) = (unique("orders"), unique("g"));
     tb.topics(&[&topic]).await;

@@ -31,8 +31,9 @@ async fn pool_with(options: PgConnectOptions) -> PgPool {
         .expect("PostgreSQL reachable")
 }
 
-async fn pool() -> PgPool {
-    pool_with(PgConnectOptions::from_str(&postgres_url()).unwrap()).await
+/// The database's pool; None (the test skips) without PostgreSQL.
+async fn pool() -> Option<PgPool> {
+    Some(pool_with(PgConnectOptions::from_str(&postgres_url()?).unwrap()).await)
 }
 
 /// A new outbox table of the test's own, migrated.
@@ -104,7 +105,7 @@ fn assert_each_once(log: &Log, n: usize) {
 }
 
 async fn relayed_in_key_order(tb: TestBroker) {
-    let pool = pool().await;
+    let pool = crate::or_skip!(pool().await);
     let outbox = fresh_outbox(&pool).await;
     let topic = unique("orders");
     tb.topics(&[&topic]).await;
@@ -156,7 +157,7 @@ on_every_broker!(
 #[actix::test]
 async fn records_keep_what_they_were_written_with() {
     let tb = TestBroker::memory(4);
-    let pool = pool().await;
+    let pool = crate::or_skip!(pool().await);
     let outbox = fresh_outbox(&pool).await;
     let topic = unique("customers");
     tb.topic(&topic).await;
@@ -223,7 +224,7 @@ async fn records_keep_what_they_were_written_with() {
 #[actix::test]
 async fn two_relays_share_one_table_without_sending_a_row_twice() {
     let tb = TestBroker::memory(4);
-    let pool = pool().await;
+    let pool = crate::or_skip!(pool().await);
     let outbox = fresh_outbox(&pool).await;
     let topic = unique("orders");
     let log = Log::default();
@@ -279,7 +280,13 @@ async fn outbox_relay_process() {
     let batch = var("KAFKACTOR_CHILD_BATCH").parse().unwrap();
     let mut app = Kafkactor::builder()
         .broker(tb.broker.clone())
-        .outbox_relay(OutboxRelay::new(pool().await, outbox).batch(batch))
+        .outbox_relay(
+            OutboxRelay::new(
+                pool().await.expect("PostgreSQL: the parent test checked"),
+                outbox,
+            )
+            .batch(batch),
+        )
         .start()
         .await
         .unwrap();
@@ -295,7 +302,10 @@ fn relay_process(table: &str, batch: usize) -> Child {
             "outbox_relay_process",
             "--nocapture",
         ])
-        .env("KAFKACTOR_CHILD_BROKERS", kafka_address())
+        .env(
+            "KAFKACTOR_CHILD_BROKERS",
+            kafka_address().expect("Kafka: the parent test checked"),
+        )
         .env("KAFKACTOR_CHILD_TABLE", table)
         .env("KAFKACTOR_CHILD_BATCH", batch.to_string())
         .stdin(Stdio::null())
@@ -307,8 +317,8 @@ fn relay_process(table: &str, batch: usize) -> Child {
 #[actix::test]
 async fn a_relay_killed_mid_batch_repeats_only_rows_in_flight() {
     const BATCH: usize = 200;
-    let tb = TestBroker::kafka(3);
-    let pool = pool().await;
+    let tb = crate::or_skip!(TestBroker::kafka(3));
+    let pool = crate::or_skip!(pool().await);
     let outbox = fresh_outbox(&pool).await;
     let topic = unique("orders");
     tb.topics(&[&topic]).await;
@@ -353,7 +363,7 @@ async fn a_relay_killed_mid_batch_repeats_only_rows_in_flight() {
 #[actix::test]
 async fn delayed_rows_are_due_when_written() {
     let tb = TestBroker::memory(2);
-    let pool = pool().await;
+    let pool = crate::or_skip!(pool().await);
     let outbox = fresh_outbox(&pool).await;
     let topic = unique("reminders");
     let delays = Delays::default()
@@ -399,13 +409,13 @@ async fn delayed_rows_are_due_when_written() {
 #[actix::test]
 async fn a_refused_row_keeps_its_reason_and_later_rows_are_sent() {
     let tb = TestBroker::memory(2);
-    let pool = pool().await;
+    let pool = crate::or_skip!(pool().await);
     let outbox = fresh_outbox(&pool).await;
     let topic = unique("orders");
     let log = Log::default();
     let relay = OutboxRelay::new(pool.clone(), outbox.clone());
     let app = reading(&tb, &topic, &log, relay)
-        .max_message_bytes(2_000)
+        .max_record_bytes(2_000)
         .start()
         .await
         .unwrap();
@@ -459,7 +469,7 @@ async fn bad_settings_and_an_unreachable_database_are_typed_errors_at_start() {
         .unwrap_err();
     assert!(matches!(err, Error::Unavailable(_)), "{err:?}");
 
-    let pool = pool().await;
+    let pool = crate::or_skip!(pool().await);
     let missing = Outbox::table(&unique("never_migrated").replace('-', "_")).unwrap();
     let err = start(OutboxRelay::new(pool.clone(), missing))
         .await
@@ -483,9 +493,9 @@ async fn bad_settings_and_an_unreachable_database_are_typed_errors_at_start() {
 #[actix::test]
 async fn a_database_lost_at_run_time_pauses_the_relay_until_it_returns() {
     let tb = TestBroker::memory(2);
-    let direct = pool().await;
+    let direct = crate::or_skip!(pool().await);
     let outbox = fresh_outbox(&direct).await;
-    let options = PgConnectOptions::from_str(&postgres_url()).unwrap();
+    let options = PgConnectOptions::from_str(&crate::or_skip!(postgres_url())).unwrap();
     let target = format!("{}:{}", options.get_host(), options.get_port());
     let proxy = proxy::Proxy::to(target.parse().unwrap()).await;
     let proxied = pool_with(options.port(proxy.addr().port())).await;
@@ -551,8 +561,10 @@ async fn a_database_lost_at_run_time_pauses_the_relay_until_it_returns() {
 #[test]
 fn an_app_with_a_relay_dropped_after_its_runtime_does_not_panic() {
     let system = actix::System::new();
+    let Some(pool) = system.block_on(pool()) else {
+        return;
+    };
     let app = system.block_on(async {
-        let pool = pool().await;
         let outbox = fresh_outbox(&pool).await;
         let topic = unique("orders");
         let log = Log::default();

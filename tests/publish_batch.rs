@@ -14,7 +14,7 @@ async fn a_batch_is_answered_in_order_with_each_outcome(tb: TestBroker) {
     tb.topics(&[&topic]).await;
     let app = Kafkactor::builder()
         .broker(tb.broker.clone())
-        .max_message_bytes(1_000)
+        .max_record_bytes(1_000)
         .start()
         .await
         .unwrap();

@@ -152,7 +152,7 @@ pub(crate) async fn baseline_e2e(n: u64, keys: u64, workers: usize) -> f64 {
     for id in 0..n {
         let key = key_of(id, keys);
         let bytes = rmp_serde::to_vec_named(&sample(id)).unwrap();
-        let lane = kafkactor::murmur2(key.as_bytes()) as usize % workers;
+        let lane = kafkactor::bench_internals::murmur2(key.as_bytes()) as usize % workers;
         senders[lane].send((key, bytes)).await.unwrap();
     }
     drop(senders);

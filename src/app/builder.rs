@@ -30,8 +30,9 @@ impl Kafkactor {
         AppBuilder {
             broker: None,
             subscriptions: Vec::new(),
-            max_message_bytes: DEFAULT_MAX_RECORD_BYTES,
+            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
             delivery_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
             restart_limit: (10, Duration::from_secs(10)),
             backoff: Backoff::exponential(Duration::from_millis(10), Duration::from_secs(2)),
             events: Events::new(),
@@ -55,8 +56,9 @@ pub(super) type MakeSpec = Box<dyn FnOnce(Parts) -> ChildSpec>;
 pub struct AppBuilder {
     pub(super) broker: Option<Broker>,
     pub(super) subscriptions: Vec<(Subscription, MakeSpec)>,
-    pub(super) max_message_bytes: usize,
+    pub(super) max_record_bytes: usize,
     pub(super) delivery_timeout: Duration,
+    pub(super) connect_timeout: Duration,
     pub(super) restart_limit: (usize, Duration),
     pub(super) backoff: Backoff,
     pub(super) events: Events,
@@ -82,7 +84,7 @@ impl fmt::Debug for AppBuilder {
                     .map(|(s, _)| s)
                     .collect::<Vec<_>>(),
             )
-            .field("max_message_bytes", &self.max_message_bytes)
+            .field("max_record_bytes", &self.max_record_bytes)
             .field("delays", &self.delays)
             .finish()
     }
@@ -156,9 +158,29 @@ impl AppBuilder {
     }
 
     /// The largest record the producer accepts (key, headers and payload;
-    /// default 1 MiB); larger ones fail with [`Error::RecordTooLarge`].
-    pub fn max_message_bytes(mut self, max: usize) -> Self {
-        self.max_message_bytes = max;
+    /// default 1 MiB); larger ones fail with [`Error::RecordTooLarge`]. The
+    /// same word as [`Subscription::max_record_bytes`], the largest record
+    /// a subscription handles.
+    pub fn max_record_bytes(mut self, max: usize) -> Self {
+        self.max_record_bytes = max;
+        self
+    }
+
+    /// The old name of [`max_record_bytes`](AppBuilder::max_record_bytes).
+    #[deprecated(
+        since = "0.2.0",
+        note = "renamed max_record_bytes (one word for records)"
+    )]
+    pub fn max_message_bytes(self, max: usize) -> Self {
+        self.max_record_bytes(max)
+    }
+
+    /// How long [`start`](AppBuilder::start) waits for the broker to answer
+    /// (default 10 s), saying what it waits for in the log meanwhile; past
+    /// it, `start` fails with an [`Error::Broker`] naming the addresses it
+    /// tried and what to check.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
         self
     }
 
@@ -173,7 +195,7 @@ impl AppBuilder {
 
     /// At most `max` restarts among the root's children (connections,
     /// producer, dead-letter, subscription subtrees) within `window`; past it
-    /// the application stops and [`App::wait`] returns [`Error::Escalated`].
+    /// the application stops and [`App::wait`](crate::App::wait) returns [`Error::Escalated`].
     pub fn restart_limit(mut self, max: usize, window: Duration) -> Self {
         self.restart_limit = (max, window);
         self
@@ -210,7 +232,7 @@ impl AppBuilder {
         self
     }
 
-    /// Registers the application's metrics (see [`App::metrics_registry`]
+    /// Registers the application's metrics (see [`App::metrics_registry`](crate::App::metrics_registry)
     /// for the list) on `registry`, shared with the rest of the service,
     /// instead of a registry of the application's own. Starting fails with
     /// [`Error::Config`] when they are registered there already.
@@ -235,7 +257,7 @@ impl AppBuilder {
     /// Serves `/metrics` (Prometheus' text format), `/health/live` and
     /// `/health/ready` (200 when ready, 503 when not, with the
     /// [`Health`](crate::Health) as JSON) over HTTP on `addr`, e.g.
-    /// `"127.0.0.1:9464"` (port 0: any free port, see [`App::http_addr`]).
+    /// `"127.0.0.1:9464"` (port 0: any free port, see [`App::http_addr`](crate::App::http_addr)).
     /// Starting fails with [`Error::Config`] when the address cannot be
     /// bound.
     pub fn serve_http(mut self, addr: impl Into<String>) -> Self {

@@ -40,7 +40,7 @@ const SCRAPE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// One consumer of the application: a subscription or the Republisher.
 #[derive(Clone)]
-pub(crate) struct Consumer {
+pub(crate) struct Member {
     pub(crate) group: String,
     pub(crate) topics: Vec<String>,
     pub(crate) connection: ChildRef<ConsumerConnection>,
@@ -57,7 +57,7 @@ pub(crate) struct Observed(Arc<Inner>);
 struct Inner {
     metrics: Metrics,
     backend: Arc<dyn BrokerBackend>,
-    consumers: Vec<Consumer>,
+    members: Vec<Member>,
     /// The other dependencies' checks: name and failure.
     dependencies: Vec<(String, Failing)>,
     /// The last probe's answer and when it was asked.
@@ -68,13 +68,13 @@ impl Observed {
     pub(crate) fn new(
         metrics: Metrics,
         backend: Arc<dyn BrokerBackend>,
-        consumers: Vec<Consumer>,
+        members: Vec<Member>,
         dependencies: Vec<(String, Failing)>,
     ) -> Self {
         Observed(Arc::new(Inner {
             metrics,
             backend,
-            consumers,
+            members,
             dependencies,
             probed: Mutex::new(None),
         }))
@@ -84,8 +84,8 @@ impl Observed {
         &self.0.metrics
     }
 
-    pub(crate) fn consumers(&self) -> &[Consumer] {
-        &self.0.consumers
+    pub(crate) fn members(&self) -> &[Member] {
+        &self.0.members
     }
 
     /// Whether the broker answers, asked at most once per [`PROBE_EVERY`].
@@ -114,7 +114,7 @@ impl Observed {
 
     /// The readiness checks, with `live` as given.
     pub(crate) async fn health(&self, live: bool) -> Health {
-        let mut checks = Vec::with_capacity(1 + self.0.consumers.len());
+        let mut checks = Vec::with_capacity(1 + self.0.members.len());
         let broker = self.broker().await;
         checks.push(Check {
             name: "broker".into(),
@@ -124,7 +124,7 @@ impl Observed {
                 Err(e) => e,
             },
         });
-        let owned = join_all(self.0.consumers.iter().map(|c| async move {
+        let owned = join_all(self.0.members.iter().map(|c| async move {
             match c.connection.get() {
                 None => Err("not running (starting or restarting)".to_string()),
                 Some(addr) => match addr.send(Owned).await {
@@ -135,7 +135,7 @@ impl Observed {
             }
         }))
         .await;
-        for (c, owned) in self.0.consumers.iter().zip(owned) {
+        for (c, owned) in self.0.members.iter().zip(owned) {
             checks.push(Check {
                 name: format!("consumer:{}", c.group),
                 ok: owned.is_ok(),
@@ -163,13 +163,13 @@ impl Observed {
 
     /// Reads every consumer's lag from the broker into the gauges.
     pub(crate) async fn refresh_lag(&self) {
-        let work = join_all(self.0.consumers.iter().map(|c| self.refresh(c)));
+        let work = join_all(self.0.members.iter().map(|c| self.refresh(c)));
         if tokio::time::timeout(SCRAPE_TIMEOUT, work).await.is_err() {
             tracing::debug!("consumer lag not read within {SCRAPE_TIMEOUT:?}: last values kept");
         }
     }
 
-    async fn refresh(&self, c: &Consumer) {
+    async fn refresh(&self, c: &Member) {
         let collectors = self.0.metrics.collectors();
         for topic in &c.topics {
             let marks = self.0.backend.watermarks(topic);

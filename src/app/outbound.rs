@@ -40,7 +40,7 @@ pub(crate) struct Outbound {
 /// What the outbound actors are built with.
 pub(crate) struct OutboundSettings {
     pub(crate) backend: Arc<dyn BrokerBackend>,
-    pub(crate) max_message_bytes: usize,
+    pub(crate) max_record_bytes: usize,
     pub(crate) delivery_timeout: Duration,
     /// The delay buckets, when delayed publishing is on.
     pub(crate) delays: Option<Arc<Plan>>,
@@ -57,7 +57,7 @@ impl Outbound {
     pub(crate) fn children(&self, root: Supervisor, settings: OutboundSettings) -> Supervisor {
         let OutboundSettings {
             backend,
-            max_message_bytes,
+            max_record_bytes,
             delivery_timeout,
             delays,
             events,
@@ -87,7 +87,7 @@ impl Outbound {
                     move || {
                         Producer::new(
                             connection.clone(),
-                            max_message_bytes,
+                            max_record_bytes,
                             delivery_timeout,
                             delays.clone(),
                             Some(intake.clone()),

@@ -52,14 +52,14 @@ impl App {
         )
     }
 
-    /// The partitions this application's consumers (its subscriptions and
+    /// The partitions this application's members (its subscriptions and
     /// its Republisher) own right now, over all of them, sorted. Each
     /// consumer connection answers for itself; one that is restarting owns
     /// nothing.
     pub async fn assigned_partitions(&self) -> Vec<crate::TopicPartition> {
         let asked: Vec<_> = self
             .observed
-            .consumers()
+            .members()
             .iter()
             .filter_map(|c| c.connection.get().map(|a| a.send(Owned)))
             .collect();

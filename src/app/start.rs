@@ -9,7 +9,7 @@ use kafkactor_actors::{ChildRef, ChildSpec, Exit, Restart, Supervisor};
 use tokio::sync::Mutex;
 
 use super::builder::AppBuilder;
-use super::health::{Consumer, Observed};
+use super::health::{Member, Observed};
 use super::http::HttpEndpoints;
 use super::lineage::LineagePublisher;
 use super::outbound::{Outbound, OutboundSettings};
@@ -51,7 +51,7 @@ impl Shared {
 #[derive(Default)]
 struct Observing {
     /// The consumer connection of every consumer subtree.
-    consumers: Vec<Consumer>,
+    members: Vec<Member>,
     /// Each subscription's handlers' check.
     handlers: Vec<(String, Failing)>,
     /// Each dependency's check (idempotency stores, outbox databases).
@@ -68,6 +68,7 @@ impl AppBuilder {
         // Once per process (a few ms): not on the first record timed.
         crate::clock::warm();
         let backend = broker.backend()?;
+        connected(&backend, self.connect_timeout).await?;
         self.create_topics(&backend, plan.as_deref()).await?;
 
         let (intake, intake_rx) = crate::producer::handle::intake(WRITE_MAILBOX);
@@ -94,7 +95,7 @@ impl AppBuilder {
             root,
             OutboundSettings {
                 backend: shared.backend.clone(),
-                max_message_bytes: self.max_message_bytes,
+                max_record_bytes: self.max_record_bytes,
                 delivery_timeout: self.delivery_timeout,
                 delays: plan.clone(),
                 events: self.events.clone(),
@@ -127,7 +128,7 @@ impl AppBuilder {
         // subscription:<group>:<topics>, one per subscription
         for (sub, make) in std::mem::take(&mut self.subscriptions) {
             let connection = ChildRef::new();
-            observing.consumers.push(Consumer {
+            observing.members.push(Member {
                 group: sub.group_name().to_string(),
                 topics: sub.topics.clone(),
                 connection: connection.clone(),
@@ -151,13 +152,13 @@ impl AppBuilder {
                 connection,
                 metrics: shared.metrics.clone(),
                 lineage: shared.tap.clone().filter(|_| sub.lineage),
-                max_message_bytes: self.max_message_bytes,
+                max_record_bytes: self.max_record_bytes,
                 handlers_health,
             }));
         }
         // The handlers' checks first, then the dependencies'.
         let Observing {
-            consumers,
+            members,
             mut handlers,
             dependencies,
         } = observing;
@@ -165,7 +166,7 @@ impl AppBuilder {
         let observed = Observed::new(
             shared.metrics.clone(),
             shared.backend.clone(),
-            consumers,
+            members,
             handlers,
         );
         // http
@@ -215,8 +216,8 @@ impl AppBuilder {
         let broker = self.broker.take().ok_or_else(|| {
             Error::Config("no broker: call .broker(Broker::memory()) or another broker".into())
         })?;
-        if self.max_message_bytes == 0 {
-            return Err(Error::Config("max_message_bytes must be at least 1".into()));
+        if self.max_record_bytes == 0 {
+            return Err(Error::Config("max_record_bytes must be at least 1".into()));
         }
         for (sub, _) in &self.subscriptions {
             sub.validate()?;
@@ -265,6 +266,43 @@ impl AppBuilder {
     }
 }
 
+/// Waits until the broker answers, within `timeout`, saying in the log what
+/// it waits for; fails naming where it looked and what to check.
+async fn connected(backend: &Arc<dyn BrokerBackend>, timeout: Duration) -> Result<()> {
+    /// How long one try may take, and the pause between tries.
+    const TRY: Duration = Duration::from_secs(1);
+    const PAUSE: Duration = Duration::from_millis(500);
+    let deadline = crate::clock::deadline_in(timeout);
+    let mut tries = 0u32;
+    loop {
+        let error = match backend.probe(TRY.min(timeout)).await {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        tries += 1;
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            let code = match &error {
+                Error::Broker { code, .. } => code.clone(),
+                _ => None,
+            };
+            return Err(Error::Broker {
+                operation: format!("connect to {}", backend.describe()),
+                reason: format!(
+                    "no answer within {timeout:?} ({tries} tries; the last: {error}). Check that \
+                     the broker runs and listens there, that this host can reach it, and that \
+                     the address is one of its advertised listeners"
+                ),
+                code,
+                retriable: true,
+            });
+        }
+        tracing::warn!(broker = %backend.describe(), error = %error, tries, ?left,
+            "waiting for the broker to answer before starting");
+        tokio::time::sleep(PAUSE.min(left)).await;
+    }
+}
+
 /// The `republisher` subtree, its consumer observed.
 fn republisher(
     shared: &Shared,
@@ -274,7 +312,7 @@ fn republisher(
     observing: &mut Observing,
 ) -> ChildSpec {
     let connection = ChildRef::new();
-    observing.consumers.push(Consumer {
+    observing.members.push(Member {
         group: delays.group_name().to_string(),
         topics: plan.topics(),
         connection: connection.clone(),

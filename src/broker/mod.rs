@@ -190,6 +190,8 @@ pub(crate) trait BrokerBackend: Send + Sync + fmt::Debug {
     fn probe(&self, timeout: std::time::Duration) -> BoxFuture<'static, Result<()>>;
     /// How many partitions `topic` has (None: it does not exist).
     fn partitions(&self, topic: &str) -> BoxFuture<'static, Result<Option<i32>>>;
+    /// The broker as errors and logs name it (`Apache Kafka at host:port`).
+    fn describe(&self) -> String;
 }
 
 /// Writes records.

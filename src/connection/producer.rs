@@ -73,22 +73,22 @@ impl<R: WriteReply> Message for ProduceBatch<R> {
 /// answers that the connection stopped, and gives its record back.
 pub(crate) struct Write<R: WriteReply> {
     record: Option<OutgoingRecord>,
-    reply: Option<Reply<R>>,
+    reply: Option<AnswerTo<R>>,
 }
 
 /// Where the answer to a [`Write`] goes.
-pub(crate) enum Reply<R> {
+pub(crate) enum AnswerTo<R> {
     /// The writer's own reply.
     To(R),
     /// A write of a [`Writer`]: the answer, record included on failure.
     Channel(oneshot::Sender<WriteResult>),
 }
 
-impl<R: WriteReply> Reply<R> {
+impl<R: WriteReply> AnswerTo<R> {
     pub(crate) fn answer(self, result: WriteResult) {
         match self {
-            Reply::To(reply) => reply.answer(result),
-            Reply::Channel(tx) => {
+            AnswerTo::To(reply) => reply.answer(result),
+            AnswerTo::Channel(tx) => {
                 let _ = tx.send(result);
             }
         }
@@ -99,7 +99,7 @@ impl<R: WriteReply> Write<R> {
     /// The span of the publish this writes, when spans are on.
     fn publish_span(&self) -> Option<&tracing::Span> {
         match &self.reply {
-            Some(Reply::To(reply)) => reply.span(),
+            Some(AnswerTo::To(reply)) => reply.span(),
             _ => None,
         }
     }
@@ -108,11 +108,11 @@ impl<R: WriteReply> Write<R> {
     pub(crate) fn new(record: OutgoingRecord, reply: R) -> Self {
         Write {
             record: Some(record),
-            reply: Some(Reply::To(reply)),
+            reply: Some(AnswerTo::To(reply)),
         }
     }
 
-    fn with(record: OutgoingRecord, reply: Reply<R>) -> Self {
+    fn with(record: OutgoingRecord, reply: AnswerTo<R>) -> Self {
         Write {
             record: Some(record),
             reply: Some(reply),
@@ -120,7 +120,7 @@ impl<R: WriteReply> Write<R> {
     }
 
     /// The record and its reply, for writing.
-    pub(crate) fn into_parts(mut self) -> (OutgoingRecord, Reply<R>) {
+    pub(crate) fn into_parts(mut self) -> (OutgoingRecord, AnswerTo<R>) {
         match (self.record.take(), self.reply.take()) {
             (Some(record), Some(reply)) => (record, reply),
             _ => unreachable!("a write's parts are taken once, by value"),
@@ -143,7 +143,7 @@ impl<R: WriteReply> Drop for Write<R> {
     }
 }
 
-type Pending<R> = (BoxFuture<'static, WriteResult>, Reply<R>);
+type Pending<R> = (BoxFuture<'static, WriteResult>, AnswerTo<R>);
 
 /// The producer connection of writers answered through `R`.
 pub(crate) struct ProducerConnection<R: WriteReply> {
@@ -411,7 +411,10 @@ fn produce_or_return<R: WriteReply>(
 ) -> impl Future<Output = WriteResult> + 'static {
     let send = |conn: Addr<ProducerConnection<R>>, n: u64, record: OutgoingRecord| {
         let (tx, answer) = oneshot::channel();
-        conn.do_send(ProduceBatch(vec![Write::with(record, Reply::Channel(tx))]));
+        conn.do_send(ProduceBatch(vec![Write::with(
+            record,
+            AnswerTo::Channel(tx),
+        )]));
         (answer, conn, n)
     };
     let first = match connection.get_numbered() {

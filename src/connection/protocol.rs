@@ -1,15 +1,16 @@
 //! The one protocol between a [`ConsumerConnection`](super::consumer::ConsumerConnection)
-//! and what it feeds (a subscription's Dispatcher, or the Republisher).
+//! and the *reader* it feeds (a subscription's Dispatcher, or the
+//! Republisher).
 //!
 //! The connection sends [`Deliver`] (records, in offset order per
 //! partition, with the connection incarnation that read them),
-//! [`Released`] (partitions given up, answered once the consumer dropped
+//! [`Released`] (partitions given up, answered once the reader dropped
 //! what it had of them) and, for a transactional subscription,
-//! [`Refused`] (records whose outputs the broker refused at commit). The consumer sends [`Ready`] when an incarnation
+//! [`Refused`] (records whose outputs the broker refused at commit). The reader sends [`Ready`] when an incarnation
 //! starts (it then gets every unfinished record) and [`Completed`] for
 //! records whose fate is final, in batches.
 //!
-//! [`Feed`] is the consumer's side, shared by both consumers: which
+//! [`Feed`] is the reader's side, shared by both readers: which
 //! connection incarnation feeds it (records of an older one are stale: the
 //! current one reads them again), how often each partition was released
 //! (work begun before is of a partition given up since), and where
@@ -22,7 +23,7 @@ use rustc_hash::FxHashMap;
 
 use crate::envelope::{OutgoingRecord, Record, TopicPartition};
 
-/// A batch of records for a consumer, with where to report completions.
+/// A batch of records for a reader, with where to report completions.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct Deliver {
@@ -31,7 +32,7 @@ pub(crate) struct Deliver {
     pub(crate) from: Recipient<Completed>,
     /// The connection incarnation that read them; records of an older
     /// incarnation are dropped (the new one reads them again).
-    pub(crate) origin: u64,
+    pub(crate) incarnation: u64,
 }
 
 /// Records whose fate is final (acked, forwarded, or durably
@@ -47,7 +48,7 @@ pub(crate) struct Completed(pub(crate) Vec<Arc<Record>>, pub(crate) Outputs);
 /// they handled.
 pub(crate) type Outputs = Vec<(Arc<Record>, Vec<OutgoingRecord>)>;
 
-/// A consumer incarnation started and wants every unfinished record.
+/// A reader incarnation started and wants every unfinished record.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub(crate) struct Ready;
@@ -66,25 +67,26 @@ pub(crate) struct Released {
 /// Records of a transactional subscription whose outputs the broker
 /// refused for good when their transaction was committed (a partition the
 /// topic does not have, a record it does not take), with why: their fate
-/// is open again. The consumer dead-letters each with the reason and then
+/// is open again. The reader dead-letters each with the reason and then
 /// reports it [`Completed`]; until then it stays uncommitted, and the rest
 /// of the transaction commits without it.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub(crate) struct Refused(pub(crate) Vec<(Arc<Record>, String)>);
 
-/// Where a connection's records go: a Dispatcher or the Republisher.
+/// Where a connection's records go: the reader it feeds (a Dispatcher or
+/// the Republisher).
 #[derive(Clone)]
-pub(crate) struct Consumer {
+pub(crate) struct Reader {
     pub(crate) deliver: Recipient<Deliver>,
     pub(crate) released: Recipient<Released>,
     pub(crate) refused: Recipient<Refused>,
 }
 
-/// Resolves the current consumer of the subscription and its incarnation number.
-pub(crate) type FindConsumer = Box<dyn Fn() -> Option<(Consumer, u64)>>;
+/// Resolves the running incarnation of the reader, and its number.
+pub(crate) type FindReader = Box<dyn Fn() -> Option<(Reader, u64)>>;
 
-/// What a [`Deliver`] is to the consumer that gets it.
+/// What a [`Deliver`] is to the reader that gets it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Arrival {
     /// From the incarnation feeding it: take the records.
@@ -100,37 +102,38 @@ pub(crate) enum Arrival {
 /// [`Feed::is_current`] says so.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Stamp {
-    origin: u64,
+    incarnation: u64,
     generation: u32,
 }
 
-/// The consumer's side of the protocol; see the module documentation.
+/// The reader's side of the protocol (the connection feeding it); see the
+/// module documentation.
 #[derive(Default)]
 pub(crate) struct Feed {
-    /// The connection incarnation feeding the consumer, and where its
+    /// The connection incarnation feeding the reader, and where its
     /// completions go.
-    origin: Option<(Recipient<Completed>, u64)>,
+    incarnation: Option<(Recipient<Completed>, u64)>,
     /// How many times each partition was [`Released`].
     generations: FxHashMap<TopicPartition, u32>,
 }
 
 impl Feed {
-    /// Classifies `msg` by its origin, taking a fresh one as current.
+    /// Classifies `msg` by its incarnation, taking a fresh one as current.
     pub(crate) fn arrival(&mut self, msg: &Deliver) -> Arrival {
-        match self.current_origin() {
-            Some(o) if msg.origin < o => Arrival::Stale,
-            Some(o) if msg.origin == o => Arrival::Current,
+        match self.current_incarnation() {
+            Some(o) if msg.incarnation < o => Arrival::Stale,
+            Some(o) if msg.incarnation == o => Arrival::Current,
             _ => {
-                self.origin = Some((msg.from.clone(), msg.origin));
+                self.incarnation = Some((msg.from.clone(), msg.incarnation));
                 Arrival::Fresh
             }
         }
     }
 
-    /// The connection incarnation feeding the consumer, while it is alive:
+    /// The connection incarnation feeding the reader, while it is alive:
     /// records of a dead one are read again by its successor.
-    fn current_origin(&self) -> Option<u64> {
-        self.origin
+    fn current_incarnation(&self) -> Option<u64> {
+        self.incarnation
             .as_ref()
             .filter(|(connection, _)| connection.connected())
             .map(|(_, o)| *o)
@@ -139,7 +142,7 @@ impl Feed {
     /// The stamp of `record`, taken now.
     pub(crate) fn stamp(&self, record: &Record) -> Stamp {
         Stamp {
-            origin: self.current_origin().unwrap_or(0),
+            incarnation: self.current_incarnation().unwrap_or(0),
             generation: self.generation(record),
         }
     }
@@ -148,7 +151,8 @@ impl Feed {
     /// taken from the incarnation feeding it, of a partition not given up
     /// since.
     pub(crate) fn is_current(&self, stamp: Stamp, record: &Record) -> bool {
-        Some(stamp.origin) == self.current_origin() && self.generation(record) == stamp.generation
+        Some(stamp.incarnation) == self.current_incarnation()
+            && self.generation(record) == stamp.generation
     }
 
     fn generation(&self, record: &Record) -> u32 {
@@ -174,7 +178,7 @@ impl Feed {
         if records.is_empty() {
             return;
         }
-        if let Some((connection, _)) = &self.origin {
+        if let Some((connection, _)) = &self.incarnation {
             connection.do_send(Completed(records, outputs));
         }
     }

@@ -21,7 +21,7 @@
 //! - Delays shorter than the smallest bucket go to the `0s` bucket, whose
 //!   records are released at once into that timer.
 //!
-//! A bucket is chosen with a [`HOP_ALLOWANCE`] to spare, so a hop's own
+//! A bucket is chosen with a [`HOP_ALLOWANCE`](crate::Delays::HOP_ALLOWANCE) to spare, so a hop's own
 //! latency never makes a record late. Due time is checked against the wall
 //! clock: a record is never forwarded before its `x-deliver-at`.
 

@@ -23,7 +23,7 @@ use crate::delivery::current::{in_handler, join, with_current, Joined};
 use crate::envelope::header;
 use crate::error::Result;
 use crate::observe::trace::{adopt, inherit, record_ids, spans_on, TraceContext};
-use crate::producer::{Producer, PublishBatch};
+use crate::producer::{Producer, PublishBatch, SendError};
 use crate::publish::{Publish, PublishOutcome};
 
 /// A publish (or a batch) on its way to the Producer, with where its
@@ -48,13 +48,12 @@ pub(crate) enum Request {
     ),
 }
 
-/// What became of a request offered to the intake now.
-enum Offer {
-    Taken,
-    /// The intake is gone with the application.
-    Closed,
+/// Why a publish (or batch) offered to the intake now did not get in.
+enum Offer<M> {
+    /// The intake is gone with the application: given back.
+    Closed(M),
     /// No Producer runs, or the intake is full: it goes in later.
-    Later(Request),
+    Later(M),
 }
 
 /// The Producer's side of the intake, handed from incarnation to
@@ -145,14 +144,15 @@ fn answered(span: &tracing::Span, outcome: &Result<PublishOutcome>) {
 /// `answer`, holding `spans` (the publishes' `publish` spans) open until it
 /// resolves and ending each with its record's outcome. Boxed: only with
 /// spans on.
-fn traced<T, F>(
+fn traced<T, E, F>(
     answer: F,
     spans: Vec<tracing::Span>,
     outcomes: fn(&T) -> &[Result<PublishOutcome>],
-) -> std::pin::Pin<Box<dyn Future<Output = std::result::Result<T, MailboxError>>>>
+) -> std::pin::Pin<Box<dyn Future<Output = std::result::Result<T, E>>>>
 where
-    F: Future<Output = std::result::Result<T, MailboxError>> + 'static,
+    F: Future<Output = std::result::Result<T, E>> + 'static,
     T: 'static,
+    E: std::fmt::Display + 'static,
 {
     Box::pin(async move {
         let answer = answer.await;
@@ -237,8 +237,8 @@ fn publish_span(
 /// while the Producer is being restarted waits (up to the application's
 /// delivery timeout) for the next incarnation. A publish the stopping
 /// incarnation had taken but not answered yet fails with
-/// `MailboxError::Closed` (it may or may not have been written): send it
-/// again.
+/// [`SendError::Unanswered`] (it may or may not have been written): send
+/// it again.
 ///
 /// ```
 /// # use kafkactor::prelude::*;
@@ -275,13 +275,14 @@ impl ProducerHandle {
     }
 
     /// Publishes `publish`: `Ok(Ok(outcome))` once it is written,
-    /// `Ok(Err(error))` when publishing failed, `Err(MailboxError)` when no
-    /// Producer took the message (the application stopped, or the Producer
-    /// stopped before it answered).
+    /// `Ok(Err(error))` when publishing failed, `Err(SendError)` when no
+    /// Producer answered: the application stopped or no Producer ran within
+    /// the delivery timeout (the publish is given back, unsent), or the
+    /// Producer stopped before it answered.
     pub fn send(
         &self,
         publish: Publish,
-    ) -> impl Future<Output = std::result::Result<Result<PublishOutcome>, MailboxError>> + 'static
+    ) -> impl Future<Output = std::result::Result<Result<PublishOutcome>, SendError<Publish>>> + 'static
     {
         let mut publish = publish;
         if in_handler() {
@@ -294,11 +295,15 @@ impl ProducerHandle {
         stamp(std::slice::from_mut(&mut publish), |s| span = Some(s));
         let (tx, rx) = oneshot::channel();
         Either::Right(match span {
-            None => Either::Left(self.request(Request::One(publish, Some(tx)), rx)),
+            None => Either::Left(self.request(publish, move |p| Request::One(p, Some(tx)), rx)),
             Some(span) => {
-                let request = Request::Traced(Box::new((publish, tx, span.clone())));
+                let traced_span = span.clone();
                 Either::Right(traced(
-                    self.request(request, rx),
+                    self.request(
+                        publish,
+                        move |p| Request::Traced(Box::new((p, tx, traced_span))),
+                        rx,
+                    ),
                     vec![span],
                     std::slice::from_ref,
                 ))
@@ -307,14 +312,16 @@ impl ProducerHandle {
     }
 
     /// Publishes many records in one message, in order; the answer holds
-    /// every outcome, in the batch's order. `Err(MailboxError)` when no
-    /// Producer took the batch (none of it was published) or the Producer
-    /// stopped before answering (some of it may have been).
+    /// every outcome, in the batch's order. `Err(SendError)` when no
+    /// Producer took the batch (none of it was published: it is given
+    /// back) or the Producer stopped before answering (some of it may have
+    /// been).
     pub fn send_batch(
         &self,
         mut batch: PublishBatch,
-    ) -> impl Future<Output = std::result::Result<Vec<Result<PublishOutcome>>, MailboxError>> + 'static
-    {
+    ) -> impl Future<
+        Output = std::result::Result<Vec<Result<PublishOutcome>>, SendError<PublishBatch>>,
+    > + 'static {
         if in_handler() {
             match joined(batch) {
                 Ok(answers) => return Either::Left(future::ready(Ok(answers))),
@@ -324,7 +331,8 @@ impl ProducerHandle {
         let mut spans = Vec::new();
         stamp(&mut batch.0, |s| spans.push(s));
         let (tx, rx) = oneshot::channel();
-        let answer = self.request(Request::Batch(batch, tx, spans.clone()), rx);
+        let kept = spans.clone();
+        let answer = self.request(batch, move |b| Request::Batch(b, tx, kept), rx);
         Either::Right(if spans.is_empty() {
             Either::Left(answer)
         } else {
@@ -332,28 +340,30 @@ impl ProducerHandle {
         })
     }
 
-    /// Puts `request` in the intake now when a Producer runs (so requests
-    /// keep the order of the calls), or once one runs within the wait; the
-    /// answer comes on `rx`. Inlined: the request is moved once, into the
-    /// intake, instead of once more into this call.
+    /// Puts `message` in the intake (as `request` makes it) now when a
+    /// Producer runs (so requests keep the order of the calls), or once one
+    /// runs within the wait; the answer comes on `rx`. `message` is given
+    /// back when it never got in. Inlined: the request is moved once, into
+    /// the intake, instead of once more into this call.
     #[inline(always)]
-    fn request<T: Send + 'static>(
+    fn request<T: Send + 'static, M: 'static>(
         &self,
-        request: Request,
+        message: M,
+        request: impl FnOnce(M) -> Request + 'static,
         rx: oneshot::Receiver<T>,
-    ) -> impl Future<Output = std::result::Result<T, MailboxError>> + 'static {
-        let answer = rx.map(|answer| answer.map_err(|_| MailboxError::Closed));
-        match self.offer(request) {
-            Offer::Taken => Either::Left(answer),
-            Offer::Closed => Either::Right(Either::Left(future::ready(Err(MailboxError::Closed)))),
+    ) -> impl Future<Output = std::result::Result<T, SendError<M>>> + 'static {
+        let answer = rx.map(|answer| answer.map_err(|_| SendError::Unanswered));
+        match self.offer(message, request) {
+            Ok(()) => Either::Left(answer),
+            Err(Offer::Closed((message, _))) => Either::Right(Either::Left(future::ready(Err(
+                SendError::Shutdown(message),
+            )))),
             // Rare (no Producer running, or the intake full): boxed, so that
             // the future of every other call stays small.
-            Offer::Later(request) => {
-                let put = self.put_later(request);
+            Err(Offer::Later((message, request))) => {
+                let put = self.put_later(message, request);
                 Either::Right(Either::Right(Box::pin(async move {
-                    if !put.await {
-                        return Err(MailboxError::Closed);
-                    }
+                    put.await?;
                     answer.await
                 })))
             }
@@ -376,37 +386,64 @@ impl ProducerHandle {
         }
         // No answer comes back: the `publish` span ends here.
         stamp(std::slice::from_mut(&mut publish), drop);
-        match self.offer(Request::One(publish, None)) {
-            Offer::Taken => {}
-            Offer::Closed => tracing::warn!("a do_send publish reached no producer"),
-            Offer::Later(request) => {
-                let put = self.put_later(request);
+        let request = |p| Request::One(p, None);
+        match self.offer(publish, request) {
+            Ok(()) => {}
+            Err(Offer::Closed(_)) => tracing::warn!(
+                "a do_send publish reached no producer: the application is shut down"
+            ),
+            Err(Offer::Later((publish, request))) => {
+                let put = self.put_later(publish, request);
                 actix_rt::spawn(async move {
-                    if !put.await {
-                        tracing::warn!("a do_send publish reached no producer");
+                    if let Err(e) = put.await {
+                        tracing::warn!(error = %e, "a do_send publish reached no producer");
                     }
                 });
             }
         }
     }
 
-    /// Puts `request` in the intake now, if a Producer runs and there is room.
-    fn offer(&self, request: Request) -> Offer {
+    /// Puts `message` in the intake now, if a Producer runs and there is
+    /// room; otherwise gives it back, with how to make its request.
+    #[allow(clippy::type_complexity)]
+    fn offer<M, F: FnOnce(M) -> Request>(
+        &self,
+        message: M,
+        request: F,
+    ) -> std::result::Result<(), Offer<(M, F)>> {
         if self.producer.with(|_, _| ()).is_none() {
-            return Offer::Later(request);
+            return Err(Offer::Later((message, request)));
         }
-        match self.intake.try_send(request) {
-            Ok(()) => Offer::Taken,
-            Err(mpsc::error::TrySendError::Closed(_)) => Offer::Closed,
-            Err(mpsc::error::TrySendError::Full(request)) => Offer::Later(request),
+        match self.intake.try_reserve() {
+            Ok(permit) => {
+                permit.send(request(message));
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Closed(())) => Err(Offer::Closed((message, request))),
+            Err(mpsc::error::TrySendError::Full(())) => Err(Offer::Later((message, request))),
         }
     }
 
-    /// Puts `request` in the intake once a Producer runs (within the wait)
-    /// and there is room; resolves to whether it got in.
-    fn put_later(&self, request: Request) -> impl Future<Output = bool> + 'static {
+    /// Puts `message` in the intake once a Producer runs (within the wait)
+    /// and there is room; gives it back when it could not.
+    fn put_later<M: 'static>(
+        &self,
+        message: M,
+        request: impl FnOnce(M) -> Request + 'static,
+    ) -> impl Future<Output = std::result::Result<(), SendError<M>>> + 'static {
         let (producer, intake, wait) = (self.producer.clone(), self.intake.clone(), self.wait);
-        async move { producer.ready(wait).await.is_some() && intake.send(request).await.is_ok() }
+        async move {
+            if producer.ready(wait).await.is_none() {
+                return Err(SendError::NoProducer(message));
+            }
+            match intake.reserve().await {
+                Ok(permit) => {
+                    permit.send(request(message));
+                    Ok(())
+                }
+                Err(_) => Err(SendError::Shutdown(message)),
+            }
+        }
     }
 
     /// The address of the Producer incarnation running now, if one is.

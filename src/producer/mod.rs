@@ -17,7 +17,8 @@
 //! and the writes taken and not yet handed over; a restart loses no state:
 //! publishes still in the intake are taken by the next incarnation, and
 //! publishes the stopping one had taken but not answered answer
-//! `MailboxError::Closed` (the publisher sends them again).
+//! [`SendError::Unanswered`] through a [`ProducerHandle`]
+//! (`MailboxError::Closed` on its address): the publisher sends them again.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -39,14 +40,16 @@ use crate::observe::lineage::Tap;
 use crate::observe::metrics::{Metrics, PerTopic};
 use crate::publish::{epoch_ms_rounded_up, Publish, PublishOutcome};
 use handle::{IntakeReceiver, Request};
-use reply::{Answer, BatchAnswer};
-use reply::{Origin, Published};
+use reply::{Awaiting, BatchAnswer};
+use reply::{Published, TakenBy};
 
 pub(crate) mod handle;
 pub(crate) mod reply;
+mod send_error;
 
 pub use handle::ProducerHandle;
 pub(crate) use reply::PublishReply;
+pub use send_error::SendError;
 
 /// Most requests taken from the intake at once, and rounds of that per
 /// turn before the Producer lets its thread's other tasks run.
@@ -56,12 +59,12 @@ const DRAIN_ROUNDS: usize = 16;
 /// Publishes records; reach it through [`App::producer`](crate::App::producer).
 pub struct Producer {
     connection: ChildRef<ProducerConnection<PublishReply>>,
-    max_message_bytes: usize,
+    max_record_bytes: usize,
     delivery_timeout: Duration,
     delays: Option<Arc<Plan>>,
     /// Where this incarnation queues writes (set once it started).
-    queue: Option<Queue>,
-    outbox: Rc<RefCell<Outbox>>,
+    queue: Option<WriteQueue>,
+    unsent: Rc<RefCell<Unsent>>,
     /// The intake, taken by each incarnation in turn.
     intake: Option<IntakeReceiver>,
     metrics: Metrics,
@@ -71,7 +74,7 @@ pub struct Producer {
 impl std::fmt::Debug for Producer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Producer")
-            .field("max_message_bytes", &self.max_message_bytes)
+            .field("max_record_bytes", &self.max_record_bytes)
             .finish()
     }
 }
@@ -79,7 +82,7 @@ impl std::fmt::Debug for Producer {
 impl Producer {
     pub(crate) fn new(
         connection: ChildRef<ProducerConnection<PublishReply>>,
-        max_message_bytes: usize,
+        max_record_bytes: usize,
         delivery_timeout: Duration,
         delays: Option<Arc<Plan>>,
         intake: Option<IntakeReceiver>,
@@ -88,11 +91,11 @@ impl Producer {
     ) -> Self {
         Producer {
             connection,
-            max_message_bytes,
+            max_record_bytes,
             delivery_timeout,
             delays,
             queue: None,
-            outbox: Rc::default(),
+            unsent: Rc::default(),
             intake,
             metrics,
             lineage,
@@ -100,7 +103,7 @@ impl Producer {
     }
 
     fn prepare(&self, publish: Publish) -> Result<(OutgoingRecord, Option<Delayed>)> {
-        prepare(publish, self.max_message_bytes, self.delays.as_deref())
+        prepare(publish, self.max_record_bytes, self.delays.as_deref())
     }
 
     /// Queues what a request from the intake asks for.
@@ -110,11 +113,14 @@ impl Producer {
         };
         match request {
             Request::One(publish, tx) => {
-                queue.one(self.prepare(publish), Answer::One(tx));
+                queue.one(self.prepare(publish), Awaiting::One(tx));
             }
             Request::Traced(traced) => {
                 let (publish, tx, span) = *traced;
-                queue.one(self.prepare(publish), Answer::Traced(Box::new((tx, span))));
+                queue.one(
+                    self.prepare(publish),
+                    Awaiting::Traced(Box::new((tx, span))),
+                );
             }
             Request::Batch(PublishBatch(publishes), tx, spans) => {
                 let prepared = publishes.into_iter().map(|p| self.prepare(p)).collect();
@@ -124,34 +130,34 @@ impl Producer {
     }
 }
 
-/// Prepared records waiting for their outcome: what [`Queue`] takes.
+/// Prepared records waiting for their outcome: what [`WriteQueue`] takes.
 type Prepared = Result<(OutgoingRecord, Option<Delayed>)>;
 
 /// Where a Producer incarnation queues writes, each with the reply that
 /// answers its publisher: shared by its message handlers (through their
 /// responses, which do not see the actor) and its intake.
 #[derive(Clone)]
-struct Queue {
-    outbox: Rc<RefCell<Outbox>>,
+struct WriteQueue {
+    unsent: Rc<RefCell<Unsent>>,
     /// This incarnation, where failed writes come back to be sent again.
     producer: Arc<Recipient<Resend>>,
     metrics: Metrics,
     /// What the publishes to each topic share.
-    origins: Rc<RefCell<PerTopic<Arc<Origin>>>>,
+    taken_by: Rc<RefCell<PerTopic<Arc<TakenBy>>>>,
     lineage: Option<Tap>,
 }
 
-impl Queue {
+impl WriteQueue {
     /// What the publishes to `topic` share.
-    fn origin(&self, topic: &Arc<str>) -> Arc<Origin> {
-        let mut origins = self.origins.borrow_mut();
-        let origin = origins.get(topic, |topic| {
-            Arc::new(Origin {
+    fn taken_by(&self, topic: &Arc<str>) -> Arc<TakenBy> {
+        let mut all = self.taken_by.borrow_mut();
+        let taken_by = all.get(topic, |topic| {
+            Arc::new(TakenBy {
                 producer: (*self.producer).clone(),
                 counters: self.metrics.on().then(|| self.metrics.publish(topic)),
             })
         });
-        origin.clone()
+        taken_by.clone()
     }
 
     /// What the lineage event of `record` needs, when lineage is on.
@@ -168,8 +174,8 @@ impl Queue {
     }
 
     /// Queues one record, or answers its failure; returns whether the
-    /// outbox was empty before.
-    fn one(&self, prepared: Prepared, to: Answer) -> bool {
+    /// unsent was empty before.
+    fn one(&self, prepared: Prepared, to: Awaiting) -> bool {
         let (record, delayed) = match prepared {
             Ok(prepared) => prepared,
             Err(e) => {
@@ -182,17 +188,17 @@ impl Queue {
             delayed,
             taken: crate::clock::now_ticks(),
             resends: 0,
-            origin: self.origin(&record.topic),
+            taken_by: self.taken_by(&record.topic),
             lineage: self.lineage_of(&record),
         };
-        let mut outbox = self.outbox.borrow_mut();
-        let was_empty = outbox.writes.is_empty();
-        outbox.writes.push(Write::new(record, reply));
+        let mut unsent = self.unsent.borrow_mut();
+        let was_empty = unsent.writes.is_empty();
+        unsent.writes.push(Write::new(record, reply));
         was_empty
     }
 
     /// Queues a batch's records, answered together once every outcome is
-    /// in; returns whether the outbox was empty before.
+    /// in; returns whether the unsent was empty before.
     fn batch(
         &self,
         prepared: Vec<Prepared>,
@@ -205,25 +211,25 @@ impl Queue {
             return false;
         }
         let taken = crate::clock::now_ticks();
-        let mut outbox = self.outbox.borrow_mut();
-        let was_empty = outbox.writes.is_empty();
-        outbox.writes.reserve(prepared.len());
+        let mut unsent = self.unsent.borrow_mut();
+        let was_empty = unsent.writes.is_empty();
+        unsent.writes.reserve(prepared.len());
         for (index, prepared) in prepared.into_iter().enumerate() {
             match prepared {
                 Err(e) => batch.set(index, Err(e)),
                 Ok((record, delayed)) => {
                     let reply = PublishReply {
-                        to: Answer::Batch {
+                        to: Awaiting::Batch {
                             batch: batch.clone(),
                             index,
                         },
                         delayed,
                         taken,
                         resends: 0,
-                        origin: self.origin(&record.topic),
+                        taken_by: self.taken_by(&record.topic),
                         lineage: self.lineage_of(&record),
                     };
-                    outbox.writes.push(Write::new(record, reply));
+                    unsent.writes.push(Write::new(record, reply));
                 }
             }
         }
@@ -365,7 +371,7 @@ pub(crate) struct Resend {
 
 /// The writes taken since the Producer last handed a batch to its connection.
 #[derive(Default)]
-struct Outbox {
+struct Unsent {
     writes: Vec<Write<PublishReply>>,
 }
 
@@ -375,7 +381,7 @@ struct Outbox {
 /// users: `send` on the Producer's address resolves to the outcome.
 pub struct Queued {
     prepared: Prepared,
-    queue: Option<Queue>,
+    queue: Option<WriteQueue>,
 }
 
 impl std::fmt::Debug for Queued {
@@ -395,14 +401,14 @@ impl MessageResponse<Producer, Publish> for Queued {
         // Handed over once the mailbox is drained: one batch per wake-up.
         if self
             .queue
-            .is_some_and(|q| q.one(self.prepared, Answer::One(tx)))
+            .is_some_and(|q| q.one(self.prepared, Awaiting::One(tx)))
         {
             ctx.notify(Flush);
         }
     }
 }
 
-/// Hands the outbox to the connection.
+/// Hands the unsent to the connection.
 #[derive(Message)]
 #[rtype(result = "()")]
 struct Flush;
@@ -413,12 +419,12 @@ impl Producer {
     /// their order) up to the delivery timeout.
     fn flush(&mut self, ctx: &mut Context<Self>) {
         let writes = {
-            let mut outbox = self.outbox.borrow_mut();
-            if outbox.writes.is_empty() {
+            let mut unsent = self.unsent.borrow_mut();
+            if unsent.writes.is_empty() {
                 return;
             }
-            let room = outbox.writes.len().min(DRAIN_BATCH);
-            std::mem::replace(&mut outbox.writes, Vec::with_capacity(room))
+            let room = unsent.writes.len().min(DRAIN_BATCH);
+            std::mem::replace(&mut unsent.writes, Vec::with_capacity(room))
         };
         hand_over(&self.connection, writes, self.delivery_timeout, ctx);
     }
@@ -428,11 +434,11 @@ impl Actor for Producer {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        self.queue = Some(Queue {
-            outbox: self.outbox.clone(),
+        self.queue = Some(WriteQueue {
+            unsent: self.unsent.clone(),
             producer: Arc::new(ctx.address().recipient()),
             metrics: self.metrics.clone(),
-            origins: Rc::default(),
+            taken_by: Rc::default(),
             lineage: self.lineage.clone(),
         });
         ctx.spawn(Drain {
@@ -482,7 +488,7 @@ impl Message for PublishBatch {
 /// by users.
 pub struct QueuedBatch {
     prepared: Vec<Prepared>,
-    queue: Option<Queue>,
+    queue: Option<WriteQueue>,
 }
 
 impl std::fmt::Debug for QueuedBatch {
@@ -548,7 +554,7 @@ impl Handler<Resend> for Producer {
         tracing::debug!(topic = %record.topic, %error, ?backoff, "publish failed; sending again");
         let write = Write::new(record, reply);
         ctx.run_later(backoff, move |act, ctx| {
-            act.outbox.borrow_mut().writes.push(write);
+            act.unsent.borrow_mut().writes.push(write);
             act.flush(ctx);
         });
     }

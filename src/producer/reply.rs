@@ -20,21 +20,21 @@ use crate::publish::PublishOutcome;
 /// [`Write`]'s reply. A failure that may pass goes back to the Producer
 /// incarnation that took the publish, which sends the record again.
 pub(crate) struct PublishReply {
-    pub(super) to: Answer,
+    pub(super) to: Awaiting,
     pub(super) delayed: Option<Delayed>,
     /// When the Producer took the publish ([`now_ticks`](crate::clock::now_ticks)).
     pub(super) taken: u64,
     /// Sends made so far after the first.
     pub(super) resends: u32,
     /// The Producer incarnation that took it, and its topic's counters.
-    pub(super) origin: Arc<Origin>,
+    pub(super) taken_by: Arc<TakenBy>,
     /// Its lineage event's makings, when lineage is on.
     pub(super) lineage: Option<Box<Published>>,
 }
 
 /// What every publish to one topic taken by one Producer incarnation
 /// shares: one reference per record (not one per field).
-pub(crate) struct Origin {
+pub(crate) struct TakenBy {
     /// Where a failed write goes back to be sent again.
     pub(super) producer: Recipient<Resend>,
     /// The topic's counters (None: metrics are off).
@@ -53,9 +53,9 @@ impl WriteReply for PublishReply {
     /// follows from it.
     fn span(&self) -> Option<&tracing::Span> {
         match &self.to {
-            Answer::One(_) => None,
-            Answer::Traced(traced) => Some(&traced.1),
-            Answer::Batch { batch, index } => batch.spans.get(*index),
+            Awaiting::One(_) => None,
+            Awaiting::Traced(traced) => Some(&traced.1),
+            Awaiting::Batch { batch, index } => batch.spans.get(*index),
         }
     }
 
@@ -83,13 +83,13 @@ impl PublishReply {
                 error,
                 record: Some(record),
             } if error.is_retriable() => {
-                let origin = self.origin.clone();
+                let taken_by = self.taken_by.clone();
                 let resend = Resend {
                     record,
                     reply: self,
                     error,
                 };
-                match origin.producer.try_send(resend) {
+                match taken_by.producer.try_send(resend) {
                     Ok(()) => return,
                     // That Producer is gone: the failure is final.
                     Err(SendError::Closed(resend) | SendError::Full(resend)) => {
@@ -125,14 +125,14 @@ impl PublishReply {
                         at: crate::envelope::now_ms(),
                     });
                 }
-                if let Some(counters) = &self.origin.counters {
+                if let Some(counters) = &self.taken_by.counters {
                     counters.ok.inc();
                     let latency = crate::clock::Stopwatch::new().since(self.taken);
                     counters.latency.observe(latency);
                 }
             }
             Err(_) => {
-                if let Some(counters) = &self.origin.counters {
+                if let Some(counters) = &self.taken_by.counters {
                     counters.error.inc();
                 }
             }
@@ -142,7 +142,7 @@ impl PublishReply {
 }
 
 /// Who waits for a publish's outcome.
-pub(super) enum Answer {
+pub(super) enum Awaiting {
     /// A [`Publish`]'s sender (None for a `do_send`: failures are logged).
     One(Option<OneshotSender<Result<PublishOutcome>>>),
     /// The same with the publisher's `publish` span, when spans are on
@@ -155,19 +155,19 @@ pub(super) enum Answer {
     },
 }
 
-impl Answer {
+impl Awaiting {
     /// Gives the publisher `result`.
     pub(super) fn send(self, result: Result<PublishOutcome>) {
         match (self, result) {
-            (Answer::One(Some(tx)), result) => {
+            (Awaiting::One(Some(tx)), result) => {
                 let _ = tx.send(result);
             }
-            (Answer::Traced(traced), result) => {
+            (Awaiting::Traced(traced), result) => {
                 let _ = traced.0.send(result);
             }
-            (Answer::One(None), Err(e)) => tracing::warn!(error = %e, "a do_send publish failed"),
-            (Answer::One(None), Ok(_)) => {}
-            (Answer::Batch { batch, index }, result) => batch.set(index, result),
+            (Awaiting::One(None), Err(e)) => tracing::warn!(error = %e, "a do_send publish failed"),
+            (Awaiting::One(None), Ok(_)) => {}
+            (Awaiting::Batch { batch, index }, result) => batch.set(index, result),
         }
     }
 }

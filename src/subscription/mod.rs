@@ -42,6 +42,12 @@ impl IntoTopics for &str {
     }
 }
 
+impl IntoTopics for &String {
+    fn into_topics(self) -> Vec<String> {
+        vec![self.clone()]
+    }
+}
+
 impl IntoTopics for String {
     fn into_topics(self) -> Vec<String> {
         vec![self]
@@ -119,13 +125,17 @@ pub enum OnRestartLimit {
 }
 
 /// How long a handler may take on one record by default.
-pub const DEFAULT_HANDLER_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_HANDLER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The default largest record a subscription handles (and a producer
 /// publishes): 1 MiB, as Kafka's `message.max.bytes`.
 pub(crate) const DEFAULT_MAX_RECORD_BYTES: usize = 1024 * 1024;
 
 impl Subscription {
+    /// How long a handler may take on one record unless
+    /// [`handler_timeout`](Subscription::handler_timeout) says otherwise.
+    pub const DEFAULT_HANDLER_TIMEOUT: Duration = DEFAULT_HANDLER_TIMEOUT;
+
     /// A subscription to one topic (`"orders"`) or several (`["a", "b"]`).
     pub fn to(topics: impl IntoTopics) -> Self {
         Subscription {
@@ -249,7 +259,7 @@ impl Subscription {
     }
 
     /// How long the handler may take on one record (default 30 s,
-    /// [`DEFAULT_HANDLER_TIMEOUT`]; `None` for no limit). An attempt past it
+    /// [`Subscription::DEFAULT_HANDLER_TIMEOUT`]; `None` for no limit). An attempt past it
     /// fails with the failure kind `timeout` and counts against the retry
     /// policy, and the lane's handler actor is restarted from its factory (it
     /// may be stuck); a record whose attempts all time out is dead-lettered.
@@ -321,6 +331,22 @@ impl Subscription {
     }
 
     pub(crate) fn validate(&self) -> Result<()> {
+        self.check().map_err(|e| match e {
+            Error::Config(why) => Error::Config(format!("{}: {why}", self.describe())),
+            other => other,
+        })
+    }
+
+    /// The subscription as its errors name it: `subscription of group
+    /// "billing" to ["orders"]`.
+    fn describe(&self) -> String {
+        match &self.group {
+            Some(g) => format!("subscription of group {g:?} to {:?}", self.topics),
+            None => format!("subscription to {:?}", self.topics),
+        }
+    }
+
+    fn check(&self) -> Result<()> {
         if self.topics.is_empty() {
             return Err(Error::Config(
                 "a subscription needs at least one topic".into(),
@@ -331,12 +357,7 @@ impl Subscription {
             check_topic(&self.dead_letter_topic(t))?;
         }
         match &self.group {
-            None => {
-                return Err(Error::Config(format!(
-                    "subscription to {:?} has no group: call .group(..)",
-                    self.topics
-                )))
-            }
+            None => return Err(Error::Config("no group: call .group(..)".into())),
             Some(g) if g.trim().is_empty() => {
                 return Err(Error::Config("group name is empty".into()))
             }
@@ -366,6 +387,20 @@ impl Subscription {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_config_error_names_its_subscription() {
+        let e = Subscription::to("orders")
+            .group("billing")
+            .concurrency(0)
+            .validate()
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid configuration: subscription of group \"billing\" to [\"orders\"]: \
+             concurrency must be at least 1"
+        );
+    }
 
     #[test]
     fn validation() {

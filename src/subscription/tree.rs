@@ -52,7 +52,7 @@ pub(crate) struct Parts {
     pub(crate) lineage: Option<Tap>,
     /// The largest record the application publishes (what a transactional
     /// handler's outputs are checked against).
-    pub(crate) max_message_bytes: usize,
+    pub(crate) max_record_bytes: usize,
     /// The readiness check of its handlers.
     pub(crate) handlers_health: Failing,
 }
@@ -117,7 +117,7 @@ where
             .in_flight
             .with_label_values(&[sub.group_name()]),
     };
-    let parts_max_bytes = parts.max_message_bytes;
+    let parts_max_bytes = parts.max_record_bytes;
     let Parts {
         backend,
         events,
@@ -133,16 +133,16 @@ where
     let supervisor_name = name.clone();
 
     let escalate = sub.on_restart_limit == OnRestartLimit::Escalate;
-    let (transactional, max_message_bytes) = (sub.transactional, parts_max_bytes);
+    let (transactional, max_record_bytes) = (sub.transactional, parts_max_bytes);
     let spec = ChildSpec::graceful(name, move || {
         // The lanes of this incarnation of the subtree, shared by its
         // dispatcher and handlers (each restart of either keeps them).
         let board = Board::shared(handlers.len());
         board.borrow_mut().transactional = transactional.then(|| Transactional {
-            max_bytes: max_message_bytes,
+            max_bytes: max_record_bytes,
             partitions: partitions.clone(),
         });
-        let lanes = Lanes {
+        let lanes = Handlers {
             name: format!("{supervisor_name}/handlers"),
             events: events.clone(),
             backoff,
@@ -201,7 +201,7 @@ where
 }
 
 /// How to build the supervisor of a subscription's handler lanes.
-struct Lanes<A: Actor, F> {
+struct Handlers<A: Actor, F> {
     name: String,
     events: Events,
     backoff: kafkactor_actors::Backoff,
@@ -213,7 +213,7 @@ struct Lanes<A: Actor, F> {
     settings: Arc<DispatchSettings>,
 }
 
-impl<A, F> Lanes<A, F>
+impl<A, F> Handlers<A, F>
 where
     A: Actor<Context = Context<A>>,
     F: Fn() -> A + 'static,

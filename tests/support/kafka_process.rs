@@ -19,13 +19,22 @@ fn script() -> PathBuf {
 
 impl KafkaProcess {
     /// Formats a fresh broker in a temporary folder and starts it; returns
-    /// once it answers a metadata request.
-    pub async fn start() -> Self {
+    /// once it answers a metadata request. None (the test skips) where the
+    /// suite runs without Apache Kafka (`KAFKACTOR_TEST_BROKERS` unset).
+    pub async fn start() -> Option<Self> {
         Self::start_with(&[]).await
     }
 
     /// Like [`start`](Self::start), with these broker settings added.
-    pub async fn start_with(settings: &[(&str, &str)]) -> Self {
+    pub async fn start_with(settings: &[(&str, &str)]) -> Option<Self> {
+        super::service("KAFKACTOR_TEST_BROKERS", "Apache Kafka")?;
+        Some(Self::launch(settings).await)
+    }
+
+    /// Formats and starts a broker whatever the environment says (the
+    /// chaos soak's, which needs no other).
+    #[allow(dead_code)]
+    pub async fn launch(settings: &[(&str, &str)]) -> Self {
         let dir = std::env::temp_dir().join(format!(
             "kafkactor-test-kafka-{}-{}",
             std::process::id(),

@@ -262,14 +262,41 @@ pub fn init_tracing() {
         .try_init();
 }
 
-/// The address of the Apache Kafka broker `scripts/test.sh` started. Fails
-/// (never skips) when none is configured or reachable.
-pub fn kafka_address() -> String {
-    let addr = std::env::var("KAFKACTOR_TEST_BROKERS").unwrap_or_default();
-    assert!(
-        !addr.is_empty(),
-        "KAFKACTOR_TEST_BROKERS is not set: run scripts/test.sh, which starts Apache Kafka"
-    );
+/// The value of `var`, naming a service a test needs (`what`). Unset: the
+/// test is skipped, saying so, so that `cargo test` runs on a machine
+/// with none of the services; except under `scripts/test.sh`, which starts
+/// them all and sets `KAFKACTOR_TEST_REQUIRE_SERVICES`: there an unset
+/// variable fails the test (nothing is skipped in CI).
+pub fn service(var: &str, what: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(value) if !value.is_empty() => Some(value),
+        _ => {
+            assert!(
+                std::env::var_os("KAFKACTOR_TEST_REQUIRE_SERVICES").is_none(),
+                "{var} is not set, and scripts/test.sh requires it: it starts {what}"
+            );
+            eprintln!("skipped: {var} is not set (scripts/test.sh starts {what} and sets it)");
+            None
+        }
+    }
+}
+
+/// Skips the rest of the test (it returns) when `$service` is None.
+#[macro_export]
+macro_rules! or_skip {
+    ($service:expr) => {
+        match $service {
+            Some(value) => value,
+            None => return,
+        }
+    };
+}
+
+/// The address of the Apache Kafka broker `scripts/test.sh` started; None
+/// (the test skips) when `KAFKACTOR_TEST_BROKERS` is unset. Fails when it
+/// is set and no broker answers there.
+pub fn kafka_address() -> Option<String> {
+    let addr = service("KAFKACTOR_TEST_BROKERS", "Apache Kafka")?;
     let first = addr.split(',').next().unwrap();
     assert!(
         std::net::TcpStream::connect_timeout(
@@ -279,30 +306,21 @@ pub fn kafka_address() -> String {
         .is_ok(),
         "no Kafka broker reachable at {addr}"
     );
-    addr
+    Some(addr)
 }
 
-/// The URL of the Redis `scripts/test.sh` started. Fails (never skips)
-/// when none is configured or reachable.
+/// The URL of the Redis `scripts/test.sh` started; None (the test skips)
+/// when `KAFKACTOR_TEST_REDIS` is unset.
 #[allow(dead_code)]
-pub fn redis_url() -> String {
-    let url = std::env::var("KAFKACTOR_TEST_REDIS").unwrap_or_default();
-    assert!(
-        !url.is_empty(),
-        "KAFKACTOR_TEST_REDIS is not set: run scripts/test.sh, which starts Redis"
-    );
-    url
+pub fn redis_url() -> Option<String> {
+    service("KAFKACTOR_TEST_REDIS", "Redis")
 }
 
-/// The URL of the PostgreSQL database `scripts/test.sh` started. Fails
-/// (never skips) when none is configured.
-pub fn postgres_url() -> String {
-    let url = std::env::var("KAFKACTOR_TEST_POSTGRES").unwrap_or_default();
-    assert!(
-        !url.is_empty(),
-        "KAFKACTOR_TEST_POSTGRES is not set: run scripts/test.sh, which starts PostgreSQL"
-    );
-    url
+/// The URL of the PostgreSQL database `scripts/test.sh` started; None (the
+/// test skips) when `KAFKACTOR_TEST_POSTGRES` is unset.
+#[allow(dead_code)]
+pub fn postgres_url() -> Option<String> {
+    service("KAFKACTOR_TEST_POSTGRES", "PostgreSQL")
 }
 
 impl TestBroker {
@@ -319,9 +337,11 @@ impl TestBroker {
 
     /// The Apache Kafka broker `scripts/test.sh` started, with the clients'
     /// normal batching.
-    pub fn kafka(partitions: i32) -> Self {
+    /// Apache Kafka, as `scripts/test.sh` started it; None (the test
+    /// skips) when `KAFKACTOR_TEST_BROKERS` is unset.
+    pub fn kafka(partitions: i32) -> Option<Self> {
         init_tracing();
-        Self::kafka_at(&kafka_address(), partitions)
+        Some(Self::kafka_at(&kafka_address()?, partitions))
     }
 
     /// An Apache Kafka broker at `addr` (a test's own, e.g. one it kills).
@@ -456,7 +476,8 @@ macro_rules! on_every_broker {
             }
             #[actix::test]
             async fn kafka() {
-                $body($crate::support::TestBroker::kafka($partitions)).await
+                let tb = $crate::or_skip!($crate::support::TestBroker::kafka($partitions));
+                $body(tb).await
             }
             #[actix::test]
             async fn mock_cluster() {
@@ -473,7 +494,8 @@ macro_rules! on_every_kafka_broker {
         mod $name {
             #[actix::test]
             async fn kafka() {
-                $body($crate::support::TestBroker::kafka($partitions)).await
+                let tb = $crate::or_skip!($crate::support::TestBroker::kafka($partitions));
+                $body(tb).await
             }
             #[actix::test]
             async fn mock_cluster() {

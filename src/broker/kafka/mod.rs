@@ -15,7 +15,7 @@ use rdkafka::ClientConfig;
 
 use super::{BrokerBackend, ConsumerClient, ConsumerConfig, ProducerClient, ProducerConfig};
 use crate::envelope::Record;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorCode, Result};
 
 mod admin;
 mod consumer;
@@ -187,6 +187,13 @@ impl BrokerBackend for KafkaBackend {
         self.admin.probe(timeout)
     }
 
+    fn describe(&self) -> String {
+        format!(
+            "Apache Kafka at {} (bootstrap.servers)",
+            self.config.bootstrap
+        )
+    }
+
     fn partitions(&self, topic: &str) -> BoxFuture<'static, Result<Option<i32>>> {
         self.admin.partitions(topic)
     }
@@ -215,13 +222,29 @@ pub(crate) fn retriable(code: RDKafkaErrorCode) -> bool {
     )
 }
 
+/// kafkactor's name of `code`.
+pub(crate) fn error_code(code: RDKafkaErrorCode) -> ErrorCode {
+    ErrorCode::from_name(&format!("{code:?}"))
+}
+
+/// A commit failure, with the broker's code: retriable only when the code
+/// says so.
+pub(crate) fn commit_error(what: &str, error: &KafkaError) -> Error {
+    let code = error.rdkafka_error_code();
+    Error::Commit {
+        reason: format!("{what}: {error}"),
+        code: code.map(error_code),
+        retriable: code.is_some_and(retriable),
+    }
+}
+
 /// A produce failure for `topic`, with the broker's code.
 pub(crate) fn produce_error(topic: &str, error: &KafkaError) -> Error {
     let code = error.rdkafka_error_code();
     Error::Produce {
         topic: topic.to_string(),
         reason: error.to_string(),
-        code: code.map(|c| format!("{c:?}")),
+        code: code.map(error_code),
         retriable: code.is_some_and(retriable),
     }
 }
@@ -233,7 +256,7 @@ pub(crate) fn broker_error(operation: &str, error: &KafkaError) -> Error {
     Error::Broker {
         operation: operation.to_string(),
         reason: error.to_string(),
-        code: code.map(|c| format!("{c:?}")),
+        code: code.map(error_code),
         retriable: code.is_some_and(retriable),
     }
 }
@@ -243,7 +266,7 @@ pub(crate) fn code_error(operation: &str, code: RDKafkaErrorCode) -> Error {
     Error::Broker {
         operation: operation.to_string(),
         reason: code.to_string(),
-        code: Some(format!("{code:?}")),
+        code: Some(error_code(code)),
         retriable: retriable(code),
     }
 }

@@ -22,7 +22,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 
 use super::producer::headers_of;
-use super::{produce_error, KafkaConfig};
+use super::{commit_error, produce_error, KafkaConfig};
 use crate::broker::TransactionFailed;
 use crate::envelope::{OutgoingRecord, TopicPartition};
 use crate::error::{Error, Result};
@@ -131,11 +131,11 @@ impl Transactions {
     ) -> std::result::Result<(), TransactionFailed> {
         let metadata = consumer
             .group_metadata()
-            .ok_or_else(|| Error::Commit("the consumer has no group metadata".into()))?;
+            .ok_or_else(|| Error::commit("the consumer has no group metadata", false))?;
         let mut tpl = TopicPartitionList::new();
         for (tp, offset) in offsets {
             tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*offset))
-                .map_err(|e| Error::Commit(e.to_string()))?;
+                .map_err(|e| commit_error("offsets", &e))?;
         }
         let producer = self.producer()?;
         // Reports of an earlier transaction are not this one's.
@@ -154,11 +154,14 @@ impl Transactions {
                 }
             }
             if !refused.is_empty() {
-                return Err(Error::Commit(format!(
-                    "transaction: {} of its {} records refused",
-                    refused.len(),
-                    records.len()
-                ))
+                return Err(Error::commit(
+                    format!(
+                        "transaction: {} of its {} records refused",
+                        refused.len(),
+                        records.len()
+                    ),
+                    false,
+                )
                 .into());
             }
             producer
@@ -317,5 +320,5 @@ fn send(producer: &BaseProducer<Reports>, index: usize, record: &OutgoingRecord)
 }
 
 fn failed(what: &str, e: &KafkaError) -> Error {
-    Error::Commit(format!("transaction: {what}: {e}"))
+    commit_error(&format!("transaction: {what}"), e)
 }

@@ -190,15 +190,16 @@ impl ConsumerClient for MemoryConsumer {
             let group = state
                 .groups
                 .get_mut(&self.group)
-                .ok_or_else(|| Error::Commit("group is gone".into()))?;
+                .ok_or_else(|| Error::commit("group is gone", false))?;
             let member = group
                 .members
                 .get(&self.id)
-                .ok_or_else(|| Error::Commit("consumer has left its group".into()))?;
+                .ok_or_else(|| Error::commit("consumer has left its group", false))?;
             if let Some((tp, _)) = offsets.iter().find(|(tp, _)| !member.owns(tp)) {
-                return Err(Error::Commit(format!(
-                    "{tp} is not assigned to this member"
-                )));
+                return Err(Error::commit(
+                    format!("{tp} is not assigned to this member"),
+                    false,
+                ));
             }
             for (tp, offset) in offsets {
                 group.commit(tp, offset);

@@ -259,13 +259,15 @@ impl MemoryBroker {
             let g = state
                 .groups
                 .get(group)
-                .ok_or_else(|| Error::Commit("group is gone".into()))?;
+                .ok_or_else(|| Error::commit("group is gone", false))?;
             let m = g
                 .members
                 .get(&member)
-                .ok_or_else(|| Error::Commit("consumer has left its group".into()))?;
+                .ok_or_else(|| Error::commit("consumer has left its group", false))?;
             if let Some((tp, _)) = offsets.iter().find(|(tp, _)| !m.owns(tp)) {
-                return Err(Error::Commit(format!("{tp} is not assigned to this member")).into());
+                return Err(
+                    Error::commit(format!("{tp} is not assigned to this member"), false).into(),
+                );
             }
         }
         // Every record placed before any is written: all or nothing.
@@ -282,11 +284,14 @@ impl MemoryBroker {
         }
         if !refused.is_empty() {
             return Err(TransactionFailed {
-                error: Error::Commit(format!(
-                    "transaction: {} of its {} records refused",
-                    refused.len(),
-                    records.len()
-                )),
+                error: Error::commit(
+                    format!(
+                        "transaction: {} of its {} records refused",
+                        refused.len(),
+                        records.len()
+                    ),
+                    false,
+                ),
                 refused,
                 undetermined: false,
             });
@@ -378,6 +383,10 @@ impl BrokerBackend for Arc<MemoryBroker> {
 
     fn partitions(&self, topic: &str) -> BoxFuture<'static, Result<Option<i32>>> {
         future::ready(Ok(MemoryBroker::partitions(self, topic))).boxed()
+    }
+
+    fn describe(&self) -> String {
+        "the embedded broker".into()
     }
 }
 

@@ -328,8 +328,8 @@ impl ConsumerConnection {
             return;
         }
         // A consumer being restarted gets them with every unfinished record.
-        if let Some((target, _)) = (self.dispatcher)() {
-            target.refused.do_send(Refused(refused));
+        if let Some((reader, _)) = (self.reader)() {
+            reader.refused.do_send(Refused(refused));
         }
     }
 
@@ -449,7 +449,7 @@ impl ConsumerConnection {
             }
         }
         tracing::debug!(group = %self.group(), ?ready, "releasing revoked partitions");
-        let released = (self.dispatcher)().map(|(target, _)| target.released);
+        let released = (self.reader)().map(|(reader, _)| reader.released);
         let writes = self
             .settings
             .transactional

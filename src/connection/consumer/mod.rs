@@ -8,7 +8,7 @@
 //! before giving up a revoked partition, and on shutdown.
 //!
 //! Messages: [`Completed`](super::protocol::Completed) (records whose fate
-//! is final), [`Ready`] (a consumer incarnation started), [`Hold`] (pause a
+//! is final), [`Ready`] (a reader incarnation started), [`Hold`] (pause a
 //! partition until a time), [`Owned`] (which partitions it owns) and
 //! `Shutdown` (stop polling, drain in-flight
 //! records within the drain timeout, commit, leave the group). What it
@@ -40,7 +40,7 @@
 //! and its outputs are held for the next commit; revoked partitions and
 //! the final commit wait for a transaction under way. Outputs the broker
 //! refuses for good are taken out: their records' fate is open again
-//! ([`Refused`](super::protocol::Refused), dead-lettered by the consumer)
+//! ([`Refused`](super::protocol::Refused), dead-lettered by the reader)
 //! and the rest commits without them.
 //!
 //! Owns: the consumer client (group membership), the watermarks, the
@@ -48,7 +48,7 @@
 //! uncommitted outputs (lost with an incarnation: their records are read
 //! and handled again, nothing of them was visible).
 //!
-//! Restarts: when the *dispatcher* is restarted, every unfinished record is
+//! Restarts: when the *reader* is restarted, every unfinished record is
 //! handed to the new incarnation (the group is not left, nothing is
 //! rebalanced). When *this actor* is restarted, the new incarnation joins the
 //! group afresh and resumes from the committed offsets; the records the old
@@ -65,7 +65,7 @@ use actix::prelude::*;
 use kafkactor_actors::{fail, Shutdown};
 use tokio::sync::oneshot;
 
-use super::protocol::{Deliver, FindConsumer, Ready, Released};
+use super::protocol::{Deliver, FindReader, Ready, Released};
 use super::watermark::Watermark;
 use crate::broker::{
     BrokerBackend, ConsumerClient, ConsumerConfig, ConsumerEvent, PartitionCounts,
@@ -73,7 +73,7 @@ use crate::broker::{
 use crate::envelope::{Record, TopicPartition};
 use crate::observe::trace::{batch_span, Batch};
 
-static ORIGINS: AtomicU64 = AtomicU64::new(1);
+static INCARNATIONS: AtomicU64 = AtomicU64::new(1);
 
 /// The most records one poll takes: a batch keeps this actor and the one it
 /// feeds busy for one turn each, and whatever waits on their thread (a
@@ -94,7 +94,7 @@ struct Partition {
     /// records published, by offset, until committed with them.
     outputs: commit::Outputs,
     /// A transactional subscription's: finished records whose outputs the
-    /// broker refused at commit, by offset, until the consumer reports
+    /// broker refused at commit, by offset, until the reader reports
     /// their fate again. The partition is not committed past the first.
     refused: BTreeMap<i64, Arc<Record>>,
 }
@@ -171,10 +171,11 @@ pub(crate) struct ConsumerConnection {
     /// Where the consumer client comes from.
     backend: Arc<dyn BrokerBackend>,
     settings: ConsumerSettings,
-    /// Finds the current consumer of its records (Dispatcher or Republisher).
-    dispatcher: FindConsumer,
+    /// Finds the running incarnation of the reader it feeds (a Dispatcher or
+    /// the Republisher).
+    reader: FindReader,
     /// This incarnation's number, stamped on every [`Deliver`].
-    origin: u64,
+    incarnation: u64,
     /// The group member, once started.
     client: Option<Arc<dyn ConsumerClient>>,
     /// Every owned partition: its watermark, revocation and hold.
@@ -202,7 +203,7 @@ pub(crate) struct ConsumerConnection {
     stopping: bool,
     /// Answers the shutdown's drain once nothing is in flight.
     drained: Option<oneshot::Sender<()>>,
-    /// The consumer incarnation that has every unfinished record.
+    /// The reader incarnation that has every unfinished record.
     delivered_to: Option<u64>,
 }
 
@@ -210,13 +211,13 @@ impl ConsumerConnection {
     pub(crate) fn new(
         backend: Arc<dyn BrokerBackend>,
         settings: ConsumerSettings,
-        dispatcher: FindConsumer,
+        reader: FindReader,
     ) -> Self {
         ConsumerConnection {
             backend,
             settings,
-            dispatcher,
-            origin: ORIGINS.fetch_add(1, Ordering::Relaxed),
+            reader,
+            incarnation: INCARNATIONS.fetch_add(1, Ordering::Relaxed),
             client: None,
             partitions: FxHashMap::default(),
             in_flight: 0,
@@ -310,8 +311,8 @@ impl ConsumerConnection {
                     if !stale.is_empty() {
                         tracing::warn!(group = %self.group(), partitions = ?stale,
                             "assigned again without a revocation: their unfinished records are read again");
-                        if let Some((target, _)) = (self.dispatcher)() {
-                            target.released.do_send(Released { partitions: stale });
+                        if let Some((reader, _)) = (self.reader)() {
+                            reader.released.do_send(Released { partitions: stale });
                         }
                     }
                 }
@@ -364,11 +365,11 @@ impl ConsumerConnection {
         }
     }
 
-    /// Sends `batch` to the dispatcher. A dispatcher incarnation that has not
+    /// Sends `batch` to the reader. A reader incarnation that has not
     /// seen this connection's unfinished records yet gets all of them instead
     /// (`batch` is among them, since it is tracked before it is sent).
     fn deliver(&mut self, batch: Vec<Arc<Record>>, ctx: &mut Context<Self>) {
-        let Some((target, incarnation)) = (self.dispatcher)() else {
+        let Some((reader, incarnation)) = (self.reader)() else {
             // Restarting: the new incarnation announces itself with `Ready`.
             self.delivered_to = None;
             return;
@@ -383,24 +384,24 @@ impl ConsumerConnection {
                 .flat_map(Partition::unfinished)
                 .collect();
             if !all.is_empty() {
-                tracing::debug!(group = %self.group(), records = all.len(), incarnation, "handing unfinished records to dispatcher");
+                tracing::debug!(group = %self.group(), records = all.len(), incarnation, "handing unfinished records to reader");
             }
             all
         };
         if records.is_empty() {
             return;
         }
-        if !target.deliver.connected() {
+        if !reader.deliver.connected() {
             // It is being restarted and will announce itself.
             self.delivered_to = None;
             return;
         }
         // `do_send` ignores the mailbox capacity: flow control is the credit
         // above, and a batch must never be dropped.
-        target.deliver.do_send(Deliver {
+        reader.deliver.do_send(Deliver {
             records,
             from: ctx.address().recipient(),
-            origin: self.origin,
+            incarnation: self.incarnation,
         });
     }
 }
@@ -456,7 +457,7 @@ impl Handler<Shutdown> for ConsumerConnection {
         // With its consumer already stopped (the Republisher stops before
         // its connection) nothing more finishes: what is unfinished stays
         // uncommitted and is read again.
-        if self.in_flight == 0 || (self.dispatcher)().is_none() {
+        if self.in_flight == 0 || (self.reader)().is_none() {
             let _ = tx.send(());
         } else {
             self.drained = Some(tx);

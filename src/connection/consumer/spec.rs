@@ -9,16 +9,16 @@ use kafkactor_actors::{ChildRef, ChildSpec};
 
 use super::{ConsumerConnection, ConsumerSettings};
 use crate::broker::BrokerBackend;
-use crate::connection::protocol::{Consumer, Deliver, FindConsumer, Refused, Released};
+use crate::connection::protocol::{Deliver, FindReader, Reader, Refused, Released};
 
-/// The child spec of a `consumer-connection` that feeds `target` (a
+/// The child spec of a `consumer-connection` that feeds `reader` (a
 /// Dispatcher or the Republisher) and reports to whichever incarnation of it
 /// is running.
 pub(crate) fn spec<D>(
     backend: Arc<dyn BrokerBackend>,
     settings: ConsumerSettings,
     connection: &ChildRef<ConsumerConnection>,
-    target: ChildRef<D>,
+    reader: ChildRef<D>,
     shutdown_deadline: Duration,
 ) -> ChildSpec
 where
@@ -28,15 +28,15 @@ where
         + actix::Handler<Refused>,
 {
     ChildSpec::graceful_with_ref("consumer-connection", connection, move || {
-        let target = target.clone();
-        let resolve: FindConsumer = Box::new(move || {
-            target.get_numbered().map(|(a, n)| {
-                let target = Consumer {
+        let reader = reader.clone();
+        let resolve: FindReader = Box::new(move || {
+            reader.get_numbered().map(|(a, n)| {
+                let reader = Reader {
                     deliver: a.clone().recipient(),
                     released: a.clone().recipient(),
                     refused: a.recipient(),
                 };
-                (target, n)
+                (reader, n)
             })
         });
         ConsumerConnection::new(backend.clone(), settings.clone(), resolve)

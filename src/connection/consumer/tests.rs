@@ -18,7 +18,7 @@ use crate::broker::{
     BrokerBackend, ConsumerClient, ConsumerConfig, ConsumerEvent, OffsetReset, ProducerClient,
     ProducerConfig, TransactionFailed,
 };
-use crate::connection::protocol::{Completed, Consumer, Deliver, FindConsumer, Refused, Released};
+use crate::connection::protocol::{Completed, Deliver, FindReader, Reader, Refused, Released};
 use crate::envelope::{Headers, OutgoingRecord, Record, TopicPartition};
 use crate::error::Result;
 
@@ -72,7 +72,7 @@ fn transact(
         .collect();
     if !refused.is_empty() {
         return Err(TransactionFailed {
-            error: crate::Error::Commit("refused".into()),
+            error: crate::Error::commit("refused", false),
             refused,
             undetermined: false,
         });
@@ -216,6 +216,9 @@ impl BrokerBackend for Backend {
     fn partitions(&self, _: &str) -> BoxFuture<'static, Result<Option<i32>>> {
         futures_util::future::ready(Ok(None)).boxed()
     }
+    fn describe(&self) -> String {
+        "a fake broker".into()
+    }
 }
 
 /// Records what the connection delivers and releases.
@@ -286,15 +289,15 @@ fn settings(max_in_flight: usize) -> ConsumerSettings {
 }
 
 fn start(fake: &Fake, sink: Addr<Sink>, settings: ConsumerSettings) -> Addr<ConsumerConnection> {
-    let target: FindConsumer = Box::new(move || {
-        let target = Consumer {
+    let reader: FindReader = Box::new(move || {
+        let reader = Reader {
             deliver: sink.clone().recipient(),
             released: sink.clone().recipient(),
             refused: sink.clone().recipient(),
         };
-        Some((target, 1))
+        Some((reader, 1))
     });
-    ConsumerConnection::new(Arc::new(Backend(fake.clone())), settings, target).start()
+    ConsumerConnection::new(Arc::new(Backend(fake.clone())), settings, reader).start()
 }
 
 async fn until(what: &str, mut condition: impl FnMut() -> bool) {
@@ -498,7 +501,7 @@ async fn a_revocation_keeps_the_outputs_of_a_failed_transaction() {
         script.hold_transactions = false;
         script.held.pop_front().unwrap()
     };
-    let _ = failed.send(Err(crate::Error::Commit("broker went away".into()).into()));
+    let _ = failed.send(Err(crate::Error::commit("broker went away", true).into()));
     until("the revoked partition committed", || {
         !fake.0.lock().unwrap().transactions.is_empty()
     })
@@ -573,7 +576,7 @@ async fn a_transaction_of_unknown_outcome_fails_the_connection() {
     .await;
     let (_, tx) = fake.0.lock().unwrap().held.pop_front().unwrap();
     let _ = tx.send(Err(TransactionFailed {
-        error: crate::Error::Commit("the broker went away".into()),
+        error: crate::Error::commit("the broker went away", true),
         refused: Vec::new(),
         undetermined: true,
     }));

@@ -15,7 +15,7 @@ use crate::envelope::{now_ms, Record, TopicPartition};
 use super::*;
 
 /// What a bucket record says about itself.
-pub(crate) struct Due {
+pub(crate) struct Timing {
     /// When it may be delivered, ms since the Unix epoch.
     pub(super) deliver_at: i64,
     /// When it leaves its bucket, ms since the Unix epoch.
@@ -25,7 +25,7 @@ pub(crate) struct Due {
 }
 
 /// Reads the delay headers of a bucket record, or says what is wrong with them.
-pub(crate) fn due_of(plan: &Plan, record: &Record) -> std::result::Result<Due, String> {
+pub(crate) fn due_of(plan: &Plan, record: &Record) -> std::result::Result<Timing, String> {
     let DelayHeaders {
         deliver_at,
         destination,
@@ -37,7 +37,7 @@ pub(crate) fn due_of(plan: &Plan, record: &Record) -> std::result::Result<Due, S
         .max(0)
         .saturating_add(length.as_millis() as i64)
         .min(deliver_at);
-    Ok(Due {
+    Ok(Timing {
         deliver_at,
         released_at,
         destination,
@@ -47,7 +47,7 @@ pub(crate) fn due_of(plan: &Plan, record: &Record) -> std::result::Result<Due, S
 
 /// The queue of one bucket partition: records read and not yet released.
 #[derive(Default)]
-pub(super) struct Queue {
+pub(super) struct BucketQueue {
     pub(super) records: VecDeque<Arc<Record>>,
     /// The timer for the head's release, and that time.
     pub(super) wakeup: Option<(i64, SpawnHandle)>,

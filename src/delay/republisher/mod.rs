@@ -18,17 +18,17 @@
 //! - without a valid `x-deliver-at` or `x-original-topic`: it writes it to
 //!   `<bucket topic>.dlq` with the reason.
 //!
-//! A bucket record is reported finished to the connection (and so becomes
+//! A bucket record is reported completed to the connection (and so becomes
 //! committable) only once the write that replaces it is acknowledged.
 //!
 //! Messages: `Deliver` (bucket records from the connection), `Released`
 //! (bucket partitions given up: what it holds of them is dropped at once,
-//! never forwarded; the next owner reads it again), `TakeFinished` (writes
-//! finished: their answers wait in a shared list, one message per batch),
+//! never forwarded; the next owner reads it again), `TakeAnswered` (writes
+//! answered: their answers wait in a shared list, one message per batch),
 //! `Shutdown` (stop taking records, wait for the writes under way, within
 //! the delivery timeout). Writes go to its producer connection as one
 //! `ProduceBatch` per turn, each answering through a [`ForwardReply`] (no
-//! task, channel or message per record); finished bucket records go to the
+//! task, channel or message per record); completed bucket records go to the
 //! consumer connection in one `Completed` per batch.
 //!
 //! Owns: the per-partition queues of records read and not yet released,
@@ -59,8 +59,8 @@ mod due;
 mod writes;
 
 pub(crate) use due::due_of;
-use due::Queue;
-use writes::Finished;
+use due::BucketQueue;
+use writes::Answered;
 pub(crate) use writes::ForwardReply;
 
 /// Heads due sooner than this are waited for without pausing the partition:
@@ -101,7 +101,7 @@ pub(crate) struct Republisher {
     dead_letter: ChildRef<DeadLetter>,
     /// The connection feeding us, and the bucket partitions given up.
     feed: Feed,
-    queues: HashMap<TopicPartition, Queue>,
+    queues: HashMap<TopicPartition, BucketQueue>,
     /// Released records waiting for their `x-deliver-at`, in due order
     /// (ties in the order they were released).
     due: BTreeMap<(i64, u64), (Arc<Record>, Target)>,
@@ -110,9 +110,9 @@ pub(crate) struct Republisher {
     /// Writes under way.
     writing: usize,
     /// Writes gathered this turn, handed over together.
-    outbox: Vec<Write<ForwardReply>>,
+    unsent: Vec<Write<ForwardReply>>,
     /// Where this incarnation's writes answer (set once it started).
-    finished: Option<Arc<Finished>>,
+    answered: Option<Arc<Answered>>,
     stopping: bool,
     metrics: Metrics,
     /// Records moved out of each bucket, by where they went.
@@ -144,8 +144,8 @@ impl Republisher {
             released: 0,
             due_timer: None,
             writing: 0,
-            outbox: Vec::new(),
-            finished: None,
+            unsent: Vec::new(),
+            answered: None,
             stopping: false,
             metrics,
             counters: PerTopic::default(),
@@ -158,7 +158,7 @@ impl Actor for Republisher {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        self.finished = Some(Arc::new(Finished {
+        self.answered = Some(Arc::new(Answered {
             done: Mutex::new(Vec::new()),
             republisher: ctx.address().recipient(),
         }));

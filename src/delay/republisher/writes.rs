@@ -19,7 +19,7 @@ use crate::topics;
 
 use super::*;
 
-/// A write of a released record finished.
+/// A write of a released record answered.
 pub(super) struct Forwarded {
     pub(super) record: Arc<Record>,
     pub(super) target: Target,
@@ -28,20 +28,20 @@ pub(super) struct Forwarded {
     pub(super) result: Result<()>,
 }
 
-/// Writes finished and not yet taken by their Republisher incarnation:
+/// Writes answered and not yet taken by their Republisher incarnation:
 /// filled by the writes' replies wherever the answers come from, taken in
-/// one [`TakeFinished`] per batch.
-pub(crate) struct Finished {
+/// one [`TakeAnswered`] per batch.
+pub(crate) struct Answered {
     pub(super) done: Mutex<Vec<Forwarded>>,
-    pub(super) republisher: Recipient<TakeFinished>,
+    pub(super) republisher: Recipient<TakeAnswered>,
 }
 
-impl Finished {
+impl Answered {
     fn push(&self, forwarded: Forwarded) {
         let mut done = self.done.lock().unwrap_or_else(|e| e.into_inner());
         done.push(forwarded);
         if done.len() == 1 {
-            self.republisher.do_send(TakeFinished);
+            self.republisher.do_send(TakeAnswered);
         }
     }
 }
@@ -51,7 +51,7 @@ pub(crate) struct ForwardReply {
     pub(super) record: Arc<Record>,
     pub(super) target: Target,
     pub(super) stamp: Stamp,
-    pub(super) finished: Arc<Finished>,
+    pub(super) answered: Arc<Answered>,
 }
 
 impl WriteReply for ForwardReply {
@@ -60,9 +60,9 @@ impl WriteReply for ForwardReply {
             record,
             target,
             stamp,
-            finished,
+            answered,
         } = self;
-        finished.push(Forwarded {
+        answered.push(Forwarded {
             record,
             target,
             stamp,
@@ -71,10 +71,10 @@ impl WriteReply for ForwardReply {
     }
 }
 
-/// Take the finished writes ([`Finished`]).
+/// Take the answered writes ([`Answered`]).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) struct TakeFinished;
+pub(crate) struct TakeAnswered;
 /// Hand the writes gathered this turn to the producer connection.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -83,7 +83,7 @@ impl Handler<FlushWrites> for Republisher {
     type Result = ();
 
     fn handle(&mut self, _: FlushWrites, ctx: &mut Context<Self>) {
-        let writes = std::mem::take(&mut self.outbox);
+        let writes = std::mem::take(&mut self.unsent);
         if writes.is_empty() {
             return;
         }
@@ -93,14 +93,14 @@ impl Handler<FlushWrites> for Republisher {
     }
 }
 
-impl Handler<TakeFinished> for Republisher {
+impl Handler<TakeAnswered> for Republisher {
     type Result = ();
 
-    fn handle(&mut self, _: TakeFinished, ctx: &mut Context<Self>) {
-        let Some(finished) = self.finished.clone() else {
+    fn handle(&mut self, _: TakeAnswered, ctx: &mut Context<Self>) {
+        let Some(answered) = self.answered.clone() else {
             return;
         };
-        let done = std::mem::take(&mut *finished.done.lock().unwrap_or_else(|e| e.into_inner()));
+        let done = std::mem::take(&mut *answered.done.lock().unwrap_or_else(|e| e.into_inner()));
         let mut completed = Vec::with_capacity(done.len());
         for forwarded in done {
             self.after_write();
@@ -156,7 +156,7 @@ impl Handler<TakeFinished> for Republisher {
 
 impl Republisher {
     /// Writes a released record where it goes; the bucket record is
-    /// finished once the write is acknowledged.
+    /// answered once the write is acknowledged.
     pub(super) fn write(&mut self, record: Arc<Record>, target: Target, ctx: &mut Context<Self>) {
         let stamp = self.feed.stamp(&record);
         self.write_stamped(record, target, stamp, ctx)
@@ -171,7 +171,7 @@ impl Republisher {
         stamp: Stamp,
         ctx: &mut Context<Self>,
     ) {
-        let Some(finished) = self.finished.clone() else {
+        let Some(answered) = self.answered.clone() else {
             return; // not started: cannot happen once it handles messages
         };
         self.writing += 1;
@@ -190,7 +190,7 @@ impl Republisher {
                 let sent = dead_letter::send(&self.dead_letter, request, self.delivery_timeout);
                 actix_rt::spawn(async move {
                     let result = sent.await;
-                    finished.push(Forwarded {
+                    answered.push(Forwarded {
                         record,
                         target,
                         stamp,
@@ -221,13 +221,13 @@ impl Republisher {
             record,
             target,
             stamp,
-            finished,
+            answered,
         };
-        if self.outbox.is_empty() {
+        if self.unsent.is_empty() {
             // Handed over once this turn is done: one batch per turn.
             ctx.notify(FlushWrites);
         }
-        self.outbox.push(Write::new(out, reply));
+        self.unsent.push(Write::new(out, reply));
     }
 
     pub(super) fn after_write(&mut self) {

@@ -34,7 +34,7 @@ impl<A: Actor<Context = Context<A>>> Handler<FlushCompleted> for Dispatcher<A> {
 impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
     /// `job`'s fate is final: report it and release its lane (if it
     /// blocks one).
-    pub(super) fn finish(&mut self, lane: Option<usize>, job: Job, ctx: &mut Context<Self>) {
+    pub(super) fn complete(&mut self, lane: Option<usize>, job: Job, ctx: &mut Context<Self>) {
         let live = self.live(&job);
         self.final_fate(job.record, live, ctx);
         if let Some(i) = lane {

@@ -46,8 +46,8 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
                 // the key is recorded.
                 self.count(&job.record.topic, |c| c.duplicates.inc());
                 let gate = self.gate.as_mut().expect("a gate");
-                gate.finished.push((key, Some(job.record)));
-                self.complete_finished(ctx);
+                gate.completed.push((key, Some(job.record)));
+                self.record_completed(ctx);
                 self.release_lane(i);
             }
             Some(false) => gate.parked.entry(key).or_default().push((i, job)),

@@ -44,7 +44,7 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
             return self.release_lane(i);
         }
         match answer {
-            Answer::Outcome(Outcome::Ack) => self.finish(Some(i), job, ctx),
+            Answer::Outcome(Outcome::Ack) => self.complete(Some(i), job, ctx),
             Answer::Outcome(Outcome::Reject(reason)) => {
                 self.dead_letter(Some(i), job, failure(FailureKind::Rejected, reason), ctx)
             }
@@ -224,7 +224,7 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
                                 let group = &act.settings.group;
                                 tap.handled(group, &job.record, "dead_lettered", Some(kind));
                             }
-                            return act.finish(lane, job, ctx);
+                            return act.complete(lane, job, ctx);
                         }
                         Err(e) => e,
                     };

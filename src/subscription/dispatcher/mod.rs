@@ -8,7 +8,7 @@
 //! its records from the shared [`Board`] itself (see [`lane`](super::lane):
 //! routing by type name, decoding and the handler call happen there, in the
 //! handler's context). What a handler acknowledges comes back on the board's
-//! `done` list; anything else comes back as an [`Answer`] and blocks its lane
+//! `acked` list; anything else comes back as an [`Answer`] and blocks its lane
 //! until its fate is settled here: `Retry` is retried in place under the
 //! subscription's [`RetryPolicy`](crate::RetryPolicy) (blocking only its
 //! lane), then dead-lettered; `Reject`, undecodable, unroutable and
@@ -87,8 +87,8 @@ pub(crate) struct Dispatcher<A: Actor<Context = Context<A>>> {
     settings: Arc<DispatchSettings>,
     /// The lanes, shared with the handlers' runners.
     board: SharedBoard,
-    /// This incarnation's epoch on the board.
-    epoch: u64,
+    /// This incarnation's number on the board.
+    incarnation: u64,
     /// Each lane's handler actor.
     handlers: Vec<ChildRef<A>>,
     dead_letter: ChildRef<DeadLetter>,
@@ -102,7 +102,7 @@ pub(crate) struct Dispatcher<A: Actor<Context = Context<A>>> {
     outputs: Outputs,
     /// What the lanes handed back, swapped with the board's lists (no
     /// allocation per collection).
-    done: Vec<Job>,
+    acked: Vec<Job>,
     answers: Vec<(usize, Job, Answer)>,
     /// Whether a [`FlushCompleted`] is on its way (reports `completed`
     /// while lanes are busy).
@@ -161,17 +161,17 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
         dead_letter: ChildRef<DeadLetter>,
         connection: ChildRef<ConsumerConnection>,
     ) -> Self {
-        let epoch = board.borrow_mut().new_epoch();
+        let incarnation = board.borrow_mut().new_dispatcher();
         Dispatcher {
             board,
-            epoch,
+            incarnation,
             handlers,
             dead_letter,
             connection,
             feed: Feed::default(),
             completed: Vec::with_capacity(FLUSH_BATCH),
             outputs: Vec::new(),
-            done: Vec::new(),
+            acked: Vec::new(),
             answers: Vec::new(),
             flush_timer: false,
             next_unkeyed: 0,
@@ -199,7 +199,7 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
     fn collect(&mut self, ctx: &mut Context<Self>) {
         let (deadlines_changed, dropped) = {
             let mut board = self.board.borrow_mut();
-            std::mem::swap(&mut board.done, &mut self.done);
+            std::mem::swap(&mut board.acked, &mut self.acked);
             std::mem::swap(&mut board.answers, &mut self.answers);
             let dropped = std::mem::take(&mut board.dropped);
             if !board.outputs.is_empty() {
@@ -221,17 +221,17 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
         for job in dropped {
             self.abandon(&job.record, ctx);
         }
-        let mut done = std::mem::take(&mut self.done);
-        count_runs(done.iter().map(|job| &job.record.topic), |topic, n| {
+        let mut acked = std::mem::take(&mut self.acked);
+        count_runs(acked.iter().map(|job| &job.record.topic), |topic, n| {
             self.count(topic, |c| c.acked.inc_by(n))
         });
-        if self.dead_streak > 0 && !done.is_empty() {
+        if self.dead_streak > 0 && !acked.is_empty() {
             self.acked_again();
         }
         if self.gate.is_some() {
-            self.acked_through_gate(&mut done, ctx);
+            self.acked_through_gate(&mut acked, ctx);
         }
-        for job in done.drain(..) {
+        for job in acked.drain(..) {
             if self.live(&job) {
                 if let Some(tap) = &self.settings.lineage {
                     tap.handled(&self.settings.group, &job.record, "acked", None);
@@ -239,7 +239,7 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
                 self.completed.push(job.record);
             }
         }
-        self.done = done;
+        self.acked = acked;
         let mut answers = std::mem::take(&mut self.answers);
         for (i, job, answer) in answers.drain(..) {
             self.settle(i, job, answer, ctx);
@@ -278,7 +278,7 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
             record,
             stamp,
             attempt: 1,
-            epoch: self.epoch,
+            dispatcher: self.incarnation,
             copy,
         });
     }
@@ -323,7 +323,7 @@ impl<A: Actor<Context = Context<A>>> Actor for Dispatcher<A> {
         }
         // Nothing queued is handled any more: its records stay uncommitted.
         let mut board = self.board.borrow_mut();
-        if board.epoch == self.epoch {
+        if board.dispatcher == self.incarnation {
             for lane in &mut board.lanes {
                 lane.queue.clear();
             }
@@ -397,7 +397,7 @@ impl<A: Actor<Context = Context<A>>> Handler<Deliver> for Dispatcher<A> {
                 record,
                 stamp,
                 attempt: 1,
-                epoch: self.epoch,
+                dispatcher: self.incarnation,
                 copy: false,
             });
         }
@@ -463,7 +463,7 @@ impl<A: Actor<Context = Context<A>>> Handler<Refused> for Dispatcher<A> {
                 stamp: self.feed.stamp(&record),
                 record,
                 attempt: 1,
-                epoch: self.epoch,
+                dispatcher: self.incarnation,
                 copy: false,
             };
             self.dead_letter(None, job, failure(FailureKind::OutputRefused, reason), ctx);

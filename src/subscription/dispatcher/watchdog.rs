@@ -79,7 +79,7 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
         }
         let limit = self.settings.handler_timeout.unwrap_or_default();
         for (i, running) in overdue {
-            if running.job.epoch == self.epoch {
+            if running.job.dispatcher == self.incarnation {
                 self.on_handler_timeout(i, running.job, running.incarnation, limit, ctx);
             } else {
                 self.on_stale_timeout(i, running, limit, ctx);

@@ -24,7 +24,7 @@ pub(crate) struct Job {
     /// 1-based attempt about to run (or that just ran).
     pub(crate) attempt: u32,
     /// The Dispatcher incarnation that queued it.
-    pub(crate) epoch: u64,
+    pub(crate) dispatcher: u64,
     /// A copy of a record this member handles (an idempotent
     /// subscription's: the same idempotency key): not handled when its
     /// turn comes but handed back ([`Answer::Copy`]), its lane blocked
@@ -98,7 +98,7 @@ impl LaneState {
 pub(crate) struct Board {
     pub(crate) lanes: Vec<LaneState>,
     /// Records acknowledged by their handlers, for the Dispatcher to report.
-    pub(crate) done: Vec<Job>,
+    pub(crate) acked: Vec<Job>,
     /// What the handlers of acknowledged records published in their
     /// transaction (a transactional subscription's), with the records.
     pub(crate) outputs: Vec<(Stamp, Arc<Record>, Vec<OutgoingRecord>)>,
@@ -116,9 +116,9 @@ pub(crate) struct Board {
     /// A call got a deadline since the Dispatcher last looked.
     pub(crate) deadlines_changed: bool,
     /// The Dispatcher incarnation filling the queues.
-    pub(crate) epoch: u64,
+    pub(crate) dispatcher: u64,
     /// The Dispatcher's waker, taken when it is woken.
-    dispatcher: Option<Waker>,
+    waker: Option<Waker>,
 }
 
 /// A subscription's board, shared on its actor thread.
@@ -133,29 +133,29 @@ impl Board {
         }))
     }
 
-    /// Starts the epoch of a new Dispatcher incarnation: queues, answers
-    /// and reports of the old one are dropped, calls under way finish and
-    /// their answers are ignored. Returns the new epoch.
-    pub(crate) fn new_epoch(&mut self) -> u64 {
-        self.epoch += 1;
+    /// A new Dispatcher incarnation fills the queues: queues, answers and
+    /// reports of the old one are dropped, calls under way finish and their
+    /// answers are ignored. Returns the new incarnation's number.
+    pub(crate) fn new_dispatcher(&mut self) -> u64 {
+        self.dispatcher += 1;
         for lane in &mut self.lanes {
             lane.queue.clear();
             lane.blocked = false;
         }
-        self.done.clear();
+        self.acked.clear();
         self.answers.clear();
-        self.epoch
+        self.dispatcher
     }
 
     /// Registers the Dispatcher's waker.
     pub(crate) fn watch(&mut self, waker: &Waker) {
-        if !self.dispatcher.as_ref().is_some_and(|w| w.will_wake(waker)) {
-            self.dispatcher = Some(waker.clone());
+        if !self.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            self.waker = Some(waker.clone());
         }
     }
 
     pub(super) fn wake_dispatcher(&mut self) {
-        if let Some(waker) = self.dispatcher.take() {
+        if let Some(waker) = self.waker.take() {
             waker.wake();
         }
     }

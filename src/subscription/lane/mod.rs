@@ -33,8 +33,8 @@
 //! its runner, which hands the record back as [`Answer::HandlerFailed`]; the
 //! next incarnation's runner attaches to the lane and takes the queue on
 //! once the Dispatcher released it. A new Dispatcher incarnation starts a
-//! new *epoch*: the queues are emptied (the connection hands it every
-//! unfinished record again) and answers to calls of an older epoch are
+//! new *Dispatcher incarnation*: the queues are emptied (the connection hands it every
+//! unfinished record again) and answers to calls of an older one are
 //! dropped.
 //!
 //! Files: `board.rs` (what the Dispatcher and the runners share),

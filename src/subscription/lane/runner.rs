@@ -193,12 +193,12 @@ impl<A: Actor<Context = Context<A>>> Runner<A> {
     }
 
     /// The running record's call answered (`Err`: it could not be made or
-    /// the handler failed): an acknowledged record is done, any other is
+    /// the handler failed): an acknowledged record goes to the `acked` list, any other is
     /// handed back to the Dispatcher and blocks the lane. `ended`: when the
     /// call ended. Returns whether the Dispatcher has something new.
     fn settle(&mut self, result: Result<Outcome, Answer>, ended: u64) -> bool {
         let mut board = self.board.borrow_mut();
-        let epoch = board.epoch;
+        let dispatcher = board.dispatcher;
         let lane = &mut board.lanes[self.lane];
         // Taken by the Dispatcher meanwhile (the call timed out): its answer
         // no longer counts.
@@ -212,7 +212,7 @@ impl<A: Actor<Context = Context<A>>> Runner<A> {
                 stopwatch.elapsed_ns(self.started, ended),
             );
         }
-        if running.job.epoch != epoch {
+        if running.job.dispatcher != dispatcher {
             return false;
         }
         match result {
@@ -222,7 +222,7 @@ impl<A: Actor<Context = Context<A>>> Runner<A> {
                     let job = &running.job;
                     board.outputs.push((job.stamp, job.record.clone(), written));
                 }
-                board.done.push(running.job)
+                board.acked.push(running.job)
             }
             Ok(outcome) => {
                 lane.outputs.clear();
@@ -403,7 +403,7 @@ impl<A: Actor> Drop for Runner<A> {
 /// (to retry or dead-letter).
 fn detach(board: &SharedBoard, lane: usize, incarnation: u64) {
     let mut board = board.borrow_mut();
-    let epoch = board.epoch;
+    let dispatcher = board.dispatcher;
     let state = &mut board.lanes[lane];
     if state
         .runner
@@ -415,7 +415,7 @@ fn detach(board: &SharedBoard, lane: usize, incarnation: u64) {
     let Some(running) = state.running.take_if(|r| r.incarnation == incarnation) else {
         return;
     };
-    if running.job.epoch == epoch {
+    if running.job.dispatcher == dispatcher {
         state.blocked = true;
         board
             .answers

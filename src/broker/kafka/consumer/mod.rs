@@ -215,7 +215,7 @@ impl ConsumerClient for KafkaConsumer {
         async move {
             sent?;
             rx.await
-                .map_err(|_| Error::Commit("the consumer's polling thread has stopped".into()))?
+                .map_err(|_| Error::commit("the consumer's polling thread has stopped", false))?
         }
         .boxed()
     }
@@ -230,7 +230,7 @@ impl ConsumerClient for KafkaConsumer {
         async move {
             sent?;
             rx.await
-                .map_err(|_| Error::Commit("the consumer's polling thread has stopped".into()))?
+                .map_err(|_| Error::commit("the consumer's polling thread has stopped", false))?
         }
         .boxed()
     }

@@ -9,6 +9,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::shared::{lock, Shared};
+use crate::broker::kafka::commit_error;
 use crate::broker::TransactionFailed;
 use crate::envelope::{OutgoingRecord, TopicPartition};
 use crate::error::{Error, Result};
@@ -56,14 +57,15 @@ fn assigned<C: ConsumerContext>(
 ) -> Result<()> {
     let assignment = consumer
         .assignment()
-        .map_err(|e| Error::Commit(format!("the assignment could not be read: {e}")))?;
+        .map_err(|e| commit_error("the assignment could not be read", &e))?;
     match offsets
         .iter()
         .find(|(tp, _)| assignment.find_partition(&tp.topic, tp.partition).is_none())
     {
-        Some((tp, _)) => Err(Error::Commit(format!(
-            "{tp} is not assigned to this member (given up)"
-        ))),
+        Some((tp, _)) => Err(Error::commit(
+            format!("{tp} is not assigned to this member (given up)"),
+            false,
+        )),
         None => Ok(()),
     }
 }
@@ -87,11 +89,11 @@ pub(super) fn commit<C: ConsumerContext>(
     let mut tpl = TopicPartitionList::new();
     for (tp, offset) in offsets {
         tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*offset))
-            .map_err(|e| Error::Commit(e.to_string()))?;
+            .map_err(|e| commit_error("offsets", &e))?;
     }
     consumer
         .commit(&tpl, CommitMode::Sync)
-        .map_err(|e| Error::Commit(e.to_string()))
+        .map_err(|e| commit_error("commit", &e))
 }
 
 /// Holds (pauses) or releases partitions for the actor. A release while the

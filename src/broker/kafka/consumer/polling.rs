@@ -229,7 +229,7 @@ impl PollThread {
         self.shared.fail_fetch(Error::Broker {
             operation: format!("membership of group {}", self.shared.group),
             reason: format!("{e} (left the group: a poll took longer than max.poll.interval.ms)"),
-            code: e.rdkafka_error_code().map(|c| format!("{c:?}")),
+            code: e.rdkafka_error_code().map(crate::broker::kafka::error_code),
             retriable: true,
         });
     }

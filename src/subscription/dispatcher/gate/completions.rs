@@ -15,7 +15,7 @@ use crate::subscription::dispatcher::Dispatcher;
 use crate::subscription::lane::Job;
 
 impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
-    /// `record` will not be finished here after all (dropped while not
+    /// `record` will not be completed here after all (dropped while not
     /// this member's any more, or its queue emptied): its key is no longer
     /// in hand. A copy waiting for it is handled instead; without one,
     /// this member's claim is given back.
@@ -34,21 +34,21 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
         self.release_keys(vec![key], ctx);
     }
 
-    /// `record` was handled before: finished without its handler.
+    /// `record` was handled before: completed without its handler.
     pub(in crate::subscription::dispatcher) fn duplicate(&mut self, record: Arc<Record>) {
         self.count(&record.topic, |c| c.duplicates.inc());
         self.completed.push(record);
     }
 
     /// Acknowledged records of an idempotent subscription: each key is
-    /// recorded before its record is reported (`done` is left empty).
+    /// recorded before its record is reported (`acked` is left empty).
     #[inline(never)]
     pub(in crate::subscription::dispatcher) fn acked_through_gate(
         &mut self,
-        done: &mut Vec<Job>,
+        acked: &mut Vec<Job>,
         ctx: &mut Context<Self>,
     ) {
-        for job in done.drain(..) {
+        for job in acked.drain(..) {
             let live = self.live(&job);
             if live {
                 if let Some(tap) = &self.settings.lineage {
@@ -70,8 +70,8 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
         if let Some(gate) = self.gate.as_mut() {
             if let Some(key) = gate.by_record.remove(&at(&record)) {
                 gate.in_hand.insert(key.clone(), true);
-                gate.finished.push((key, live.then_some(record)));
-                return self.complete_finished(ctx);
+                gate.completed.push((key, live.then_some(record)));
+                return self.record_completed(ctx);
             }
         }
         if live {
@@ -79,9 +79,9 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
         }
     }
 
-    /// Records the keys of the finished records, unless a call doing so is
+    /// Records the keys of the completed records, unless a call doing so is
     /// under way (they join the next one).
-    pub(in crate::subscription::dispatcher) fn complete_finished(
+    pub(in crate::subscription::dispatcher) fn record_completed(
         &mut self,
         ctx: &mut Context<Self>,
     ) {
@@ -89,12 +89,12 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
             return;
         };
         // Backing off: the backoff's timer records them.
-        if gate.completing || gate.finished.is_empty() || gate.completions.waits() {
+        if gate.completing || gate.completed.is_empty() || gate.completions.waits() {
             return;
         }
         gate.completing = true;
-        let finished = std::mem::take(&mut gate.finished);
-        let keys: Vec<String> = finished.iter().map(|(k, _)| k.clone()).collect();
+        let completed = std::mem::take(&mut gate.completed);
+        let keys: Vec<String> = completed.iter().map(|(k, _)| k.clone()).collect();
         let (store, ttl) = (gate.idempotency.store.clone(), gate.idempotency.ttl);
         ctx.spawn(
             async move { store.complete(&keys, ttl).await }
@@ -106,15 +106,15 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
                     gate.completing = false;
                     if let Err(e) = result {
                         let delay = gate.completions.failed();
-                        let later = std::mem::replace(&mut gate.finished, finished);
-                        gate.finished.extend(later);
+                        let later = std::mem::replace(&mut gate.completed, completed);
+                        gate.completed.extend(later);
                         act.store_failed(Call::Record, &e.to_string(), delay);
-                        ctx.run_later(delay, |act, ctx| act.complete_finished(ctx));
+                        ctx.run_later(delay, |act, ctx| act.record_completed(ctx));
                         return;
                     }
                     gate.answered(Call::Record);
-                    let mut recorded = Vec::with_capacity(finished.len());
-                    for (key, record) in finished {
+                    let mut recorded = Vec::with_capacity(completed.len());
+                    for (key, record) in completed {
                         gate.in_hand.remove(&key);
                         if let Some(record) = record {
                             act.completed.push(record);
@@ -124,7 +124,7 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
                     // Copies waiting for them are duplicates.
                     act.originals_recorded(recorded);
                     act.report(ctx);
-                    act.complete_finished(ctx);
+                    act.record_completed(ctx);
                 }),
         );
     }

@@ -1,7 +1,7 @@
 //! The Dispatcher's idempotency gate (an idempotent subscription's; see
 //! [`idempotency`](crate::idempotency)): records reach the lanes only once
 //! their keys are claimed, a batch's keys in one store call; a duplicate is
-//! finished without its handler; a key another member holds holds its
+//! completed without its handler; a key another member holds holds its
 //! partition back (later records of the partition wait behind it, so
 //! per-key order stays); a record's key is recorded as done once its fate
 //! is final, and only then is the record reported for commit. A copy of a
@@ -130,7 +130,7 @@ pub(super) struct Gate {
     /// Records whose fate is final, waiting for their key to be recorded
     /// (with the record when it is to be reported), and whether a call
     /// recording them is under way.
-    pub(super) finished: Vec<(String, Option<Arc<Record>>)>,
+    pub(super) completed: Vec<(String, Option<Arc<Record>>)>,
     completing: bool,
     /// The backoff of claims, and of completions.
     pub(super) claims: Retrying,
@@ -150,7 +150,7 @@ impl Gate {
             in_hand: HashMap::new(),
             parked: HashMap::new(),
             claiming_copies: HashSet::new(),
-            finished: Vec::new(),
+            completed: Vec::new(),
             completing: false,
             claims: Retrying::default(),
             completions: Retrying::default(),
