@@ -58,6 +58,31 @@ struct Observing {
     dependencies: Vec<(String, Failing)>,
 }
 
+impl Observing {
+    /// What health and the metrics read: the handlers' checks first, then
+    /// the dependencies'.
+    fn observed(self, shared: &Shared) -> Observed {
+        let Observing {
+            members,
+            mut handlers,
+            dependencies,
+        } = self;
+        handlers.extend(dependencies);
+        Observed::new(
+            shared.metrics.clone(),
+            shared.backend.clone(),
+            members,
+            handlers,
+        )
+    }
+}
+
+/// The lineage taps' queue and topic, for the `lineage` child.
+type LineageQueue = (
+    Arc<str>,
+    tokio::sync::mpsc::Receiver<crate::observe::lineage::Event>,
+);
+
 impl AppBuilder {
     /// Validates the configuration, starts the supervision tree in order and
     /// returns the running application. Must run inside an actix system.
@@ -72,43 +97,87 @@ impl AppBuilder {
         self.create_topics(&backend, plan.as_deref()).await?;
 
         let (intake, intake_rx) = crate::producer::handle::intake(WRITE_MAILBOX);
-        let lineage = self.lineage.as_ref().map(|lineage| {
-            let (tap, events) = Tap::new(lineage, metrics.collectors().lineage_dropped.clone());
-            (tap, Arc::from(lineage.topic.as_str()), events)
-        });
+        let (tap, lineage) = self.lineage_tap(&metrics);
         let shared = Shared {
             backend,
             metrics,
             outbound: Outbound::default(),
             intake,
             delivery_timeout: self.delivery_timeout,
-            tap: lineage.as_ref().map(|(tap, ..)| tap.clone()),
+            tap,
         };
         let mut observing = Observing::default();
-        let mut root = Supervisor::new("kafkactor")
+        // The root's children, in start order (app/mod.rs draws the tree).
+        let mut root = self.outbound(self.root(), &shared, plan.clone(), intake_rx);
+        if let Some((topic, events)) = lineage {
+            root = root.child(lineage_spec(topic, events, shared.producer()));
+        }
+        root = self.outbox_relays(root, &shared, &mut observing);
+        if let Some((delays, plan)) = self.republisher(plan) {
+            root = root.child(republisher(&shared, &self, delays, plan, &mut observing));
+        }
+        root = self.subscriptions(root, &shared, &mut observing);
+        let observed = observing.observed(&shared);
+        let mut http_addr = None;
+        if let Some(addr) = &self.http {
+            let (spec, bound) = http_spec(addr, observed.clone())?;
+            http_addr = Some(bound);
+            root = root.child(spec);
+        }
+        self.run(root, shared, observed, http_addr, broker).await
+    }
+
+    /// The root supervisor, without children yet.
+    fn root(&self) -> Supervisor {
+        Supervisor::new("kafkactor")
             .events(self.events.clone())
             .restart_limit(self.restart_limit.0, self.restart_limit.1)
-            .backoff(self.backoff);
+            .backoff(self.backoff)
+    }
 
-        // producer-connection, producer, dead-letter
-        root = shared.outbound.children(
+    /// The lineage tap every subtree is given, and the queue it fills, when
+    /// lineage is on.
+    fn lineage_tap(&self, metrics: &Metrics) -> (Option<Tap>, Option<LineageQueue>) {
+        match &self.lineage {
+            None => (None, None),
+            Some(lineage) => {
+                let (tap, events) = Tap::new(lineage, metrics.collectors().lineage_dropped.clone());
+                (Some(tap), Some((Arc::from(lineage.topic.as_str()), events)))
+            }
+        }
+    }
+
+    /// `producer-connection`, `producer`, `dead-letter`.
+    fn outbound(
+        &self,
+        root: Supervisor,
+        shared: &Shared,
+        delays: Option<Arc<Plan>>,
+        intake: crate::producer::handle::IntakeReceiver,
+    ) -> Supervisor {
+        shared.outbound.children(
             root,
             OutboundSettings {
                 backend: shared.backend.clone(),
                 max_record_bytes: self.max_record_bytes,
                 delivery_timeout: self.delivery_timeout,
-                delays: plan.clone(),
+                delays,
                 events: self.events.clone(),
-                intake: intake_rx,
+                intake,
                 metrics: shared.metrics.clone(),
                 lineage: shared.tap.clone(),
             },
-        );
-        // lineage: stopped after the subscriptions, whose last events it publishes
-        if let Some((_, topic, events)) = lineage {
-            root = root.child(lineage_spec(topic, events, shared.producer()));
-        }
-        // outbox:<table>
+        )
+    }
+
+    /// `outbox:<table>`, one per relay, each database's check observed.
+    #[cfg_attr(not(feature = "postgres"), allow(unused_variables, unused_mut))]
+    fn outbox_relays(
+        &mut self,
+        mut root: Supervisor,
+        shared: &Shared,
+        observing: &mut Observing,
+    ) -> Supervisor {
         #[cfg(feature = "postgres")]
         for relay in std::mem::take(&mut self.outbox_relays) {
             let failing = Failing::default();
@@ -121,11 +190,17 @@ impl AppBuilder {
                 failing,
             ));
         }
-        // republisher
-        if let Some((delays, plan)) = self.republisher(plan) {
-            root = root.child(republisher(&shared, &self, delays, plan, &mut observing));
-        }
-        // subscription:<group>:<topics>, one per subscription
+        root
+    }
+
+    /// `subscription:<group>:<topics>`, one per subscription, each member,
+    /// handlers' check and store observed.
+    fn subscriptions(
+        &mut self,
+        mut root: Supervisor,
+        shared: &Shared,
+        observing: &mut Observing,
+    ) -> Supervisor {
         for (sub, make) in std::mem::take(&mut self.subscriptions) {
             let connection = ChildRef::new();
             observing.members.push(Member {
@@ -156,27 +231,18 @@ impl AppBuilder {
                 handlers_health,
             }));
         }
-        // The handlers' checks first, then the dependencies'.
-        let Observing {
-            members,
-            mut handlers,
-            dependencies,
-        } = observing;
-        handlers.extend(dependencies);
-        let observed = Observed::new(
-            shared.metrics.clone(),
-            shared.backend.clone(),
-            members,
-            handlers,
-        );
-        // http
-        let mut http_addr = None;
-        if let Some(addr) = &self.http {
-            let (spec, bound) = http_spec(addr, observed.clone())?;
-            http_addr = Some(bound);
-            root = root.child(spec);
-        }
+        root
+    }
 
+    /// Starts `root` and waits for the Producer: the running application.
+    async fn run(
+        self,
+        root: Supervisor,
+        shared: Shared,
+        observed: Observed,
+        http_addr: Option<std::net::SocketAddr>,
+        broker: Broker,
+    ) -> Result<App> {
         let counting = crate::observe::supervision::count_events(&self.events, &shared.metrics);
         let mut handle = root.start_root();
         if shared

@@ -69,7 +69,20 @@ pub(crate) fn republisher_spec(
     delivery_timeout: Duration,
     parts: Parts,
 ) -> ChildSpec {
-    let settings = ConsumerSettings {
+    let subtree = Subtree {
+        consumer: consumer_settings(delays, &plan, &parts.metrics),
+        group: Arc::from(delays.group_name()),
+        plan,
+        delivery_timeout,
+        parts,
+    };
+    ChildSpec::graceful_on_own_thread("republisher", move || subtree.supervisor())
+        .shutdown_deadline(delivery_timeout.saturating_add(Duration::from_secs(10)))
+}
+
+/// What the bucket topics' consumer connection is.
+fn consumer_settings(delays: &Delays, plan: &Plan, metrics: &Metrics) -> ConsumerSettings {
+    ConsumerSettings {
         config: ConsumerConfig {
             group: delays.group_name().to_string(),
             topics: plan.topics(),
@@ -82,68 +95,80 @@ pub(crate) fn republisher_spec(
         commit_interval: Duration::from_millis(100),
         drain_timeout: DRAIN,
         transactional: None,
-        in_flight: parts
-            .metrics
+        in_flight: metrics
             .collectors()
             .in_flight
             .with_label_values(&[delays.group_name()]),
-    };
-    let Parts {
-        backend,
-        events,
-        dead_letter,
-        connection,
-        metrics,
-    } = parts;
-    let group: Arc<str> = Arc::from(delays.group_name());
-    let (max_restarts, window) = (10, Duration::from_secs(10));
-    ChildSpec::graceful_on_own_thread("republisher", move || {
+    }
+}
+
+/// How to build the Republisher's supervisor, once per incarnation of it.
+struct Subtree {
+    plan: Arc<Plan>,
+    group: Arc<str>,
+    delivery_timeout: Duration,
+    consumer: ConsumerSettings,
+    parts: Parts,
+}
+
+impl Subtree {
+    /// `republisher`: its producer connection, its consumer connection, the
+    /// Republisher.
+    fn supervisor(&self) -> Supervisor {
         let republisher: ChildRef<Republisher> = ChildRef::new();
         let producer: ChildRef<ProducerConnection<ForwardReply>> = ChildRef::new();
-        let (plan, group, dead_letter, conn, metrics) = (
-            plan.clone(),
-            group.clone(),
-            dead_letter.clone(),
-            connection.clone(),
-            metrics.clone(),
-        );
-        // Records are written when due: a wait to fill a batch would add
-        // to every delay.
-        let config = ProducerConfig {
-            delivery_timeout,
-            linger: Some(LINGER),
-        };
         Supervisor::new("republisher")
-            .events(events.clone())
-            .restart_limit(max_restarts, window)
-            .child(
-                ChildSpec::graceful_with_ref("producer-connection", &producer, {
-                    let backend = backend.clone();
-                    move || ProducerConnection::new(backend.clone(), config)
-                })
-                .mailbox_capacity(WRITE_MAILBOX),
-            )
+            .events(self.parts.events.clone())
+            .restart_limit(10, Duration::from_secs(10))
+            .child(self.producer_spec(&producer))
             .child(consumer::spec(
-                backend.clone(),
-                settings.clone(),
-                &connection,
+                self.parts.backend.clone(),
+                self.consumer.clone(),
+                &self.parts.connection,
                 republisher.clone(),
                 DRAIN + Duration::from_secs(5),
             ))
-            .child(
-                ChildSpec::graceful_with_ref("republisher", &republisher, move || {
-                    Republisher::new(
-                        plan.clone(),
-                        group.clone(),
-                        delivery_timeout,
-                        conn.clone(),
-                        producer.clone(),
-                        dead_letter.clone(),
-                        metrics.clone(),
-                    )
-                })
-                .shutdown_deadline(delivery_timeout.saturating_add(Duration::from_secs(5))),
+            .child(self.republisher_spec(&republisher, producer))
+    }
+
+    /// `producer-connection`: records are written when due, so no wait to
+    /// fill a batch (it would add to every delay).
+    fn producer_spec(&self, producer: &ChildRef<ProducerConnection<ForwardReply>>) -> ChildSpec {
+        let config = ProducerConfig {
+            delivery_timeout: self.delivery_timeout,
+            linger: Some(LINGER),
+        };
+        let backend = self.parts.backend.clone();
+        ChildSpec::graceful_with_ref("producer-connection", producer, move || {
+            ProducerConnection::new(backend.clone(), config)
+        })
+        .mailbox_capacity(WRITE_MAILBOX)
+    }
+
+    /// `republisher`, the actor.
+    fn republisher_spec(
+        &self,
+        republisher: &ChildRef<Republisher>,
+        producer: ChildRef<ProducerConnection<ForwardReply>>,
+    ) -> ChildSpec {
+        let (plan, group, delivery_timeout) =
+            (self.plan.clone(), self.group.clone(), self.delivery_timeout);
+        let (connection, dead_letter, metrics) = (
+            self.parts.connection.clone(),
+            self.parts.dead_letter.clone(),
+            self.parts.metrics.clone(),
+        );
+        ChildSpec::graceful_with_ref("republisher", republisher, move || {
+            Republisher::new(
+                plan.clone(),
+                group.clone(),
+                delivery_timeout,
+                connection.clone(),
+                producer.clone(),
+                dead_letter.clone(),
+                metrics.clone(),
             )
-    })
-    .shutdown_deadline(delivery_timeout.saturating_add(Duration::from_secs(10)))
+        })
+        .shutdown_deadline(delivery_timeout.saturating_add(Duration::from_secs(5)))
+    }
 }

@@ -37,8 +37,8 @@ use std::time::Duration;
 use actix::prelude::*;
 use kafkactor_actors::{Backoff, Shutdown};
 use prometheus::IntCounter;
-use sqlx::postgres::PgListener;
-use sqlx::{AssertSqlSafe, PgPool};
+use sqlx::postgres::{PgListener, PgRow};
+use sqlx::{AssertSqlSafe, PgConnection, PgPool};
 use tokio::sync::Notify;
 
 use super::{database, row, Outbox, SHARDS};
@@ -46,6 +46,7 @@ use crate::error::{Error, Result};
 use crate::observe::health::Failing;
 use crate::observe::metrics::Metrics;
 use crate::producer::{ProducerHandle, PublishBatch};
+use crate::publish::{Publish, PublishOutcome};
 
 /// Shortest and longest wait after a failed batch.
 const BACKOFF: Backoff = Backoff::doubling(Duration::from_millis(50), Duration::from_secs(5));
@@ -287,8 +288,31 @@ impl Relay {
 
     /// One batch, in one transaction.
     async fn batch(&self) -> Result<Batch> {
-        let sql = self.settings.outbox.statements();
         let mut tx = Bound::new(self.settings.pool.begin().await.map_err(database)?);
+        let rows = self.take(&mut tx).await?;
+        let taken = rows.len();
+        if taken == 0 {
+            tx.into_inner().commit().await.map_err(database)?;
+            return Ok(Batch { taken, left: 0 });
+        }
+        let (ids, publishes, mut failed) = read_rows(&rows);
+        let outcomes = self
+            .producer
+            .send_batch(PublishBatch(publishes))
+            .await
+            .map_err(|e| Error::Unavailable(format!("the Producer did not answer: {e}")))?;
+        let (sent, left) = split_outcomes(ids, outcomes, &mut failed);
+        self.settle(&mut tx, &sent, &failed).await?;
+        tx.into_inner().commit().await.map_err(database)?;
+        self.counters.sent.inc_by(sent.len() as u64);
+        self.counters.failed.inc_by(failed.0.len() as u64);
+        Ok(Batch { taken, left })
+    }
+
+    /// Locks up to [`SHARDS_PER_BATCH`] free shards and takes up to a
+    /// batch of their rows (none when no shard is free).
+    async fn take(&self, conn: &mut PgConnection) -> Result<Vec<PgRow>> {
+        let sql = self.settings.outbox.statements();
         // Every shard, starting at a random one, so relays spread out.
         let first = fastrand::i16(0..SHARDS);
         let shards: Vec<i16> = (0..SHARDS).map(|i| (first + i) % SHARDS).collect();
@@ -296,62 +320,26 @@ impl Relay {
             .bind(shards)
             .bind(sql.lock_class)
             .bind(SHARDS_PER_BATCH)
-            .fetch_all(&mut **tx)
+            .fetch_all(&mut *conn)
             .await
             .map_err(database)?;
-        let rows = if locked.is_empty() {
-            Vec::new()
-        } else {
-            sqlx::query(AssertSqlSafe(sql.take.clone()))
-                .bind(locked)
-                .bind(self.settings.batch as i64)
-                .fetch_all(&mut **tx)
-                .await
-                .map_err(database)?
-        };
-        let taken = rows.len();
-        if taken == 0 {
-            tx.into_inner().commit().await.map_err(database)?;
-            return Ok(Batch { taken, left: 0 });
+        if locked.is_empty() {
+            return Ok(Vec::new());
         }
-        let mut ids = Vec::with_capacity(taken);
-        let mut publishes = Vec::with_capacity(taken);
-        let mut failed: (Vec<i64>, Vec<String>) = Default::default();
-        for (id, publish) in rows.iter().map(row::read) {
-            match publish {
-                Ok(publish) => {
-                    ids.push(id);
-                    publishes.push(publish);
-                }
-                Err(e) => {
-                    failed.0.push(id);
-                    failed.1.push(e.to_string());
-                }
-            }
-        }
-        let outcomes = self
-            .producer
-            .send_batch(PublishBatch(publishes))
+        sqlx::query(AssertSqlSafe(sql.take.clone()))
+            .bind(locked)
+            .bind(self.settings.batch as i64)
+            .fetch_all(conn)
             .await
-            .map_err(|e| Error::Unavailable(format!("the Producer did not answer: {e}")))?;
-        let mut sent = Vec::with_capacity(taken);
-        let mut left = 0;
-        for (id, outcome) in ids.into_iter().zip(outcomes) {
-            match outcome {
-                Ok(_) => sent.push(id),
-                Err(e) if e.is_retriable() => {
-                    tracing::debug!(id, error = %e, "outbox relay: publish to retry");
-                    left += 1;
-                }
-                Err(e) => {
-                    failed.0.push(id);
-                    failed.1.push(e.to_string());
-                }
-            }
-        }
+            .map_err(database)
+    }
+
+    /// Deletes the rows `sent`; records why the `failed` ones were refused.
+    async fn settle(&self, conn: &mut PgConnection, sent: &[i64], failed: &Refused) -> Result<()> {
+        let sql = self.settings.outbox.statements();
         sqlx::query(AssertSqlSafe(sql.delete.clone()))
-            .bind(&sent)
-            .execute(&mut **tx)
+            .bind(sent)
+            .execute(&mut *conn)
             .await
             .map_err(database)?;
         if !failed.0.is_empty() {
@@ -361,15 +349,60 @@ impl Relay {
             sqlx::query(AssertSqlSafe(sql.fail.clone()))
                 .bind(&failed.0)
                 .bind(&failed.1)
-                .execute(&mut **tx)
+                .execute(conn)
                 .await
                 .map_err(database)?;
         }
-        tx.into_inner().commit().await.map_err(database)?;
-        self.counters.sent.inc_by(sent.len() as u64);
-        self.counters.failed.inc_by(failed.0.len() as u64);
-        Ok(Batch { taken, left })
+        Ok(())
     }
+}
+
+/// Rows refused for good: their ids, and why (in the same order).
+type Refused = (Vec<i64>, Vec<String>);
+
+/// The ids and publishes of the rows read; rows that cannot be read are refused.
+fn read_rows(rows: &[PgRow]) -> (Vec<i64>, Vec<Publish>, Refused) {
+    let mut ids = Vec::with_capacity(rows.len());
+    let mut publishes = Vec::with_capacity(rows.len());
+    let mut failed = Refused::default();
+    for (id, publish) in rows.iter().map(row::read) {
+        match publish {
+            Ok(publish) => {
+                ids.push(id);
+                publishes.push(publish);
+            }
+            Err(e) => {
+                failed.0.push(id);
+                failed.1.push(e.to_string());
+            }
+        }
+    }
+    (ids, publishes, failed)
+}
+
+/// Splits the publishes' outcomes: the ids of the rows sent and how many
+/// are left for a later batch; rows refused for good go to `failed`.
+fn split_outcomes(
+    ids: Vec<i64>,
+    outcomes: Vec<Result<PublishOutcome>>,
+    failed: &mut Refused,
+) -> (Vec<i64>, usize) {
+    let mut sent = Vec::with_capacity(ids.len());
+    let mut left = 0;
+    for (id, outcome) in ids.into_iter().zip(outcomes) {
+        match outcome {
+            Ok(_) => sent.push(id),
+            Err(e) if e.is_retriable() => {
+                tracing::debug!(id, error = %e, "outbox relay: publish to retry");
+                left += 1;
+            }
+            Err(e) => {
+                failed.0.push(id);
+                failed.1.push(e.to_string());
+            }
+        }
+    }
+    (sent, left)
 }
 
 /// A sqlx resource whose drop needs a Tokio runtime (it hands its

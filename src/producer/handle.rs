@@ -356,7 +356,7 @@ impl ProducerHandle {
         match self.offer(message, request) {
             Ok(()) => Either::Left(answer),
             Err(Offer::Closed((message, _))) => Either::Right(Either::Left(future::ready(Err(
-                SendError::Shutdown(message),
+                SendError::Shutdown(Box::new(message)),
             )))),
             // Rare (no Producer running, or the intake full): boxed, so that
             // the future of every other call stays small.
@@ -434,14 +434,14 @@ impl ProducerHandle {
         let (producer, intake, wait) = (self.producer.clone(), self.intake.clone(), self.wait);
         async move {
             if producer.ready(wait).await.is_none() {
-                return Err(SendError::NoProducer(message));
+                return Err(SendError::NoProducer(Box::new(message)));
             }
             match intake.reserve().await {
                 Ok(permit) => {
                     permit.send(request(message));
                     Ok(())
                 }
-                Err(_) => Err(SendError::Shutdown(message)),
+                Err(_) => Err(SendError::Shutdown(Box::new(message))),
             }
         }
     }

@@ -23,7 +23,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use std::pin::Pin;
 use std::task::{self, Poll};
@@ -32,22 +32,25 @@ use actix::dev::{MessageResponse, OneshotSender};
 use actix::prelude::*;
 use kafkactor_actors::{ChildRef, Shutdown};
 
-use crate::buckets::{DelayHeaders, Plan};
+use crate::buckets::Plan;
 use crate::connection::producer::{hand_over, resend_after, ProducerConnection, Write};
-use crate::envelope::{header, new_message_id, OutgoingRecord};
+use crate::envelope::OutgoingRecord;
 use crate::error::{Error, Result};
 use crate::observe::lineage::Tap;
-use crate::observe::metrics::{Metrics, PerTopic};
-use crate::publish::{epoch_ms_rounded_up, Publish, PublishOutcome};
+use crate::observe::metrics::Metrics;
+use crate::publish::{Publish, PublishOutcome};
 use handle::{IntakeReceiver, Request};
-use reply::{Awaiting, BatchAnswer};
-use reply::{Published, TakenBy};
+use queue::{Prepared, Unsent, WriteQueue};
+use reply::Awaiting;
 
 pub(crate) mod handle;
+mod prepare;
+mod queue;
 pub(crate) mod reply;
 mod send_error;
 
 pub use handle::ProducerHandle;
+pub(crate) use prepare::{prepare, Delayed};
 pub(crate) use reply::PublishReply;
 pub use send_error::SendError;
 
@@ -130,113 +133,6 @@ impl Producer {
     }
 }
 
-/// Prepared records waiting for their outcome: what [`WriteQueue`] takes.
-type Prepared = Result<(OutgoingRecord, Option<Delayed>)>;
-
-/// Where a Producer incarnation queues writes, each with the reply that
-/// answers its publisher: shared by its message handlers (through their
-/// responses, which do not see the actor) and its intake.
-#[derive(Clone)]
-struct WriteQueue {
-    unsent: Rc<RefCell<Unsent>>,
-    /// This incarnation, where failed writes come back to be sent again.
-    producer: Arc<Recipient<Resend>>,
-    metrics: Metrics,
-    /// What the publishes to each topic share.
-    taken_by: Rc<RefCell<PerTopic<Arc<TakenBy>>>>,
-    lineage: Option<Tap>,
-}
-
-impl WriteQueue {
-    /// What the publishes to `topic` share.
-    fn taken_by(&self, topic: &Arc<str>) -> Arc<TakenBy> {
-        let mut all = self.taken_by.borrow_mut();
-        let taken_by = all.get(topic, |topic| {
-            Arc::new(TakenBy {
-                producer: (*self.producer).clone(),
-                counters: self.metrics.on().then(|| self.metrics.publish(topic)),
-            })
-        });
-        taken_by.clone()
-    }
-
-    /// What the lineage event of `record` needs, when lineage is on.
-    fn lineage_of(&self, record: &OutgoingRecord) -> Option<Box<Published>> {
-        let tap = self.lineage.as_ref().filter(|t| t.covers(&record.topic))?;
-        Some(Box::new(Published {
-            tap: tap.clone(),
-            topic: record.topic.clone(),
-            message_id: record
-                .headers
-                .get_str(header::MESSAGE_ID)
-                .map(str::to_string),
-        }))
-    }
-
-    /// Queues one record, or answers its failure; returns whether the
-    /// unsent was empty before.
-    fn one(&self, prepared: Prepared, to: Awaiting) -> bool {
-        let (record, delayed) = match prepared {
-            Ok(prepared) => prepared,
-            Err(e) => {
-                to.send(Err(e));
-                return false;
-            }
-        };
-        let reply = PublishReply {
-            to,
-            delayed,
-            taken: crate::clock::now_ticks(),
-            resends: 0,
-            taken_by: self.taken_by(&record.topic),
-            lineage: self.lineage_of(&record),
-        };
-        let mut unsent = self.unsent.borrow_mut();
-        let was_empty = unsent.writes.is_empty();
-        unsent.writes.push(Write::new(record, reply));
-        was_empty
-    }
-
-    /// Queues a batch's records, answered together once every outcome is
-    /// in; returns whether the unsent was empty before.
-    fn batch(
-        &self,
-        prepared: Vec<Prepared>,
-        tx: Option<OneshotSender<Vec<Result<PublishOutcome>>>>,
-        spans: Vec<tracing::Span>,
-    ) -> bool {
-        let batch = BatchAnswer::new(prepared.len(), tx, spans);
-        if prepared.is_empty() {
-            batch.set_empty();
-            return false;
-        }
-        let taken = crate::clock::now_ticks();
-        let mut unsent = self.unsent.borrow_mut();
-        let was_empty = unsent.writes.is_empty();
-        unsent.writes.reserve(prepared.len());
-        for (index, prepared) in prepared.into_iter().enumerate() {
-            match prepared {
-                Err(e) => batch.set(index, Err(e)),
-                Ok((record, delayed)) => {
-                    let reply = PublishReply {
-                        to: Awaiting::Batch {
-                            batch: batch.clone(),
-                            index,
-                        },
-                        delayed,
-                        taken,
-                        resends: 0,
-                        taken_by: self.taken_by(&record.topic),
-                        lineage: self.lineage_of(&record),
-                    };
-                    unsent.writes.push(Write::new(record, reply));
-                }
-            }
-        }
-        was_empty
-    }
-}
-
 /// Takes everything waiting in the intake, then hands it to the
 /// connection in one batch: a future of the Producer's context, woken when
 /// the intake gets something. Ends once every [`ProducerHandle`] is gone.
@@ -283,82 +179,6 @@ impl ActorFuture<Producer> for Drain {
     }
 }
 
-/// Where a delayed record waits first: its due time (ms since the Unix
-/// epoch) and the bucket's length.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Delayed {
-    pub(crate) deliver_at: i64,
-    pub(crate) bucket: Duration,
-}
-
-/// Turns a `Publish` into the record to write, stamping id and timestamp;
-/// a delayed one goes to its first delay bucket (`delays`).
-pub(crate) fn prepare(
-    publish: Publish,
-    max_bytes: usize,
-    delays: Option<&Plan>,
-) -> Result<(OutgoingRecord, Option<Delayed>)> {
-    publish.validate()?;
-    let Publish {
-        topic,
-        mut partition,
-        key,
-        mut headers,
-        payload,
-        due,
-        ..
-    } = publish;
-    let now = SystemTime::now();
-    let timestamp_ms = now
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
-    if !headers.contains(header::MESSAGE_ID) {
-        headers.append_known_copy(header::MESSAGE_ID, &new_message_id(timestamp_ms));
-    }
-    let mut decimal = itoa::Buffer::new();
-    headers.insert_known_copy(header::TIMESTAMP, decimal.format(timestamp_ms).as_bytes());
-    let mut topic = topic;
-    let mut delayed = None;
-    // Due later than this millisecond: delayed; otherwise published now.
-    let deliver_at = due
-        .map(|d| d.at_ms(now))
-        .filter(|&at| at > epoch_ms_rounded_up(now));
-    if let Some(deliver_at) = deliver_at {
-        let plan = delays.ok_or_else(|| {
-            Error::Config(
-                "Publish::delay/at: delayed publishing is off; turn it on with AppBuilder::delays"
-                    .into(),
-            )
-        })?;
-        let remaining = Duration::from_millis((deliver_at - timestamp_ms) as u64);
-        let (bucket_topic, bucket) = plan.first_bucket(remaining);
-        DelayHeaders {
-            deliver_at,
-            destination: topic,
-            partition: partition.take(),
-        }
-        .write(&mut headers);
-        topic = bucket_topic;
-        delayed = Some(Delayed { deliver_at, bucket });
-    }
-    let record = OutgoingRecord {
-        topic,
-        partition,
-        key,
-        headers,
-        payload,
-        timestamp_ms,
-    };
-    let size = record.byte_size();
-    if size > max_bytes {
-        return Err(Error::RecordTooLarge {
-            size,
-            max: max_bytes,
-        });
-    }
-    Ok((record, delayed))
-}
-
 /// A publish whose write failed in a way that may pass: sent again after a
 /// backoff, unless its delivery timeout would pass first.
 #[derive(Message)]
@@ -367,12 +187,6 @@ pub(crate) struct Resend {
     record: OutgoingRecord,
     reply: PublishReply,
     error: Error,
-}
-
-/// The writes taken since the Producer last handed a batch to its connection.
-#[derive(Default)]
-struct Unsent {
-    writes: Vec<Write<PublishReply>>,
 }
 
 /// The [`Producer`]'s immediate answer to a [`Publish`]: the record is

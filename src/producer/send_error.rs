@@ -8,7 +8,8 @@ use crate::error::Error;
 /// Why a publish (or a batch) sent through a
 /// [`ProducerHandle`](crate::ProducerHandle) got no answer from a Producer.
 /// When no Producer took it, it is given back, unsent, as actix's
-/// `SendError` gives a message back: send it again, or keep it.
+/// `SendError` gives a message back: send it again, or keep it (boxed, so
+/// that every answer that is not an error stays small).
 ///
 /// Converts into [`Error`] (so `producer.send(p).await??` works in a
 /// function returning [`kafkactor::Result`](crate::Result)):
@@ -17,10 +18,10 @@ use crate::error::Error;
 #[non_exhaustive]
 pub enum SendError<M> {
     /// The application has stopped: nothing takes publishes any more.
-    Shutdown(M),
+    Shutdown(Box<M>),
     /// No Producer ran within the application's delivery timeout (it kept
     /// failing and being restarted).
-    NoProducer(M),
+    NoProducer(Box<M>),
     /// The Producer incarnation that took it stopped before answering: it
     /// may or may not have been written.
     Unanswered,
@@ -30,7 +31,7 @@ impl<M> SendError<M> {
     /// What was sent, when no Producer took it.
     pub fn into_inner(self) -> Option<M> {
         match self {
-            SendError::Shutdown(m) | SendError::NoProducer(m) => Some(m),
+            SendError::Shutdown(m) | SendError::NoProducer(m) => Some(*m),
             SendError::Unanswered => None,
         }
     }

@@ -84,8 +84,24 @@ where
     F: Fn() -> A + 'static,
 {
     let name = format!("subscription:{}:{}", sub.group_name(), sub.topics.join(","));
-    let routes = Rc::new(routes);
-    let dispatch = Arc::new(DispatchSettings {
+    let escalate = sub.on_restart_limit == OnRestartLimit::Escalate;
+    let drain = sub.drain_timeout;
+    let subtree = Subtree::new(name.clone(), sub, routes, factory, parts);
+    let spec = ChildSpec::graceful(name, move || subtree.supervisor())
+        .shutdown_deadline(drain.saturating_add(Duration::from_secs(10)))
+        // Subscriptions are independent: on shutdown all stop taking
+        // records at once and drain side by side.
+        .stops_with_siblings();
+    if escalate {
+        spec.significant()
+    } else {
+        spec
+    }
+}
+
+/// What the Dispatcher and the lanes of `sub` know of it.
+fn dispatch_settings(sub: &Subscription, parts: &Parts) -> DispatchSettings {
+    DispatchSettings {
         group: Arc::from(sub.group_name()),
         retry: sub.retry,
         dead_letter: sub.dead_letter.as_deref().map(Arc::from),
@@ -101,12 +117,18 @@ where
         idempotency: sub.idempotency.clone(),
         member: Arc::from(uuid::Uuid::now_v7().to_string()),
         health: parts.handlers_health.clone(),
-    });
-    // What the connection learns of the topics a transactional
-    // subscription's handlers publish to, for their publishes' checks.
-    let partitions = PartitionCounts::default();
-    let consumer = ConsumerSettings {
-        config: consumer_config(&sub),
+    }
+}
+
+/// What the consumer connection of `sub` is; `partitions` is what it
+/// learns of the topics a transactional subscription's handlers publish to.
+fn consumer_settings(
+    sub: &Subscription,
+    parts: &Parts,
+    partitions: &PartitionCounts,
+) -> ConsumerSettings {
+    ConsumerSettings {
+        config: consumer_config(sub),
         max_in_flight: sub.in_flight_limit(),
         commit_interval: sub.commit_interval,
         drain_timeout: sub.drain_timeout,
@@ -116,87 +138,139 @@ where
             .collectors()
             .in_flight
             .with_label_values(&[sub.group_name()]),
-    };
-    let parts_max_bytes = parts.max_record_bytes;
-    let Parts {
-        backend,
-        events,
-        dead_letter,
-        connection,
-        ..
-    } = parts;
-    let handlers: Vec<ChildRef<A>> = (0..sub.concurrency).map(|_| ChildRef::new()).collect();
-    let dispatcher: ChildRef<Dispatcher<A>> = ChildRef::new();
-    let drain = sub.drain_timeout;
-    let (max_restarts, window) = sub.restart_limit;
-    let backoff = sub.restart_backoff;
-    let supervisor_name = name.clone();
+    }
+}
 
-    let escalate = sub.on_restart_limit == OnRestartLimit::Escalate;
-    let (transactional, max_record_bytes) = (sub.transactional, parts_max_bytes);
-    let spec = ChildSpec::graceful(name, move || {
+/// How to build one subscription's supervisor, once per incarnation of it.
+struct Subtree<A: Actor<Context = Context<A>>, F> {
+    name: String,
+    events: Events,
+    backend: Arc<dyn BrokerBackend>,
+    /// The subscription's restart limit and backoff.
+    limit: (usize, Duration),
+    backoff: kafkactor_actors::Backoff,
+    /// Whether a crash loop of the handlers stops the application.
+    escalate: bool,
+    drain: Duration,
+    handlers: Vec<ChildRef<A>>,
+    dispatcher: ChildRef<Dispatcher<A>>,
+    connection: ChildRef<ConsumerConnection>,
+    dead_letter: ChildRef<DeadLetter>,
+    factory: Arc<F>,
+    routes: Rc<Routes<A>>,
+    settings: Arc<DispatchSettings>,
+    consumer: ConsumerSettings,
+    /// What a transactional subscription's outputs are checked against.
+    transactional: Option<Transactional>,
+}
+
+impl<A, F> Subtree<A, F>
+where
+    A: Actor<Context = Context<A>>,
+    F: Fn() -> A + 'static,
+{
+    fn new(
+        name: String,
+        sub: Subscription,
+        routes: Routes<A>,
+        factory: Arc<F>,
+        parts: Parts,
+    ) -> Self {
+        let settings = Arc::new(dispatch_settings(&sub, &parts));
+        let partitions = PartitionCounts::default();
+        let consumer = consumer_settings(&sub, &parts, &partitions);
+        let transactional = sub.transactional.then_some(Transactional {
+            max_bytes: parts.max_record_bytes,
+            partitions,
+        });
+        Subtree {
+            name,
+            events: parts.events,
+            backend: parts.backend,
+            limit: sub.restart_limit,
+            backoff: sub.restart_backoff,
+            escalate: sub.on_restart_limit == OnRestartLimit::Escalate,
+            drain: sub.drain_timeout,
+            handlers: (0..sub.concurrency).map(|_| ChildRef::new()).collect(),
+            dispatcher: ChildRef::new(),
+            connection: parts.connection,
+            dead_letter: parts.dead_letter,
+            factory,
+            routes: Rc::new(routes),
+            settings,
+            consumer,
+            transactional,
+        }
+    }
+
+    /// The subscription's supervisor: handlers, dispatcher, connection.
+    fn supervisor(&self) -> Supervisor {
         // The lanes of this incarnation of the subtree, shared by its
         // dispatcher and handlers (each restart of either keeps them).
-        let board = Board::shared(handlers.len());
-        board.borrow_mut().transactional = transactional.then(|| Transactional {
-            max_bytes: max_record_bytes,
-            partitions: partitions.clone(),
-        });
-        let lanes = Handlers {
-            name: format!("{supervisor_name}/handlers"),
-            events: events.clone(),
-            backoff,
-            limit: (if escalate { max_restarts } else { usize::MAX }, window),
-            handlers: handlers.clone(),
-            factory: factory.clone(),
-            board: board.clone(),
-            routes: routes.clone(),
-            settings: dispatch.clone(),
-        };
-        let mut lanes_spec = ChildSpec::graceful("handlers", move || lanes.supervisor());
-        if escalate {
-            lanes_spec = lanes_spec.significant();
-        }
-        let mut tree = Supervisor::new(supervisor_name.clone())
-            .events(events.clone())
+        let board = Board::shared(self.handlers.len());
+        board.borrow_mut().transactional = self.transactional.clone();
+        let (max_restarts, window) = self.limit;
+        Supervisor::new(self.name.clone())
+            .events(self.events.clone())
             .restart_limit(max_restarts, window)
-            .backoff(backoff)
-            .child(lanes_spec);
-        let (settings, lanes, dead_letter, conn) = (
-            dispatch.clone(),
-            handlers.clone(),
-            dead_letter.clone(),
-            connection.clone(),
+            .backoff(self.backoff)
+            .child(self.handlers_spec(&board))
+            .child(self.dispatcher_spec(board))
+            .child(consumer::spec(
+                self.backend.clone(),
+                self.consumer.clone(),
+                &self.connection,
+                self.dispatcher.clone(),
+                self.drain.saturating_add(Duration::from_secs(5)),
+            ))
+    }
+
+    /// `handlers`: the supervisor of the lanes' handler actors.
+    fn handlers_spec(&self, board: &SharedBoard) -> ChildSpec {
+        let (max_restarts, window) = self.limit;
+        let handlers = Handlers {
+            name: format!("{}/handlers", self.name),
+            events: self.events.clone(),
+            backoff: self.backoff,
+            limit: (
+                if self.escalate {
+                    max_restarts
+                } else {
+                    usize::MAX
+                },
+                window,
+            ),
+            handlers: self.handlers.clone(),
+            factory: self.factory.clone(),
+            board: board.clone(),
+            routes: self.routes.clone(),
+            settings: self.settings.clone(),
+        };
+        let spec = ChildSpec::graceful("handlers", move || handlers.supervisor());
+        if self.escalate {
+            spec.significant()
+        } else {
+            spec
+        }
+    }
+
+    /// `dispatcher`.
+    fn dispatcher_spec(&self, board: SharedBoard) -> ChildSpec {
+        let (settings, handlers, dead_letter, connection) = (
+            self.settings.clone(),
+            self.handlers.clone(),
+            self.dead_letter.clone(),
+            self.connection.clone(),
         );
-        tree = tree.child(ChildSpec::graceful_with_ref(
-            "dispatcher",
-            &dispatcher,
-            move || {
-                Dispatcher::new(
-                    settings.clone(),
-                    board.clone(),
-                    lanes.clone(),
-                    dead_letter.clone(),
-                    conn.clone(),
-                )
-            },
-        ));
-        tree.child(consumer::spec(
-            backend.clone(),
-            consumer.clone(),
-            &connection,
-            dispatcher.clone(),
-            drain.saturating_add(Duration::from_secs(5)),
-        ))
-    })
-    .shutdown_deadline(drain.saturating_add(Duration::from_secs(10)))
-    // Subscriptions are independent: on shutdown all stop taking records at
-    // once and drain side by side.
-    .stops_with_siblings();
-    if escalate {
-        spec.significant()
-    } else {
-        spec
+        ChildSpec::graceful_with_ref("dispatcher", &self.dispatcher, move || {
+            Dispatcher::new(
+                settings.clone(),
+                board.clone(),
+                handlers.clone(),
+                dead_letter.clone(),
+                connection.clone(),
+            )
+        })
     }
 }
 

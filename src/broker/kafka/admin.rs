@@ -78,60 +78,59 @@ impl Admin {
         partitions: i32,
     ) -> BoxFuture<'static, Result<()>> {
         let topic = topic.to_string();
-        let inner = self.inner.clone();
+        let admin = self.clone();
         async move {
-            let exists = {
-                let (inner, topic) = (inner.clone(), topic.clone());
-                tokio::task::spawn_blocking(move || inner.partition_count(&topic))
-                    .await
-                    .map_err(|e| Error::client("admin task", e, false))??
-                    .is_some()
-            };
-            if exists {
+            if admin.partitions(&topic).await?.is_some() {
                 return Ok(());
             }
-            if !inner.config.creates_topics() {
+            if !admin.inner.config.creates_topics() {
                 return Err(Error::Config(format!(
                     "topic {topic:?} does not exist and topic creation is off"
                 )));
             }
-            let replication = TopicReplication::Fixed(inner.config.replication());
-            let new = NewTopic::new(&topic, partitions, replication);
-            let options = AdminOptions::new().operation_timeout(Some(TIMEOUT));
-            let results = inner
-                .admin
-                .create_topics([&new], &options)
-                .await
-                .map_err(|e| broker_error(&format!("create topic {topic}"), &e))?;
-            for result in results {
-                match result {
-                    Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                    Err((name, code)) => {
-                        return Err(code_error(&format!("create topic {name}"), code))
-                    }
-                }
-            }
-            // Wait until the new topic shows in metadata, so clients use it at once.
-            let deadline = Instant::now() + TIMEOUT;
-            loop {
-                let (i, t) = (inner.clone(), topic.clone());
-                let found = tokio::task::spawn_blocking(move || i.partition_count(&t))
-                    .await
-                    .map_err(|e| Error::client("admin task", e, false))??;
-                if found.is_some() {
-                    return Ok(());
-                }
-                if Instant::now() > deadline {
-                    return Err(Error::client(
-                        format!("create topic {topic}"),
-                        "it was created but does not show in metadata",
-                        true,
-                    ));
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            admin.create(&topic, partitions).await?;
+            admin.wait_until_listed(&topic).await
         }
         .boxed()
+    }
+
+    /// Creates `topic` with `partitions` (one created meanwhile by someone
+    /// else will do).
+    async fn create(&self, topic: &str, partitions: i32) -> Result<()> {
+        let replication = TopicReplication::Fixed(self.inner.config.replication());
+        let new = NewTopic::new(topic, partitions, replication);
+        let options = AdminOptions::new().operation_timeout(Some(TIMEOUT));
+        let results = self
+            .inner
+            .admin
+            .create_topics([&new], &options)
+            .await
+            .map_err(|e| broker_error(&format!("create topic {topic}"), &e))?;
+        for result in results {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((name, code)) => return Err(code_error(&format!("create topic {name}"), code)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until the new `topic` shows in metadata, so clients use it at once.
+    async fn wait_until_listed(&self, topic: &str) -> Result<()> {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if self.partitions(topic).await?.is_some() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(Error::client(
+                    format!("create topic {topic}"),
+                    "it was created but does not show in metadata",
+                    true,
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// How many partitions `topic` has (None: it does not exist).
@@ -206,61 +205,98 @@ impl Admin {
             let Some(n) = inner.partition_count(&topic)? else {
                 return Ok(Vec::new());
             };
-            let consumer: BaseConsumer = inner
-                .config
-                .client_config(&[
-                    ("group.id", "kafkactor-inspect"),
-                    ("enable.auto.commit", "false"),
-                ])
-                .create()
-                .map_err(|e| broker_error("reader client", &e))?;
-            let mut names = Names::default();
-            let mut out = Vec::new();
+            let mut reader = TopicReader::new(inner, &topic)?;
             for p in 0..n {
-                let (low, high) = inner
-                    .metadata
-                    .fetch_watermarks(&topic, p, TIMEOUT)
-                    .map_err(|e| broker_error("watermarks", &e))?;
-                if high <= low {
-                    continue;
-                }
-                let mut tpl = TopicPartitionList::new();
-                tpl.add_partition_offset(&topic, p, Offset::Offset(low))
-                    .map_err(|e| broker_error("assign", &e))?;
-                consumer
-                    .assign(&tpl)
-                    .map_err(|e| broker_error("assign", &e))?;
-                let deadline = Instant::now() + TIMEOUT * 3;
-                let mut next = low;
-                while next < high {
-                    if Instant::now() > deadline {
-                        return Err(Error::client(
-                            format!("read {topic}[{p}]"),
-                            format!("timed out at offset {next} of {high}"),
-                            true,
-                        ));
-                    }
-                    match consumer.poll(Duration::from_millis(100)) {
-                        Some(Ok(m)) => {
-                            next = m.offset() + 1;
-                            out.push(to_record(&m, &mut names));
-                        }
-                        Some(Err(e)) => return Err(broker_error("read", &e)),
-                        // Transaction markers take offsets and are never
-                        // returned: the position moves past them.
-                        None => {
-                            let position = consumer.position().ok().and_then(|tpl| {
-                                match tpl.find_partition(&topic, p)?.offset() {
-                                    Offset::Offset(o) => Some(o),
-                                    _ => None,
-                                }
-                            });
-                            next = next.max(position.unwrap_or(next));
-                        }
-                    }
-                }
+                reader.read_partition(p)?;
             }
-            Ok(out)
+            Ok(reader.out)
+        })
+    }
+}
+
+/// A whole topic being read (on the blocking pool): a client of its own,
+/// and the records read so far.
+struct TopicReader<'a> {
+    inner: &'a Inner,
+    topic: &'a str,
+    consumer: BaseConsumer,
+    names: Names,
+    out: Vec<Record>,
+}
+
+impl<'a> TopicReader<'a> {
+    /// A reader of `topic`, with a client that never commits.
+    fn new(inner: &'a Inner, topic: &'a str) -> Result<Self> {
+        let consumer: BaseConsumer = inner
+            .config
+            .client_config(&[
+                ("group.id", "kafkactor-inspect"),
+                ("enable.auto.commit", "false"),
+            ])
+            .create()
+            .map_err(|e| broker_error("reader client", &e))?;
+        Ok(TopicReader {
+            inner,
+            topic,
+            consumer,
+            names: Names::default(),
+            out: Vec::new(),
+        })
+    }
+
+    /// Reads partition `p`, from its low watermark to its high one.
+    fn read_partition(&mut self, p: i32) -> Result<()> {
+        let (low, high) = self
+            .inner
+            .metadata
+            .fetch_watermarks(self.topic, p, TIMEOUT)
+            .map_err(|e| broker_error("watermarks", &e))?;
+        if high <= low {
+            return Ok(());
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(self.topic, p, Offset::Offset(low))
+            .map_err(|e| broker_error("assign", &e))?;
+        self.consumer
+            .assign(&tpl)
+            .map_err(|e| broker_error("assign", &e))?;
+        self.read_range(p, low, high)
+    }
+
+    /// Polls partition `p`, assigned at `low`, until past `high`: the
+    /// records to `out`; an error past a deadline.
+    fn read_range(&mut self, p: i32, low: i64, high: i64) -> Result<()> {
+        let deadline = Instant::now() + TIMEOUT * 3;
+        let mut next = low;
+        while next < high {
+            if Instant::now() > deadline {
+                return Err(Error::client(
+                    format!("read {}[{p}]", self.topic),
+                    format!("timed out at offset {next} of {high}"),
+                    true,
+                ));
+            }
+            match self.consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) => {
+                    next = m.offset() + 1;
+                    self.out.push(to_record(&m, &mut self.names));
+                }
+                Some(Err(e)) => return Err(broker_error("read", &e)),
+                // Transaction markers take offsets and are never
+                // returned: the position moves past them.
+                None => next = next.max(self.position(p).unwrap_or(next)),
+            }
+        }
+        Ok(())
+    }
+
+    /// The consumer's position in partition `p`, if it has one.
+    fn position(&self, p: i32) -> Option<i64> {
+        self.consumer.position().ok().and_then(|tpl| {
+            match tpl.find_partition(self.topic, p)?.offset() {
+                Offset::Offset(o) => Some(o),
+                _ => None,
+            }
         })
     }
 }

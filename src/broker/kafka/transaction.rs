@@ -16,7 +16,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, ConsumerGroupMetadata};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
@@ -132,68 +132,33 @@ impl Transactions {
         let metadata = consumer
             .group_metadata()
             .ok_or_else(|| Error::commit("the consumer has no group metadata", false))?;
-        let mut tpl = TopicPartitionList::new();
-        for (tp, offset) in offsets {
-            tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*offset))
-                .map_err(|e| commit_error("offsets", &e))?;
-        }
+        let tpl = offsets_list(offsets)?;
         let producer = self.producer()?;
         // Reports of an earlier transaction are not this one's.
         producer.context().refused();
         let mut refused = Vec::new();
-        let result = (|| -> std::result::Result<(), Undecided> {
-            producer
-                .begin_transaction()
-                .map_err(|e| failed("begin a transaction", &e))?;
-            for (i, record) in records.iter().enumerate() {
-                if let Err(e) = send(producer, i, record) {
-                    if e.is_retriable() {
-                        return Err(e.into());
-                    }
-                    refused.push((i, e));
-                }
-            }
-            if !refused.is_empty() {
-                return Err(Error::commit(
-                    format!(
-                        "transaction: {} of its {} records refused",
-                        refused.len(),
-                        records.len()
-                    ),
-                    false,
-                )
-                .into());
-            }
-            producer
-                .send_offsets_to_transaction(&tpl, &metadata, STEP_TIMEOUT)
-                .map_err(|e| failed("add offsets to the transaction", &e))?;
-            commit_retrying(producer)
-        })();
+        let result = write_and_commit(producer, &records, &tpl, &metadata, &mut refused);
         // Delivery reports still queued (a commit flushes and serves them).
         producer.poll(Duration::ZERO);
-        let error = match result {
+        match result {
             Ok(()) => {
                 producer.context().refused();
-                return Ok(());
+                Ok(())
             }
-            Err(Undecided::No(error)) => error,
-            Err(Undecided::Yes(error)) => {
-                // The commit may have gone through: a new producer decides
-                // the old transaction, and the committed offsets tell.
-                tracing::warn!(%error, "transaction outcome unknown: resolving it before anything more is written");
-                self.producer = None;
-                return match self.committed_already(consumer, offsets) {
-                    Ok(true) => Ok(()),
-                    Ok(false) => Err(error.into()),
-                    Err(e) => Err(TransactionFailed {
-                        error: e,
-                        refused: Vec::new(),
-                        undetermined: true,
-                    }),
-                };
-            }
-        };
-        if producer.abort_transaction(STEP_TIMEOUT).is_err() {
+            Err(Undecided::No(error)) => Err(self.abort(error, refused)),
+            Err(Undecided::Yes(error)) => self.resolve(consumer, offsets, error),
+        }
+    }
+
+    /// Aborts the failed transaction (dropping the producer when it cannot
+    /// abort), and the failure, naming every record refused (`refused`,
+    /// and those the last delivery reports name).
+    fn abort(&mut self, error: Error, mut refused: Vec<(usize, Error)>) -> TransactionFailed {
+        let aborted = self
+            .producer
+            .as_ref()
+            .is_some_and(|producer| producer.abort_transaction(STEP_TIMEOUT).is_ok());
+        if !aborted {
             // Fenced, or in a state only a new producer leaves.
             self.producer = None;
         } else if let Some(producer) = &self.producer {
@@ -202,11 +167,35 @@ impl Transactions {
         }
         refused.sort_by_key(|(i, _)| *i);
         refused.dedup_by_key(|(i, _)| *i);
-        Err(TransactionFailed {
+        TransactionFailed {
             error,
             refused,
             undetermined: false,
-        })
+        }
+    }
+
+    /// Settles a transaction whose commit outcome is unknown (`error`): a
+    /// new producer decides it, and the group's committed offsets tell
+    /// whether it went through.
+    fn resolve<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        offsets: &[(TopicPartition, i64)],
+        error: Error,
+    ) -> std::result::Result<(), TransactionFailed> {
+        // The commit may have gone through: a new producer decides
+        // the old transaction, and the committed offsets tell.
+        tracing::warn!(%error, "transaction outcome unknown: resolving it before anything more is written");
+        self.producer = None;
+        match self.committed_already(consumer, offsets) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(error.into()),
+            Err(e) => Err(TransactionFailed {
+                error: e,
+                refused: Vec::new(),
+                undetermined: true,
+            }),
+        }
     }
 
     /// Whether `consumer`'s group has committed at least `offsets`: asked
@@ -241,6 +230,65 @@ impl Transactions {
                 .is_some_and(|e| matches!(e.offset(), Offset::Offset(o) if o >= *offset))
         }))
     }
+}
+
+/// `offsets` as the list a transaction commits.
+fn offsets_list(offsets: &[(TopicPartition, i64)]) -> Result<TopicPartitionList> {
+    let mut tpl = TopicPartitionList::new();
+    for (tp, offset) in offsets {
+        tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*offset))
+            .map_err(|e| commit_error("offsets", &e))?;
+    }
+    Ok(tpl)
+}
+
+/// The steps of one transaction, in order: begin it, enqueue `records`,
+/// add the offsets `tpl` (with the group's `metadata`), commit. Records
+/// refused for good are noted in `refused`.
+fn write_and_commit(
+    producer: &BaseProducer<Reports>,
+    records: &[OutgoingRecord],
+    tpl: &TopicPartitionList,
+    metadata: &ConsumerGroupMetadata,
+    refused: &mut Vec<(usize, Error)>,
+) -> std::result::Result<(), Undecided> {
+    producer
+        .begin_transaction()
+        .map_err(|e| failed("begin a transaction", &e))?;
+    send_all(producer, records, refused)?;
+    producer
+        .send_offsets_to_transaction(tpl, metadata, STEP_TIMEOUT)
+        .map_err(|e| failed("add offsets to the transaction", &e))?;
+    commit_retrying(producer)
+}
+
+/// Enqueues every record in the open transaction: a retriable failure
+/// fails it at once; records refused for good are noted in `refused`, and
+/// fail it once every record was tried.
+fn send_all(
+    producer: &BaseProducer<Reports>,
+    records: &[OutgoingRecord],
+    refused: &mut Vec<(usize, Error)>,
+) -> Result<()> {
+    for (i, record) in records.iter().enumerate() {
+        if let Err(e) = send(producer, i, record) {
+            if e.is_retriable() {
+                return Err(e);
+            }
+            refused.push((i, e));
+        }
+    }
+    if !refused.is_empty() {
+        return Err(Error::commit(
+            format!(
+                "transaction: {} of its {} records refused",
+                refused.len(),
+                records.len()
+            ),
+            false,
+        ));
+    }
+    Ok(())
 }
 
 /// Why a transaction failed, and whether its commit may have gone

@@ -8,9 +8,10 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
+use rustc_hash::FxHashMap;
 use tokio::sync::Notify;
 
-use super::{MemoryBroker, State};
+use super::{MemoryBroker, State, Topic};
 use crate::broker::OffsetReset;
 use crate::envelope::TopicPartition;
 
@@ -121,6 +122,21 @@ pub(crate) fn wake_subscribers(state: &State, topic: &str) {
 /// Moves the group towards its target assignment: round-robin of each
 /// topic's partitions over the members subscribed to it, in member order.
 pub(crate) fn rebalance(state: &mut State, group_name: &str) {
+    let counts = partition_counts(state, group_name);
+    let State { topics, groups, .. } = state;
+    let Some(group) = groups.get_mut(group_name) else {
+        return;
+    };
+    let target = group.target(&counts);
+    let revoked = group.revoke_misplaced(&target);
+    let assigned = group.assign_free(target, |tp| end_offset(topics, tp));
+    if revoked || assigned {
+        group.generation += 1;
+    }
+}
+
+/// The partition count of every topic a member of the group subscribes to.
+fn partition_counts(state: &State, group_name: &str) -> HashMap<Arc<str>, i32> {
     let mut counts: HashMap<Arc<str>, i32> = HashMap::new();
     if let Some(g) = state.groups.get(group_name) {
         for m in g.members.values() {
@@ -131,84 +147,104 @@ pub(crate) fn rebalance(state: &mut State, group_name: &str) {
             }
         }
     }
-    let State { topics, groups, .. } = state;
-    let Some(group) = groups.get_mut(group_name) else {
-        return;
-    };
+    counts
+}
 
-    let mut target: HashMap<TopicPartition, u64> = HashMap::new();
-    for (topic, &n) in &counts {
-        let subs: Vec<u64> = group
-            .members
-            .iter()
-            .filter(|(_, m)| m.topics.contains(topic))
-            .map(|(id, _)| *id)
+/// The offset one past the last record of `tp` (0 when it does not exist).
+fn end_offset(topics: &FxHashMap<Arc<str>, Topic>, tp: &TopicPartition) -> i64 {
+    topics
+        .get(&tp.topic)
+        .and_then(|t| t.partitions.get(tp.partition as usize))
+        .map_or(0, |l| l.len() as i64)
+}
+
+impl Group {
+    /// The owner each partition should have: round-robin of each topic's
+    /// `counts` partitions over the members subscribed to it.
+    fn target(&self, counts: &HashMap<Arc<str>, i32>) -> HashMap<TopicPartition, u64> {
+        let mut target: HashMap<TopicPartition, u64> = HashMap::new();
+        for (topic, &n) in counts {
+            let subs: Vec<u64> = self
+                .members
+                .iter()
+                .filter(|(_, m)| m.topics.contains(topic))
+                .map(|(id, _)| *id)
+                .collect();
+            if subs.is_empty() {
+                continue;
+            }
+            for p in 0..n {
+                target.insert(
+                    TopicPartition::new(topic.clone(), p),
+                    subs[p as usize % subs.len()],
+                );
+            }
+        }
+        target
+    }
+
+    /// Revokes what is owned by someone other than its target; returns
+    /// whether a revocation is to be announced.
+    fn revoke_misplaced(&mut self, target: &HashMap<TopicPartition, u64>) -> bool {
+        let mut changed = false;
+        let owned: Vec<(TopicPartition, u64)> =
+            self.owner.iter().map(|(tp, m)| (tp.clone(), *m)).collect();
+        for (tp, current) in owned {
+            if target.get(&tp) == Some(&current) {
+                continue;
+            }
+            let Some(m) = self.members.get_mut(&current) else {
+                self.owner.remove(&tp);
+                continue;
+            };
+            if m.revoking.contains(&tp) {
+                continue;
+            }
+            if let Some(i) = m.pending_assign.iter().position(|x| *x == tp) {
+                // Never announced: give it back directly.
+                m.pending_assign.remove(i);
+                m.positions.remove(&tp);
+                self.owner.remove(&tp);
+                continue;
+            }
+            m.assigned.remove(&tp);
+            m.revoking.insert(tp.clone());
+            m.pending_revoke.push(tp);
+            m.notify.notify_one();
+            changed = true;
+        }
+        changed
+    }
+
+    /// Assigns what is free to its target, at the committed offset or, with
+    /// none, where the member's reset says (`end_offset` for `Latest`);
+    /// returns whether anything was assigned.
+    fn assign_free(
+        &mut self,
+        target: HashMap<TopicPartition, u64>,
+        end_offset: impl Fn(&TopicPartition) -> i64,
+    ) -> bool {
+        let mut changed = false;
+        let mut free: Vec<(TopicPartition, u64)> = target
+            .into_iter()
+            .filter(|(tp, _)| !self.owner.contains_key(tp))
             .collect();
-        if subs.is_empty() {
-            continue;
+        free.sort();
+        for (tp, id) in free {
+            let committed = self.committed.get(&tp).copied();
+            let Some(m) = self.members.get_mut(&id) else {
+                continue;
+            };
+            let position = committed.unwrap_or_else(|| match m.reset {
+                OffsetReset::Earliest => 0,
+                OffsetReset::Latest => end_offset(&tp),
+            });
+            m.positions.insert(tp.clone(), position);
+            m.pending_assign.push(tp.clone());
+            self.owner.insert(tp, id);
+            m.notify.notify_one();
+            changed = true;
         }
-        for p in 0..n {
-            target.insert(
-                TopicPartition::new(topic.clone(), p),
-                subs[p as usize % subs.len()],
-            );
-        }
-    }
-
-    let mut changed = false;
-    // Revoke what is owned by someone other than its target.
-    let owned: Vec<(TopicPartition, u64)> =
-        group.owner.iter().map(|(tp, m)| (tp.clone(), *m)).collect();
-    for (tp, current) in owned {
-        if target.get(&tp) == Some(&current) {
-            continue;
-        }
-        let Some(m) = group.members.get_mut(&current) else {
-            group.owner.remove(&tp);
-            continue;
-        };
-        if m.revoking.contains(&tp) {
-            continue;
-        }
-        if let Some(i) = m.pending_assign.iter().position(|x| *x == tp) {
-            // Never announced: give it back directly.
-            m.pending_assign.remove(i);
-            m.positions.remove(&tp);
-            group.owner.remove(&tp);
-            continue;
-        }
-        m.assigned.remove(&tp);
-        m.revoking.insert(tp.clone());
-        m.pending_revoke.push(tp);
-        m.notify.notify_one();
-        changed = true;
-    }
-
-    // Assign what is free to its target.
-    let mut free: Vec<(TopicPartition, u64)> = target
-        .into_iter()
-        .filter(|(tp, _)| !group.owner.contains_key(tp))
-        .collect();
-    free.sort();
-    for (tp, id) in free {
-        let committed = group.committed.get(&tp).copied();
-        let Some(m) = group.members.get_mut(&id) else {
-            continue;
-        };
-        let position = committed.unwrap_or_else(|| match m.reset {
-            OffsetReset::Earliest => 0,
-            OffsetReset::Latest => topics
-                .get(&tp.topic)
-                .and_then(|t| t.partitions.get(tp.partition as usize))
-                .map_or(0, |l| l.len() as i64),
-        });
-        m.positions.insert(tp.clone(), position);
-        m.pending_assign.push(tp.clone());
-        group.owner.insert(tp, id);
-        m.notify.notify_one();
-        changed = true;
-    }
-    if changed {
-        group.generation += 1;
+        changed
     }
 }

@@ -77,6 +77,46 @@ fn topic_of<'a>(state: &'a mut State, name: &str) -> &'a mut Topic {
         .expect("ensured")
 }
 
+/// Whether `member` of `group` is there and owns every partition of
+/// `offsets`: a commit error otherwise.
+fn check_owner(
+    state: &State,
+    group: &str,
+    member: u64,
+    offsets: &[(TopicPartition, i64)],
+) -> Result<()> {
+    let g = state
+        .groups
+        .get(group)
+        .ok_or_else(|| Error::commit("group is gone", false))?;
+    let m = g
+        .members
+        .get(&member)
+        .ok_or_else(|| Error::commit("consumer has left its group", false))?;
+    if let Some((tp, _)) = offsets.iter().find(|(tp, _)| !m.owns(tp)) {
+        return Err(Error::commit(
+            format!("{tp} is not assigned to this member"),
+            false,
+        ));
+    }
+    Ok(())
+}
+
+/// Appends `records` to the partitions they were `placed` in, then wakes
+/// the subscribers of every topic written.
+fn write_placed(state: &mut State, records: Vec<OutgoingRecord>, placed: Vec<i32>) {
+    let mut topics: Vec<Arc<str>> = Vec::new();
+    for (record, partition) in records.into_iter().zip(placed) {
+        if !topics.contains(&record.topic) {
+            topics.push(record.topic.clone());
+        }
+        topic_of(state, &record.topic.clone()).push(record, partition);
+    }
+    for topic in &topics {
+        group::wake_subscribers(state, topic);
+    }
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct State {
     topics: FxHashMap<Arc<str>, Topic>,
@@ -255,28 +295,30 @@ impl MemoryBroker {
         offsets: Vec<(TopicPartition, i64)>,
     ) -> std::result::Result<(), TransactionFailed> {
         let mut state = self.lock();
-        {
-            let g = state
-                .groups
-                .get(group)
-                .ok_or_else(|| Error::commit("group is gone", false))?;
-            let m = g
-                .members
-                .get(&member)
-                .ok_or_else(|| Error::commit("consumer has left its group", false))?;
-            if let Some((tp, _)) = offsets.iter().find(|(tp, _)| !m.owns(tp)) {
-                return Err(
-                    Error::commit(format!("{tp} is not assigned to this member"), false).into(),
-                );
-            }
-        }
+        check_owner(&state, group, member, &offsets)?;
         // Every record placed before any is written: all or nothing.
+        let placed = self.place_all(&mut state, &records)?;
+        write_placed(&mut state, records, placed);
+        let g = state.groups.get_mut(group).expect("checked");
+        for (tp, offset) in offsets {
+            g.commit(tp, offset);
+        }
+        Ok(())
+    }
+
+    /// The partition of each record (its topic created if missing), or the
+    /// failure naming every record that has none.
+    fn place_all(
+        &self,
+        state: &mut State,
+        records: &[OutgoingRecord],
+    ) -> std::result::Result<Vec<i32>, TransactionFailed> {
         let mut placed = Vec::with_capacity(records.len());
         let mut refused = Vec::new();
         for (i, record) in records.iter().enumerate() {
             let place = self
-                .ensure_locked(&mut state, &record.topic, None)
-                .and_then(|()| topic_of(&mut state, &record.topic).place(record));
+                .ensure_locked(state, &record.topic, None)
+                .and_then(|()| topic_of(state, &record.topic).place(record));
             match place {
                 Ok(p) => placed.push(p),
                 Err(e) => refused.push((i, e)),
@@ -296,21 +338,7 @@ impl MemoryBroker {
                 undetermined: false,
             });
         }
-        let mut topics: Vec<Arc<str>> = Vec::new();
-        for (record, partition) in records.into_iter().zip(placed) {
-            if !topics.contains(&record.topic) {
-                topics.push(record.topic.clone());
-            }
-            topic_of(&mut state, &record.topic.clone()).push(record, partition);
-        }
-        for topic in &topics {
-            group::wake_subscribers(&state, topic);
-        }
-        let g = state.groups.get_mut(group).expect("checked");
-        for (tp, offset) in offsets {
-            g.commit(tp, offset);
-        }
-        Ok(())
+        Ok(placed)
     }
 
     pub(crate) fn partition_count(state: &State, topic: &str) -> i32 {

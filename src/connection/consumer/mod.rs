@@ -15,9 +15,11 @@
 //! feeds (a Dispatcher or the Republisher) gets [`Deliver`] and
 //! [`Released`]: the protocol is in `connection/protocol.rs`.
 //!
-//! By concern: this file polls and delivers; `flow.rs` keeps the credit,
-//! the pause and the holds; `commit.rs` the commits, completions and
-//! revocations.
+//! By concern: this file polls and delivers; `events.rs` handles what a
+//! poll brings (revocations, assignments, records); `flow.rs` keeps the
+//! credit, the pause and the holds; `commit.rs` the commits and
+//! completions; `revoke.rs` gives revoked partitions back;
+//! `transaction.rs` holds a transactional subscription's commits.
 //!
 //! Giving partitions up: a revoked partition is released once its records
 //! are finished, or when the drain timeout passes. Either way the consumer
@@ -36,7 +38,7 @@
 //! the connection holds it by partition and offset, and every commit
 //! (periodic, of a revoked partition, and the final one on shutdown)
 //! writes the outputs below the offsets it commits and those offsets in
-//! one broker transaction (`commit.rs`). A failed transaction is aborted
+//! one broker transaction (`transaction.rs`). A failed transaction is aborted
 //! and its outputs are held for the next commit; revoked partitions and
 //! the final commit wait for a transaction under way. Outputs the broker
 //! refuses for good are taken out: their records' fate is open again
@@ -65,13 +67,10 @@ use actix::prelude::*;
 use kafkactor_actors::{fail, Shutdown};
 use tokio::sync::oneshot;
 
-use super::protocol::{Deliver, FindReader, Ready, Released};
+use super::protocol::{Deliver, FindReader, Ready};
 use super::watermark::Watermark;
-use crate::broker::{
-    BrokerBackend, ConsumerClient, ConsumerConfig, ConsumerEvent, PartitionCounts,
-};
+use crate::broker::{BrokerBackend, ConsumerClient, ConsumerConfig, PartitionCounts};
 use crate::envelope::{Record, TopicPartition};
-use crate::observe::trace::{batch_span, Batch};
 
 static INCARNATIONS: AtomicU64 = AtomicU64::new(1);
 
@@ -92,7 +91,7 @@ struct Partition {
     held_until: Option<Instant>,
     /// A transactional subscription's: what the handlers of its finished
     /// records published, by offset, until committed with them.
-    outputs: commit::Outputs,
+    outputs: transaction::Outputs,
     /// A transactional subscription's: finished records whose outputs the
     /// broker refused at commit, by offset, until the reader reports
     /// their fate again. The partition is not committed past the first.
@@ -273,98 +272,6 @@ impl ConsumerConnection {
         self.woken = false;
     }
 
-    fn on_events(&mut self, events: Vec<ConsumerEvent>, ctx: &mut Context<Self>) {
-        for event in events {
-            match event {
-                ConsumerEvent::Revoked(tps) => {
-                    tracing::debug!(group = %self.group(), ?tps, "revoked");
-                    let now = Instant::now();
-                    for tp in tps {
-                        if let Some(p) = self.partitions.get_mut(&tp) {
-                            p.revoking_since = Some(now);
-                        }
-                    }
-                    ctx.run_later(self.settings.drain_timeout, |act, ctx| {
-                        act.finish_revokes(true, ctx)
-                    });
-                    self.finish_revokes(false, ctx);
-                }
-                ConsumerEvent::Assigned(tps) => {
-                    tracing::debug!(group = %self.group(), ?tps, "assigned");
-                    if self.paused {
-                        if let Some(client) = &self.client {
-                            if let Err(e) = client.pause(&tps) {
-                                tracing::warn!(error = %e, "pause of new partitions failed");
-                            }
-                        }
-                    }
-                    let mut stale = Vec::new();
-                    for tp in tps {
-                        // Assigned again without a revocation in between (a
-                        // member that lost its partitions): what it had of
-                        // the old assignment is dropped, its credit returned.
-                        if let Some(old) = self.partitions.insert(tp.clone(), Partition::new()) {
-                            self.in_flight -= old.in_flight();
-                            stale.push(tp);
-                        }
-                    }
-                    if !stale.is_empty() {
-                        tracing::warn!(group = %self.group(), partitions = ?stale,
-                            "assigned again without a revocation: their unfinished records are read again");
-                        if let Some((reader, _)) = (self.reader)() {
-                            reader.released.do_send(Released { partitions: stale });
-                        }
-                    }
-                }
-                ConsumerEvent::Records(mut records) => {
-                    // One partition lookup per run of records of one
-                    // partition (a batch is mostly such runs), and the
-                    // batch's own vector is passed on.
-                    let mut keep = 0;
-                    let mut i = 0;
-                    while i < records.len() {
-                        let (topic, partition) = (records[i].topic.clone(), records[i].partition);
-                        let mut end = i + 1;
-                        while end < records.len()
-                            && records[end].partition == partition
-                            && Arc::ptr_eq(&records[end].topic, &topic)
-                        {
-                            end += 1;
-                        }
-                        let tp = TopicPartition { topic, partition };
-                        if let Some(p) = self
-                            .partitions
-                            .get_mut(&tp)
-                            .filter(|p| p.revoking_since.is_none())
-                        {
-                            let wm = p
-                                .watermark
-                                .get_or_insert_with(|| Watermark::new(records[i].offset));
-                            for j in i..end {
-                                if wm.track(records[j].offset, records[j].clone()) {
-                                    // Stable compaction: kept records stay in order.
-                                    records.swap(keep, j);
-                                    keep += 1;
-                                    self.in_flight += 1;
-                                }
-                            }
-                        }
-                        i = end;
-                    }
-                    records.truncate(keep);
-                    let batch = records;
-                    let span =
-                        batch_span(Batch::Poll, Some(&self.settings.config.group), batch.len());
-                    let _entered = span.enter();
-                    self.deliver(batch, ctx);
-                }
-            }
-        }
-        if self.counted_in_flight() >= self.settings.max_in_flight && !self.paused {
-            self.set_paused(true);
-        }
-    }
-
     /// Sends `batch` to the reader. A reader incarnation that has not
     /// seen this connection's unfinished records yet gets all of them instead
     /// (`batch` is among them, since it is tracked before it is sent).
@@ -489,8 +396,11 @@ impl Handler<Shutdown> for ConsumerConnection {
 }
 
 mod commit;
+mod events;
 mod flow;
+mod revoke;
 mod spec;
+mod transaction;
 
 pub(crate) use flow::Hold;
 pub(crate) use spec::spec;

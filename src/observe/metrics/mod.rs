@@ -38,10 +38,13 @@ use std::sync::Arc;
 
 use prometheus::core::Collector;
 use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
-use rustc_hash::FxHashMap;
 
 use super::histogram::{Histograms, Series};
 use crate::error::{Error, Result};
+
+mod per_topic;
+
+pub(crate) use per_topic::{count_runs, PerTopic};
 
 /// The collectors of one application, registered on its registry.
 #[derive(Clone)]
@@ -103,129 +106,11 @@ impl Metrics {
     /// may) but registered nowhere, and [`Metrics::on`] tells the hot paths
     /// to skip them.
     pub(crate) fn register(registry: Registry, on: bool) -> Result<Self> {
-        let c = Collectors {
-            published: counter(
-                "kafkactor_published_total",
-                "Records published, by outcome (ok: the broker has it; error: the publish failed).",
-                &["topic", "outcome"],
-            ),
-            publish_latency: histogram(
-                "kafkactor_publish_latency_seconds",
-                "From the Producer taking a publish to the broker's acknowledgement.",
-                &["topic"],
-            ),
-            consumed: counter(
-                "kafkactor_consumed_total",
-                "Records handed to a subscription's lanes.",
-                &["topic", "group"],
-            ),
-            acked: counter(
-                "kafkactor_acked_total",
-                "Records their handler acknowledged.",
-                &["topic", "group"],
-            ),
-            retried: counter(
-                "kafkactor_retried_total",
-                "Attempts retried (each retry counts once).",
-                &["topic", "group"],
-            ),
-            dead_lettered: counter(
-                "kafkactor_dead_lettered_total",
-                "Records written to a dead-letter topic, by failure kind.",
-                &["topic", "group", "kind"],
-            ),
-            handler_duration: histogram(
-                "kafkactor_handler_duration_seconds",
-                "How long one handler call took.",
-                &["topic", "group"],
-            ),
-            in_flight: gauge(
-                "kafkactor_in_flight",
-                "Records read and not yet finished, by consumer group.",
-                &["group"],
-            ),
-            consumer_lag: gauge(
-                "kafkactor_consumer_lag",
-                "High watermark minus the group's committed offset, read at the scrape.",
-                &["group", "topic", "partition"],
-            ),
-            republished: counter(
-                "kafkactor_republished_total",
-                "Records the Republisher moved out of a delay bucket, by where they went.",
-                &["bucket", "target"],
-            ),
-            delayed_backlog: gauge(
-                "kafkactor_delayed_backlog",
-                "Records in a delay bucket not yet forwarded (the Republisher group's lag).",
-                &["bucket"],
-            ),
-            restarts: counter(
-                "kafkactor_actor_restarts_total",
-                "Actor restarts, from the supervision events.",
-                &["supervisor", "child"],
-            ),
-            escalations: counter(
-                "kafkactor_escalations_total",
-                "Supervisors that gave up after too many restarts.",
-                &["supervisor"],
-            ),
-            lineage_dropped: single(
-                "kafkactor_lineage_dropped_total",
-                "Lineage events dropped because their queue was full.",
-            ),
-            duplicates: counter(
-                "kafkactor_duplicates_total",
-                "Records an idempotent subscription acknowledged without handling (their key was handled before).",
-                &["topic", "group"],
-            ),
-            idempotency_errors: counter(
-                "kafkactor_idempotency_store_errors_total",
-                "Idempotency store calls that failed (consumption waits and tries again).",
-                &["group"],
-            ),
-            outbox_sent: counter(
-                "kafkactor_outbox_sent_total",
-                "Outbox rows the broker acknowledged (and the relay deleted).",
-                &["table"],
-            ),
-            outbox_failed: counter(
-                "kafkactor_outbox_failed_total",
-                "Outbox rows the broker refused for good (kept with the reason in their error column).",
-                &["table"],
-            ),
-            outbox_errors: counter(
-                "kafkactor_outbox_errors_total",
-                "Outbox relay database calls that failed (the relay waits and tries again).",
-                &["table"],
-            ),
-            registry,
-            on,
-        };
+        let c = Collectors::new(registry, on);
         if !on {
             return Ok(Metrics(Arc::new(c)));
         }
-        let all: [Box<dyn Collector>; 19] = [
-            Box::new(c.published.clone()),
-            Box::new(SharedHistograms(c.publish_latency.clone())),
-            Box::new(c.consumed.clone()),
-            Box::new(c.acked.clone()),
-            Box::new(c.retried.clone()),
-            Box::new(c.dead_lettered.clone()),
-            Box::new(SharedHistograms(c.handler_duration.clone())),
-            Box::new(c.in_flight.clone()),
-            Box::new(c.consumer_lag.clone()),
-            Box::new(c.republished.clone()),
-            Box::new(c.delayed_backlog.clone()),
-            Box::new(c.restarts.clone()),
-            Box::new(c.escalations.clone()),
-            Box::new(c.lineage_dropped.clone()),
-            Box::new(c.duplicates.clone()),
-            Box::new(c.idempotency_errors.clone()),
-            Box::new(c.outbox_sent.clone()),
-            Box::new(c.outbox_failed.clone()),
-            Box::new(c.outbox_errors.clone()),
-        ];
-        for collector in all {
+        for collector in c.all() {
             c.registry.register(collector).map_err(|e| {
                 Error::Config(format!(
                     "cannot register kafkactor's metrics on the registry given: {e}"
@@ -289,6 +174,203 @@ impl Metrics {
     }
 }
 
+impl Collectors {
+    /// Every collector defined, on no registry yet.
+    fn new(registry: Registry, on: bool) -> Self {
+        let (published, publish_latency) = publish_collectors();
+        let [consumed, acked, retried, dead_lettered, duplicates, idempotency_errors] =
+            consume_counters();
+        let (handler_duration, in_flight, consumer_lag) = consume_progress();
+        let (republished, delayed_backlog) = delay_collectors();
+        let (restarts, escalations, lineage_dropped) = supervision_collectors();
+        let [outbox_sent, outbox_failed, outbox_errors] = outbox_counters();
+        Collectors {
+            published,
+            publish_latency,
+            consumed,
+            acked,
+            retried,
+            dead_lettered,
+            handler_duration,
+            in_flight,
+            consumer_lag,
+            republished,
+            delayed_backlog,
+            restarts,
+            escalations,
+            lineage_dropped,
+            duplicates,
+            idempotency_errors,
+            outbox_sent,
+            outbox_failed,
+            outbox_errors,
+            registry,
+            on,
+        }
+    }
+
+    /// Every collector, in the order they are registered.
+    fn all(&self) -> [Box<dyn Collector>; 19] {
+        [
+            Box::new(self.published.clone()),
+            Box::new(SharedHistograms(self.publish_latency.clone())),
+            Box::new(self.consumed.clone()),
+            Box::new(self.acked.clone()),
+            Box::new(self.retried.clone()),
+            Box::new(self.dead_lettered.clone()),
+            Box::new(SharedHistograms(self.handler_duration.clone())),
+            Box::new(self.in_flight.clone()),
+            Box::new(self.consumer_lag.clone()),
+            Box::new(self.republished.clone()),
+            Box::new(self.delayed_backlog.clone()),
+            Box::new(self.restarts.clone()),
+            Box::new(self.escalations.clone()),
+            Box::new(self.lineage_dropped.clone()),
+            Box::new(self.duplicates.clone()),
+            Box::new(self.idempotency_errors.clone()),
+            Box::new(self.outbox_sent.clone()),
+            Box::new(self.outbox_failed.clone()),
+            Box::new(self.outbox_errors.clone()),
+        ]
+    }
+}
+
+/// The publish family: records published, by outcome, and how long the
+/// broker took to acknowledge them.
+fn publish_collectors() -> (IntCounterVec, Arc<Histograms>) {
+    (
+        counter(
+            "kafkactor_published_total",
+            "Records published, by outcome (ok: the broker has it; error: the publish failed).",
+            &["topic", "outcome"],
+        ),
+        histogram(
+            "kafkactor_publish_latency_seconds",
+            "From the Producer taking a publish to the broker's acknowledgement.",
+            &["topic"],
+        ),
+    )
+}
+
+/// The consume family's counters: records consumed and what became of
+/// them, and the idempotency store's failures.
+fn consume_counters() -> [IntCounterVec; 6] {
+    [
+        counter(
+            "kafkactor_consumed_total",
+            "Records handed to a subscription's lanes.",
+            &["topic", "group"],
+        ),
+        counter(
+            "kafkactor_acked_total",
+            "Records their handler acknowledged.",
+            &["topic", "group"],
+        ),
+        counter(
+            "kafkactor_retried_total",
+            "Attempts retried (each retry counts once).",
+            &["topic", "group"],
+        ),
+        counter(
+            "kafkactor_dead_lettered_total",
+            "Records written to a dead-letter topic, by failure kind.",
+            &["topic", "group", "kind"],
+        ),
+        counter(
+            "kafkactor_duplicates_total",
+            "Records an idempotent subscription acknowledged without handling (their key was handled before).",
+            &["topic", "group"],
+        ),
+        counter(
+            "kafkactor_idempotency_store_errors_total",
+            "Idempotency store calls that failed (consumption waits and tries again).",
+            &["group"],
+        ),
+    ]
+}
+
+/// The consume family's progress: how long handlers take, records in
+/// flight, and the groups' lag.
+fn consume_progress() -> (Arc<Histograms>, IntGaugeVec, IntGaugeVec) {
+    (
+        histogram(
+            "kafkactor_handler_duration_seconds",
+            "How long one handler call took.",
+            &["topic", "group"],
+        ),
+        gauge(
+            "kafkactor_in_flight",
+            "Records read and not yet finished, by consumer group.",
+            &["group"],
+        ),
+        gauge(
+            "kafkactor_consumer_lag",
+            "High watermark minus the group's committed offset, read at the scrape.",
+            &["group", "topic", "partition"],
+        ),
+    )
+}
+
+/// The delay family: records the Republisher moved, and the buckets'
+/// backlog.
+fn delay_collectors() -> (IntCounterVec, IntGaugeVec) {
+    (
+        counter(
+            "kafkactor_republished_total",
+            "Records the Republisher moved out of a delay bucket, by where they went.",
+            &["bucket", "target"],
+        ),
+        gauge(
+            "kafkactor_delayed_backlog",
+            "Records in a delay bucket not yet forwarded (the Republisher group's lag).",
+            &["bucket"],
+        ),
+    )
+}
+
+/// The supervision family: actor restarts, escalations, and lineage
+/// events dropped.
+fn supervision_collectors() -> (IntCounterVec, IntCounterVec, IntCounter) {
+    (
+        counter(
+            "kafkactor_actor_restarts_total",
+            "Actor restarts, from the supervision events.",
+            &["supervisor", "child"],
+        ),
+        counter(
+            "kafkactor_escalations_total",
+            "Supervisors that gave up after too many restarts.",
+            &["supervisor"],
+        ),
+        single(
+            "kafkactor_lineage_dropped_total",
+            "Lineage events dropped because their queue was full.",
+        ),
+    )
+}
+
+/// The outbox family: the relay's rows sent, rows refused, and database
+/// errors, by table.
+fn outbox_counters() -> [IntCounterVec; 3] {
+    [
+        counter(
+            "kafkactor_outbox_sent_total",
+            "Outbox rows the broker acknowledged (and the relay deleted).",
+            &["table"],
+        ),
+        counter(
+            "kafkactor_outbox_failed_total",
+            "Outbox rows the broker refused for good (kept with the reason in their error column).",
+            &["table"],
+        ),
+        counter(
+            "kafkactor_outbox_errors_total",
+            "Outbox relay database calls that failed (the relay waits and tries again).",
+            &["table"],
+        ),
+    ]
+}
+
 /// A histogram family registered while the metrics keep it too.
 struct SharedHistograms(Arc<Histograms>);
 
@@ -326,84 +408,5 @@ impl HandleMetrics {
     /// Counts a record of this topic dead-lettered with `kind`.
     pub(crate) fn dead_lettered(&self, kind: &str) {
         self.metrics.dead_lettered(&self.topic, &self.group, kind);
-    }
-}
-
-/// Values resolved per topic, looked up by the topic's `Arc<str>`: records
-/// of one topic come in runs and share one, so the last topic asked is
-/// found by pointer; another (or the same name in another `Arc`) by a hash
-/// of its name.
-pub(crate) struct PerTopic<T> {
-    values: Vec<(Arc<str>, T)>,
-    index: FxHashMap<Arc<str>, usize>,
-    /// Where the topic asked last is in `values`.
-    last: usize,
-}
-
-impl<T> Default for PerTopic<T> {
-    fn default() -> Self {
-        PerTopic {
-            values: Vec::new(),
-            index: FxHashMap::default(),
-            last: 0,
-        }
-    }
-}
-
-impl<T> PerTopic<T> {
-    /// The value of `topic`, made by `make` the first time.
-    #[inline]
-    pub(crate) fn get(&mut self, topic: &Arc<str>, make: impl FnOnce(&str) -> T) -> &mut T {
-        let hit = self
-            .values
-            .get(self.last)
-            .is_some_and(|(t, _)| Arc::ptr_eq(t, topic));
-        if !hit {
-            self.last = self.find(topic, make);
-        }
-        &mut self.values[self.last].1
-    }
-
-    /// Where `topic`'s value is, made by `make` if there is none yet: out
-    /// of line, as a run of records of one topic asks once.
-    #[cold]
-    #[inline(never)]
-    fn find(&mut self, topic: &Arc<str>, make: impl FnOnce(&str) -> T) -> usize {
-        match self.index.get(topic) {
-            Some(&i) => i,
-            None => {
-                self.values.push((topic.clone(), make(topic)));
-                self.index.insert(topic.clone(), self.values.len() - 1);
-                self.values.len() - 1
-            }
-        }
-    }
-
-    /// Every value made so far.
-    pub(crate) fn values_mut(&mut self) -> impl Iterator<Item = &mut T> {
-        self.values.iter_mut().map(|(_, value)| value)
-    }
-}
-
-/// Counts records by topic in runs of one topic (a batch is mostly such
-/// runs): `add(topic, n)` once per run.
-pub(crate) fn count_runs<'a>(
-    topics: impl Iterator<Item = &'a Arc<str>>,
-    mut add: impl FnMut(&Arc<str>, u64),
-) {
-    let mut run: Option<(&Arc<str>, u64)> = None;
-    for topic in topics {
-        match &mut run {
-            Some((current, n)) if Arc::ptr_eq(current, topic) => *n += 1,
-            _ => {
-                if let Some((current, n)) = run.take() {
-                    add(current, n);
-                }
-                run = Some((topic, 1));
-            }
-        }
-    }
-    if let Some((current, n)) = run {
-        add(current, n);
     }
 }
