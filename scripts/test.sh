@@ -53,6 +53,7 @@ step "format"
 cargo fmt --all --check
 
 step "import graph (dependencies flow one way, no cycle: scripts/layers.py)"
+python3 scripts/layers.py --self-test
 python3 scripts/layers.py
 
 step "lint"

@@ -20,6 +20,7 @@
 //! error is answered (the record stays uncommitted, the caller keeps
 //! trying) and a `Degraded` event says the partition waits on it.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,7 +29,7 @@ use kafkactor_actors::{Backoff, ChildRef, Shutdown};
 
 use kafkactor_actors::{Events, SupervisionEvent};
 
-use crate::broker::Failed;
+use crate::broker::{Delivered, Failed, WriteResult};
 use crate::connection::producer::Writer;
 use crate::envelope::{header, now_ms, OutgoingRecord, Record};
 use crate::error::{Error, Result};
@@ -193,49 +194,75 @@ impl Handler<DeadLetterRecord> for DeadLetter {
             self.delivery_timeout,
             self.events.clone(),
         );
-        let degraded = move |reason: String| {
-            events.publish(SupervisionEvent::Degraded {
-                supervisor: Arc::from("kafkactor"),
-                child: Arc::from("dead-letter"),
-                reason,
-            })
-        };
         let write = connection.write(record, timeout);
         Box::pin(async move {
             // A refused record comes back with its refusal: no copy kept.
-            let (refusal, record) = match write.await.map_err(|failed| *failed) {
-                Ok(_) => return Ok(()),
-                Err(Failed { error, .. }) if error.is_retriable() => return Err(error),
-                Err(Failed {
-                    error,
-                    record: Some(record),
-                }) => (error, record),
-                Err(Failed {
-                    error,
-                    record: None,
-                }) => return Err(error),
+            let (refusal, record) = match refused_for_good(write.await) {
+                ControlFlow::Break(answer) => return answer,
+                ControlFlow::Continue(refused) => refused,
             };
             let stripped = without_payload(record, &refusal);
-            match connection.write_record(stripped, timeout).await {
-                Ok(_) => {
-                    tracing::error!(record = %where_, error = %refusal,
-                        "the dead letter was refused for good: written without its payload");
-                    degraded(format!(
-                        "dead letter of {where_} written without its payload: {refusal}"
-                    ));
-                    Ok(())
-                }
-                Err(e) => {
-                    if !e.is_retriable() {
-                        degraded(format!(
-                            "dead letter of {where_} cannot be written ({e}): the record stays uncommitted and its partition waits"
-                        ));
-                    }
-                    Err(e)
-                }
-            }
+            let written = connection.write_record(stripped, timeout).await;
+            written_without_payload(written, &where_, &refusal, &events)
         })
     }
+}
+
+/// The answer to a dead letter's write: final (`Break`: written, or a
+/// failure that may pass, or one without its record), or refused for good
+/// with the record back (`Continue`), to be written without its payload.
+fn refused_for_good(written: WriteResult) -> ControlFlow<Result<()>, (Error, OutgoingRecord)> {
+    match written.map_err(|failed| *failed) {
+        Ok(_) => ControlFlow::Break(Ok(())),
+        Err(Failed { error, .. }) if error.is_retriable() => ControlFlow::Break(Err(error)),
+        Err(Failed {
+            error,
+            record: Some(record),
+        }) => ControlFlow::Continue((error, record)),
+        Err(Failed {
+            error,
+            record: None,
+        }) => ControlFlow::Break(Err(error)),
+    }
+}
+
+/// The answer to a dead letter refused for good (`refusal`), once written
+/// without its payload (`written`): `Degraded` events say what became of
+/// the record at `where_`.
+fn written_without_payload(
+    written: Result<Delivered>,
+    where_: &str,
+    refusal: &Error,
+    events: &Events,
+) -> Result<()> {
+    match written {
+        Ok(_) => {
+            tracing::error!(record = %where_, error = %refusal,
+                "the dead letter was refused for good: written without its payload");
+            degraded(
+                events,
+                format!("dead letter of {where_} written without its payload: {refusal}"),
+            );
+            Ok(())
+        }
+        Err(e) => {
+            if !e.is_retriable() {
+                degraded(events, format!(
+                    "dead letter of {where_} cannot be written ({e}): the record stays uncommitted and its partition waits"
+                ));
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Publishes that the dead-letter actor is degraded, for `reason`.
+fn degraded(events: &Events, reason: String) {
+    events.publish(SupervisionEvent::Degraded {
+        supervisor: Arc::from("kafkactor"),
+        child: Arc::from("dead-letter"),
+        reason,
+    })
 }
 
 impl Handler<Shutdown> for DeadLetter {

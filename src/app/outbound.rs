@@ -65,49 +65,76 @@ impl Outbound {
             metrics,
             lineage,
         } = settings;
-        let connection = self.connection.clone();
         root
             // Large mailboxes: `send` beyond the capacity would let waiting
             // publishes overtake each other.
-            .child(
-                ChildSpec::graceful_with_ref("producer-connection", &self.connection, move || {
-                    ProducerConnection::new(
-                        backend.clone(),
-                        ProducerConfig {
-                            delivery_timeout,
-                            linger: None,
-                        },
-                    )
-                })
-                .mailbox_capacity(WRITE_MAILBOX),
-            )
-            .child(
-                ChildSpec::graceful_with_ref("producer", &self.producer, {
-                    let connection = connection.clone();
-                    move || {
-                        Producer::new(
-                            connection.clone(),
-                            max_record_bytes,
-                            delivery_timeout,
-                            delays.clone(),
-                            Some(intake.clone()),
-                            metrics.clone(),
-                            lineage.clone(),
-                        )
-                    }
-                })
-                .mailbox_capacity(WRITE_MAILBOX),
-            )
-            .child(ChildSpec::graceful_with_ref(
-                "dead-letter",
-                &self.dead_letter,
-                move || {
-                    DeadLetter::new(
-                        Writer::to(connection.clone()),
-                        delivery_timeout,
-                        events.clone(),
-                    )
-                },
+            .child(self.connection_spec(backend, delivery_timeout))
+            .child(self.producer_spec(
+                max_record_bytes,
+                delivery_timeout,
+                delays,
+                intake,
+                metrics,
+                lineage,
             ))
+            .child(self.dead_letter_spec(delivery_timeout, events))
+    }
+
+    /// The producer connection's spec: a client of `backend`, with a large
+    /// mailbox.
+    fn connection_spec(
+        &self,
+        backend: Arc<dyn BrokerBackend>,
+        delivery_timeout: Duration,
+    ) -> ChildSpec {
+        ChildSpec::graceful_with_ref("producer-connection", &self.connection, move || {
+            ProducerConnection::new(
+                backend.clone(),
+                ProducerConfig {
+                    delivery_timeout,
+                    linger: None,
+                },
+            )
+        })
+        .mailbox_capacity(WRITE_MAILBOX)
+    }
+
+    /// The Producer's spec: it writes through the producer connection, and
+    /// has a large mailbox.
+    fn producer_spec(
+        &self,
+        max_record_bytes: usize,
+        delivery_timeout: Duration,
+        delays: Option<Arc<Plan>>,
+        intake: IntakeReceiver,
+        metrics: Metrics,
+        lineage: Option<Tap>,
+    ) -> ChildSpec {
+        let connection = self.connection.clone();
+        ChildSpec::graceful_with_ref("producer", &self.producer, move || {
+            Producer::new(
+                connection.clone(),
+                max_record_bytes,
+                delivery_timeout,
+                delays.clone(),
+                Some(intake.clone()),
+                metrics.clone(),
+                lineage.clone(),
+            )
+        })
+        .mailbox_capacity(WRITE_MAILBOX)
+    }
+
+    /// The dead-letter actor's spec: it writes through the producer
+    /// connection.
+    fn dead_letter_spec(&self, delivery_timeout: Duration, events: Events) -> ChildSpec {
+        let connection = self.connection.clone();
+        ChildSpec::graceful_with_ref("dead-letter", &self.dead_letter, move || {
+            DeadLetter::new(
+                Writer::to(connection.clone()),
+                delivery_timeout,
+                events.clone(),
+            )
+        })
     }
 }

@@ -27,6 +27,7 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -409,16 +410,8 @@ fn produce_or_return<R: WriteReply>(
     record: OutgoingRecord,
     timeout: Duration,
 ) -> impl Future<Output = WriteResult> + 'static {
-    let send = |conn: Addr<ProducerConnection<R>>, n: u64, record: OutgoingRecord| {
-        let (tx, answer) = oneshot::channel();
-        conn.do_send(ProduceBatch(vec![Write::with(
-            record,
-            AnswerTo::Channel(tx),
-        )]));
-        (answer, conn, n)
-    };
     let first = match connection.get_numbered() {
-        Some((conn, n)) => Ok(send(conn, n, record)),
+        Some((conn, n)) => Ok(send_one(conn, n, record)),
         None => Err(record),
     };
     async move {
@@ -431,32 +424,15 @@ fn produce_or_return<R: WriteReply>(
                 Ok(sent) => sent,
                 Err(record) => {
                     let remaining = deadline.saturating_duration_since(Instant::now());
-                    let Some((conn, n)) =
-                        connection.ready_after(failed_incarnation, remaining).await
-                    else {
-                        let error = Error::Unavailable(format!(
-                            "no producer connection within the delivery timeout of {timeout:?}"
-                        ));
-                        return Err(Failed::new(error, record));
-                    };
-                    send(conn, n, record)
+                    match connection.ready_after(failed_incarnation, remaining).await {
+                        Some((conn, n)) => send_one(conn, n, record),
+                        None => return Err(no_connection(timeout, record)),
+                    }
                 }
             };
-            let failed = match answer.await {
-                Ok(Ok(delivered)) => return Ok(delivered),
-                Ok(Err(failed)) => failed,
-                Err(_) => {
-                    return Err(Failed::without_record(Error::Unavailable(
-                        "producer connection stopped with the record".into(),
-                    )))
-                }
-            };
-            let (error, record) = match *failed {
-                Failed {
-                    error,
-                    record: Some(record),
-                } if error.is_retriable() => (error, record),
-                failed => return Err(Box::new(failed)),
+            let (error, record) = match retriable(answer.await) {
+                ControlFlow::Break(result) => return result,
+                ControlFlow::Continue(failure) => failure,
             };
             if !conn.connected() {
                 // Wait for the next incarnation.
@@ -470,5 +446,62 @@ fn produce_or_return<R: WriteReply>(
             tokio::time::sleep(backoff).await;
             next = Err(record);
         }
+    }
+}
+
+/// A write sent to a connection incarnation: where its answer comes, the
+/// incarnation and its number.
+type Sent<R> = (
+    oneshot::Receiver<WriteResult>,
+    Addr<ProducerConnection<R>>,
+    u64,
+);
+
+/// Sends `record` alone to incarnation `n` of the connection, `conn`.
+#[inline]
+fn send_one<R: WriteReply>(
+    conn: Addr<ProducerConnection<R>>,
+    n: u64,
+    record: OutgoingRecord,
+) -> Sent<R> {
+    let (tx, answer) = oneshot::channel();
+    conn.do_send(ProduceBatch(vec![Write::with(
+        record,
+        AnswerTo::Channel(tx),
+    )]));
+    (answer, conn, n)
+}
+
+/// The failure of a write no connection took within `timeout`, with its
+/// record.
+fn no_connection(timeout: Duration, record: OutgoingRecord) -> Box<Failed> {
+    let error = Error::Unavailable(format!(
+        "no producer connection within the delivery timeout of {timeout:?}"
+    ));
+    Failed::new(error, record)
+}
+
+/// The answer to a write: final (`Break`: delivered, or a failure that
+/// does not pass, or the connection gone with the record), or a failure
+/// that may pass, with the record to send again (`Continue`).
+#[inline]
+fn retriable(
+    answer: std::result::Result<WriteResult, oneshot::error::RecvError>,
+) -> ControlFlow<WriteResult, (Error, OutgoingRecord)> {
+    let failed = match answer {
+        Ok(Ok(delivered)) => return ControlFlow::Break(Ok(delivered)),
+        Ok(Err(failed)) => failed,
+        Err(_) => {
+            return ControlFlow::Break(Err(Failed::without_record(Error::Unavailable(
+                "producer connection stopped with the record".into(),
+            ))))
+        }
+    };
+    match *failed {
+        Failed {
+            error,
+            record: Some(record),
+        } if error.is_retriable() => ControlFlow::Continue((error, record)),
+        failed => ControlFlow::Break(Err(Box::new(failed))),
     }
 }

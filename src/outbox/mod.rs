@@ -135,64 +135,12 @@ impl Outbox {
     }
 
     fn build(table: &str) -> Self {
-        // Index, function and trigger names: the table's, dots made underscores.
-        let base = table.replace('.', "_");
-        let schema = format!(
-            "SELECT pg_advisory_xact_lock({lock}, -1);
-CREATE TABLE IF NOT EXISTS {table} (
-    id BIGSERIAL PRIMARY KEY,
-    shard SMALLINT NOT NULL,
-    topic TEXT NOT NULL,
-    partition INTEGER,
-    key BYTEA,
-    headers BYTEA NOT NULL,
-    payload BYTEA,
-    deliver_at_ms BIGINT,
-    created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
-    error TEXT
-);
-CREATE INDEX IF NOT EXISTS {base}_pending ON {table} (shard, id) WHERE error IS NULL;
-CREATE OR REPLACE FUNCTION {base}_notify() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM pg_notify('{base}', '');
-    RETURN NULL;
-END $$;
-CREATE OR REPLACE TRIGGER {base}_notify AFTER INSERT ON {table}
-    FOR EACH STATEMENT EXECUTE FUNCTION {base}_notify();",
-            lock = lock_class(table),
-        );
+        let schema = schema_sql(table);
         let sql = Statements {
-            // In the arrays' order (ids follow it).
-            insert: format!(
-                "INSERT INTO {table} (shard, topic, partition, key, headers, payload, deliver_at_ms)
-                 SELECT s, t, p, k, h, v, d
-                 FROM unnest($1::int2[], $2::text[], $3::int4[], $4::bytea[], $5::bytea[], $6::bytea[], $7::int8[])
-                      WITH ORDINALITY AS r(s, t, p, k, h, v, d, n)
-                 ORDER BY n RETURNING id"
-            )
-            .into(),
+            insert: insert_sql(table),
             check: format!("SELECT 1 FROM {table} LIMIT 0").into(),
-            // The shards, in the order given, that have rows to send and
-            // whose lock this transaction gets (at most $3 of them; the
-            // CASE keeps a shard without rows from being locked).
-            lock: format!(
-                "SELECT u.s FROM unnest($1::int2[]) AS u(s)
-                 WHERE CASE WHEN EXISTS (SELECT 1 FROM {table} p WHERE p.shard = u.s AND p.error IS NULL)
-                            THEN pg_try_advisory_xact_lock($2, u.s) ELSE false END
-                 LIMIT $3"
-            )
-            .into(),
-            // The first $2 rows of the shards locked, by id. A statement of
-            // its own, after the locks: its snapshot holds what the relay
-            // that held a shard before committed (deleted rows included).
-            take: format!(
-                "SELECT o.id, o.topic, o.partition, o.key, o.headers, o.payload, o.deliver_at_ms
-                 FROM unnest($1::int2[]) AS m(s)
-                 CROSS JOIN LATERAL (SELECT * FROM {table} r WHERE r.shard = m.s AND r.error IS NULL
-                                     ORDER BY r.id LIMIT $2) AS o
-                 ORDER BY o.id LIMIT $2"
-            )
-            .into(),
+            lock: lock_sql(table),
+            take: take_sql(table),
             delete: format!("DELETE FROM {table} WHERE id = ANY($1)").into(),
             fail: format!(
                 "UPDATE {table} AS o SET error = f.error
@@ -282,6 +230,77 @@ CREATE OR REPLACE TRIGGER {base}_notify AFTER INSERT ON {table}
     pub(crate) fn statements(&self) -> &Statements {
         &self.sql
     }
+}
+
+/// The SQL that creates `table` (its index, and the trigger that wakes
+/// relays), as [`Outbox::schema`] gives it.
+fn schema_sql(table: &str) -> String {
+    // Index, function and trigger names: the table's, dots made underscores.
+    let base = table.replace('.', "_");
+    format!(
+        "SELECT pg_advisory_xact_lock({lock}, -1);
+CREATE TABLE IF NOT EXISTS {table} (
+    id BIGSERIAL PRIMARY KEY,
+    shard SMALLINT NOT NULL,
+    topic TEXT NOT NULL,
+    partition INTEGER,
+    key BYTEA,
+    headers BYTEA NOT NULL,
+    payload BYTEA,
+    deliver_at_ms BIGINT,
+    created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS {base}_pending ON {table} (shard, id) WHERE error IS NULL;
+CREATE OR REPLACE FUNCTION {base}_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('{base}', '');
+    RETURN NULL;
+END $$;
+CREATE OR REPLACE TRIGGER {base}_notify AFTER INSERT ON {table}
+    FOR EACH STATEMENT EXECUTE FUNCTION {base}_notify();",
+        lock = lock_class(table),
+    )
+}
+
+/// The insert of [`Outbox::publish_all`]: rows from the columns bound as
+/// arrays, in the arrays' order (ids follow it).
+fn insert_sql(table: &str) -> Arc<str> {
+    format!(
+        "INSERT INTO {table} (shard, topic, partition, key, headers, payload, deliver_at_ms)
+                 SELECT s, t, p, k, h, v, d
+                 FROM unnest($1::int2[], $2::text[], $3::int4[], $4::bytea[], $5::bytea[], $6::bytea[], $7::int8[])
+                      WITH ORDINALITY AS r(s, t, p, k, h, v, d, n)
+                 ORDER BY n RETURNING id"
+    )
+    .into()
+}
+
+/// The shards, in the order given, that have rows to send and whose lock
+/// this transaction gets (at most $3 of them; the CASE keeps a shard
+/// without rows from being locked).
+fn lock_sql(table: &str) -> Arc<str> {
+    format!(
+        "SELECT u.s FROM unnest($1::int2[]) AS u(s)
+                 WHERE CASE WHEN EXISTS (SELECT 1 FROM {table} p WHERE p.shard = u.s AND p.error IS NULL)
+                            THEN pg_try_advisory_xact_lock($2, u.s) ELSE false END
+                 LIMIT $3"
+    )
+    .into()
+}
+
+/// The first $2 rows of the shards locked, by id. A statement of its own,
+/// after the locks: its snapshot holds what the relay that held a shard
+/// before committed (deleted rows included).
+fn take_sql(table: &str) -> Arc<str> {
+    format!(
+        "SELECT o.id, o.topic, o.partition, o.key, o.headers, o.payload, o.deliver_at_ms
+                 FROM unnest($1::int2[]) AS m(s)
+                 CROSS JOIN LATERAL (SELECT * FROM {table} r WHERE r.shard = m.s AND r.error IS NULL
+                                     ORDER BY r.id LIMIT $2) AS o
+                 ORDER BY o.id LIMIT $2"
+    )
+    .into()
 }
 
 /// `publish` ready for its row: validated, with its message id and, inside

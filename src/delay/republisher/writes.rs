@@ -13,7 +13,7 @@ use crate::connection::producer::{hand_over, Write, WriteReply};
 use crate::connection::protocol::Stamp;
 use crate::dead_letter::{self, DeadLetterRecord, FailureKind};
 use crate::envelope::{now_ms, OutgoingRecord, Record};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::observe::trace::{batch_span, Batch};
 use crate::topics;
 
@@ -111,42 +111,11 @@ impl Handler<TakeAnswered> for Republisher {
             }
             match forwarded.result {
                 Ok(()) => {
-                    let metrics = &self.metrics;
-                    let counters = self.counters.get(&forwarded.record.topic, |bucket| {
-                        Arc::new(
-                            ["destination", "bucket", "dead_letter"]
-                                .map(|target| metrics.republished(bucket, target)),
-                        )
-                    });
-                    counters[match forwarded.target {
-                        Target::Destination { .. } => 0,
-                        Target::Bucket(_) => 1,
-                        Target::DeadLetter(_) => 2,
-                    }]
-                    .inc();
+                    self.count_republished(&forwarded.record, &forwarded.target);
                     completed.push(forwarded.record)
                 }
                 Err(e) => {
-                    let record = forwarded.record;
-                    let target = match forwarded.target {
-                        // A destination that refuses the record for good: dead-letter it.
-                        Target::Destination { .. } | Target::Bucket(_) if !e.is_retriable() => {
-                            Target::DeadLetter(format!("cannot republish: {e}"))
-                        }
-                        other => other,
-                    };
-                    tracing::error!(topic = %record.topic, offset = record.offset, error = %e,
-                        "delayed record not written; it stays uncommitted and is written again");
-                    self.writing += 1; // the rewrite below is under way already
-                    let stamp = forwarded.stamp;
-                    ctx.run_later(REWRITE_BACKOFF, move |act, ctx| {
-                        act.after_write();
-                        // Not when its partition was given up meanwhile:
-                        // its next owner writes it.
-                        if !act.stopping && act.feed.is_current(stamp, &record) {
-                            act.write_stamped(record, target, stamp, ctx);
-                        }
-                    });
+                    self.rewrite_later(forwarded.record, forwarded.target, forwarded.stamp, e, ctx)
                 }
             }
         }
@@ -177,46 +146,13 @@ impl Republisher {
         self.writing += 1;
         let (topic, partition, delivered) = match &target {
             Target::DeadLetter(reason) => {
-                tracing::warn!(topic = %record.topic, partition = record.partition,
-                    offset = record.offset, %reason, "bad delay-bucket record: dead-lettering it");
-                let request = DeadLetterRecord {
-                    record: record.clone(),
-                    topic: Arc::from(topics::dead_letter(&record.topic, None)),
-                    group: self.group.clone(),
-                    kind: FailureKind::Decode,
-                    reason: reason.clone(),
-                    attempts: 1,
-                };
-                let sent = dead_letter::send(&self.dead_letter, request, self.delivery_timeout);
-                actix_rt::spawn(async move {
-                    let result = sent.await;
-                    answered.push(Forwarded {
-                        record,
-                        target,
-                        stamp,
-                        result,
-                    });
-                });
-                return;
+                let reason = reason.clone();
+                return self.write_dead_letter(record, target, reason, stamp, answered);
             }
             Target::Destination { topic, partition } => (topic.clone(), *partition, true),
             Target::Bucket(topic) => (topic.clone(), None, false),
         };
-        // Into a bucket the record goes untouched; to its destination
-        // without the delay headers.
-        let mut headers = record.headers.clone();
-        if delivered {
-            DelayHeaders::remove(&mut headers);
-        }
-        let out = OutgoingRecord {
-            topic,
-            partition,
-            key: record.key.clone(),
-            headers,
-            payload: record.payload_or_null(),
-            // In a bucket, its time there counts from now.
-            timestamp_ms: now_ms(),
-        };
+        let out = outgoing(&record, topic, partition, delivered);
         let reply = ForwardReply {
             record,
             target,
@@ -230,6 +166,88 @@ impl Republisher {
         self.unsent.push(Write::new(out, reply));
     }
 
+    /// Counts a record written to `target` (its destination, the next
+    /// bucket or the dead-letter topic), by its bucket.
+    fn count_republished(&mut self, record: &Arc<Record>, target: &Target) {
+        let metrics = &self.metrics;
+        let counters = self.counters.get(&record.topic, |bucket| {
+            Arc::new(
+                ["destination", "bucket", "dead_letter"]
+                    .map(|target| metrics.republished(bucket, target)),
+            )
+        });
+        counters[match target {
+            Target::Destination { .. } => 0,
+            Target::Bucket(_) => 1,
+            Target::DeadLetter(_) => 2,
+        }]
+        .inc();
+    }
+
+    /// The write of `record` (taken at `stamp`) to `target` failed with
+    /// `e`: it stays uncommitted and is written again after a backoff (to
+    /// the dead-letter topic if `target` refuses it for good).
+    fn rewrite_later(
+        &mut self,
+        record: Arc<Record>,
+        target: Target,
+        stamp: Stamp,
+        e: Error,
+        ctx: &mut Context<Self>,
+    ) {
+        let target = match target {
+            // A destination that refuses the record for good: dead-letter it.
+            Target::Destination { .. } | Target::Bucket(_) if !e.is_retriable() => {
+                Target::DeadLetter(format!("cannot republish: {e}"))
+            }
+            other => other,
+        };
+        tracing::error!(topic = %record.topic, offset = record.offset, error = %e,
+            "delayed record not written; it stays uncommitted and is written again");
+        self.writing += 1; // the rewrite below is under way already
+        ctx.run_later(REWRITE_BACKOFF, move |act, ctx| {
+            act.after_write();
+            // Not when its partition was given up meanwhile:
+            // its next owner writes it.
+            if !act.stopping && act.feed.is_current(stamp, &record) {
+                act.write_stamped(record, target, stamp, ctx);
+            }
+        });
+    }
+
+    /// Writes a bad bucket record (taken at `stamp`) to the bucket's
+    /// dead-letter topic with `reason`, answered into `answered` once
+    /// durable.
+    fn write_dead_letter(
+        &mut self,
+        record: Arc<Record>,
+        target: Target,
+        reason: String,
+        stamp: Stamp,
+        answered: Arc<Answered>,
+    ) {
+        tracing::warn!(topic = %record.topic, partition = record.partition,
+            offset = record.offset, %reason, "bad delay-bucket record: dead-lettering it");
+        let request = DeadLetterRecord {
+            record: record.clone(),
+            topic: Arc::from(topics::dead_letter(&record.topic, None)),
+            group: self.group.clone(),
+            kind: FailureKind::Decode,
+            reason,
+            attempts: 1,
+        };
+        let sent = dead_letter::send(&self.dead_letter, request, self.delivery_timeout);
+        actix_rt::spawn(async move {
+            let result = sent.await;
+            answered.push(Forwarded {
+                record,
+                target,
+                stamp,
+                result,
+            });
+        });
+    }
+
     pub(super) fn after_write(&mut self) {
         self.writing -= 1;
         if self.writing == 0 {
@@ -237,5 +255,29 @@ impl Republisher {
                 let _ = tx.send(());
             }
         }
+    }
+}
+
+/// What `record` is written as, to `topic` (and `partition`): into a
+/// bucket untouched; to its destination (`delivered`) without the delay
+/// headers.
+fn outgoing(
+    record: &Record,
+    topic: Arc<str>,
+    partition: Option<i32>,
+    delivered: bool,
+) -> OutgoingRecord {
+    let mut headers = record.headers.clone();
+    if delivered {
+        DelayHeaders::remove(&mut headers);
+    }
+    OutgoingRecord {
+        topic,
+        partition,
+        key: record.key.clone(),
+        headers,
+        payload: record.payload_or_null(),
+        // In a bucket, its time there counts from now.
+        timestamp_ms: now_ms(),
     }
 }

@@ -88,24 +88,13 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
     fn copies_claimed(
         &mut self,
         key: String,
-        mut copies: Vec<(usize, Job)>,
+        copies: Vec<(usize, Job)>,
         answer: crate::Result<Vec<Claim>>,
         ctx: &mut Context<Self>,
     ) {
-        let Some(gate) = self.gate.as_mut() else {
+        let Some(live) = self.live_copies(&key, copies) else {
             return;
         };
-        gate.claiming_copies.remove(&key);
-        // Those that came meanwhile.
-        copies.extend(gate.parked.remove(&key).unwrap_or_default());
-        let mut live = Vec::with_capacity(copies.len());
-        for (i, job) in copies {
-            if self.live(&job) {
-                live.push((i, job));
-            } else {
-                self.release_lane(i);
-            }
-        }
         let Some(gate) = self.gate.as_mut() else {
             return;
         };
@@ -116,11 +105,7 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
                     Err(e) => e.to_string(),
                     Ok(_) => "the store answered a different number of claims".into(),
                 };
-                let delay = gate.claims.failed();
-                gate.claiming_copies.insert(key.clone());
-                self.store_failed(Call::Claim, &error, delay);
-                ctx.run_later(delay, move |act, ctx| act.claim_copies(key, live, ctx));
-                return;
+                return self.copies_claim_failed(key, live, &error, ctx);
             }
         };
         gate.answered(Call::Claim);
@@ -128,34 +113,80 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
             return self.release_keys(vec![key], ctx);
         }
         match claim {
-            Claim::New => {
-                // The first is handled, first in its lane; the others wait
-                // for its fate.
-                let mut live = live.into_iter();
-                let (i, mut job) = live.next().expect("one");
-                gate.in_hand.insert(key.clone(), false);
-                gate.by_record
-                    .insert(super::gate::at(&job.record), key.clone());
-                let rest: Vec<(usize, Job)> = live.collect();
-                if !rest.is_empty() {
-                    gate.parked.insert(key, rest);
-                }
-                job.copy = false;
-                self.board.borrow_mut().lanes[i].queue.push_front(job);
-                self.release_lane(i);
-            }
-            Claim::Done => {
-                for (i, job) in live {
-                    self.duplicate(job.record);
-                    self.release_lane(i);
-                }
-                self.report(ctx);
-            }
+            Claim::New => self.first_copy_handled(key, live),
+            Claim::Done => self.copies_duplicates(live, ctx),
             Claim::Busy => {
                 gate.claiming_copies.insert(key.clone());
                 ctx.run_later(BUSY_RETRY, move |act, ctx| act.claim_copies(key, live, ctx));
             }
         }
+    }
+
+    /// The claim of `key` for `copies` answered: with those parked
+    /// meanwhile, the copies still ours (the lanes of the others released);
+    /// None without a gate.
+    fn live_copies(
+        &mut self,
+        key: &str,
+        mut copies: Vec<(usize, Job)>,
+    ) -> Option<Vec<(usize, Job)>> {
+        let gate = self.gate.as_mut()?;
+        gate.claiming_copies.remove(key);
+        // Those that came meanwhile.
+        copies.extend(gate.parked.remove(key).unwrap_or_default());
+        let mut live = Vec::with_capacity(copies.len());
+        for (i, job) in copies {
+            if self.live(&job) {
+                live.push((i, job));
+            } else {
+                self.release_lane(i);
+            }
+        }
+        Some(live)
+    }
+
+    /// The store failed to claim `key` for copies `live`: they wait (their
+    /// lanes blocked) for the claims' backoff, then `key` is claimed again.
+    fn copies_claim_failed(
+        &mut self,
+        key: String,
+        live: Vec<(usize, Job)>,
+        error: &str,
+        ctx: &mut Context<Self>,
+    ) {
+        let gate = self.gate.as_mut().expect("a gate");
+        let delay = gate.claims.failed();
+        gate.claiming_copies.insert(key.clone());
+        self.store_failed(Call::Claim, error, delay);
+        ctx.run_later(delay, move |act, ctx| act.claim_copies(key, live, ctx));
+    }
+
+    /// `key` claimed new for copies `live` (not empty): the first is
+    /// handled, first in its lane; the others wait for its fate.
+    fn first_copy_handled(&mut self, key: String, live: Vec<(usize, Job)>) {
+        let gate = self.gate.as_mut().expect("a gate");
+        let mut live = live.into_iter();
+        let (i, mut job) = live.next().expect("one");
+        gate.in_hand.insert(key.clone(), false);
+        gate.by_record
+            .insert(super::gate::at(&job.record), key.clone());
+        let rest: Vec<(usize, Job)> = live.collect();
+        if !rest.is_empty() {
+            gate.parked.insert(key, rest);
+        }
+        job.copy = false;
+        self.board.borrow_mut().lanes[i].queue.push_front(job);
+        self.release_lane(i);
+    }
+
+    /// `key` already recorded: copies `live` are duplicates, their lanes
+    /// released.
+    fn copies_duplicates(&mut self, live: Vec<(usize, Job)>, ctx: &mut Context<Self>) {
+        for (i, job) in live {
+            self.duplicate(job.record);
+            self.release_lane(i);
+        }
+        self.report(ctx);
     }
 
     /// `keys` were just recorded as handled: the copies waiting for them

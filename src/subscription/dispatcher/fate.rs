@@ -202,40 +202,66 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
             job.attempt,
             why.kind.as_str(),
         );
-        let request = DeadLetterRecord {
+        let request = self.dead_letter_request(&job, &why);
+        ctx.spawn(
+            dead_letter::send(&self.dead_letter, request, SIBLING_WAIT)
+                .instrument(span)
+                .into_actor(self)
+                .map(move |result, act, ctx| act.dead_letter_answered(lane, job, why, result, ctx)),
+        );
+    }
+
+    /// What the dead-letter actor is asked to write for `job`, failed as
+    /// `why` says.
+    fn dead_letter_request(&self, job: &Job, why: &Failure) -> DeadLetterRecord {
+        DeadLetterRecord {
             record: job.record.clone(),
             topic: self.settings.dead_letter_topic(&job.record),
             group: self.settings.group.clone(),
             kind: why.kind,
             reason: why.reason.clone(),
             attempts: job.attempt,
+        }
+    }
+
+    /// The dead-letter write of `job` answered: `job` is finished once its
+    /// dead letter is durable, written again after a backoff otherwise.
+    fn dead_letter_answered(
+        &mut self,
+        lane: Option<usize>,
+        job: Job,
+        mut why: Failure,
+        result: crate::Result<()>,
+        ctx: &mut Context<Self>,
+    ) {
+        let error = match result {
+            Ok(()) => return self.dead_letter_durable(lane, job, why.kind, ctx),
+            Err(e) => e,
         };
-        ctx.spawn(
-            dead_letter::send(&self.dead_letter, request, SIBLING_WAIT)
-                .instrument(span)
-                .into_actor(self)
-                .map(move |result, act, ctx| {
-                    let error = match result {
-                        Ok(()) => {
-                            let kind = why.kind.as_str();
-                            act.dead_lettered();
-                            act.count(&job.record.topic, |c| c.dead_lettered(kind));
-                            if let Some(tap) = &act.settings.lineage {
-                                let group = &act.settings.group;
-                                tap.handled(group, &job.record, "dead_lettered", Some(kind));
-                            }
-                            return act.complete(lane, job, ctx);
-                        }
-                        Err(e) => e,
-                    };
-                    let mut why = why;
-                    why.write_failures += 1;
-                    let delay = dead_letter::retry_after(why.write_failures);
-                    tracing::error!(group = %act.settings.group, topic = %job.record.topic,
-                        offset = job.record.offset, %error, ?delay,
-                        "dead-letter write failed; the record stays uncommitted and is tried again");
-                    ctx.run_later(delay, move |act, ctx| act.dead_letter(lane, job, why, ctx));
-                }),
-        );
+        why.write_failures += 1;
+        let delay = dead_letter::retry_after(why.write_failures);
+        tracing::error!(group = %self.settings.group, topic = %job.record.topic,
+            offset = job.record.offset, %error, ?delay,
+            "dead-letter write failed; the record stays uncommitted and is tried again");
+        ctx.run_later(delay, move |act, ctx| act.dead_letter(lane, job, why, ctx));
+    }
+
+    /// The dead letter of `job` (failed as `kind`) is durable: counted, and
+    /// `job` finished.
+    fn dead_letter_durable(
+        &mut self,
+        lane: Option<usize>,
+        job: Job,
+        kind: FailureKind,
+        ctx: &mut Context<Self>,
+    ) {
+        let kind = kind.as_str();
+        self.dead_lettered();
+        self.count(&job.record.topic, |c| c.dead_lettered(kind));
+        if let Some(tap) = &self.settings.lineage {
+            let group = &self.settings.group;
+            tap.handled(group, &job.record, "dead_lettered", Some(kind));
+        }
+        self.complete(lane, job, ctx)
     }
 }

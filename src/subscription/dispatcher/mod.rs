@@ -346,48 +346,70 @@ impl<A: Actor<Context = Context<A>>> Handler<Deliver> for Dispatcher<A> {
             msg.records.len(),
         );
         let _entered = span.enter();
-        let shared = self.board.clone();
-        let mut board = shared.borrow_mut();
         if fresh {
-            // A new connection incarnation: what the old one read is read again.
-            board.feeding = Some(msg.from.clone());
-            let mut abandoned = Vec::new();
-            for lane in &mut board.lanes {
-                if self.gate.is_some() {
-                    abandoned.extend(lane.queue.drain(..).map(|job| job.record));
-                }
-                lane.queue.clear();
-            }
-            self.completed.clear();
-            self.outputs.clear();
-            if let Some(gate) = &mut self.gate {
-                // The lanes of copies that waited go on (empty).
-                for i in gate.clear() {
-                    board.lanes[i].blocked = false;
-                }
-            }
-            if !abandoned.is_empty() {
-                drop(board);
-                for record in &abandoned {
-                    self.abandon(record, ctx);
-                }
-                board = shared.borrow_mut();
-            }
+            self.new_feed(&msg, ctx);
         }
-        let lanes = board.lanes.len();
         count_runs(msg.records.iter().map(|r| &r.topic), |topic, n| {
             self.count(topic, |c| c.consumed.inc_by(n))
         });
-        if let Some(gate) = &mut self.gate {
-            // Through the gate: the lanes get them once their keys are claimed.
-            drop(board);
-            for record in msg.records {
-                let stamp = self.feed.stamp(&record);
-                gate.admit(&self.settings.group, record, stamp);
-            }
-            return self.claim_waiting(ctx);
+        if self.gate.is_some() {
+            return self.admit_delivered(msg.records, ctx);
         }
-        for record in msg.records {
+        self.queue_delivered(msg.records);
+    }
+}
+
+impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
+    /// A new connection incarnation feeds us: what the old one read is read
+    /// again, so the queues, the unreported completions and the gate's
+    /// copies waiting are dropped (the queued records' keys given back).
+    #[inline]
+    fn new_feed(&mut self, msg: &Deliver, ctx: &mut Context<Self>) {
+        let shared = self.board.clone();
+        let mut board = shared.borrow_mut();
+        board.feeding = Some(msg.from.clone());
+        let mut abandoned = Vec::new();
+        for lane in &mut board.lanes {
+            if self.gate.is_some() {
+                abandoned.extend(lane.queue.drain(..).map(|job| job.record));
+            }
+            lane.queue.clear();
+        }
+        self.completed.clear();
+        self.outputs.clear();
+        if let Some(gate) = &mut self.gate {
+            // The lanes of copies that waited go on (empty).
+            for i in gate.clear() {
+                board.lanes[i].blocked = false;
+            }
+        }
+        drop(board);
+        for record in &abandoned {
+            self.abandon(record, ctx);
+        }
+    }
+
+    /// Puts delivered `records` through the gate: the lanes get them once
+    /// their keys are claimed.
+    #[inline]
+    fn admit_delivered(&mut self, records: Vec<Arc<Record>>, ctx: &mut Context<Self>) {
+        let Some(gate) = &mut self.gate else {
+            return;
+        };
+        for record in records {
+            let stamp = self.feed.stamp(&record);
+            gate.admit(&self.settings.group, record, stamp);
+        }
+        self.claim_waiting(ctx)
+    }
+
+    /// Puts delivered `records` on their keys' lanes, in order, and wakes
+    /// the lanes with records to start.
+    #[inline]
+    fn queue_delivered(&mut self, records: Vec<Arc<Record>>) {
+        let mut board = self.board.borrow_mut();
+        let lanes = board.lanes.len();
+        for record in records {
             if record.key.is_none() {
                 self.next_unkeyed = self.next_unkeyed.wrapping_add(1);
             }

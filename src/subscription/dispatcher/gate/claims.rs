@@ -111,50 +111,8 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
         let mut hold = false;
         let mut release = Vec::new();
         for (pending, claim) in claimed {
-            if !self.feed.is_current(pending.stamp, &pending.record) {
-                // Read again by the current connection, or given up: a
-                // claim made for it is given back (another member may own
-                // its partition now).
-                if let (Some(key), Claim::New) = (pending.key, claim) {
-                    release.push(key);
-                }
-                continue;
-            }
-            let gate = self.gate.as_mut().expect("a gate");
-            let tp = pending.record.topic_partition();
-            if let Some(held) = gate.held.get_mut(&tp) {
-                // Behind a key another member holds: not handled now, so
-                // not claimed now either (a claim kept while waiting could
-                // hold that member back in turn).
-                if let (Some(key), Claim::New) = (&pending.key, claim) {
-                    release.push(key.clone());
-                }
-                held.push_back(pending);
-                continue;
-            }
-            match claim {
-                // Being handled here already under another record: it
-                // takes its place in its lane, settled when its turn comes.
-                Claim::New
-                    if pending
-                        .key
-                        .as_ref()
-                        .is_some_and(|k| gate.in_hand.contains_key(k)) =>
-                {
-                    self.enqueue(pending.record, pending.stamp, true);
-                }
-                Claim::New => {
-                    if let Some(key) = &pending.key {
-                        gate.in_hand.insert(key.clone(), false);
-                        gate.by_record.insert(at(&pending.record), key.clone());
-                    }
-                    self.enqueue(pending.record, pending.stamp, false);
-                }
-                Claim::Done => self.duplicate(pending.record),
-                Claim::Busy => {
-                    gate.held.entry(tp).or_default().push_back(pending);
-                    hold = true;
-                }
+            if self.pass_one(pending, claim, &mut release) {
+                hold = true;
             }
         }
         self.wake_lanes();
@@ -163,6 +121,68 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
             self.hold(ctx);
         }
         self.release_keys(release, ctx);
+    }
+
+    /// Lets one claimed record through (see [`pass`](Self::pass)); the keys
+    /// to give back go to `release`. Whether its key is busy (held by
+    /// another member): its partition is held from it on.
+    #[inline]
+    fn pass_one(&mut self, pending: Pending, claim: Claim, release: &mut Vec<String>) -> bool {
+        if !self.feed.is_current(pending.stamp, &pending.record) {
+            // Read again by the current connection, or given up: a
+            // claim made for it is given back (another member may own
+            // its partition now).
+            if let (Some(key), Claim::New) = (pending.key, claim) {
+                release.push(key);
+            }
+            return false;
+        }
+        let gate = self.gate.as_mut().expect("a gate");
+        let tp = pending.record.topic_partition();
+        if let Some(held) = gate.held.get_mut(&tp) {
+            // Behind a key another member holds: not handled now, so
+            // not claimed now either (a claim kept while waiting could
+            // hold that member back in turn).
+            if let (Some(key), Claim::New) = (&pending.key, claim) {
+                release.push(key.clone());
+            }
+            held.push_back(pending);
+            return false;
+        }
+        self.let_through(pending, claim, tp)
+    }
+
+    /// Lets a claimed record of partition `tp` (not held) through: into a
+    /// lane, finished as a duplicate, or holding its partition back (then
+    /// true) behind a key another member holds.
+    #[inline]
+    fn let_through(&mut self, pending: Pending, claim: Claim, tp: TopicPartition) -> bool {
+        let gate = self.gate.as_mut().expect("a gate");
+        match claim {
+            // Being handled here already under another record: it
+            // takes its place in its lane, settled when its turn comes.
+            Claim::New
+                if pending
+                    .key
+                    .as_ref()
+                    .is_some_and(|k| gate.in_hand.contains_key(k)) =>
+            {
+                self.enqueue(pending.record, pending.stamp, true);
+            }
+            Claim::New => {
+                if let Some(key) = &pending.key {
+                    gate.in_hand.insert(key.clone(), false);
+                    gate.by_record.insert(at(&pending.record), key.clone());
+                }
+                self.enqueue(pending.record, pending.stamp, false);
+            }
+            Claim::Done => self.duplicate(pending.record),
+            Claim::Busy => {
+                gate.held.entry(tp).or_default().push_back(pending);
+                return true;
+            }
+        }
+        false
     }
 
     /// Plans a new claim of the held partitions' records.
