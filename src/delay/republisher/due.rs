@@ -12,7 +12,7 @@ use crate::buckets::{DelayHeaders, Plan};
 use crate::connection::consumer::Hold;
 use crate::envelope::{now_ms, Record, TopicPartition};
 
-use super::*;
+use super::{Republisher, Target, HOLD_MIN, PREFETCH_LEAD};
 
 /// What a bucket record says about itself.
 pub(crate) struct Timing {

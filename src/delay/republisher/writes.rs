@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::observe::trace::{batch_span, Batch};
 use crate::topics;
 
-use super::*;
+use super::{Republisher, Target, REWRITE_BACKOFF};
 
 /// A write of a released record answered.
 pub(super) struct Forwarded {

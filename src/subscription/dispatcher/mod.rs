@@ -60,11 +60,10 @@ use actix::prelude::*;
 use kafkactor_actors::{ChildRef, Shutdown};
 
 use crate::connection::consumer::ConsumerConnection;
-use crate::connection::protocol::{Arrival, Deliver, Feed, Outputs, Ready, Refused, Released};
+use crate::connection::protocol::{Feed, Outputs, Ready, Refused, Released};
 use crate::dead_letter::{DeadLetter, FailureKind};
 use crate::envelope::Record;
 use crate::observe::metrics::{count_runs, HandleMetrics, PerTopic};
-use crate::observe::trace::{batch_span, Batch};
 use crate::partitioner::murmur2;
 use crate::subscription::lane::{Answer, Job, SharedBoard};
 
@@ -72,6 +71,7 @@ mod completions;
 mod copies;
 mod fate;
 mod gate;
+mod intake;
 mod settings;
 mod watchdog;
 
@@ -326,106 +326,6 @@ impl<A: Actor<Context = Context<A>>> Actor for Dispatcher<A> {
         if board.dispatcher == self.incarnation {
             for lane in &mut board.lanes {
                 lane.queue.clear();
-            }
-        }
-    }
-}
-
-impl<A: Actor<Context = Context<A>>> Handler<Deliver> for Dispatcher<A> {
-    type Result = ();
-
-    fn handle(&mut self, msg: Deliver, ctx: &mut Context<Self>) {
-        let fresh = match self.feed.arrival(&msg) {
-            Arrival::Stale => return,
-            Arrival::Current => false,
-            Arrival::Fresh => true,
-        };
-        let span = batch_span(
-            Batch::Dispatch,
-            Some(&self.settings.group),
-            msg.records.len(),
-        );
-        let _entered = span.enter();
-        if fresh {
-            self.new_feed(&msg, ctx);
-        }
-        count_runs(msg.records.iter().map(|r| &r.topic), |topic, n| {
-            self.count(topic, |c| c.consumed.inc_by(n))
-        });
-        if self.gate.is_some() {
-            return self.admit_delivered(msg.records, ctx);
-        }
-        self.queue_delivered(msg.records);
-    }
-}
-
-impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
-    /// A new connection incarnation feeds us: what the old one read is read
-    /// again, so the queues, the unreported completions and the gate's
-    /// copies waiting are dropped (the queued records' keys given back).
-    #[inline]
-    fn new_feed(&mut self, msg: &Deliver, ctx: &mut Context<Self>) {
-        let shared = self.board.clone();
-        let mut board = shared.borrow_mut();
-        board.feeding = Some(msg.from.clone());
-        let mut abandoned = Vec::new();
-        for lane in &mut board.lanes {
-            if self.gate.is_some() {
-                abandoned.extend(lane.queue.drain(..).map(|job| job.record));
-            }
-            lane.queue.clear();
-        }
-        self.completed.clear();
-        self.outputs.clear();
-        if let Some(gate) = &mut self.gate {
-            // The lanes of copies that waited go on (empty).
-            for i in gate.clear() {
-                board.lanes[i].blocked = false;
-            }
-        }
-        drop(board);
-        for record in &abandoned {
-            self.abandon(record, ctx);
-        }
-    }
-
-    /// Puts delivered `records` through the gate: the lanes get them once
-    /// their keys are claimed.
-    #[inline]
-    fn admit_delivered(&mut self, records: Vec<Arc<Record>>, ctx: &mut Context<Self>) {
-        let Some(gate) = &mut self.gate else {
-            return;
-        };
-        for record in records {
-            let stamp = self.feed.stamp(&record);
-            gate.admit(&self.settings.group, record, stamp);
-        }
-        self.claim_waiting(ctx)
-    }
-
-    /// Puts delivered `records` on their keys' lanes, in order, and wakes
-    /// the lanes with records to start.
-    #[inline]
-    fn queue_delivered(&mut self, records: Vec<Arc<Record>>) {
-        let mut board = self.board.borrow_mut();
-        let lanes = board.lanes.len();
-        for record in records {
-            if record.key.is_none() {
-                self.next_unkeyed = self.next_unkeyed.wrapping_add(1);
-            }
-            let i = lane_of_key(record.key.as_deref(), self.next_unkeyed, lanes);
-            let stamp = self.feed.stamp(&record);
-            board.lanes[i].queue.push_back(Job {
-                record,
-                stamp,
-                attempt: 1,
-                dispatcher: self.incarnation,
-                copy: false,
-            });
-        }
-        for lane in &mut board.lanes {
-            if !lane.queue.is_empty() && lane.running.is_none() && !lane.blocked {
-                lane.wake();
             }
         }
     }
