@@ -473,6 +473,38 @@ async fn readiness_follows_the_broker() {
     app.shutdown().await.unwrap();
 }
 
+/// The lineage publisher is a supervised child (`lineage`) like the others:
+/// failed on purpose, it is restarted, and the events made after (and
+/// while it restarts) still reach the lineage topic, every one of them.
+#[actix::test]
+async fn the_lineage_publisher_is_supervised() {
+    let tb = TestBroker::memory(2);
+    let (topic, lineage_topic, group) = (unique("lin"), unique("lineage"), unique("lin-g"));
+    let log = Log::default();
+    let app = Kafkactor::builder()
+        .broker(tb.broker.clone())
+        .lineage(kafkactor::Lineage::to(lineage_topic.as_str()))
+        .subscribe(
+            Subscription::to(topic.as_str()).group(group.as_str()),
+            probe(&log, "a", ack()),
+        )
+        .start()
+        .await
+        .unwrap();
+    until_owned("partitions owned", Duration::from_secs(5), &app, |n| n >= 2).await;
+    app.fail_actor("lineage", "injected").await.unwrap();
+    const COUNT: u64 = 10;
+    publish_all(&app, &topic, &orders(COUNT, 2)).await;
+    // One `published` and one `handled` event per record.
+    let expected = COUNT as usize * 2;
+    eventually_async("every lineage event", Duration::from_secs(10), || async {
+        tb.records(&lineage_topic).await.len() >= expected
+    })
+    .await;
+    assert_eq!(tb.records(&lineage_topic).await.len(), expected);
+    app.shutdown().await.unwrap();
+}
+
 /// Lineage on: every record published makes a `published` event, every
 /// record handled a `handled` one (acked or dead-lettered, with the kind);
 /// a subscription with lineage off makes none; the lineage topic's own
