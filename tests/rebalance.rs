@@ -113,11 +113,21 @@ async fn released_partitions_are_not_handled_any_more(tb: TestBroker) {
     let late: Vec<_> = starts
         .iter()
         .filter(|(app, p, _, at)| *app == "a" && b_from.get(p).is_some_and(|b| at > b))
-        .map(|(_, p, id, _)| (*p, *id))
+        .map(|(_, p, id, at)| (*p, *id, at.duration_since(b_from[p])))
         .collect();
+    // Should this fail, what tells a stale queue from a second rebalance
+    // that gave a partition back to a: whether b handled those records too,
+    // and every start in order.
+    let by_b: std::collections::HashSet<u64> =
+        starts.iter().filter(|s| s.0 == "b").map(|s| s.2).collect();
     assert!(
         late.is_empty(),
-        "a handled records of partitions b had taken over: {late:?}"
+        "a handled records of partitions b had taken over, (partition, id, after b's first): \
+         {late:?}; of them b handled too: {:?}; every start (app, partition, id): {:?}",
+        late.iter()
+            .filter(|l| by_b.contains(&l.1))
+            .collect::<Vec<_>>(),
+        starts.iter().map(|s| (s.0, s.1, s.2)).collect::<Vec<_>>()
     );
 }
 
