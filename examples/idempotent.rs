@@ -29,9 +29,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kafkactor::idempotency::{Idempotency, IdempotencyStore, MemoryStore};
 use kafkactor::prelude::*;
 use kafkactor::{header, PublishBatch};
+use kafkactor::{Idempotency, IdempotencyStore, MemoryStore};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -51,7 +51,7 @@ async fn store() -> Result<Arc<dyn IdempotencyStore>, Error> {
             let run = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos());
-            let store = kafkactor::idempotency::RedisStore::connect(&url).await?;
+            let store = kafkactor::RedisStore::connect(&url).await?;
             Ok(Arc::new(store.prefix(&format!("kafkactor:example:{run}:"))))
         }
         #[cfg(not(feature = "redis"))]

@@ -25,8 +25,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use kafkactor::outbox::{database, Outbox, OutboxRelay};
+use kafkactor::outbox::database;
 use kafkactor::prelude::*;
+use kafkactor::{Outbox, OutboxRelay};
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::PgPoolOptions;
 
