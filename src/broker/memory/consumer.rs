@@ -47,7 +47,7 @@ impl MemoryConsumer {
             let notify = member.notify.clone();
             MemoryBroker::group_mut(&mut state, &config.group)
                 .members
-                .insert(id, member);
+                .insert(id, Box::new(member));
             group::rebalance(&mut state, &config.group);
             (id, notify)
         };

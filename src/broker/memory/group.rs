@@ -58,7 +58,9 @@ impl Member {
 
 #[derive(Debug, Default)]
 pub(crate) struct Group {
-    pub(crate) members: BTreeMap<u64, Member>,
+    /// Boxed: a map of one member (the usual case) would otherwise hold a
+    /// whole B-tree leaf of eleven members' room (3 KiB) per group.
+    pub(crate) members: BTreeMap<u64, Box<Member>>,
     committed: HashMap<TopicPartition, i64>,
     owner: HashMap<TopicPartition, u64>,
     /// Counts rebalances that moved at least one partition.
