@@ -28,18 +28,18 @@ use crate::publish::Publish;
 const BATCH: usize = 512;
 
 /// The taps' queue, taken in turn by each incarnation of the actor.
-pub(crate) type Events = Arc<Mutex<mpsc::Receiver<Event>>>;
+pub(crate) type EventQueue = Arc<Mutex<mpsc::Receiver<Event>>>;
 
 pub(crate) struct LineagePublisher {
     topic: Arc<str>,
-    events: Events,
+    events: EventQueue,
     producer: ProducerHandle,
     /// The loop taking the queue, while it runs.
     running: Option<SpawnHandle>,
 }
 
 impl LineagePublisher {
-    pub(crate) fn new(topic: Arc<str>, events: Events, producer: ProducerHandle) -> Self {
+    pub(crate) fn new(topic: Arc<str>, events: EventQueue, producer: ProducerHandle) -> Self {
         LineagePublisher {
             topic,
             events,
@@ -70,7 +70,7 @@ impl Actor for LineagePublisher {
 
 /// Publishes the queue's events until every tap is gone or the
 /// application's Producer stops.
-async fn publish_all(topic: Arc<str>, events: Events, producer: ProducerHandle) {
+async fn publish_all(topic: Arc<str>, events: EventQueue, producer: ProducerHandle) {
     // Held while this incarnation runs: dropped with it, for the next.
     let mut queue = events.lock().await;
     let mut batch = Vec::with_capacity(BATCH);
@@ -82,7 +82,7 @@ async fn publish_all(topic: Arc<str>, events: Events, producer: ProducerHandle) 
 }
 
 /// Publishes what the queue holds now, then returns.
-async fn publish_queued(topic: Arc<str>, events: Events, producer: ProducerHandle) {
+async fn publish_queued(topic: Arc<str>, events: EventQueue, producer: ProducerHandle) {
     let mut queue = events.lock().await;
     let mut batch = Vec::with_capacity(BATCH);
     loop {

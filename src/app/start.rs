@@ -94,7 +94,10 @@ impl AppBuilder {
         crate::clock::warm();
         let backend = broker.backend()?;
         connected(&backend, self.connect_timeout).await?;
-        self.create_topics(&backend, plan.as_deref()).await?;
+        // The Republisher of this application, when it runs one.
+        let republishing = self.republisher(plan.clone());
+        let buckets = republishing.as_ref().map(|(_, plan)| &**plan);
+        self.create_topics(&backend, buckets).await?;
 
         let (intake, intake_rx) = crate::producer::handle::intake(WRITE_MAILBOX);
         let (tap, lineage) = self.lineage_tap(&metrics);
@@ -113,7 +116,7 @@ impl AppBuilder {
             root = root.child(lineage_spec(topic, events, shared.producer()));
         }
         root = self.outbox_relays(root, &shared, &mut observing);
-        if let Some((delays, plan)) = self.republisher(plan) {
+        if let Some((delays, plan)) = republishing {
             root = root.child(republisher(&shared, &self, delays, plan, &mut observing));
         }
         root = self.subscriptions(root, &shared, &mut observing);
@@ -303,12 +306,12 @@ impl AppBuilder {
     }
 
     /// Creates the topics the application reads and writes before anything
-    /// polls or writes them: subscribed, dead-letter, delay bucket (when it
-    /// republishes) and lineage topics.
+    /// polls or writes them: subscribed, dead-letter, the `buckets` the
+    /// Republisher reads (when it runs) and lineage topics.
     async fn create_topics(
         &self,
         backend: &Arc<dyn BrokerBackend>,
-        plan: Option<&Plan>,
+        buckets: Option<&Plan>,
     ) -> Result<()> {
         let mut topics: Vec<String> = Vec::new();
         for (sub, _) in &self.subscriptions {
@@ -317,7 +320,7 @@ impl AppBuilder {
                 topics.push(sub.dead_letter_topic(topic));
             }
         }
-        if let Some(plan) = plan.filter(|_| self.delays.as_ref().is_some_and(Delays::republishes)) {
+        if let Some(plan) = buckets {
             topics.extend(plan.topics());
         }
         if let Some(lineage) = &self.lineage {

@@ -65,22 +65,21 @@ pub(crate) fn in_handler() -> bool {
     IN_HANDLER.with(Cell::get)
 }
 
-/// The hook set on this thread, when a handler runs.
-fn current() -> Option<Rc<dyn Handling>> {
-    if !in_handler() {
-        return None;
-    }
-    CURRENT.with(|c| c.borrow().clone())
-}
-
 /// Calls `f` with the record the handler running on this thread is
 /// handling and its `handle` span's trace context (when the span is on).
 pub(crate) fn with_current<R>(f: impl FnOnce(&Record, Option<TraceContext>) -> R) -> Option<R> {
-    let handling = current()?;
+    if !in_handler() {
+        return None;
+    }
     let (mut f, mut out) = (Some(f), None);
-    handling.record(&mut |record, trace| {
-        if let Some(f) = f.take() {
-            out = Some(f(record, trace));
+    // Borrowed in place: `record` only reads the board, never this hook.
+    CURRENT.with(|c| {
+        if let Some(handling) = c.borrow().as_deref() {
+            handling.record(&mut |record, trace| {
+                if let Some(f) = f.take() {
+                    out = Some(f(record, trace));
+                }
+            });
         }
     });
     out
@@ -89,8 +88,12 @@ pub(crate) fn with_current<R>(f: impl FnOnce(&Record, Option<TraceContext>) -> R
 /// Offers `publish` to the transaction of the record handled on this
 /// thread ([`Handling::join`]); gives it back outside any handler.
 pub(crate) fn join(publish: Publish) -> Joined {
-    match current() {
+    if !in_handler() {
+        return Joined::Back(publish);
+    }
+    // Borrowed in place: `join` only changes the board, never this hook.
+    CURRENT.with(|c| match c.borrow().as_deref() {
         Some(handling) => handling.join(publish),
         None => Joined::Back(publish),
-    }
+    })
 }
