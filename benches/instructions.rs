@@ -8,17 +8,25 @@
 //! measured phase cancel. Usage: `instructions <scenario> <records>`; it
 //! prints `allocations=<count>` for the measured phase.
 //!
-//! Scenarios, both on the embedded broker, one actor thread:
-//! - `consume`: N records already in a one-partition topic; the measured
-//!   phase starts an application whose subscription (concurrency 1) decodes
-//!   each record's MessagePack into a small struct, hands it to a no-op
-//!   handler actor that acknowledges it, and commits; it ends once the
+//! Scenarios, on the embedded broker, one actor thread (the same as
+//! RustStream's in `benches/peers`, `scripts/instructions.sh --peers`):
+//! - `consume_json`: N JSON `Order {id, quantity}` records (kafkactor's
+//!   headers: content type, type name, message id, time) already in a
+//!   one-partition topic; the measured phase starts an application whose
+//!   subscription (concurrency 1) decodes each into an `Order` and hands it
+//!   to a no-op handler actor that acknowledges it; it ends once the
 //!   handler has every record and the application has stopped (stopping
 //!   commits what was handled; the group's lag is then checked zero).
-//! - `publish`: N records published through the Producer actor (256 in
-//!   flight), each answered once the embedded broker has it.
-//! - `publish_batch`: the same records as `PublishBatch`es of 256, each
-//!   answered once with every outcome.
+//! - `consume_raw`: the same records, handled as `Delivery<Raw>` (no
+//!   payload decoding).
+//! - `publish`: N records, each with a key and a header, published through
+//!   the `ProducerHandle` one at a time, each awaited until the embedded
+//!   broker has it.
+//! - `publish_inflight`: the same with 256 in flight.
+//! - `publish_batch`: the same as `PublishBatch`es of 256, each answered
+//!   once with every outcome.
+//! - `consume_publish`: as `consume_json`, the handler publishing one JSON
+//!   `Confirmation {id}` per record and acknowledging once it is written.
 //!
 //! Each with kafkactor's metrics on (the default) or, with
 //! `KAFKACTOR_METRICS=off`, off (`AppBuilder::metrics(false)`): the script
@@ -61,23 +69,49 @@ unsafe impl GlobalAlloc for Counting {
 static GLOBAL: Counting = Counting;
 
 /// The record: a small struct, 4 fields, no heap data once decoded.
+/// The record: two integers, so decoding it allocates nothing (RustStream's
+/// benchmark payload).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Order {
     id: u64,
-    account: u32,
-    amount_cents: i64,
-    placed_ms: u64,
+    quantity: u32,
+}
+
+/// What `consume_publish`'s handler publishes for each order.
+#[derive(Debug, Serialize)]
+struct Confirmation {
+    id: u64,
 }
 
 const TOPIC: &str = "orders";
+const CONFIRMATIONS: &str = "confirmations";
 const GROUP: &str = "billing";
 const IN_FLIGHT: usize = 256;
+/// The same order in every record: a run's second half costs what its first does.
+const ORDER: Order = Order {
+    id: 1_000_000,
+    quantity: 37,
+};
 
-/// Acknowledges every record; says when the last one came.
-struct Noop {
+/// Counts handled records down; says when the last one came.
+struct Countdown {
     left: u64,
     done: Option<tokio::sync::oneshot::Sender<()>>,
 }
+
+impl Countdown {
+    fn arrived(&mut self) {
+        self.left = self.left.saturating_sub(1);
+        if self.left == 0 {
+            if let Some(done) = self.done.take() {
+                let _ = done.send(());
+            }
+        }
+    }
+}
+
+/// Acknowledges every record.
+struct Noop(Countdown);
 
 impl Actor for Noop {
     type Context = Context<Self>;
@@ -87,35 +121,70 @@ impl Handler<Delivery<Order>> for Noop {
     type Result = Outcome;
 
     fn handle(&mut self, d: Delivery<Order>, _: &mut Context<Self>) -> Outcome {
-        std::hint::black_box(d.message());
-        self.left = self.left.saturating_sub(1);
-        if self.left == 0 {
-            if let Some(done) = self.done.take() {
-                let _ = done.send(());
-            }
-        }
+        std::hint::black_box((d.message().id, d.message().quantity));
+        self.0.arrived();
         Outcome::Ack
     }
 }
 
+impl Handler<Delivery<Raw>> for Noop {
+    type Result = Outcome;
+
+    fn handle(&mut self, d: Delivery<Raw>, _: &mut Context<Self>) -> Outcome {
+        std::hint::black_box(d.message().len());
+        self.0.arrived();
+        Outcome::Ack
+    }
+}
+
+/// Publishes a confirmation of every order, acknowledging the order once
+/// the confirmation is written.
+struct Confirm {
+    countdown: Countdown,
+    producer: kafkactor::ProducerHandle,
+}
+
+impl Actor for Confirm {
+    type Context = Context<Self>;
+}
+
+impl Handler<Delivery<Order>> for Confirm {
+    type Result = ResponseFuture<Outcome>;
+
+    fn handle(&mut self, d: Delivery<Order>, _: &mut Context<Self>) -> Self::Result {
+        let sent = self.producer.send(
+            Publish::to(CONFIRMATIONS)
+                .json()
+                .message(&Confirmation { id: d.message().id })
+                .expect("a Confirmation encodes"),
+        );
+        self.countdown.arrived();
+        Box::pin(async move {
+            match sent.await {
+                Ok(Ok(_)) => Outcome::Ack,
+                Ok(Err(e)) => Outcome::retry(e),
+                Err(e) => Outcome::retry(e),
+            }
+        })
+    }
+}
+
+/// One order as a user publishes it: a key, a header, a JSON payload.
 fn order(id: u64) -> Publish {
     Publish::to(TOPIC)
         .key([(id % 64) as u8])
-        .message(&Order {
-            id,
-            account: (id % 1_000) as u32,
-            amount_cents: id as i64 % 10_000,
-            placed_ms: 1_764_633_600_000 + id,
-        })
+        .header("x-source", "bench")
+        .json()
+        .message(&ORDER)
         .expect("an Order encodes")
 }
 
-/// Publishes `n` records with at most [`IN_FLIGHT`] unanswered.
-async fn publish(producer: &kafkactor::ProducerHandle, n: u64) {
-    let mut pending = VecDeque::with_capacity(IN_FLIGHT);
+/// Publishes `n` records with at most `in_flight` unanswered.
+async fn publish(producer: &kafkactor::ProducerHandle, n: u64, in_flight: usize) {
+    let mut pending = VecDeque::with_capacity(in_flight);
     for id in 0..n {
         pending.push_back(producer.send(order(id)));
-        if pending.len() >= IN_FLIGHT {
+        if pending.len() >= in_flight {
             let outcome = pending.pop_front().expect("pending").await;
             outcome.expect("the Producer answers").expect("published");
         }
@@ -126,58 +195,6 @@ async fn publish(producer: &kafkactor::ProducerHandle, n: u64) {
             .expect("the Producer answers")
             .expect("published");
     }
-}
-
-/// An application on `broker`, with metrics on unless `KAFKACTOR_METRICS=off`.
-fn builder(broker: &Broker) -> kafkactor::AppBuilder {
-    let on = std::env::var("KAFKACTOR_METRICS").map_or(true, |v| v != "off");
-    Kafkactor::builder().broker(broker.clone()).metrics(on)
-}
-
-/// The measured phase: everything it runs (on this thread) is counted.
-#[no_mangle]
-#[inline(never)]
-pub extern "Rust" fn kafkactor_measured_phase(run: &mut dyn FnMut()) {
-    run()
-}
-
-fn consume(n: u64) -> u64 {
-    let system = actix::System::new();
-    let broker = Broker::memory_with_partitions(1).expect("a broker");
-    system.block_on(async {
-        let app = Kafkactor::builder()
-            .broker(broker.clone())
-            .start()
-            .await
-            .expect("the producing app starts");
-        publish(&app.producer(), n).await;
-        app.shutdown().await.expect("the producing app stops");
-    });
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
-    kafkactor_measured_phase(&mut || {
-        system.block_on(async {
-            let (done, handled) = tokio::sync::oneshot::channel();
-            let done = Arc::new(std::sync::Mutex::new(Some(done)));
-            let app = builder(&broker)
-                .subscribe(Subscription::to(TOPIC).group(GROUP).concurrency(1), {
-                    move || Noop {
-                        left: n,
-                        done: done.lock().unwrap().take(),
-                    }
-                })
-                .start()
-                .await
-                .expect("the consuming app starts");
-            handled.await.expect("every record handled");
-            // Stopping commits what was handled: no waiting for the next
-            // commit tick (a poll loop whose length, and cost, would vary
-            // from run to run).
-            app.shutdown().await.expect("the consuming app stops");
-            let memory = broker.as_memory().expect("the embedded broker");
-            assert_eq!(memory.lag(GROUP, TOPIC), 0, "not all committed");
-        })
-    });
-    ALLOCATIONS.load(Ordering::Relaxed) - before
 }
 
 /// Publishes `n` records in batches of [`IN_FLIGHT`].
@@ -194,23 +211,124 @@ async fn publish_batches(producer: &kafkactor::ProducerHandle, n: u64) {
     }
 }
 
-fn publish_only(n: u64, batched: bool) -> u64 {
+/// An application on `broker`, with metrics on unless `KAFKACTOR_METRICS=off`.
+fn builder(broker: &Broker) -> kafkactor::AppBuilder {
+    let on = std::env::var("KAFKACTOR_METRICS").map_or(true, |v| v != "off");
+    Kafkactor::builder().broker(broker.clone()).metrics(on)
+}
+
+/// The measured phase: everything it runs (on this thread) is counted.
+#[no_mangle]
+#[inline(never)]
+pub extern "Rust" fn kafkactor_measured_phase(run: &mut dyn FnMut()) {
+    run();
+    std::hint::black_box(());
+}
+
+/// What a consuming scenario's handler does.
+#[derive(Clone, Copy, PartialEq)]
+enum Consumer {
+    Json,
+    Raw,
+    Confirm,
+}
+
+fn consume(n: u64, consumer: Consumer) -> u64 {
+    let system = actix::System::new();
+    let broker = Broker::memory_with_partitions(1).expect("a broker");
+    // Fills the topic, then publishes `consume_publish`'s confirmations: an
+    // application of its own, running across the measured phase.
+    let publisher = system.block_on(async {
+        let app = Kafkactor::builder()
+            .broker(broker.clone())
+            .start()
+            .await
+            .expect("the producing app starts");
+        let producer = app.producer();
+        for _ in 0..n {
+            let publish = Publish::to(TOPIC).json().message(&ORDER).expect("encodes");
+            producer
+                .send(publish)
+                .await
+                .expect("the Producer answers")
+                .expect("published");
+        }
+        // The output topic exists before the measured phase.
+        producer
+            .send(Publish::to(CONFIRMATIONS).payload("first"))
+            .await
+            .expect("the Producer answers")
+            .expect("published");
+        app
+    });
+    let producer = publisher.producer();
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    kafkactor_measured_phase(&mut || {
+        system.block_on(async {
+            let (done, handled) = tokio::sync::oneshot::channel();
+            let done = Arc::new(std::sync::Mutex::new(Some(done)));
+            let countdown = move || Countdown {
+                left: n,
+                done: done.lock().unwrap().take(),
+            };
+            let sub = Subscription::to(TOPIC).group(GROUP).concurrency(1);
+            let builder = builder(&broker);
+            let builder = match consumer {
+                Consumer::Json => builder.subscribe::<_, Order, _>(sub, move || Noop(countdown())),
+                Consumer::Raw => builder.subscribe::<_, Raw, _>(sub, move || Noop(countdown())),
+                Consumer::Confirm => {
+                    let producer = producer.clone();
+                    builder.subscribe::<_, Order, _>(sub, move || Confirm {
+                        countdown: countdown(),
+                        producer: producer.clone(),
+                    })
+                }
+            };
+            let app = builder.start().await.expect("the consuming app starts");
+            handled.await.expect("every record handled");
+            // Stopping commits what was handled: no waiting for the next
+            // commit tick (a poll loop whose length, and cost, would vary
+            // from run to run).
+            app.shutdown().await.expect("the consuming app stops");
+        })
+    });
+    let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    system.block_on(async { publisher.shutdown().await.expect("the producing app stops") });
+    let memory = broker.as_memory().expect("the embedded broker");
+    assert_eq!(memory.lag(GROUP, TOPIC), 0, "not all committed");
+    if consumer == Consumer::Confirm {
+        assert_eq!(
+            memory.end_offset(CONFIRMATIONS, 0),
+            Some(n as i64 + 1),
+            "every confirmation written"
+        );
+    }
+    allocations
+}
+
+/// How a publishing scenario sends its records.
+#[derive(Clone, Copy)]
+enum Sending {
+    OneAtATime,
+    InFlight,
+    Batches,
+}
+
+fn publish_only(n: u64, sending: Sending) -> u64 {
     let system = actix::System::new();
     let broker = Broker::memory_with_partitions(1).expect("a broker");
     let app = system.block_on(async {
         let app = builder(&broker).start().await.expect("the app starts");
         // The topic exists and every actor on the path has run once.
-        publish(&app.producer(), 1).await;
+        publish(&app.producer(), 1, 1).await;
         app
     });
     let producer = app.producer();
     let before = ALLOCATIONS.load(Ordering::Relaxed);
-    kafkactor_measured_phase(&mut || {
-        if batched {
-            system.block_on(publish_batches(&producer, n))
-        } else {
-            system.block_on(publish(&producer, n))
-        }
+    kafkactor_measured_phase(&mut || match sending {
+        Sending::OneAtATime => system.block_on(publish(&producer, n, 1)),
+        Sending::InFlight => system.block_on(publish(&producer, n, IN_FLIGHT)),
+        Sending::Batches => system.block_on(publish_batches(&producer, n)),
     });
     let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
     let memory = broker.as_memory().expect("the embedded broker");
@@ -223,17 +341,26 @@ fn publish_only(n: u64, batched: bool) -> u64 {
     allocations
 }
 
+const SCENARIOS: [&str; 6] = [
+    "consume_json",
+    "consume_raw",
+    "publish",
+    "publish_inflight",
+    "publish_batch",
+    "consume_publish",
+];
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.as_slice() {
         // scripts/instructions.sh, under callgrind.
-        [scenario, n] if matches!(scenario.as_str(), "consume" | "publish" | "publish_batch") => {
+        [scenario, n] if SCENARIOS.contains(&scenario.as_str()) => {
             let n = n.parse::<u64>().expect("a record count");
             println!("allocations={}", run(scenario, n));
         }
-        // `cargo bench`: a quick smoke run of both.
+        // `cargo bench`: a quick smoke run of each.
         [bench] if bench == "--bench" => {
-            for scenario in ["consume", "publish", "publish_batch"] {
+            for scenario in SCENARIOS {
                 let allocations = run(scenario, 1_000);
                 println!("{scenario} 1000: allocations={allocations}");
             }
@@ -246,9 +373,12 @@ fn main() {
 
 fn run(scenario: &str, n: u64) -> u64 {
     match scenario {
-        "consume" => consume(n),
-        "publish" => publish_only(n, false),
-        "publish_batch" => publish_only(n, true),
-        other => panic!("unknown scenario {other}: consume, publish or publish_batch"),
+        "consume_json" => consume(n, Consumer::Json),
+        "consume_raw" => consume(n, Consumer::Raw),
+        "consume_publish" => consume(n, Consumer::Confirm),
+        "publish" => publish_only(n, Sending::OneAtATime),
+        "publish_inflight" => publish_only(n, Sending::InFlight),
+        "publish_batch" => publish_only(n, Sending::Batches),
+        other => panic!("unknown scenario {other}: one of {SCENARIOS:?}"),
     }
 }

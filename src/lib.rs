@@ -37,7 +37,7 @@ mod topics;
 pub use app::{App, AppBuilder, Kafkactor};
 pub use broker::{Broker, MemoryBroker, OffsetReset};
 pub use buckets::Delays;
-pub use codec::{type_name_of, ContentType};
+pub use codec::{type_name_of, ContentType, Decode, Raw};
 pub use dead_letter::FailureKind;
 pub use delivery::{Delivery, Outcome};
 pub use envelope::{header, Headers, Record, TopicPartition};
@@ -78,7 +78,7 @@ pub mod otel {
 pub mod prelude {
     pub use crate::{
         App, Broker, ContentType, Delivery, Error, Kafkactor, Outcome, ProducerHandle, Publish,
-        PublishBatch, PublishOutcome, RetryPolicy, Routes, Subscription,
+        PublishBatch, PublishOutcome, Raw, RetryPolicy, Routes, Subscription,
     };
 }
 

@@ -11,7 +11,7 @@ use rustc_hash::FxHashSet;
 use serde::Serialize;
 
 use crate::codec::{type_name_of, ContentType};
-use crate::envelope::{header, Headers};
+use crate::envelope::{header, small, Headers, Name};
 use crate::error::{Error, Result};
 use crate::observe::trace::TraceContext;
 
@@ -44,9 +44,29 @@ pub struct Publish {
 /// Most topic names [`topic_name`] keeps per thread.
 const TOPICS_KEPT: usize = 1024;
 
+/// Most header names [`header_name`] keeps per thread.
+const HEADER_NAMES_KEPT: usize = 256;
+
 thread_local! {
     /// Valid topic names published to from this thread, each allocated once.
     static TOPICS: RefCell<FxHashSet<Arc<str>>> = RefCell::default();
+    /// Header names set from this thread, each allocated once.
+    static HEADER_NAMES: RefCell<FxHashSet<Arc<str>>> = RefCell::default();
+}
+
+/// `name` as a header name shared with earlier headers of this thread.
+fn header_name(name: &str) -> Name {
+    HEADER_NAMES.with(|names| {
+        let mut names = names.borrow_mut();
+        if let Some(shared) = names.get(name) {
+            return Name::Shared(shared.clone());
+        }
+        let shared = Arc::<str>::from(name);
+        if names.len() < HEADER_NAMES_KEPT {
+            names.insert(shared.clone());
+        }
+        Name::Shared(shared)
+    })
 }
 
 /// `topic` as an `Arc<str>`, shared with earlier publishes from this
@@ -134,14 +154,13 @@ impl Publish {
 
     /// The key: records with the same key go to the same partition, in order.
     pub fn key(mut self, key: impl AsRef<[u8]>) -> Self {
-        self.key = Some(Bytes::copy_from_slice(key.as_ref()));
+        self.key = Some(small::copy(key.as_ref()));
         self
     }
 
     /// Adds a header (replacing one of the same name).
     pub fn header(mut self, name: &str, value: impl AsRef<[u8]>) -> Self {
-        self.headers
-            .insert(name, Bytes::copy_from_slice(value.as_ref()));
+        self.headers.insert_copy(header_name(name), value.as_ref());
         self
     }
 

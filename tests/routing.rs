@@ -346,3 +346,95 @@ async fn colliding_type_names_are_refused_and_route_named_resolves_them() {
     seen.sort();
     assert_eq!(seen, ["billed 5", "shipped p-1"]);
 }
+
+impl Handler<Delivery<Raw>> for Orders {
+    type Result = Outcome;
+    fn handle(&mut self, d: Delivery<Raw>, _: &mut Context<Self>) -> Outcome {
+        let kind = d.headers().get_str(header::TYPE_NAME).unwrap_or("none");
+        let line = format!("raw {kind} {} bytes", d.message().len());
+        self.0 .0.lock().unwrap().push(line);
+        Outcome::Ack
+    }
+}
+
+/// `Delivery<Raw>` takes every record undecoded, whatever its type name;
+/// beside typed routes, every record none of them takes.
+#[actix::test]
+async fn a_raw_route_takes_what_no_typed_route_takes() {
+    let broker = Broker::memory();
+    let (alone, beside) = (unique("raw-alone"), unique("raw-beside"));
+    let journal = Journal::default();
+    let app = Kafkactor::builder()
+        .broker(broker.clone())
+        .subscribe::<_, Raw, _>(
+            Subscription::to(alone.as_str()).group(unique("g").as_str()),
+            {
+                let journal = journal.clone();
+                move || Orders(journal.clone())
+            },
+        )
+        .subscribe_routes(
+            Subscription::to(beside.as_str()).group(unique("g").as_str()),
+            Routes::new().route::<OrderPlaced>().route::<Raw>(),
+            {
+                let journal = journal.clone();
+                move || Orders(journal.clone())
+            },
+        )
+        .start()
+        .await
+        .unwrap();
+    let producer = app.producer();
+    for topic in [alone.as_str(), beside.as_str()] {
+        for publish in [
+            Publish::to(topic).message(&OrderPlaced { id: 7 }).unwrap(),
+            Publish::to(topic)
+                .json()
+                .message(&OrderCancelled {
+                    id: 7,
+                    reason: "x".into(),
+                })
+                .unwrap(),
+            Publish::to(topic).payload(&b"not kafkactor's"[..]),
+        ] {
+            producer.send(publish).await.unwrap().unwrap();
+        }
+    }
+    eventually("every record handled", Duration::from_secs(10), || {
+        journal.0.lock().unwrap().len() == 6
+    })
+    .await;
+    let mut seen = journal.0.lock().unwrap().clone();
+    seen.sort();
+    let placed = ContentType::MsgPack.encode(&OrderPlaced { id: 7 }).unwrap();
+    let cancelled = r#"{"id":7,"reason":"x"}"#;
+    let mut expected = vec![
+        format!("raw OrderPlaced {} bytes", placed.len()),
+        format!("raw OrderCancelled {} bytes", cancelled.len()),
+        "raw none 15 bytes".to_string(),
+        "placed 7".to_string(),
+        format!("raw OrderCancelled {} bytes", cancelled.len()),
+        "raw none 15 bytes".to_string(),
+    ];
+    expected.sort();
+    assert_eq!(seen, expected);
+    app.shutdown().await.unwrap();
+}
+
+#[test]
+fn two_raw_routes_are_refused() {
+    let routes = Routes::<Orders>::new().route::<Raw>().route::<Raw>();
+    let started = actix::System::new().block_on(async {
+        Kafkactor::builder()
+            .broker(Broker::memory())
+            .subscribe_routes(Subscription::to("t").group("g"), routes, || {
+                Orders(Journal::default())
+            })
+            .start()
+            .await
+    });
+    let Err(err) = started else {
+        panic!("two Raw routes were accepted");
+    };
+    assert!(err.to_string().contains("take every record"), "{err}");
+}

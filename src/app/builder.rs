@@ -6,9 +6,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::codec::Decode;
 use actix::{Actor, Context, Handler};
 use kafkactor_actors::{Backoff, ChildSpec, Events};
-use serde::de::DeserializeOwned;
 
 use crate::broker::Broker;
 use crate::buckets::Delays;
@@ -106,7 +106,7 @@ impl AppBuilder {
     where
         A: Actor<Context = Context<A>> + Handler<Delivery<T>>,
         <A as Handler<Delivery<T>>>::Result: 'static,
-        T: DeserializeOwned + Send + 'static,
+        T: Decode,
         F: Fn() -> A + 'static,
     {
         self.subscribe_routes(sub, Routes::new().route::<T>(), factory)
@@ -148,7 +148,7 @@ impl AppBuilder {
     /// answering an [`Outcome`] or a `Result<(), E>` (`Err` asks for a retry).
     pub fn handle<T, F, Fut, O>(self, sub: Subscription, handler: F) -> Self
     where
-        T: DeserializeOwned + Send + 'static,
+        T: Decode,
         F: Fn(Delivery<T>) -> Fut + 'static,
         Fut: Future<Output = O> + 'static,
         O: Into<Outcome> + 'static,

@@ -14,6 +14,8 @@
 //! writes through a producer connection of its own (see `delay/tree.rs`)
 //! and dead-letters through this one.
 
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,7 +28,7 @@ use crate::dead_letter::DeadLetter;
 use crate::observe::lineage::Tap;
 use crate::observe::metrics::Metrics;
 use crate::producer::handle::IntakeReceiver;
-use crate::producer::{Producer, PublishReply};
+use crate::producer::{Producer, ProducerSettings, PublishReply};
 
 /// The outbound actors, each found through its [`ChildRef`] whichever
 /// incarnation runs.
@@ -45,7 +47,8 @@ pub(crate) struct OutboundSettings {
     /// The delay buckets, when delayed publishing is on.
     pub(crate) delays: Option<Arc<Plan>>,
     pub(crate) events: Events,
-    /// The Producer's intake, taken by each of its incarnations in turn.
+    /// The Producer's intake, drained by each incarnation of the producer
+    /// connection in turn.
     pub(crate) intake: IntakeReceiver,
     pub(crate) metrics: Metrics,
     /// Where lineage events go, when on.
@@ -65,27 +68,29 @@ impl Outbound {
             metrics,
             lineage,
         } = settings;
+        let producer = ProducerSettings {
+            max_record_bytes,
+            delivery_timeout,
+            delays,
+            metrics,
+            lineage,
+        };
+        let intake = Producer::intake(self.producer.clone(), intake, &producer);
         root
             // Large mailboxes: `send` beyond the capacity would let waiting
             // publishes overtake each other.
-            .child(self.connection_spec(backend, delivery_timeout))
-            .child(self.producer_spec(
-                max_record_bytes,
-                delivery_timeout,
-                delays,
-                intake,
-                metrics,
-                lineage,
-            ))
+            .child(self.connection_spec(backend, delivery_timeout, Rc::new(RefCell::new(intake))))
+            .child(self.producer_spec(producer))
             .child(self.dead_letter_spec(delivery_timeout, events))
     }
 
-    /// The producer connection's spec: a client of `backend`, with a large
-    /// mailbox.
+    /// The producer connection's spec: a client of `backend` draining the
+    /// Producer's `intake`, with a large mailbox.
     fn connection_spec(
         &self,
         backend: Arc<dyn BrokerBackend>,
         delivery_timeout: Duration,
+        intake: Rc<RefCell<crate::producer::ProducerIntake>>,
     ) -> ChildSpec {
         ChildSpec::graceful_with_ref("producer-connection", &self.connection, move || {
             ProducerConnection::new(
@@ -95,32 +100,18 @@ impl Outbound {
                     linger: None,
                 },
             )
+            .with_intake(intake.clone())
         })
         .mailbox_capacity(WRITE_MAILBOX)
     }
 
-    /// The Producer's spec: it writes through the producer connection, and
-    /// has a large mailbox.
-    fn producer_spec(
-        &self,
-        max_record_bytes: usize,
-        delivery_timeout: Duration,
-        delays: Option<Arc<Plan>>,
-        intake: IntakeReceiver,
-        metrics: Metrics,
-        lineage: Option<Tap>,
-    ) -> ChildSpec {
-        let connection = self.connection.clone();
+    /// The Producer's spec: it writes through the producer connection
+    /// (what comes to its address, and failed writes sent again), and has a
+    /// large mailbox.
+    fn producer_spec(&self, settings: ProducerSettings) -> ChildSpec {
+        let (own, connection) = (self.producer.clone(), self.connection.clone());
         ChildSpec::graceful_with_ref("producer", &self.producer, move || {
-            Producer::new(
-                connection.clone(),
-                max_record_bytes,
-                delivery_timeout,
-                delays.clone(),
-                Some(intake.clone()),
-                metrics.clone(),
-                lineage.clone(),
-            )
+            Producer::new(own.clone(), connection.clone(), &settings)
         })
         .mailbox_capacity(WRITE_MAILBOX)
     }

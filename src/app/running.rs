@@ -22,6 +22,8 @@ pub struct App {
     pub(super) http_addr: Option<std::net::SocketAddr>,
     pub(super) root: SupervisorHandle,
     pub(super) producer: ChildRef<Producer>,
+    pub(super) connection:
+        ChildRef<crate::connection::producer::ProducerConnection<crate::producer::PublishReply>>,
     /// Where [`ProducerHandle`]s send.
     pub(super) intake: IntakeSender,
     pub(super) delivery_timeout: Duration,
@@ -47,6 +49,7 @@ impl App {
     pub fn producer(&self) -> ProducerHandle {
         ProducerHandle::new(
             self.producer.clone(),
+            self.connection.clone(),
             self.intake.clone(),
             self.delivery_timeout,
         )

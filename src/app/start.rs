@@ -41,6 +41,7 @@ impl Shared {
     fn producer(&self) -> ProducerHandle {
         ProducerHandle::new(
             self.outbound.producer.clone(),
+            self.outbound.connection.clone(),
             self.intake.clone(),
             self.delivery_timeout,
         )
@@ -269,6 +270,7 @@ impl AppBuilder {
             http_addr,
             root: handle,
             producer: shared.outbound.producer,
+            connection: shared.outbound.connection,
             intake: shared.intake,
             delivery_timeout: self.delivery_timeout,
             broker,

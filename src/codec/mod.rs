@@ -9,7 +9,7 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::envelope::{header, Headers};
+use crate::envelope::{header, Headers, Record};
 use crate::error::{Error, Result};
 
 /// How a payload is serialized.
@@ -49,8 +49,9 @@ impl ContentType {
     /// Serializes `value`.
     ///
     /// A small payload is serialized into a reused buffer of this thread
-    /// and copied out at its exact size (one allocation, no growing); a
-    /// large one keeps the buffer it was written into (no copy).
+    /// and copied out at its exact size (a short one into a buffer shared
+    /// with other short copies, no allocation of its own); a large one
+    /// keeps the buffer it was written into (no copy).
     pub fn encode<T: Serialize + ?Sized>(self, value: &T) -> Result<Bytes> {
         thread_local! {
             static SCRATCH: std::cell::RefCell<Vec<u8>> =
@@ -61,7 +62,7 @@ impl ContentType {
                 buffer.clear();
                 self.encode_into(&mut buffer, value)?;
                 if buffer.len() <= COPY_OUT_MAX {
-                    return Ok(Bytes::copy_from_slice(&buffer));
+                    return Ok(crate::envelope::small::copy(&buffer));
                 }
                 let full = std::mem::replace(&mut *buffer, Vec::with_capacity(ENCODE_CAPACITY));
                 Ok(Bytes::from(full))
@@ -136,6 +137,80 @@ pub(crate) fn content_type_of(headers: &Headers, default: ContentType) -> Result
             ContentType::from_mime(text)
                 .ok_or_else(|| Error::Decode(format!("unknown content-type {text:?}")))
         }
+    }
+}
+
+/// What a handler's message is made from: any type serde can deserialize
+/// (decoded by the record's `content-type`), or [`Raw`], the payload as it
+/// came. Implemented for both; not meant to be implemented elsewhere.
+pub trait Decode: Sized + Send + 'static {
+    /// Whether records are routed to this type by their type name; if not,
+    /// it takes every record no other route of its handler takes.
+    #[doc(hidden)]
+    const BY_TYPE_NAME: bool = true;
+
+    /// The message of `record`; `default` is the content type of a record
+    /// that declares none.
+    #[doc(hidden)]
+    fn decode_record(record: &Record, default: ContentType) -> Result<Self>;
+}
+
+impl<T: DeserializeOwned + Send + 'static> Decode for T {
+    #[inline]
+    fn decode_record(record: &Record, default: ContentType) -> Result<Self> {
+        let ct = content_type_of(&record.headers, default)?;
+        if record.is_tombstone() {
+            ct.decode_null()
+        } else {
+            ct.decode(&record.payload)
+        }
+    }
+}
+
+/// A record's payload as it came, not decoded: handle `Delivery<Raw>` to
+/// read bytes of any format (or none) at no decoding cost. It takes every
+/// record of its subscription whatever its type name (with
+/// [`Routes`](crate::Routes), every record no other route takes). A
+/// tombstone is an empty `Raw`
+/// ([`Delivery::is_tombstone`](crate::Delivery::is_tombstone) tells it from
+/// an empty payload).
+///
+/// ```
+/// # use kafkactor::prelude::*;
+/// let handler = |d: Delivery<Raw>| async move {
+///     println!("{} bytes", d.message().len());
+///     Outcome::Ack
+/// };
+/// # let _ = Kafkactor::builder().handle(Subscription::to("audit").group("g"), handler);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Raw(Bytes);
+
+impl Raw {
+    /// The payload (shared with the record, not copied).
+    pub fn bytes(&self) -> &Bytes {
+        &self.0
+    }
+
+    /// Takes the payload.
+    pub fn into_bytes(self) -> Bytes {
+        self.0
+    }
+}
+
+impl std::ops::Deref for Raw {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Decode for Raw {
+    const BY_TYPE_NAME: bool = false;
+
+    #[inline]
+    fn decode_record(record: &Record, _: ContentType) -> Result<Self> {
+        Ok(Raw(record.payload.clone()))
     }
 }
 

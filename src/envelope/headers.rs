@@ -58,6 +58,10 @@ impl<N: Into<Arc<str>>> From<N> for Name {
     }
 }
 
+/// Room made for the first header: a published record's content type,
+/// type name, message id and timestamp, and a few of its publisher's.
+const FIRST_ROOM: usize = 8;
+
 /// The longest header value kept inside the header list instead of in a
 /// buffer of its own: room for a message id (36 bytes of UUID text).
 pub(crate) const INLINE: usize = 38;
@@ -82,7 +86,7 @@ impl Value {
                 bytes,
             }
         } else {
-            Value::Shared(Bytes::copy_from_slice(value))
+            Value::Shared(super::small::copy(value))
         }
     }
 
@@ -155,18 +159,32 @@ impl Headers {
         if self.0.iter().any(|(n, _)| n.is(&name)) {
             self.0.retain(|(n, _)| !n.is(&name));
         }
+        self.push(name, value);
+    }
+
+    /// Appends a pair; the first makes room for a published record's
+    /// usual headers at once (the list does not grow header by header).
+    #[inline]
+    fn push(&mut self, name: Name, value: Value) {
+        if self.0.capacity() == 0 {
+            self.0.reserve_exact(FIRST_ROOM);
+        }
         self.0.push((name, value));
+    }
+
+    /// Sets `name` to a copy of `value` (kept inline when short).
+    pub(crate) fn insert_copy(&mut self, name: Name, value: &[u8]) {
+        self.set(name, Value::copied(value));
     }
 
     /// Appends a value, keeping earlier ones.
     pub fn append(&mut self, name: impl Into<Arc<str>>, value: impl Into<Bytes>) {
-        self.0
-            .push((name.into().into(), Value::Shared(value.into())));
+        self.push(name.into().into(), Value::Shared(value.into()));
     }
 
     /// Appends a null value (a header without one), keeping earlier ones.
     pub fn append_null(&mut self, name: impl Into<Arc<str>>) {
-        self.0.push((name.into().into(), Value::Null));
+        self.push(name.into().into(), Value::Null);
     }
 
     /// Removes every value of `name`.
@@ -222,13 +240,13 @@ impl Headers {
             (Some(_), Some(long)) => Value::Shared(long),
             (Some(v), None) => Value::copied(v),
         };
-        self.0.push((name, value));
+        self.push(name, value);
     }
 
     /// Appends a well-known header known to be absent, a copy of `value`,
     /// allocating nothing when the value is short (a message id).
     pub(crate) fn append_known_copy(&mut self, name: &'static str, value: &[u8]) {
-        self.0.push((Name::Known(name), Value::copied(value)));
+        self.push(Name::Known(name), Value::copied(value));
     }
 
     /// Bytes taken by names and values.

@@ -4,7 +4,8 @@
 //!
 //! By concern: the header names are here; `headers.rs` holds the header
 //! list, `record.rs` the records read and written, `message_id.rs` the
-//! message ids the producer stamps.
+//! message ids the producer stamps, `small.rs` the copies of short byte
+//! strings a record is made of.
 
 /// Well-known header names. All are prefixed with `x-` except W3C trace context
 /// and `content-type`/`content-encoding`, which keep their standard names.
@@ -91,10 +92,12 @@ pub mod header {
 mod headers;
 mod message_id;
 mod record;
+pub(crate) mod small;
 
 pub use headers::Headers;
+pub(crate) use headers::Name;
 #[cfg(feature = "kafka")]
-pub(crate) use headers::{Name, INLINE};
+pub(crate) use headers::INLINE;
 pub(crate) use message_id::new_message_id;
 pub(crate) use record::OutgoingRecord;
 pub use record::{Record, TopicPartition};

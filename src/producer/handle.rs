@@ -1,16 +1,16 @@
 //! [`ProducerHandle`], the application's publisher, and the intake it
-//! sends through: one queue into the [`Producer`] actor that outlives its
+//! sends through: one queue into the producer connection that outlives its
 //! incarnations.
 //!
 //! A publish goes into the intake with the sender of its answer; the
-//! running Producer incarnation takes everything waiting there in one turn
-//! (no mailbox envelope, queue node or wake-up per publish) and hands the
-//! records to its connection in one batch. Publishes still in the intake
-//! when an incarnation stops are taken by the next one.
+//! running connection incarnation takes everything waiting there in one
+//! turn (no mailbox envelope or actor hop per publish), prepares each
+//! record and writes it (see `intake.rs`). Publishes still in the intake
+//! when an incarnation stops are taken by the next one; a write that fails
+//! in a way that may pass goes to the [`Producer`] actor, which sends it
+//! again.
 
-use std::cell::RefCell;
 use std::future::Future;
-use std::rc::Rc;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -19,11 +19,12 @@ use futures_util::FutureExt;
 use kafkactor_actors::ChildRef;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::connection::producer::ProducerConnection;
 use crate::delivery::current::{in_handler, join, with_current, Joined};
 use crate::envelope::header;
 use crate::error::Result;
 use crate::observe::trace::{adopt, inherit, record_ids, spans_on, TraceContext};
-use crate::producer::{Producer, PublishBatch, SendError};
+use crate::producer::{Producer, PublishBatch, PublishReply, SendError};
 use crate::publish::{Publish, PublishOutcome};
 
 /// A publish (or a batch) on its way to the Producer, with where its
@@ -56,9 +57,9 @@ enum Offer<M> {
     Later(M),
 }
 
-/// The Producer's side of the intake, handed from incarnation to
-/// incarnation on the application's actor thread.
-pub(crate) type IntakeReceiver = Rc<RefCell<mpsc::Receiver<Request>>>;
+/// The taking side of the intake: the producer connection drains it
+/// (see [`ProducerIntake`](super::ProducerIntake)).
+pub(crate) type IntakeReceiver = mpsc::Receiver<Request>;
 
 /// The sending side of the intake, in every [`ProducerHandle`].
 pub(crate) type IntakeSender = mpsc::Sender<Request>;
@@ -66,8 +67,7 @@ pub(crate) type IntakeSender = mpsc::Sender<Request>;
 /// A new intake holding at most `capacity` publishes not yet taken (past
 /// it, `send` waits for room).
 pub(crate) fn intake(capacity: usize) -> (IntakeSender, IntakeReceiver) {
-    let (tx, rx) = mpsc::channel(capacity);
-    (tx, Rc::new(RefCell::new(rx)))
+    mpsc::channel(capacity)
 }
 
 /// Gives `publishes` their context on the caller's thread: what they
@@ -232,13 +232,14 @@ fn publish_span(
 /// application, across the actor's restarts. Keep it as long as you like.
 ///
 /// [`send`](ProducerHandle::send) answers as `Addr<Producer>::send` does
-/// (`producer.send(publish).await??`). Publishes reach the Producer in
-/// call order through one queue that outlives its incarnations: one sent
-/// while the Producer is being restarted waits (up to the application's
-/// delivery timeout) for the next incarnation. A publish the stopping
-/// incarnation had taken but not answered yet fails with
-/// [`SendError::Unanswered`] (it may or may not have been written): send
-/// it again.
+/// (`producer.send(publish).await??`). Publishes reach the producer
+/// connection in call order through one queue that outlives its
+/// incarnations: one sent while the connection is being restarted waits
+/// (up to the application's delivery timeout) for the next incarnation,
+/// and one the stopping incarnation had taken is sent again by the
+/// Producer. A publish that is not answered because the application
+/// stopped first fails with [`SendError::Unanswered`] (it may or may not
+/// have been written): send it again.
 ///
 /// ```
 /// # use kafkactor::prelude::*;
@@ -253,6 +254,8 @@ fn publish_span(
 #[derive(Clone)]
 pub struct ProducerHandle {
     producer: ChildRef<Producer>,
+    /// What drains the intake.
+    connection: ChildRef<ProducerConnection<PublishReply>>,
     intake: IntakeSender,
     wait: Duration,
 }
@@ -266,9 +269,15 @@ impl std::fmt::Debug for ProducerHandle {
 }
 
 impl ProducerHandle {
-    pub(crate) fn new(producer: ChildRef<Producer>, intake: IntakeSender, wait: Duration) -> Self {
+    pub(crate) fn new(
+        producer: ChildRef<Producer>,
+        connection: ChildRef<ProducerConnection<PublishReply>>,
+        intake: IntakeSender,
+        wait: Duration,
+    ) -> Self {
         ProducerHandle {
             producer,
+            connection,
             intake,
             wait,
         }
@@ -411,7 +420,7 @@ impl ProducerHandle {
         message: M,
         request: F,
     ) -> std::result::Result<(), Offer<(M, F)>> {
-        if self.producer.with(|_, _| ()).is_none() {
+        if self.connection.with(|_, _| ()).is_none() {
             return Err(Offer::Later((message, request)));
         }
         match self.intake.try_reserve() {
@@ -431,9 +440,9 @@ impl ProducerHandle {
         message: M,
         request: impl FnOnce(M) -> Request + 'static,
     ) -> impl Future<Output = std::result::Result<(), SendError<M>>> + 'static {
-        let (producer, intake, wait) = (self.producer.clone(), self.intake.clone(), self.wait);
+        let (connection, intake, wait) = (self.connection.clone(), self.intake.clone(), self.wait);
         async move {
-            if producer.ready(wait).await.is_none() {
+            if connection.ready(wait).await.is_none() {
                 return Err(SendError::NoProducer(Box::new(message)));
             }
             match intake.reserve().await {

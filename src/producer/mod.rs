@@ -9,24 +9,21 @@
 //! timeout; only then does the publisher get the error. A record sent twice
 //! this way may be written twice (at-least-once publishing).
 //!
-//! Messages: what [`ProducerHandle`]s send comes through the intake (see
-//! `handle.rs`): one queue, drained in one turn per wake-up, that outlives
-//! incarnations. The actor also handles [`Publish`] and [`PublishBatch`]
-//! sent to its address, and `Shutdown`. Either way the records taken in one
-//! turn go to the connection as one batch. Owns nothing but its settings
-//! and the writes taken and not yet handed over; a restart loses no state:
-//! publishes still in the intake are taken by the next incarnation, and
-//! publishes the stopping one had taken but not answered answer
-//! [`SendError::Unanswered`] through a [`ProducerHandle`]
-//! (`MailboxError::Closed` on its address): the publisher sends them again.
+//! Messages: [`Publish`] and [`PublishBatch`] sent to its address, the
+//! writes that failed in a way that may pass (`Resend`), and `Shutdown`.
+//! The records taken in one turn go to the connection as one batch. What
+//! [`ProducerHandle`]s send does not pass through the actor: their intake
+//! is drained by the producer connection itself (`intake.rs`), and only
+//! their failed writes come back here to be sent again. Owns nothing but
+//! its settings and the writes taken and not yet handed over; a restart
+//! loses no state: writes the stopping incarnation had taken and not
+//! answered answer `MailboxError::Closed` on its address (the publisher
+//! sends them again), and a write failing after it stopped is sent again
+//! by the next incarnation.
 
-use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
-
-use std::pin::Pin;
-use std::task::{self, Poll};
 
 use actix::dev::{MessageResponse, OneshotSender};
 use actix::prelude::*;
@@ -39,11 +36,13 @@ use crate::error::{Error, Result};
 use crate::observe::lineage::Tap;
 use crate::observe::metrics::Metrics;
 use crate::publish::{Publish, PublishOutcome};
-use handle::{IntakeReceiver, Request};
-use queue::{Prepared, Unsent, WriteQueue};
+use handle::IntakeReceiver;
+pub(crate) use intake::ProducerIntake;
+use queue::{Prepared, Replies, WriteQueue};
 use reply::Awaiting;
 
 pub(crate) mod handle;
+mod intake;
 mod prepare;
 mod queue;
 pub(crate) mod reply;
@@ -54,10 +53,19 @@ pub(crate) use prepare::{prepare, Delayed};
 pub(crate) use reply::PublishReply;
 pub use send_error::SendError;
 
-/// Most requests taken from the intake at once, and rounds of that per
-/// turn before the Producer lets its thread's other tasks run.
-const DRAIN_BATCH: usize = 256;
-const DRAIN_ROUNDS: usize = 16;
+/// Most writes handed to the connection in one message.
+const FLUSH_BATCH: usize = 256;
+
+/// What the Producer and its intake are made with.
+#[derive(Clone)]
+pub(crate) struct ProducerSettings {
+    pub(crate) max_record_bytes: usize,
+    pub(crate) delivery_timeout: Duration,
+    /// The delay buckets, when delayed publishing is on.
+    pub(crate) delays: Option<Arc<Plan>>,
+    pub(crate) metrics: Metrics,
+    pub(crate) lineage: Option<Tap>,
+}
 
 /// Publishes records; reach it through [`App::producer`](crate::App::producer).
 pub struct Producer {
@@ -65,13 +73,8 @@ pub struct Producer {
     max_record_bytes: usize,
     delivery_timeout: Duration,
     delays: Option<Arc<Plan>>,
-    /// Where this incarnation queues writes (set once it started).
-    queue: Option<WriteQueue>,
-    unsent: Rc<RefCell<Unsent>>,
-    /// The intake, taken by each incarnation in turn.
-    intake: Option<IntakeReceiver>,
-    metrics: Metrics,
-    lineage: Option<Tap>,
+    /// Where this incarnation queues writes.
+    queue: WriteQueue,
 }
 
 impl std::fmt::Debug for Producer {
@@ -83,99 +86,42 @@ impl std::fmt::Debug for Producer {
 }
 
 impl Producer {
+    /// A Producer found through `own` (where failed writes come back),
+    /// writing through `connection`.
     pub(crate) fn new(
+        own: ChildRef<Producer>,
         connection: ChildRef<ProducerConnection<PublishReply>>,
-        max_record_bytes: usize,
-        delivery_timeout: Duration,
-        delays: Option<Arc<Plan>>,
-        intake: Option<IntakeReceiver>,
-        metrics: Metrics,
-        lineage: Option<Tap>,
+        settings: &ProducerSettings,
     ) -> Self {
         Producer {
             connection,
-            max_record_bytes,
-            delivery_timeout,
-            delays,
-            queue: None,
-            unsent: Rc::default(),
-            intake,
-            metrics,
-            lineage,
+            max_record_bytes: settings.max_record_bytes,
+            delivery_timeout: settings.delivery_timeout,
+            delays: settings.delays.clone(),
+            queue: WriteQueue {
+                unsent: Rc::default(),
+                replies: Replies::new(own, settings.metrics.clone(), settings.lineage.clone()),
+            },
         }
+    }
+
+    /// The intake of `requests` (from [`ProducerHandle`]s) as the
+    /// producer connection drains it; failed writes come back to `own`.
+    pub(crate) fn intake(
+        own: ChildRef<Producer>,
+        requests: IntakeReceiver,
+        settings: &ProducerSettings,
+    ) -> ProducerIntake {
+        ProducerIntake::new(
+            requests,
+            settings.max_record_bytes,
+            settings.delays.clone(),
+            Replies::new(own, settings.metrics.clone(), settings.lineage.clone()),
+        )
     }
 
     fn prepare(&self, publish: Publish) -> Result<(OutgoingRecord, Option<Delayed>)> {
         prepare(publish, self.max_record_bytes, self.delays.as_deref())
-    }
-
-    /// Queues what a request from the intake asks for.
-    fn take(&mut self, request: Request) {
-        let Some(queue) = self.queue.as_ref() else {
-            return; // not started: cannot happen once it drains the intake
-        };
-        match request {
-            Request::One(publish, tx) => {
-                queue.one(self.prepare(publish), Awaiting::One(tx));
-            }
-            Request::Traced(traced) => {
-                let (publish, tx, span) = *traced;
-                queue.one(
-                    self.prepare(publish),
-                    Awaiting::Traced(Box::new((tx, span))),
-                );
-            }
-            Request::Batch(PublishBatch(publishes), tx, spans) => {
-                let prepared = publishes.into_iter().map(|p| self.prepare(p)).collect();
-                queue.batch(prepared, Some(tx), spans);
-            }
-        }
-    }
-}
-
-/// Takes everything waiting in the intake, then hands it to the
-/// connection in one batch: a future of the Producer's context, woken when
-/// the intake gets something. Ends once every [`ProducerHandle`] is gone.
-struct Drain {
-    taken: Vec<Request>,
-}
-
-impl ActorFuture<Producer> for Drain {
-    type Output = ();
-
-    fn poll(
-        self: Pin<&mut Self>,
-        act: &mut Producer,
-        ctx: &mut Context<Producer>,
-        task: &mut task::Context<'_>,
-    ) -> Poll<()> {
-        let this = self.get_mut();
-        let Some(intake) = act.intake.clone() else {
-            return Poll::Ready(());
-        };
-        for _ in 0..DRAIN_ROUNDS {
-            let polled = intake
-                .borrow_mut()
-                .poll_recv_many(task, &mut this.taken, DRAIN_BATCH);
-            match polled {
-                Poll::Pending => {
-                    act.flush(ctx);
-                    return Poll::Pending;
-                }
-                Poll::Ready(0) => {
-                    act.flush(ctx);
-                    return Poll::Ready(());
-                }
-                Poll::Ready(_) => {
-                    for request in this.taken.drain(..) {
-                        act.take(request);
-                    }
-                }
-            }
-        }
-        act.flush(ctx);
-        task.waker().wake_by_ref();
-        Poll::Pending
     }
 }
 
@@ -195,7 +141,7 @@ pub(crate) struct Resend {
 /// users: `send` on the Producer's address resolves to the outcome.
 pub struct Queued {
     prepared: Prepared,
-    queue: Option<WriteQueue>,
+    queue: WriteQueue,
 }
 
 impl std::fmt::Debug for Queued {
@@ -213,10 +159,7 @@ impl MessageResponse<Producer, Publish> for Queued {
         tx: Option<OneshotSender<Result<PublishOutcome>>>,
     ) {
         // Handed over once the mailbox is drained: one batch per wake-up.
-        if self
-            .queue
-            .is_some_and(|q| q.one(self.prepared, Awaiting::One(tx)))
-        {
+        if self.queue.one(self.prepared, Awaiting::One(tx)) {
             ctx.notify(Flush);
         }
     }
@@ -233,11 +176,11 @@ impl Producer {
     /// their order) up to the delivery timeout.
     fn flush(&mut self, ctx: &mut Context<Self>) {
         let writes = {
-            let mut unsent = self.unsent.borrow_mut();
+            let mut unsent = self.queue.unsent.borrow_mut();
             if unsent.writes.is_empty() {
                 return;
             }
-            let room = unsent.writes.len().min(DRAIN_BATCH);
+            let room = unsent.writes.len().min(FLUSH_BATCH);
             std::mem::replace(&mut unsent.writes, Vec::with_capacity(room))
         };
         hand_over(&self.connection, writes, self.delivery_timeout, ctx);
@@ -246,19 +189,6 @@ impl Producer {
 
 impl Actor for Producer {
     type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        self.queue = Some(WriteQueue {
-            unsent: self.unsent.clone(),
-            producer: Arc::new(ctx.address().recipient()),
-            metrics: self.metrics.clone(),
-            taken_by: Rc::default(),
-            lineage: self.lineage.clone(),
-        });
-        ctx.spawn(Drain {
-            taken: Vec::with_capacity(DRAIN_BATCH),
-        });
-    }
 }
 
 impl Handler<Publish> for Producer {
@@ -302,7 +232,7 @@ impl Message for PublishBatch {
 /// by users.
 pub struct QueuedBatch {
     prepared: Vec<Prepared>,
-    queue: Option<WriteQueue>,
+    queue: WriteQueue,
 }
 
 impl std::fmt::Debug for QueuedBatch {
@@ -319,10 +249,7 @@ impl MessageResponse<Producer, PublishBatch> for QueuedBatch {
         ctx: &mut Context<Producer>,
         tx: Option<OneshotSender<Vec<Result<PublishOutcome>>>>,
     ) {
-        if self
-            .queue
-            .is_some_and(|q| q.batch(self.prepared, tx, Vec::new()))
-        {
+        if self.queue.batch(self.prepared, tx) {
             ctx.notify(Flush);
         }
     }
@@ -368,7 +295,7 @@ impl Handler<Resend> for Producer {
         tracing::debug!(topic = %record.topic, %error, ?backoff, "publish failed; sending again");
         let write = Write::new(record, reply);
         ctx.run_later(backoff, move |act, ctx| {
-            act.unsent.borrow_mut().writes.push(write);
+            act.queue.unsent.borrow_mut().writes.push(write);
             act.flush(ctx);
         });
     }

@@ -1,16 +1,16 @@
-//! Where a Producer incarnation queues writes ([`WriteQueue`]), each with
-//! the reply that answers its publisher, until they are handed to the
-//! connection ([`Unsent`]).
+//! The writes of publishes, each with the reply that answers its publisher
+//! ([`Replies`]), and where a Producer incarnation queues them
+//! ([`WriteQueue`]) until they are handed to the connection ([`Unsent`]).
 
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 
 use actix::dev::OneshotSender;
-use actix::Recipient;
+use kafkactor_actors::ChildRef;
 
 use super::reply::{Awaiting, BatchAnswer, Published, TakenBy};
-use super::{Delayed, PublishReply, Resend};
+use super::{Delayed, Producer, PublishReply};
 use crate::connection::producer::Write;
 use crate::envelope::{header, OutgoingRecord};
 use crate::error::Result;
@@ -21,27 +21,39 @@ use crate::publish::PublishOutcome;
 /// Prepared records waiting for their outcome: what [`WriteQueue`] takes.
 pub(super) type Prepared = Result<(OutgoingRecord, Option<Delayed>)>;
 
-/// Where a Producer incarnation queues writes, each with the reply that
-/// answers its publisher: shared by its message handlers (through their
-/// responses, which do not see the actor) and its intake.
+/// What the reply of every write is made with: shared by a Producer
+/// incarnation's [`WriteQueue`] and the intake its connection drains.
 #[derive(Clone)]
-pub(super) struct WriteQueue {
-    pub(super) unsent: Rc<RefCell<Unsent>>,
-    /// This incarnation, where failed writes come back to be sent again.
-    pub(super) producer: Arc<Recipient<Resend>>,
+pub(super) struct Replies {
+    /// The Producer, where failed writes come back to be sent again
+    /// (whichever incarnation runs when one fails).
+    pub(super) producer: ChildRef<Producer>,
     pub(super) metrics: Metrics,
     /// What the publishes to each topic share.
     pub(super) taken_by: Rc<RefCell<PerTopic<Arc<TakenBy>>>>,
     pub(super) lineage: Option<Tap>,
 }
 
-impl WriteQueue {
+impl Replies {
+    pub(super) fn new(
+        producer: ChildRef<Producer>,
+        metrics: Metrics,
+        lineage: Option<Tap>,
+    ) -> Self {
+        Replies {
+            producer,
+            metrics,
+            taken_by: Rc::default(),
+            lineage,
+        }
+    }
+
     /// What the publishes to `topic` share.
     fn taken_by(&self, topic: &Arc<str>) -> Arc<TakenBy> {
         let mut all = self.taken_by.borrow_mut();
         let taken_by = all.get(topic, |topic| {
             Arc::new(TakenBy {
-                producer: (*self.producer).clone(),
+                producer: self.producer.clone(),
                 counters: self.metrics.on().then(|| self.metrics.publish(topic)),
             })
         });
@@ -61,27 +73,86 @@ impl WriteQueue {
         }))
     }
 
-    /// Queues one record, or answers its failure; returns whether the
-    /// unsent was empty before.
-    pub(super) fn one(&self, prepared: Prepared, to: Awaiting) -> bool {
+    /// The write of one prepared record, or None when it failed (its
+    /// publisher is answered).
+    #[inline]
+    pub(super) fn one(&self, prepared: Prepared, to: Awaiting) -> Option<Write<PublishReply>> {
         let (record, delayed) = match prepared {
             Ok(prepared) => prepared,
             Err(e) => {
                 to.send(Err(e));
-                return false;
+                return None;
             }
         };
+        Some(self.write(record, delayed, to, crate::clock::now_ticks()))
+    }
+
+    fn write(
+        &self,
+        record: OutgoingRecord,
+        delayed: Option<Delayed>,
+        to: Awaiting,
+        taken: u64,
+    ) -> Write<PublishReply> {
         let reply = PublishReply {
             to,
             delayed,
-            taken: crate::clock::now_ticks(),
+            taken,
             resends: 0,
             taken_by: self.taken_by(&record.topic),
             lineage: self.lineage_of(&record),
         };
+        Write::new(record, reply)
+    }
+
+    /// The writes of a batch's prepared records, answered together once
+    /// every outcome is in, each handed to `push` in order.
+    pub(super) fn batch(
+        &self,
+        prepared: Vec<Prepared>,
+        tx: Option<OneshotSender<Vec<Result<PublishOutcome>>>>,
+        spans: Vec<tracing::Span>,
+        mut push: impl FnMut(Write<PublishReply>),
+    ) {
+        let batch = BatchAnswer::new(prepared.len(), tx, spans);
+        if prepared.is_empty() {
+            return batch.set_empty();
+        }
+        let taken = crate::clock::now_ticks();
+        for (index, prepared) in prepared.into_iter().enumerate() {
+            match prepared {
+                Err(e) => batch.set(index, Err(e)),
+                Ok((record, delayed)) => {
+                    let to = Awaiting::Batch {
+                        batch: batch.clone(),
+                        index,
+                    };
+                    push(self.write(record, delayed, to, taken));
+                }
+            }
+        }
+    }
+}
+
+/// Where a Producer incarnation queues writes, each with the reply that
+/// answers its publisher: shared by its message handlers (through their
+/// responses, which do not see the actor).
+#[derive(Clone)]
+pub(super) struct WriteQueue {
+    pub(super) unsent: Rc<RefCell<Unsent>>,
+    pub(super) replies: Replies,
+}
+
+impl WriteQueue {
+    /// Queues one record, or answers its failure; returns whether the
+    /// unsent was empty before.
+    pub(super) fn one(&self, prepared: Prepared, to: Awaiting) -> bool {
+        let Some(write) = self.replies.one(prepared, to) else {
+            return false;
+        };
         let mut unsent = self.unsent.borrow_mut();
         let was_empty = unsent.writes.is_empty();
-        unsent.writes.push(Write::new(record, reply));
+        unsent.writes.push(write);
         was_empty
     }
 
@@ -91,37 +162,13 @@ impl WriteQueue {
         &self,
         prepared: Vec<Prepared>,
         tx: Option<OneshotSender<Vec<Result<PublishOutcome>>>>,
-        spans: Vec<tracing::Span>,
     ) -> bool {
-        let batch = BatchAnswer::new(prepared.len(), tx, spans);
-        if prepared.is_empty() {
-            batch.set_empty();
-            return false;
-        }
-        let taken = crate::clock::now_ticks();
         let mut unsent = self.unsent.borrow_mut();
         let was_empty = unsent.writes.is_empty();
         unsent.writes.reserve(prepared.len());
-        for (index, prepared) in prepared.into_iter().enumerate() {
-            match prepared {
-                Err(e) => batch.set(index, Err(e)),
-                Ok((record, delayed)) => {
-                    let reply = PublishReply {
-                        to: Awaiting::Batch {
-                            batch: batch.clone(),
-                            index,
-                        },
-                        delayed,
-                        taken,
-                        resends: 0,
-                        taken_by: self.taken_by(&record.topic),
-                        lineage: self.lineage_of(&record),
-                    };
-                    unsent.writes.push(Write::new(record, reply));
-                }
-            }
-        }
-        was_empty
+        self.replies
+            .batch(prepared, tx, Vec::new(), |write| unsent.writes.push(write));
+        was_empty && !unsent.writes.is_empty()
     }
 }
 

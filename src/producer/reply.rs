@@ -6,19 +6,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use actix::dev::{OneshotSender, SendError};
-use actix::Recipient;
+use kafkactor_actors::ChildRef;
 
 use crate::broker::{Delivered, Failed, WriteResult};
 use crate::connection::producer::WriteReply;
 use crate::error::Result;
 use crate::observe::lineage::{Event, Tap};
 use crate::observe::metrics::PublishMetrics;
-use crate::producer::{Delayed, Resend};
+use crate::producer::{Delayed, Producer, Resend};
 use crate::publish::PublishOutcome;
 
 /// The answer a publisher gets, once its record's fate is known: a
 /// [`Write`]'s reply. A failure that may pass goes back to the Producer
-/// incarnation that took the publish, which sends the record again.
+/// (the incarnation running then), which sends the record again.
 pub(crate) struct PublishReply {
     pub(super) to: Awaiting,
     pub(super) delayed: Option<Delayed>,
@@ -26,17 +26,18 @@ pub(crate) struct PublishReply {
     pub(super) taken: u64,
     /// Sends made so far after the first.
     pub(super) resends: u32,
-    /// The Producer incarnation that took it, and its topic's counters.
+    /// Where it goes back to be sent again, and its topic's counters.
     pub(super) taken_by: Arc<TakenBy>,
     /// Its lineage event's makings, when lineage is on.
     pub(super) lineage: Option<Box<Published>>,
 }
 
-/// What every publish to one topic taken by one Producer incarnation
-/// shares: one reference per record (not one per field).
+/// What every publish to one topic shares: one reference per record (not
+/// one per field).
 pub(crate) struct TakenBy {
-    /// Where a failed write goes back to be sent again.
-    pub(super) producer: Recipient<Resend>,
+    /// Where a failed write goes back to be sent again: the Producer
+    /// incarnation running when it fails.
+    pub(super) producer: ChildRef<Producer>,
     /// The topic's counters (None: metrics are off).
     pub(super) counters: Option<PublishMetrics>,
 }
@@ -89,9 +90,13 @@ impl PublishReply {
                     reply: self,
                     error,
                 };
-                match taken_by.producer.try_send(resend) {
+                let sent = match taken_by.producer.get() {
+                    Some(producer) => producer.try_send(resend),
+                    None => Err(SendError::Closed(resend)),
+                };
+                match sent {
                     Ok(()) => return,
-                    // That Producer is gone: the failure is final.
+                    // No Producer runs: the failure is final.
                     Err(SendError::Closed(resend) | SendError::Full(resend)) => {
                         return resend.reply.send(Err(resend.error));
                     }

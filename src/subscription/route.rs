@@ -5,9 +5,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use actix::{Actor, Context, Handler};
-use serde::de::DeserializeOwned;
 
-use crate::codec::{content_type_of, type_name_of, ContentType};
+use crate::codec::{type_name_of, ContentType, Decode};
 use crate::dead_letter::FailureKind;
 use crate::delivery::Delivery;
 use crate::envelope::{header, Headers, Record};
@@ -34,14 +33,9 @@ fn call<A, T>(
 where
     A: Actor<Context = Context<A>> + Handler<Delivery<T>>,
     <A as Handler<Delivery<T>>>::Result: 'static,
-    T: DeserializeOwned + Send + 'static,
+    T: Decode,
 {
-    let ct = content_type_of(&record.headers, default_ct)?;
-    let message: T = if record.is_tombstone() {
-        ct.decode_null()?
-    } else {
-        ct.decode(&record.payload)?
-    };
+    let message = T::decode_record(&record, default_ct)?;
     let response = act.handle(Delivery::new(message, record, attempt), ctx);
     Ok(Reply::of::<Delivery<T>, _>(response, ctx))
 }
@@ -64,6 +58,9 @@ pub struct Routes<A: Actor> {
     /// type-name header is compared as bytes against each in turn: a topic
     /// carries a handful of types, where a scan beats hashing the name.
     by_name: Vec<(Box<str>, RouteFn<A>, &'static str)>,
+    /// The route of records no type name routes (a [`Raw`](crate::Raw)
+    /// route), with its type's name.
+    fallback: Option<(RouteFn<A>, &'static str)>,
     /// Type names claimed twice: starting with these routes fails.
     collisions: Vec<String>,
 }
@@ -96,6 +93,7 @@ impl<A: Actor<Context = Context<A>>> Routes<A> {
     pub fn new() -> Self {
         Routes {
             by_name: Vec::new(),
+            fallback: None,
             collisions: Vec::new(),
         }
     }
@@ -108,19 +106,29 @@ impl<A: Actor<Context = Context<A>>> Routes<A> {
     /// it with that name ([`Publish::type_name`](crate::Publish::type_name),
     /// after [`Publish::message`](crate::Publish::message), which stamps the
     /// type's own).
-    pub fn route<T>(self) -> Self
+    pub fn route<T>(mut self) -> Self
     where
-        T: DeserializeOwned + Send + 'static,
+        T: Decode,
         A: Handler<Delivery<T>>,
         <A as Handler<Delivery<T>>>::Result: 'static,
     {
+        if !T::BY_TYPE_NAME {
+            let full = std::any::type_name::<T>();
+            if let Some((_, other)) = self.fallback {
+                self.collisions.push(format!(
+                    "both {other} and {full} take every record: keep one of them"
+                ));
+            }
+            self.fallback = Some((call::<A, T>, full));
+            return self;
+        }
         self.route_named::<T>(type_name_of::<T>())
     }
 
     /// Accepts `T` under an explicit type name.
     pub fn route_named<T>(mut self, name: &str) -> Self
     where
-        T: DeserializeOwned + Send + 'static,
+        T: Decode,
         A: Handler<Delivery<T>>,
         <A as Handler<Delivery<T>>>::Result: 'static,
     {
@@ -146,34 +154,45 @@ impl<A: Actor<Context = Context<A>>> Routes<A> {
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.by_name.is_empty()
+        self.by_name.is_empty() && self.fallback.is_none()
     }
 
     /// The route for a record, or why there is none.
     // Inlined into the lane's runner (a call per record).
     #[inline]
     pub(crate) fn select(&self, headers: &Headers) -> Result<&RouteFn<A>, (FailureKind, String)> {
-        match headers.get(header::TYPE_NAME) {
+        if self.by_name.is_empty() {
+            if let Some((route, _)) = &self.fallback {
+                return Ok(route);
+            }
+        }
+        let found = match headers.get(header::TYPE_NAME) {
             Some(raw) => self
                 .by_name
                 .iter()
                 .find(|(name, ..)| name.as_bytes() == raw)
                 .map(|(_, route, _)| route)
-                .ok_or_else(|| match std::str::from_utf8(raw) {
-                    Ok(name) => (
-                        FailureKind::Unroutable,
-                        format!(
-                            "no handler accepts type {name:?} (accepted: {:?})",
-                            self.names()
-                        ),
+                .ok_or(Some(raw)),
+            None if self.by_name.len() == 1 && self.fallback.is_none() => Ok(&self.by_name[0].1),
+            None => Err(None),
+        };
+        match (found, &self.fallback) {
+            (Ok(route), _) => Ok(route),
+            (Err(_), Some((route, _))) => Ok(route),
+            (Err(Some(raw)), None) => Err(match std::str::from_utf8(raw) {
+                Ok(name) => (
+                    FailureKind::Unroutable,
+                    format!(
+                        "no handler accepts type {name:?} (accepted: {:?})",
+                        self.names()
                     ),
-                    Err(_) => (
-                        FailureKind::Decode,
-                        "type-name header is not UTF-8".to_string(),
-                    ),
-                }),
-            None if self.by_name.len() == 1 => Ok(&self.by_name[0].1),
-            None => Err((
+                ),
+                Err(_) => (
+                    FailureKind::Decode,
+                    "type-name header is not UTF-8".to_string(),
+                ),
+            }),
+            (Err(None), None) => Err((
                 FailureKind::Unroutable,
                 format!(
                     "record has no {} header and {} types are accepted",

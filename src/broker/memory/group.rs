@@ -112,7 +112,12 @@ impl Group {
 
 /// Wakes every member subscribed to `topic`.
 pub(crate) fn wake_subscribers(state: &State, topic: &str) {
-    for g in state.groups.values() {
+    wake_groups(&state.groups, topic);
+}
+
+/// Wakes the members of `groups` subscribed to `topic`.
+pub(crate) fn wake_groups(groups: &HashMap<String, Group>, topic: &str) {
+    for g in groups.values() {
         for m in g.members.values() {
             if m.topics.iter().any(|t| &**t == topic) {
                 m.notify.notify_one();

@@ -266,20 +266,25 @@ impl MemoryBroker {
     }
 
     fn append(&self, record: OutgoingRecord) -> WriteResult {
-        let mut state = self.lock();
-        if let Err(e) = self.ensure_locked(&mut state, &record.topic, None) {
-            return Err(Failed::new(e, record));
-        }
-        let topic_name = record.topic.clone();
-        // One lookup of the topic per record.
-        let topic = state.topics.get_mut(&*record.topic).expect("just ensured");
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        // One lookup of the topic per record, once it exists.
+        let topic = match state.topics.get_mut(&*record.topic) {
+            Some(topic) => topic,
+            None => {
+                if let Err(e) = self.ensure_locked(state, &record.topic, None) {
+                    return Err(Failed::new(e, record));
+                }
+                state.topics.get_mut(&*record.topic).expect("ensured")
+            }
+        };
         let partition = match topic.place(&record) {
             Ok(p) => p,
             Err(e) => return Err(Failed::new(e, record)),
         };
-        let delivered = topic.push(record, partition);
-        group::wake_subscribers(&state, &topic_name);
-        Ok(delivered)
+        // Subscribers read it once the lock is released.
+        group::wake_groups(&state.groups, &record.topic);
+        Ok(topic.push(record, partition))
     }
 
     /// Writes `records` and commits `group`'s `offsets` as one: all of it

@@ -3,7 +3,9 @@
 //! dead-letter handler).
 //!
 //! Messages: [`ProduceBatch`] (write these records, in order; each carries
-//! where its answer goes) and `Shutdown` (flush, then stop). It owns the
+//! where its answer goes) and `Shutdown` (flush, then stop); and, without a
+//! message each, what comes through its writer's [`Intake`] (the
+//! Producer's direct publishes, see `intake.rs`). It owns the
 //! producer client, created when the actor starts, so a restart creates a
 //! fresh client.
 //!
@@ -41,8 +43,10 @@ use crate::envelope::OutgoingRecord;
 use crate::error::Error;
 use crate::observe::trace::{batch_span, Batch};
 
+mod intake;
 mod writer;
 
+pub(crate) use intake::{Intake, SharedIntake};
 pub(crate) use writer::{resend_after, Writer};
 
 /// Mailbox capacity of the writing actors (a producer connection and the
@@ -156,6 +160,8 @@ pub(crate) struct ProducerConnection<R: WriteReply> {
     /// Writes arrived and not yet handed to the client (while a topic is
     /// created or the client's queue is full), in order.
     queue: VecDeque<Write<R>>,
+    /// The writer's intake, drained by each incarnation in turn.
+    intake: Option<SharedIntake<R>>,
 }
 
 impl<R: WriteReply> ProducerConnection<R> {
@@ -167,7 +173,14 @@ impl<R: WriteReply> ProducerConnection<R> {
             known_topics: FxHashSet::default(),
             deliveries: None,
             queue: VecDeque::new(),
+            intake: None,
         }
+    }
+
+    /// The same, also writing what comes through `intake`.
+    pub(crate) fn with_intake(mut self, intake: SharedIntake<R>) -> Self {
+        self.intake = Some(intake);
+        self
     }
 
     /// Hands the queued writes to the client, in order, until one has to
@@ -263,22 +276,33 @@ impl<R: WriteReply> Actor for ProducerConnection<R> {
         let (tx, rx) = mpsc::unbounded_channel();
         self.deliveries = Some(tx);
         actix_rt::spawn(answer_deliveries(rx));
+        if self.intake.is_some() {
+            ctx.spawn(intake::Drain);
+        }
     }
+}
+
+/// The `broker_write` span of `writes`, following from each publish they
+/// carry (when spans are on).
+fn write_span<'a, R: WriteReply>(
+    writes: impl ExactSizeIterator<Item = &'a Write<R>> + Clone,
+) -> tracing::Span {
+    let span = batch_span(Batch::BrokerWrite, None, writes.len());
+    if !span.is_disabled() {
+        for write in writes {
+            if let Some(publish) = write.publish_span() {
+                span.follows_from(publish);
+            }
+        }
+    }
+    span
 }
 
 impl<R: WriteReply> Handler<ProduceBatch<R>> for ProducerConnection<R> {
     type Result = ();
 
     fn handle(&mut self, ProduceBatch(writes): ProduceBatch<R>, ctx: &mut Context<Self>) {
-        let span = batch_span(Batch::BrokerWrite, None, writes.len());
-        if !span.is_disabled() {
-            // The write follows from each publish it carries.
-            for write in &writes {
-                if let Some(publish) = write.publish_span() {
-                    span.follows_from(publish);
-                }
-            }
-        }
+        let span = write_span(writes.iter());
         let _entered = span.enter();
         if self.queue.is_empty() {
             self.queue = VecDeque::from(writes);
