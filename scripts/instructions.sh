@@ -11,7 +11,7 @@
 #   (no flag)  print one line per scenario
 #   --check    also fail when a count is more than 5 % over the committed
 #              baseline (benches/instructions.baseline), or metrics cost
-#              more than 5 % (and 60 instructions); run by scripts/test.sh
+#              more than 5 % (and 75 instructions); run by scripts/test.sh
 #   --update   write the counts as the new baseline
 #   --peers    also count RustStream's same scenarios (benches/peers, its
 #              own workspace) by the same method, and print both side by
@@ -190,12 +190,13 @@ sys.exit(1 if failed else 0)
 EOF
     python3 - "$overheads" <<'EOF'
 import sys
-# At most 5 % of a record's cost, or 60 instructions: what timing a
-# handler call costs (a clock reading, a histogram count) is a larger share
-# of a record that is not decoded (consume_raw) than of one that is.
+# At most 5 % of a record's cost, or 75 instructions (5 % of the 1,500 a
+# decoded record may cost): what timing a handler call costs (a clock
+# reading, a histogram count) is a larger share of a record that is not
+# decoded (consume_raw) than of one that is.
 bad = [f"{name}: metrics cost {percent} % ({float(on) - float(off):.0f} instructions), over the 5 % target"
        for name, off, on, percent in (l.split() for l in open(sys.argv[1]))
-       if float(percent) > 5 and float(on) - float(off) > 60]
+       if float(percent) > 5 and float(on) - float(off) > 75]
 for line in bad:
     print(line)
 sys.exit(1 if bad else 0)

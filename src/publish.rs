@@ -47,24 +47,41 @@ const TOPICS_KEPT: usize = 1024;
 /// Most header names [`header_name`] keeps per thread.
 const HEADER_NAMES_KEPT: usize = 256;
 
+/// The names publishes from one thread share, each allocated once.
+#[derive(Default)]
+struct Names {
+    /// Valid topic names published to.
+    topics: FxHashSet<Arc<str>>,
+    /// Header names set.
+    headers: FxHashSet<Arc<str>>,
+    /// The last topic and header name taken: a run of publishes to one
+    /// topic, with one header, compares a name instead of hashing it.
+    last_topic: Option<Arc<str>>,
+    last_header: Option<Arc<str>>,
+}
+
 thread_local! {
-    /// Valid topic names published to from this thread, each allocated once.
-    static TOPICS: RefCell<FxHashSet<Arc<str>>> = RefCell::default();
-    /// Header names set from this thread, each allocated once.
-    static HEADER_NAMES: RefCell<FxHashSet<Arc<str>>> = RefCell::default();
+    static NAMES: RefCell<Names> = RefCell::default();
 }
 
 /// `name` as a header name shared with earlier headers of this thread.
 fn header_name(name: &str) -> Name {
-    HEADER_NAMES.with(|names| {
-        let mut names = names.borrow_mut();
-        if let Some(shared) = names.get(name) {
-            return Name::Shared(shared.clone());
+    NAMES.with(|names| {
+        let names = &mut *names.borrow_mut();
+        if let Some(last) = names.last_header.as_ref().filter(|l| ***l == *name) {
+            return Name::Shared(last.clone());
         }
-        let shared = Arc::<str>::from(name);
-        if names.len() < HEADER_NAMES_KEPT {
-            names.insert(shared.clone());
-        }
+        let shared = match names.headers.get(name) {
+            Some(shared) => shared.clone(),
+            None => {
+                let shared = Arc::<str>::from(name);
+                if names.headers.len() < HEADER_NAMES_KEPT {
+                    names.headers.insert(shared.clone());
+                }
+                shared
+            }
+        };
+        names.last_header = Some(shared.clone());
         Name::Shared(shared)
     })
 }
@@ -72,15 +89,20 @@ fn header_name(name: &str) -> Name {
 /// `topic` as an `Arc<str>`, shared with earlier publishes from this
 /// thread, and whether it is a valid name (only valid names are kept).
 fn topic_name(topic: &str) -> (Arc<str>, bool) {
-    TOPICS.with(|topics| {
-        let mut topics = topics.borrow_mut();
-        if let Some(name) = topics.get(topic) {
+    NAMES.with(|names| {
+        let names = &mut *names.borrow_mut();
+        if let Some(last) = names.last_topic.as_ref().filter(|l| ***l == *topic) {
+            return (last.clone(), true);
+        }
+        if let Some(name) = names.topics.get(topic) {
+            names.last_topic = Some(name.clone());
             return (name.clone(), true);
         }
         let name = Arc::<str>::from(topic);
         let valid = crate::error::check_topic(topic).is_ok();
-        if valid && topics.len() < TOPICS_KEPT {
-            topics.insert(name.clone());
+        if valid && names.topics.len() < TOPICS_KEPT {
+            names.topics.insert(name.clone());
+            names.last_topic = Some(name.clone());
         }
         (name, valid)
     })

@@ -249,6 +249,18 @@ impl Headers {
         self.push(Name::Known(name), Value::copied(value));
     }
 
+    /// Whether each of the well-known headers `names` is present, in one
+    /// pass.
+    pub(crate) fn has_known<const N: usize>(&self, names: [&'static str; N]) -> [bool; N] {
+        let mut found = [false; N];
+        for (name, _) in &self.0 {
+            for (i, wanted) in names.iter().enumerate() {
+                found[i] |= name.is(&Name::Known(wanted));
+            }
+        }
+        found
+    }
+
     /// Bytes taken by names and values.
     pub(crate) fn byte_size(&self) -> usize {
         self.0

@@ -11,11 +11,11 @@
 //! again.
 
 use std::future::Future;
+use std::pin::Pin;
+use std::task::{self, Poll};
 use std::time::Duration;
 
 use actix::prelude::*;
-use futures_util::future::{self, Either};
-use futures_util::FutureExt;
 use kafkactor_actors::ChildRef;
 use tokio::sync::{mpsc, oneshot};
 
@@ -47,6 +47,34 @@ pub(crate) enum Request {
         oneshot::Sender<Vec<Result<PublishOutcome>>>,
         Vec<tracing::Span>,
     ),
+}
+
+/// What `send` and `send_batch` resolve to, one future for every case:
+/// the answer known at once, the one to come from the connection, or, in
+/// the rare cases (waiting for a connection, spans on), a boxed future.
+enum Answer<T, M> {
+    Now(Option<std::result::Result<T, SendError<M>>>),
+    Later(oneshot::Receiver<T>),
+    Boxed(Pin<Box<dyn Future<Output = std::result::Result<T, SendError<M>>>>>),
+}
+
+// Nothing in it is pinned in place: the receiver is `Unpin`, the boxed
+// future pinned in its box.
+impl<T, M> Unpin for Answer<T, M> {}
+
+impl<T, M> Future for Answer<T, M> {
+    type Output = std::result::Result<T, SendError<M>>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, task: &mut task::Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Answer::Later(rx) => Pin::new(rx)
+                .poll(task)
+                .map(|answer| answer.map_err(|_| SendError::Unanswered)),
+            Answer::Now(answer) => Poll::Ready(answer.take().expect("polled after it was ready")),
+            Answer::Boxed(answer) => answer.as_mut().poll(task),
+        }
+    }
 }
 
 /// Why a publish (or batch) offered to the intake now did not get in.
@@ -293,21 +321,25 @@ impl ProducerHandle {
         publish: Publish,
     ) -> impl Future<Output = std::result::Result<Result<PublishOutcome>, SendError<Publish>>> + 'static
     {
+        self.send_one(publish)
+    }
+
+    fn send_one(&self, publish: Publish) -> Answer<Result<PublishOutcome>, Publish> {
         let mut publish = publish;
         if in_handler() {
             match join(publish) {
-                Joined::Taken(answer) => return Either::Left(future::ready(Ok(answer))),
+                Joined::Taken(answer) => return Answer::Now(Some(Ok(answer))),
                 Joined::Back(back) => publish = back,
             }
         }
         let mut span = None;
         stamp(std::slice::from_mut(&mut publish), |s| span = Some(s));
         let (tx, rx) = oneshot::channel();
-        Either::Right(match span {
-            None => Either::Left(self.request(publish, move |p| Request::One(p, Some(tx)), rx)),
+        match span {
+            None => self.request(publish, move |p| Request::One(p, Some(tx)), rx),
             Some(span) => {
                 let traced_span = span.clone();
-                Either::Right(traced(
+                Answer::Boxed(traced(
                     self.request(
                         publish,
                         move |p| Request::Traced(Box::new((p, tx, traced_span))),
@@ -317,7 +349,7 @@ impl ProducerHandle {
                     std::slice::from_ref,
                 ))
             }
-        })
+        }
     }
 
     /// Publishes many records in one message, in order; the answer holds
@@ -327,13 +359,20 @@ impl ProducerHandle {
     /// been).
     pub fn send_batch(
         &self,
-        mut batch: PublishBatch,
+        batch: PublishBatch,
     ) -> impl Future<
         Output = std::result::Result<Vec<Result<PublishOutcome>>, SendError<PublishBatch>>,
     > + 'static {
+        self.send_many(batch)
+    }
+
+    fn send_many(
+        &self,
+        mut batch: PublishBatch,
+    ) -> Answer<Vec<Result<PublishOutcome>>, PublishBatch> {
         if in_handler() {
             match joined(batch) {
-                Ok(answers) => return Either::Left(future::ready(Ok(answers))),
+                Ok(answers) => return Answer::Now(Some(Ok(answers))),
                 Err(back) => batch = back,
             }
         }
@@ -342,11 +381,11 @@ impl ProducerHandle {
         let (tx, rx) = oneshot::channel();
         let kept = spans.clone();
         let answer = self.request(batch, move |b| Request::Batch(b, tx, kept), rx);
-        Either::Right(if spans.is_empty() {
-            Either::Left(answer)
+        if spans.is_empty() {
+            answer
         } else {
-            Either::Right(traced(answer, spans, Vec::as_slice))
-        })
+            Answer::Boxed(traced(answer, spans, Vec::as_slice))
+        }
     }
 
     /// Puts `message` in the intake (as `request` makes it) now when a
@@ -360,21 +399,20 @@ impl ProducerHandle {
         message: M,
         request: impl FnOnce(M) -> Request + 'static,
         rx: oneshot::Receiver<T>,
-    ) -> impl Future<Output = std::result::Result<T, SendError<M>>> + 'static {
-        let answer = rx.map(|answer| answer.map_err(|_| SendError::Unanswered));
+    ) -> Answer<T, M> {
         match self.offer(message, request) {
-            Ok(()) => Either::Left(answer),
-            Err(Offer::Closed((message, _))) => Either::Right(Either::Left(future::ready(Err(
-                SendError::Shutdown(Box::new(message)),
-            )))),
-            // Rare (no Producer running, or the intake full): boxed, so that
-            // the future of every other call stays small.
+            Ok(()) => Answer::Later(rx),
+            Err(Offer::Closed((message, _))) => {
+                Answer::Now(Some(Err(SendError::Shutdown(Box::new(message)))))
+            }
+            // Rare (no connection running, or the intake full): boxed, so
+            // that the future of every other call stays small.
             Err(Offer::Later((message, request))) => {
                 let put = self.put_later(message, request);
-                Either::Right(Either::Right(Box::pin(async move {
+                Answer::Boxed(Box::pin(async move {
                     put.await?;
-                    answer.await
-                })))
+                    rx.await.map_err(|_| SendError::Unanswered)
+                }))
             }
         }
     }

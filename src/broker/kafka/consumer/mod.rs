@@ -138,7 +138,10 @@ fn create_consumer(
         OffsetReset::Earliest => "earliest",
         OffsetReset::Latest => "latest",
     };
-    let mut client = kafka.client_config(&[
+    let fetch_wait = config
+        .fetch_wait
+        .map(|wait| wait.as_millis().max(1).to_string());
+    let mut defaults = vec![
         ("group.id", config.group.as_str()),
         ("enable.auto.commit", "false"),
         ("enable.auto.offset.store", "false"),
@@ -149,11 +152,15 @@ fn create_consumer(
         // default (1 s) stalls a consumer that empties the queue faster
         // than that for the rest of the second.
         ("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS),
-    ]);
-    if let Some(wait) = config.fetch_wait {
-        client.set("fetch.wait.max.ms", wait.as_millis().max(1).to_string());
+    ];
+    // A default: the user's own `fetch.wait.max.ms` wins (librdkafka's
+    // mock cluster, which answers a fetch only when it times out, needs a
+    // short one).
+    if let Some(wait) = &fetch_wait {
+        defaults.push(("fetch.wait.max.ms", wait));
     }
-    client
+    kafka
+        .client_config(&defaults)
         .create_with_context(Context {
             shared: shared.clone(),
         })
