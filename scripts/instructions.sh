@@ -201,6 +201,6 @@ for line in bad:
     print(line)
 sys.exit(1 if bad else 0)
 EOF
-    echo "within 5 % of $BASELINE, and metrics within 5 %"
+    echo "within 5 % of $BASELINE, and metrics within 5 % (or 75 instructions)"
     ;;
 esac
