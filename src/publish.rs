@@ -41,70 +41,65 @@ pub struct Publish {
     topic_checked: bool,
 }
 
-/// Most topic names [`topic_name`] keeps per thread.
-const TOPICS_KEPT: usize = 1024;
+/// Names publishes from one thread share, each allocated once: up to
+/// `most` of them, and the last one taken, which a run of publishes to one
+/// topic, with one header, compares instead of hashing.
+struct Interned {
+    kept: FxHashSet<Arc<str>>,
+    last: Option<Arc<str>>,
+    most: usize,
+}
 
-/// Most header names [`header_name`] keeps per thread.
-const HEADER_NAMES_KEPT: usize = 256;
+impl Interned {
+    const fn new(most: usize) -> Self {
+        Interned {
+            kept: FxHashSet::with_hasher(rustc_hash::FxBuildHasher),
+            last: None,
+            most,
+        }
+    }
 
-/// The names publishes from one thread share, each allocated once.
-#[derive(Default)]
-struct Names {
-    /// Valid topic names published to.
-    topics: FxHashSet<Arc<str>>,
-    /// Header names set.
-    headers: FxHashSet<Arc<str>>,
-    /// The last topic and header name taken: a run of publishes to one
-    /// topic, with one header, compares a name instead of hashing it.
-    last_topic: Option<Arc<str>>,
-    last_header: Option<Arc<str>>,
+    /// `name` shared, and whether `keep` accepts it (checked once per
+    /// name: only accepted names are kept).
+    fn get(&mut self, name: &str, keep: impl FnOnce(&str) -> bool) -> (Arc<str>, bool) {
+        if let Some(last) = self.last.as_ref().filter(|l| ***l == *name) {
+            return (last.clone(), true);
+        }
+        if let Some(shared) = self.kept.get(name) {
+            self.last = Some(shared.clone());
+            return (shared.clone(), true);
+        }
+        let shared = Arc::<str>::from(name);
+        let kept = keep(name);
+        if kept {
+            if self.kept.len() < self.most {
+                self.kept.insert(shared.clone());
+            }
+            self.last = Some(shared.clone());
+        }
+        (shared, kept)
+    }
 }
 
 thread_local! {
-    static NAMES: RefCell<Names> = RefCell::default();
+    /// Valid topic names published to from this thread.
+    static TOPICS: RefCell<Interned> = const { RefCell::new(Interned::new(1024)) };
+    /// Header names set from this thread.
+    static HEADER_NAMES: RefCell<Interned> = const { RefCell::new(Interned::new(256)) };
 }
 
 /// `name` as a header name shared with earlier headers of this thread.
 fn header_name(name: &str) -> Name {
-    NAMES.with(|names| {
-        let names = &mut *names.borrow_mut();
-        if let Some(last) = names.last_header.as_ref().filter(|l| ***l == *name) {
-            return Name::Shared(last.clone());
-        }
-        let shared = match names.headers.get(name) {
-            Some(shared) => shared.clone(),
-            None => {
-                let shared = Arc::<str>::from(name);
-                if names.headers.len() < HEADER_NAMES_KEPT {
-                    names.headers.insert(shared.clone());
-                }
-                shared
-            }
-        };
-        names.last_header = Some(shared.clone());
-        Name::Shared(shared)
-    })
+    Name::Shared(HEADER_NAMES.with(|names| names.borrow_mut().get(name, |_| true).0))
 }
 
 /// `topic` as an `Arc<str>`, shared with earlier publishes from this
 /// thread, and whether it is a valid name (only valid names are kept).
 fn topic_name(topic: &str) -> (Arc<str>, bool) {
-    NAMES.with(|names| {
-        let names = &mut *names.borrow_mut();
-        if let Some(last) = names.last_topic.as_ref().filter(|l| ***l == *topic) {
-            return (last.clone(), true);
-        }
-        if let Some(name) = names.topics.get(topic) {
-            names.last_topic = Some(name.clone());
-            return (name.clone(), true);
-        }
-        let name = Arc::<str>::from(topic);
-        let valid = crate::error::check_topic(topic).is_ok();
-        if valid && names.topics.len() < TOPICS_KEPT {
-            names.topics.insert(name.clone());
-            names.last_topic = Some(name.clone());
-        }
-        (name, valid)
+    TOPICS.with(|topics| {
+        topics
+            .borrow_mut()
+            .get(topic, |t| crate::error::check_topic(t).is_ok())
     })
 }
 

@@ -27,7 +27,7 @@ use crate::observe::trace::{adopt, inherit, record_ids, spans_on, TraceContext};
 use crate::producer::{Producer, PublishBatch, PublishReply, SendError};
 use crate::publish::{Publish, PublishOutcome};
 
-/// A publish (or a batch) on its way to the Producer, with where its
+/// A publish (or a batch) on its way through the intake, with where its
 /// answer goes (none for a `do_send`: failures are logged) and its
 /// `publish` span when spans are on, which rides along to the broker write.
 #[derive(Debug)]

@@ -7,7 +7,6 @@
 //! fails in a way that may pass goes to it, to be sent again.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::task::{self, Poll};
 
 use tokio::sync::mpsc;
@@ -15,8 +14,7 @@ use tokio::sync::mpsc;
 use super::handle::Request;
 use super::queue::Replies;
 use super::reply::Awaiting;
-use super::{prepare, PublishBatch, PublishReply};
-use crate::buckets::Plan;
+use super::{ProducerSettings, PublishBatch, PublishReply};
 use crate::connection::producer::{Intake, Write};
 
 /// The Producer's intake, drained by the producer connection.
@@ -24,23 +22,20 @@ pub(crate) struct ProducerIntake {
     requests: mpsc::Receiver<Request>,
     /// Requests taken and not yet turned into writes (kept: no allocation per turn).
     taken: Vec<Request>,
-    max_record_bytes: usize,
-    delays: Option<Arc<Plan>>,
+    settings: ProducerSettings,
     replies: Replies,
 }
 
 impl ProducerIntake {
     pub(super) fn new(
         requests: mpsc::Receiver<Request>,
-        max_record_bytes: usize,
-        delays: Option<Arc<Plan>>,
+        settings: ProducerSettings,
         replies: Replies,
     ) -> Self {
         ProducerIntake {
             requests,
             taken: Vec::new(),
-            max_record_bytes,
-            delays,
+            settings,
             replies,
         }
     }
@@ -48,25 +43,24 @@ impl ProducerIntake {
     /// Turns `request` into its writes, pushed to `writes`.
     #[inline]
     fn take(&self, request: Request, writes: &mut VecDeque<Write<PublishReply>>) {
-        let prepare = |publish| prepare(publish, self.max_record_bytes, self.delays.as_deref());
-        match request {
-            Request::One(publish, tx) => {
-                if let Some(write) = self.replies.one(prepare(publish), Awaiting::One(tx)) {
-                    writes.push_back(write);
-                }
-            }
+        let (publish, to) = match request {
+            Request::One(publish, tx) => (publish, Awaiting::One(tx)),
             Request::Traced(traced) => {
                 let (publish, tx, span) = *traced;
-                let to = Awaiting::Traced(Box::new((tx, span)));
-                if let Some(write) = self.replies.one(prepare(publish), to) {
-                    writes.push_back(write);
-                }
+                (publish, Awaiting::Traced(Box::new((tx, span))))
             }
             Request::Batch(PublishBatch(publishes), tx, spans) => {
-                let prepared = publishes.into_iter().map(prepare).collect();
-                self.replies
+                let prepared = publishes
+                    .into_iter()
+                    .map(|p| self.settings.prepare(p))
+                    .collect();
+                return self
+                    .replies
                     .batch(prepared, Some(tx), spans, |write| writes.push_back(write));
             }
+        };
+        if let Some(write) = self.replies.one(self.settings.prepare(publish), to) {
+            writes.push_back(write);
         }
     }
 }

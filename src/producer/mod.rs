@@ -67,12 +67,18 @@ pub(crate) struct ProducerSettings {
     pub(crate) lineage: Option<Tap>,
 }
 
+impl ProducerSettings {
+    /// `publish` as the record to write (see [`prepare`]).
+    #[inline]
+    fn prepare(&self, publish: Publish) -> Prepared {
+        prepare(publish, self.max_record_bytes, self.delays.as_deref())
+    }
+}
+
 /// Publishes records; reach it through [`App::producer`](crate::App::producer).
 pub struct Producer {
     connection: ChildRef<ProducerConnection<PublishReply>>,
-    max_record_bytes: usize,
-    delivery_timeout: Duration,
-    delays: Option<Arc<Plan>>,
+    settings: ProducerSettings,
     /// Where this incarnation queues writes.
     queue: WriteQueue,
 }
@@ -80,7 +86,7 @@ pub struct Producer {
 impl std::fmt::Debug for Producer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Producer")
-            .field("max_record_bytes", &self.max_record_bytes)
+            .field("max_record_bytes", &self.settings.max_record_bytes)
             .finish()
     }
 }
@@ -95,12 +101,10 @@ impl Producer {
     ) -> Self {
         Producer {
             connection,
-            max_record_bytes: settings.max_record_bytes,
-            delivery_timeout: settings.delivery_timeout,
-            delays: settings.delays.clone(),
+            settings: settings.clone(),
             queue: WriteQueue {
                 unsent: Rc::default(),
-                replies: Replies::new(own, settings.metrics.clone(), settings.lineage.clone()),
+                replies: Replies::new(own, settings),
             },
         }
     }
@@ -112,16 +116,7 @@ impl Producer {
         requests: IntakeReceiver,
         settings: &ProducerSettings,
     ) -> ProducerIntake {
-        ProducerIntake::new(
-            requests,
-            settings.max_record_bytes,
-            settings.delays.clone(),
-            Replies::new(own, settings.metrics.clone(), settings.lineage.clone()),
-        )
-    }
-
-    fn prepare(&self, publish: Publish) -> Result<(OutgoingRecord, Option<Delayed>)> {
-        prepare(publish, self.max_record_bytes, self.delays.as_deref())
+        ProducerIntake::new(requests, settings.clone(), Replies::new(own, settings))
     }
 }
 
@@ -183,7 +178,12 @@ impl Producer {
             let room = unsent.writes.len().min(FLUSH_BATCH);
             std::mem::replace(&mut unsent.writes, Vec::with_capacity(room))
         };
-        hand_over(&self.connection, writes, self.delivery_timeout, ctx);
+        hand_over(
+            &self.connection,
+            writes,
+            self.settings.delivery_timeout,
+            ctx,
+        );
     }
 }
 
@@ -196,7 +196,7 @@ impl Handler<Publish> for Producer {
 
     fn handle(&mut self, publish: Publish, _: &mut Context<Self>) -> Queued {
         Queued {
-            prepared: self.prepare(publish),
+            prepared: self.settings.prepare(publish),
             queue: self.queue.clone(),
         }
     }
@@ -264,7 +264,10 @@ impl Handler<PublishBatch> for Producer {
         _: &mut Context<Self>,
     ) -> QueuedBatch {
         QueuedBatch {
-            prepared: publishes.into_iter().map(|p| self.prepare(p)).collect(),
+            prepared: publishes
+                .into_iter()
+                .map(|p| self.settings.prepare(p))
+                .collect(),
             queue: self.queue.clone(),
         }
     }
@@ -287,8 +290,10 @@ impl Handler<Resend> for Producer {
             mut reply,
             error,
         } = resend;
-        let Some(backoff) = resend_after(reply.resends, reply.deadline(self.delivery_timeout))
-        else {
+        let Some(backoff) = resend_after(
+            reply.resends,
+            reply.deadline(self.settings.delivery_timeout),
+        ) else {
             return reply.send(Err(error));
         };
         reply.resends += 1;

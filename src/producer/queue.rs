@@ -10,7 +10,7 @@ use actix::dev::OneshotSender;
 use kafkactor_actors::ChildRef;
 
 use super::reply::{Awaiting, BatchAnswer, Published, TakenBy};
-use super::{Delayed, Producer, PublishReply};
+use super::{Delayed, Producer, ProducerSettings, PublishReply};
 use crate::connection::producer::Write;
 use crate::envelope::{header, OutgoingRecord};
 use crate::error::Result;
@@ -35,16 +35,14 @@ pub(super) struct Replies {
 }
 
 impl Replies {
-    pub(super) fn new(
-        producer: ChildRef<Producer>,
-        metrics: Metrics,
-        lineage: Option<Tap>,
-    ) -> Self {
+    /// The replies of writes taken with `settings`; failed writes go back
+    /// to `producer`.
+    pub(super) fn new(producer: ChildRef<Producer>, settings: &ProducerSettings) -> Self {
         Replies {
             producer,
-            metrics,
+            metrics: settings.metrics.clone(),
             taken_by: Rc::default(),
-            lineage,
+            lineage: settings.lineage.clone(),
         }
     }
 

@@ -110,13 +110,8 @@ impl Group {
     }
 }
 
-/// Wakes every member subscribed to `topic`.
-pub(crate) fn wake_subscribers(state: &State, topic: &str) {
-    wake_groups(&state.groups, topic);
-}
-
-/// Wakes the members of `groups` subscribed to `topic`.
-pub(crate) fn wake_groups(groups: &HashMap<String, Group>, topic: &str) {
+/// Wakes every member of `groups` subscribed to `topic`.
+pub(crate) fn wake_subscribers(groups: &HashMap<String, Group>, topic: &str) {
     for g in groups.values() {
         for m in g.members.values() {
             if m.topics.iter().any(|t| &**t == topic) {

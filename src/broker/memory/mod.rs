@@ -113,7 +113,7 @@ fn write_placed(state: &mut State, records: Vec<OutgoingRecord>, placed: Vec<i32
         topic_of(state, &record.topic.clone()).push(record, partition);
     }
     for topic in &topics {
-        group::wake_subscribers(state, topic);
+        group::wake_subscribers(&state.groups, topic);
     }
 }
 
@@ -283,7 +283,7 @@ impl MemoryBroker {
             Err(e) => return Err(Failed::new(e, record)),
         };
         // Subscribers read it once the lock is released.
-        group::wake_groups(&state.groups, &record.topic);
+        group::wake_subscribers(&state.groups, &record.topic);
         Ok(topic.push(record, partition))
     }
 
