@@ -70,22 +70,25 @@ measure() {
     echo "$instructions $allocations"
 }
 
+# Measures scenario $2 at N and 2N records (the rest as `measure` takes
+# them) and prints "$1 <instructions/record> <allocations/record>".
+per_record() {
+    local name=$1
+    shift
+    local i1 a1 i2 a2
+    read -r i1 a1 < <(measure "$1" "$N" "${@:2}")
+    read -r i2 a2 < <(measure "$1" $((2 * N)) "${@:2}")
+    python3 -c 'import sys; n, i1, i2, a1, a2 = map(int, sys.argv[2:]); print(f"{sys.argv[1]} {(i2 - i1) / n:.0f} {(a2 - a1) / n:.2f}")' \
+        "$name" "$N" "$i1" "$i2" "$a1" "$a2"
+}
+
 results="$OUT/results.txt" bare="$OUT/results.metrics-off.txt"
 : >"$results"
 : >"$bare"
 SCENARIOS="consume_json consume_raw publish publish_inflight publish_batch consume_publish"
 for scenario in $SCENARIOS; do
-    for metrics in on off; do
-        read -r i1 a1 < <(measure "$scenario" "$N" $metrics)
-        read -r i2 a2 < <(measure "$scenario" $((2 * N)) $metrics)
-        target=$results
-        [ $metrics = off ] && target=$bare
-        python3 - "$scenario" "$N" "$i1" "$i2" "$a1" "$a2" >>"$target" <<'EOF'
-import sys
-scenario, n, i1, i2, a1, a2 = sys.argv[1], *map(int, sys.argv[2:])
-print(f"embedded_{scenario} {(i2 - i1) / n:.0f} {(a2 - a1) / n:.2f}")
-EOF
-    done
+    per_record "embedded_$scenario" "$scenario" on >>"$results"
+    per_record "embedded_$scenario" "$scenario" off >>"$bare"
 done
 
 overheads="$OUT/metrics-overhead.txt"
@@ -120,14 +123,7 @@ if [ "$MODE" = --peers ]; then
     for pair in consume_json:consume_json consume_raw:consume_bytes publish:publish \
         publish_inflight:publish_inflight consume_publish:consume_publish; do
         ours=${pair%%:*} theirs=${pair#*:}
-        if [ "$("$peers_bin" "$theirs" 1)" = unsupported ]; then
-            echo "$ours - -" >>"$peers"
-            continue
-        fi
-        read -r i1 a1 < <(measure "$theirs" "$N" on "$peers_bin" peers_measured_phase)
-        read -r i2 a2 < <(measure "$theirs" $((2 * N)) on "$peers_bin" peers_measured_phase)
-        python3 -c 'import sys; n, i1, i2, a1, a2 = map(int, sys.argv[2:]); print(f"{sys.argv[1]} {(i2 - i1) / n:.0f} {(a2 - a1) / n:.2f}")' \
-            "embedded_$ours" "$N" "$i1" "$i2" "$a1" "$a2" >>"$peers"
+        per_record "embedded_$ours" "$theirs" on "$peers_bin" peers_measured_phase >>"$peers"
     done
     version=$(sed -n 's/^ruststream = .*"=\([0-9.]*\)".*/\1/p' benches/peers/Cargo.toml)
     python3 - "$results" "$peers" "$version" <<'EOF2' | tee "$OUT/peers.md"

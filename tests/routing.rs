@@ -28,6 +28,12 @@ struct OrderCancelled {
 #[derive(Clone, Default)]
 struct Journal(Arc<Mutex<Vec<String>>>);
 
+impl Journal {
+    fn note(&self, line: String) {
+        self.0.lock().unwrap().push(line);
+    }
+}
+
 struct Orders(Journal);
 
 impl Actor for Orders {
@@ -37,11 +43,7 @@ impl Actor for Orders {
 impl Handler<Delivery<OrderPlaced>> for Orders {
     type Result = Outcome;
     fn handle(&mut self, d: Delivery<OrderPlaced>, _: &mut Context<Self>) -> Outcome {
-        self.0
-             .0
-            .lock()
-            .unwrap()
-            .push(format!("placed {}", d.message().id));
+        self.0.note(format!("placed {}", d.message().id));
         Outcome::Ack
     }
 }
@@ -50,11 +52,7 @@ impl Handler<Delivery<OrderCancelled>> for Orders {
     type Result = Outcome;
     fn handle(&mut self, d: Delivery<OrderCancelled>, _: &mut Context<Self>) -> Outcome {
         let m = d.message();
-        self.0
-             .0
-            .lock()
-            .unwrap()
-            .push(format!("cancelled {} ({})", m.id, m.reason));
+        self.0.note(format!("cancelled {} ({})", m.id, m.reason));
         Outcome::Ack
     }
 }
@@ -265,11 +263,7 @@ impl Actor for Events2 {
 impl Handler<Delivery<billing::Event>> for Events2 {
     type Result = Outcome;
     fn handle(&mut self, d: Delivery<billing::Event>, _: &mut Context<Self>) -> Outcome {
-        self.0
-             .0
-            .lock()
-            .unwrap()
-            .push(format!("billed {}", d.message().amount));
+        self.0.note(format!("billed {}", d.message().amount));
         Outcome::Ack
     }
 }
@@ -277,11 +271,7 @@ impl Handler<Delivery<billing::Event>> for Events2 {
 impl Handler<Delivery<shipping::Event>> for Events2 {
     type Result = Outcome;
     fn handle(&mut self, d: Delivery<shipping::Event>, _: &mut Context<Self>) -> Outcome {
-        self.0
-             .0
-            .lock()
-            .unwrap()
-            .push(format!("shipped {}", d.message().parcel));
+        self.0.note(format!("shipped {}", d.message().parcel));
         Outcome::Ack
     }
 }
@@ -351,8 +341,8 @@ impl Handler<Delivery<Raw>> for Orders {
     type Result = Outcome;
     fn handle(&mut self, d: Delivery<Raw>, _: &mut Context<Self>) -> Outcome {
         let kind = d.headers().get_str(header::TYPE_NAME).unwrap_or("none");
-        let line = format!("raw {kind} {} bytes", d.message().len());
-        self.0 .0.lock().unwrap().push(line);
+        self.0
+            .note(format!("raw {kind} {} bytes", d.message().len()));
         Outcome::Ack
     }
 }
