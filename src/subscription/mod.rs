@@ -178,12 +178,12 @@ impl Subscription {
     }
 
     /// Most records read but not finished at once (default `256 * concurrency`);
-    /// past it the partitions are paused. On Kafka the member's client goes
-    /// on polling while its handlers are busy (the group's rebalances are
-    /// answered in its polls) and reads ahead up to this many records
-    /// more (at least 1,000: a pause drops librdkafka's prefetched data),
-    /// and at most 16 MiB of them, before it pauses; besides, librdkafka
-    /// keeps its own fetch queue (`queued.max.messages.kbytes`, settable
+    /// past it the partitions are paused. On Kafka each assigned partition's
+    /// records wait in their own librdkafka queue until there is room, while
+    /// the member's client goes on answering the group's rebalances;
+    /// librdkafka reads ahead per partition up to this many records (at
+    /// least 10,000) and at most 2 MiB, plus one fetch in flight
+    /// (`queued.min.messages` and `queued.max.messages.kbytes`, settable
     /// with [`Broker::set`](crate::Broker::set)).
     pub fn max_in_flight(mut self, max: usize) -> Self {
         self.max_in_flight = Some(max);

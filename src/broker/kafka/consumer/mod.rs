@@ -7,17 +7,18 @@
 //! Handlers therefore never block polling, and the actor never gets more
 //! records than it has room for.
 //!
-//! Flow control: while the actor has no credit the thread keeps polling (so
-//! rebalances and `max.poll.interval.ms` are served) and keeps what arrives
-//! in a stash of at most `prefetch` records (a subscription's
-//! `max_in_flight`, and at least [`MIN_READ_AHEAD`](polling::MIN_READ_AHEAD))
-//! and at most [`MAX_READ_AHEAD_BYTES`](polling::MAX_READ_AHEAD_BYTES); only
-//! when the stash is full does it pause the assigned partitions, resuming
-//! them once the stash is half empty.
-//! librdkafka drops its prefetched data on every pause, so pausing is kept
-//! for handlers that really are slower than the fetches, never done per
-//! batch (hence the floor). The actor's own pause and resume calls are
-//! therefore not needed here.
+//! Flow control: each assigned partition's records wait in their own queue
+//! in librdkafka (split off the consumer's queue, see `queues`), and the
+//! thread takes from them only as many records as the actor has room for.
+//! The consumer's own queue then carries only the group's events, which
+//! the thread serves whether or not the actor has room, so rebalances and
+//! `max.poll.interval.ms` are served while handlers are busy. librdkafka
+//! stops fetching a partition whose queue is full (`queued.min.messages`
+//! records or `queued.max.messages.kbytes`, per partition; defaults here:
+//! the subscription's `max_in_flight` with a floor of [`MIN_QUEUED`]
+//! records, and [`QUEUED_KBYTES`]) and fetches again as soon as it is read:
+//! no pause, which would drop what librdkafka prefetched and stall every
+//! partition until it fetched again.
 //!
 //! Offsets are never committed automatically (`enable.auto.commit=false`):
 //! only what the actor commits, which is its completed watermark.
@@ -30,14 +31,14 @@
 //! the actor turns into a supervised failure.
 //!
 //! This file holds the client, [`KafkaConsumer`]; the polling thread is in
-//! `polling`, the rebalance callbacks in `rebalance`, what they share in
-//! `shared`, their work on partitions in `partitions`, and the conversion
-//! of messages to records in `records`.
+//! `polling`, the partitions' queues in `queues`, the rebalance callbacks
+//! in `rebalance`, what they share in `shared`, their work on partitions
+//! in `partitions`, and the conversion of messages to records in `records`.
 
 use std::collections::HashSet;
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::{self, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -55,13 +56,15 @@ use crate::error::{Error, Result};
 
 mod partitions;
 mod polling;
+mod queues;
 mod rebalance;
 mod records;
 mod shared;
 #[cfg(test)]
 mod tests;
 
-use polling::{PollThread, Stash};
+use polling::PollThread;
+use queues::Signal;
 use rebalance::Context;
 pub(crate) use records::{to_record, Names};
 use shared::{lock, Command, Fetch, Shared};
@@ -71,13 +74,25 @@ use shared::{lock, Command, Fetch, Shared};
 /// 1,000). A setting of the user's takes precedence.
 const FETCH_QUEUE_BACKOFF_MS: &str = "20";
 
+/// The fewest records librdkafka keeps queued per assigned partition
+/// (`queued.min.messages`) before it stops fetching it, whatever the
+/// subscription's `max_in_flight`: fewer would fetch in small steps.
+pub(crate) const MIN_QUEUED: usize = 10_000;
+
+/// The most librdkafka keeps queued per assigned partition, in KiB
+/// (`queued.max.messages.kbytes`; librdkafka's default, 64 MiB, was meant
+/// for one queue for every partition).
+pub(crate) const QUEUED_KBYTES: usize = 2_048;
+
 /// A group member whose `BaseConsumer` lives on its own thread.
 pub(crate) struct KafkaConsumer {
     commands: Mutex<Sender<Command>>,
+    /// Wakes the polling thread for each command.
+    signal: Arc<Signal>,
     thread: Mutex<Option<JoinHandle<()>>>,
-    /// What the polling thread shares, for the tests to look at.
+    /// The consumer, for the tests to look at.
     #[cfg(test)]
-    shared: Arc<Shared>,
+    consumer: std::sync::Weak<BaseConsumer<Context>>,
 }
 
 impl KafkaConsumer {
@@ -88,42 +103,47 @@ impl KafkaConsumer {
             fetch: Mutex::new(None),
             records: Mutex::new(Vec::new()),
             events: Mutex::new(Vec::new()),
-            stash: Mutex::new(Stash::default()),
-            paused: AtomicBool::new(false),
+            queues: Mutex::default(),
+            strays: Mutex::default(),
+            signal: Arc::new(Signal::default()),
             held: Mutex::new(HashSet::new()),
-            prefetch: config.prefetch.max(1),
             closing: AtomicBool::new(false),
             revoke_timeout: config.revoke_timeout,
             group: config.group.clone(),
             transactions: Mutex::new(Transactions::new(kafka, &config.group)),
         });
-        let consumer = create_consumer(kafka, &config, &shared)?;
+        let consumer = Arc::new(create_consumer(kafka, &config, &shared)?);
+        let _ = consumer.context().consumer.set(Arc::downgrade(&consumer));
         let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
         consumer
             .subscribe(&topics)
             .map_err(|e| broker_error(&format!("subscribe to {topics:?}"), &e))?;
+        let signal = shared.signal.clone();
         #[cfg(test)]
-        let seen = shared.clone();
+        let seen = Arc::downgrade(&consumer);
         let thread = std::thread::Builder::new()
             .name(format!("kafkactor-consumer-{}", config.group))
             .spawn(move || PollThread::new(consumer, shared).run())
             .map_err(|e| Error::client("start the polling thread", e, false))?;
         Ok(KafkaConsumer {
             commands: Mutex::new(tx),
+            signal,
             thread: Mutex::new(Some(thread)),
             #[cfg(test)]
-            shared: seen,
+            consumer: seen,
         })
     }
 
     fn send(&self, command: Command) -> Result<()> {
-        lock(&self.commands).send(command).map_err(|_| {
+        let sent = lock(&self.commands).send(command).map_err(|_| {
             Error::client(
                 "reach the consumer's polling thread",
                 "it has stopped",
                 true,
             )
-        })
+        });
+        self.signal.notify();
+        sent
     }
 }
 
@@ -138,6 +158,8 @@ fn create_consumer(
         OffsetReset::Earliest => "earliest",
         OffsetReset::Latest => "latest",
     };
+    let queued = config.prefetch.max(MIN_QUEUED).to_string();
+    let queued_kbytes = QUEUED_KBYTES.to_string();
     let fetch_wait = config
         .fetch_wait
         .map(|wait| wait.as_millis().max(1).to_string());
@@ -152,6 +174,8 @@ fn create_consumer(
         // default (1 s) stalls a consumer that empties the queue faster
         // than that for the rest of the second.
         ("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS),
+        ("queued.min.messages", &queued),
+        ("queued.max.messages.kbytes", &queued_kbytes),
     ];
     // A default: the user's own `fetch.wait.max.ms` wins (librdkafka's
     // mock cluster, which answers a fetch only when it times out, needs a
@@ -163,6 +187,7 @@ fn create_consumer(
         .client_config(&defaults)
         .create_with_context(Context {
             shared: shared.clone(),
+            consumer: OnceLock::new(),
         })
         .map_err(|e| Error::Config(format!("Kafka consumer for group {}: {e}", config.group)))
 }
@@ -200,8 +225,9 @@ impl ConsumerClient for KafkaConsumer {
         let _ = self.send(Command::Wake);
     }
 
-    /// A no-op: the polling thread pauses by itself when its stash is full
-    /// (see the module docs).
+    /// A no-op: the polling thread takes no more records than the actor
+    /// asks for, and librdkafka stops fetching a partition whose queue is
+    /// full (see the module docs).
     fn pause(&self, _: &[TopicPartition]) -> Result<()> {
         Ok(())
     }

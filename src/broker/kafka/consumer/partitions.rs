@@ -1,9 +1,6 @@
 //! What the polling thread does to partitions in librdkafka, for the poll
 //! loop and the rebalance callbacks alike: commit their offsets (alone or
-//! in a transaction), hold and pause them; and partition list conversions.
-
-use std::collections::HashSet;
-use std::sync::atomic::Ordering;
+//! in a transaction) and hold them; and partition list conversions.
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::{Offset, TopicPartitionList};
@@ -19,31 +16,6 @@ pub(super) fn from_tpl(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
         .iter()
         .map(|e| TopicPartition::new(e.topic(), e.partition()))
         .collect()
-}
-
-/// Pauses or resumes every partition currently assigned.
-/// Held partitions stay paused.
-pub(super) fn pause_assignment<C: ConsumerContext>(
-    consumer: &BaseConsumer<C>,
-    paused: bool,
-    held: &HashSet<TopicPartition>,
-) {
-    let result = consumer.assignment().and_then(|assigned| {
-        if paused {
-            consumer.pause(&assigned)
-        } else if held.is_empty() {
-            consumer.resume(&assigned)
-        } else {
-            let free: Vec<TopicPartition> = from_tpl(&assigned)
-                .into_iter()
-                .filter(|tp| !held.contains(tp))
-                .collect();
-            consumer.resume(&to_tpl(&free))
-        }
-    });
-    if let Err(e) = result {
-        tracing::warn!(error = %e, paused, "pause/resume failed");
-    }
 }
 
 /// Refuses offsets of partitions this member is not assigned (any more):
@@ -96,8 +68,7 @@ pub(super) fn commit<C: ConsumerContext>(
         .map_err(|e| commit_error("commit", &e))
 }
 
-/// Holds (pauses) or releases partitions for the actor. A release while the
-/// stash keeps the whole assignment paused waits for the stash's resume.
+/// Holds (pauses) or releases partitions for the actor.
 pub(super) fn hold<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     shared: &Shared,
@@ -112,11 +83,7 @@ pub(super) fn hold<C: ConsumerContext>(
         for tp in &partitions {
             holds.remove(tp);
         }
-        if shared.paused.load(Ordering::SeqCst) {
-            Ok(())
-        } else {
-            consumer.resume(&to_tpl(&partitions))
-        }
+        consumer.resume(&to_tpl(&partitions))
     };
     if let Err(e) = result {
         tracing::warn!(error = %e, ?partitions, held, "hold failed");

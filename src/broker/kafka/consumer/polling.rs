@@ -1,5 +1,6 @@
-//! The polling thread: its loop over the client's commands and librdkafka's
-//! polls, and the stash of records read ahead with its flow control.
+//! The polling thread: its loop over the client's commands, the group's
+//! events in the consumer's queue, and the records in the partitions'
+//! queues, which it takes only while a fetch has room for them.
 
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
@@ -8,44 +9,34 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::BaseConsumer;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
-use super::partitions::{commit, hold, pause_assignment, transaction};
+use super::partitions::{commit, hold, transaction};
+use super::queues::MainQueue;
 use super::rebalance::Context;
 use super::records::{to_record, Names};
 use super::shared::{lock, Command, Shared};
-use crate::envelope::Record;
 use crate::error::Error;
 
-/// The fewest records the stash takes before it pauses the assignment,
-/// whatever the subscription's `max_in_flight`: a pause drops librdkafka's
-/// prefetched data, and a stash of a handful would pause at every poll.
-pub(crate) const MIN_READ_AHEAD: usize = 1_000;
+/// The longest the thread sleeps without a wake: the queues and commands
+/// wake it, so this only bounds the cost of a wake-up that was missed.
+const IDLE_SLICE: Duration = Duration::from_millis(100);
 
-/// The most bytes (keys, headers and payloads) the stash holds before it
-/// pauses the assignment, however few records that is.
-pub(crate) const MAX_READ_AHEAD_BYTES: usize = 16 << 20;
-
-/// The longest a single poll of librdkafka blocks, so commands are served promptly.
-const POLL_SLICE: Duration = Duration::from_millis(20);
-
-/// Most records taken from librdkafka in one round of the fetch loop.
-const POLL_BATCH: usize = 512;
-
-/// The slice while the actor has no credit: a wake (its credit freed up)
-/// is then served within this, so a subscription with `max_in_flight(1)`
-/// is not held to one record per slice.
-const NO_CREDIT_SLICE: Duration = Duration::from_millis(1);
+/// Most events served from the consumer's queue in one round.
+const EVENTS_PER_ROUND: usize = 64;
 
 /// The polling thread's loop.
 pub(super) struct PollThread {
-    consumer: BaseConsumer<Context>,
+    /// Dropped before the consumer: its callback points into `shared`.
+    main: MainQueue,
+    consumer: Arc<BaseConsumer<Context>>,
     shared: Arc<Shared>,
     /// Topic and header names seen, so records share one allocation per name.
     names: Names,
 }
 
 impl PollThread {
-    pub(super) fn new(consumer: BaseConsumer<Context>, shared: Arc<Shared>) -> Self {
+    pub(super) fn new(consumer: Arc<BaseConsumer<Context>>, shared: Arc<Shared>) -> Self {
         PollThread {
+            main: MainQueue::watch(&consumer, shared.signal.clone()),
             consumer,
             shared,
             names: Names::default(),
@@ -53,27 +44,47 @@ impl PollThread {
     }
 
     pub(super) fn run(mut self) {
-        loop {
-            let waiting = lock(&self.shared.fetch).is_some();
-            if waiting {
-                if !self.serve_fetch() {
-                    break;
-                }
-                continue;
-            }
-            let command = lock(&self.shared.commands).recv();
-            match command {
-                Ok(command) => {
-                    if !self.handle(command) {
-                        break;
-                    }
-                }
-                Err(_) => break,
-            }
-        }
+        while self.round() {}
         self.shared.closing.store(true, Ordering::SeqCst);
         tracing::debug!(group = %self.shared.group, "leaving the group");
-        // Dropping the consumer leaves the group.
+        // The partition queues hold the consumer: dropped first, then the
+        // consumer, which leaves the group.
+        lock(&self.shared.queues).clear();
+    }
+
+    /// Serves commands and, while a fetch is under way, the group's events
+    /// and records; then sleeps until woken if there is nothing to do.
+    /// False when the thread must stop.
+    ///
+    /// Outside a fetch the consumer's queue is left alone, as a blocked
+    /// application leaves it: an actor that stops fetching for longer than
+    /// `max.poll.interval.ms` makes the member leave the group, and the
+    /// next fetch reports it.
+    fn round(&mut self) -> bool {
+        if !self.serve_commands() {
+            return false;
+        }
+        let Some((max, deadline)) = lock(&self.shared.fetch)
+            .as_ref()
+            .map(|f| (f.max, f.deadline))
+        else {
+            self.shared.signal.wait(IDLE_SLICE);
+            return true;
+        };
+        self.serve_events();
+        if lock(&self.shared.fetch).is_none() {
+            return true; // answered by a revocation, or failed
+        }
+        let taken = self.take(max);
+        let now = Instant::now();
+        if taken > 0 || !lock(&self.shared.events).is_empty() || now >= deadline {
+            self.shared.answer(None);
+            return true;
+        }
+        self.shared
+            .signal
+            .wait(deadline.saturating_duration_since(now).min(IDLE_SLICE));
+        true
     }
 
     /// Handles a command outside a fetch; false when the thread must stop.
@@ -101,40 +112,6 @@ impl PollThread {
         true
     }
 
-    /// Polls librdkafka for the current fetch until it has records, events
-    /// or its deadline; false when the thread must stop.
-    fn serve_fetch(&mut self) -> bool {
-        loop {
-            // Serve commands that arrived meanwhile, without blocking.
-            if !self.serve_commands() {
-                return false;
-            }
-            let (max, deadline) = match &*lock(&self.shared.fetch) {
-                Some(f) => (f.max, f.deadline),
-                None => return true, // answered by a revocation
-            };
-            // Stashed records go first, in order.
-            let taken = self.take_stashed(max);
-            self.flow_control();
-            let now = Instant::now();
-            let full = max > 0 && taken >= max;
-            if full || !lock(&self.shared.events).is_empty() || now >= deadline {
-                self.shared.answer(None);
-                return true;
-            }
-            let slice = if taken > 0 {
-                Duration::ZERO
-            } else if max == 0 {
-                deadline.saturating_duration_since(now).min(NO_CREDIT_SLICE)
-            } else {
-                deadline.saturating_duration_since(now).min(POLL_SLICE)
-            };
-            if self.poll_once(slice, max, taken) {
-                return true;
-            }
-        }
-    }
-
     /// Handles the commands that arrived, without blocking; false when the
     /// thread must stop.
     fn serve_commands(&mut self) -> bool {
@@ -152,75 +129,47 @@ impl PollThread {
         }
     }
 
-    /// Moves stashed records, oldest first, to the fetch's records until
-    /// it has `max`; returns how many it has.
-    fn take_stashed(&self, max: usize) -> usize {
-        let mut records = lock(&self.shared.records);
-        let mut stash = lock(&self.shared.stash);
-        while records.len() < max {
-            match stash.pop_front() {
-                Some(r) => records.push(r),
-                None => break,
+    /// Serves the group's events waiting in the consumer's queue: its
+    /// rebalance callbacks run here. It polls that queue at least once,
+    /// which tells librdkafka the application is alive
+    /// (`max.poll.interval.ms`; polling a partition's queue does not).
+    fn serve_events(&mut self) {
+        for i in 0..EVENTS_PER_ROUND {
+            if i > 0 && self.main.len() == 0 {
+                return;
             }
+            match self.consumer.poll(Duration::ZERO) {
+                Some(Ok(message)) => {
+                    let record = Arc::new(to_record(&message, &mut self.names));
+                    lock(&self.shared.strays).push_back(record);
+                }
+                Some(Err(e)) if left_group(&e) => self.fail_left_group(&e),
+                Some(Err(e)) => {
+                    tracing::warn!(group = %self.shared.group, error = %e, "consumer error")
+                }
+                None => {}
+            }
+        }
+    }
+
+    /// Moves records to the fetch's, strays first, then from the
+    /// partitions' queues, until it has `max`; returns how many it has.
+    fn take(&mut self, max: usize) -> usize {
+        let mut records = lock(&self.shared.records);
+        {
+            let mut strays = lock(&self.shared.strays);
+            while records.len() < max {
+                match strays.pop_front() {
+                    Some(r) => records.push(r),
+                    None => break,
+                }
+            }
+        }
+        let errors = lock(&self.shared.queues).take(&mut records, max, &mut self.names);
+        for e in errors {
+            tracing::warn!(group = %self.shared.group, error = %e, "consumer error");
         }
         records.len()
-    }
-
-    /// Polls librdkafka once, for at most `slice`, for a fetch of `max`
-    /// records of which it has `taken`; true when the fetch is answered
-    /// (or failed).
-    fn poll_once(&mut self, slice: Duration, max: usize, taken: usize) -> bool {
-        match self.consumer.poll(slice) {
-            Some(Ok(message)) => {
-                let record = Arc::new(to_record(&message, &mut self.names));
-                drop(message);
-                if max == 0 {
-                    lock(&self.shared.stash).push_back(record);
-                } else {
-                    lock(&self.shared.records).push(record);
-                    if let Some(e) = self.take_ready(max - taken - 1) {
-                        if left_group(&e) {
-                            self.fail_left_group(&e);
-                            return true;
-                        }
-                        tracing::warn!(group = %self.shared.group, error = %e, "consumer error");
-                    }
-                }
-                false
-            }
-            Some(Err(e)) if left_group(&e) => {
-                self.fail_left_group(&e);
-                true
-            }
-            Some(Err(e)) => {
-                tracing::warn!(group = %self.shared.group, error = %e, "consumer error");
-                false
-            }
-            None if taken > 0 => {
-                self.shared.answer(None);
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Takes up to `room` more records librdkafka already has (polls that
-    /// do not wait), without a round of the fetch loop per record; each
-    /// goes to the fetch's records at once, so a revocation answered from
-    /// a poll's callback carries every record polled before it. Returns
-    /// the error that ended it, if one did.
-    fn take_ready(&mut self, room: usize) -> Option<KafkaError> {
-        for _ in 0..room.min(POLL_BATCH) {
-            match self.consumer.poll(Duration::ZERO)? {
-                Ok(message) => {
-                    let record = Arc::new(to_record(&message, &mut self.names));
-                    drop(message);
-                    lock(&self.shared.records).push(record);
-                }
-                Err(e) => return Some(e),
-            }
-        }
-        None
     }
 
     /// The member left the group: the fetch under way fails (rejoining
@@ -232,51 +181,6 @@ impl PollThread {
             code: e.rdkafka_error_code().map(crate::broker::kafka::error_code),
             retriable: true,
         });
-    }
-
-    /// Pauses the assignment when the stash is full, resumes it when half empty.
-    fn flow_control(&self) {
-        let (stashed, bytes) = {
-            let stash = lock(&self.shared.stash);
-            (stash.records.len(), stash.bytes)
-        };
-        let paused = self.shared.paused.load(Ordering::SeqCst);
-        let most = self.shared.prefetch.max(MIN_READ_AHEAD);
-        if !paused && (stashed >= most || bytes >= MAX_READ_AHEAD_BYTES) {
-            tracing::debug!(group = %self.shared.group, stashed, bytes, "stash full: pausing the assignment");
-            pause_assignment(&self.consumer, true, &lock(&self.shared.held));
-            self.shared.paused.store(true, Ordering::SeqCst);
-        } else if paused && stashed <= most / 2 && bytes <= MAX_READ_AHEAD_BYTES / 2 {
-            tracing::debug!(group = %self.shared.group, stashed, "stash half empty: resuming the assignment");
-            pause_assignment(&self.consumer, false, &lock(&self.shared.held));
-            self.shared.paused.store(false, Ordering::SeqCst);
-        }
-    }
-}
-
-/// Records read ahead while the actor has no credit, and their size.
-#[derive(Default)]
-pub(super) struct Stash {
-    pub(super) records: std::collections::VecDeque<Arc<Record>>,
-    /// Their keys, headers and payloads, in bytes.
-    pub(super) bytes: usize,
-}
-
-impl Stash {
-    fn push_back(&mut self, record: Arc<Record>) {
-        self.bytes += record.byte_size();
-        self.records.push_back(record);
-    }
-
-    fn pop_front(&mut self) -> Option<Arc<Record>> {
-        let record = self.records.pop_front()?;
-        self.bytes -= record.byte_size();
-        Some(record)
-    }
-
-    pub(super) fn retain(&mut self, keep: impl Fn(&Arc<Record>) -> bool) {
-        self.records.retain(|r| keep(r));
-        self.bytes = self.records.iter().map(|r| r.byte_size()).sum();
     }
 }
 

@@ -1,11 +1,12 @@
 //! Rebalance handling: the consumer context whose callbacks librdkafka runs
-//! on the polling thread, announcing assignments and holding a revocation
-//! until the actor has drained and released the revoked partitions.
+//! on the polling thread, splitting off the queues of assigned partitions,
+//! announcing assignments, and holding a revocation until the actor has
+//! drained and released the revoked partitions.
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::RecvTimeoutError;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Instant;
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
@@ -19,14 +20,25 @@ use crate::envelope::TopicPartition;
 /// The consumer context: rebalance callbacks on the polling thread.
 pub(super) struct Context {
     pub(super) shared: Arc<Shared>,
+    /// The consumer itself, set once it is created: splitting a partition's
+    /// queue takes it (a weak reference: the consumer owns its context).
+    pub(super) consumer: OnceLock<Weak<BaseConsumer<Context>>>,
 }
 
 impl ClientContext for Context {}
 
 impl ConsumerContext for Context {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let Rebalance::Revoke(tpl) = rebalance else {
-            return;
+        let tpl = match rebalance {
+            Rebalance::Revoke(tpl) => tpl,
+            Rebalance::Assign(tpl) => {
+                // Before librdkafka starts fetching them.
+                if let Some(consumer) = self.consumer.get().and_then(Weak::upgrade) {
+                    lock(&self.shared.queues).split(&consumer, &from_tpl(tpl), &self.shared.signal);
+                }
+                return;
+            }
+            Rebalance::Error(_) => return,
         };
         let shared = &self.shared;
         let revoked = from_tpl(tpl);
@@ -35,15 +47,13 @@ impl ConsumerContext for Context {
         }
         tracing::debug!(group = %shared.group, ?revoked, "revoking; waiting for the connection to drain");
         shared.answer(Some(ConsumerEvent::Revoked(revoked.clone())));
-        // Stashed records of revoked partitions were never handed out: the
-        // next owner reads them from the committed offset.
-        lock(&shared.stash).retain(|r| !revoked.contains(&r.topic_partition()));
         lock(&shared.held).retain(|tp| !revoked.contains(tp));
-        // The stash's pause of the partitions kept (a cooperative rebalance)
-        // stays until the poll loop sees the stash half empty; the new
-        // assignment gets the same state in `post_rebalance`.
-        let waiting: HashSet<TopicPartition> = revoked.into_iter().collect();
+        let waiting: HashSet<TopicPartition> = revoked.iter().cloned().collect();
         wait_for_release(consumer, shared, waiting);
+        // What they still hold was never handed out: the next owner reads
+        // it from the committed offset.
+        lock(&shared.queues).remove(&revoked);
+        lock(&shared.strays).retain(|r| !revoked.contains(&r.topic_partition()));
     }
 
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -52,15 +62,9 @@ impl ConsumerContext for Context {
                 let assigned = from_tpl(tpl);
                 if !assigned.is_empty() {
                     // librdkafka keeps a partition paused across its revocation
-                    // and a new assignment (a hold, or the stash's pause, of an
-                    // earlier ownership): a newly assigned partition fetches
-                    // unless the stash is full right now.
-                    let result = if self.shared.paused.load(Ordering::SeqCst) {
-                        consumer.pause(tpl)
-                    } else {
-                        consumer.resume(tpl)
-                    };
-                    if let Err(e) = result {
+                    // and a new assignment (a hold of an earlier ownership): a
+                    // newly assigned partition fetches.
+                    if let Err(e) = consumer.resume(tpl) {
                         tracing::warn!(group = %self.shared.group, error = %e,
                             "setting the pause state of assigned partitions failed");
                     }

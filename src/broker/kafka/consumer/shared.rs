@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use super::polling::Stash;
+use super::queues::{Queues, Signal, Strays};
 use crate::broker::kafka::transaction::Transactions;
 use crate::broker::{ConsumerEvent, TransactionFailed};
 use crate::envelope::{OutgoingRecord, Record, TopicPartition};
@@ -48,13 +48,14 @@ pub(super) struct Shared {
     pub(super) records: Mutex<Vec<Arc<Record>>>,
     /// Assignments to announce with the next answer.
     pub(super) events: Mutex<Vec<ConsumerEvent>>,
-    /// Records polled while the actor had no credit, oldest first.
-    pub(super) stash: Mutex<Stash>,
-    /// Whether the thread paused the assignment because the stash is full.
-    pub(super) paused: AtomicBool,
-    /// Partitions the actor holds paused, whatever the stash does.
+    /// The assigned partitions' queues, where records wait for the actor.
+    pub(super) queues: Mutex<Queues>,
+    /// Records that came in the consumer's own queue, oldest first.
+    pub(super) strays: Mutex<Strays>,
+    /// Wakes the polling thread: commands, and queues becoming non-empty.
+    pub(super) signal: Arc<Signal>,
+    /// Partitions the actor holds paused.
     pub(super) held: Mutex<HashSet<TopicPartition>>,
-    pub(super) prefetch: usize,
     pub(super) closing: AtomicBool,
     pub(super) revoke_timeout: Duration,
     pub(super) group: String,

@@ -1,19 +1,18 @@
-//! Unit tests of the consumer: how far the polling thread reads ahead
-//! while the actor has no credit.
+//! Unit tests of the consumer: what it reads ahead while the actor has no
+//! credit, and that taking resumes where it stopped.
 
-use super::polling::{MAX_READ_AHEAD_BYTES, MIN_READ_AHEAD};
-use super::shared::lock;
+use super::queues::queued;
 use super::*;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::ClientConfig;
 
-/// Reads `n` records of `size` bytes spread over 8 partitions with a
-/// member whose connection takes 50 of them and then has no credit;
-/// returns what it read ahead meanwhile: records and bytes.
-async fn read_ahead(prefetch: usize, n: usize, size: usize) -> (usize, usize) {
+/// A mock cluster with `n` records of `size` bytes in topic `t`'s one
+/// partition. (The mock keeps the last 5 MiB of a partition: the records
+/// must fit.)
+fn cluster(n: usize, size: usize) -> MockCluster<'static, DefaultProducerContext> {
     let mock = MockCluster::new(1).unwrap();
-    mock.create_topic("t", 8, 1).unwrap();
+    mock.create_topic("t", 1, 1).unwrap();
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", mock.bootstrap_servers())
         .create()
@@ -25,8 +24,12 @@ async fn read_ahead(prefetch: usize, n: usize, size: usize) -> (usize, usize) {
         producer.send(record).unwrap();
     }
     producer.flush(Duration::from_secs(30)).unwrap();
+    mock
+}
+
+fn member(mock: &MockCluster<'static, DefaultProducerContext>, prefetch: usize) -> KafkaConsumer {
     let kafka = KafkaConfig::new(mock.bootstrap_servers());
-    let consumer = KafkaConsumer::start(
+    KafkaConsumer::start(
         &kafka,
         ConsumerConfig {
             group: "g".into(),
@@ -37,23 +40,31 @@ async fn read_ahead(prefetch: usize, n: usize, size: usize) -> (usize, usize) {
             fetch_wait: Some(Duration::from_millis(10)),
         },
     )
-    .unwrap();
-    let mut taken = 0;
+    .unwrap()
+}
+
+/// Takes up to `n` records, asking for `n - taken` at a time, within 30 s.
+async fn take(consumer: &KafkaConsumer, n: usize) -> Vec<Arc<crate::envelope::Record>> {
+    let mut taken = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while taken < 50 && Instant::now() < deadline {
+    while taken.len() < n && Instant::now() < deadline {
         for event in consumer
-            .poll(50 - taken, Duration::from_millis(100))
+            .poll(n - taken.len(), Duration::from_millis(100))
             .await
             .unwrap()
         {
             if let ConsumerEvent::Records(records) = event {
-                taken += records.len();
+                taken.extend(records);
             }
         }
     }
-    assert_eq!(taken, 50);
-    // No credit: it goes on polling (the group's events come in polls)
-    // until it pauses.
+    taken
+}
+
+/// Polls with no credit for 3 s: no record is handed out meanwhile, and
+/// librdkafka reads ahead until the partition's queue is full.
+/// Returns how many records it holds then.
+async fn without_credit(consumer: &KafkaConsumer) -> usize {
     let until = Instant::now() + Duration::from_secs(3);
     while Instant::now() < until {
         let events = consumer.poll(0, Duration::from_millis(100)).await.unwrap();
@@ -61,32 +72,50 @@ async fn read_ahead(prefetch: usize, n: usize, size: usize) -> (usize, usize) {
             .iter()
             .all(|e| !matches!(e, ConsumerEvent::Records(r) if !r.is_empty())));
     }
-    let stash = lock(&consumer.shared.stash);
-    let seen = (stash.records.len(), stash.bytes);
-    drop(stash);
-    consumer.close();
-    seen
+    let inner = consumer.consumer.upgrade().unwrap();
+    queued(&inner, &TopicPartition::new("t", 0))
 }
 
-/// With a small `max_in_flight` it reads ahead `MIN_READ_AHEAD`
-/// records, then pauses, however many wait.
+/// With a small `max_in_flight`, librdkafka holds about `MIN_QUEUED`
+/// records of the partition (and one fetch more), however many wait;
+/// taking then resumes at the next offset, and nothing is skipped.
 #[actix_rt::test]
-async fn read_ahead_is_bounded_in_records() {
-    let (records, _) = read_ahead(50, 3_000, 1).await;
+async fn read_ahead_is_bounded_in_records_and_taking_resumes() {
+    let n = 25_000;
+    let mock = cluster(n, 60);
+    let consumer = member(&mock, 50);
+    let first = take(&consumer, 50).await;
+    assert_eq!(first.len(), 50);
+    let held = without_credit(&consumer).await;
     assert!(
-        (MIN_READ_AHEAD * 9 / 10..=MIN_READ_AHEAD + 1).contains(&records),
-        "{records} records read ahead"
+        (MIN_QUEUED * 9 / 10..MIN_QUEUED * 2).contains(&held),
+        "{held} records read ahead"
     );
+    let rest = take(&consumer, n - 50).await;
+    let offsets: Vec<i64> = first.iter().chain(&rest).map(|r| r.offset).collect();
+    let wrong = offsets.iter().enumerate().find(|(i, o)| **o != *i as i64);
+    assert!(
+        offsets.len() == n && wrong.is_none(),
+        "{} records taken, first out of place: {wrong:?} (held {held})",
+        offsets.len()
+    );
+    consumer.close();
 }
 
-/// Large records: it pauses at `MAX_READ_AHEAD_BYTES`, however many
-/// records its `max_in_flight` allows (before, up to 10,000 records of
-/// any size: 80 MiB here).
+/// Large records: librdkafka holds about `QUEUED_KBYTES` of the
+/// partition (and one fetch more), however many records its
+/// `max_in_flight` allows.
 #[actix_rt::test]
 async fn read_ahead_is_bounded_in_bytes() {
-    let (records, bytes) = read_ahead(100_000, 2_800, 8 << 10).await;
+    let size = 2 << 10;
+    let mock = cluster(2_300, size);
+    let consumer = member(&mock, 100_000);
+    assert_eq!(take(&consumer, 50).await.len(), 50);
+    let bytes = without_credit(&consumer).await * size;
+    let bound = QUEUED_KBYTES << 10;
     assert!(
-        (MAX_READ_AHEAD_BYTES * 9 / 10..=MAX_READ_AHEAD_BYTES + (9 << 10)).contains(&bytes),
-        "{records} records, {bytes} bytes read ahead"
+        (bound * 9 / 10..bound + (3 << 19)).contains(&bytes),
+        "{bytes} bytes read ahead"
     );
+    consumer.close();
 }
