@@ -7,8 +7,16 @@ use std::time::Instant;
 
 use actix::prelude::*;
 
-use super::ConsumerConnection;
+use super::{ConsumerConnection, MAX_BATCH};
 use crate::envelope::TopicPartition;
+
+/// The most free places a poll waits for before it takes records again.
+/// Taking records as soon as one place frees up would hand them over one
+/// or two at a time, each with the whole cost of a poll and a batch; a
+/// window never refilled before it is half empty would stop reading while
+/// half of it waits on slow keys. A poll takes records once half the
+/// window, or this many places, are free.
+const REFILL: usize = 64;
 
 /// Pauses one partition until `until`: the Republisher's head record of it
 /// is not due before then. Later holds replace earlier ones; a partition
@@ -21,6 +29,18 @@ pub(crate) struct Hold {
 }
 
 impl ConsumerConnection {
+    /// How many records the next poll may take: none until enough places
+    /// are free (see [`REFILL`]), then every free place, at most a batch.
+    pub(super) fn credit(&self) -> usize {
+        let max = self.settings.max_in_flight;
+        let free = max.saturating_sub(self.counted_in_flight());
+        if free >= (max / 2).clamp(1, REFILL) {
+            free.min(MAX_BATCH)
+        } else {
+            0
+        }
+    }
+
     /// In-flight records that count against `max_in_flight`: those of held
     /// partitions do not. A held partition (the Republisher's bucket whose
     /// head is not due) takes no more records, and what it already gave
@@ -67,7 +87,7 @@ impl ConsumerConnection {
             self.set_paused(false);
         }
         if let Some((_, 0)) = self.polling {
-            if counted < self.settings.max_in_flight && !self.woken {
+            if !self.woken && self.credit() > 0 {
                 // Its answer comes at once and the next poll has credit.
                 if let Some(client) = &self.client {
                     client.wake();

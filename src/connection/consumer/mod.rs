@@ -246,11 +246,7 @@ impl ConsumerConnection {
             return;
         };
         self.settings.in_flight.set(self.in_flight as i64);
-        let credit = self
-            .settings
-            .max_in_flight
-            .saturating_sub(self.counted_in_flight())
-            .min(MAX_BATCH);
+        let credit = self.credit();
         let handle = ctx.spawn(
             client
                 .poll(credit, client.idle_poll_timeout())

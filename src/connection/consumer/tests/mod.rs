@@ -317,4 +317,5 @@ async fn until(what: &str, mut condition: impl FnMut() -> bool) {
 }
 
 mod assignments;
+mod flow;
 mod transactions;
