@@ -96,6 +96,9 @@ fn consumer_settings(delays: &Delays, plan: &Plan, metrics: &Metrics) -> Consume
             fetch_wait: Some(FETCH_WAIT),
         },
         max_in_flight: delays.in_flight_limit(),
+        // A place is taken as soon as it frees up: records wait on their
+        // due time here, and one read late is delivered late.
+        refill: 1,
         commit_interval: Duration::from_millis(100),
         drain_timeout: DRAIN,
         transactional: None,

@@ -130,6 +130,7 @@ fn consumer_settings(
     ConsumerSettings {
         config: consumer_config(sub),
         max_in_flight: sub.in_flight_limit(),
+        refill: consumer::REFILL,
         commit_interval: sub.commit_interval,
         drain_timeout: sub.drain_timeout,
         transactional: sub.transactional.then(|| partitions.clone()),

@@ -10,13 +10,14 @@ use actix::prelude::*;
 use super::{ConsumerConnection, MAX_BATCH};
 use crate::envelope::TopicPartition;
 
-/// The most free places a poll waits for before it takes records again.
-/// Taking records as soon as one place frees up would hand them over one
-/// or two at a time, each with the whole cost of a poll and a batch; a
-/// window never refilled before it is half empty would stop reading while
-/// half of it waits on slow keys. A poll takes records once half the
-/// window, or this many places, are free.
-const REFILL: usize = 64;
+/// How many free places a subscription's poll waits for before it takes
+/// records again (`ConsumerSettings::refill`). Taking records as soon as
+/// one place frees up would hand them over one or two at a time, each with
+/// the whole cost of a poll and a batch; a window never refilled before it
+/// is half empty would stop reading while half of it waits on slow keys.
+/// A poll takes records once half the window, or this many places, are
+/// free.
+pub(crate) const REFILL: usize = 64;
 
 /// Pauses one partition until `until`: the Republisher's head record of it
 /// is not due before then. Later holds replace earlier ones; a partition
@@ -30,11 +31,12 @@ pub(crate) struct Hold {
 
 impl ConsumerConnection {
     /// How many records the next poll may take: none until enough places
-    /// are free (see [`REFILL`]), then every free place, at most a batch.
+    /// are free (`refill`, see [`REFILL`]), then every free place, at most
+    /// a batch.
     pub(super) fn credit(&self) -> usize {
         let max = self.settings.max_in_flight;
         let free = max.saturating_sub(self.counted_in_flight());
-        if free >= (max / 2).clamp(1, REFILL) {
+        if free >= (max / 2).clamp(1, self.settings.refill) {
             free.min(MAX_BATCH)
         } else {
             0

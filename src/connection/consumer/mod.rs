@@ -149,6 +149,9 @@ impl Partition {
 pub(crate) struct ConsumerSettings {
     pub(crate) config: ConsumerConfig,
     pub(crate) max_in_flight: usize,
+    /// How many places must be free before a poll takes records again
+    /// (at most half of `max_in_flight`; [`REFILL`] for subscriptions).
+    pub(crate) refill: usize,
     pub(crate) commit_interval: Duration,
     pub(crate) drain_timeout: Duration,
     /// Commits in transactions, with what handlers published (a
@@ -398,7 +401,7 @@ mod revoke;
 mod spec;
 mod transaction;
 
-pub(crate) use flow::Hold;
+pub(crate) use flow::{Hold, REFILL};
 pub(crate) use spec::spec;
 
 #[cfg(test)]

@@ -285,6 +285,7 @@ fn settings(max_in_flight: usize) -> ConsumerSettings {
             fetch_wait: None,
         },
         max_in_flight,
+        refill: REFILL,
         // Long: a commit scheduled stays pending through the test.
         commit_interval: Duration::from_secs(60),
         drain_timeout: Duration::from_secs(1),
