@@ -182,7 +182,7 @@ impl Subscription {
     /// records wait in their own librdkafka queue until there is room, while
     /// the member's client goes on answering the group's rebalances;
     /// librdkafka reads ahead per partition up to this many records (at
-    /// least 10,000) and at most 2 MiB, plus one fetch in flight
+    /// least 50,000) and at most 8 MiB, plus one fetch in flight
     /// (`queued.min.messages` and `queued.max.messages.kbytes`, settable
     /// with [`Broker::set`](crate::Broker::set)).
     pub fn max_in_flight(mut self, max: usize) -> Self {

@@ -27,8 +27,15 @@ fn cluster(n: usize, size: usize) -> MockCluster<'static, DefaultProducerContext
     mock
 }
 
-fn member(mock: &MockCluster<'static, DefaultProducerContext>, prefetch: usize) -> KafkaConsumer {
-    let kafka = KafkaConfig::new(mock.bootstrap_servers());
+fn member(
+    mock: &MockCluster<'static, DefaultProducerContext>,
+    prefetch: usize,
+    settings: &[(&str, &str)],
+) -> KafkaConsumer {
+    let kafka = settings.iter().fold(
+        KafkaConfig::new(mock.bootstrap_servers()),
+        |kafka, (k, v)| kafka.set(k.to_string(), v.to_string()),
+    );
     KafkaConsumer::start(
         &kafka,
         ConsumerConfig {
@@ -81,9 +88,9 @@ async fn without_credit(consumer: &KafkaConsumer) -> usize {
 /// taking then resumes at the next offset, and nothing is skipped.
 #[actix_rt::test]
 async fn read_ahead_is_bounded_in_records_and_taking_resumes() {
-    let n = 25_000;
-    let mock = cluster(n, 60);
-    let consumer = member(&mock, 50);
+    let n = 120_000;
+    let mock = cluster(n, 1);
+    let consumer = member(&mock, 50, &[]);
     let first = take(&consumer, 50).await;
     assert_eq!(first.len(), 50);
     let held = without_credit(&consumer).await;
@@ -102,17 +109,18 @@ async fn read_ahead_is_bounded_in_records_and_taking_resumes() {
     consumer.close();
 }
 
-/// Large records: librdkafka holds about `QUEUED_KBYTES` of the
-/// partition (and one fetch more), however many records its
-/// `max_in_flight` allows.
+/// Large records: librdkafka holds about `queued.max.messages.kbytes` of
+/// the partition (and one fetch more), however many records its
+/// `max_in_flight` allows. The user's setting wins over the default
+/// ([`QUEUED_KBYTES`], more than the mock keeps of a partition).
 #[actix_rt::test]
 async fn read_ahead_is_bounded_in_bytes() {
     let size = 2 << 10;
     let mock = cluster(2_300, size);
-    let consumer = member(&mock, 100_000);
+    let consumer = member(&mock, 100_000, &[("queued.max.messages.kbytes", "2048")]);
     assert_eq!(take(&consumer, 50).await.len(), 50);
     let bytes = without_credit(&consumer).await * size;
-    let bound = QUEUED_KBYTES << 10;
+    let bound = 2048 << 10;
     assert!(
         (bound * 9 / 10..bound + (3 << 19)).contains(&bytes),
         "{bytes} bytes read ahead"
