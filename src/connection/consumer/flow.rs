@@ -34,8 +34,13 @@ impl ConsumerConnection {
     /// are free (`refill`, see [`REFILL`]), then every free place, at most
     /// a batch.
     pub(super) fn credit(&self) -> usize {
+        self.credit_with(self.counted_in_flight())
+    }
+
+    /// [`credit`](Self::credit) with `counted` records in flight.
+    fn credit_with(&self, counted: usize) -> usize {
         let max = self.settings.max_in_flight;
-        let free = max.saturating_sub(self.counted_in_flight());
+        let free = max.saturating_sub(counted);
         if free >= (max / 2).clamp(1, self.settings.refill) {
             free.min(MAX_BATCH)
         } else {
@@ -89,7 +94,7 @@ impl ConsumerConnection {
             self.set_paused(false);
         }
         if let Some((_, 0)) = self.polling {
-            if !self.woken && self.credit() > 0 {
+            if !self.woken && self.credit_with(counted) > 0 {
                 // Its answer comes at once and the next poll has credit.
                 if let Some(client) = &self.client {
                     client.wake();

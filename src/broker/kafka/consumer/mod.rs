@@ -35,7 +35,6 @@
 //! in `rebalance`, what they share in `shared`, their work on partitions
 //! in `partitions`, and the conversion of messages to records in `records`.
 
-use std::collections::HashSet;
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -109,7 +108,6 @@ impl KafkaConsumer {
             queues: Mutex::default(),
             strays: Mutex::default(),
             signal: Arc::new(Signal::default()),
-            held: Mutex::new(HashSet::new()),
             closing: AtomicBool::new(false),
             revoke_timeout: config.revoke_timeout,
             group: config.group.clone(),

@@ -71,19 +71,14 @@ pub(super) fn commit<C: ConsumerContext>(
 /// Holds (pauses) or releases partitions for the actor.
 pub(super) fn hold<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
-    shared: &Shared,
     partitions: Vec<TopicPartition>,
     held: bool,
 ) {
-    let mut holds = lock(&shared.held);
+    let tpl = to_tpl(&partitions);
     let result = if held {
-        holds.extend(partitions.iter().cloned());
-        consumer.pause(&to_tpl(&partitions))
+        consumer.pause(&tpl)
     } else {
-        for tp in &partitions {
-            holds.remove(tp);
-        }
-        consumer.resume(&to_tpl(&partitions))
+        consumer.resume(&tpl)
     };
     if let Err(e) = result {
         tracing::warn!(error = %e, ?partitions, held, "hold failed");

@@ -92,7 +92,7 @@ impl PollThread {
         match command {
             Command::Fetch(fetch) => *lock(&self.shared.fetch) = Some(fetch),
             Command::Wake => self.shared.answer(None),
-            Command::Hold(tps, held) => hold(&self.consumer, &self.shared, tps, held),
+            Command::Hold(tps, held) => hold(&self.consumer, tps, held),
             Command::Commit(offsets, reply) => {
                 let _ = reply.send(commit(&self.consumer, &offsets));
             }
@@ -144,9 +144,7 @@ impl PollThread {
                     lock(&self.shared.strays).push_back(record);
                 }
                 Some(Err(e)) if left_group(&e) => self.fail_left_group(&e),
-                Some(Err(e)) => {
-                    tracing::warn!(group = %self.shared.group, error = %e, "consumer error")
-                }
+                Some(Err(e)) => self.warn(&e),
                 None => {}
             }
         }
@@ -158,18 +156,19 @@ impl PollThread {
         let mut records = lock(&self.shared.records);
         {
             let mut strays = lock(&self.shared.strays);
-            while records.len() < max {
-                match strays.pop_front() {
-                    Some(r) => records.push(r),
-                    None => break,
-                }
-            }
+            let n = strays.len().min(max.saturating_sub(records.len()));
+            records.extend(strays.drain(..n));
         }
         let errors = lock(&self.shared.queues).take(&mut records, max, &mut self.names);
-        for e in errors {
-            tracing::warn!(group = %self.shared.group, error = %e, "consumer error");
+        for e in &errors {
+            self.warn(e);
         }
         records.len()
+    }
+
+    /// A consumer error that leaves the member in its group: logged.
+    fn warn(&self, e: &KafkaError) {
+        tracing::warn!(group = %self.shared.group, error = %e, "consumer error");
     }
 
     /// The member left the group: the fetch under way fails (rejoining

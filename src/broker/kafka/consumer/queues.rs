@@ -82,8 +82,8 @@ impl Queues {
         partitions: &[TopicPartition],
         signal: &Arc<Signal>,
     ) {
+        self.remove(partitions);
         for tp in partitions {
-            self.remove(std::slice::from_ref(tp));
             match consumer.split_partition_queue(&tp.topic, tp.partition) {
                 Some(mut queue) => {
                     let signal = signal.clone();
@@ -152,7 +152,7 @@ pub(super) type Strays = VecDeque<Arc<Record>>;
 pub(super) struct MainQueue {
     queue: *mut rdsys::rd_kafka_queue_t,
     /// Kept alive while librdkafka may call back with a pointer to it.
-    signal: Arc<Signal>,
+    _signal: Arc<Signal>,
 }
 
 // SAFETY: librdkafka's queue handles are thread-safe; the pointer is only
@@ -174,7 +174,10 @@ impl MainQueue {
                 )
             };
         }
-        MainQueue { queue, signal }
+        MainQueue {
+            queue,
+            _signal: signal,
+        }
     }
 
     /// How many events (or stray records) wait in the consumer's queue.
@@ -198,7 +201,6 @@ impl Drop for MainQueue {
             rdsys::rd_kafka_queue_cb_event_enable(self.queue, None, std::ptr::null_mut());
             rdsys::rd_kafka_queue_destroy(self.queue);
         }
-        let _ = &self.signal;
     }
 }
 

@@ -47,7 +47,6 @@ impl ConsumerContext for Context {
         }
         tracing::debug!(group = %shared.group, ?revoked, "revoking; waiting for the connection to drain");
         shared.answer(Some(ConsumerEvent::Revoked(revoked.clone())));
-        lock(&shared.held).retain(|tp| !revoked.contains(tp));
         let waiting: HashSet<TopicPartition> = revoked.iter().cloned().collect();
         wait_for_release(consumer, shared, waiting);
         // What they still hold was never handed out: the next owner reads
@@ -106,7 +105,7 @@ fn wait_for_release(
             Ok(Command::Fetch(fetch)) => *lock(&shared.fetch) = Some(fetch),
             // The revocation answered the fetch under way already.
             Ok(Command::Wake) => {}
-            Ok(Command::Hold(tps, held)) => hold(consumer, shared, tps, held),
+            Ok(Command::Hold(tps, held)) => hold(consumer, tps, held),
             Ok(Command::Close) | Err(RecvTimeoutError::Disconnected) => {
                 shared.closing.store(true, Ordering::SeqCst);
                 return;

@@ -2,7 +2,6 @@
 //! the commands the client sends the thread, the fetch under way, and the
 //! thread's state ([`Shared`]).
 
-use std::collections::HashSet;
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
@@ -54,8 +53,6 @@ pub(super) struct Shared {
     pub(super) strays: Mutex<Strays>,
     /// Wakes the polling thread: commands, and queues becoming non-empty.
     pub(super) signal: Arc<Signal>,
-    /// Partitions the actor holds paused.
-    pub(super) held: Mutex<HashSet<TopicPartition>>,
     pub(super) closing: AtomicBool,
     pub(super) revoke_timeout: Duration,
     pub(super) group: String,
