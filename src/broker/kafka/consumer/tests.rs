@@ -13,8 +13,15 @@ use rdkafka::ClientConfig;
 fn cluster(n: usize, size: usize) -> MockCluster<'static, DefaultProducerContext> {
     let mock = MockCluster::new(1).unwrap();
     mock.create_topic("t", 1, 1).unwrap();
+    // Room for every record at once: librdkafka's default of 100,000 queued
+    // records is fewer than the largest test writes, and how many are
+    // delivered while the loop runs depends on the machine.
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", mock.bootstrap_servers())
+        .set(
+            "queue.buffering.max.messages",
+            (n + 1).max(100_000).to_string(),
+        )
         .create()
         .unwrap();
     let payload = vec![b'x'; size];
