@@ -11,23 +11,28 @@
 
 #![allow(unsafe_code)]
 
-use std::borrow::Cow;
 use std::ffi::CStr;
 
 use rdkafka::bindings as rdsys;
-use rdkafka::message::BorrowedMessage;
 
-/// A header as librdkafka holds it: name and value (None: null).
-pub(super) type RawHeader<'m> = (Cow<'m, str>, Option<&'m [u8]>);
+/// A header as librdkafka holds it: name (bytes, not checked to be
+/// UTF-8) and value (None: null).
+pub(super) type RawHeader<'m> = (&'m [u8], Option<&'m [u8]>);
 
-/// Appends the headers of `m`, in order, to `out`.
-pub(super) fn read_headers<'m>(m: &'m BorrowedMessage<'_>, out: &mut impl Extend<RawHeader<'m>>) {
+/// Appends the headers of message `m`, in order, to `out`.
+///
+/// # Safety
+/// `m` is a live message, and outlives `'m`.
+pub(super) unsafe fn read_headers<'m>(
+    m: *mut rdsys::rd_kafka_message_t,
+    out: &mut impl Extend<RawHeader<'m>>,
+) {
     let mut headers: *mut rdsys::rd_kafka_headers_t = std::ptr::null_mut();
-    // SAFETY: `m.ptr()` is the message `m` wraps, valid while `m` is;
-    // librdkafka sets `headers` to the message's own header list (or
-    // leaves it null when there is none), which lives as long as the
-    // message and is not changed while we read it.
-    let err = unsafe { rdsys::rd_kafka_message_headers(m.ptr(), &mut headers) };
+    // SAFETY: `m` is live (the caller's contract); librdkafka sets
+    // `headers` to the message's own header list (or leaves it null when
+    // there is none), which lives as long as the message and is not
+    // changed while we read it.
+    let err = unsafe { rdsys::rd_kafka_message_headers(m, &mut headers) };
     if err != rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR || headers.is_null() {
         return;
     }
@@ -44,11 +49,11 @@ pub(super) fn read_headers<'m>(m: &'m BorrowedMessage<'_>, out: &mut impl Extend
         if err != rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR || name.is_null() {
             return None;
         }
-        // SAFETY: as above; the borrow is tied to `m`.
+        // SAFETY: as above; the borrow is tied to the message.
         let name: &'m CStr = unsafe { CStr::from_ptr(name) };
         let value: Option<&'m [u8]> = (!value.is_null())
             // SAFETY: `value` points at `size` bytes owned by the list.
             .then(|| unsafe { std::slice::from_raw_parts(value.cast::<u8>(), size) });
-        Some((String::from_utf8_lossy(name.to_bytes()), value))
+        Some((name.to_bytes(), value))
     }));
 }

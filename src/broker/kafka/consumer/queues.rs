@@ -27,7 +27,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 
 use super::rebalance::Context;
-use super::records::{to_record, Names};
+use super::records::{to_record_raw, Names};
 use super::shared::lock;
 use crate::envelope::{Record, TopicPartition};
 
@@ -64,10 +64,87 @@ impl Signal {
     }
 }
 
+/// One assigned partition's queue: rdkafka's handle, which wakes the
+/// [`Signal`] when it becomes non-empty, and a handle of our own to the
+/// same queue, read in batches (`rd_kafka_consume_batch_queue`, which
+/// rdkafka does not offer: one lock and no event per message).
+struct Queue {
+    tp: TopicPartition,
+    raw: RawQueue,
+    /// Kept for its callback; dropped after `raw` is released.
+    _watched: PartitionQueue<Context>,
+}
+
+/// A handle to a partition's queue, released when dropped.
+struct RawQueue(*mut rdsys::rd_kafka_queue_t);
+
+// SAFETY: librdkafka's queue handles are thread-safe; the pointer is only
+// passed to librdkafka's functions.
+unsafe impl Send for RawQueue {}
+
+impl Drop for RawQueue {
+    fn drop(&mut self) {
+        // SAFETY: a handle of our own (see `RawQueue::of`), released once.
+        unsafe { rdsys::rd_kafka_queue_destroy(self.0) }
+    }
+}
+
+impl RawQueue {
+    /// A handle to `tp`'s queue in `consumer`.
+    fn of(consumer: &BaseConsumer<Context>, tp: &TopicPartition) -> Option<Self> {
+        let topic = std::ffi::CString::new(tp.topic.as_bytes()).ok()?;
+        // SAFETY: a new handle to the partition's queue, which stays valid
+        // while the handle lives (librdkafka counts it).
+        let queue = unsafe {
+            rdsys::rd_kafka_queue_get_partition(
+                consumer.client().native_ptr(),
+                topic.as_ptr(),
+                tp.partition,
+            )
+        };
+        (!queue.is_null()).then_some(RawQueue(queue))
+    }
+
+    /// Moves up to `max` (at most [`TURN`]) messages into `records`, and
+    /// errors into `errors`; returns how many messages it took.
+    fn take(
+        &self,
+        records: &mut Vec<Arc<Record>>,
+        max: usize,
+        names: &mut Names,
+        errors: &mut Vec<KafkaError>,
+    ) -> usize {
+        let mut batch = [std::ptr::null_mut::<rdsys::rd_kafka_message_t>(); TURN];
+        let want = max.min(TURN);
+        // SAFETY: a live handle; librdkafka writes at most `want` message
+        // pointers into `batch`, each ours to destroy.
+        let n = unsafe { rdsys::rd_kafka_consume_batch_queue(self.0, 0, batch.as_mut_ptr(), want) };
+        let Ok(n) = usize::try_from(n) else {
+            // SAFETY: reads the calling thread's last librdkafka error.
+            let code = unsafe { rdsys::rd_kafka_last_error() };
+            errors.push(KafkaError::MessageConsumption(code.into()));
+            return 0;
+        };
+        for &m in &batch[..n.min(want)] {
+            // SAFETY: a message librdkafka handed us, destroyed right after.
+            let err = unsafe { (*m).err };
+            if err == rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+                // SAFETY: live until destroyed below.
+                records.push(Arc::new(unsafe { to_record_raw(m, names) }));
+            } else {
+                errors.push(KafkaError::MessageConsumption(err.into()));
+            }
+            // SAFETY: ours, and not used after this.
+            unsafe { rdsys::rd_kafka_message_destroy(m) };
+        }
+        n
+    }
+}
+
 /// The assigned partitions' queues, taken from in turn.
 #[derive(Default)]
 pub(super) struct Queues {
-    queues: Vec<(TopicPartition, PartitionQueue<Context>)>,
+    queues: Vec<Queue>,
     /// The queue whose turn is next.
     next: usize,
 }
@@ -84,11 +161,18 @@ impl Queues {
     ) {
         self.remove(partitions);
         for tp in partitions {
-            match consumer.split_partition_queue(&tp.topic, tp.partition) {
-                Some(mut queue) => {
+            match consumer
+                .split_partition_queue(&tp.topic, tp.partition)
+                .and_then(|queue| Some((RawQueue::of(consumer, tp)?, queue)))
+            {
+                Some((raw, mut watched)) => {
                     let signal = signal.clone();
-                    queue.set_nonempty_callback(move || signal.notify());
-                    self.queues.push((tp.clone(), queue));
+                    watched.set_nonempty_callback(move || signal.notify());
+                    self.queues.push(Queue {
+                        tp: tp.clone(),
+                        raw,
+                        _watched: watched,
+                    });
                 }
                 // Its records then come in the consumer's queue, which
                 // the poll loop takes as strays.
@@ -100,7 +184,7 @@ impl Queues {
     /// Drops the partitions' queues: what they hold was never handed out,
     /// and the next owner reads it again from the committed offset.
     pub(super) fn remove(&mut self, partitions: &[TopicPartition]) {
-        self.queues.retain(|(tp, _)| !partitions.contains(tp));
+        self.queues.retain(|q| !partitions.contains(&q.tp));
         self.next = 0;
     }
 
@@ -121,17 +205,11 @@ impl Queues {
         let count = self.queues.len();
         let mut idle = 0;
         while records.len() < max && idle < count {
-            let (_, queue) = &self.queues[self.next % count];
-            let before = records.len();
-            let turn_end = (before + TURN).min(max);
-            while records.len() < turn_end {
-                match queue.poll(Duration::ZERO) {
-                    Some(Ok(message)) => records.push(Arc::new(to_record(&message, names))),
-                    Some(Err(e)) => errors.push(e),
-                    None => break,
-                }
-            }
-            if records.len() == before {
+            let queue = &self.queues[self.next % count];
+            let taken = queue
+                .raw
+                .take(records, max - records.len(), names, &mut errors);
+            if taken == 0 {
                 idle += 1;
             } else {
                 idle = 0;

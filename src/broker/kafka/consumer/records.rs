@@ -1,10 +1,15 @@
 //! Record conversion: a librdkafka message copied into a crate [`Record`],
 //! with its topic and header names interned.
 
+#![allow(unsafe_code)]
+
+use std::borrow::Cow;
+use std::ffi::CStr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::bindings as rdsys;
+use rdkafka::message::BorrowedMessage;
 use smallvec::SmallVec;
 
 use crate::broker::kafka::headers::{read_headers, RawHeader};
@@ -32,25 +37,33 @@ impl Names {
         t
     }
 
-    fn topic(&mut self, topic: &str) -> Arc<str> {
+    /// The topic named `topic` (compared as bytes with the last one before
+    /// anything else: Kafka's topic names are ASCII).
+    fn topic(&mut self, topic: &[u8]) -> Arc<str> {
         match &self.last_topic {
-            Some(last) if **last == *topic => last.clone(),
+            Some(last) if last.as_bytes() == topic => last.clone(),
             _ => {
-                let t = self.shared(topic);
+                let t = self.shared(&String::from_utf8_lossy(topic));
                 self.last_topic = Some(t.clone());
                 t
             }
         }
     }
 
-    /// The name of the `i`th header of a record.
-    fn header(&mut self, i: usize, name: &str) -> Name {
-        if let Some(last) = self.last_headers.get(i).filter(|n| n.as_str() == name) {
+    /// The name of the `i`th header of a record: compared as bytes with
+    /// the last record's, read as UTF-8 (lossily) only when it differs.
+    fn header(&mut self, i: usize, name: &[u8]) -> Name {
+        if let Some(last) = self
+            .last_headers
+            .get(i)
+            .filter(|n| n.as_str().as_bytes() == name)
+        {
             return last.clone();
         }
-        let found = match header::known(name) {
+        let name: Cow<'_, str> = String::from_utf8_lossy(name);
+        let found = match header::known(&name) {
             Some(known) => Name::Known(known),
-            None => Name::Shared(self.shared(name)),
+            None => Name::Shared(self.shared(&name)),
         };
         if i < self.last_headers.len() {
             self.last_headers[i] = found.clone();
@@ -64,15 +77,37 @@ impl Names {
 /// How many header names by position [`Names`] remembers.
 const LAST_HEADERS: usize = 16;
 
+/// Copies a librdkafka message into a [`Record`] (see [`to_record_raw`]).
+pub(crate) fn to_record(m: &BorrowedMessage<'_>, names: &mut Names) -> Record {
+    // SAFETY: `m` wraps a live message, borrowed for this call.
+    unsafe { to_record_raw(m.ptr(), names) }
+}
+
+/// A part of a message: `len` bytes at `ptr`, or none when `ptr` is null.
+///
+/// # Safety
+/// A non-null `ptr` points at `len` bytes that outlive `'m`.
+unsafe fn part<'m>(ptr: *const std::ffi::c_void, len: usize) -> Option<&'m [u8]> {
+    // SAFETY: the caller's contract.
+    (!ptr.is_null()).then(|| unsafe { std::slice::from_raw_parts(ptr.cast::<u8>(), len) })
+}
+
 /// Copies a librdkafka message into a [`Record`]: its key, payload and
 /// long header values in one buffer (one copy, one allocation), shared by
 /// slices; short header values inline in the header list; names interned
 /// (the well-known ones not allocated at all).
-pub(crate) fn to_record(m: &BorrowedMessage<'_>, names: &mut Names) -> Record {
-    let (key, payload) = (m.key(), m.payload());
+///
+/// # Safety
+/// `m` is a live message, not destroyed during the call.
+pub(super) unsafe fn to_record_raw(m: *mut rdsys::rd_kafka_message_t, names: &mut Names) -> Record {
+    // SAFETY: live (the caller's contract); key and payload are owned by
+    // the message, their lengths librdkafka's.
+    let msg = unsafe { &*m };
+    let (key, payload) = unsafe { (part(msg.key, msg.key_len), part(msg.payload, msg.len)) };
     // The headers, read once (each read is a call into librdkafka).
     let mut raw: SmallVec<[RawHeader<'_>; 8]> = SmallVec::new();
-    read_headers(m, &mut raw);
+    // SAFETY: live for the call, as `raw` is.
+    unsafe { read_headers(m, &mut raw) };
     /// A value too long to keep inline.
     fn long(v: Option<&[u8]>) -> Option<&[u8]> {
         v.filter(|v| v.len() > INLINE)
@@ -103,13 +138,24 @@ pub(crate) fn to_record(m: &BorrowedMessage<'_>, names: &mut Names) -> Record {
         // Kept null: a dead letter carries it unchanged.
         headers.append_from(names.header(i, name), *value, shared);
     }
+    // SAFETY: a live message's topic handle, whose name is NUL-terminated
+    // and lives as long as the handle.
+    let topic = unsafe { CStr::from_ptr(rdsys::rd_kafka_topic_name(msg.rkt)) };
+    let mut kind = rdsys::rd_kafka_timestamp_type_t::RD_KAFKA_TIMESTAMP_NOT_AVAILABLE;
+    // SAFETY: a live message.
+    let timestamp = unsafe { rdsys::rd_kafka_message_timestamp(m, &mut kind) };
+    let timestamp = match kind {
+        rdsys::rd_kafka_timestamp_type_t::RD_KAFKA_TIMESTAMP_NOT_AVAILABLE => 0,
+        _ if timestamp == -1 => 0,
+        _ => timestamp,
+    };
     Record::new(
-        names.topic(m.topic()),
-        m.partition(),
-        m.offset(),
+        names.topic(topic.to_bytes()),
+        msg.partition,
+        msg.offset,
         key,
         headers,
         payload,
-        m.timestamp().to_millis().unwrap_or(0),
+        timestamp,
     )
 }
