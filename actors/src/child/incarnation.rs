@@ -7,6 +7,7 @@ use std::future::Future;
 use actix::dev::channel::{channel, AddressReceiver};
 use actix::fut::wrap_future;
 use actix::{Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context};
+use futures_util::FutureExt;
 
 use super::child_ref::{ChildRef, Incarnation};
 use crate::exit::fail;
@@ -83,16 +84,18 @@ impl<A: Actor<Context = Context<A>>> NewIncarnation<A> {
 }
 
 /// Waits for an incarnation's exit, records it in its `ChildRef` and tells
-/// its supervisor.
-pub(super) async fn report<A: Actor>(
+/// its supervisor. (A combinator, not an `async fn`, which would hold
+/// `exit` twice: see [`run_catching`](crate::exit::run_catching).)
+pub(super) fn report<A: Actor>(
     exit: impl Future<Output = Exit>,
     record: KilledUnlessFinished<A>,
     on_exit: Box<dyn FnOnce(Exit)>,
-) -> Exit {
-    let exit = exit.await;
-    record.finished(exit.clone());
-    on_exit(exit.clone());
-    exit
+) -> impl Future<Output = Exit> {
+    exit.map(move |exit| {
+        record.finished(exit.clone());
+        on_exit(exit.clone());
+        exit
+    })
 }
 
 /// Spawns the stop listener inside a child's own context, so it can stop

@@ -75,7 +75,6 @@ mod intake;
 mod settings;
 mod watchdog;
 
-use completions::FLUSH_BATCH;
 use fate::failure;
 use gate::Gate;
 pub(crate) use settings::DispatchSettings;
@@ -169,7 +168,8 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
             dead_letter,
             connection,
             feed: Feed::default(),
-            completed: Vec::with_capacity(FLUSH_BATCH),
+            // Allocated once records flow: an idle subscription holds none.
+            completed: Vec::new(),
             outputs: Vec::new(),
             acked: Vec::new(),
             answers: Vec::new(),
