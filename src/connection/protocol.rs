@@ -103,7 +103,8 @@ pub(crate) enum Arrival {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Stamp {
     incarnation: u64,
-    generation: u32,
+    /// How many releases the reader had seen when it took the record.
+    releases: u64,
 }
 
 /// The reader's side of the protocol (the connection feeding it); see the
@@ -113,8 +114,12 @@ pub(crate) struct Feed {
     /// The connection incarnation feeding the reader, and where its
     /// completions go.
     incarnation: Option<(Recipient<Completed>, u64)>,
-    /// How many times each partition was [`Released`].
-    generations: FxHashMap<TopicPartition, u32>,
+    /// How many partitions were [`Released`] so far.
+    releases: u64,
+    /// Each partition released, with `releases` after its last release: a
+    /// record stamped before that is no longer this member's. Looked up
+    /// only when something was released since a record was stamped.
+    released: FxHashMap<TopicPartition, u64>,
 }
 
 impl Feed {
@@ -141,34 +146,45 @@ impl Feed {
 
     /// The stamp of `record`, taken now.
     pub(crate) fn stamp(&self, record: &Record) -> Stamp {
-        Stamp {
+        self.stamper()(record)
+    }
+
+    /// Stamps records, taken now: for a batch, with the feeding
+    /// incarnation looked up once.
+    pub(crate) fn stamper(&self) -> impl Fn(&Record) -> Stamp + '_ {
+        let stamp = Stamp {
             incarnation: self.current_incarnation().unwrap_or(0),
-            generation: self.generation(record),
-        }
+            releases: self.releases,
+        };
+        move |_| stamp
     }
 
     /// Whether work on `record` stamped `stamp` is still this member's:
     /// taken from the incarnation feeding it, of a partition not given up
     /// since.
     pub(crate) fn is_current(&self, stamp: Stamp, record: &Record) -> bool {
-        Some(stamp.incarnation) == self.current_incarnation()
-            && self.generation(record) == stamp.generation
+        self.currency()(stamp, record)
     }
 
-    fn generation(&self, record: &Record) -> u32 {
-        if self.generations.is_empty() {
-            return 0;
+    /// [`is_current`](Self::is_current) for a batch, with the feeding
+    /// incarnation looked up once.
+    pub(crate) fn currency(&self) -> impl Fn(Stamp, &Record) -> bool + '_ {
+        let current = self.current_incarnation();
+        move |stamp, record| {
+            Some(stamp.incarnation) == current
+                && (stamp.releases == self.releases
+                    || self
+                        .released
+                        .get(&record.topic_partition())
+                        .is_none_or(|&at| at <= stamp.releases))
         }
-        self.generations
-            .get(&record.topic_partition())
-            .copied()
-            .unwrap_or(0)
     }
 
     /// Notes that `partitions` were given up.
     pub(crate) fn released(&mut self, partitions: &[TopicPartition]) {
         for tp in partitions {
-            *self.generations.entry(tp.clone()).or_default() += 1;
+            self.releases += 1;
+            self.released.insert(tp.clone(), self.releases);
         }
     }
 

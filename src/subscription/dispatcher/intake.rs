@@ -92,12 +92,13 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
     pub(super) fn queue_delivered(&mut self, records: Vec<Arc<Record>>) {
         let mut board = self.board.borrow_mut();
         let lanes = board.lanes.len();
+        let stamp = self.feed.stamper();
         for record in records {
             if record.key.is_none() {
                 self.next_unkeyed = self.next_unkeyed.wrapping_add(1);
             }
             let i = lane_of_key(record.key.as_deref(), self.next_unkeyed, lanes);
-            let stamp = self.feed.stamp(&record);
+            let stamp = stamp(&record);
             board.lanes[i].queue.push_back(Job {
                 record,
                 stamp,

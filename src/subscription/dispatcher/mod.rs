@@ -231,12 +231,15 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
         if self.gate.is_some() {
             self.acked_through_gate(&mut acked, ctx);
         }
-        for job in acked.drain(..) {
-            if self.live(&job) {
-                if let Some(tap) = &self.settings.lineage {
-                    tap.handled(&self.settings.group, &job.record, "acked", None);
+        {
+            let current = self.feed.currency();
+            for job in acked.drain(..) {
+                if current(job.stamp, &job.record) {
+                    if let Some(tap) = &self.settings.lineage {
+                        tap.handled(&self.settings.group, &job.record, "acked", None);
+                    }
+                    self.completed.push(job.record);
                 }
-                self.completed.push(job.record);
             }
         }
         self.acked = acked;
