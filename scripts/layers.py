@@ -49,7 +49,7 @@ LAYERS = [
     ["producer", "dead_letter"],
     # the consumers: the subtrees
     ["subscription"],
-    ["delay", "outbox"],
+    ["delay", "outbox", "replay"],
     # the root
     ["app"],
     # hidden modules for the crate's own benches and fuzzers: they may name anything

@@ -9,7 +9,10 @@
 //! A dead-letter record is the original record (key, payload and headers
 //! untouched) plus: `x-error-kind`, `x-error-reason`, `x-attempt`,
 //! `x-original-topic`, `x-original-partition`, `x-original-offset`,
-//! `x-group` and `x-failed-at`.
+//! `x-group` and `x-failed-at`, each once (a record that failed before
+//! carries only the latest failure's); a record sent back by a replay
+//! (`x-replay-count`) keeps its first failure's original topic,
+//! partition, offset and group.
 //!
 //! A write that fails retriably is answered as such and the caller tries
 //! again later. One the broker refuses for good (a record larger than the
@@ -151,16 +154,27 @@ fn without_payload(mut record: OutgoingRecord, refusal: &crate::Error) -> Outgoi
     record
 }
 
+/// The dead letter of `msg`: its record with the failure headers, each
+/// set once (the latest failure's kind, reason, attempts and time replace
+/// any earlier ones). A replayed record (`x-replay-count`) keeps the
+/// provenance of its first failure (original topic, partition, offset and
+/// group), which its replay carried back.
 pub(crate) fn dead_letter_record(msg: DeadLetterRecord) -> OutgoingRecord {
     let r = &msg.record;
     let mut headers = r.headers.clone();
     headers.insert(header::ERROR_KIND, msg.kind.as_str());
     headers.insert(header::ERROR_REASON, msg.reason);
     headers.insert(header::ATTEMPT, msg.attempts.to_string());
-    headers.insert(header::ORIGINAL_TOPIC, r.topic.to_string());
-    headers.insert(header::ORIGINAL_PARTITION, r.partition.to_string());
-    headers.insert(header::ORIGINAL_OFFSET, r.offset.to_string());
-    headers.insert(header::GROUP, msg.group.to_string());
+    let replayed = headers.contains(header::REPLAY_COUNT);
+    let mut provenance = |name: &'static str, value: String| {
+        if !(replayed && headers.contains(name)) {
+            headers.insert(name, value);
+        }
+    };
+    provenance(header::ORIGINAL_TOPIC, r.topic.to_string());
+    provenance(header::ORIGINAL_PARTITION, r.partition.to_string());
+    provenance(header::ORIGINAL_OFFSET, r.offset.to_string());
+    provenance(header::GROUP, msg.group.to_string());
     headers.insert(header::FAILED_AT, now_ms().to_string());
     OutgoingRecord {
         topic: msg.topic,

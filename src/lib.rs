@@ -31,6 +31,7 @@ pub mod outbox;
 mod partitioner;
 mod producer;
 mod publish;
+mod replay;
 mod subscription;
 mod topics;
 
@@ -55,6 +56,7 @@ pub use outbox::{Outbox, OutboxRelay};
 pub use partitioner::partition_for_key;
 pub use producer::{Producer, ProducerHandle, PublishBatch, SendError};
 pub use publish::{Publish, PublishOutcome};
+pub use replay::{Replay, ReplayReport, ReplayRun};
 pub use subscription::retry::RetryPolicy;
 pub use subscription::route::Routes;
 pub use subscription::{IntoTopics, OnRestartLimit, Subscription};

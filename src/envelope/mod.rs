@@ -57,10 +57,14 @@ pub mod header {
     pub const PAYLOAD_SIZE: &str = "x-payload-size";
     /// Key used by the idempotency store.
     pub const IDEMPOTENCY_KEY: &str = "x-idempotency-key";
+    /// How many times a dead letter was replayed to its topic (see
+    /// [`Replay`](crate::Replay)); past the replay's maximum it goes to
+    /// the parking topic instead.
+    pub const REPLAY_COUNT: &str = "x-replay-count";
 
     /// The constant for a well-known header `name`, if it is one.
     pub(crate) fn known(name: &str) -> Option<&'static str> {
-        const ALL: [&str; 23] = [
+        const ALL: [&str; 24] = [
             MESSAGE_ID,
             CONTENT_TYPE,
             CONTENT_ENCODING,
@@ -84,6 +88,7 @@ pub mod header {
             PAYLOAD_DROPPED,
             PAYLOAD_SIZE,
             IDEMPOTENCY_KEY,
+            REPLAY_COUNT,
         ];
         ALL.iter().copied().find(|k| *k == name)
     }

@@ -188,11 +188,17 @@ impl Idempotency {
     }
 
     /// The key of `record`, namespaced by `group`; `None` when it has none.
+    /// A dead letter sent back by a [`Replay`](crate::Replay) (its
+    /// `x-replay-count`) is a new delivery of a record whose fate was a
+    /// failure, not a duplicate: its key says which replay it is.
     pub(crate) fn key_of(&self, group: &str, record: &Record) -> Option<String> {
         let key = match &self.key {
             KeyFrom::Header(name) => record.headers.get_str(name).map(str::to_string),
             KeyFrom::Custom(f) => f(record),
         }?;
-        Some(format!("{group}:{key}"))
+        Some(match record.headers.get_str(header::REPLAY_COUNT) {
+            Some(replay) => format!("{group}:{key}:replay-{replay}"),
+            None => format!("{group}:{key}"),
+        })
     }
 }
