@@ -52,6 +52,9 @@ LAYERS = [
     ["delay", "outbox", "replay"],
     # the root
     ["app"],
+    # the `kafkactor` command, and its binary
+    ["cli"],
+    ["bin"],
     # hidden modules for the crate's own benches and fuzzers: they may name anything
     ["bench_internals", "fuzz_targets"],
 ]

@@ -14,6 +14,9 @@ mod app;
 pub mod bench_internals;
 mod broker;
 mod buckets;
+#[cfg(feature = "cli")]
+#[doc(hidden)]
+pub mod cli;
 mod clock;
 mod codec;
 mod connection;
@@ -56,7 +59,7 @@ pub use outbox::{Outbox, OutboxRelay};
 pub use partitioner::partition_for_key;
 pub use producer::{Producer, ProducerHandle, PublishBatch, SendError};
 pub use publish::{Publish, PublishOutcome};
-pub use replay::{Replay, ReplayReport, ReplayRun};
+pub use replay::{Replay, ReplayControl, ReplayReport, ReplayRun};
 pub use subscription::retry::RetryPolicy;
 pub use subscription::route::Routes;
 pub use subscription::{IntoTopics, OnRestartLimit, Subscription};

@@ -186,6 +186,16 @@ pub(crate) trait BrokerBackend: Send + Sync + fmt::Debug {
     fn committed(&self, group: &str, topic: &str) -> BoxFuture<'static, Result<Vec<Option<i64>>>>;
     /// Every record of `topic` present now, partition by partition in offset order.
     fn read_all(&self, topic: &str) -> BoxFuture<'static, Result<Vec<Record>>>;
+    /// Up to `max` records of `topic`'s `partition` present now, from
+    /// offset `from` (or the oldest one kept, when later), in offset order.
+    #[cfg_attr(not(feature = "cli"), allow(dead_code))]
+    fn read_range(
+        &self,
+        topic: &str,
+        partition: i32,
+        from: i64,
+        max: usize,
+    ) -> BoxFuture<'static, Result<Vec<Record>>>;
     /// Whether the broker answers a metadata request within `timeout`.
     fn probe(&self, timeout: std::time::Duration) -> BoxFuture<'static, Result<()>>;
     /// How many partitions `topic` has (None: it does not exist).

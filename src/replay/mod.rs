@@ -303,7 +303,21 @@ impl std::fmt::Debug for ReplayRun {
     }
 }
 
-impl ReplayRun {
+/// Cancels a replay run or reads its progress while another task awaits
+/// it ([`ReplayRun::control`]).
+#[derive(Clone)]
+pub struct ReplayControl {
+    run: Arc<Run>,
+    replayer: ChildRef<Replayer>,
+}
+
+impl std::fmt::Debug for ReplayControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplayControl").finish_non_exhaustive()
+    }
+}
+
+impl ReplayControl {
     /// Stops the run at the next record boundary: the writes under way
     /// finish and are committed, nothing more is sent; a run of the same
     /// name resumes from there.
@@ -321,6 +335,26 @@ impl ReplayRun {
             remaining: state.remaining(),
             ..state.report.clone()
         }
+    }
+}
+
+impl ReplayRun {
+    /// Cancels the run or reads its progress from elsewhere.
+    pub fn control(&self) -> ReplayControl {
+        ReplayControl {
+            run: self.run.clone(),
+            replayer: self.replayer.clone(),
+        }
+    }
+
+    /// See [`ReplayControl::cancel`].
+    pub fn cancel(&self) {
+        self.control().cancel()
+    }
+
+    /// See [`ReplayControl::progress`].
+    pub fn progress(&self) -> ReplayReport {
+        self.control().progress()
     }
 
     /// Waits for the run's end, commits its progress and stops it; its

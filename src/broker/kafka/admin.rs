@@ -212,6 +212,22 @@ impl Admin {
             Ok(reader.out)
         })
     }
+
+    #[cfg_attr(not(feature = "cli"), allow(dead_code))]
+    pub(crate) fn read_range(
+        &self,
+        topic: &str,
+        partition: i32,
+        from: i64,
+        max: usize,
+    ) -> BoxFuture<'static, Result<Vec<Record>>> {
+        let topic = topic.to_string();
+        self.blocking(move |inner| {
+            let mut reader = TopicReader::new(inner, &topic)?;
+            reader.read_partition_from(partition, from, max)?;
+            Ok(reader.out)
+        })
+    }
 }
 
 /// A whole topic being read (on the blocking pool): a client of its own,
@@ -246,11 +262,19 @@ impl<'a> TopicReader<'a> {
 
     /// Reads partition `p`, from its low watermark to its high one.
     fn read_partition(&mut self, p: i32) -> Result<()> {
+        self.read_partition_from(p, 0, usize::MAX)
+    }
+
+    /// Reads up to `max` records of partition `p` from offset `from` (or
+    /// its low watermark, when later), to its high watermark at most.
+    fn read_partition_from(&mut self, p: i32, from: i64, max: usize) -> Result<()> {
         let (low, high) = self
             .inner
             .metadata
             .fetch_watermarks(self.topic, p, TIMEOUT)
             .map_err(|e| broker_error("watermarks", &e))?;
+        let low = low.max(from);
+        let high = high.min(low.saturating_add(i64::try_from(max).unwrap_or(i64::MAX)));
         if high <= low {
             return Ok(());
         }

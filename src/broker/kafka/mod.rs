@@ -183,6 +183,16 @@ impl BrokerBackend for KafkaBackend {
         self.admin.read_all(topic)
     }
 
+    fn read_range(
+        &self,
+        topic: &str,
+        partition: i32,
+        from: i64,
+        max: usize,
+    ) -> BoxFuture<'static, Result<Vec<Record>>> {
+        self.admin.read_range(topic, partition, from, max)
+    }
+
     fn probe(&self, timeout: std::time::Duration) -> BoxFuture<'static, Result<()>> {
         self.admin.probe(timeout)
     }

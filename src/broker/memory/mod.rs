@@ -409,6 +409,30 @@ impl BrokerBackend for Arc<MemoryBroker> {
         future::ready(Ok(self.records(topic))).boxed()
     }
 
+    fn read_range(
+        &self,
+        topic: &str,
+        partition: i32,
+        from: i64,
+        max: usize,
+    ) -> BoxFuture<'static, Result<Vec<Record>>> {
+        let state = self.lock();
+        let records = state
+            .topics
+            .get(topic)
+            .and_then(|t| t.partitions.get(usize::try_from(partition).ok()?))
+            .map(|records| {
+                records
+                    .iter()
+                    .filter(|r| r.offset >= from)
+                    .take(max)
+                    .map(|r| Record::clone(r))
+                    .collect()
+            })
+            .unwrap_or_default();
+        future::ready(Ok(records)).boxed()
+    }
+
     fn probe(&self, _: std::time::Duration) -> BoxFuture<'static, Result<()>> {
         // In the process: there while the process is.
         future::ready(Ok(())).boxed()

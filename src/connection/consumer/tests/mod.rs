@@ -215,6 +215,16 @@ impl BrokerBackend for Backend {
         futures_util::future::ready(Ok(Vec::new())).boxed()
     }
 
+    fn read_range(
+        &self,
+        _: &str,
+        _: i32,
+        _: i64,
+        _: usize,
+    ) -> BoxFuture<'static, Result<Vec<Record>>> {
+        futures_util::future::ready(Ok(Vec::new())).boxed()
+    }
+
     fn probe(&self, _: Duration) -> BoxFuture<'static, Result<()>> {
         futures_util::future::ready(Ok(())).boxed()
     }

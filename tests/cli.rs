@@ -1,0 +1,300 @@
+//! The `kafkactor` command, run as a process against Apache Kafka: its
+//! answers (`--json`), its exit codes, bad input (an unreachable broker, an
+//! unknown topic or group, a malformed time) and a replay interrupted by
+//! Ctrl-C and resumed. Built with the `cli` feature.
+#![cfg(feature = "cli")]
+
+mod support;
+
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kafkactor::prelude::*;
+use kafkactor::App;
+use serde_json::Value;
+use support::*;
+
+/// Runs `kafkactor` with `args` against `brokers`, within 60 s.
+fn kafkactor(brokers: &str, args: &[&str]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kafkactor"))
+        .arg("--brokers")
+        .arg(brokers)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kafkactor starts");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().expect("waits").is_none() {
+        assert!(Instant::now() < deadline, "kafkactor {args:?} within 60 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("its output")
+}
+
+fn json(output: &Output) -> Value {
+    assert!(
+        output.status.success(),
+        "exit {:?}: {}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("one JSON document")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// An application on `tb` rejecting every record of `topic`, with `n`
+/// orders published and dead-lettered.
+async fn dead_letters(tb: &TestBroker, topic: &str, group: &str, n: u64) -> App {
+    tb.topics(&[topic]).await;
+    let log = Log::default();
+    let app = Kafkactor::builder()
+        .broker(tb.broker.clone())
+        .subscribe(
+            Subscription::to(topic).group(group),
+            probe(&log, "a", Arc::new(|_| Outcome::reject("bad order"))),
+        )
+        .start()
+        .await
+        .unwrap();
+    publish_all(&app, topic, &orders(n, 5)).await;
+    let dlq = format!("{topic}.dlq");
+    let broker = tb.broker.clone();
+    eventually_async(
+        "every order dead-lettered",
+        tb.patience(Duration::from_secs(30)),
+        || {
+            let (broker, dlq) = (broker.clone(), dlq.clone());
+            async move {
+                broker
+                    .read_topic(&dlq)
+                    .await
+                    .map(|r| r.len() as u64 >= n)
+                    .unwrap_or(false)
+            }
+        },
+    )
+    .await;
+    tb.until_committed(group, topic, Duration::from_secs(30))
+        .await;
+    app
+}
+
+#[test]
+fn an_unreachable_broker_is_said_and_fails() {
+    let out = kafkactor(
+        "127.0.0.1:1",
+        &["--timeout", "2s", "dlq", "list", "orders.dlq"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no answer from Apache Kafka at 127.0.0.1:1"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(out.stdout.is_empty(), "nothing half written");
+}
+
+#[test]
+fn a_malformed_time_is_bad_usage() {
+    let out = kafkactor(
+        "127.0.0.1:1",
+        &["dlq", "replay", "orders.dlq", "--since", "yesterday"],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("RFC 3339"), "{}", stderr(&out));
+}
+
+#[actix::test]
+async fn dead_letters_are_listed_shown_replayed_once_and_lag_and_tail_read() {
+    let tb = or_skip!(TestBroker::kafka(2));
+    let brokers = tb.bootstrap().unwrap().to_string();
+    let topic = unique("cli-orders");
+    let group = unique("cli-shop");
+    let dlq = format!("{topic}.dlq");
+    let app = dead_letters(&tb, &topic, &group, 30).await;
+    app.shutdown().await.unwrap();
+
+    let listed = json(&kafkactor(
+        &brokers,
+        &["--json", "dlq", "list", &dlq, "--limit", "100"],
+    ));
+    let rows = listed["dead_letters"].as_array().unwrap();
+    assert_eq!(rows.len(), 30);
+    assert!(rows
+        .iter()
+        .all(|r| r["kind"] == "rejected" && r["reason"] == "bad order"));
+    assert!(rows.iter().all(|r| r["original_topic"] == topic.as_str()));
+
+    let (p, offset) = (
+        rows[0]["partition"].to_string(),
+        rows[0]["offset"].to_string(),
+    );
+    let shown = json(&kafkactor(
+        &brokers,
+        &["--json", "dlq", "show", &dlq, &p, &offset],
+    ));
+    assert_eq!(shown["headers"]["x-error-kind"], "rejected");
+    assert!(
+        shown["payload"]["id"].is_u64(),
+        "decoded by content type: {shown}"
+    );
+
+    let dry = json(&kafkactor(
+        &brokers,
+        &["--json", "dlq", "replay", &dlq, "--dry-run"],
+    ));
+    assert_eq!(
+        (dry["matched"].as_u64(), dry["sent"].as_u64()),
+        (Some(30), Some(30))
+    );
+    let only = json(&kafkactor(
+        &brokers,
+        &[
+            "--json",
+            "dlq",
+            "replay",
+            &dlq,
+            "--dry-run",
+            "--kind",
+            "decode",
+        ],
+    ));
+    assert_eq!(only["matched"].as_u64(), Some(0), "{only}");
+
+    let lag = kafkactor(
+        &brokers,
+        &["--json", "lag", "--group", &group, "--topic", &topic],
+    );
+    assert_eq!(json(&lag)["records"].as_i64(), Some(0), "all committed");
+
+    let sent = json(&kafkactor(
+        &brokers,
+        &["--json", "dlq", "replay", &dlq, "--rate", "500"],
+    ));
+    assert_eq!(sent["sent"].as_u64(), Some(30), "{sent}");
+    let lag = json(&kafkactor(
+        &brokers,
+        &["--json", "lag", "--group", &group, "--topic", &topic],
+    ));
+    assert_eq!(
+        lag["records"].as_i64(),
+        Some(30),
+        "the replays wait for the group"
+    );
+    assert!(lag["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["seconds"].as_f64().is_some()));
+    let again = json(&kafkactor(&brokers, &["--json", "dlq", "replay", &dlq]));
+    assert_eq!(
+        again["sent"].as_u64(),
+        Some(0),
+        "the same range sends nothing: {again}"
+    );
+    assert_eq!(tb.records(&topic).await.len(), 60, "each sent back once");
+
+    let tail = kafkactor(
+        &brokers,
+        &["--json", "tail", &topic, "--from-beginning", "--count", "5"],
+    );
+    assert!(tail.status.success(), "{}", stderr(&tail));
+    let lines: Vec<Value> = String::from_utf8_lossy(&tail.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON document a line"))
+        .collect();
+    assert_eq!(lines.len(), 5);
+    assert!(lines.iter().all(|l| l["payload"]["key"].is_string()));
+
+    let unknown = kafkactor(&brokers, &["dlq", "list", "no-such-topic-here"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(
+        stderr(&unknown).contains("no topic `no-such-topic-here`"),
+        "{}",
+        stderr(&unknown)
+    );
+    let nobody = kafkactor(
+        &brokers,
+        &["lag", "--group", "nobody-here", "--topic", &topic],
+    );
+    assert_eq!(nobody.status.code(), Some(1));
+    assert!(
+        stderr(&nobody).contains("committed nothing"),
+        "{}",
+        stderr(&nobody)
+    );
+}
+
+#[actix::test]
+async fn a_replay_interrupted_by_ctrl_c_resumes_without_sending_twice() {
+    const N: u64 = 100;
+    let tb = or_skip!(TestBroker::kafka(2));
+    let brokers = tb.bootstrap().unwrap().to_string();
+    let topic = unique("cli-refunds");
+    let group = unique("cli-payouts");
+    let dlq = format!("{topic}.dlq");
+    let app = dead_letters(&tb, &topic, &group, N).await;
+    app.shutdown().await.unwrap();
+
+    let child = Command::new(env!("CARGO_BIN_EXE_kafkactor"))
+        .args([
+            "--brokers",
+            &brokers,
+            "--json",
+            "dlq",
+            "replay",
+            &dlq,
+            "--rate",
+            "20",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kafkactor starts");
+    // Some are sent, not all (100 at 20 a second take 5 s).
+    let broker = tb.broker.clone();
+    eventually_async("some replayed", Duration::from_secs(30), || {
+        let (broker, topic) = (broker.clone(), topic.clone());
+        async move {
+            broker
+                .read_topic(&topic)
+                .await
+                .map(|r| r.len() as u64 > N + 5)
+                .unwrap_or(false)
+        }
+    })
+    .await;
+    let killed = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    let out = child.wait_with_output().expect("its output");
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("resumes where this one stopped"),
+        "{}",
+        stderr(&out)
+    );
+    let first: Value = serde_json::from_slice(&out.stdout).expect("its report");
+    assert_eq!(first["cancelled"], true);
+    let sent_first = first["sent"].as_u64().unwrap();
+    assert!(sent_first > 5 && sent_first < N, "{first}");
+
+    let rest = json(&kafkactor(&brokers, &["--json", "dlq", "replay", &dlq]));
+    assert_eq!(
+        sent_first + rest["sent"].as_u64().unwrap(),
+        N,
+        "{first} then {rest}"
+    );
+    assert_eq!(
+        tb.records(&topic).await.len() as u64,
+        2 * N,
+        "each sent back once"
+    );
+}
