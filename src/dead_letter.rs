@@ -158,14 +158,17 @@ fn without_payload(mut record: OutgoingRecord, refusal: &crate::Error) -> Outgoi
 /// set once (the latest failure's kind, reason, attempts and time replace
 /// any earlier ones). A replayed record (`x-replay-count`) keeps the
 /// provenance of its first failure (original topic, partition, offset and
-/// group), which its replay carried back.
+/// group), which its replay carried back; a record read from a retry topic
+/// (`x-not-before`) keeps where it was first read.
 pub(crate) fn dead_letter_record(msg: DeadLetterRecord) -> OutgoingRecord {
     let r = &msg.record;
     let mut headers = r.headers.clone();
     headers.insert(header::ERROR_KIND, msg.kind.as_str());
     headers.insert(header::ERROR_REASON, msg.reason);
     headers.insert(header::ATTEMPT, msg.attempts.to_string());
-    let replayed = headers.contains(header::REPLAY_COUNT);
+    // Replayed, or read from a retry topic: where it was first read is
+    // in its headers already.
+    let replayed = headers.contains(header::REPLAY_COUNT) || headers.contains(header::NOT_BEFORE);
     let mut provenance = |name: &'static str, value: String| {
         if !(replayed && headers.contains(name)) {
             headers.insert(name, value);

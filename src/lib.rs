@@ -60,7 +60,7 @@ pub use partitioner::partition_for_key;
 pub use producer::{Producer, ProducerHandle, PublishBatch, SendError};
 pub use publish::{Publish, PublishOutcome};
 pub use replay::{Replay, ReplayControl, ReplayReport, ReplayRun};
-pub use subscription::retry::RetryPolicy;
+pub use subscription::retry::{RetryPolicy, RetryTopic};
 pub use subscription::route::Routes;
 pub use subscription::{IntoTopics, OnRestartLimit, Subscription};
 

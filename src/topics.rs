@@ -1,15 +1,60 @@
 //! The topics kafkactor derives from a user's, each named by one function
-//! here: the dead-letter topic of a subscription's records, the parking
-//! topic of dead letters replayed too often, the group a replay commits
-//! its progress under, and the delay buckets' topics (the retry and reply
-//! topics will join them).
+//! here: the dead-letter topic of a subscription's records, a group's
+//! retry topic, the parking topic of dead letters replayed too often, the
+//! group a replay commits its progress under, and the delay buckets'
+//! topics (the reply topic will join them).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The dead-letter topic of records of `topic`: the `configured` one, or
 /// `<topic>.dlq`.
 pub(crate) fn dead_letter(topic: &str, configured: Option<&str>) -> String {
     configured.map_or_else(|| format!("{topic}.dlq"), str::to_string)
+}
+
+/// The retry topic of `group`'s records of `topic`: `<topic>.<group>.retry`
+/// (a group's own: retries never go back to the shared topic, where other
+/// groups would read them again).
+pub(crate) fn retry(topic: &str, group: &str) -> String {
+    format!("{topic}.{group}.retry")
+}
+
+/// The topics a subscription reads, each with its retry topic (empty when
+/// it retries in place): which topic a record of a retry topic was read
+/// for, and the reverse.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RetryTopics(Arc<[(Arc<str>, Arc<str>)]>);
+
+impl RetryTopics {
+    /// The retry topics of `group`'s `topics`.
+    pub(crate) fn of<'a>(topics: impl IntoIterator<Item = &'a String>, group: &str) -> Self {
+        RetryTopics(
+            topics
+                .into_iter()
+                .map(|t| (Arc::from(t.as_str()), Arc::from(retry(t, group))))
+                .collect(),
+        )
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The retry topic of `topic`.
+    pub(crate) fn retry_of(&self, topic: &str) -> Option<&Arc<str>> {
+        self.0.iter().find(|(t, _)| &**t == topic).map(|(_, r)| r)
+    }
+
+    /// The topic whose retry topic `retry` is.
+    pub(crate) fn source_of(&self, retry: &str) -> Option<&Arc<str>> {
+        self.0.iter().find(|(_, r)| &**r == retry).map(|(t, _)| t)
+    }
+
+    /// Each topic with its retry topic.
+    pub(crate) fn pairs(&self) -> impl Iterator<Item = (&Arc<str>, &Arc<str>)> {
+        self.0.iter().map(|(t, r)| (t, r))
+    }
 }
 
 /// Where a replay sends the dead letters of `dead_letters` that were
@@ -55,6 +100,7 @@ mod tests {
         assert_eq!(dead_letter("orders", None), "orders.dlq");
         assert_eq!(dead_letter("orders", Some("failed")), "failed");
         assert_eq!(parking("orders.dlq", None), "orders.dlq.parked");
+        assert_eq!(retry("orders", "billing"), "orders.billing.retry");
         assert_eq!(parking("orders.dlq", Some("held")), "held");
         assert_eq!(
             replay_group("orders.dlq", "default"),

@@ -63,22 +63,7 @@ async fn dead_letters(tb: &TestBroker, topic: &str, group: &str, n: u64) -> App 
         .unwrap();
     publish_all(&app, topic, &orders(n, 5)).await;
     let dlq = format!("{topic}.dlq");
-    let broker = tb.broker.clone();
-    eventually_async(
-        "every order dead-lettered",
-        tb.patience(Duration::from_secs(30)),
-        || {
-            let (broker, dlq) = (broker.clone(), dlq.clone());
-            async move {
-                broker
-                    .read_topic(&dlq)
-                    .await
-                    .map(|r| r.len() as u64 >= n)
-                    .unwrap_or(false)
-            }
-        },
-    )
-    .await;
+    tb.until_records(&dlq, n as usize).await;
     tb.until_committed(group, topic, Duration::from_secs(30))
         .await;
     app
@@ -257,18 +242,7 @@ async fn a_replay_interrupted_by_ctrl_c_resumes_without_sending_twice() {
         .spawn()
         .expect("kafkactor starts");
     // Some are sent, not all (100 at 20 a second take 5 s).
-    let broker = tb.broker.clone();
-    eventually_async("some replayed", Duration::from_secs(30), || {
-        let (broker, topic) = (broker.clone(), topic.clone());
-        async move {
-            broker
-                .read_topic(&topic)
-                .await
-                .map(|r| r.len() as u64 > N + 5)
-                .unwrap_or(false)
-        }
-    })
-    .await;
+    tb.until_records(&topic, (N + 6) as usize).await;
     let killed = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
@@ -297,4 +271,103 @@ async fn a_replay_interrupted_by_ctrl_c_resumes_without_sending_twice() {
         2 * N,
         "each sent back once"
     );
+}
+
+#[actix::test]
+async fn the_retry_path_and_the_delay_buckets_are_shown() {
+    let tb = or_skip!(TestBroker::kafka(2));
+    let brokers = tb.bootstrap().unwrap().to_string();
+    let topic = unique("cli-waits");
+    let group = unique("cli-waiting");
+    let prefix = unique("cli-delay");
+    tb.topics(&[topic.as_str()]).await;
+    // k-0 fails and waits a minute in the retry topic; its later records follow it.
+    let behaviour: Behaviour = Arc::new(|d: &Delivery<Order>| {
+        if d.message().key == "k-0" {
+            Outcome::retry("not yet")
+        } else {
+            Outcome::Ack
+        }
+    });
+    let app = Kafkactor::builder()
+        .broker(tb.broker.clone())
+        .delays(kafkactor::Delays::default().topic_prefix(&prefix))
+        .subscribe(
+            Subscription::to(topic.as_str())
+                .group(group.as_str())
+                .retry(
+                    RetryPolicy::exponential(3, Duration::from_secs(60))
+                        .max_backoff(Duration::from_secs(60))
+                        .jitter(0.0)
+                        .via_retry_topic(kafkactor::RetryTopic::Ordered),
+                ),
+            probe(&Log::default(), "a", behaviour),
+        )
+        .start()
+        .await
+        .unwrap();
+    publish_all(&app, &topic, &orders(20, 4)).await;
+    app.producer()
+        .send(
+            Publish::to(topic.as_str())
+                .key("later")
+                .delay(Duration::from_secs(120))
+                .message(&orders(1, 1)[0])
+                .unwrap(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let retry_topic = format!("{topic}.{group}.retry");
+    tb.until_records(&retry_topic, 5).await;
+
+    let retries = json(&kafkactor(
+        &brokers,
+        &["--json", "retries", "--group", &group, "--topic", &topic],
+    ));
+    assert_eq!(retries["records"].as_u64(), Some(5), "{retries}");
+    let parts = retries["partitions"].as_array().unwrap();
+    assert_eq!(
+        parts
+            .iter()
+            .filter_map(|p| p["parked_keys"].as_u64())
+            .sum::<u64>(),
+        1,
+        "{retries}"
+    );
+    assert!(
+        parts
+            .iter()
+            .any(|p| p["next_due_in_seconds"].as_f64().is_some_and(|s| s > 30.0)),
+        "{retries}"
+    );
+
+    let delays = json(&kafkactor(
+        &brokers,
+        &["--json", "delays", "--prefix", &prefix],
+    ));
+    assert_eq!(delays["records"].as_u64(), Some(1), "{delays}");
+    let bucket = delays["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["records"] == 1)
+        .cloned()
+        .unwrap();
+    assert!(
+        bucket["first_due_in_seconds"].as_f64().unwrap() > 60.0,
+        "{delays}"
+    );
+
+    let nobody = kafkactor(
+        &brokers,
+        &["retries", "--group", "nobody-here", "--topic", &topic],
+    );
+    assert_eq!(nobody.status.code(), Some(1));
+    assert!(
+        stderr(&nobody).contains("no retry topic"),
+        "{}",
+        stderr(&nobody)
+    );
+    app.shutdown().await.unwrap();
 }

@@ -14,22 +14,6 @@ use kafkactor::prelude::*;
 use kafkactor::{header, App, Record, Replay};
 use support::*;
 
-macro_rules! on_memory_and_kafka {
-    ($name:ident, $body:path) => {
-        mod $name {
-            #[actix::test]
-            async fn memory() {
-                $body($crate::support::TestBroker::memory(4)).await
-            }
-            #[actix::test]
-            async fn kafka() {
-                let tb = $crate::or_skip!($crate::support::TestBroker::kafka(4));
-                $body(tb).await
-            }
-        }
-    };
-}
-
 /// An application whose handler of `topic` (group `group`) answers with
 /// `behaviour`, logging every handling to `log`.
 async fn consumer(
@@ -65,29 +49,8 @@ async fn dead_lettered(tb: &TestBroker, topic: &str, group: &str, orders: &[Orde
     .await;
     publish_all(&app, topic, orders).await;
     let dlq = format!("{topic}.dlq");
-    until_records(tb, &dlq, orders.len()).await;
+    tb.until_records(&dlq, orders.len()).await;
     app
-}
-
-/// Waits until `topic` holds `n` records.
-async fn until_records(tb: &TestBroker, topic: &str, n: usize) {
-    let broker = tb.broker.clone();
-    eventually_async(
-        &format!("{n} records in {topic}"),
-        tb.patience(Duration::from_secs(30)),
-        || {
-            let broker = broker.clone();
-            let topic = topic.to_string();
-            async move {
-                broker
-                    .read_topic(&topic)
-                    .await
-                    .map(|r| r.len() >= n)
-                    .unwrap_or(false)
-            }
-        },
-    )
-    .await;
 }
 
 /// How often each order id was handled.
@@ -164,7 +127,8 @@ async fn replays_each_dead_letter_once_in_key_order(tb: TestBroker) {
 
 on_memory_and_kafka!(
     replays_each_dead_letter_once_in_key_order,
-    super::replays_each_dead_letter_once_in_key_order
+    super::replays_each_dead_letter_once_in_key_order,
+    4
 );
 
 /// How many times `name` appears in `record`'s headers.
@@ -204,7 +168,7 @@ async fn a_record_failing_again_is_parked_not_looped(tb: TestBroker) {
             (N, 0),
             "run {run}: {report:?}"
         );
-        until_records(&tb, &dlq, total as usize).await;
+        tb.until_records(&dlq, total as usize).await;
     }
     let third = replay().run(&tb.broker).await.unwrap();
     assert_eq!((third.sent, third.parked), (0, N), "replayed twice: parked");
@@ -241,7 +205,8 @@ async fn a_record_failing_again_is_parked_not_looped(tb: TestBroker) {
 
 on_memory_and_kafka!(
     a_record_failing_again_is_parked_not_looped,
-    super::a_record_failing_again_is_parked_not_looped
+    super::a_record_failing_again_is_parked_not_looped,
+    4
 );
 
 async fn a_cancelled_replay_resumes_without_sending_twice(tb: TestBroker) {
@@ -297,7 +262,8 @@ async fn a_cancelled_replay_resumes_without_sending_twice(tb: TestBroker) {
 
 on_memory_and_kafka!(
     a_cancelled_replay_resumes_without_sending_twice,
-    super::a_cancelled_replay_resumes_without_sending_twice
+    super::a_cancelled_replay_resumes_without_sending_twice,
+    4
 );
 
 #[actix::test]
@@ -357,7 +323,7 @@ async fn an_idempotent_subscription_handles_a_replayed_record() {
         .await
         .unwrap();
     publish_all(&app, &topic, &orders(N, 4)).await;
-    until_records(&tb, &dlq, N as usize).await;
+    tb.until_records(&dlq, N as usize).await;
     let report = Replay::from(dlq.as_str()).run(&tb.broker).await.unwrap();
     assert_eq!(report.sent, N);
     eventually("every replay handled", Duration::from_secs(10), || {

@@ -196,6 +196,7 @@ mod kafka;
 mod latency;
 #[cfg(feature = "postgres")]
 mod outbox;
+mod retries;
 mod scale;
 
 use delay::*;
@@ -552,6 +553,26 @@ async fn run(sizes: Sizes) -> Vec<Outcome2> {
              outbox table by the relay (kafkactor) and published by a plain Producer (baseline)"
         );
         out.push(o);
+    }
+
+    if sizes.wants("retry_topic") {
+        let records = sizes.records.min(100_000);
+        out.extend(
+            retries::retry_topic_rows(
+                "embedded",
+                Broker::memory,
+                records,
+                sizes.keys,
+                sizes.rounds,
+            )
+            .await,
+        );
+        if let Some(brokers) = sizes.brokers.as_deref().filter(|b| *b != "mock") {
+            let kafka = || Broker::kafka(brokers).topic_partitions(4);
+            out.extend(
+                retries::retry_topic_rows("kafka", kafka, records, sizes.keys, sizes.rounds).await,
+            );
+        }
     }
 
     if sizes.wants("scale") {

@@ -233,6 +233,8 @@ impl AppBuilder {
                 lineage: shared.tap.clone().filter(|_| sub.lineage),
                 max_record_bytes: self.max_record_bytes,
                 handlers_health,
+                writer: crate::connection::producer::Writer::to(shared.outbound.connection.clone()),
+                delivery_timeout: self.delivery_timeout,
             }));
         }
         root
@@ -332,6 +334,21 @@ impl AppBuilder {
         topics.dedup();
         for topic in &topics {
             backend.ensure_topic(topic, None).await?;
+        }
+        // A retry topic has as many partitions as its topic: partition p's
+        // retries are in its partition p, read by the same member.
+        for (sub, _) in &self.subscriptions {
+            for (topic, retry) in sub.retry_topics().pairs() {
+                let partitions = backend.partitions(topic).await?;
+                backend.ensure_topic(retry, partitions).await?;
+                let made = backend.partitions(retry).await?;
+                if made != partitions {
+                    return Err(Error::Config(format!(
+                        "retry topic `{retry}` has {made:?} partitions, `{topic}` {partitions:?}: \
+                         they must have as many (partition p's retries are in its partition p)"
+                    )));
+                }
+            }
         }
         Ok(())
     }

@@ -7,6 +7,8 @@
 //!   dlq show TOPIC P OFFSET    one dead letter, headers and payload
 //!   dlq replay TOPIC ..        send them back (see `Replay`), resumable
 //!   lag --group G --topic T..  per partition: records and seconds behind
+//!   retries --group G --topic T..  the retry path: records, parked keys, next due
+//!   delays                     the delay buckets: records, when they fall due
 //!   tail TOPIC                 records as they arrive, decoded
 //! ```
 //!
@@ -25,6 +27,7 @@ use clap::{Parser, Subcommand};
 use crate::broker::{Broker, BrokerBackend};
 use crate::error::{Error, Result};
 
+mod backlog;
 mod dlq;
 mod lag;
 mod render;
@@ -69,6 +72,10 @@ enum Command {
     Lag(lag::Lag),
     /// Prints a topic's records as they arrive, decoded by content type.
     Tail(tail::Tail),
+    /// What waits in a group's retry topics: records, parked keys, next due.
+    Retries(backlog::Retries),
+    /// What waits in the delay buckets, and when it falls due.
+    Delays(backlog::DelayBacklog),
 }
 
 /// How a command ended, beyond success.
@@ -116,6 +123,8 @@ async fn run(cli: Cli) -> Result<Ended> {
         Command::Dlq(command) => command.run(&broker, &backend, out).await,
         Command::Lag(command) => command.run(&backend, out).await,
         Command::Tail(command) => command.run(&backend, out).await,
+        Command::Retries(command) => command.run(&backend, out).await,
+        Command::Delays(command) => command.run(&backend, out).await,
     }
 }
 

@@ -106,6 +106,7 @@ fn consumer_settings(delays: &Delays, plan: &Plan, metrics: &Metrics) -> Consume
             .collectors()
             .in_flight
             .with_label_values(&[delays.group_name()]),
+        retry_topics: crate::topics::RetryTopics::default(),
     }
 }
 

@@ -61,10 +61,13 @@ pub mod header {
     /// [`Replay`](crate::Replay)); past the replay's maximum it goes to
     /// the parking topic instead.
     pub const REPLAY_COUNT: &str = "x-replay-count";
+    /// On a record in a retry topic: when it is due (ms since the Unix
+    /// epoch); 0 for a record that only follows its parked key.
+    pub const NOT_BEFORE: &str = "x-not-before";
 
     /// The constant for a well-known header `name`, if it is one.
     pub(crate) fn known(name: &str) -> Option<&'static str> {
-        const ALL: [&str; 24] = [
+        const ALL: [&str; 25] = [
             MESSAGE_ID,
             CONTENT_TYPE,
             CONTENT_ENCODING,
@@ -89,6 +92,7 @@ pub mod header {
             PAYLOAD_SIZE,
             IDEMPOTENCY_KEY,
             REPLAY_COUNT,
+            NOT_BEFORE,
         ];
         ALL.iter().copied().find(|k| *k == name)
     }

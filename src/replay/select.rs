@@ -36,14 +36,15 @@ pub(super) enum Fate {
     Park(OutgoingRecord, &'static str),
 }
 
-/// The headers a dead letter's failure added that its replay takes off:
-/// a failure again writes its own; the first failure's provenance
-/// (original topic, partition, offset, group) stays.
-const FAILURE: [&str; 4] = [
+/// The headers a dead letter's failure (and its retries) added that its
+/// replay takes off: a failure again writes its own; the first failure's
+/// provenance (original topic, partition, offset, group) stays.
+const FAILURE: [&str; 5] = [
     header::ERROR_KIND,
     header::ERROR_REASON,
     header::ATTEMPT,
     header::FAILED_AT,
+    header::NOT_BEFORE,
 ];
 
 impl Selection {

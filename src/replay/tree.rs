@@ -97,5 +97,6 @@ fn settings(topic: &str, group: &str) -> ConsumerSettings {
         drain_timeout: DRAIN,
         transactional: None,
         in_flight,
+        retry_topics: crate::topics::RetryTopics::default(),
     }
 }

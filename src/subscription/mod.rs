@@ -9,7 +9,8 @@
 //! - `lane`: a lane is one handler actor and its queue, taken by a runner
 //!   in the handler's own context;
 //! - `route`: routing by message type ([`Routes`](crate::Routes));
-//! - `retry`: the in-place [`RetryPolicy`](crate::RetryPolicy);
+//! - `retry`: the [`RetryPolicy`](crate::RetryPolicy), in place or through
+//!   the group's retry topic ([`RetryTopic`](crate::RetryTopic));
 //! - `closure`: closures as handler actors.
 
 use crate::idempotency::Idempotency;
@@ -190,7 +191,9 @@ impl Subscription {
         self
     }
 
-    /// How `Outcome::Retry` and handler panics are retried in place.
+    /// How `Outcome::Retry`, handler panics and timeouts are retried: in
+    /// place (the default), or through the group's retry topic
+    /// ([`RetryPolicy::via_retry_topic`]).
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
         self.retry = policy;
         self
@@ -380,7 +383,32 @@ impl Subscription {
         if self.commit_interval.is_zero() {
             return Err(Error::Config("commit_interval must be positive".into()));
         }
+        if self.retry.retry_topic().is_some() {
+            if self.transactional {
+                return Err(Error::Config(
+                    "a transactional subscription retries in place, not through a retry topic"
+                        .into(),
+                ));
+            }
+            if self.idempotency.is_some() {
+                return Err(Error::Config(
+                    "an idempotent subscription retries in place, not through a retry topic".into(),
+                ));
+            }
+            for (_, retry) in self.retry_topics().pairs() {
+                check_topic(retry)?;
+            }
+        }
         Ok(())
+    }
+
+    /// Each subscribed topic with its retry topic, when failed records are
+    /// retried through one.
+    pub(crate) fn retry_topics(&self) -> crate::topics::RetryTopics {
+        if self.retry.retry_topic().is_none() {
+            return crate::topics::RetryTopics::default();
+        }
+        crate::topics::RetryTopics::of(&self.topics, self.group_name())
     }
 }
 

@@ -29,11 +29,12 @@ use kafkactor_actors::{ChildRef, ChildSpec, Events, Supervisor};
 
 use crate::broker::{BrokerBackend, ConsumerConfig, PartitionCounts};
 use crate::connection::consumer::{self, ConsumerConnection, ConsumerSettings};
+use crate::connection::producer::Writer;
 use crate::dead_letter::DeadLetter;
 use crate::observe::health::Failing;
 use crate::observe::lineage::Tap;
 use crate::observe::metrics::Metrics;
-use crate::subscription::dispatcher::{DispatchSettings, Dispatcher};
+use crate::subscription::dispatcher::{DispatchSettings, Dispatcher, Parking};
 use crate::subscription::lane::{Board, Runner, SharedBoard};
 use crate::subscription::route::Routes;
 use crate::subscription::transaction::Transactional;
@@ -55,13 +56,28 @@ pub(crate) struct Parts {
     pub(crate) max_record_bytes: usize,
     /// The readiness check of its handlers.
     pub(crate) handlers_health: Failing,
+    /// Writes to its retry topics (the application's producer connection).
+    pub(crate) writer: Writer,
+    /// How long a write may take.
+    pub(crate) delivery_timeout: Duration,
 }
 
 /// What a member of `sub`'s group is.
 fn consumer_config(sub: &Subscription) -> ConsumerConfig {
     ConsumerConfig {
         group: sub.group_name().to_string(),
-        topics: sub.topics.clone(),
+        // With their retry topics, read by the same member partition by
+        // partition.
+        topics: sub
+            .topics
+            .iter()
+            .cloned()
+            .chain(
+                sub.retry_topics()
+                    .pairs()
+                    .map(|(_, retry)| retry.to_string()),
+            )
+            .collect(),
         reset: sub.reset,
         revoke_timeout: sub.drain_timeout.saturating_add(Duration::from_secs(5)),
         // Read ahead while the handlers are busy: bounded by the
@@ -117,6 +133,9 @@ fn dispatch_settings(sub: &Subscription, parts: &Parts) -> DispatchSettings {
         idempotency: sub.idempotency.clone(),
         member: Arc::from(uuid::Uuid::now_v7().to_string()),
         health: parts.handlers_health.clone(),
+        retry_topics: sub.retry_topics(),
+        writer: parts.writer.clone(),
+        delivery_timeout: parts.delivery_timeout,
     }
 }
 
@@ -139,6 +158,7 @@ fn consumer_settings(
             .collectors()
             .in_flight
             .with_label_values(&[sub.group_name()]),
+        retry_topics: sub.retry_topics(),
     }
 }
 
@@ -210,13 +230,15 @@ where
         // dispatcher and handlers (each restart of either keeps them).
         let board = Board::shared(self.handlers.len());
         board.borrow_mut().transactional = self.transactional.clone();
+        // What is in the retry path, rebuilt from the log by each incarnation.
+        let parking = (!self.settings.retry_topics.is_empty()).then(Parking::shared);
         let (max_restarts, window) = self.limit;
         Supervisor::new(self.name.clone())
             .events(self.events.clone())
             .restart_limit(max_restarts, window)
             .backoff(self.backoff)
             .child(self.handlers_spec(&board))
-            .child(self.dispatcher_spec(board))
+            .child(self.dispatcher_spec(board, parking))
             .child(consumer::spec(
                 self.backend.clone(),
                 self.consumer.clone(),
@@ -256,7 +278,11 @@ where
     }
 
     /// `dispatcher`.
-    fn dispatcher_spec(&self, board: SharedBoard) -> ChildSpec {
+    fn dispatcher_spec(
+        &self,
+        board: SharedBoard,
+        parking: Option<crate::subscription::dispatcher::SharedParking>,
+    ) -> ChildSpec {
         let (settings, handlers, dead_letter, connection) = (
             self.settings.clone(),
             self.handlers.clone(),
@@ -270,6 +296,7 @@ where
                 handlers.clone(),
                 dead_letter.clone(),
                 connection.clone(),
+                parking.clone(),
             )
         })
     }

@@ -443,6 +443,27 @@ impl TestBroker {
         .await;
     }
 
+    /// Waits until `topic` holds at least `n` records.
+    #[allow(dead_code)]
+    pub async fn until_records(&self, topic: &str, n: usize) {
+        let broker = self.broker.clone();
+        eventually_async(
+            &format!("{n} records in {topic} on {}", self.name),
+            self.patience(Duration::from_secs(30)),
+            || {
+                let (broker, topic) = (broker.clone(), topic.to_string());
+                async move {
+                    broker
+                        .read_topic(&topic)
+                        .await
+                        .map(|r| r.len() >= n)
+                        .unwrap_or(false)
+                }
+            },
+        )
+        .await;
+    }
+
     pub async fn records(&self, topic: &str) -> Vec<kafkactor::Record> {
         self.broker.read_topic(topic).await.unwrap()
     }
@@ -482,6 +503,26 @@ macro_rules! on_every_broker {
             #[actix::test]
             async fn mock_cluster() {
                 $body($crate::support::TestBroker::mock($partitions)).await
+            }
+        }
+    };
+}
+
+/// Runs a behaviour test body on the embedded broker and Apache Kafka (for
+/// behaviour the mock cluster cannot show: it creates no topic through the
+/// admin API): `on_memory_and_kafka!(test_name, body, partitions)`.
+#[macro_export]
+macro_rules! on_memory_and_kafka {
+    ($name:ident, $body:path, $partitions:expr) => {
+        mod $name {
+            #[actix::test]
+            async fn memory() {
+                $body($crate::support::TestBroker::memory($partitions)).await
+            }
+            #[actix::test]
+            async fn kafka() {
+                let tb = $crate::or_skip!($crate::support::TestBroker::kafka($partitions));
+                $body(tb).await
             }
         }
     };

@@ -18,7 +18,7 @@ impl ConsumerConnection {
         for event in events {
             match event {
                 ConsumerEvent::Revoked(tps) => self.on_revoked(tps, ctx),
-                ConsumerEvent::Assigned(tps) => self.on_assigned(tps),
+                ConsumerEvent::Assigned(tps) => self.on_assigned(tps, ctx),
                 ConsumerEvent::Records(records) => self.on_records(records, ctx),
             }
         }
@@ -31,6 +31,7 @@ impl ConsumerConnection {
     /// finished, or when the drain timeout passes.
     fn on_revoked(&mut self, tps: Vec<TopicPartition>, ctx: &mut Context<Self>) {
         tracing::debug!(group = %self.group(), ?tps, "revoked");
+        self.forget_rebuilds(&tps);
         let now = Instant::now();
         for tp in tps {
             if let Some(p) = self.partitions.get_mut(&tp) {
@@ -45,7 +46,7 @@ impl ConsumerConnection {
 
     /// Partitions now ours: paused at once when the others are for lack
     /// of credit.
-    fn on_assigned(&mut self, tps: Vec<TopicPartition>) {
+    fn on_assigned(&mut self, tps: Vec<TopicPartition>, ctx: &mut Context<Self>) {
         tracing::debug!(group = %self.group(), ?tps, "assigned");
         if self.paused {
             if let Some(client) = &self.client {
@@ -55,7 +56,7 @@ impl ConsumerConnection {
             }
         }
         let mut stale = Vec::new();
-        for tp in tps {
+        for tp in tps.iter().cloned() {
             // Assigned again without a revocation in between (a
             // member that lost its partitions): what it had of
             // the old assignment is dropped, its credit returned.
@@ -64,6 +65,11 @@ impl ConsumerConnection {
                 stale.push(tp);
             }
         }
+        for tp in &tps {
+            // Read again from where the group is.
+            self.retry_read.remove(tp);
+        }
+        self.rebuild_parking(&tps, ctx);
         if !stale.is_empty() {
             tracing::warn!(group = %self.group(), partitions = ?stale,
                 "assigned again without a revocation: their unfinished records are read again");
@@ -76,9 +82,14 @@ impl ConsumerConnection {
     /// Records polled: tracked, and those taken delivered in one batch.
     fn on_records(&mut self, records: Vec<Arc<Record>>, ctx: &mut Context<Self>) {
         let batch = self.track(records);
+        let batch = self.stash_rebuilding(batch);
+        let read = self.note_retry_read(&batch);
         let span = batch_span(Batch::Poll, Some(&self.settings.config.group), batch.len());
         let _entered = span.enter();
         self.deliver(batch, ctx);
+        for retry in read {
+            self.rebuilt(&retry, ctx);
+        }
     }
 
     /// Tracks `records` in the watermarks of their partitions, and keeps

@@ -19,7 +19,10 @@
 //! poll brings (revocations, assignments, records); `flow.rs` keeps the
 //! credit, the pause and the holds; `commit.rs` the commits and
 //! completions; `revoke.rs` gives revoked partitions back;
-//! `transaction.rs` holds a transactional subscription's commits.
+//! `transaction.rs` holds a transactional subscription's commits;
+//! `rebuild.rs` holds a newly assigned partition of a subscription with a
+//! retry topic until its retry partition is read to its end (so the reader
+//! knows the keys parked there first).
 //!
 //! Giving partitions up: a revoked partition is released once its records
 //! are finished, or when the drain timeout passes. Either way the consumer
@@ -160,6 +163,10 @@ pub(crate) struct ConsumerSettings {
     pub(crate) transactional: Option<PartitionCounts>,
     /// `kafkactor_in_flight` of its group, set at every poll.
     pub(crate) in_flight: prometheus::IntGauge,
+    /// Each topic read with its retry topic (a subscription retrying
+    /// through one): a partition assigned waits until its retry partition
+    /// is read to its end (`rebuild.rs`).
+    pub(crate) retry_topics: crate::topics::RetryTopics,
 }
 
 /// Asks which partitions this member owns right now: assigned, and not yet
@@ -207,6 +214,12 @@ pub(crate) struct ConsumerConnection {
     drained: Option<oneshot::Sender<()>>,
     /// The reader incarnation that has every unfinished record.
     delivered_to: Option<u64>,
+    /// Partitions waiting for their retry partition to be read, by it.
+    rebuilding: FxHashMap<TopicPartition, rebuild::Rebuild>,
+    /// How far each retry partition was read (the next offset).
+    retry_read: FxHashMap<TopicPartition, i64>,
+    /// Records of partitions waiting for their retry partition, kept back.
+    stash: FxHashMap<TopicPartition, Vec<Arc<Record>>>,
 }
 
 impl ConsumerConnection {
@@ -234,6 +247,9 @@ impl ConsumerConnection {
             stopping: false,
             drained: None,
             delivered_to: None,
+            rebuilding: FxHashMap::default(),
+            retry_read: FxHashMap::default(),
+            stash: FxHashMap::default(),
         }
     }
 
@@ -284,10 +300,13 @@ impl ConsumerConnection {
             batch
         } else {
             self.delivered_to = Some(incarnation);
+            // Those of partitions waiting for their retry partition come
+            // once it is read.
             let all: Vec<Arc<Record>> = self
                 .partitions
-                .values()
-                .flat_map(Partition::unfinished)
+                .iter()
+                .filter(|(tp, _)| !self.is_rebuilding(tp))
+                .flat_map(|(_, p)| p.unfinished())
                 .collect();
             if !all.is_empty() {
                 tracing::debug!(group = %self.group(), records = all.len(), incarnation, "handing unfinished records to reader");
@@ -397,6 +416,7 @@ impl Handler<Shutdown> for ConsumerConnection {
 mod commit;
 mod events;
 mod flow;
+mod rebuild;
 mod revoke;
 mod spec;
 mod transaction;

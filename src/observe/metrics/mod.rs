@@ -15,6 +15,8 @@
 //! | `kafkactor_consumer_lag` | gauge | `group`, `topic`, `partition` |
 //! | `kafkactor_republished_total` | counter | `bucket`, `target` (`destination`, `bucket`, `dead_letter`) |
 //! | `kafkactor_delayed_backlog` | gauge | `bucket` |
+//! | `kafkactor_parked_keys` | gauge | `group`, `topic`, `partition` |
+//! | `kafkactor_parked_oldest_seconds` | gauge | `group`, `topic`, `partition` |
 //! | `kafkactor_actor_restarts_total` | counter | `supervisor`, `child` |
 //! | `kafkactor_escalations_total` | counter | `supervisor` |
 //! | `kafkactor_lineage_dropped_total` | counter | |
@@ -66,6 +68,8 @@ pub(crate) struct Collectors {
     pub(crate) consumer_lag: IntGaugeVec,
     republished: IntCounterVec,
     pub(crate) delayed_backlog: IntGaugeVec,
+    pub(crate) parked_keys: IntGaugeVec,
+    pub(crate) parked_oldest: IntGaugeVec,
     pub(crate) restarts: IntCounterVec,
     pub(crate) escalations: IntCounterVec,
     pub(crate) lineage_dropped: IntCounter,
@@ -182,6 +186,7 @@ impl Collectors {
             consume_counters();
         let (handler_duration, in_flight, consumer_lag) = consume_progress();
         let (republished, delayed_backlog) = delay_collectors();
+        let (parked_keys, parked_oldest) = parking_gauges();
         let (restarts, escalations, lineage_dropped) = supervision_collectors();
         let [outbox_sent, outbox_failed, outbox_errors] = outbox_counters();
         Collectors {
@@ -196,6 +201,8 @@ impl Collectors {
             consumer_lag,
             republished,
             delayed_backlog,
+            parked_keys,
+            parked_oldest,
             restarts,
             escalations,
             lineage_dropped,
@@ -210,7 +217,7 @@ impl Collectors {
     }
 
     /// Every collector, in the order they are registered.
-    fn all(&self) -> [Box<dyn Collector>; 19] {
+    fn all(&self) -> [Box<dyn Collector>; 21] {
         [
             Box::new(self.published.clone()),
             Box::new(SharedHistograms(self.publish_latency.clone())),
@@ -223,6 +230,8 @@ impl Collectors {
             Box::new(self.consumer_lag.clone()),
             Box::new(self.republished.clone()),
             Box::new(self.delayed_backlog.clone()),
+            Box::new(self.parked_keys.clone()),
+            Box::new(self.parked_oldest.clone()),
             Box::new(self.restarts.clone()),
             Box::new(self.escalations.clone()),
             Box::new(self.lineage_dropped.clone()),
@@ -324,6 +333,23 @@ fn delay_collectors() -> (IntCounterVec, IntGaugeVec) {
             "kafkactor_delayed_backlog",
             "Records in a delay bucket not yet forwarded (the Republisher group's lag).",
             &["bucket"],
+        ),
+    )
+}
+
+/// The parking of ordered retries: keys parked per partition, and how
+/// long the oldest has been.
+fn parking_gauges() -> (IntGaugeVec, IntGaugeVec) {
+    (
+        gauge(
+            "kafkactor_parked_keys",
+            "Keys with a record in the retry topic (ordered retries), per partition.",
+            &["group", "topic", "partition"],
+        ),
+        gauge(
+            "kafkactor_parked_oldest_seconds",
+            "How long the oldest parked key of a partition has been parked.",
+            &["group", "topic", "partition"],
         ),
     )
 }

@@ -36,7 +36,13 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
     /// blocks one).
     pub(super) fn complete(&mut self, lane: Option<usize>, job: Job, ctx: &mut Context<Self>) {
         let live = self.live(&job);
+        // Of a stale record (read by a connection that is gone, or of a
+        // partition given up) nothing counts any more.
+        let retried = (live && self.parking.is_some()).then(|| job.record.clone());
         self.final_fate(job.record, live, ctx);
+        if let Some(record) = retried {
+            self.retry_finished(&record, ctx);
+        }
         if let Some(i) = lane {
             self.release_lane(i);
         }

@@ -160,6 +160,12 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
         if !policy.allows_another(job.attempt) {
             return self.dead_letter(Some(i), job, why, ctx);
         }
+        if policy.retry_topic().is_some() && self.live(&job) {
+            retry_span(&job.record, &self.settings.group, job.attempt).in_scope(|| {
+                tracing::debug!(target: "kafkactor", reason = %why.reason, "retrying through the retry topic")
+            });
+            return self.retry_through_topic(i, job, ctx);
+        }
         let delay = policy.backoff(job.attempt);
         self.count(&job.record.topic, |c| c.retried.inc());
         retry_span(&job.record, &self.settings.group, job.attempt).in_scope(|| {

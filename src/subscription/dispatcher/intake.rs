@@ -38,6 +38,9 @@ impl<A: Actor<Context = Context<A>>> Handler<Deliver> for Dispatcher<A> {
         if self.gate.is_some() {
             return self.admit_delivered(msg.records, ctx);
         }
+        if self.parking.is_some() {
+            return self.queue_with_retries(msg.records, msg.incarnation, fresh, ctx);
+        }
         self.queue_delivered(msg.records);
     }
 }
@@ -84,6 +87,34 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
             gate.admit(&self.settings.group, record, stamp);
         }
         self.claim_waiting(ctx)
+    }
+
+    /// Puts delivered `records` of a subscription retrying through topics
+    /// on their keys' lanes, or into the retry path (`retries.rs`).
+    fn queue_with_retries(
+        &mut self,
+        records: Vec<Arc<Record>>,
+        incarnation: u64,
+        fresh: bool,
+        ctx: &mut Context<Self>,
+    ) {
+        self.retries_fed(incarnation, fresh);
+        let mut direct = Vec::with_capacity(records.len());
+        for record in records {
+            let stamp = self.feed.stamp(&record);
+            if !self.take_for_retries(&record, stamp, ctx) {
+                direct.push(record);
+            }
+        }
+        self.queue_delivered(direct);
+        let parked: Vec<_> = self
+            .parking
+            .as_ref()
+            .map(|p| p.borrow().parked_partitions())
+            .unwrap_or_default();
+        for source in parked {
+            self.check_bounds(&source);
+        }
     }
 
     /// Puts delivered `records` on their keys' lanes, in order, and wakes

@@ -9,9 +9,10 @@
 //! routing by type name, decoding and the handler call happen there, in the
 //! handler's context). What a handler acknowledges comes back on the board's
 //! `acked` list; anything else comes back as an [`Answer`] and blocks its lane
-//! until its fate is settled here: `Retry` is retried in place under the
-//! subscription's [`RetryPolicy`](crate::RetryPolicy) (blocking only its
-//! lane), then dead-lettered; `Reject`, undecodable, unroutable and
+//! until its fate is settled here: `Retry` is retried under the
+//! subscription's [`RetryPolicy`](crate::RetryPolicy), in place (blocking
+//! only its lane) or through the group's retry topic (`retries.rs`), then
+//! dead-lettered; `Reject`, undecodable, unroutable and
 //! oversized records are dead-lettered at once; a handler that failed or
 //! timed out is re-created and its record retried. A record is reported
 //! [`Completed`](crate::connection::protocol::Completed) to the connection
@@ -47,8 +48,9 @@
 //! Files: `settings.rs` (what it knows of its subscription), `fate.rs` (a
 //! record's fate after anything but an acknowledgement), `watchdog.rs`
 //! (handler calls past their deadline), `completions.rs` (what is reported
-//! to the connection), `gate/` (the idempotency gate) and `copies.rs`
-//! (copies of a record being handled).
+//! to the connection), `gate/` (the idempotency gate), `copies.rs`
+//! (copies of a record being handled) and `retries.rs` (retries through
+//! the group's retry topic, and the keys parked there).
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -72,11 +74,13 @@ mod copies;
 mod fate;
 mod gate;
 mod intake;
+mod retries;
 mod settings;
 mod watchdog;
 
 use fate::failure;
 use gate::Gate;
+pub(crate) use retries::{Parking, SharedParking};
 pub(crate) use settings::DispatchSettings;
 
 /// How long to wait for a restarting sibling before looking again.
@@ -120,6 +124,9 @@ pub(crate) struct Dispatcher<A: Actor<Context = Context<A>>> {
     counters: PerTopic<Arc<HandleMetrics>>,
     /// An idempotent subscription's gate.
     gate: Option<Gate>,
+    /// A subscription retrying through topics: what is in its retry path
+    /// (shared by its incarnations, `retries.rs`).
+    parking: Option<SharedParking>,
 }
 
 /// The one future in a dispatcher's context that collects what the lanes
@@ -159,6 +166,7 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
         handlers: Vec<ChildRef<A>>,
         dead_letter: ChildRef<DeadLetter>,
         connection: ChildRef<ConsumerConnection>,
+        parking: Option<SharedParking>,
     ) -> Self {
         let incarnation = board.borrow_mut().new_dispatcher();
         Dispatcher {
@@ -184,6 +192,7 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
                 .clone()
                 .map(|i| Gate::new(i, settings.member.clone())),
             settings,
+            parking,
         }
     }
 
@@ -231,6 +240,7 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
         if self.gate.is_some() {
             self.acked_through_gate(&mut acked, ctx);
         }
+        let mut retried = Vec::new();
         {
             let current = self.feed.currency();
             for job in acked.drain(..) {
@@ -238,11 +248,17 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
                     if let Some(tap) = &self.settings.lineage {
                         tap.handled(&self.settings.group, &job.record, "acked", None);
                     }
+                    if self.parking.is_some() {
+                        retried.push(job.record.clone());
+                    }
                     self.completed.push(job.record);
                 }
             }
         }
         self.acked = acked;
+        for record in retried {
+            self.retry_finished(&record, ctx);
+        }
         let mut answers = std::mem::take(&mut self.answers);
         for (i, job, answer) in answers.drain(..) {
             self.settle(i, job, answer, ctx);
@@ -339,6 +355,7 @@ impl<A: Actor<Context = Context<A>>> Handler<Released> for Dispatcher<A> {
 
     fn handle(&mut self, msg: Released, ctx: &mut Context<Self>) {
         self.feed.released(&msg.partitions);
+        self.retries_released(&msg.partitions);
         let mut dropped = 0;
         let gated = self.gate.is_some();
         let mut dropped_records = Vec::new();

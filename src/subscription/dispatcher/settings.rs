@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::codec::ContentType;
+use crate::connection::producer::Writer;
 use crate::envelope::Record;
 use crate::observe::health::Failing;
 use crate::observe::lineage::Tap;
@@ -36,6 +37,13 @@ pub(crate) struct DispatchSettings {
     /// The readiness check of its handlers (`handlers:<group>`): failing
     /// while they are in a crash loop.
     pub(crate) health: Failing,
+    /// Each subscribed topic with its retry topic, when it retries through
+    /// one (`retries.rs`).
+    pub(crate) retry_topics: topics::RetryTopics,
+    /// Writes to the retry topics (the application's producer connection).
+    pub(crate) writer: Writer,
+    /// How long a write to a retry topic may take.
+    pub(crate) delivery_timeout: Duration,
 }
 
 impl DispatchSettings {
@@ -44,10 +52,18 @@ impl DispatchSettings {
         self.metrics.handle(topic, &self.group)
     }
 
+    /// The dead-letter topic of `record`: the subscription's, or that of
+    /// the topic it was read for (a record of a retry topic: its source's).
     pub(super) fn dead_letter_topic(&self, record: &Record) -> Arc<str> {
         match &self.dead_letter {
             Some(t) => t.clone(),
-            None => Arc::from(topics::dead_letter(&record.topic, None)),
+            None => {
+                let topic = self
+                    .retry_topics
+                    .source_of(&record.topic)
+                    .map_or(&*record.topic, |source| &**source);
+                Arc::from(topics::dead_letter(topic, None))
+            }
         }
     }
 }

@@ -301,6 +301,7 @@ fn settings(max_in_flight: usize) -> ConsumerSettings {
         drain_timeout: Duration::from_secs(1),
         transactional: None,
         in_flight: prometheus::IntGauge::new("in_flight", "test").unwrap(),
+        retry_topics: crate::topics::RetryTopics::default(),
     }
 }
 
