@@ -401,3 +401,163 @@ on_memory_and_kafka!(
     super::ordered_retries_survive_restarts_and_members_joining,
     4
 );
+
+async fn unordered_retries_let_the_key_go_on(tb: TestBroker) {
+    const N: u64 = 40;
+    let topic = unique("events");
+    let group = unique("audit");
+    tb.topics(&[topic.as_str()]).await;
+    // The first record of k-0 fails its first attempt; nothing else fails.
+    let acked: Arc<Mutex<Vec<Order>>> = Arc::default();
+    let behaviour: Behaviour = {
+        let acked = acked.clone();
+        Arc::new(move |d: &Delivery<Order>| {
+            if d.message().id == 0 && d.attempt() == 1 {
+                return Outcome::retry("once");
+            }
+            acked.lock().unwrap().push(d.message().clone());
+            Outcome::Ack
+        })
+    };
+    let app = Kafkactor::builder()
+        .broker(tb.broker.clone())
+        .subscribe(
+            Subscription::to(topic.as_str())
+                .group(group.as_str())
+                .retry(
+                    RetryPolicy::exponential(3, Duration::from_secs(2))
+                        .jitter(0.0)
+                        .via_retry_topic(RetryTopic::Unordered),
+                ),
+            probe(&Log::default(), "a", behaviour),
+        )
+        .start()
+        .await
+        .unwrap();
+    publish_all(&app, &topic, &orders(N, 4)).await;
+    eventually(
+        "every record acknowledged",
+        tb.patience(Duration::from_secs(30)),
+        || acked.lock().unwrap().len() as u64 == N,
+    )
+    .await;
+    tb.until_committed(&group, &topic, Duration::from_secs(30))
+        .await;
+    assert_eq!(gauge(&app, "kafkactor_parked_keys"), 0, "nothing parked");
+    app.shutdown().await.unwrap();
+
+    let acked = acked.lock().unwrap().clone();
+    let k0: Vec<u64> = acked
+        .iter()
+        .filter(|o| o.key == "k-0")
+        .map(|o| o.seq)
+        .collect();
+    assert_eq!(k0.len() as u64, N / 4, "each of k-0's records once");
+    assert_eq!(
+        k0.last(),
+        Some(&0),
+        "k-0's later records went on without it: {k0:?}"
+    );
+    let retried = tb.records(&format!("{topic}.{group}.retry")).await;
+    assert_eq!(
+        retried.len(),
+        1,
+        "only the failed record went through the retry topic"
+    );
+}
+
+on_memory_and_kafka!(
+    unordered_retries_let_the_key_go_on,
+    super::unordered_retries_let_the_key_go_on,
+    4
+);
+
+/// Apache Kafka killed and started again while keys are parked: the
+/// retry partitions are read again, every key's records acknowledged in
+/// order (first acknowledgements: what was uncommitted at the kill may be
+/// handled twice).
+#[actix::test]
+async fn ordered_retries_survive_kafka_killed_and_restarted() {
+    use support::kafka_process::KafkaProcess;
+    const N: u64 = 3_000;
+    init_tracing();
+    let mut kafka = crate::or_skip!(KafkaProcess::start().await);
+    let tb = TestBroker::kafka_at(kafka.addr(), 4);
+    let (topic, group) = (unique("orders"), unique("shop"));
+    tb.topics(&[topic.as_str()]).await;
+    let acked: Arc<Mutex<Vec<Order>>> = Arc::default();
+    let behaviour: Behaviour = {
+        let acked = acked.clone();
+        Arc::new(move |d: &Delivery<Order>| {
+            if d.attempt() == 1 && fails_first(d.message()) {
+                return Outcome::retry("fails its first attempt");
+            }
+            acked.lock().unwrap().push(d.message().clone());
+            Outcome::Ack
+        })
+    };
+    let app = Kafkactor::builder()
+        .broker(tb.broker.clone())
+        // Longer than the broker takes to come back: writes ride through.
+        .delivery_timeout(Duration::from_secs(180))
+        .subscribe(
+            Subscription::to(topic.as_str())
+                .group(group.as_str())
+                .concurrency(4)
+                .retry(
+                    RetryPolicy::exponential(3, Duration::from_millis(50))
+                        .jitter(0.0)
+                        .via_retry_topic(RetryTopic::Ordered),
+                ),
+            probe(&Log::default(), "a", behaviour),
+        )
+        .start()
+        .await
+        .unwrap();
+    publish_all(&app, &topic, &orders(N, 100)).await;
+    let distinct = || {
+        let acked = acked.lock().unwrap();
+        acked
+            .iter()
+            .map(|o| o.id)
+            .collect::<std::collections::HashSet<_>>()
+            .len() as u64
+    };
+    eventually(
+        "a third acknowledged",
+        tb.patience(Duration::from_secs(30)),
+        || distinct() >= N / 3,
+    )
+    .await;
+    kafka.kill();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    kafka.restart().await;
+    eventually(
+        "every record acknowledged",
+        KafkaProcess::recovery(),
+        || distinct() >= N,
+    )
+    .await;
+    tb.until_committed(&group, &topic, KafkaProcess::recovery())
+        .await;
+    app.shutdown().await.unwrap();
+
+    let acked = acked.lock().unwrap().clone();
+    let mut seen = std::collections::HashSet::new();
+    let mut last: HashMap<String, u64> = HashMap::new();
+    for order in &acked {
+        if !seen.insert(order.id) {
+            continue;
+        }
+        if let Some(&prev) = last.get(&order.key) {
+            assert!(
+                order.seq > prev,
+                "key {} handled {} after {}",
+                order.key,
+                order.seq,
+                prev
+            );
+        }
+        last.insert(order.key.clone(), order.seq);
+    }
+}

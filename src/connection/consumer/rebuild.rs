@@ -192,9 +192,9 @@ impl ConsumerConnection {
         };
         p.held_until = None;
         tracing::debug!(partition = %source, retry = %retry, "retry partition read: the partition goes on");
-        if self.paused {
-            return; // resumed with the others
-        }
+        // Released as a hold is, whatever the flow control does (a Kafka
+        // client's flow control never pauses, so its resume would not
+        // undo the hold).
         if let Some(client) = &self.client {
             if let Err(e) = client.hold(std::slice::from_ref(&source), false) {
                 tracing::warn!(error = %e, partition = %source, "resume after reading the retry partition failed");

@@ -483,6 +483,35 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
             }
             self.check_bounds(&source);
         }
+        self.send_to_retry(record, retry_topic, stamp, writing, lane, ctx);
+    }
+
+    /// Writes `record` to its retry partition again after a failed write
+    /// (still counted as under way for its key).
+    fn write_again(
+        &mut self,
+        record: Arc<Record>,
+        stamp: Stamp,
+        writing: Writing,
+        lane: Option<usize>,
+        ctx: &mut Context<Self>,
+    ) {
+        let source = self.source_partition(&record);
+        if let Some(retry_topic) = self.retry_topic_of(&source.topic) {
+            self.send_to_retry(record, retry_topic, stamp, writing, lane, ctx);
+        }
+    }
+
+    /// Hands the write of `record` to the producer connection.
+    fn send_to_retry(
+        &mut self,
+        record: Arc<Record>,
+        retry_topic: Arc<str>,
+        stamp: Stamp,
+        writing: Writing,
+        lane: Option<usize>,
+        ctx: &mut Context<Self>,
+    ) {
         let out = retry_record(&record, retry_topic, writing);
         let write = self
             .settings
@@ -504,7 +533,11 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
         ctx: &mut Context<Self>,
     ) {
         let source = self.source_partition(&record);
-        if let Some(parking) = self.parking.clone() {
+        let stamp_live = self.feed.is_current(stamp, &record);
+        // A write that failed and is written again stays under way: its key
+        // stays parked meanwhile.
+        let again = written.is_err() && stamp_live;
+        if let Some(parking) = self.parking.clone().filter(|_| !again) {
             let mut parking = parking.borrow_mut();
             if let Some(parked) = parking.parked(&source, &record.key) {
                 parked.pending = parked.pending.saturating_sub(1);
@@ -540,12 +573,12 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
                 }
                 self.complete(lane, job, ctx);
             }
-            Err(failed) if self.live(&job) => {
+            Err(failed) if stamp_live => {
                 tracing::warn!(group = %self.settings.group, topic = %job.record.topic,
                     partition = job.record.partition, offset = job.record.offset,
                     error = %failed.error, "writing to the retry topic failed; writing again");
                 ctx.run_later(REWRITE_AFTER, move |act, ctx| {
-                    act.write_to_retry(job.record, job.stamp, writing, lane, ctx)
+                    act.write_again(job.record, job.stamp, writing, lane, ctx)
                 });
             }
             Err(_) => {
