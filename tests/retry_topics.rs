@@ -32,6 +32,29 @@ fn gauge(app: &kafkactor::App, name: &str) -> i64 {
         .sum()
 }
 
+/// Asserts that each key's records were first acknowledged in order; a
+/// record acknowledged again (one in flight at a kill may be) counts only
+/// the first time.
+fn assert_first_acks_in_key_order<'a>(acked: impl IntoIterator<Item = (&'a Order, &'a str)>) {
+    let mut seen = std::collections::HashSet::new();
+    let mut last: HashMap<&str, u64> = HashMap::new();
+    for (order, app) in acked {
+        if !seen.insert(order.id) {
+            continue;
+        }
+        if let Some(&prev) = last.get(order.key.as_str()) {
+            assert!(
+                order.seq > prev,
+                "key {} handled {} after {} (by {app})",
+                order.key,
+                order.seq,
+                prev
+            );
+        }
+        last.insert(&order.key, order.seq);
+    }
+}
+
 /// One acknowledged handling, and when.
 #[derive(Debug, Clone)]
 struct Acked {
@@ -368,23 +391,7 @@ async fn ordered_retries_survive_restarts_and_members_joining(tb: TestBroker) {
     let acked = acked.lock().unwrap().clone();
     // In order per key, counting each record's first acknowledgement
     // (records in flight at a kill may be handled again).
-    let mut seen = std::collections::HashSet::new();
-    let mut last: HashMap<String, u64> = HashMap::new();
-    for (order, app) in &acked {
-        if !seen.insert(order.id) {
-            continue;
-        }
-        if let Some(&prev) = last.get(&order.key) {
-            assert!(
-                order.seq > prev,
-                "key {} handled {} after {} (by {app})",
-                order.key,
-                order.seq,
-                prev
-            );
-        }
-        last.insert(order.key.clone(), order.seq);
-    }
+    assert_first_acks_in_key_order(acked.iter().map(|(order, app)| (order, *app)));
     assert!(
         acked.iter().any(|(_, app)| *app == "b"),
         "b took partitions over"
@@ -543,21 +550,5 @@ async fn ordered_retries_survive_kafka_killed_and_restarted() {
     app.shutdown().await.unwrap();
 
     let acked = acked.lock().unwrap().clone();
-    let mut seen = std::collections::HashSet::new();
-    let mut last: HashMap<String, u64> = HashMap::new();
-    for order in &acked {
-        if !seen.insert(order.id) {
-            continue;
-        }
-        if let Some(&prev) = last.get(&order.key) {
-            assert!(
-                order.seq > prev,
-                "key {} handled {} after {}",
-                order.key,
-                order.seq,
-                prev
-            );
-        }
-        last.insert(order.key.clone(), order.seq);
-    }
+    assert_first_acks_in_key_order(acked.iter().map(|order| (order, "a")));
 }

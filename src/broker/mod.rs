@@ -151,6 +151,14 @@ pub(crate) struct ConsumerConfig {
     pub(crate) fetch_wait: Option<std::time::Duration>,
 }
 
+/// Where a group stands in partition `p`: the offset it committed there
+/// (`committed`, by partition, as [`BrokerBackend::committed`] gives it),
+/// or the oldest offset the partition keeps (`low`) when it committed
+/// nothing there or committed below what is kept.
+pub(crate) fn position(committed: &[Option<i64>], p: usize, low: i64) -> i64 {
+    committed.get(p).copied().flatten().unwrap_or(low).max(low)
+}
+
 /// What one poll returns, in order.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum ConsumerEvent {
@@ -463,10 +471,7 @@ impl Broker {
         Ok(watermarks
             .iter()
             .enumerate()
-            .map(|(p, &(low, high))| {
-                let c = committed.get(p).copied().flatten().unwrap_or(low);
-                (high - c.max(low)).max(0)
-            })
+            .map(|(p, &(low, high))| (high - position(&committed, p, low)).max(0))
             .sum())
     }
 

@@ -60,7 +60,7 @@ async fn backlog(
     let mut out = Vec::with_capacity(marks.len());
     for (p, &(low, high)) in marks.iter().enumerate() {
         let at = committed.get(p).copied().flatten();
-        let from = at.unwrap_or(low).max(low);
+        let from = crate::broker::position(&committed, p, low);
         let records = if high > from {
             backend.read_range(topic, p as i32, from, MOST).await?
         } else {

@@ -32,7 +32,7 @@ impl Lag {
             for (p, &(low, high)) in marks.iter().enumerate() {
                 let at = committed.get(p).copied().flatten();
                 committed_any |= at.is_some();
-                let from = at.unwrap_or(low).max(low);
+                let from = crate::broker::position(&committed, p, low);
                 let behind = (high - from).max(0);
                 // The oldest record not committed: how long it has waited.
                 let seconds = if behind > 0 {

@@ -231,7 +231,7 @@ impl Replay {
             .iter()
             .enumerate()
             .map(|(p, &(low, high))| {
-                let start = committed.get(p).copied().flatten().unwrap_or(low).max(low);
+                let start = crate::broker::position(&committed, p, low);
                 (p as i32, Partition::new(start, high))
             })
             .collect();

@@ -76,7 +76,7 @@ impl ConsumerConnection {
             let committed = backend.committed(&group, &topic).await?;
             let p = retry.partition as usize;
             let (low, high) = marks.get(p).copied().unwrap_or((0, 0));
-            let from = committed.get(p).copied().flatten().unwrap_or(low).max(low);
+            let from = crate::broker::position(&committed, p, low);
             Ok::<_, crate::error::Error>((retry, from, high))
         };
         ctx.spawn(ask.into_actor(self).map(|answer, act, ctx| match answer {
