@@ -95,15 +95,7 @@ async fn produce_fetch_and_commit_errors_are_retried() {
     .await;
 
     use RDKafkaRespErr::*;
-    mock.request_errors(
-        RDKafkaApiKey::Produce,
-        &[
-            RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
-            RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
-            RD_KAFKA_RESP_ERR__TRANSPORT,
-            RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
-        ],
-    );
+    tb.refuse_writes_for_a_while();
     mock.request_errors(
         RDKafkaApiKey::Fetch,
         &[

@@ -32,26 +32,127 @@ fn gauge(app: &kafkactor::App, name: &str) -> i64 {
         .sum()
 }
 
+/// One handling of a record by member `member`: what it was, where it was
+/// read, and whether the handler acknowledged it.
+#[derive(Debug, Clone)]
+struct Handled {
+    order: Order,
+    member: &'static str,
+    attempt: u32,
+    topic: String,
+    partition: i32,
+    offset: i64,
+    at: Instant,
+    acked: bool,
+}
+
+impl Handled {
+    fn of(d: &Delivery<Order>, member: &'static str, acked: bool) -> Self {
+        Handled {
+            order: d.message().clone(),
+            member,
+            attempt: d.attempt(),
+            topic: d.topic().to_string(),
+            partition: d.partition(),
+            offset: d.offset(),
+            at: Instant::now(),
+            acked,
+        }
+    }
+}
+
+/// What members handled, in order, shared by their handlers.
+type Handlings = Arc<Mutex<Vec<Handled>>>;
+
+/// A behaviour for member `member`: the first attempt of the records
+/// `fails` picks fails; every handling is recorded in `handled`.
+fn recording(handled: &Handlings, member: &'static str, fails: fn(&Order) -> bool) -> Behaviour {
+    let handled = handled.clone();
+    Arc::new(move |d: &Delivery<Order>| {
+        let failed = d.attempt() == 1 && fails(d.message());
+        handled
+            .lock()
+            .unwrap()
+            .push(Handled::of(d, member, !failed));
+        if failed {
+            return Outcome::retry("fails its first attempt");
+        }
+        Outcome::Ack
+    })
+}
+
+/// A member of `group` on `topic` (concurrency 4) retrying through its
+/// ordered retry topic, 3 attempts 50 ms apart; the first attempt of
+/// [`fails_first`] records fails, and every handling is recorded.
+fn ordered_member(
+    tb: &TestBroker,
+    topic: &str,
+    group: &str,
+    name: &'static str,
+    handled: &Handlings,
+) -> kafkactor::AppBuilder {
+    Kafkactor::builder().broker(tb.broker.clone()).subscribe(
+        Subscription::to(topic).group(group).concurrency(4).retry(
+            RetryPolicy::exponential(3, Duration::from_millis(50))
+                .jitter(0.0)
+                .via_retry_topic(RetryTopic::Ordered),
+        ),
+        probe(&Log::default(), name, recording(handled, name, fails_first)),
+    )
+}
+
+/// How many distinct records were acknowledged.
+fn acknowledged(handled: &Handlings) -> u64 {
+    let handled = handled.lock().unwrap();
+    handled
+        .iter()
+        .filter(|h| h.acked)
+        .map(|h| h.order.id)
+        .collect::<std::collections::HashSet<_>>()
+        .len() as u64
+}
+
 /// Asserts that each key's records were first acknowledged in order; a
 /// record acknowledged again (one in flight at a kill may be) counts only
-/// the first time.
-fn assert_first_acks_in_key_order<'a>(acked: impl IntoIterator<Item = (&'a Order, &'a str)>) {
+/// the first time. A violation shows every handling of its key.
+fn assert_first_acks_in_key_order(handled: &[Handled]) {
     let mut seen = std::collections::HashSet::new();
     let mut last: HashMap<&str, u64> = HashMap::new();
-    for (order, app) in acked {
-        if !seen.insert(order.id) {
+    let start = handled.first().map(|h| h.at);
+    for h in handled.iter().filter(|h| h.acked) {
+        if !seen.insert(h.order.id) {
             continue;
         }
-        if let Some(&prev) = last.get(order.key.as_str()) {
-            assert!(
-                order.seq > prev,
-                "key {} handled {} after {} (by {app})",
-                order.key,
-                order.seq,
-                prev
-            );
+        if let Some(&prev) = last.get(h.order.key.as_str()) {
+            if h.order.seq <= prev {
+                let history: Vec<String> = handled
+                    .iter()
+                    .filter(|o| o.order.key == h.order.key)
+                    .map(|o| {
+                        format!(
+                            "{:>6} ms {} seq {} attempt {} {}/{}@{} {}",
+                            start.map_or(0, |s| o.at.duration_since(s).as_millis()),
+                            o.member,
+                            o.order.seq,
+                            o.attempt,
+                            o.topic,
+                            o.partition,
+                            o.offset,
+                            if o.acked { "acked" } else { "failed" }
+                        )
+                    })
+                    .collect();
+                panic!(
+                    "key {} handled {} after {} (by {}); its handlings:\n{}",
+                    h.order.key,
+                    h.order.seq,
+                    prev,
+                    h.member,
+                    history.join("\n")
+                );
+            }
         }
-        last.insert(&order.key, order.seq);
+        last.insert(&h.order.key, h.order.seq);
     }
 }
 
@@ -318,31 +419,11 @@ async fn ordered_retries_survive_restarts_and_members_joining(tb: TestBroker) {
     let topic = unique("orders");
     let group = unique("shop");
     tb.topics(&[topic.as_str()]).await;
-    let acked: Arc<Mutex<Vec<(Order, &'static str)>>> = Arc::default();
-    let member = |name: &'static str| {
-        let acked = acked.clone();
-        let behaviour: Behaviour = Arc::new(move |d: &Delivery<Order>| {
-            if d.attempt() == 1 && fails_first(d.message()) {
-                return Outcome::retry("fails its first attempt");
-            }
-            acked.lock().unwrap().push((d.message().clone(), name));
-            Outcome::Ack
-        });
-        Kafkactor::builder().broker(tb.broker.clone()).subscribe(
-            Subscription::to(topic.as_str())
-                .group(group.as_str())
-                .concurrency(4)
-                .retry(
-                    RetryPolicy::exponential(3, Duration::from_millis(50))
-                        .jitter(0.0)
-                        .via_retry_topic(RetryTopic::Ordered),
-                ),
-            probe(&Log::default(), name, behaviour),
-        )
-    };
+    let handled = Handlings::default();
+    let member = |name: &'static str| ordered_member(&tb, &topic, &group, name, &handled);
     let a = member("a").start().await.unwrap();
     publish_all(&a, &topic, &orders(N, 100)).await;
-    let acked_len = || acked.lock().unwrap().len() as u64;
+    let acked_len = || handled.lock().unwrap().iter().filter(|h| h.acked).count() as u64;
     eventually("a under way", tb.patience(Duration::from_secs(30)), || {
         acked_len() >= 1_000
     })
@@ -363,14 +444,7 @@ async fn ordered_retries_survive_restarts_and_members_joining(tb: TestBroker) {
     a.fail_actor(&connection, "killed by the test")
         .await
         .unwrap();
-    let all_acked = || {
-        let acked = acked.lock().unwrap();
-        acked
-            .iter()
-            .map(|(o, _)| o.id)
-            .collect::<std::collections::HashSet<_>>()
-            .len() as u64
-    };
+    let all_acked = || acknowledged(&handled);
     eventually(
         "every record acknowledged",
         tb.patience(Duration::from_secs(90)),
@@ -388,17 +462,24 @@ async fn ordered_retries_survive_restarts_and_members_joining(tb: TestBroker) {
     b.shutdown().await.unwrap();
     a.shutdown().await.unwrap();
 
-    let acked = acked.lock().unwrap().clone();
+    let handled = handled.lock().unwrap().clone();
     // In order per key, counting each record's first acknowledgement
     // (records in flight at a kill may be handled again).
-    assert_first_acks_in_key_order(acked.iter().map(|(order, app)| (order, *app)));
+    assert_first_acks_in_key_order(&handled);
     assert!(
-        acked.iter().any(|(_, app)| *app == "b"),
+        handled.iter().any(|h| h.acked && h.member == "b"),
         "b took partitions over"
     );
-    let again = acked.len() as u64 - N;
+    // Each kill hands what was in flight again: up to `max_in_flight`
+    // records delivered and not finished (among them the retry records
+    // queued for their due time, and the followers whose writes to the
+    // retry topic were under way, written again), plus what was finished
+    // and not yet committed. Measured under load: 45 to 3,068 for the two
+    // kills (the retry path makes the in-flight set large). A loop would
+    // pass any bound: this one catches one.
+    let again = handled.iter().filter(|h| h.acked).count() as u64 - N;
     assert!(
-        again < N / 10,
+        again < N / 2,
         "{again} handled again: only what was in flight at a kill"
     );
 }
@@ -408,6 +489,82 @@ on_memory_and_kafka!(
     super::ordered_retries_survive_restarts_and_members_joining,
     4
 );
+
+/// A member joins while every key waits in the retry path for a long
+/// backoff: the old owner gives up the retry records it has not started
+/// (their next owner reads them again) instead of holding the rebalance
+/// until they are due, so the newcomer owns partitions in seconds, not a
+/// backoff later. Every record is still acknowledged, each key in order.
+async fn a_rebalance_does_not_wait_for_the_retry_backlog(tb: TestBroker) {
+    const N: u64 = 400;
+    const BACKOFF: Duration = Duration::from_secs(25);
+    let (topic, group) = (unique("orders"), unique("shop"));
+    tb.topics(&[topic.as_str()]).await;
+    let handled = Handlings::default();
+    let member = |name: &'static str| {
+        // The third record of each key fails once.
+        let behaviour = recording(&handled, name, |order| order.seq == 2);
+        Kafkactor::builder().broker(tb.broker.clone()).subscribe(
+            Subscription::to(topic.as_str())
+                .group(group.as_str())
+                // Longer than the backoff: only giving up ends the drain early.
+                .drain_timeout(BACKOFF * 4)
+                .retry(
+                    RetryPolicy::exponential(3, BACKOFF)
+                        .max_backoff(BACKOFF)
+                        .jitter(0.0)
+                        .via_retry_topic(RetryTopic::Ordered),
+                ),
+            probe(&Log::default(), name, behaviour),
+        )
+    };
+    let a = member("a").start().await.unwrap();
+    // 20 keys, each failing its third record once: every key parked.
+    publish_all(&a, &topic, &orders(N, 20)).await;
+    eventually(
+        "every key parked",
+        tb.patience(Duration::from_secs(20)),
+        || gauge(&a, "kafkactor_parked_keys") == 20,
+    )
+    .await;
+    let joined = Instant::now();
+    let b = member("b").start().await.unwrap();
+    // Owning a retry partition: its old owner gave it up (a main partition
+    // moves earlier on the embedded broker, which rebalances cooperatively).
+    let mut owned = Vec::new();
+    while !owned
+        .iter()
+        .any(|tp: &kafkactor::TopicPartition| tp.topic.ends_with(".retry"))
+    {
+        assert!(
+            joined.elapsed() < BACKOFF - Duration::from_secs(5),
+            "the rebalance waited for the retry backlog"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        owned = b.assigned_partitions().await;
+    }
+    let acked = || acknowledged(&handled);
+    eventually(
+        "every record acknowledged",
+        tb.patience(BACKOFF * 2),
+        || acked() >= N,
+    )
+    .await;
+    tb.until_committed(&group, &topic, Duration::from_secs(30))
+        .await;
+    b.shutdown().await.unwrap();
+    a.shutdown().await.unwrap();
+    assert_first_acks_in_key_order(&handled.lock().unwrap());
+}
+
+/// On Apache Kafka, whose eager rebalance stops the whole group until the
+/// old owner gives everything back (the embedded broker moves partitions
+/// one by one, and the test passes there with or without giving up).
+#[actix::test]
+async fn a_rebalance_does_not_wait_for_the_retry_backlog_on_kafka() {
+    let tb = crate::or_skip!(TestBroker::kafka(4));
+    a_rebalance_does_not_wait_for_the_retry_backlog(tb).await
+}
 
 async fn unordered_retries_let_the_key_go_on(tb: TestBroker) {
     const N: u64 = 40;
@@ -492,44 +649,15 @@ async fn ordered_retries_survive_kafka_killed_and_restarted() {
     let tb = TestBroker::kafka_at(kafka.addr(), 4);
     let (topic, group) = (unique("orders"), unique("shop"));
     tb.topics(&[topic.as_str()]).await;
-    let acked: Arc<Mutex<Vec<Order>>> = Arc::default();
-    let behaviour: Behaviour = {
-        let acked = acked.clone();
-        Arc::new(move |d: &Delivery<Order>| {
-            if d.attempt() == 1 && fails_first(d.message()) {
-                return Outcome::retry("fails its first attempt");
-            }
-            acked.lock().unwrap().push(d.message().clone());
-            Outcome::Ack
-        })
-    };
-    let app = Kafkactor::builder()
-        .broker(tb.broker.clone())
+    let handled = Handlings::default();
+    let app = ordered_member(&tb, &topic, &group, "a", &handled)
         // Longer than the broker takes to come back: writes ride through.
         .delivery_timeout(Duration::from_secs(180))
-        .subscribe(
-            Subscription::to(topic.as_str())
-                .group(group.as_str())
-                .concurrency(4)
-                .retry(
-                    RetryPolicy::exponential(3, Duration::from_millis(50))
-                        .jitter(0.0)
-                        .via_retry_topic(RetryTopic::Ordered),
-                ),
-            probe(&Log::default(), "a", behaviour),
-        )
         .start()
         .await
         .unwrap();
     publish_all(&app, &topic, &orders(N, 100)).await;
-    let distinct = || {
-        let acked = acked.lock().unwrap();
-        acked
-            .iter()
-            .map(|o| o.id)
-            .collect::<std::collections::HashSet<_>>()
-            .len() as u64
-    };
+    let distinct = || acknowledged(&handled);
     eventually(
         "a third acknowledged",
         tb.patience(Duration::from_secs(30)),
@@ -549,6 +677,78 @@ async fn ordered_retries_survive_kafka_killed_and_restarted() {
         .await;
     app.shutdown().await.unwrap();
 
-    let acked = acked.lock().unwrap().clone();
-    assert_first_acks_in_key_order(acked.iter().map(|order| (order, "a")));
+    assert_first_acks_in_key_order(&handled.lock().unwrap());
+}
+
+/// Faults injected with librdkafka's mock cluster while keys are parked:
+/// writes to the retry topic refused for a while (the producer retries
+/// them), the broker down for seconds, and the group's membership lost
+/// while the queries that rebuild the parking fail. Every record is
+/// acknowledged, every key's records first in order, and everything is
+/// committed.
+#[actix::test]
+async fn ordered_retries_ride_through_broker_faults() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr::*};
+    const N: u64 = 3_000;
+    let tb = TestBroker::mock(3);
+    let mock = tb.mock_cluster().unwrap();
+    let (topic, group) = (unique("orders"), unique("shop"));
+    // The mock cluster cannot create topics through the admin API.
+    tb.topics(&[topic.as_str()]).await;
+    let retry_topic = format!("{topic}.{group}.retry");
+    tb.topic(&retry_topic).await;
+    let handled = Handlings::default();
+    let app = ordered_member(&tb, &topic, &group, "a", &handled)
+        // Longer than the outage: writes ride through it.
+        .delivery_timeout(Duration::from_secs(60))
+        .start()
+        .await
+        .unwrap();
+    let distinct = || acknowledged(&handled);
+    let all = orders(N, 50);
+    publish_all(&app, &topic, &all[..1_000]).await;
+    eventually("keys parked", tb.patience(Duration::from_secs(30)), || {
+        gauge(&app, "kafkactor_parked_keys") > 0
+    })
+    .await;
+    // Writes to the retry topic refused (retriable: the producer retries).
+    tb.refuse_writes_for_a_while();
+    publish_all(&app, &topic, &all[1_000..2_000]).await;
+    // The broker down while keys are parked.
+    mock.broker_down(1).unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    mock.broker_up(1).unwrap();
+    // The membership lost; rebuilding the parking meets failing queries.
+    mock.request_errors(
+        RDKafkaApiKey::ListOffsets,
+        &[
+            RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+            RD_KAFKA_RESP_ERR__TRANSPORT,
+        ],
+    );
+    mock.request_errors(
+        RDKafkaApiKey::OffsetFetch,
+        &[
+            RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS,
+            RD_KAFKA_RESP_ERR__TRANSPORT,
+        ],
+    );
+    let connection = format!("subscription:{group}:{topic}/consumer-connection");
+    app.fail_actor(&connection, "killed by the test")
+        .await
+        .unwrap();
+    publish_all(&app, &topic, &all[2_000..]).await;
+    eventually(
+        "every record acknowledged",
+        tb.patience(Duration::from_secs(60)),
+        || distinct() >= N,
+    )
+    .await;
+    tb.until_committed(&group, &topic, Duration::from_secs(30))
+        .await;
+    tb.until_committed(&group, &retry_topic, Duration::from_secs(30))
+        .await;
+    app.shutdown().await.unwrap();
+
+    assert_first_acks_in_key_order(&handled.lock().unwrap());
 }

@@ -64,6 +64,24 @@ pub(crate) struct Released {
     pub(crate) partitions: Vec<TopicPartition>,
 }
 
+/// Partitions being revoked, before they are given back: the reader may
+/// give up records of them it has not started ([`GivenUp`]), so that the
+/// revocation does not wait for them (the next owner reads them again). A
+/// Dispatcher gives up the records of retry partitions waiting for their
+/// due time; other readers ignore it.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub(crate) struct Revoking {
+    pub(crate) partitions: Vec<TopicPartition>,
+}
+
+/// From the reader, of partitions being revoked: the records of each from
+/// its offset on were not started and will not be. The connection stops
+/// waiting for them and commits below that offset.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub(crate) struct GivenUp(pub(crate) Vec<(TopicPartition, i64)>);
+
 /// Records of a transactional subscription whose outputs the broker
 /// refused for good when their transaction was committed (a partition the
 /// topic does not have, a record it does not take), with why: their fate
@@ -81,6 +99,7 @@ pub(crate) struct Reader {
     pub(crate) deliver: Recipient<Deliver>,
     pub(crate) released: Recipient<Released>,
     pub(crate) refused: Recipient<Refused>,
+    pub(crate) revoking: Recipient<Revoking>,
 }
 
 /// Resolves the running incarnation of the reader, and its number.

@@ -80,6 +80,22 @@ impl<T> Watermark<T> {
         self.position
     }
 
+    /// Stops tracking the offsets from `offset` on (they will not be
+    /// finished here): the position never passes `offset`. Returns how
+    /// many unfinished offsets were dropped.
+    pub(crate) fn give_up_from(&mut self, offset: i64) -> usize {
+        let mut dropped = 0;
+        while let Some(&(o, ref item)) = self.pending.back() {
+            if o < offset {
+                break;
+            }
+            dropped += usize::from(item.is_some());
+            self.pending.pop_back();
+        }
+        self.unfinished -= dropped;
+        dropped
+    }
+
     /// Offsets handed out and not finished.
     pub(crate) fn in_flight(&self) -> usize {
         self.unfinished
@@ -137,6 +153,23 @@ mod tests {
         assert_eq!(w.to_commit(), Some(15));
         w.committed(15);
         assert_eq!(w.to_commit(), None);
+    }
+
+    #[test]
+    fn given_up_offsets_are_not_waited_for_nor_passed() {
+        let mut w = Watermark::new(10);
+        for o in 10..16 {
+            assert!(w.track(o, o));
+        }
+        assert!(w.complete(11).is_some());
+        assert_eq!(w.give_up_from(13), 3, "13, 14 and 15 were unfinished");
+        assert_eq!(w.in_flight(), 2);
+        assert_eq!(w.complete(14), None, "given up: not tracked");
+        assert!(w.complete(12).is_some());
+        assert!(w.complete(10).is_some());
+        assert!(w.is_idle());
+        assert_eq!(w.to_commit(), Some(13), "never past what was given up");
+        assert_eq!(w.give_up_from(13), 0);
     }
 
     #[test]

@@ -38,7 +38,9 @@ use super::select::Fate;
 use crate::broker::WriteResult;
 use crate::connection::consumer::{ConsumerConnection, Hold};
 use crate::connection::producer::Writer;
-use crate::connection::protocol::{Arrival, Deliver, Feed, Ready, Refused, Released, Stamp};
+use crate::connection::protocol::{
+    Arrival, Deliver, Feed, Ready, Refused, Released, Revoking, Stamp,
+};
 use crate::envelope::{OutgoingRecord, Record, TopicPartition};
 
 /// Most writes under way at once.
@@ -313,6 +315,13 @@ impl Handler<Deliver> for Replayer {
         }
         self.pump(ctx);
     }
+}
+
+/// A replay has nothing waiting to give up: what it took is sent at once.
+impl Handler<Revoking> for Replayer {
+    type Result = ();
+
+    fn handle(&mut self, _: Revoking, _: &mut Context<Self>) {}
 }
 
 impl Handler<Released> for Replayer {

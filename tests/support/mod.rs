@@ -369,6 +369,23 @@ impl TestBroker {
         }
     }
 
+    /// Makes the mock cluster refuse its next writes with errors a
+    /// producer retries (a leader moving, a timeout, a lost connection, too
+    /// few replicas).
+    pub fn refuse_writes_for_a_while(&self) {
+        use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr::*};
+        let mock = self.mock.as_ref().expect("a mock cluster");
+        mock.request_errors(
+            RDKafkaApiKey::Produce,
+            &[
+                RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+                RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+                RD_KAFKA_RESP_ERR__TRANSPORT,
+                RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
+            ],
+        );
+    }
+
     /// Whether offsets can be committed while a group rebalances, as Kafka
     /// allows until the rebalance completes. librdkafka's mock cluster
     /// refuses them (`REBALANCE_IN_PROGRESS`) from the moment one begins.

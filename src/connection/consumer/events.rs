@@ -33,11 +33,12 @@ impl ConsumerConnection {
         tracing::debug!(group = %self.group(), ?tps, "revoked");
         self.forget_rebuilds(&tps);
         let now = Instant::now();
-        for tp in tps {
-            if let Some(p) = self.partitions.get_mut(&tp) {
+        for tp in &tps {
+            if let Some(p) = self.partitions.get_mut(tp) {
                 p.revoking_since = Some(now);
             }
         }
+        self.announce_revoking(tps);
         ctx.run_later(self.settings.drain_timeout, |act, ctx| {
             act.finish_revokes(true, ctx)
         });

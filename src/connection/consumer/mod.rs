@@ -25,7 +25,12 @@
 //! knows the keys parked there first).
 //!
 //! Giving partitions up: a revoked partition is released once its records
-//! are finished, or when the drain timeout passes. Either way the consumer
+//! are finished, or when the drain timeout passes. The reader is told
+//! which partitions are being revoked ([`Revoking`](super::protocol::Revoking))
+//! and may give up the records of them it has not started
+//! ([`GivenUp`](super::protocol::GivenUp): records of retry partitions
+//! waiting for their due time), which are then neither waited for nor
+//! committed past. Either way the consumer
 //! is first told [`Released`] and answers once it has dropped everything
 //! it still had of those partitions, so nothing of them is handled,
 //! dead-lettered or forwarded after this member commits and the partition

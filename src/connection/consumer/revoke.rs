@@ -1,7 +1,10 @@
 //! Giving revoked partitions back once their work is done (or their drain
 //! timeout passed): the consumer drops what it still has of them, then
 //! they are committed (with their outputs, for a transactional
-//! subscription) and released.
+//! subscription) and released. A reader told which partitions are being
+//! revoked ([`Revoking`]) may give up the records of them it has not
+//! started ([`GivenUp`]): records of retry partitions waiting for their due
+//! time do not hold the revocation (and the group's rebalance) back.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +14,7 @@ use actix::prelude::*;
 use super::transaction::{commit_keeping, Taken, Writes};
 use super::ConsumerConnection;
 use crate::broker::ConsumerClient;
-use crate::connection::protocol::Released;
+use crate::connection::protocol::{GivenUp, Released, Revoking};
 use crate::envelope::TopicPartition;
 use crate::error::Result;
 
@@ -52,6 +55,16 @@ async fn commit_on_revoke(
 }
 
 impl ConsumerConnection {
+    /// Tells the reader which partitions are being revoked, so that it may
+    /// give up what of them it has not started.
+    pub(super) fn announce_revoking(&mut self, partitions: Vec<TopicPartition>) {
+        if partitions.is_empty() {
+            return;
+        }
+        if let Some((reader, _)) = (self.reader)() {
+            reader.revoking.do_send(Revoking { partitions });
+        }
+    }
     /// Commits and releases revoked partitions whose work is done (or, when
     /// `force`, whose drain deadline passed: their unfinished records will be
     /// read again by the new owner). Waits for a commit under way, which
@@ -148,5 +161,29 @@ async fn release_and_commit(
     }
     if let Err(e) = client.release(&ready) {
         tracing::warn!(error = %e, "release failed");
+    }
+}
+
+impl Handler<GivenUp> for ConsumerConnection {
+    type Result = ();
+
+    /// The reader will not start the records of these revoked partitions
+    /// from the offsets given: the revocation stops waiting for them, and
+    /// the partition is committed below them (its next owner reads them).
+    fn handle(&mut self, msg: GivenUp, ctx: &mut Context<Self>) {
+        for (tp, from) in msg.0 {
+            let Some(p) = self.partitions.get_mut(&tp) else {
+                continue;
+            };
+            if p.revoking_since.is_none() {
+                continue;
+            }
+            if let Some(w) = p.watermark.as_mut() {
+                self.in_flight -= w.give_up_from(from);
+            }
+        }
+        self.settings.in_flight.set(self.in_flight as i64);
+        self.finish_revokes(false, ctx);
+        self.after_progress();
     }
 }

@@ -9,7 +9,7 @@ use kafkactor_actors::{ChildRef, ChildSpec};
 
 use super::{ConsumerConnection, ConsumerSettings};
 use crate::broker::BrokerBackend;
-use crate::connection::protocol::{Deliver, FindReader, Reader, Refused, Released};
+use crate::connection::protocol::{Deliver, FindReader, Reader, Refused, Released, Revoking};
 
 /// The child spec of a `consumer-connection` that feeds `reader` (a
 /// Dispatcher or the Republisher) and reports to whichever incarnation of it
@@ -25,7 +25,8 @@ where
     D: Actor<Context = Context<D>>
         + actix::Handler<Deliver>
         + actix::Handler<Released>
-        + actix::Handler<Refused>,
+        + actix::Handler<Refused>
+        + actix::Handler<Revoking>,
 {
     ChildSpec::graceful_with_ref("consumer-connection", connection, move || {
         let reader = reader.clone();
@@ -34,7 +35,8 @@ where
                 let reader = Reader {
                     deliver: a.clone().recipient(),
                     released: a.clone().recipient(),
-                    refused: a.recipient(),
+                    refused: a.clone().recipient(),
+                    revoking: a.recipient(),
                 };
                 (reader, n)
             })

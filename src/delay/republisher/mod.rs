@@ -49,7 +49,7 @@ use tokio::sync::oneshot;
 use crate::buckets::Plan;
 use crate::connection::consumer::ConsumerConnection;
 use crate::connection::producer::{ProducerConnection, Write};
-use crate::connection::protocol::{Arrival, Deliver, Feed, Ready, Refused, Released};
+use crate::connection::protocol::{Arrival, Deliver, Feed, Ready, Refused, Released, Revoking};
 use crate::dead_letter::DeadLetter;
 use crate::envelope::{Record, TopicPartition};
 use crate::observe::metrics::{Metrics, PerTopic};
@@ -204,6 +204,14 @@ impl Handler<Deliver> for Republisher {
             }
         }
     }
+}
+
+/// Records waiting for their due time are let finish as before: the
+/// revocation waits for them up to its drain timeout.
+impl Handler<Revoking> for Republisher {
+    type Result = ();
+
+    fn handle(&mut self, _: Revoking, _: &mut Context<Self>) {}
 }
 
 impl Handler<Released> for Republisher {

@@ -19,7 +19,9 @@
 //! only once its fate is final, so the commit watermark never passes an
 //! unfinished record.
 //!
-//! Messages: [`Deliver`] (records to handle), [`Released`] (partitions
+//! Messages: [`Deliver`] (records to handle), [`Revoking`] (partitions
+//! about to be given up: the records of retry partitions not started are
+//! given up at once, `retries.rs`), [`Released`] (partitions
 //! given up: their queued records are dropped and nothing more is done for
 //! them, not even for an attempt already running) and `Shutdown` (reports
 //! what is finished, then stops). Completions go back to the connection in
@@ -62,7 +64,7 @@ use actix::prelude::*;
 use kafkactor_actors::{ChildRef, Shutdown};
 
 use crate::connection::consumer::ConsumerConnection;
-use crate::connection::protocol::{Feed, Outputs, Ready, Refused, Released};
+use crate::connection::protocol::{Feed, Outputs, Ready, Refused, Released, Revoking};
 use crate::dead_letter::{DeadLetter, FailureKind};
 use crate::envelope::Record;
 use crate::observe::metrics::{count_runs, HandleMetrics, PerTopic};
@@ -347,6 +349,14 @@ impl<A: Actor<Context = Context<A>>> Actor for Dispatcher<A> {
                 lane.queue.clear();
             }
         }
+    }
+}
+
+impl<A: Actor<Context = Context<A>>> Handler<Revoking> for Dispatcher<A> {
+    type Result = ();
+
+    fn handle(&mut self, msg: Revoking, _: &mut Context<Self>) {
+        self.retries_revoking(&msg.partitions);
     }
 }
 

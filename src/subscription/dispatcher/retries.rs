@@ -40,7 +40,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use super::{lane_of_key, Dispatcher};
 use crate::broker::WriteResult;
 use crate::connection::consumer::Hold;
-use crate::connection::protocol::Stamp;
+use crate::connection::protocol::{GivenUp, Stamp};
 use crate::envelope::{header, now_ms, OutgoingRecord, Record, TopicPartition};
 use crate::subscription::lane::Job;
 use crate::subscription::retry::RetryTopic;
@@ -89,6 +89,11 @@ struct RetryQueue {
     busy: bool,
     /// Its head is not due yet: a wake-up is set.
     waiting: bool,
+    /// The record under way that failed again and waits for its next
+    /// attempt (it holds no lane meanwhile).
+    retrying: Option<i64>,
+    /// Being revoked: nothing more of it starts here.
+    revoking: bool,
 }
 
 /// What a subscription retrying through topics knows of its retry path.
@@ -201,7 +206,12 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
     /// The subscribed topic `record` was read for, when it was read from a
     /// retry topic.
     pub(super) fn source_of(&self, record: &Record) -> Option<Arc<str>> {
-        self.settings.retry_topics.source_of(&record.topic).cloned()
+        self.source_of_topic(&record.topic)
+    }
+
+    /// The subscribed topic of retry topic `topic` (None: not a retry topic).
+    fn source_of_topic(&self, topic: &str) -> Option<Arc<str>> {
+        self.settings.retry_topics.source_of(topic).cloned()
     }
 
     /// The retry topic of records of `topic`.
@@ -267,6 +277,16 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
             return false;
         };
         if self.source_of(record).is_some() {
+            let retry = record.topic_partition();
+            if parking
+                .borrow()
+                .queues
+                .get(&retry)
+                .is_some_and(|q| q.revoking)
+            {
+                self.give_up(vec![(retry, record.offset)]);
+                return true;
+            }
             self.read_from_retry(record.clone(), stamp, &parking);
             self.pump(record.topic_partition(), ctx);
             return true;
@@ -317,7 +337,7 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
             let Some(queue) = parking.queues.get_mut(&retry) else {
                 return;
             };
-            if queue.busy || queue.waiting {
+            if queue.busy || queue.waiting || queue.revoking {
                 return;
             }
             let Some((record, _)) = queue.records.front() else {
@@ -426,10 +446,18 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
                 attempt,
                 ..
             } = job;
+            let retry = record.topic_partition();
+            self.queue_mut(&retry, |q| q.retrying = Some(record.offset));
             ctx.run_later(backoff, move |act, _| {
+                let mut revoking = false;
+                act.queue_mut(&retry, |q| {
+                    q.retrying = None;
+                    revoking = q.revoking;
+                });
                 // A stale record's retry partition was given up or read
                 // anew meanwhile: nothing of it is this record's any more.
-                if act.feed.is_current(stamp, &record) {
+                // One being revoked was given up with its partition.
+                if !revoking && act.feed.is_current(stamp, &record) {
                     act.queue_on_lane(record, stamp, attempt + 1);
                 }
             });
@@ -587,6 +615,57 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
                     self.release_lane(i);
                 }
             }
+        }
+    }
+
+    /// Changes the queue of retry partition `retry`, if it has one.
+    fn queue_mut(&self, retry: &TopicPartition, change: impl FnOnce(&mut RetryQueue)) {
+        if let Some(parking) = &self.parking {
+            if let Some(queue) = parking.borrow_mut().queues.get_mut(retry) {
+                change(queue);
+            }
+        }
+    }
+
+    /// Retry partitions being revoked: the records of each not started
+    /// (waiting for their due time, or for their next attempt) are given
+    /// up, so that the revocation does not wait for them; their next owner
+    /// reads them again. The record being handled finishes first.
+    pub(super) fn retries_revoking(&mut self, partitions: &[TopicPartition]) {
+        let Some(parking) = self.parking.clone() else {
+            return;
+        };
+        let mut given_up = Vec::new();
+        {
+            let mut parking = parking.borrow_mut();
+            for tp in partitions {
+                if self.source_of_topic(&tp.topic).is_none() {
+                    continue;
+                }
+                let queue = parking.queues.entry(tp.clone()).or_default();
+                queue.revoking = true;
+                let first = queue
+                    .retrying
+                    .or_else(|| queue.records.front().map(|(r, _)| r.offset));
+                queue.records.clear();
+                if let Some(offset) = first {
+                    given_up.push((tp.clone(), offset));
+                }
+            }
+        }
+        self.give_up(given_up);
+    }
+
+    /// Tells the connection that the records of revoked partitions from
+    /// these offsets on will not be started here.
+    fn give_up(&self, given_up: Vec<(TopicPartition, i64)>) {
+        if given_up.is_empty() {
+            return;
+        }
+        tracing::debug!(group = %self.settings.group, ?given_up,
+            "revoked: giving up the retry records not started");
+        if let Some(connection) = self.connection.get() {
+            connection.do_send(GivenUp(given_up));
         }
     }
 

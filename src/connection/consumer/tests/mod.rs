@@ -23,7 +23,7 @@ use crate::broker::{
     BrokerBackend, ConsumerClient, ConsumerConfig, ConsumerEvent, OffsetReset, ProducerClient,
     ProducerConfig, TransactionFailed,
 };
-use crate::connection::protocol::{Deliver, FindReader, Reader, Refused, Released};
+use crate::connection::protocol::{Deliver, FindReader, Reader, Refused, Released, Revoking};
 use crate::envelope::{Headers, OutgoingRecord, Record, TopicPartition};
 use crate::error::Result;
 
@@ -260,6 +260,11 @@ impl Handler<Released> for Sink {
     fn handle(&mut self, _: Released, _: &mut Context<Self>) {}
 }
 
+impl Handler<Revoking> for Sink {
+    type Result = ();
+    fn handle(&mut self, _: Revoking, _: &mut Context<Self>) {}
+}
+
 impl Handler<Refused> for Sink {
     type Result = ();
     fn handle(&mut self, msg: Refused, _: &mut Context<Self>) {
@@ -311,6 +316,7 @@ fn start(fake: &Fake, sink: Addr<Sink>, settings: ConsumerSettings) -> Addr<Cons
             deliver: sink.clone().recipient(),
             released: sink.clone().recipient(),
             refused: sink.clone().recipient(),
+            revoking: sink.clone().recipient(),
         };
         Some((reader, 1))
     });
