@@ -206,8 +206,9 @@ impl Handler<Deliver> for Republisher {
     }
 }
 
-/// Records waiting for their due time are let finish as before: the
-/// revocation waits for them up to its drain timeout.
+/// Nothing to give up: the Republisher's connection has no drain timeout
+/// (what it holds of a revoked bucket partition is read again by the next
+/// owner at once).
 impl Handler<Revoking> for Republisher {
     type Result = ();
 
