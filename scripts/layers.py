@@ -44,7 +44,7 @@ LAYERS = [
     # the clients: brokers, and the idempotency stores
     ["broker", "idempotency"],
     # the only actors that call a broker client
-    ["connection"],
+    ["connection", "config"],
     # the writers
     ["producer", "dead_letter"],
     # the consumers: the subtrees

@@ -17,10 +17,28 @@ use support::*;
 
 /// Runs `kafkactor` with `args` against `brokers`, within 60 s.
 fn kafkactor(brokers: &str, args: &[&str]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kafkactor"))
-        .arg("--brokers")
-        .arg(brokers)
-        .args(args)
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kafkactor"));
+    command.arg("--brokers").arg(brokers).args(args);
+    run(command, args)
+}
+
+/// Runs `kafkactor` with `args` in directory `dir`, with the variables
+/// `env` (and without `KAFKACTOR_BROKERS`): it finds its broker in the
+/// configuration.
+fn kafkactor_in(dir: &std::path::Path, env: &[(&str, &str)], args: &[&str]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kafkactor"));
+    command
+        .current_dir(dir)
+        .env_remove("KAFKACTOR_BROKERS")
+        .env_remove("KAFKACTOR_PROFILE")
+        .envs(env.iter().copied())
+        .args(args);
+    run(command, args)
+}
+
+/// Runs `command` (`kafkactor` with `args`) to its end, within 60 s.
+fn run(mut command: Command, args: &[&str]) -> Output {
+    let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -67,6 +85,72 @@ async fn dead_letters(tb: &TestBroker, topic: &str, group: &str, n: u64) -> App 
     tb.until_committed(group, topic, Duration::from_secs(30))
         .await;
     app
+}
+
+/// The command reads the application's configuration as the application
+/// does (the file in the working directory or named, a profile over it,
+/// the environment over both), and says why when it cannot.
+#[actix::test]
+async fn the_command_reads_the_applications_configuration() {
+    let tb = or_skip!(TestBroker::kafka(2));
+    let brokers = tb.bootstrap().unwrap().to_string();
+    let (topic, group) = (unique("cli-orders"), unique("cli-shop"));
+    let dlq = format!("{topic}.dlq");
+    dead_letters(&tb, &topic, &group, 3)
+        .await
+        .shutdown()
+        .await
+        .unwrap();
+    let dir = std::env::temp_dir().join(unique("kafkactor-config"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("kafkactor.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[default.brokers.main]\nbootstrap = \"127.0.0.1:1\"\n\
+             [default.brokers.local]\npartitions = 1\n\
+             [staging.brokers.main]\nbootstrap = \"{brokers}\"\n"
+        ),
+    )
+    .unwrap();
+    let listed = |out: &Output| json(out)["dead_letters"].as_array().unwrap().len();
+    let list = ["--json", "--timeout", "5s", "dlq", "list", dlq.as_str()];
+
+    // kafkactor.toml of the working directory, in the profile asked for.
+    let a = [&["--profile", "staging", "--broker", "main"][..], &list].concat();
+    assert_eq!(listed(&kafkactor_in(&dir, &[], &a)), 3);
+    // The file named, in the profile KAFKACTOR_PROFILE names.
+    let named = file.to_str().unwrap();
+    let b = [&["--config", named, "--broker", "main"][..], &list].concat();
+    let staging = [("KAFKACTOR_PROFILE", "staging")];
+    assert_eq!(
+        listed(&kafkactor_in(&std::env::temp_dir(), &staging, &b)),
+        3
+    );
+    // The environment over the file.
+    let c = [&["--broker", "main"][..], &list].concat();
+    let env = [("KAFKACTOR_BROKERS__MAIN__BOOTSTRAP", brokers.as_str())];
+    assert_eq!(listed(&kafkactor_in(&dir, &env, &c)), 3);
+
+    // Why it cannot: each a failure (1) saying so.
+    for (extra, why) in [
+        (&["--profile", "staging"][..], "say which with --broker"),
+        (
+            &["--broker", "orders"][..],
+            "broker \"orders\" is not defined",
+        ),
+        (&["--broker", "local"][..], "is the embedded broker"),
+    ] {
+        let out = kafkactor_in(&dir, &[], &[extra, &list].concat());
+        assert_eq!(out.status.code(), Some(1), "{extra:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(why), "{extra:?}: {}", stderr(&out));
+    }
+    std::fs::write(&file, "[default.brokers.main]\nbootstrp = \"x\"\n").unwrap();
+    let out = kafkactor_in(&dir, &[], &list);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("bootstrp"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("kafkactor.toml"), "{}", stderr(&out));
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

@@ -340,6 +340,12 @@ impl Broker {
         Ok(Self::from_memory(Arc::new(MemoryBroker::new(partitions))))
     }
 
+    /// Whether this is the embedded broker.
+    #[cfg(feature = "cli")]
+    pub(crate) fn is_memory(&self) -> bool {
+        matches!(self.kind, Kind::Memory(_))
+    }
+
     fn from_memory(memory: Arc<MemoryBroker>) -> Self {
         Broker {
             kind: Kind::Memory(memory),

@@ -2,7 +2,8 @@
 //! services do against Kafka, from a shell or a script.
 //!
 //! ```text
-//! kafkactor [--brokers ADDR] [-X key=value].. [--json] <command>
+//! kafkactor [--brokers ADDR | --config FILE [--profile P] [--broker NAME]]
+//!           [-X key=value].. [--json] <command>
 //!   dlq list TOPIC             the dead letters, with why each failed
 //!   dlq show TOPIC P OFFSET    one dead letter, headers and payload
 //!   dlq replay TOPIC ..        send them back (see `Replay`), resumable
@@ -25,6 +26,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use crate::broker::{Broker, BrokerBackend};
+use crate::config::Config;
 use crate::error::{Error, Result};
 
 mod backlog;
@@ -41,14 +43,22 @@ mod tail;
     about = "Operate kafkactor services on Apache Kafka: dead letters, lag, tails"
 )]
 struct Cli {
-    /// Kafka's bootstrap servers.
-    #[arg(
-        long,
-        env = "KAFKACTOR_BROKERS",
-        default_value = "127.0.0.1:9092",
-        global = true
-    )]
-    brokers: String,
+    /// Kafka's bootstrap servers (over the configuration; without either,
+    /// 127.0.0.1:9092).
+    #[arg(long, env = "KAFKACTOR_BROKERS", global = true)]
+    brokers: Option<String>,
+    /// The application's configuration file (default: `kafkactor.toml`
+    /// when the working directory has one), read as the application reads
+    /// it: profile, then `KAFKACTOR_BROKERS__<NAME>__<KEY>` variables.
+    #[arg(long, global = true)]
+    config: Option<std::path::PathBuf>,
+    /// The profile of the configuration (default: `KAFKACTOR_PROFILE`, or
+    /// `default`).
+    #[arg(long, global = true)]
+    profile: Option<String>,
+    /// Which broker of the configuration (default: its only one).
+    #[arg(long, global = true)]
+    broker: Option<String>,
     /// A librdkafka client setting, `key=value` (repeatable), e.g.
     /// `-X security.protocol=SSL`.
     #[arg(short = 'X', value_parser = setting, global = true)]
@@ -105,10 +115,12 @@ pub fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<Ended> {
-    let broker = cli.settings.iter().fold(
-        Broker::kafka(cli.brokers.clone()),
-        |broker, (key, value)| broker.set(key, value),
-    );
+    let broker = cli
+        .settings
+        .iter()
+        .fold(broker_of(&cli)?, |broker, (key, value)| {
+            broker.set(key, value)
+        });
     // Refused settings are said here.
     let backend = broker.backend()?;
     backend.probe(cli.timeout).await.map_err(|e| {
@@ -126,6 +138,47 @@ async fn run(cli: Cli) -> Result<Ended> {
         Command::Retries(command) => command.run(&backend, out).await,
         Command::Delays(command) => command.run(&backend, out).await,
     }
+}
+
+/// The Kafka the command works against: `--brokers` (or
+/// `KAFKACTOR_BROKERS`), else a broker of the application's configuration,
+/// else 127.0.0.1:9092.
+fn broker_of(cli: &Cli) -> Result<Broker> {
+    if let Some(brokers) = &cli.brokers {
+        return Ok(Broker::kafka(brokers.clone()));
+    }
+    let default_file = std::path::Path::new(crate::config::FILE);
+    let file = match &cli.config {
+        Some(file) => Some(file.as_path()),
+        None => default_file.exists().then_some(default_file),
+    };
+    if file.is_none() && cli.broker.is_none() && cli.profile.is_none() {
+        return Ok(Broker::kafka("127.0.0.1:9092"));
+    }
+    let config = Config::load_from(file, cli.profile.as_deref())?;
+    let name = match &cli.broker {
+        Some(name) => name.clone(),
+        None => {
+            let names: Vec<&str> = config.broker_names().collect();
+            match names[..] {
+                [only] => only.to_string(),
+                _ => {
+                    return Err(Error::Config(format!(
+                        "the configuration defines {} brokers ({}): say which with --broker",
+                        names.len(),
+                        names.join(", ")
+                    )))
+                }
+            }
+        }
+    };
+    let broker = config.broker(&name)?;
+    if broker.is_memory() {
+        return Err(Error::Config(format!(
+            "broker {name:?} is the embedded broker (no bootstrap): the command works against Apache Kafka"
+        )));
+    }
+    Ok(broker)
 }
 
 /// Where and how a command prints.
