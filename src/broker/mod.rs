@@ -398,6 +398,7 @@ impl Broker {
     /// embedded broker takes its count from [`Broker::memory_with_partitions`].
     ///
     /// Fewer than one is taken as one.
+    #[cfg_attr(not(feature = "kafka"), allow(unused_variables))]
     pub fn topic_partitions(self, partitions: i32) -> Self {
         match self.kind {
             #[cfg(feature = "kafka")]
@@ -413,6 +414,7 @@ impl Broker {
     /// By default (and for fewer than one) the broker's own
     /// `default.replication.factor`. The embedded broker keeps one copy and
     /// ignores it.
+    #[cfg_attr(not(feature = "kafka"), allow(unused_variables))]
     pub fn topic_replication(self, replicas: i32) -> Self {
         match self.kind {
             #[cfg(feature = "kafka")]
@@ -427,6 +429,7 @@ impl Broker {
     /// Whether kafkactor creates missing topics on Kafka (default true). When
     /// off, starting an application whose subscriptions or dead-letter topics
     /// do not exist fails with a clear error.
+    #[cfg_attr(not(feature = "kafka"), allow(unused_variables))]
     pub fn create_topics(self, create: bool) -> Self {
         match self.kind {
             #[cfg(feature = "kafka")]
