@@ -121,6 +121,99 @@ on_every_broker!(
     4
 );
 
+/// Fan-out in one application: subscriptions on one topic in different
+/// groups each get every record (multicast); two subscriptions of one
+/// group are two members that split the partitions, each record handled
+/// by one of them once (unicast).
+async fn fan_out_in_one_application(tb: TestBroker) {
+    const AT_LEAST: usize = 1_000;
+    let topic = unique("events");
+    tb.topics(&[&topic]).await;
+    let (billing, audit, workers) = (unique("billing"), unique("audit"), unique("workers"));
+    let (log_b, log_a, log_w) = (Log::default(), Log::default(), Log::default());
+    let app = Kafkactor::builder()
+        .broker(tb.broker.clone())
+        .subscribe(
+            Subscription::to(topic.as_str()).group(billing.as_str()),
+            probe(&log_b, "billing", ack()),
+        )
+        .subscribe(
+            Subscription::to(topic.as_str()).group(audit.as_str()),
+            probe(&log_a, "audit", ack()),
+        )
+        .subscribe(
+            Subscription::to(topic.as_str()).group(workers.as_str()),
+            probe(&log_w, "w1", ack()),
+        )
+        .subscribe(
+            Subscription::to(topic.as_str()).group(workers.as_str()),
+            probe(&log_w, "w2", ack()),
+        )
+        .start()
+        .await
+        .unwrap();
+    // Small rounds, each waited for, until both members of one group took
+    // records (a Kafka member joining second gets its partitions a
+    // rebalance later), then the rest.
+    let all = orders(100_000, 40);
+    let mut published = 0;
+    let members = || log_w.seen().iter().map(|s| s.app).collect::<HashSet<_>>();
+    while members().len() < 2 {
+        assert!(
+            published + 20 <= all.len(),
+            "the group's members never split"
+        );
+        publish_all(&app, &topic, &all[published..published + 20]).await;
+        published += 20;
+        let n = published;
+        eventually(
+            "the round handled",
+            tb.patience(Duration::from_secs(10)),
+            || log_w.counts().len() == n,
+        )
+        .await;
+    }
+    let n = published.max(AT_LEAST);
+    publish_all(&app, &topic, &all[published..n]).await;
+    eventually(
+        "every record handled in each group",
+        tb.patience(Duration::from_secs(30)),
+        || {
+            [&log_b, &log_a, &log_w]
+                .iter()
+                .all(|log| log.counts().len() == n)
+        },
+    )
+    .await;
+    for group in [&billing, &audit, &workers] {
+        tb.until_committed(group, &topic, Duration::from_secs(30))
+            .await;
+    }
+    app.shutdown().await.unwrap();
+
+    for (log, group) in [(&log_b, "billing"), (&log_a, "audit")] {
+        assert_eq!(log.len(), n, "{group}: each record once");
+    }
+    // The workers' group rebalanced while records flowed: on the mock
+    // cluster, which refuses commits once a rebalance has begun, what was
+    // handled and not yet committed is handled again by the new owner.
+    if tb.commits_while_rebalancing() {
+        assert_eq!(log_w.len(), n, "workers: each record once");
+    }
+    let by: HashSet<&str> = log_w.seen().iter().map(|s| s.app).collect::<HashSet<_>>();
+    assert_eq!(
+        by.len(),
+        2,
+        "both members of one group took records: {by:?}"
+    );
+}
+
+on_every_broker!(
+    subscriptions_in_one_application_fan_out_by_group,
+    super::fan_out_in_one_application,
+    4
+);
+
 async fn join_and_leave_mid_stream(tb: TestBroker) {
     let topic = unique("events");
     let group = unique("workers");
