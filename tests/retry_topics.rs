@@ -156,50 +156,13 @@ fn assert_first_acks_in_key_order(handled: &[Handled]) {
     }
 }
 
-/// One acknowledged handling, and when.
-#[derive(Debug, Clone)]
-struct Acked {
-    order: Order,
-    attempt: u32,
-    at: Instant,
-}
-
 async fn ordered_retries_keep_key_order_and_let_other_keys_flow(tb: TestBroker) {
     const N: u64 = 10_000;
     let topic = unique("orders");
     let group = unique("shop");
     tb.topics(&[topic.as_str()]).await;
-    let acked: Arc<Mutex<Vec<Acked>>> = Arc::default();
-    let failed = Arc::new(Mutex::new(0u64));
-    let behaviour: Behaviour = {
-        let (acked, failed) = (acked.clone(), failed.clone());
-        Arc::new(move |d: &Delivery<Order>| {
-            let order = d.message();
-            if d.attempt() == 1 && fails_first(order) {
-                *failed.lock().unwrap() += 1;
-                return Outcome::retry("fails its first attempt");
-            }
-            acked.lock().unwrap().push(Acked {
-                order: order.clone(),
-                attempt: d.attempt(),
-                at: Instant::now(),
-            });
-            Outcome::Ack
-        })
-    };
-    let log = Log::default();
-    let policy = RetryPolicy::exponential(3, Duration::from_millis(50))
-        .jitter(0.0)
-        .via_retry_topic(RetryTopic::Ordered);
-    let app = Kafkactor::builder()
-        .broker(tb.broker.clone())
-        .subscribe(
-            Subscription::to(topic.as_str())
-                .group(group.as_str())
-                .concurrency(4)
-                .retry(policy),
-            probe(&log, "a", behaviour),
-        )
+    let handled = Handlings::default();
+    let app = ordered_member(&tb, &topic, &group, "a", &handled)
         .start()
         .await
         .unwrap();
@@ -212,7 +175,7 @@ async fn ordered_retries_keep_key_order_and_let_other_keys_flow(tb: TestBroker) 
     eventually(
         "every record acknowledged",
         tb.patience(Duration::from_secs(60)),
-        || acked.lock().unwrap().len() as u64 >= N,
+        || handled.lock().unwrap().iter().filter(|h| h.acked).count() as u64 >= N,
     )
     .await;
     tb.until_committed(&group, &topic, Duration::from_secs(30))
@@ -226,8 +189,10 @@ async fn ordered_retries_keep_key_order_and_let_other_keys_flow(tb: TestBroker) 
     .await;
     app.shutdown().await.unwrap();
 
-    let acked = acked.lock().unwrap().clone();
-    assert_eq!(*failed.lock().unwrap(), 500, "5 % of first attempts failed");
+    let handled = handled.lock().unwrap().clone();
+    let failed = handled.iter().filter(|h| !h.acked).count();
+    assert_eq!(failed, 500, "5 % of first attempts failed");
+    let acked: Vec<&Handled> = handled.iter().filter(|h| h.acked).collect();
     // Each once.
     let mut once: HashMap<u64, u32> = HashMap::new();
     for a in &acked {
@@ -235,20 +200,8 @@ async fn ordered_retries_keep_key_order_and_let_other_keys_flow(tb: TestBroker) 
     }
     assert_eq!(once.len() as u64, N, "every record acknowledged");
     assert!(once.values().all(|&n| n == 1), "each once");
-    // In order per key.
-    let mut last: HashMap<&str, u64> = HashMap::new();
-    for a in &acked {
-        if let Some(&prev) = last.get(a.order.key.as_str()) {
-            assert!(
-                a.order.seq > prev,
-                "key {} handled {} after {}",
-                a.order.key,
-                a.order.seq,
-                prev
-            );
-        }
-        last.insert(&a.order.key, a.order.seq);
-    }
+    // In order per key (each acknowledged once: its first acknowledgement).
+    assert_first_acks_in_key_order(&handled);
     // The failed ones on their second attempt.
     for a in acked.iter().filter(|a| fails_first(&a.order)) {
         assert_eq!(a.attempt, 2, "order {} on its second attempt", a.order.id);

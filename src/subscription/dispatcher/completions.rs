@@ -38,8 +38,7 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
         let live = self.live(&job);
         // Of a stale record (read by a connection that is gone, or of a
         // partition given up) nothing counts any more.
-        let retried = (live && self.parking.is_some() && self.source_of(&job.record).is_some())
-            .then(|| job.record.clone());
+        let retried = (live && self.is_retry_record(&job.record)).then(|| job.record.clone());
         self.final_fate(job.record, live, ctx);
         if let Some(record) = retried {
             self.retry_finished(&record, ctx);

@@ -250,7 +250,7 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
                     if let Some(tap) = &self.settings.lineage {
                         tap.handled(&self.settings.group, &job.record, "acked", None);
                     }
-                    if self.parking.is_some() && self.source_of(&job.record).is_some() {
+                    if self.is_retry_record(&job.record) {
                         retried.push(job.record.clone());
                     }
                     self.completed.push(job.record);

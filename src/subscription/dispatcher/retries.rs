@@ -203,15 +203,15 @@ fn number(record: &Record, name: &str) -> Option<i64> {
 }
 
 impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
-    /// The subscribed topic `record` was read for, when it was read from a
-    /// retry topic.
-    pub(super) fn source_of(&self, record: &Record) -> Option<Arc<str>> {
-        self.source_of_topic(&record.topic)
+    /// Whether `record` was read from a retry topic of a subscription
+    /// retrying through topics.
+    pub(super) fn is_retry_record(&self, record: &Record) -> bool {
+        self.parking.is_some() && self.is_retry_topic(&record.topic)
     }
 
-    /// The subscribed topic of retry topic `topic` (None: not a retry topic).
-    fn source_of_topic(&self, topic: &str) -> Option<Arc<str>> {
-        self.settings.retry_topics.source_of(topic).cloned()
+    /// Whether `topic` is one of the subscription's retry topics.
+    fn is_retry_topic(&self, topic: &str) -> bool {
+        self.settings.retry_topics.source_of(topic).is_some()
     }
 
     /// The retry topic of records of `topic`.
@@ -226,11 +226,18 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
     /// The partition of the subscribed topic `record` counts for: its own,
     /// or, for a record of a retry topic, its source's of the same number.
     fn source_partition(&self, record: &Record) -> TopicPartition {
+        self.source_of_partition(&record.topic, record.partition)
+    }
+
+    /// Partition `partition` of `topic` (a retry topic's: of its source).
+    fn source_of_partition(&self, topic: &Arc<str>, partition: i32) -> TopicPartition {
         TopicPartition {
             topic: self
-                .source_of(record)
-                .unwrap_or_else(|| record.topic.clone()),
-            partition: record.partition,
+                .settings
+                .retry_topics
+                .source_of(topic)
+                .map_or_else(|| topic.clone(), Arc::clone),
+            partition,
         }
     }
 
@@ -276,7 +283,7 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
         let Some(parking) = self.parking.clone() else {
             return false;
         };
-        if self.source_of(record).is_some() {
+        if self.is_retry_topic(&record.topic) {
             let retry = record.topic_partition();
             if parking
                 .borrow()
@@ -406,7 +413,7 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
         let Some(parking) = self.parking.clone() else {
             return;
         };
-        if self.source_of(record).is_none() {
+        if !self.is_retry_topic(&record.topic) {
             return;
         }
         let retry = record.topic_partition();
@@ -437,7 +444,7 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
     /// head of its retry partition, its lane free meanwhile.
     pub(super) fn retry_through_topic(&mut self, i: usize, job: Job, ctx: &mut Context<Self>) {
         let backoff = self.settings.retry.backoff(job.attempt);
-        if self.source_of(&job.record).is_some() {
+        if self.is_retry_topic(&job.record.topic) {
             self.count(&job.record.topic, |c| c.retried.inc());
             self.release_lane(i);
             let Job {
@@ -500,23 +507,20 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
         lane: Option<usize>,
         ctx: &mut Context<Self>,
     ) {
-        let source = self.source_partition(&record);
-        let Some(retry_topic) = self.retry_topic_of(&source.topic) else {
-            return;
-        };
         if self.ordered() {
+            let source = self.source_partition(&record);
             if let Some(parking) = &self.parking {
                 let mut parking = parking.borrow_mut();
                 parking.entry(&source, &record.key).pending += 1;
             }
             self.check_bounds(&source);
         }
-        self.send_to_retry(record, retry_topic, stamp, writing, lane, ctx);
+        self.send_to_retry(record, stamp, writing, lane, ctx);
     }
 
-    /// Writes `record` to its retry partition again after a failed write
-    /// (still counted as under way for its key).
-    fn write_again(
+    /// Hands the write of `record` to the producer connection (again, after
+    /// a failed write: still counted as under way for its key).
+    fn send_to_retry(
         &mut self,
         record: Arc<Record>,
         stamp: Stamp,
@@ -525,21 +529,11 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
         ctx: &mut Context<Self>,
     ) {
         let source = self.source_partition(&record);
-        if let Some(retry_topic) = self.retry_topic_of(&source.topic) {
-            self.send_to_retry(record, retry_topic, stamp, writing, lane, ctx);
-        }
-    }
-
-    /// Hands the write of `record` to the producer connection.
-    fn send_to_retry(
-        &mut self,
-        record: Arc<Record>,
-        retry_topic: Arc<str>,
-        stamp: Stamp,
-        writing: Writing,
-        lane: Option<usize>,
-        ctx: &mut Context<Self>,
-    ) {
+        // Every subscribed topic of a subscription retrying through topics
+        // has its retry topic.
+        let Some(retry_topic) = self.retry_topic_of(&source.topic) else {
+            return;
+        };
         let out = retry_record(&record, retry_topic, writing);
         let write = self
             .settings
@@ -606,7 +600,7 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
                     partition = job.record.partition, offset = job.record.offset,
                     error = %failed.error, "writing to the retry topic failed; writing again");
                 ctx.run_later(REWRITE_AFTER, move |act, ctx| {
-                    act.write_again(job.record, job.stamp, writing, lane, ctx)
+                    act.send_to_retry(job.record, job.stamp, writing, lane, ctx)
                 });
             }
             Err(_) => {
@@ -639,7 +633,7 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
         {
             let mut parking = parking.borrow_mut();
             for tp in partitions {
-                if self.source_of_topic(&tp.topic).is_none() {
+                if !self.is_retry_topic(&tp.topic) {
                     continue;
                 }
                 let queue = parking.queues.entry(tp.clone()).or_default();
@@ -721,14 +715,7 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
         let mut parking = parking.borrow_mut();
         let sources: Vec<TopicPartition> = partitions
             .iter()
-            .map(|tp| TopicPartition {
-                topic: self
-                    .settings
-                    .retry_topics
-                    .source_of(&tp.topic)
-                    .map_or_else(|| tp.topic.clone(), Arc::clone),
-                partition: tp.partition,
-            })
+            .map(|tp| self.source_of_partition(&tp.topic, tp.partition))
             .collect();
         parking.keys.retain(|tp, _| !sources.contains(tp));
         parking.bounded.retain(|tp| !sources.contains(tp));
