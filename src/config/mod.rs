@@ -148,8 +148,9 @@ impl Config {
             .find(|p| p.as_str() == "brokers" || p.as_str() == "settings")
         {
             return Err(Error::Config(format!(
-                "[{misplaced}] at the top of {source}: a file's tables are profiles, \
-                 write [default.{misplaced}...] (or [<profile>.{misplaced}...])"
+                "[{misplaced}] at the top of {}: a file's tables are profiles, \
+                 write [default.{misplaced}...] (or [<profile>.{misplaced}...])",
+                file.map_or_else(|| "the file".to_string(), |f| f.display().to_string())
             )));
         }
         let mut config: Config = figment
