@@ -18,14 +18,13 @@
 //! Run: `cargo run --example exactly_once` (on Kafka: the same code with
 //! `Broker::kafka(..)`).
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kafkactor::prelude::*;
-use kafkactor::{ProducerHandle, PublishBatch, RetryPolicy};
+use kafkactor::{PublishBatch, RetryPolicy};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -42,9 +41,27 @@ struct Converted {
     us_cents: u64,
 }
 
-thread_local! {
-    /// The application's producer, for the handler (set once it started).
-    static PRODUCER: RefCell<Option<ProducerHandle>> = const { RefCell::new(None) };
+/// Converts one payment: the publish joins the payment's transaction;
+/// `fail`: the rate service times out after it (the attempt's output is
+/// dropped, and the payment handled again). `?` fails the attempt by the
+/// error's kind (see `Failure`).
+async fn convert(d: Delivery<Payment>, fail: bool) -> Result<(), Failure> {
+    let p = d.message();
+    let converted = Converted {
+        payment: p.id,
+        account: p.account.clone(),
+        us_cents: p.cents * 108 / 100,
+    };
+    d.publish(
+        Publish::to("payments.usd")
+            .key(&converted.account)
+            .message(&converted)?,
+    )
+    .await?;
+    if fail {
+        return Err(Failure::retry("the rate service timed out"));
+    }
+    Ok(())
 }
 
 #[actix::main]
@@ -65,42 +82,11 @@ async fn main() -> Result<(), Error> {
                 let (calls, failed) = (calls.clone(), failed.clone());
                 move |d: Delivery<Payment>| {
                     let call = calls.fetch_add(1, Ordering::Relaxed);
-                    let p = d.message();
-                    let converted = Converted {
-                        payment: p.id,
-                        account: p.account.clone(),
-                        us_cents: p.cents * 108 / 100,
-                    };
-                    // Joins this payment's transaction.
-                    let producer = PRODUCER.with(|cell| cell.borrow().clone());
-                    let sent = producer.map(|producer| {
-                        producer.send(
-                            Publish::to("payments.usd")
-                                .key(&converted.account)
-                                .message(&converted)
-                                .expect("a serializable message"),
-                        )
-                    });
                     let fail = call % 7 == 6;
                     if fail {
                         failed.fetch_add(1, Ordering::Relaxed);
                     }
-                    async move {
-                        match sent {
-                            Some(sent) => match sent.await {
-                                Ok(Ok(_)) => {}
-                                Ok(Err(e)) => return Outcome::retry(e.to_string()),
-                                Err(e) => return Outcome::retry(e.to_string()),
-                            },
-                            None => return Outcome::retry("the producer is not set yet"),
-                        }
-                        if fail {
-                            // Published, then failed: this attempt's output is dropped.
-                            Outcome::retry("the rate service timed out")
-                        } else {
-                            Outcome::Ack
-                        }
-                    }
+                    convert(d, fail)
                 }
             },
         )
@@ -113,7 +99,6 @@ async fn main() -> Result<(), Error> {
         })
         .start()
         .await?;
-    PRODUCER.with(|cell| *cell.borrow_mut() = Some(app.producer()));
 
     let payments: Vec<Publish> = (0..2_000u64)
         .map(|id| {

@@ -83,6 +83,28 @@ pub enum Error {
     /// No actor of the tree has this path ([`App::fail_actor`](crate::App::fail_actor)).
     #[error("no actor at {0:?}")]
     UnknownActor(String),
+    /// A reply was asked of a record that names no reply topic (no
+    /// `x-reply-to` header): it was not sent as a request.
+    #[error("the record names no reply topic (header x-reply-to): there is nothing to reply to")]
+    NoReplyTo,
+    /// No reply to a request came within its timeout (nobody answers its
+    /// topic, or the responder is down or slow).
+    #[error("no reply to the request sent to {topic} within {timeout_ms} ms")]
+    NoReply {
+        /// The topic the request was sent to.
+        topic: String,
+        /// The request's timeout.
+        timeout_ms: u64,
+    },
+    /// The responder failed the request for good (it rejected it, it was
+    /// dead-lettered, it timed out past its retries): its error reply.
+    #[error("the request failed at the responder ({kind}): {reason}")]
+    Refused {
+        /// The failure's kind (a [`FailureKind`](crate::FailureKind) name).
+        kind: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 impl Error {
@@ -92,7 +114,7 @@ impl Error {
             Error::Produce { retriable, .. }
             | Error::Broker { retriable, .. }
             | Error::Commit { retriable, .. } => *retriable,
-            Error::Unavailable(_) => true,
+            Error::Unavailable(_) | Error::NoReply { .. } => true,
             _ => false,
         }
     }

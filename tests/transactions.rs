@@ -11,21 +11,15 @@
 
 mod support;
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use kafkactor::prelude::*;
-use kafkactor::{App, Error, ProducerHandle, PublishOutcome, RetryPolicy};
+use kafkactor::{App, Error, PublishOutcome, RetryPolicy};
 use support::python::kafka_python;
 use support::*;
-
-thread_local! {
-    /// The application's producer, for its handlers.
-    static PRODUCER: RefCell<Option<ProducerHandle>> = const { RefCell::new(None) };
-}
 
 async fn exactly_one_output_per_input(tb: TestBroker) {
     let (input, output) = (unique("in"), unique("out"));
@@ -45,9 +39,9 @@ async fn exactly_one_output_per_input(tb: TestBroker) {
                 .transactional(),
             move |d: Delivery<Order>| {
                 let call = handler_calls.fetch_add(1, Ordering::SeqCst);
-                let producer = PRODUCER.with(|p| p.borrow().clone()).unwrap();
+                // Joins the transaction of the record handled.
                 let order = d.message().clone();
-                let sent = producer.send(
+                let sent = d.publish(
                     Publish::to(out.as_str())
                         .key(&order.key)
                         .message(&order)
@@ -58,7 +52,7 @@ async fn exactly_one_output_per_input(tb: TestBroker) {
                     handler_aborted.fetch_add(1, Ordering::SeqCst);
                 }
                 async move {
-                    let outcome = sent.await.unwrap().unwrap();
+                    let outcome = sent.await.unwrap();
                     assert_eq!(outcome, PublishOutcome::Transactional);
                     if abort {
                         Outcome::retry("aborted after publishing")
@@ -75,7 +69,6 @@ async fn exactly_one_output_per_input(tb: TestBroker) {
         .start()
         .await
         .unwrap();
-    PRODUCER.with(|p| *p.borrow_mut() = Some(app.producer()));
 
     let orders = orders(500, 20);
     publish_all(&app, &input, &orders).await;
@@ -154,8 +147,7 @@ async fn a_delayed_publish_cannot_join_a_transaction() {
                 .group(unique("g").as_str())
                 .transactional(),
             move |d: Delivery<Order>| {
-                let producer = PRODUCER.with(|p| p.borrow().clone()).unwrap();
-                let sent = producer.send(
+                let sent = d.publish(
                     Publish::to("later")
                         .delay(Duration::from_secs(1))
                         .message(d.message())
@@ -163,7 +155,7 @@ async fn a_delayed_publish_cannot_join_a_transaction() {
                 );
                 let (seen, id) = (seen.clone(), d.message().id);
                 async move {
-                    let answer = sent.await.unwrap();
+                    let answer = sent.await;
                     seen.lock().unwrap().insert(id, format!("{answer:?}"));
                     Outcome::Ack
                 }
@@ -172,7 +164,6 @@ async fn a_delayed_publish_cannot_join_a_transaction() {
         .start()
         .await
         .unwrap();
-    PRODUCER.with(|p| *p.borrow_mut() = Some(app.producer()));
     publish_all(&app, &input, &orders(1, 1)).await;
     eventually("handled", Duration::from_secs(10), || {
         !answers.lock().unwrap().is_empty()
@@ -183,12 +174,10 @@ async fn a_delayed_publish_cannot_join_a_transaction() {
     app.shutdown().await.unwrap();
 }
 
-/// What a member of the converting group handled, and how its application
-/// publishes.
+/// What a member of the converting group handled.
 #[derive(Clone, Default)]
 struct Member {
     handled: Arc<AtomicU64>,
-    producer: Arc<std::sync::Mutex<Option<ProducerHandle>>>,
 }
 
 /// A member of `group` converting each order of `input` into one record of
@@ -211,9 +200,8 @@ async fn converter(
                 .commit_interval(commit_interval)
                 .transactional(),
             move |d: Delivery<Order>| {
-                let producer = m.producer.lock().unwrap().clone().unwrap();
                 let order = d.message().clone();
-                let sent = producer.send(
+                let sent = d.publish(
                     Publish::to(out.as_str())
                         .key(&order.key)
                         .message(&order)
@@ -222,7 +210,7 @@ async fn converter(
                 let handled = m.handled.clone();
                 async move {
                     tokio::time::sleep(Duration::from_millis(1)).await;
-                    let outcome = sent.await.unwrap().unwrap();
+                    let outcome = sent.await.unwrap();
                     assert_eq!(outcome, PublishOutcome::Transactional);
                     handled.fetch_add(1, Ordering::SeqCst);
                     Outcome::Ack
@@ -232,7 +220,6 @@ async fn converter(
         .start()
         .await
         .unwrap();
-    *member.producer.lock().unwrap() = Some(app.producer());
     (app, member)
 }
 
@@ -410,8 +397,7 @@ async fn one_bad_output_does_not_stop_every_commit(tb: TestBroker) {
     let (input, output) = (unique("in"), unique("out"));
     tb.topics(&[&input, &output]).await;
     let group = unique("convert");
-    let slot: Arc<std::sync::Mutex<Option<ProducerHandle>>> = Arc::default();
-    let (out, producer) = (output.clone(), slot.clone());
+    let out = output.clone();
     let app = Kafkactor::builder()
         .broker(tb.broker.clone())
         .handle(
@@ -427,9 +413,9 @@ async fn one_bad_output_does_not_stop_every_commit(tb: TestBroker) {
                 if order.id % 1_000 == 0 {
                     publish = publish.partition(7);
                 }
-                let sent = producer.lock().unwrap().clone().unwrap().send(publish);
+                let sent = d.publish(publish);
                 async move {
-                    match sent.await.unwrap() {
+                    match sent.await {
                         Ok(_) => Outcome::Ack,
                         Err(e) => Outcome::reject(e.to_string()),
                     }
@@ -439,7 +425,6 @@ async fn one_bad_output_does_not_stop_every_commit(tb: TestBroker) {
         .start()
         .await
         .unwrap();
-    *slot.lock().unwrap() = Some(app.producer());
 
     // Order 0 first: its publish joins the transaction unchecked.
     let first = orders(200, 10);

@@ -235,6 +235,7 @@ impl AppBuilder {
                 handlers_health,
                 writer: crate::connection::producer::Writer::to(shared.outbound.connection.clone()),
                 delivery_timeout: self.delivery_timeout,
+                producer: shared.producer(),
             }));
         }
         root

@@ -85,6 +85,12 @@ pub(crate) fn with_current<R>(f: impl FnOnce(&Record, Option<TraceContext>) -> R
     out
 }
 
+/// Whether the handler running on this thread is handling `record` now
+/// (the same record, not an equal one).
+pub(crate) fn handles(record: &Record) -> bool {
+    with_current(|running, _| std::ptr::eq(running, record)).unwrap_or(false)
+}
+
 /// Offers `publish` to the transaction of the record handled on this
 /// thread ([`Handling::join`]); gives it back outside any handler.
 pub(crate) fn join(publish: Publish) -> Joined {

@@ -1,22 +1,37 @@
 //! What a handler receives ([`Delivery`]) and what it answers ([`Outcome`]).
 
 pub(crate) mod current;
+mod failure;
+mod handled;
+pub(crate) mod outlet;
 
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
 
 use actix::{Message, MessageResponse};
+use serde::Serialize;
 
 use crate::envelope::{header, Headers, Record};
+use crate::error::{Error, Result};
 use crate::observe::trace::TraceContext;
-use crate::publish::Publish;
+use crate::publish::{Publish, PublishOutcome};
+
+pub use failure::{Failure, OrReject};
+pub use handled::Handled;
+use outlet::Outlet;
 
 /// A decoded message and where it came from. Handlers implement
-/// `Handler<Delivery<T>>` and answer an [`Outcome`].
+/// `Handler<Delivery<T>>` and answer an [`Outcome`]; they publish and
+/// reply through it ([`publish`](Delivery::publish),
+/// [`reply`](Delivery::reply)).
 pub struct Delivery<T> {
     message: T,
     record: Arc<Record>,
     attempt: u32,
+    /// Where its publishes go (none for a delivery made without a
+    /// subscription).
+    outlet: Option<Outlet>,
 }
 
 impl<T> Delivery<T> {
@@ -25,7 +40,89 @@ impl<T> Delivery<T> {
             message,
             record,
             attempt,
+            outlet: None,
         }
+    }
+
+    /// A delivery whose publishes go through `outlet`.
+    #[inline]
+    pub(crate) fn with_outlet(mut self, outlet: Option<&Outlet>) -> Self {
+        self.outlet = outlet.cloned();
+        self
+    }
+
+    /// Publishes `publish` through the application's producer, answering
+    /// once it is written: it inherits this record's tenant, correlation
+    /// id and trace (unless it sets its own), and in a
+    /// [transactional](crate::Subscription::transactional) subscription
+    /// it joins the record's transaction (answered
+    /// [`PublishOutcome::Transactional`] at once, written with the record's
+    /// commit, dropped if the handling does not end in an acknowledgement).
+    ///
+    /// Call it from the handler (its async body included); a publish made
+    /// after the handler answered (from a task it spawned) is written on
+    /// its own, or, in a transactional subscription, refused with
+    /// [`Error::Unavailable`], since the transaction is over.
+    pub fn publish(
+        &self,
+        publish: Publish,
+    ) -> impl Future<Output = Result<PublishOutcome>> + 'static {
+        let sent = match &self.outlet {
+            None => Err(Error::Unavailable(
+                "this delivery was not made by a subscription: it has no producer to publish with"
+                    .into(),
+            )),
+            // The producer gives it the record's context and transaction.
+            Some(outlet) if current::handles(&self.record) => Ok(outlet.publisher.publish(publish)),
+            Some(outlet) if outlet.transactional => Err(Error::Unavailable(
+                "the record's transaction is over: a transactional handler publishes \
+                 before it answers"
+                    .into(),
+            )),
+            Some(outlet) => Ok(outlet.publisher.publish(publish.continuing(self))),
+        };
+        async move { sent?.await }
+    }
+
+    /// Replies `message` to the request this record is: to the topic (and
+    /// partition) its `x-reply-to` header names, with its correlation id,
+    /// as [`publish`](Delivery::publish) sends. [`Error::NoReplyTo`] when
+    /// the record is not a request.
+    pub fn reply<R: Serialize + ?Sized>(
+        &self,
+        message: &R,
+    ) -> impl Future<Output = Result<PublishOutcome>> + 'static {
+        let sent = self
+            .replying()
+            .and_then(|reply| reply.message(message))
+            .map(|reply| self.publish(reply));
+        async move { sent?.await }
+    }
+
+    /// A publish addressed as the reply to this request (its topic,
+    /// partition and correlation id), for a reply built by hand (its own
+    /// headers, a raw payload); send it with [`publish`](Delivery::publish).
+    pub fn replying(&self) -> Result<Publish> {
+        let topic = self.reply_to().ok_or(Error::NoReplyTo)?;
+        let mut reply = Publish::to(topic);
+        if let Some(partition) = self
+            .record
+            .headers
+            .get_str(header::REPLY_PARTITION)
+            .and_then(|p| p.parse().ok())
+        {
+            reply = reply.partition(partition);
+        }
+        if let Some(id) = self.correlation_id() {
+            reply = reply.correlation_id(id);
+        }
+        Ok(reply)
+    }
+
+    /// The topic a reply to this record goes to (header `x-reply-to`), when
+    /// it is a request.
+    pub fn reply_to(&self) -> Option<&str> {
+        self.record.headers.get_str(header::REPLY_TO)
     }
 
     /// The decoded message.

@@ -28,8 +28,11 @@ pub mod header {
     pub const TENANT: &str = "x-tenant";
     /// Correlation id for request-reply.
     pub const CORRELATION_ID: &str = "x-correlation-id";
-    /// Topic to reply to.
+    /// Topic to reply to (on a request).
     pub const REPLY_TO: &str = "x-reply-to";
+    /// Partition of the reply topic to reply to (on a request): the one
+    /// its caller reads.
+    pub const REPLY_PARTITION: &str = "x-reply-partition";
     /// Attempts made so far (on retry and dead-letter records).
     pub const ATTEMPT: &str = "x-attempt";
     /// Topic the record was first consumed from.
@@ -67,7 +70,7 @@ pub mod header {
 
     /// The constant for a well-known header `name`, if it is one.
     pub(crate) fn known(name: &str) -> Option<&'static str> {
-        const ALL: [&str; 25] = [
+        const ALL: [&str; 26] = [
             MESSAGE_ID,
             CONTENT_TYPE,
             CONTENT_ENCODING,
@@ -78,6 +81,7 @@ pub mod header {
             TENANT,
             CORRELATION_ID,
             REPLY_TO,
+            REPLY_PARTITION,
             ATTEMPT,
             ORIGINAL_TOPIC,
             ORIGINAL_PARTITION,

@@ -296,6 +296,14 @@ impl std::fmt::Debug for ProducerHandle {
     }
 }
 
+/// A handler's publishes go through the application's producer.
+impl crate::delivery::outlet::Publisher for ProducerHandle {
+    fn publish(&self, publish: Publish) -> crate::delivery::outlet::Sent {
+        let sent = self.send_one(publish);
+        Box::pin(async move { sent.await? })
+    }
+}
+
 impl ProducerHandle {
     pub(crate) fn new(
         producer: ChildRef<Producer>,

@@ -8,6 +8,7 @@ use actix::{Actor, Context, Handler};
 
 use crate::codec::{type_name_of, ContentType, Decode};
 use crate::dead_letter::FailureKind;
+use crate::delivery::outlet::Outlet;
 use crate::delivery::Delivery;
 use crate::envelope::{header, Headers, Record};
 use crate::subscription::lane::Reply;
@@ -20,6 +21,7 @@ pub(crate) type RouteFn<A> = fn(
     Arc<Record>,
     u32,
     ContentType,
+    Option<&Outlet>,
 ) -> Result<Reply<A>, crate::Error>;
 
 /// The [`RouteFn`] of message type `T`.
@@ -29,6 +31,7 @@ fn call<A, T>(
     record: Arc<Record>,
     attempt: u32,
     default_ct: ContentType,
+    outlet: Option<&Outlet>,
 ) -> Result<Reply<A>, crate::Error>
 where
     A: Actor<Context = Context<A>> + Handler<Delivery<T>>,
@@ -36,7 +39,8 @@ where
     T: Decode,
 {
     let message = T::decode_record(&record, default_ct)?;
-    let response = act.handle(Delivery::new(message, record, attempt), ctx);
+    let delivery = Delivery::new(message, record, attempt).with_outlet(outlet);
+    let response = act.handle(delivery, ctx);
     Ok(Reply::of::<Delivery<T>, _>(response, ctx))
 }
 

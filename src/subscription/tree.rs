@@ -60,6 +60,8 @@ pub(crate) struct Parts {
     pub(crate) writer: Writer,
     /// How long a write may take.
     pub(crate) delivery_timeout: Duration,
+    /// The application's producer, for its handlers' publishes.
+    pub(crate) producer: crate::producer::ProducerHandle,
 }
 
 /// What a member of `sub`'s group is.
@@ -136,6 +138,10 @@ fn dispatch_settings(sub: &Subscription, parts: &Parts) -> DispatchSettings {
         retry_topics: sub.retry_topics(),
         writer: parts.writer.clone(),
         delivery_timeout: parts.delivery_timeout,
+        outlet: Some(crate::delivery::outlet::Outlet {
+            publisher: Arc::new(parts.producer.clone()),
+            transactional: sub.transactional,
+        }),
     }
 }
 

@@ -2,18 +2,11 @@
 //! topic from inside its handler (so the handler's context flows on), with
 //! a 200 ms delay bucket: what the tracing tests publish through.
 
-use std::cell::RefCell;
 use std::time::Duration;
 
 use kafkactor::prelude::*;
-use kafkactor::ProducerHandle;
 
 use super::{unique, until_owned, TestBroker};
-
-thread_local! {
-    /// The application's producer, for its handlers.
-    static PRODUCER: RefCell<Option<ProducerHandle>> = const { RefCell::new(None) };
-}
 
 /// Starts it: `first` is handled by publishing `after <message>` to
 /// `second`; `seen(subscription, delivery)` is called for every delivery
@@ -39,14 +32,13 @@ where
             move |d: Delivery<String>| {
                 seen1("first", &d);
                 // Published while the handler runs: the context flows on.
-                let producer = PRODUCER.with(|p| p.borrow().clone()).unwrap();
-                let sent = producer.send(
+                let sent = d.publish(
                     Publish::to(forward_to.as_str())
                         .message(&format!("after {}", d.message()))
                         .unwrap(),
                 );
                 async move {
-                    sent.await.unwrap().unwrap();
+                    sent.await.unwrap();
                     Outcome::Ack
                 }
             },
@@ -61,7 +53,6 @@ where
         .start()
         .await
         .unwrap();
-    PRODUCER.with(|p| *p.borrow_mut() = Some(app.producer()));
     until_owned(
         "both subscriptions own partitions",
         tb.patience(Duration::from_secs(5)),

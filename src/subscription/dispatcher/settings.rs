@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::codec::ContentType;
 use crate::connection::producer::Writer;
+use crate::delivery::outlet::Outlet;
 use crate::envelope::Record;
 use crate::observe::health::Failing;
 use crate::observe::lineage::Tap;
@@ -44,6 +45,8 @@ pub(crate) struct DispatchSettings {
     pub(crate) writer: Writer,
     /// How long a write to a retry topic may take.
     pub(crate) delivery_timeout: Duration,
+    /// Where its handlers' publishes go (through their deliveries).
+    pub(crate) outlet: Option<Outlet>,
 }
 
 impl DispatchSettings {

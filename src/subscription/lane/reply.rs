@@ -10,7 +10,7 @@ use actix::dev::MessageResponse;
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-use crate::delivery::Outcome;
+use crate::delivery::{Handled, Outcome};
 
 /// The answer to a handler call.
 pub(crate) enum Reply<A: Actor> {
@@ -49,6 +49,12 @@ impl<A: Actor<Context = Context<A>>> Reply<A> {
             .and_then(Option::take)
         {
             return Reply::Now(outcome);
+        }
+        if let Some(handled) = any.downcast_mut::<Option<Handled>>().and_then(Option::take) {
+            return match handled.into_parts() {
+                Ok(outcome) => Reply::Now(outcome),
+                Err(future) => Reply::Later(Later::Future(future)),
+            };
         }
         if let Some(future) = any
             .downcast_mut::<Option<ResponseFuture<Outcome>>>()

@@ -188,6 +188,7 @@ impl<A: Actor<Context = Context<A>>> Runner<A> {
             record,
             attempt,
             self.settings.default_content_type,
+            self.settings.outlet.as_ref(),
         )
         .map_err(|e| Answer::Unhandled(FailureKind::Decode, e.to_string()))
     }
