@@ -49,7 +49,7 @@ LAYERS = [
     ["producer", "dead_letter"],
     # the consumers: the subtrees
     ["subscription"],
-    ["delay", "outbox", "replay"],
+    ["delay", "outbox", "replay", "request"],
     # the root
     ["app"],
     # the `kafkactor` command, and its binary

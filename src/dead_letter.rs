@@ -189,6 +189,34 @@ pub(crate) fn dead_letter_record(msg: DeadLetterRecord) -> OutgoingRecord {
     }
 }
 
+/// The error reply to a request that failed for good (a record with
+/// `x-reply-to`): to its reply topic and partition, with its correlation
+/// id and the failure's kind and reason, and an empty payload. None for a
+/// record that is not a request (or names a topic that cannot be one).
+pub(crate) fn error_reply(msg: &DeadLetterRecord) -> Option<OutgoingRecord> {
+    let request = &msg.record.headers;
+    let topic = request.get_str(header::REPLY_TO)?;
+    if crate::error::check_topic(topic).is_err() {
+        return None;
+    }
+    let mut headers = crate::envelope::Headers::new();
+    if let Some(id) = request.get(header::CORRELATION_ID) {
+        headers.insert_known_copy(header::CORRELATION_ID, id);
+    }
+    headers.insert(header::ERROR_KIND, msg.kind.as_str());
+    headers.insert(header::ERROR_REASON, msg.reason.clone());
+    Some(OutgoingRecord {
+        topic: Arc::from(topic),
+        partition: request
+            .get_str(header::REPLY_PARTITION)
+            .and_then(|p| p.parse().ok()),
+        key: None,
+        headers,
+        payload: Some(bytes::Bytes::new()),
+        timestamp_ms: now_ms(),
+    })
+}
+
 impl Actor for DeadLetter {
     type Context = Context<Self>;
 }
@@ -205,6 +233,7 @@ impl Handler<DeadLetterRecord> for DeadLetter {
             "{} [{}] offset {}",
             msg.record.topic, msg.record.partition, msg.record.offset
         );
+        let reply = error_reply(&msg);
         let record = dead_letter_record(msg);
         let (connection, timeout, events) = (
             self.connection.clone(),
@@ -214,13 +243,22 @@ impl Handler<DeadLetterRecord> for DeadLetter {
         let write = connection.write(record, timeout);
         Box::pin(async move {
             // A refused record comes back with its refusal: no copy kept.
-            let (refusal, record) = match refused_for_good(write.await) {
-                ControlFlow::Break(answer) => return answer,
-                ControlFlow::Continue(refused) => refused,
+            let answer = match refused_for_good(write.await) {
+                ControlFlow::Break(answer) => answer,
+                ControlFlow::Continue((refusal, record)) => {
+                    let stripped = without_payload(record, &refusal);
+                    let written = connection.write_record(stripped, timeout).await;
+                    written_without_payload(written, &where_, &refusal, &events)
+                }
             };
-            let stripped = without_payload(record, &refusal);
-            let written = connection.write_record(stripped, timeout).await;
-            written_without_payload(written, &where_, &refusal, &events)
+            // Once the dead letter is durable: the caller hears at once.
+            if let (Ok(()), Some(reply)) = (&answer, reply) {
+                if let Err(e) = connection.write_record(reply, timeout).await {
+                    tracing::warn!(record = %where_, error = %e,
+                        "the error reply to a failed request was not written: its caller times out");
+                }
+            }
+            answer
         })
     }
 }

@@ -158,6 +158,14 @@ impl Error {
     /// A record's own partition `p` that `topic` (of `n` partitions) does
     /// not have: refused for good.
     #[cold]
+    /// A reader asked for partition `p` of `topic`, which has `n`.
+    pub(crate) fn no_partition_to_read(topic: &str, p: i32, n: usize) -> Self {
+        Error::Config(format!(
+            "topic {topic:?} has {n} partitions: there is no partition {p} to read \
+             (create it with more partitions)"
+        ))
+    }
+
     pub(crate) fn no_partition(topic: &str, p: i32, n: i32) -> Self {
         Error::Produce {
             topic: topic.to_string(),

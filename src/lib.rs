@@ -36,6 +36,7 @@ mod partitioner;
 mod producer;
 mod publish;
 mod replay;
+mod request;
 mod subscription;
 mod topics;
 
@@ -62,6 +63,7 @@ pub use partitioner::partition_for_key;
 pub use producer::{Producer, ProducerHandle, PublishBatch, SendError};
 pub use publish::{Publish, PublishOutcome};
 pub use replay::{Replay, ReplayControl, ReplayReport, ReplayRun};
+pub use request::{Replies, Requester};
 pub use subscription::retry::{RetryPolicy, RetryTopic};
 pub use subscription::route::Routes;
 pub use subscription::{IntoTopics, OnRestartLimit, Subscription};

@@ -41,6 +41,7 @@ impl Kafkactor {
             metrics: true,
             http: None,
             lineage: None,
+            replies: None,
             #[cfg(feature = "postgres")]
             outbox_relays: Vec::new(),
             error: None,
@@ -67,6 +68,7 @@ pub struct AppBuilder {
     pub(super) metrics: bool,
     pub(super) http: Option<String>,
     pub(super) lineage: Option<Lineage>,
+    pub(super) replies: Option<crate::request::Replies>,
     #[cfg(feature = "postgres")]
     pub(super) outbox_relays: Vec<crate::outbox::OutboxRelay>,
     pub(super) error: Option<Error>,
@@ -271,6 +273,16 @@ impl AppBuilder {
     /// record. Off by default.
     pub fn lineage(mut self, lineage: Lineage) -> Self {
         self.lineage = Some(lineage);
+        self
+    }
+
+    /// Reads replies to this application's requests on `replies` (see
+    /// [`Requester`](crate::Requester)): its partition is read without a
+    /// consumer group by the `replies` child, from its end when the
+    /// application starts ([`start`](AppBuilder::start) returns once that
+    /// position is resolved, so no reply can come before it is read).
+    pub fn replies(mut self, replies: crate::request::Replies) -> Self {
+        self.replies = Some(replies);
         self
     }
 

@@ -3,6 +3,7 @@
 //! and its stop.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use kafkactor_actors::{ChildRef, Events, Exit, FailChildError, SupervisorHandle};
@@ -14,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::observe::health::Health;
 use crate::producer::handle::IntakeSender;
 use crate::producer::{Producer, ProducerHandle};
+use crate::request::Requester;
 
 /// A running application. Publish through [`App::producer`]; stop with
 /// [`App::shutdown`], which drains in-flight work and commits.
@@ -29,6 +31,8 @@ pub struct App {
     pub(super) delivery_timeout: Duration,
     pub(super) broker: Broker,
     pub(super) events: Events,
+    /// What its requesters share, when it reads replies.
+    pub(super) requests: Option<Arc<crate::request::Requests>>,
     /// Counts the supervision events while the application lives.
     pub(super) _counting: crate::observe::supervision::Counting,
 }
@@ -53,6 +57,14 @@ impl App {
             self.intake.clone(),
             self.delivery_timeout,
         )
+    }
+
+    /// Sends requests and awaits their replies (see [`Requester`]); the
+    /// application reads its replies where
+    /// [`AppBuilder::replies`](crate::AppBuilder::replies) says (without
+    /// it, every request fails with [`Error::Config`](crate::Error::Config)).
+    pub fn requester(&self) -> Requester {
+        Requester::new(self.requests.clone(), self.producer())
     }
 
     /// The partitions this application's members (its subscriptions and

@@ -116,6 +116,15 @@ impl AppBuilder {
         if let Some((topic, events)) = lineage {
             root = root.child(lineage_spec(topic, events, shared.producer()));
         }
+        let mut requests = None;
+        if let Some(replies) = self.replies.clone() {
+            let pending =
+                crate::request::Pending::new(shared.metrics.collectors().replies_unmatched.clone());
+            let (spec, shared_requests) =
+                crate::request::tree::replies_spec(shared.backend.clone(), replies, pending);
+            root = root.child(spec);
+            requests = Some(shared_requests);
+        }
         root = self.outbox_relays(root, &shared, &mut observing);
         if let Some((delays, plan)) = republishing {
             root = root.child(republisher(&shared, &self, delays, plan, &mut observing));
@@ -128,7 +137,8 @@ impl AppBuilder {
             http_addr = Some(bound);
             root = root.child(spec);
         }
-        self.run(root, shared, observed, http_addr, broker).await
+        self.run(root, shared, observed, http_addr, broker, requests)
+            .await
     }
 
     /// The root supervisor, without children yet.
@@ -249,6 +259,7 @@ impl AppBuilder {
         observed: Observed,
         http_addr: Option<std::net::SocketAddr>,
         broker: Broker,
+        requests: Option<Arc<crate::request::Requests>>,
     ) -> Result<App> {
         let counting = crate::observe::supervision::count_events(&self.events, &shared.metrics);
         let mut handle = root.start_root();
@@ -268,6 +279,13 @@ impl AppBuilder {
                 "the application did not start: {exit}"
             )));
         }
+        if let Some(requests) = &requests {
+            // No request before its reply can be read.
+            if let Err(e) = requests.position.resolved(self.connect_timeout).await {
+                handle.shutdown().await;
+                return Err(e);
+            }
+        }
         Ok(App {
             observed,
             http_addr,
@@ -278,6 +296,7 @@ impl AppBuilder {
             delivery_timeout: self.delivery_timeout,
             broker,
             events: self.events,
+            requests,
             _counting: counting,
         })
     }
@@ -295,6 +314,9 @@ impl AppBuilder {
         }
         for (sub, _) in &self.subscriptions {
             sub.validate()?;
+        }
+        if let Some(replies) = &self.replies {
+            replies.validate()?;
         }
         #[cfg(feature = "postgres")]
         for relay in &self.outbox_relays {

@@ -186,6 +186,9 @@ pub(crate) struct ProducerConfig {
 pub(crate) trait BrokerBackend: Send + Sync + fmt::Debug {
     fn producer(&self, config: ProducerConfig) -> Result<Arc<dyn ProducerClient>>;
     fn consumer(&self, config: ConsumerConfig) -> Result<Arc<dyn ConsumerClient>>;
+    /// A reader of `topic`'s `partition` from offset `from`, in no group
+    /// (assigned: nothing to rebalance, nothing committed).
+    fn reader(&self, topic: &str, partition: i32, from: i64) -> Result<Arc<dyn ReaderClient>>;
     /// Creates `topic` when missing, with `partitions` (or the broker default).
     fn ensure_topic(&self, topic: &str, partitions: Option<i32>) -> BoxFuture<'static, Result<()>>;
     /// Low and high watermark of every partition of `topic`, by partition.
@@ -222,6 +225,18 @@ pub(crate) trait ProducerClient: Send + Sync {
     fn send(&self, record: OutgoingRecord) -> Enqueued;
     /// Waits until everything sent is acknowledged.
     fn flush(&self) -> BoxFuture<'static, Result<()>>;
+}
+
+/// Reads one partition, assigned, in no group: from where it was opened,
+/// on and on.
+pub(crate) trait ReaderClient: Send + Sync {
+    /// Waits up to `timeout` for records after the last ones returned; at
+    /// most `max`, in offset order (none when the time passed first).
+    fn poll(
+        &self,
+        max: usize,
+        timeout: std::time::Duration,
+    ) -> BoxFuture<'static, Result<Vec<Arc<Record>>>>;
 }
 
 /// A member of a consumer group. All methods take `&self`: the connection

@@ -3,4 +3,5 @@
 pub(crate) mod consumer;
 pub(crate) mod producer;
 pub(crate) mod protocol;
+pub(crate) mod reader;
 pub(crate) mod watermark;

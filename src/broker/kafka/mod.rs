@@ -13,7 +13,9 @@ use futures_util::future::BoxFuture;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::ClientConfig;
 
-use super::{BrokerBackend, ConsumerClient, ConsumerConfig, ProducerClient, ProducerConfig};
+use super::{
+    BrokerBackend, ConsumerClient, ConsumerConfig, ProducerClient, ProducerConfig, ReaderClient,
+};
 use crate::envelope::Record;
 use crate::error::{Error, ErrorCode, Result};
 
@@ -21,6 +23,7 @@ mod admin;
 mod consumer;
 mod headers;
 mod producer;
+mod reader;
 mod transaction;
 
 use admin::Admin;
@@ -163,6 +166,15 @@ impl BrokerBackend for KafkaBackend {
         Ok(Arc::new(consumer::KafkaConsumer::start(
             &self.config,
             config,
+        )?))
+    }
+
+    fn reader(&self, topic: &str, partition: i32, from: i64) -> Result<Arc<dyn ReaderClient>> {
+        Ok(Arc::new(reader::KafkaReader::open(
+            &self.config,
+            topic,
+            partition,
+            from,
         )?))
     }
 

@@ -12,7 +12,7 @@ use rustc_hash::FxHashMap;
 
 use super::{
     BrokerBackend, ConsumerClient, ConsumerConfig, Delivered, Enqueued, Failed, ProducerClient,
-    ProducerConfig, TransactionFailed, WriteResult,
+    ProducerConfig, ReaderClient, TransactionFailed, WriteResult,
 };
 use crate::envelope::{OutgoingRecord, Record, TopicPartition};
 use crate::error::{check_topic, Error, Result};
@@ -20,9 +20,11 @@ use crate::partitioner::partition_for_key;
 
 mod consumer;
 mod group;
+mod reader;
 
 use consumer::MemoryConsumer;
 use group::Group;
+use reader::MemoryReader;
 
 #[derive(Debug, Default)]
 struct Topic {
@@ -114,6 +116,7 @@ fn write_placed(state: &mut State, records: Vec<OutgoingRecord>, placed: Vec<i32
     }
     for topic in &topics {
         group::wake_subscribers(&state.groups, topic);
+        wake_readers(&state.readers, topic);
     }
 }
 
@@ -122,6 +125,19 @@ pub(crate) struct State {
     topics: FxHashMap<Arc<str>, Topic>,
     groups: HashMap<String, Group>,
     next_member: u64,
+    /// The partition readers of each topic (in no group), to wake on a write.
+    readers: Vec<(Arc<str>, std::sync::Weak<tokio::sync::Notify>)>,
+}
+
+/// Wakes the readers of `topic`.
+fn wake_readers(readers: &[(Arc<str>, std::sync::Weak<tokio::sync::Notify>)], topic: &str) {
+    for (t, notify) in readers {
+        if &**t == topic {
+            if let Some(notify) = notify.upgrade() {
+                notify.notify_one();
+            }
+        }
+    }
 }
 
 /// The embedded in-memory broker. Obtain it with [`Broker::memory`](crate::Broker::memory);
@@ -284,6 +300,9 @@ impl MemoryBroker {
         };
         // Subscribers read it once the lock is released.
         group::wake_subscribers(&state.groups, &record.topic);
+        if !state.readers.is_empty() {
+            wake_readers(&state.readers, &record.topic);
+        }
         Ok(topic.push(record, partition))
     }
 
@@ -379,6 +398,15 @@ impl BrokerBackend for Arc<MemoryBroker> {
 
     fn consumer(&self, config: ConsumerConfig) -> Result<Arc<dyn ConsumerClient>> {
         Ok(Arc::new(MemoryConsumer::join(self.clone(), config)?))
+    }
+
+    fn reader(&self, topic: &str, partition: i32, from: i64) -> Result<Arc<dyn ReaderClient>> {
+        Ok(Arc::new(MemoryReader::open(
+            self.clone(),
+            topic,
+            partition,
+            from,
+        )?))
     }
 
     fn ensure_topic(&self, topic: &str, partitions: Option<i32>) -> BoxFuture<'static, Result<()>> {

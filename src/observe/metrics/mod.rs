@@ -25,6 +25,7 @@
 //! | `kafkactor_outbox_sent_total` | counter | `table` |
 //! | `kafkactor_outbox_failed_total` | counter | `table` |
 //! | `kafkactor_outbox_errors_total` | counter | `table` |
+//! | `kafkactor_replies_unmatched_total` | counter | |
 //!
 //! Labels are topics, groups, partitions, bucket names, failure kinds and
 //! actor ids: all bounded by the configuration, never a key or an id.
@@ -78,6 +79,7 @@ pub(crate) struct Collectors {
     pub(crate) outbox_sent: IntCounterVec,
     pub(crate) outbox_failed: IntCounterVec,
     pub(crate) outbox_errors: IntCounterVec,
+    pub(crate) replies_unmatched: IntCounter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -189,6 +191,10 @@ impl Collectors {
         let (parked_keys, parked_oldest) = parking_gauges();
         let (restarts, escalations, lineage_dropped) = supervision_collectors();
         let [outbox_sent, outbox_failed, outbox_errors] = outbox_counters();
+        let replies_unmatched = single(
+            "kafkactor_replies_unmatched_total",
+            "Replies no caller waited for: it had given up (timed out), or the reply came twice.",
+        );
         Collectors {
             published,
             publish_latency,
@@ -211,13 +217,14 @@ impl Collectors {
             outbox_sent,
             outbox_failed,
             outbox_errors,
+            replies_unmatched,
             registry,
             on,
         }
     }
 
     /// Every collector, in the order they are registered.
-    fn all(&self) -> [Box<dyn Collector>; 21] {
+    fn all(&self) -> [Box<dyn Collector>; 22] {
         [
             Box::new(self.published.clone()),
             Box::new(SharedHistograms(self.publish_latency.clone())),
@@ -240,6 +247,7 @@ impl Collectors {
             Box::new(self.outbox_sent.clone()),
             Box::new(self.outbox_failed.clone()),
             Box::new(self.outbox_errors.clone()),
+            Box::new(self.replies_unmatched.clone()),
         ]
     }
 }

@@ -202,6 +202,9 @@ impl BrokerBackend for Backend {
     fn consumer(&self, _: ConsumerConfig) -> Result<Arc<dyn ConsumerClient>> {
         Ok(Arc::new(self.0.clone()))
     }
+    fn reader(&self, _: &str, _: i32, _: i64) -> Result<Arc<dyn crate::broker::ReaderClient>> {
+        unreachable!("no reader in these tests")
+    }
     fn ensure_topic(&self, _: &str, _: Option<i32>) -> BoxFuture<'static, Result<()>> {
         futures_util::future::ready(Ok(())).boxed()
     }
