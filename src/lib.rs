@@ -46,7 +46,7 @@ pub use buckets::Delays;
 pub use codec::{type_name_of, ContentType, Decode, Raw};
 pub use config::Config;
 pub use dead_letter::FailureKind;
-pub use delivery::{Delivery, Failure, Handled, OrReject, Outcome};
+pub use delivery::{Batch, BatchOutcome, Delivery, Failure, Handled, OrReject, Outcome};
 pub use envelope::{header, Headers, Record, TopicPartition};
 pub use error::{Error, ErrorCode, Result};
 #[cfg(feature = "redis")]
@@ -86,9 +86,9 @@ pub mod otel {
 /// The names most applications need: `use kafkactor::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        App, Broker, ContentType, Delivery, Error, Failure, Handled, Kafkactor, OrReject, Outcome,
-        ProducerHandle, Publish, PublishBatch, PublishOutcome, Raw, RetryPolicy, Routes,
-        Subscription,
+        App, Batch, BatchOutcome, Broker, ContentType, Delivery, Error, Failure, Handled,
+        Kafkactor, OrReject, Outcome, ProducerHandle, Publish, PublishBatch, PublishOutcome, Raw,
+        RetryPolicy, Routes, Subscription,
     };
 }
 

@@ -12,7 +12,7 @@ use kafkactor_actors::{Backoff, ChildSpec, Events};
 
 use crate::broker::Broker;
 use crate::buckets::Delays;
-use crate::delivery::{Delivery, Outcome};
+use crate::delivery::{Batch, BatchOutcome, Delivery, Outcome};
 use crate::error::Error;
 use crate::observe::lineage::Lineage;
 use crate::subscription::closure::FnHandler;
@@ -137,6 +137,14 @@ impl AppBuilder {
             self.fail(e);
             return self;
         }
+        if sub.batch.is_some() && routes.batch.is_none() {
+            self.fail(Error::Config(format!(
+                "subscription to {:?} sets a batch size, but its handler takes one record at a \
+                 time: subscribe a batch handler (subscribe_batch, handle_batch)",
+                sub.topics
+            )));
+            return self;
+        }
         let factory = Arc::new(factory);
         let spec_sub = sub.clone();
         self.subscriptions.push((
@@ -157,6 +165,43 @@ impl AppBuilder {
     {
         let handler = Arc::new(handler);
         self.subscribe::<FnHandler<T, F>, T, _>(sub, move || FnHandler::new(handler.clone()))
+    }
+
+    /// Subscribes the batch handler actor built by `factory` to `sub`
+    /// (`A: Handler<Batch<T>>`): it gets up to the subscription's
+    /// [batch size](Subscription::batch) of a lane's records at a time and
+    /// answers a [`BatchOutcome`](crate::BatchOutcome). Records are
+    /// retried, dead-lettered, checked for duplicates and committed one by
+    /// one, as for a single record's handler.
+    pub fn subscribe_batch<A, T, F>(self, sub: Subscription, factory: F) -> Self
+    where
+        A: Actor<Context = Context<A>> + Handler<Batch<T>>,
+        <A as Handler<Batch<T>>>::Result: 'static,
+        T: Decode,
+        F: Fn() -> A + 'static,
+    {
+        let sub = match sub.batch {
+            Some(_) => sub,
+            None => {
+                let (max, linger) = crate::subscription::tree::DEFAULT_BATCH;
+                sub.batch(max, linger)
+            }
+        };
+        self.subscribe_routes(sub, Routes::batch_of::<T>(), factory)
+    }
+
+    /// Subscribes an async closure taking batches: `|b: Batch<T>| async
+    /// move { .. }`, answering a [`BatchOutcome`](crate::BatchOutcome), an
+    /// [`Outcome`] for the batch as a whole, or a `Result<(), Failure>`.
+    pub fn handle_batch<T, F, Fut, O>(self, sub: Subscription, handler: F) -> Self
+    where
+        T: Decode,
+        F: Fn(Batch<T>) -> Fut + 'static,
+        Fut: Future<Output = O> + 'static,
+        O: Into<BatchOutcome> + 'static,
+    {
+        let handler = Arc::new(handler);
+        self.subscribe_batch::<FnHandler<T, F>, T, _>(sub, move || FnHandler::new(handler.clone()))
     }
 
     /// The largest record the producer accepts (key, headers and payload;

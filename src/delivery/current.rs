@@ -18,6 +18,10 @@ pub(crate) trait Handling {
     /// trace context (when spans are on); not at all when none is.
     fn record(&self, f: &mut dyn FnMut(&Record, Option<TraceContext>));
 
+    /// Whether `record` is being handled (the record of the call under
+    /// way, or one of its batch).
+    fn handles(&self, record: &Record) -> bool;
+
     /// Offers `publish` to the transaction of the record being handled:
     /// taken (and answered) in a transactional subscription, given back
     /// otherwise.
@@ -88,7 +92,10 @@ pub(crate) fn with_current<R>(f: impl FnOnce(&Record, Option<TraceContext>) -> R
 /// Whether the handler running on this thread is handling `record` now
 /// (the same record, not an equal one).
 pub(crate) fn handles(record: &Record) -> bool {
-    with_current(|running, _| std::ptr::eq(running, record)).unwrap_or(false)
+    if !in_handler() {
+        return false;
+    }
+    CURRENT.with(|c| c.borrow().as_deref().is_some_and(|h| h.handles(record)))
 }
 
 /// Offers `publish` to the transaction of the record handled on this

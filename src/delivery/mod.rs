@@ -1,5 +1,6 @@
 //! What a handler receives ([`Delivery`]) and what it answers ([`Outcome`]).
 
+mod batch;
 pub(crate) mod current;
 mod failure;
 mod handled;
@@ -17,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::observe::trace::TraceContext;
 use crate::publish::{Publish, PublishOutcome};
 
+pub use batch::{Batch, BatchOutcome};
 pub use failure::{Failure, OrReject};
 pub use handled::Handled;
 use outlet::Outlet;

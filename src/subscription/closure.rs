@@ -1,5 +1,6 @@
-//! Closures as handlers: `|d: Delivery<T>| async move { .. }` wrapped in an
-//! actor so that it is supervised, restarted and laned like any handler actor.
+//! Closures as handlers: `|d: Delivery<T>| async move { .. }` (or, for
+//! batches, `|b: Batch<T>| async move { .. }`) wrapped in an actor so that
+//! it is supervised, restarted and laned like any handler actor.
 //!
 //! The closure's future runs inside the actor's context, so a panic in it is
 //! caught by the supervisor (the lane is re-created and the record retried as
@@ -12,7 +13,7 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
-use crate::delivery::{Delivery, Outcome};
+use crate::delivery::{Batch, BatchOutcome, Delivery, Outcome};
 
 /// A handler lane running a closure.
 pub(crate) struct FnHandler<T, F> {
@@ -52,6 +53,21 @@ where
 
     fn handle(&mut self, delivery: Delivery<T>, _: &mut Context<Self>) -> Self::Result {
         let fut = (self.f)(delivery);
+        Box::pin(async move { fut.await.into() }.into_actor(self))
+    }
+}
+
+impl<T, F, Fut, O> Handler<Batch<T>> for FnHandler<T, F>
+where
+    T: 'static,
+    F: Fn(Batch<T>) -> Fut + 'static,
+    Fut: Future<Output = O> + 'static,
+    O: Into<BatchOutcome>,
+{
+    type Result = ResponseActFuture<Self, BatchOutcome>;
+
+    fn handle(&mut self, batch: Batch<T>, _: &mut Context<Self>) -> Self::Result {
+        let fut = (self.f)(batch);
         Box::pin(async move { fut.await.into() }.into_actor(self))
     }
 }

@@ -104,6 +104,10 @@ pub struct Subscription {
     pub(crate) lineage: bool,
     pub(crate) idempotency: Option<Idempotency>,
     pub(crate) transactional: bool,
+    /// A batch handler's batch size and linger, when set.
+    pub(crate) batch: Option<(usize, Duration)>,
+    /// Whether records are put on lanes by partition rather than by key.
+    pub(crate) lanes_by_partition: bool,
 }
 
 /// What happens when a subscription's handlers keep failing (panicking, or
@@ -161,6 +165,8 @@ impl Subscription {
             lineage: true,
             idempotency: None,
             transactional: false,
+            batch: None,
+            lanes_by_partition: false,
         }
     }
 
@@ -261,6 +267,27 @@ impl Subscription {
         self
     }
 
+    /// Hands a batch handler ([`AppBuilder::subscribe_batch`](crate::AppBuilder::subscribe_batch),
+    /// [`handle_batch`](crate::AppBuilder::handle_batch)) up to `max`
+    /// records of a lane at a time, in the lane's order (so per key in
+    /// offset order), waiting up to `linger` for a batch to fill (zero: it
+    /// takes what is there). Default for a batch handler: 100 records, no
+    /// linger. Not for a single record's handler. Each record's fate is its
+    /// own, as [`BatchOutcome`](crate::BatchOutcome) says. The handler
+    /// timeout is the batch's.
+    pub fn batch(mut self, max: usize, linger: Duration) -> Self {
+        self.batch = Some((max, linger));
+        self
+    }
+
+    /// Puts records on lanes by their partition instead of their key (a
+    /// lane then holds whole partitions: with [`batch`](Subscription::batch),
+    /// batches per partition). Per-key order is kept either way.
+    pub fn lanes_by_partition(mut self) -> Self {
+        self.lanes_by_partition = true;
+        self
+    }
+
     /// How long the handler may take on one record (default 30 s,
     /// [`Subscription::DEFAULT_HANDLER_TIMEOUT`]; `None` for no limit). An attempt past it
     /// fails with the failure kind `timeout` and counts against the retry
@@ -323,8 +350,11 @@ impl Subscription {
     }
 
     pub(crate) fn in_flight_limit(&self) -> usize {
+        let per_lane = self
+            .batch
+            .map_or(256, |(max, _)| max.saturating_mul(2).max(256));
         self.max_in_flight
-            .unwrap_or(256 * self.concurrency.max(1))
+            .unwrap_or(per_lane.saturating_mul(self.concurrency.max(1)))
             .max(1)
     }
 
@@ -379,6 +409,9 @@ impl Subscription {
             return Err(Error::Config(
                 "a subscription is transactional or idempotent, not both".into(),
             ));
+        }
+        if self.batch.is_some_and(|(max, _)| max == 0) {
+            return Err(Error::Config("a batch holds at least 1 record".into()));
         }
         if self.commit_interval.is_zero() {
             return Err(Error::Config("commit_interval must be positive".into()));

@@ -9,7 +9,7 @@ use actix::{Actor, Context, Handler};
 use crate::codec::{type_name_of, ContentType, Decode};
 use crate::dead_letter::FailureKind;
 use crate::delivery::outlet::Outlet;
-use crate::delivery::Delivery;
+use crate::delivery::{Batch, BatchOutcome, Delivery};
 use crate::envelope::{header, Headers, Record};
 use crate::subscription::lane::Reply;
 
@@ -44,6 +44,55 @@ where
     Ok(Reply::of::<Delivery<T>, _>(response, ctx))
 }
 
+/// Decodes a batch of a lane's records into `T`s and calls the handler
+/// actor's `Handler<Batch<T>>` with them; `Err` names the first record
+/// that does not decode (the handler is not called).
+pub(crate) type BatchFn<A> = fn(
+    &mut A,
+    &mut <A as Actor>::Context,
+    &[(Arc<Record>, u32)],
+    ContentType,
+    Option<&Outlet>,
+) -> Result<Reply<A, BatchOutcome>, (usize, crate::Error)>;
+
+/// The [`BatchFn`] of message type `T`.
+fn call_batch<A, T>(
+    act: &mut A,
+    ctx: &mut Context<A>,
+    records: &[(Arc<Record>, u32)],
+    default_ct: ContentType,
+    outlet: Option<&Outlet>,
+) -> Result<Reply<A, BatchOutcome>, (usize, crate::Error)>
+where
+    A: Actor<Context = Context<A>> + Handler<Batch<T>>,
+    <A as Handler<Batch<T>>>::Result: 'static,
+    T: Decode,
+{
+    let mut deliveries = Vec::with_capacity(records.len());
+    for (i, (record, attempt)) in records.iter().enumerate() {
+        let message = T::decode_record(record, default_ct).map_err(|e| (i, e))?;
+        deliveries.push(Delivery::new(message, record.clone(), *attempt).with_outlet(outlet));
+    }
+    let response = act.handle(Batch::new(deliveries), ctx);
+    Ok(Reply::of::<Batch<T>, _>(response, ctx))
+}
+
+/// The route of a batch handler's type in its [`Routes`]: never called
+/// (its records go to the [`BatchFn`]); there so that a record is told
+/// routable or not as a single record's handler's would be.
+fn batched<A: Actor>(
+    _: &mut A,
+    _: &mut A::Context,
+    _: Arc<Record>,
+    _: u32,
+    _: ContentType,
+    _: Option<&Outlet>,
+) -> Result<Reply<A>, crate::Error> {
+    Err(crate::Error::Config(
+        "a batch handler's records are handled in batches".into(),
+    ))
+}
+
 /// The message types a handler actor `A` accepts on one subscription.
 ///
 /// ```
@@ -67,6 +116,8 @@ pub struct Routes<A: Actor> {
     fallback: Option<(RouteFn<A>, &'static str)>,
     /// Type names claimed twice: starting with these routes fails.
     collisions: Vec<String>,
+    /// A batch handler's call, when `A` takes its records in batches.
+    pub(crate) batch: Option<BatchFn<A>>,
 }
 
 impl<A: Actor> fmt::Debug for Routes<A> {
@@ -99,7 +150,29 @@ impl<A: Actor<Context = Context<A>>> Routes<A> {
             by_name: Vec::new(),
             fallback: None,
             collisions: Vec::new(),
+            batch: None,
         }
+    }
+
+    /// A batch handler's one type `T`, routed as [`route`](Routes::route)
+    /// routes it.
+    pub(crate) fn batch_of<T>() -> Self
+    where
+        T: Decode,
+        A: Handler<Batch<T>>,
+        <A as Handler<Batch<T>>>::Result: 'static,
+    {
+        let mut routes = Routes::new();
+        let full = std::any::type_name::<T>();
+        if T::BY_TYPE_NAME {
+            routes
+                .by_name
+                .push((type_name_of::<T>().into(), batched::<A>, full));
+        } else {
+            routes.fallback = Some((batched::<A>, full));
+        }
+        routes.batch = Some(call_batch::<A, T>);
+        routes
     }
 
     /// Accepts `T`, routed by its type name ([`type_name_of`]: the last

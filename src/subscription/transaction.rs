@@ -45,6 +45,21 @@ impl Handling for LaneHandling {
         }
     }
 
+    fn handles(&self, record: &Record) -> bool {
+        let Ok(board) = self.board.try_borrow() else {
+            return false;
+        };
+        board
+            .lanes
+            .get(self.lane)
+            .and_then(|l| l.running.as_ref())
+            .is_some_and(|running| {
+                std::iter::once(&running.job)
+                    .chain(&running.rest)
+                    .any(|job| std::ptr::eq(&*job.record, record))
+            })
+    }
+
     /// Takes `publish` into the transaction of the record handled, when its
     /// subscription is transactional; gives it back otherwise. One look at
     /// the board: the subscription's setting, the running record (whose

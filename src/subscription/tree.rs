@@ -142,8 +142,13 @@ fn dispatch_settings(sub: &Subscription, parts: &Parts) -> DispatchSettings {
             publisher: Arc::new(parts.producer.clone()),
             transactional: sub.transactional,
         }),
+        batch: sub.batch.unwrap_or(DEFAULT_BATCH),
+        lanes_by_partition: sub.lanes_by_partition,
     }
 }
+
+/// A batch handler's batch size and linger unless its subscription says.
+pub(crate) const DEFAULT_BATCH: (usize, Duration) = (100, Duration::ZERO);
 
 /// What the consumer connection of `sub` is; `partitions` is what it
 /// learns of the topics a transactional subscription's handlers publish to.

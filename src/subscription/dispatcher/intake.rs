@@ -12,7 +12,7 @@ use crate::observe::metrics::count_runs;
 use crate::observe::trace::{batch_span, Batch};
 use crate::subscription::lane::Job;
 
-use super::{lane_of_key, Dispatcher};
+use super::Dispatcher;
 
 impl<A: Actor<Context = Context<A>>> Handler<Deliver> for Dispatcher<A> {
     type Result = ();
@@ -128,7 +128,7 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
             if record.key.is_none() {
                 self.next_unkeyed = self.next_unkeyed.wrapping_add(1);
             }
-            let i = lane_of_key(record.key.as_deref(), self.next_unkeyed, lanes);
+            let i = self.settings.lane_of(&record, self.next_unkeyed, lanes);
             let stamp = stamp(&record);
             board.lanes[i].queue.push_back(Job {
                 record,

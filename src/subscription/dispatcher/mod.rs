@@ -294,7 +294,9 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
         if record.key.is_none() {
             self.next_unkeyed = self.next_unkeyed.wrapping_add(1);
         }
-        let i = lane_of_key(record.key.as_deref(), self.next_unkeyed, board.lanes.len());
+        let i = self
+            .settings
+            .lane_of(&record, self.next_unkeyed, board.lanes.len());
         board.lanes[i].queue.push_back(Job {
             record,
             stamp,

@@ -37,7 +37,7 @@ use actix::prelude::*;
 use bytes::Bytes;
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use super::{lane_of_key, Dispatcher};
+use super::Dispatcher;
 use crate::broker::WriteResult;
 use crate::connection::consumer::Hold;
 use crate::connection::protocol::{GivenUp, Stamp};
@@ -384,7 +384,7 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
     /// `attempt`.
     fn queue_on_lane(&mut self, record: Arc<Record>, stamp: Stamp, attempt: u32) {
         let mut board = self.board.borrow_mut();
-        let i = lane_of_key(record.key.as_deref(), 0, board.lanes.len());
+        let i = self.settings.lane_of(&record, 0, board.lanes.len());
         board.lanes[i].queue.push_back(Job {
             record,
             stamp,

@@ -47,9 +47,24 @@ pub(crate) struct DispatchSettings {
     pub(crate) delivery_timeout: Duration,
     /// Where its handlers' publishes go (through their deliveries).
     pub(crate) outlet: Option<Outlet>,
+    /// A batch handler's batch size and linger.
+    pub(crate) batch: (usize, Duration),
+    /// Whether records are put on lanes by partition rather than by key.
+    pub(crate) lanes_by_partition: bool,
 }
 
 impl DispatchSettings {
+    /// The lane of `record` among `lanes`: by its partition, or its key
+    /// (`turn`: the count of keyless records so far, which go round).
+    #[inline]
+    pub(crate) fn lane_of(&self, record: &Record, turn: usize, lanes: usize) -> usize {
+        if self.lanes_by_partition {
+            record.partition.unsigned_abs() as usize % lanes
+        } else {
+            super::lane_of_key(record.key.as_deref(), turn, lanes)
+        }
+    }
+
     /// The counters of `topic`'s records in this subscription.
     pub(crate) fn counters(&self, topic: &str) -> Arc<HandleMetrics> {
         self.metrics.handle(topic, &self.group)

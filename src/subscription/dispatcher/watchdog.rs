@@ -70,7 +70,7 @@ impl<A: Actor<Context = Context<A>>> Dispatcher<A> {
                     .running
                     .as_ref()
                     .is_some_and(|r| r.deadline.is_some_and(|d| d <= now));
-                if let Some(running) = lane.running.take_if(|_| late) {
+                if let Some(running) = lane.take_running(self.incarnation, |_| late) {
                     // The call's answer, should it still come, no longer counts.
                     lane.blocked = true;
                     overdue.push((i, running));

@@ -50,6 +50,9 @@ pub(crate) enum Answer {
 #[derive(Debug)]
 pub(crate) struct Running {
     pub(crate) job: Job,
+    /// The batch's other records, in order, when the call is a batch's
+    /// (empty otherwise: no allocation).
+    pub(crate) rest: Vec<Job>,
     /// The handler incarnation handling it.
     pub(crate) incarnation: u64,
     /// When it times out, once it did not answer at once.
@@ -77,9 +80,37 @@ pub(crate) struct LaneState {
     /// transactional subscription's): moved to the board's `outputs` when
     /// it acknowledges, dropped otherwise.
     pub(crate) outputs: Vec<OutgoingRecord>,
+    /// How many of its next records a batch handler takes one at a time
+    /// (a transactional batch that failed part way: what each record
+    /// published must be told apart).
+    pub(crate) singles: usize,
 }
 
 impl LaneState {
+    /// Puts `jobs` back at the head of the queue, in their order: a batch's
+    /// records that were not handled.
+    pub(crate) fn requeue(&mut self, jobs: Vec<Job>) {
+        for job in jobs.into_iter().rev() {
+            self.queue.push_front(job);
+        }
+    }
+
+    /// Takes the call under way when `take` says so, its batch's other
+    /// records put back at the head of the queue when Dispatcher
+    /// incarnation `dispatcher` queued them (an older one's are dropped:
+    /// the connection hands them to the new one again).
+    pub(crate) fn take_running(
+        &mut self,
+        dispatcher: u64,
+        take: impl FnOnce(&Running) -> bool,
+    ) -> Option<Running> {
+        let mut running = self.running.take_if(|r| take(r))?;
+        let mut rest = std::mem::take(&mut running.rest);
+        rest.retain(|job| job.dispatcher == dispatcher);
+        self.requeue(rest);
+        Some(running)
+    }
+
     /// Whether the lane has nothing to do or under way.
     pub(crate) fn is_idle(&self) -> bool {
         self.queue.is_empty() && self.running.is_none()

@@ -41,6 +41,7 @@
 //! `reply.rs` (a handler's answer, awaited in place), `runner.rs` (the
 //! future that takes a lane's records in its handler's context).
 
+mod batch;
 mod board;
 mod reply;
 mod runner;

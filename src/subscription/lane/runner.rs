@@ -17,49 +17,51 @@ use crate::observe::histogram::LocalSeries;
 use crate::observe::metrics::PerTopic;
 use crate::observe::trace::{in_trace, spans_on, TraceContext};
 use crate::subscription::dispatcher::DispatchSettings;
-use crate::subscription::route::Routes;
+use crate::subscription::route::{RouteFn, Routes};
 use crate::subscription::transaction::LaneHandling;
 
-use super::board::{Answer, Board, Running, SharedBoard};
+use super::board::{Answer, Board, Job, LaneState, Running, SharedBoard};
 use super::reply::{Later, Reply};
 
 /// Most records a runner handles in one turn before it lets its thread's
 /// other tasks run.
-const RUN_BUDGET: usize = 256;
+pub(super) const RUN_BUDGET: usize = 256;
 
 /// Takes a lane's records in the context of one handler incarnation and
 /// calls the handler with each; see the module documentation.
 pub(crate) struct Runner<A: Actor> {
-    board: SharedBoard,
-    lane: usize,
+    pub(super) board: SharedBoard,
+    pub(super) lane: usize,
     /// The lane as publishes made from its handler see it (set for each turn).
     handling: Rc<dyn Handling>,
-    incarnation: u64,
-    routes: Rc<Routes<A>>,
-    settings: Arc<DispatchSettings>,
+    pub(super) incarnation: u64,
+    pub(super) routes: Rc<Routes<A>>,
+    pub(super) settings: Arc<DispatchSettings>,
     /// The answer awaited for the lane's running record.
     reply: Option<Later<A>>,
+    /// What a batch handler's runner awaits and lingers on (`batch.rs`).
+    pub(super) batch: super::batch::Batching<A>,
     /// The running record's `handle` span (when spans are on), entered
     /// while its answer is polled.
-    span: Option<tracing::Span>,
+    pub(super) span: Option<tracing::Span>,
     /// When the running record's call started ([`now_ticks`](crate::clock::now_ticks)).
-    started: u64,
+    pub(super) started: u64,
     /// What handler calls are timed with, when they are (metrics on).
-    timed: Option<Stopwatch>,
-    durations: Durations,
+    pub(super) timed: Option<Stopwatch>,
+    pub(super) durations: Durations,
 }
 
 /// A runner's handler durations per topic, gathered in histograms of its
 /// own and added to the shared ones once per turn.
 #[derive(Default)]
-struct Durations {
+pub(super) struct Durations {
     topics: PerTopic<LocalSeries>,
     observed: bool,
 }
 
 impl Durations {
     #[inline]
-    fn observe(&mut self, topic: &Arc<str>, settings: &DispatchSettings, took_ns: u64) {
+    pub(super) fn observe(&mut self, topic: &Arc<str>, settings: &DispatchSettings, took_ns: u64) {
         self.topics
             .get(topic, |t| settings.counters(t).duration.local())
             .observe(took_ns);
@@ -94,6 +96,7 @@ impl<A: Actor<Context = Context<A>>> Runner<A> {
             timed: settings.metrics.on().then(Stopwatch::new),
             settings,
             reply: None,
+            batch: Default::default(),
             span: None,
             started: 0,
             durations: Durations::default(),
@@ -106,6 +109,20 @@ impl<A: Actor<Context = Context<A>>> Runner<A> {
     /// incarnation took the lane over.
     fn next(&self, waker: &Waker) -> Result<Option<(Arc<Record>, u32)>, ()> {
         let mut board = self.board.borrow_mut();
+        let Some(job) = self.startable(&mut board, waker)? else {
+            return Ok(None);
+        };
+        let next = (job.record.clone(), job.attempt);
+        self.start(&mut board, job, Vec::new());
+        Ok(Some(next))
+    }
+
+    /// The lane's next record if this runner may start it (it is attached,
+    /// nothing runs, the lane is not blocked, the record is not a copy,
+    /// which is handed back to the Dispatcher); otherwise registers `waker`
+    /// to be woken when there is one. `Err` when another incarnation took
+    /// the lane over.
+    pub(super) fn startable(&self, board: &mut Board, waker: &Waker) -> Result<Option<Job>, ()> {
         let lane = &mut board.lanes[self.lane];
         match &lane.runner {
             Some((n, _)) if *n > self.incarnation => return Err(()),
@@ -115,35 +132,34 @@ impl<A: Actor<Context = Context<A>>> Runner<A> {
         }
         if lane.running.is_none() && !lane.blocked {
             if let Some(job) = lane.queue.pop_front() {
-                if job.copy {
-                    // Not handled here: the Dispatcher decides what becomes
-                    // of it, and releases the lane.
-                    lane.blocked = true;
-                    if let Some((_, registered)) = &mut lane.runner {
-                        *registered = Some(waker.clone());
-                    }
-                    board.answers.push((self.lane, job, Answer::Copy));
-                    board.wake_dispatcher();
-                    return Ok(None);
+                if !job.copy {
+                    return Ok(Some(job));
                 }
-                let next = (job.record.clone(), job.attempt);
-                // An earlier attempt's, or a record taken away, publishes.
-                lane.outputs.clear();
-                lane.running = Some(Running {
-                    job,
-                    incarnation: self.incarnation,
-                    deadline: None,
-                    trace: None,
-                });
-                return Ok(Some(next));
+                // Not handled here: the Dispatcher decides what becomes
+                // of it, and releases the lane.
+                lane.blocked = true;
+                register(lane, waker);
+                board.answers.push((self.lane, job, Answer::Copy));
+                board.wake_dispatcher();
+                return Ok(None);
             }
         }
-        if let Some((_, registered)) = &mut lane.runner {
-            if !registered.as_ref().is_some_and(|w| w.will_wake(waker)) {
-                *registered = Some(waker.clone());
-            }
-        }
+        register(lane, waker);
         Ok(None)
+    }
+
+    /// Marks `job` (and a batch's `rest`) running on the lane.
+    pub(super) fn start(&self, board: &mut Board, job: Job, rest: Vec<Job>) {
+        let lane = &mut board.lanes[self.lane];
+        // An earlier attempt's, or a record taken away, publishes.
+        lane.outputs.clear();
+        lane.running = Some(Running {
+            job,
+            rest,
+            incarnation: self.incarnation,
+            deadline: None,
+            trace: None,
+        });
     }
 
     /// Drops the lane's queue when the connection that read it is gone
@@ -162,14 +178,10 @@ impl<A: Actor<Context = Context<A>>> Runner<A> {
         board.wake_dispatcher();
     }
 
-    /// Starts the handler call for `record`: `Err` when it cannot be handled.
-    fn call(
-        &self,
-        act: &mut A,
-        ctx: &mut Context<A>,
-        record: Arc<Record>,
-        attempt: u32,
-    ) -> Result<Reply<A>, Answer> {
+    /// The route of `record`, or why it cannot be handled: too large, or
+    /// of no type the handler takes.
+    #[inline]
+    pub(super) fn check(&self, record: &Record) -> Result<&RouteFn<A>, Answer> {
         let size = record.byte_size();
         if size > self.settings.max_record_bytes {
             let reason = format!(
@@ -178,10 +190,20 @@ impl<A: Actor<Context = Context<A>>> Runner<A> {
             );
             return Err(Answer::Unhandled(FailureKind::TooLarge, reason));
         }
-        let route = self
-            .routes
+        self.routes
             .select(&record.headers)
-            .map_err(|(kind, reason)| Answer::Unhandled(kind, reason))?;
+            .map_err(|(kind, reason)| Answer::Unhandled(kind, reason))
+    }
+
+    /// Starts the handler call for `record`: `Err` when it cannot be handled.
+    fn call(
+        &self,
+        act: &mut A,
+        ctx: &mut Context<A>,
+        record: Arc<Record>,
+        attempt: u32,
+    ) -> Result<Reply<A>, Answer> {
+        let route = self.check(&record)?;
         route(
             act,
             ctx,
@@ -197,7 +219,7 @@ impl<A: Actor<Context = Context<A>>> Runner<A> {
     /// the handler failed): an acknowledged record goes to the `acked` list, any other is
     /// handed back to the Dispatcher and blocks the lane. `ended`: when the
     /// call ended. Returns whether the Dispatcher has something new.
-    fn settle(&mut self, result: Result<Outcome, Answer>, ended: u64) -> bool {
+    pub(super) fn settle(&mut self, result: Result<Outcome, Answer>, ended: u64) -> bool {
         let mut board = self.board.borrow_mut();
         let dispatcher = board.dispatcher;
         let lane = &mut board.lanes[self.lane];
@@ -244,7 +266,7 @@ impl<A: Actor<Context = Context<A>>> Runner<A> {
     /// The `handle` span of the running `record` (disabled unless a
     /// subscriber takes it; then its trace context is the running
     /// record's, for the handler's publishes).
-    fn handle_span(&self, record: &Record, attempt: u32) -> tracing::Span {
+    pub(super) fn handle_span(&self, record: &Record, attempt: u32) -> tracing::Span {
         use tracing::field::Empty;
         let span = tracing::info_span!(target: "kafkactor", "handle",
             topic = %record.topic, partition = record.partition, offset = record.offset,
@@ -266,7 +288,7 @@ impl<A: Actor<Context = Context<A>>> Runner<A> {
     }
 
     /// Gives the running record a deadline: it did not answer at once.
-    fn set_deadline(&self) {
+    pub(super) fn set_deadline(&self) {
         let Some(timeout) = self.settings.handler_timeout else {
             return;
         };
@@ -300,7 +322,11 @@ impl<A: Actor<Context = Context<A>>> ActorFuture<A> for Runner<A> {
         let _current = Current::enter(&this.handling);
         // Looked up once per turn, not per record.
         let spans = spans_on();
-        let (result, news) = this.turn(act, ctx, task, spans);
+        let (result, news) = if this.routes.batch.is_some() {
+            this.batch_turn(act, ctx, task, spans)
+        } else {
+            this.turn(act, ctx, task, spans)
+        };
         this.durations.flush();
         if news {
             this.board.borrow_mut().wake_dispatcher();
@@ -399,6 +425,15 @@ impl<A: Actor> Drop for Runner<A> {
     }
 }
 
+/// Registers `waker` as the lane runner's, to be woken when it has records.
+pub(super) fn register(lane: &mut LaneState, waker: &Waker) {
+    if let Some((_, registered)) = &mut lane.runner {
+        if !registered.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            *registered = Some(waker.clone());
+        }
+    }
+}
+
 /// Handler incarnation `incarnation` of `lane` is gone: the lane waits for
 /// the next, and a record it was handling is handed back to the Dispatcher
 /// (to retry or dead-letter).
@@ -413,7 +448,7 @@ fn detach(board: &SharedBoard, lane: usize, incarnation: u64) {
     {
         state.runner = None;
     }
-    let Some(running) = state.running.take_if(|r| r.incarnation == incarnation) else {
+    let Some(running) = state.take_running(dispatcher, |r| r.incarnation == incarnation) else {
         return;
     };
     if running.job.dispatcher == dispatcher {
