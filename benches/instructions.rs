@@ -25,6 +25,10 @@
 //! - `publish_inflight`: the same with 256 in flight.
 //! - `publish_batch`: the same as `PublishBatch`es of 256, each answered
 //!   once with every outcome.
+//! - `consume_batch`: as `consume_json`, handled by a batch handler
+//!   (`Handler<Batch<Order>>`, batches of up to 100) that acknowledges each
+//!   batch whole: the batch path's cost per record, against
+//!   `consume_json`'s.
 //! - `consume_publish`: as `consume_json`, the handler publishing one JSON
 //!   `Confirmation {id}` per record and acknowledging once it is written.
 //!
@@ -137,6 +141,18 @@ impl Handler<Delivery<Raw>> for Noop {
     }
 }
 
+impl Handler<Batch<Order>> for Noop {
+    type Result = BatchOutcome;
+
+    fn handle(&mut self, b: Batch<Order>, _: &mut Context<Self>) -> BatchOutcome {
+        for d in &b {
+            std::hint::black_box((d.message().id, d.message().quantity));
+            self.0.arrived();
+        }
+        BatchOutcome::Ack
+    }
+}
+
 /// Publishes a confirmation of every order, acknowledging the order once
 /// the confirmation is written.
 struct Confirm {
@@ -230,6 +246,7 @@ pub extern "Rust" fn kafkactor_measured_phase(run: &mut dyn FnMut()) {
 enum Consumer {
     Json,
     Raw,
+    Batch,
     Confirm,
 }
 
@@ -276,6 +293,10 @@ fn consume(n: u64, consumer: Consumer) -> u64 {
             let builder = match consumer {
                 Consumer::Json => builder.subscribe::<_, Order, _>(sub, move || Noop(countdown())),
                 Consumer::Raw => builder.subscribe::<_, Raw, _>(sub, move || Noop(countdown())),
+                Consumer::Batch => builder.subscribe_batch::<_, Order, _>(
+                    sub.batch(100, std::time::Duration::ZERO),
+                    move || Noop(countdown()),
+                ),
                 Consumer::Confirm => {
                     let producer = producer.clone();
                     builder.subscribe::<_, Order, _>(sub, move || Confirm {
@@ -341,9 +362,10 @@ fn publish_only(n: u64, sending: Sending) -> u64 {
     allocations
 }
 
-const SCENARIOS: [&str; 6] = [
+const SCENARIOS: [&str; 7] = [
     "consume_json",
     "consume_raw",
+    "consume_batch",
     "publish",
     "publish_inflight",
     "publish_batch",
@@ -375,6 +397,7 @@ fn run(scenario: &str, n: u64) -> u64 {
     match scenario {
         "consume_json" => consume(n, Consumer::Json),
         "consume_raw" => consume(n, Consumer::Raw),
+        "consume_batch" => consume(n, Consumer::Batch),
         "consume_publish" => consume(n, Consumer::Confirm),
         "publish" => publish_only(n, Sending::OneAtATime),
         "publish_inflight" => publish_only(n, Sending::InFlight),

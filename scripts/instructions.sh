@@ -85,7 +85,7 @@ per_record() {
 results="$OUT/results.txt" bare="$OUT/results.metrics-off.txt"
 : >"$results"
 : >"$bare"
-SCENARIOS="consume_json consume_raw publish publish_inflight publish_batch consume_publish"
+SCENARIOS="consume_json consume_raw consume_batch publish publish_inflight publish_batch consume_publish"
 for scenario in $SCENARIOS; do
     per_record "embedded_$scenario" "$scenario" on >>"$results"
     per_record "embedded_$scenario" "$scenario" off >>"$bare"
@@ -182,6 +182,11 @@ for name, (instructions, allocations) in now.items():
         if value > base * 1.05 + (0.05 if what == "allocations" else 0):
             print(f"{name}: {value:g} {what}/record is more than 5 % over the baseline {base:g}")
             failed = True
+# The batch path costs a record less than the single-record path (issue 28).
+batch, single = now.get("embedded_consume_batch"), now.get("embedded_consume_json")
+if batch and single and batch[0] >= single[0]:
+    print(f"embedded_consume_batch: {batch[0]:g} instructions/record, not under consume_json's {single[0]:g}")
+    failed = True
 sys.exit(1 if failed else 0)
 EOF
     python3 - "$overheads" <<'EOF'

@@ -196,6 +196,7 @@ mod kafka;
 mod latency;
 #[cfg(feature = "postgres")]
 mod outbox;
+mod patterns;
 mod retries;
 mod scale;
 
@@ -571,6 +572,38 @@ async fn run(sizes: Sizes) -> Vec<Outcome2> {
             let kafka = || Broker::kafka(brokers).topic_partitions(4);
             out.extend(
                 retries::retry_topic_rows("kafka", kafka, records, sizes.keys, sizes.rounds).await,
+            );
+        }
+    }
+
+    if sizes.wants("request_reply") {
+        let requests = (sizes.records / 20).clamp(1_000, 20_000);
+        out.extend(
+            patterns::request_reply_rows("embedded", Broker::memory, requests, sizes.rounds).await,
+        );
+        if let Some(brokers) = sizes.brokers.as_deref().filter(|b| *b != "mock") {
+            let kafka = || Broker::kafka(brokers).topic_partitions(4);
+            out.extend(patterns::request_reply_rows("kafka", kafka, requests, sizes.rounds).await);
+        }
+    }
+
+    if sizes.wants("batch") {
+        let records = sizes.records.min(200_000);
+        out.extend(
+            patterns::batch_rows(
+                "embedded",
+                Broker::memory,
+                records,
+                sizes.keys,
+                sizes.rounds,
+            )
+            .await,
+        );
+        if let Some(brokers) = sizes.brokers.as_deref().filter(|b| *b != "mock") {
+            let kafka = || Broker::kafka(brokers).topic_partitions(4);
+            let records = records.min(sizes.kafka_records);
+            out.extend(
+                patterns::batch_rows("kafka", kafka, records, sizes.keys, sizes.rounds).await,
             );
         }
     }

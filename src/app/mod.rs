@@ -8,6 +8,7 @@
 //! ├── producer                    Publish -> PublishOutcome            app/outbound.rs
 //! ├── dead-letter                 failed records -> dead-letter topics app/outbound.rs
 //! ├── lineage                     lineage events -> their topic        app/lineage.rs
+//! ├── replies:<topic>[<p>]        the reply partition, no group        request/tree.rs
 //! ├── outbox:<table>              one per outbox relay (postgres)      outbox/tree.rs
 //! ├── republisher                 delay buckets -> destinations        delay/tree.rs
 //! │   ├── producer-connection
