@@ -21,7 +21,7 @@ use crate::publish::{Publish, PublishOutcome};
 pub use batch::{Batch, BatchOutcome};
 pub use failure::{Failure, OrReject};
 pub use handled::Handled;
-use outlet::Outlet;
+use outlet::OutletId;
 
 /// A decoded message and where it came from. Handlers implement
 /// `Handler<Delivery<T>>` and answer an [`Outcome`]; they publish and
@@ -33,7 +33,7 @@ pub struct Delivery<T> {
     attempt: u32,
     /// Where its publishes go (none for a delivery made without a
     /// subscription).
-    outlet: Option<Outlet>,
+    outlet: Option<OutletId>,
 }
 
 impl<T> Delivery<T> {
@@ -46,10 +46,11 @@ impl<T> Delivery<T> {
         }
     }
 
-    /// A delivery whose publishes go through `outlet`.
+    /// A delivery whose publishes go through the outlet registered as
+    /// `outlet`.
     #[inline]
-    pub(crate) fn with_outlet(mut self, outlet: Option<&Outlet>) -> Self {
-        self.outlet = outlet.cloned();
+    pub(crate) fn with_outlet(mut self, outlet: Option<OutletId>) -> Self {
+        self.outlet = outlet;
         self
     }
 
@@ -69,20 +70,25 @@ impl<T> Delivery<T> {
         &self,
         publish: Publish,
     ) -> impl Future<Output = Result<PublishOutcome>> + 'static {
-        let sent = match &self.outlet {
+        let sent = match self.outlet.map(outlet::find) {
             None => Err(Error::Unavailable(
                 "this delivery was not made by a subscription: it has no producer to publish with"
                     .into(),
             )),
+            // Its subscription is gone with its application.
+            Some(None) => Err(Error::Shutdown),
+            Some(Some(outlet)) => Ok(outlet),
+        }
+        .and_then(|outlet| match outlet {
             // The producer gives it the record's context and transaction.
-            Some(outlet) if current::handles(&self.record) => Ok(outlet.publisher.publish(publish)),
-            Some(outlet) if outlet.transactional => Err(Error::Unavailable(
+            outlet if current::handles(&self.record) => Ok(outlet.publisher.publish(publish)),
+            outlet if outlet.transactional => Err(Error::Unavailable(
                 "the record's transaction is over: a transactional handler publishes \
                  before it answers"
                     .into(),
             )),
-            Some(outlet) => Ok(outlet.publisher.publish(publish.continuing(self))),
-        };
+            outlet => Ok(outlet.publisher.publish(publish.continuing(self))),
+        });
         async move { sent?.await }
     }
 

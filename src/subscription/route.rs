@@ -8,7 +8,7 @@ use actix::{Actor, Context, Handler};
 
 use crate::codec::{type_name_of, ContentType, Decode};
 use crate::dead_letter::FailureKind;
-use crate::delivery::outlet::Outlet;
+use crate::delivery::outlet::OutletId;
 use crate::delivery::{Batch, BatchOutcome, Delivery};
 use crate::envelope::{header, Headers, Record};
 use crate::subscription::lane::Reply;
@@ -21,7 +21,7 @@ pub(crate) type RouteFn<A> = fn(
     Arc<Record>,
     u32,
     ContentType,
-    Option<&Outlet>,
+    Option<OutletId>,
 ) -> Result<Reply<A>, crate::Error>;
 
 /// The [`RouteFn`] of message type `T`.
@@ -31,7 +31,7 @@ fn call<A, T>(
     record: Arc<Record>,
     attempt: u32,
     default_ct: ContentType,
-    outlet: Option<&Outlet>,
+    outlet: Option<OutletId>,
 ) -> Result<Reply<A>, crate::Error>
 where
     A: Actor<Context = Context<A>> + Handler<Delivery<T>>,
@@ -50,18 +50,18 @@ where
 pub(crate) type BatchFn<A> = fn(
     &mut A,
     &mut <A as Actor>::Context,
-    &[(Arc<Record>, u32)],
+    Vec<(Arc<Record>, u32)>,
     ContentType,
-    Option<&Outlet>,
+    Option<OutletId>,
 ) -> Result<Reply<A, BatchOutcome>, (usize, crate::Error)>;
 
 /// The [`BatchFn`] of message type `T`.
 fn call_batch<A, T>(
     act: &mut A,
     ctx: &mut Context<A>,
-    records: &[(Arc<Record>, u32)],
+    records: Vec<(Arc<Record>, u32)>,
     default_ct: ContentType,
-    outlet: Option<&Outlet>,
+    outlet: Option<OutletId>,
 ) -> Result<Reply<A, BatchOutcome>, (usize, crate::Error)>
 where
     A: Actor<Context = Context<A>> + Handler<Batch<T>>,
@@ -69,9 +69,9 @@ where
     T: Decode,
 {
     let mut deliveries = Vec::with_capacity(records.len());
-    for (i, (record, attempt)) in records.iter().enumerate() {
-        let message = T::decode_record(record, default_ct).map_err(|e| (i, e))?;
-        deliveries.push(Delivery::new(message, record.clone(), *attempt).with_outlet(outlet));
+    for (i, (record, attempt)) in records.into_iter().enumerate() {
+        let message = T::decode_record(&record, default_ct).map_err(|e| (i, e))?;
+        deliveries.push(Delivery::new(message, record, attempt).with_outlet(outlet));
     }
     let response = act.handle(Batch::new(deliveries), ctx);
     Ok(Reply::of::<Batch<T>, _>(response, ctx))
@@ -86,7 +86,7 @@ fn batched<A: Actor>(
     _: Arc<Record>,
     _: u32,
     _: ContentType,
-    _: Option<&Outlet>,
+    _: Option<OutletId>,
 ) -> Result<Reply<A>, crate::Error> {
     Err(crate::Error::Config(
         "a batch handler's records are handled in batches".into(),
@@ -236,7 +236,7 @@ impl<A: Actor<Context = Context<A>>> Routes<A> {
 
     /// The route for a record, or why there is none.
     // Inlined into the lane's runner (a call per record).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn select(&self, headers: &Headers) -> Result<&RouteFn<A>, (FailureKind, String)> {
         if self.by_name.is_empty() {
             if let Some((route, _)) = &self.fallback {

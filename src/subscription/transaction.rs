@@ -49,15 +49,13 @@ impl Handling for LaneHandling {
         let Ok(board) = self.board.try_borrow() else {
             return false;
         };
-        board
-            .lanes
-            .get(self.lane)
-            .and_then(|l| l.running.as_ref())
-            .is_some_and(|running| {
-                std::iter::once(&running.job)
-                    .chain(&running.rest)
-                    .any(|job| std::ptr::eq(&*job.record, record))
-            })
+        board.lanes.get(self.lane).is_some_and(|lane| {
+            lane.running
+                .iter()
+                .map(|running| &running.job)
+                .chain(&lane.rest)
+                .any(|job| std::ptr::eq(&*job.record, record))
+        })
     }
 
     /// Takes `publish` into the transaction of the record handled, when its

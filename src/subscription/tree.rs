@@ -138,10 +138,12 @@ fn dispatch_settings(sub: &Subscription, parts: &Parts) -> DispatchSettings {
         retry_topics: sub.retry_topics(),
         writer: parts.writer.clone(),
         delivery_timeout: parts.delivery_timeout,
-        outlet: Some(crate::delivery::outlet::Outlet {
-            publisher: Arc::new(parts.producer.clone()),
-            transactional: sub.transactional,
-        }),
+        outlet: Some(Arc::new(crate::delivery::outlet::Registration::new(
+            crate::delivery::outlet::Outlet {
+                publisher: Arc::new(parts.producer.clone()),
+                transactional: sub.transactional,
+            },
+        ))),
         batch: sub.batch.unwrap_or(DEFAULT_BATCH),
         lanes_by_partition: sub.lanes_by_partition,
     }

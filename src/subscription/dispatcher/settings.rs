@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::codec::ContentType;
 use crate::connection::producer::Writer;
-use crate::delivery::outlet::Outlet;
+use crate::delivery::outlet::{OutletId, Registration};
 use crate::envelope::Record;
 use crate::observe::health::Failing;
 use crate::observe::lineage::Tap;
@@ -45,8 +45,9 @@ pub(crate) struct DispatchSettings {
     pub(crate) writer: Writer,
     /// How long a write to a retry topic may take.
     pub(crate) delivery_timeout: Duration,
-    /// Where its handlers' publishes go (through their deliveries).
-    pub(crate) outlet: Option<Outlet>,
+    /// Where its handlers' publishes go (through their deliveries), for
+    /// as long as the subscription lives.
+    pub(crate) outlet: Option<Arc<Registration>>,
     /// A batch handler's batch size and linger.
     pub(crate) batch: (usize, Duration),
     /// Whether records are put on lanes by partition rather than by key.
@@ -63,6 +64,12 @@ impl DispatchSettings {
         } else {
             super::lane_of_key(record.key.as_deref(), turn, lanes)
         }
+    }
+
+    /// The number its deliveries carry of where their publishes go.
+    #[inline]
+    pub(crate) fn outlet(&self) -> Option<OutletId> {
+        self.outlet.as_deref().map(Registration::id)
     }
 
     /// The counters of `topic`'s records in this subscription.

@@ -26,7 +26,7 @@ use crate::dead_letter::FailureKind;
 use crate::delivery::BatchOutcome;
 use crate::envelope::Record;
 
-use super::board::{Answer, Board, Running};
+use super::board::{Answer, Board};
 use super::reply::{Later, Reply};
 use super::runner::{register, Runner, RUN_BUDGET};
 
@@ -154,19 +154,18 @@ impl<A: Actor<Context = Context<A>>> Runner<A> {
         let Some(first) = self.startable(&mut board, task.waker())? else {
             return Ok(None);
         };
+        self.start(&mut board, first);
         let lane = &mut board.lanes[self.lane];
-        let mut rest = Vec::new();
-        while rest.len() + 1 < max && lane.queue.front().is_some_and(|j| !j.copy) {
-            rest.extend(lane.queue.pop_front());
+        let first = &lane.running.as_ref().expect("started").job;
+        let mut records = vec![(first.record.clone(), first.attempt)];
+        while records.len() < max && lane.queue.front().is_some_and(|j| !j.copy) {
+            let job = lane.queue.pop_front().expect("a front");
+            records.push((job.record.clone(), job.attempt));
+            lane.rest.push(job);
         }
         if singles {
             lane.singles -= 1;
         }
-        let records = std::iter::once(&first)
-            .chain(&rest)
-            .map(|job| (job.record.clone(), job.attempt))
-            .collect();
-        self.start(&mut board, first, rest);
         Ok(Some(records))
     }
 
@@ -176,10 +175,9 @@ impl<A: Actor<Context = Context<A>>> Runner<A> {
         &self,
         act: &mut A,
         ctx: &mut Context<A>,
-        records: Vec<(Arc<Record>, u32)>,
+        mut records: Vec<(Arc<Record>, u32)>,
     ) -> Result<Reply<A, BatchOutcome>, Answer> {
         let call = self.routes.batch.expect("a batch handler's routes");
-        let mut usable = records.len();
         if let Some((i, answer)) = records
             .iter()
             .enumerate()
@@ -189,16 +187,16 @@ impl<A: Actor<Context = Context<A>>> Runner<A> {
             if i == 0 {
                 return Err(answer);
             }
-            usable = i;
+            records.truncate(i);
         }
         loop {
             let settings = &self.settings;
             match call(
                 act,
                 ctx,
-                &records[..usable],
+                records,
                 settings.default_content_type,
-                settings.outlet.as_ref(),
+                settings.outlet(),
             ) {
                 Ok(reply) => return Ok(reply),
                 Err((0, e)) => {
@@ -208,10 +206,22 @@ impl<A: Actor<Context = Context<A>>> Runner<A> {
                 // The handler was not called: again, without it and after.
                 Err((i, _)) => {
                     self.keep(i);
-                    usable = i;
+                    records = self.running_records();
                 }
             }
         }
+    }
+
+    /// The records of the running batch, in order.
+    fn running_records(&self) -> Vec<(Arc<Record>, u32)> {
+        let board = self.board.borrow();
+        let lane = &board.lanes[self.lane];
+        lane.running
+            .iter()
+            .map(|running| &running.job)
+            .chain(&lane.rest)
+            .map(|job| (job.record.clone(), job.attempt))
+            .collect()
     }
 
     /// Keeps the first `n` records of the running batch, putting the others
@@ -219,11 +229,9 @@ impl<A: Actor<Context = Context<A>>> Runner<A> {
     fn keep(&self, n: usize) {
         let mut board = self.board.borrow_mut();
         let lane = &mut board.lanes[self.lane];
-        if let Some(running) = lane.running.as_mut() {
-            if running.rest.len() >= n {
-                let back = running.rest.split_off(n.saturating_sub(1));
-                lane.requeue(back);
-            }
+        if lane.running.is_some() && lane.rest.len() >= n {
+            let back = lane.rest.split_off(n.saturating_sub(1));
+            lane.requeue(back);
         }
     }
 
@@ -253,10 +261,11 @@ impl<A: Actor<Context = Context<A>>> Runner<A> {
                 stopwatch.elapsed_ns(self.started, ended),
             );
         }
+        let mut rest = std::mem::take(&mut lane.rest);
         if running.job.dispatcher != dispatcher {
             return false;
         }
-        let Running { job, mut rest, .. } = running;
+        let job = running.job;
         let n = 1 + rest.len();
         let (acknowledged, failed) = match result {
             Ok(outcome) => outcome.verdict(n),

@@ -50,9 +50,6 @@ pub(crate) enum Answer {
 #[derive(Debug)]
 pub(crate) struct Running {
     pub(crate) job: Job,
-    /// The batch's other records, in order, when the call is a batch's
-    /// (empty otherwise: no allocation).
-    pub(crate) rest: Vec<Job>,
     /// The handler incarnation handling it.
     pub(crate) incarnation: u64,
     /// When it times out, once it did not answer at once.
@@ -80,6 +77,9 @@ pub(crate) struct LaneState {
     /// transactional subscription's): moved to the board's `outputs` when
     /// it acknowledges, dropped otherwise.
     pub(crate) outputs: Vec<OutgoingRecord>,
+    /// The other records of the batch under way (its first is `running`'s),
+    /// in order; empty for a single record's handler.
+    pub(crate) rest: Vec<Job>,
     /// How many of its next records a batch handler takes one at a time
     /// (a transactional batch that failed part way: what each record
     /// published must be told apart).
@@ -104,10 +104,12 @@ impl LaneState {
         dispatcher: u64,
         take: impl FnOnce(&Running) -> bool,
     ) -> Option<Running> {
-        let mut running = self.running.take_if(|r| take(r))?;
-        let mut rest = std::mem::take(&mut running.rest);
-        rest.retain(|job| job.dispatcher == dispatcher);
-        self.requeue(rest);
+        let running = self.running.take_if(|r| take(r))?;
+        if !self.rest.is_empty() {
+            let mut rest = std::mem::take(&mut self.rest);
+            rest.retain(|job| job.dispatcher == dispatcher);
+            self.requeue(rest);
+        }
         Some(running)
     }
 

@@ -113,7 +113,7 @@ impl<A: Actor<Context = Context<A>>> Runner<A> {
             return Ok(None);
         };
         let next = (job.record.clone(), job.attempt);
-        self.start(&mut board, job, Vec::new());
+        self.start(&mut board, job);
         Ok(Some(next))
     }
 
@@ -122,6 +122,7 @@ impl<A: Actor<Context = Context<A>>> Runner<A> {
     /// which is handed back to the Dispatcher); otherwise registers `waker`
     /// to be woken when there is one. `Err` when another incarnation took
     /// the lane over.
+    #[inline(always)]
     pub(super) fn startable(&self, board: &mut Board, waker: &Waker) -> Result<Option<Job>, ()> {
         let lane = &mut board.lanes[self.lane];
         match &lane.runner {
@@ -148,14 +149,15 @@ impl<A: Actor<Context = Context<A>>> Runner<A> {
         Ok(None)
     }
 
-    /// Marks `job` (and a batch's `rest`) running on the lane.
-    pub(super) fn start(&self, board: &mut Board, job: Job, rest: Vec<Job>) {
+    /// Marks `job` running on the lane (a batch's first record: the
+    /// others go to the lane's `rest`).
+    #[inline(always)]
+    pub(super) fn start(&self, board: &mut Board, job: Job) {
         let lane = &mut board.lanes[self.lane];
         // An earlier attempt's, or a record taken away, publishes.
         lane.outputs.clear();
         lane.running = Some(Running {
             job,
-            rest,
             incarnation: self.incarnation,
             deadline: None,
             trace: None,
@@ -180,7 +182,7 @@ impl<A: Actor<Context = Context<A>>> Runner<A> {
 
     /// The route of `record`, or why it cannot be handled: too large, or
     /// of no type the handler takes.
-    #[inline]
+    #[inline(always)]
     pub(super) fn check(&self, record: &Record) -> Result<&RouteFn<A>, Answer> {
         let size = record.byte_size();
         if size > self.settings.max_record_bytes {
@@ -210,7 +212,7 @@ impl<A: Actor<Context = Context<A>>> Runner<A> {
             record,
             attempt,
             self.settings.default_content_type,
-            self.settings.outlet.as_ref(),
+            self.settings.outlet(),
         )
         .map_err(|e| Answer::Unhandled(FailureKind::Decode, e.to_string()))
     }
