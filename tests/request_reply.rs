@@ -3,7 +3,8 @@
 //! responders answer from their handlers (`Delivery::reply`).
 //!
 //! 1,000 concurrent requests from two callers to two responders are each
-//! answered once, to their own caller. With a responder killed and
+//! answered once, to their own caller (a reply that comes twice is
+//! counted, never handed to a request). With a responder killed and
 //! stopped mid-stream, a caller gets its own reply or times out, never
 //! another's. A request the responder fails for good gets an error reply
 //! at once (rejected, undecodable); a request nobody answers times out
@@ -133,6 +134,12 @@ async fn concurrent_requests(tb: TestBroker) {
     let answered = Arc::new(AtomicU64::new(0));
     let r1 = responder(&tb, &requests, &group, "r1", 0, answered.clone()).await;
     let r2 = responder(&tb, &requests, &group, "r2", 0, answered.clone()).await;
+    // Both responders in the group before the requests (a rebalance under
+    // way hands records out twice: then a request is answered twice).
+    for r in [&r1, &r2] {
+        let patience = tb.patience(Duration::from_secs(10));
+        until_owned("each responder owns a partition", patience, r, |n| n >= 1).await;
+    }
     let (c1, c2) = (
         caller(&tb, &replies, 0).await,
         caller(&tb, &replies, 1).await,
@@ -155,22 +162,23 @@ async fn concurrent_requests(tb: TestBroker) {
             responders.insert(answer.responder);
         }
     }
-    assert_eq!(
-        answered.load(Ordering::Relaxed),
-        1_000,
-        "each answered once"
-    );
-    assert_eq!(
-        q1.unmatched_replies() + q2.unmatched_replies(),
-        0,
-        "no caller read a reply it did not wait for"
-    );
+    // Each caller got one answer per request, its own. A record handed out
+    // twice (at least once: the group rebalancing mid-stream) is answered
+    // twice; the second reply is counted, never handed to a request.
+    eventually(
+        "every extra answer counted as unmatched",
+        Duration::from_secs(10),
+        || {
+            let extra = answered.load(Ordering::Relaxed).saturating_sub(1_000);
+            q1.unmatched_replies() + q2.unmatched_replies() == extra
+        },
+    )
+    .await;
+    assert!(answered.load(Ordering::Relaxed) >= 1_000);
     for app in [c1, c2, r1, r2] {
         app.shutdown().await.unwrap();
     }
-    // Both responders took part (on Kafka the second may have joined
-    // after the first took every partition; then only one did).
-    assert!(!responders.is_empty());
+    assert_eq!(responders.len(), 2, "both responders answered");
 }
 
 on_every_broker!(
