@@ -11,7 +11,8 @@
 //! of outcomes retries the batch (nothing acknowledged by accident); an
 //! undecodable record is dead-lettered before any batch holds it. A
 //! transactional batch failing part way publishes each output once. An
-//! idempotent batch subscription handles a copy once.
+//! idempotent batch subscription handles a copy once. With lanes by
+//! partition, a batch holds one partition's records.
 
 mod support;
 
@@ -414,4 +415,111 @@ async fn an_idempotent_batch_subscription_handles_a_copy_once() {
     let counts = batches.acked.counts();
     assert_eq!(counts.len(), 200);
     assert!(counts.values().all(|c| *c == 1), "each order handled once");
+}
+
+#[actix::test]
+async fn batches_by_partition_hold_one_partition_each() {
+    let tb = TestBroker::memory(3);
+    let topic = unique("orders");
+    let group = unique("batch");
+    let calls: Arc<Mutex<Vec<Vec<i32>>>> = Arc::default();
+    let log = Log::default();
+    let (seen, acked) = (calls.clone(), log.clone());
+    let app = Kafkactor::builder()
+        .broker(tb.broker.clone())
+        .handle_batch(
+            Subscription::to(topic.as_str())
+                .group(group.as_str())
+                .concurrency(3)
+                .lanes_by_partition()
+                .batch(50, Duration::from_millis(5)),
+            move |b: Batch<Order>| {
+                seen.lock()
+                    .unwrap()
+                    .push(b.iter().map(Delivery::partition).collect());
+                for d in &b {
+                    acked.push(Seen::of(d, "by-partition"));
+                }
+                async { BatchOutcome::Ack }
+            },
+        )
+        .start()
+        .await
+        .unwrap();
+    publish_all(&app, &topic, &orders(1_000, 30)).await;
+    tb.until_committed(&group, &topic, Duration::from_secs(10))
+        .await;
+    app.shutdown().await.unwrap();
+    let calls = calls.lock().unwrap();
+    assert!(
+        calls.iter().any(|c| c.len() > 1),
+        "batches of more than one"
+    );
+    for partitions in calls.iter() {
+        assert!(
+            partitions.iter().all(|p| *p == partitions[0]),
+            "a batch of one lane holds one partition: {partitions:?}"
+        );
+    }
+    assert_eq!(log.counts().len(), 1_000);
+    assert_key_order(&log.seen());
+}
+
+#[actix::test]
+async fn what_a_batch_publishes_carries_each_records_own_context() {
+    let tb = TestBroker::memory(1);
+    let (input, output) = (unique("in"), unique("out"));
+    let group = unique("batch");
+    let out = output.clone();
+    let app = Kafkactor::builder()
+        .broker(tb.broker.clone())
+        .handle_batch(
+            Subscription::to(input.as_str())
+                .group(group.as_str())
+                .batch(20, Duration::from_millis(20)),
+            move |b: Batch<Order>| {
+                let sent: Vec<_> = b
+                    .iter()
+                    .map(|d| d.publish(Publish::to(&out).message(d.message()).unwrap()))
+                    .collect();
+                async move {
+                    for s in sent {
+                        s.await?;
+                    }
+                    Ok::<_, kafkactor::Failure>(())
+                }
+            },
+        )
+        .start()
+        .await
+        .unwrap();
+    let producer = app.producer();
+    for o in orders(60, 3) {
+        let publish = Publish::to(&input)
+            .key(&o.key)
+            .correlation_id(&format!("c-{}", o.id))
+            .message(&o)
+            .unwrap();
+        producer.send(publish).await.unwrap().unwrap();
+    }
+    tb.until_committed(&group, &input, Duration::from_secs(10))
+        .await;
+    app.shutdown().await.unwrap();
+    let written = tb.records(&output).await;
+    assert_eq!(written.len(), 60);
+    for r in &written {
+        let order = decoded(r);
+        assert_eq!(
+            r.headers.get_str(header::CORRELATION_ID),
+            Some(format!("c-{}", order.id).as_str()),
+            "the output of order {} carries its record's correlation id",
+            order.id
+        );
+    }
+}
+
+/// The order a record read back holds, decoded as a subscription would.
+fn decoded(record: &kafkactor::Record) -> Order {
+    use kafkactor::Decode;
+    Order::decode_record(record, ContentType::MsgPack).expect("an order")
 }

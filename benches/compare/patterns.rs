@@ -1,7 +1,8 @@
 //! The messaging patterns of issue 28.
 //!
 //! - `request_reply`: round trips through a `Requester` to a responder
-//!   (concurrency 4) replying from its handler, 64 requests in flight;
+//!   replying from its handler (a lane per request in flight, each
+//!   awaiting its reply's write), 64 requests in flight;
 //!   against the same requests sent one way, the handler answering the
 //!   caller in-process instead of through the reply topic (what the broker
 //!   return trip and the reply reader cost). Round trips per second, and
@@ -61,7 +62,7 @@ async fn request_reply_run(broker: Broker, requests: u64) -> Trips {
         .handle(
             Subscription::to(topic.as_str())
                 .group(unique("responder").as_str())
-                .concurrency(4),
+                .concurrency(IN_FLIGHT),
             |d: Delivery<Sample>| async move {
                 d.reply(&d.message().id).await?;
                 Ok::<_, Failure>(())
@@ -109,7 +110,7 @@ async fn one_way_run(broker: Broker, requests: u64) -> Trips {
         .handle(
             Subscription::to(topic.as_str())
                 .group(unique("responder").as_str())
-                .concurrency(4),
+                .concurrency(IN_FLIGHT),
             move |d: Delivery<Sample>| {
                 if let Some(tx) = answered.lock().unwrap().remove(&d.message().id) {
                     let _ = tx.send(());
@@ -153,7 +154,7 @@ pub(crate) async fn request_reply_rows(
     rounds: usize,
 ) -> Vec<Outcome2> {
     let notes = format!(
-        "{requests} requests, {IN_FLIGHT} in flight, to a responder (concurrency 4) replying \
+        "{requests} requests, {IN_FLIGHT} in flight, to a responder ({IN_FLIGHT} lanes) replying \
          from its handler; baseline: the same records one way, the handler answering in-process"
     );
     let mut rate = throughput_outcome(&format!("request_reply_round_trips_{on}"), None, &notes);

@@ -89,8 +89,14 @@ pub(crate) fn with_current<R>(f: impl FnOnce(&Record, Option<TraceContext>) -> R
     out
 }
 
+/// Whether `record` (the same, not an equal one) is the record of the
+/// call under way on this thread (a batch's first).
+pub(crate) fn is_running(record: &Record) -> bool {
+    with_current(|running, _| std::ptr::eq(running, record)).unwrap_or(false)
+}
+
 /// Whether the handler running on this thread is handling `record` now
-/// (the same record, not an equal one).
+/// (the same record, not an equal one; in a batch, any of its records).
 pub(crate) fn handles(record: &Record) -> bool {
     if !in_handler() {
         return false;

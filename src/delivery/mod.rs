@@ -80,8 +80,16 @@ impl<T> Delivery<T> {
             Some(Some(outlet)) => Ok(outlet),
         }
         .and_then(|outlet| match outlet {
-            // The producer gives it the record's context and transaction.
-            outlet if current::handles(&self.record) => Ok(outlet.publisher.publish(publish)),
+            // The producer gives it the record's context and transaction
+            // (a batch's other records give their own context first).
+            outlet if current::handles(&self.record) => {
+                let publish = if current::is_running(&self.record) {
+                    publish
+                } else {
+                    publish.continuing(self)
+                };
+                Ok(outlet.publisher.publish(publish))
+            }
             outlet if outlet.transactional => Err(Error::Unavailable(
                 "the record's transaction is over: a transactional handler publishes \
                  before it answers"
