@@ -96,6 +96,23 @@ pub enum FailureKind {
 }
 
 impl FailureKind {
+    const ALL: [FailureKind; 8] = [
+        FailureKind::Rejected,
+        FailureKind::RetriesExhausted,
+        FailureKind::Panic,
+        FailureKind::Decode,
+        FailureKind::Unroutable,
+        FailureKind::TooLarge,
+        FailureKind::Timeout,
+        FailureKind::OutputRefused,
+    ];
+
+    /// The kind a header value names (its [`as_str`](FailureKind::as_str)),
+    /// if it is one this version knows.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+
     /// The header value.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -108,6 +125,72 @@ impl FailureKind {
             FailureKind::Timeout => "timeout",
             FailureKind::OutputRefused => "output-refused",
         }
+    }
+}
+
+/// What a dead letter says of its failure, read from its headers
+/// ([`Record::dead_lettered`]): why, when, after how many attempts, and
+/// where the record was first read. For tests and tools that look at a
+/// dead-letter topic.
+///
+/// ```
+/// # use kafkactor::{FailureKind, Record};
+/// # fn check(dead: &Record) {
+/// let failure = dead.dead_lettered().expect("a dead letter");
+/// assert_eq!(failure.kind, Some(FailureKind::Rejected));
+/// println!("{} at offset {:?} of {:?}: {}", failure.kind_name, failure.original_offset,
+///     failure.original_topic, failure.reason);
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DeadLettered {
+    /// The failure's kind, when this version knows it.
+    pub kind: Option<FailureKind>,
+    /// The failure's kind as written (`x-error-kind`).
+    pub kind_name: String,
+    /// Why (`x-error-reason`; empty when missing).
+    pub reason: String,
+    /// The topic it was first read from (`x-original-topic`).
+    pub original_topic: Option<String>,
+    /// The partition it was first read from (`x-original-partition`).
+    pub original_partition: Option<i32>,
+    /// The offset it was first read at (`x-original-offset`).
+    pub original_offset: Option<i64>,
+    /// The group that gave up on it (`x-group`).
+    pub group: Option<String>,
+    /// The attempts made (`x-attempt`).
+    pub attempts: Option<u32>,
+    /// When it failed for good, milliseconds since the Unix epoch
+    /// (`x-failed-at`).
+    pub failed_at_ms: Option<i64>,
+    /// How many times it was replayed (`x-replay-count`; 0 when never).
+    pub replays: u32,
+}
+
+impl Record {
+    /// What this record says of its failure, when it is a dead letter (it
+    /// has an `x-error-kind` header); `None` otherwise.
+    pub fn dead_lettered(&self) -> Option<DeadLettered> {
+        let h = &self.headers;
+        let text = |name| h.get_str(name).map(str::to_string);
+        let number = |name| h.get_str(name).and_then(|v| v.parse().ok());
+        let kind_name = h.get_str(header::ERROR_KIND)?.to_string();
+        Some(DeadLettered {
+            kind: FailureKind::from_name(&kind_name),
+            kind_name,
+            reason: text(header::ERROR_REASON).unwrap_or_default(),
+            original_topic: text(header::ORIGINAL_TOPIC),
+            original_partition: number(header::ORIGINAL_PARTITION)
+                .and_then(|p: i64| i32::try_from(p).ok()),
+            original_offset: number(header::ORIGINAL_OFFSET),
+            group: text(header::GROUP),
+            attempts: number(header::ATTEMPT).and_then(|a: i64| u32::try_from(a).ok()),
+            failed_at_ms: number(header::FAILED_AT),
+            replays: number(header::REPLAY_COUNT)
+                .and_then(|n: i64| u32::try_from(n).ok())
+                .unwrap_or(0),
+        })
     }
 }
 
@@ -325,5 +408,64 @@ impl Handler<Shutdown> for DeadLetter {
 
     fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
         ctx.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_reads_back_from_its_name() {
+        for kind in FailureKind::ALL {
+            assert_eq!(FailureKind::from_name(kind.as_str()), Some(kind));
+        }
+        assert_eq!(FailureKind::from_name("a kind from a later version"), None);
+    }
+
+    #[test]
+    fn a_dead_letter_reads_back_what_was_written() {
+        let mut headers = crate::envelope::Headers::new();
+        headers.insert(header::REPLAY_COUNT, "2");
+        let record = Arc::new(Record::new(
+            Arc::from("orders"),
+            3,
+            41,
+            None,
+            headers,
+            Some(bytes::Bytes::from_static(b"x")),
+            7,
+        ));
+        let written = dead_letter_record(DeadLetterRecord {
+            record,
+            topic: Arc::from("orders.dlq"),
+            group: Arc::from("billing"),
+            kind: FailureKind::Timeout,
+            reason: "too slow".into(),
+            attempts: 3,
+        });
+        let read = Record::new(
+            written.topic,
+            0,
+            0,
+            None,
+            written.headers,
+            written.payload,
+            0,
+        );
+        let failure = read.dead_lettered().expect("a dead letter");
+        assert_eq!(failure.kind, Some(FailureKind::Timeout));
+        assert_eq!(failure.kind_name, "timeout");
+        assert_eq!(failure.reason, "too slow");
+        assert_eq!(failure.original_topic.as_deref(), Some("orders"));
+        assert_eq!(
+            (failure.original_partition, failure.original_offset),
+            (Some(3), Some(41))
+        );
+        assert_eq!(failure.group.as_deref(), Some("billing"));
+        assert_eq!((failure.attempts, failure.replays), (Some(3), 2));
+        assert!(failure.failed_at_ms.is_some());
+        let plain = Record::new(Arc::from("orders"), 0, 0, None, Default::default(), None, 0);
+        assert_eq!(plain.dead_lettered(), None);
     }
 }

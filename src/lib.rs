@@ -45,8 +45,10 @@ pub use broker::{Broker, MemoryBroker, OffsetReset};
 pub use buckets::Delays;
 pub use codec::{type_name_of, ContentType, Decode, Raw};
 pub use config::Config;
-pub use dead_letter::FailureKind;
-pub use delivery::{Batch, BatchOutcome, Delivery, Failure, Handled, OrReject, Outcome};
+pub use dead_letter::{DeadLettered, FailureKind};
+pub use delivery::{
+    Batch, BatchOutcome, Delivery, DeliveryBuilder, Failure, Handled, OrReject, Outcome,
+};
 pub use envelope::{header, Headers, Record, TopicPartition};
 pub use error::{Error, ErrorCode, Result};
 #[cfg(feature = "redis")]

@@ -167,7 +167,7 @@ impl Handler<Delivery<Order>> for ByKind {
 
 #[actix::test]
 async fn a_question_mark_retries_or_rejects_by_the_errors_kind() {
-    let tb = TestBroker::memory(2);
+    let tb = TestBroker::memory(1);
     let topic = unique("orders");
     let group = unique("g");
     let log = Log::default();
@@ -195,17 +195,21 @@ async fn a_question_mark_retries_or_rejects_by_the_errors_kind() {
         counts[&2], 1,
         "order 2 not retried: its error is in the data"
     );
-    let mut dead: Vec<(String, String)> = tb
-        .records(&format!("{topic}.dlq"))
-        .await
-        .iter()
-        .map(|r| {
-            (
-                r.headers.get_str(header::ERROR_KIND).unwrap().to_string(),
-                r.headers.get_str(header::ERROR_REASON).unwrap().to_string(),
-            )
-        })
-        .collect();
+    let letters = tb.records(&format!("{topic}.dlq")).await;
+    let mut dead: Vec<(String, String)> = Vec::new();
+    for r in &letters {
+        let failure = r.dead_lettered().expect("a dead letter");
+        let order: Order = r.decode().unwrap();
+        assert_eq!(failure.kind, Some(kafkactor::FailureKind::Rejected));
+        assert_eq!(failure.original_topic.as_deref(), Some(topic.as_str()));
+        assert_eq!(
+            failure.original_offset,
+            Some(order.id as i64),
+            "one partition's offsets"
+        );
+        assert_eq!(failure.group.as_deref(), Some(group.as_str()));
+        dead.push((failure.kind_name, failure.reason));
+    }
     dead.sort();
     assert_eq!(dead.len(), 2, "{dead:?}");
     assert_eq!(dead[0].0, "rejected");

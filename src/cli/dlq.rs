@@ -129,22 +129,23 @@ async fn list(
 
 /// One dead letter in a line: where, when, why, from where.
 fn summary(r: &Record) -> Value {
+    let failure = r.dead_lettered();
+    let failure = failure.as_ref();
     json!({
         "partition": r.partition,
         "offset": r.offset,
         "failed_at": failed_at(r),
-        "kind": r.headers.get_str(header::ERROR_KIND),
-        "reason": r.headers.get_str(header::ERROR_REASON),
-        "original_topic": r.headers.get_str(header::ORIGINAL_TOPIC),
-        "replays": r.headers.get_str(header::REPLAY_COUNT).and_then(|n| n.parse::<u32>().ok()).unwrap_or(0),
+        "kind": failure.map(|f| &f.kind_name),
+        "reason": failure.map(|f| &f.reason),
+        "original_topic": failure.and_then(|f| f.original_topic.as_ref()),
+        "replays": failure.map_or(0, |f| f.replays),
         "key": r.key.as_deref().map(|k| String::from_utf8_lossy(k).into_owned()),
     })
 }
 
 fn failed_at(r: &Record) -> i64 {
-    r.headers
-        .get_str(header::FAILED_AT)
-        .and_then(|t| t.parse().ok())
+    r.dead_lettered()
+        .and_then(|f| f.failed_at_ms)
         .unwrap_or(r.timestamp_ms)
 }
 

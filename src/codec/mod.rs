@@ -167,6 +167,27 @@ impl<T: DeserializeOwned + Send + 'static> Decode for T {
     }
 }
 
+impl Record {
+    /// Decodes the record's payload as `T`, by its `content-type` header
+    /// (MessagePack when it has none, as a subscription's default), as a
+    /// handler of `Delivery<T>` would get it: for tests and tools reading a
+    /// topic back. A tombstone decodes as an `Option`'s `None`.
+    ///
+    /// ```
+    /// # use kafkactor::prelude::*;
+    /// # #[actix::main] async fn main() -> Result<(), kafkactor::Error> {
+    /// let broker = Broker::memory();
+    /// let app = Kafkactor::builder().broker(broker.clone()).start().await?;
+    /// app.producer().send(Publish::to("orders").message(&42u64)?).await??;
+    /// let records = broker.read_topic("orders").await?;
+    /// assert_eq!(records[0].decode::<u64>()?, 42);
+    /// # app.shutdown().await }
+    /// ```
+    pub fn decode<T: Decode>(&self) -> Result<T> {
+        T::decode_record(self, ContentType::MsgPack)
+    }
+}
+
 /// A record's payload as it came, not decoded: handle `Delivery<Raw>` to
 /// read bytes of any format (or none) at no decoding cost. It takes every
 /// record of its subscription whatever its type name (with

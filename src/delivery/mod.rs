@@ -1,6 +1,7 @@
 //! What a handler receives ([`Delivery`]) and what it answers ([`Outcome`]).
 
 mod batch;
+mod builder;
 pub(crate) mod current;
 mod failure;
 mod handled;
@@ -19,6 +20,7 @@ use crate::observe::trace::TraceContext;
 use crate::publish::{Publish, PublishOutcome};
 
 pub use batch::{Batch, BatchOutcome};
+pub use builder::DeliveryBuilder;
 pub use failure::{Failure, OrReject};
 pub use handled::Handled;
 use outlet::OutletId;
