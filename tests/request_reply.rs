@@ -12,6 +12,8 @@
 //! a reply that comes after its caller gave up is counted. On the embedded
 //! broker and Apache Kafka (and the mock cluster for the first).
 //! A request the responder cannot route or decode is answered the same way.
+//! A caller's reply reader killed mid-stream misses no reply: each
+//! incarnation resumes where the last one left off.
 
 mod support;
 
@@ -436,3 +438,64 @@ async fn bad_settings_are_typed_errors() {
         .unwrap_err();
     assert!(matches!(refused, Error::InvalidTopic(_)), "{refused}");
 }
+
+async fn reader_killed(tb: TestBroker) {
+    let (requests, replies) = (unique("requests"), unique("replies"));
+    tb.topics(&[&requests]).await;
+    let answered = Arc::new(AtomicU64::new(0));
+    let pause = Duration::from_millis(2);
+    let r = responder_pausing(
+        &tb,
+        &requests,
+        &unique("g"),
+        "r",
+        0,
+        answered.clone(),
+        pause,
+    )
+    .await;
+    let c = caller(&tb, &replies, 0).await;
+    let q = c.requester();
+    let timeout = tb.patience(Duration::from_secs(15));
+    let asking = ask_all(&q, &requests, 1, 0, 400, timeout);
+    let killing = async {
+        eventually("some requests answered", timeout, || {
+            answered.load(Ordering::Relaxed) >= 50
+        })
+        .await;
+        // The reply reader, killed twice mid-stream: each incarnation
+        // resumes where the last one left off.
+        let path = format!("replies:{replies}[0]");
+        for _ in 0..2 {
+            // Once it runs again (the supervisor restarts it after a backoff).
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                match c.fail_actor(&path, "killed").await {
+                    Ok(()) => break,
+                    Err(Error::Unavailable(_)) if Instant::now() < deadline => {
+                        tokio::time::sleep(Duration::from_millis(5)).await
+                    }
+                    Err(e) => panic!("killing the reader: {e}"),
+                }
+            }
+        }
+        answered.load(Ordering::Relaxed)
+    };
+    let (answers, at_kill) = futures_util::join!(asking, killing);
+    assert!(
+        at_kill < 400,
+        "the kills came after every answer: not mid-stream"
+    );
+    for (n, answer) in answers {
+        let answer = answer.unwrap_or_else(|e| panic!("request {n}: {e}"));
+        assert_eq!((answer.n, answer.doubled), (n, n * 2));
+    }
+    r.shutdown().await.unwrap();
+    c.shutdown().await.unwrap();
+}
+
+on_memory_and_kafka!(
+    a_reply_reader_killed_mid_stream_misses_no_reply,
+    super::reader_killed,
+    2
+);
