@@ -28,7 +28,7 @@ use crate::envelope::Record;
 
 use super::board::{Answer, Board};
 use super::reply::{Later, Reply};
-use super::runner::{register, Runner, RUN_BUDGET};
+use super::runner::{register, turn_over, Runner, RUN_BUDGET};
 
 /// What a batch handler's runner awaits and lingers on.
 pub(crate) struct Batching<A: Actor> {
@@ -80,11 +80,7 @@ impl<A: Actor<Context = Context<A>>> Runner<A> {
                     self.settle_batch(answer.ok_or(Answer::HandlerFailed { incarnation }), clock());
                 drop(span);
             }
-            if ctx.waiting() || ctx.state() != ActorState::Running {
-                break Poll::Pending;
-            }
-            if budget == 0 {
-                task.waker().wake_by_ref();
+            if turn_over(ctx, task, budget) {
                 break Poll::Pending;
             }
             let records = match self.next_batch(task) {
@@ -285,13 +281,11 @@ impl<A: Actor<Context = Context<A>>> Runner<A> {
             return false;
         }
         let mut jobs = std::iter::once(job).chain(rest);
-        for i in 0..acknowledged {
-            let job = jobs.next().expect("within the batch");
-            if i + 1 == n && !written.is_empty() {
-                // The whole batch: what it published commits with its last record.
-                outputs.push((job.stamp, job.record.clone(), written.clone()));
-            }
-            acked.push(job);
+        acked.extend(jobs.by_ref().take(acknowledged));
+        if failed.is_none() && !written.is_empty() {
+            // The whole batch: what it published commits with its last record.
+            let last = acked.last().expect("the whole batch acknowledged");
+            outputs.push((last.stamp, last.record.clone(), written));
         }
         if let Some(outcome) = failed {
             let job = jobs.next().expect("the failed record");

@@ -378,12 +378,7 @@ impl<A: Actor<Context = Context<A>>> Runner<A> {
                 news |= this.settle(answer.ok_or(Answer::HandlerFailed { incarnation }), now);
                 drop(span);
             }
-            // The actor waits for a future of its own, or stops: no new record.
-            if ctx.waiting() || ctx.state() != ActorState::Running {
-                break Poll::Pending;
-            }
-            if budget == 0 {
-                task.waker().wake_by_ref();
+            if turn_over(ctx, task, budget) {
                 break Poll::Pending;
             }
             let (record, attempt) = match this.next(task.waker()) {
@@ -425,6 +420,26 @@ impl<A: Actor> Drop for Runner<A> {
             actix_rt::spawn(async move { detach(&board, lane, incarnation) });
         }
     }
+}
+
+/// Whether a turn ends before its next call: the actor waits for a future
+/// of its own or stops (no new record then), or the turn's `budget` is
+/// spent (the runner is woken at once, to let the thread's other tasks
+/// run first).
+#[inline(always)]
+pub(super) fn turn_over<A: Actor<Context = Context<A>>>(
+    ctx: &Context<A>,
+    task: &task::Context<'_>,
+    budget: usize,
+) -> bool {
+    if ctx.waiting() || ctx.state() != ActorState::Running {
+        return true;
+    }
+    if budget == 0 {
+        task.waker().wake_by_ref();
+        return true;
+    }
+    false
 }
 
 /// Registers `waker` as the lane runner's, to be woken when it has records.
