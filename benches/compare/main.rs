@@ -111,6 +111,13 @@ impl Sizes {
         s
     }
 
+    /// A new handle on the run's Apache Kafka (4 partitions a topic), when
+    /// it names one (not the mock cluster).
+    fn kafka(&self) -> Option<impl Fn() -> Broker + '_> {
+        let brokers = self.brokers.as_deref().filter(|b| *b != "mock")?;
+        Some(move || Broker::kafka(brokers).topic_partitions(4))
+    }
+
     fn wants(&self, scenario: &str) -> bool {
         self.only
             .as_deref()
@@ -228,6 +235,19 @@ fn main() {
 
 /// A throughput scenario (records/s, higher is better): embedded_e2e's,
 /// Kafka's (kafkactor against one raw client) and the outbox relay's.
+/// A latency row in milliseconds (lower is better), with no target.
+fn latency_ms_outcome(scenario: String, notes: String) -> Outcome2 {
+    Outcome2 {
+        scenario,
+        unit: "milliseconds",
+        higher_is_better: false,
+        kafkactor: Vec::new(),
+        baseline: Vec::new(),
+        target: None,
+        notes,
+    }
+}
+
 fn throughput_outcome(scenario: &str, target: Option<f64>, notes: &str) -> Outcome2 {
     Outcome2 {
         scenario: scenario.into(),
@@ -568,8 +588,7 @@ async fn run(sizes: Sizes) -> Vec<Outcome2> {
             )
             .await,
         );
-        if let Some(brokers) = sizes.brokers.as_deref().filter(|b| *b != "mock") {
-            let kafka = || Broker::kafka(brokers).topic_partitions(4);
+        if let Some(kafka) = sizes.kafka() {
             out.extend(
                 retries::retry_topic_rows("kafka", kafka, records, sizes.keys, sizes.rounds).await,
             );
@@ -581,8 +600,7 @@ async fn run(sizes: Sizes) -> Vec<Outcome2> {
         out.extend(
             patterns::request_reply_rows("embedded", Broker::memory, requests, sizes.rounds).await,
         );
-        if let Some(brokers) = sizes.brokers.as_deref().filter(|b| *b != "mock") {
-            let kafka = || Broker::kafka(brokers).topic_partitions(4);
+        if let Some(kafka) = sizes.kafka() {
             out.extend(patterns::request_reply_rows("kafka", kafka, requests, sizes.rounds).await);
         }
     }
@@ -599,8 +617,7 @@ async fn run(sizes: Sizes) -> Vec<Outcome2> {
             )
             .await,
         );
-        if let Some(brokers) = sizes.brokers.as_deref().filter(|b| *b != "mock") {
-            let kafka = || Broker::kafka(brokers).topic_partitions(4);
+        if let Some(kafka) = sizes.kafka() {
             let records = records.min(sizes.kafka_records);
             out.extend(
                 patterns::batch_rows("kafka", kafka, records, sizes.keys, sizes.rounds).await,

@@ -159,15 +159,10 @@ pub(crate) async fn request_reply_rows(
     );
     let mut rate = throughput_outcome(&format!("request_reply_round_trips_{on}"), None, &notes);
     rate.unit = "round trips/s";
-    let mut latency = Outcome2 {
-        scenario: format!("request_reply_p99_ms_{on}"),
-        unit: "milliseconds",
-        higher_is_better: false,
-        kafkactor: Vec::new(),
-        baseline: Vec::new(),
-        target: None,
-        notes: format!("99th percentile round trip; {notes}"),
-    };
+    let mut latency = latency_ms_outcome(
+        format!("request_reply_p99_ms_{on}"),
+        format!("99th percentile round trip; {notes}"),
+    );
     for round in 0..rounds {
         let (mut trip_rate, mut trips) = (0.0, Vec::new());
         let (mut way_rate, mut ways) = (0.0, Vec::new());

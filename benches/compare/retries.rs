@@ -119,17 +119,12 @@ pub(crate) async fn retry_topic_rows(
     );
     let mut throughput = throughput_outcome(&format!("retry_topic_throughput_{on}"), None, &notes);
     let row = |name: &str, what: &str| {
-        Outcome2 {
-        scenario: format!("retry_topic_wait_{name}_ms_{on}"),
-        unit: "milliseconds",
-        higher_is_better: false,
-        kafkactor: Vec::new(),
-        baseline: Vec::new(),
-        target: None,
-        notes: format!(
-            "{what} of a retried record from its failure to its second attempt; baseline: the backoff"
-        ),
-    }
+        latency_ms_outcome(
+            format!("retry_topic_wait_{name}_ms_{on}"),
+            format!(
+                "{what} of a retried record from its failure to its second attempt; baseline: the backoff"
+            ),
+        )
     };
     let (mut p50, mut p99) = (
         row("p50", "median wait"),
