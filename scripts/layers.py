@@ -53,7 +53,7 @@ LAYERS = [
     # the root
     ["app"],
     # the `kafkactor` command, and its binary
-    ["cli"],
+    ["cli", "testing"],
     ["bin"],
     # hidden modules for the crate's own benches and fuzzers: they may name anything
     ["bench_internals", "fuzz_targets"],

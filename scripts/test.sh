@@ -47,7 +47,7 @@ fi
 
 # The tests build with every optional feature (one build for the suite);
 # the library is linted without them too.
-FEATURES=(--features kafkactor/otel,kafkactor/redis,kafkactor/postgres,kafkactor/cli)
+FEATURES=(--features kafkactor/otel,kafkactor/redis,kafkactor/postgres,kafkactor/cli,kafkactor/testing)
 
 step "format"
 cargo fmt --all --check

@@ -38,6 +38,8 @@ mod publish;
 mod replay;
 mod request;
 mod subscription;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod topics;
 
 pub use app::{App, AppBuilder, Kafkactor};

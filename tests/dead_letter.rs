@@ -10,69 +10,52 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use kafkactor::actors::Backoff;
+use kafkactor::header;
 use kafkactor::prelude::*;
-use kafkactor::{header, Record};
+use kafkactor::testing::{DeadLetter, TestApp};
+use kafkactor::FailureKind;
 use support::*;
 
 const N: u64 = 1_000;
 
-async fn dead_letters(tb: &TestBroker, topic: &str) -> BTreeMap<u64, Record> {
-    tb.records(topic)
-        .await
-        .into_iter()
-        .map(|r| {
-            let order: Order = rmp_serde::from_slice(&r.payload).expect("payload untouched");
-            (order.id, r)
-        })
-        .collect()
-}
-
-fn assert_failure_headers(
-    r: &Record,
-    kind: &str,
+/// Checks what `d` says of its failure.
+fn assert_failure(
+    d: &DeadLetter,
+    kind: FailureKind,
     reason_part: &str,
     attempts: u32,
     topic: &str,
     group: &str,
 ) {
-    let h = &r.headers;
-    assert_eq!(h.get_str(header::ERROR_KIND), Some(kind));
-    let reason = h.get_str(header::ERROR_REASON).unwrap();
+    let why = &d.why;
+    assert_eq!(why.kind, Some(kind), "{why:?}");
     assert!(
-        reason.contains(reason_part),
-        "reason {reason:?} should mention {reason_part:?}"
+        why.reason.contains(reason_part),
+        "reason {:?} should mention {reason_part:?}",
+        why.reason
     );
-    assert_eq!(
-        h.get_str(header::ATTEMPT),
-        Some(attempts.to_string().as_str())
-    );
-    assert_eq!(h.get_str(header::ORIGINAL_TOPIC), Some(topic));
-    assert!(h
-        .get_str(header::ORIGINAL_PARTITION)
-        .unwrap()
-        .parse::<i32>()
-        .is_ok());
-    assert!(h
-        .get_str(header::ORIGINAL_OFFSET)
-        .unwrap()
-        .parse::<i64>()
-        .is_ok());
-    assert_eq!(h.get_str(header::GROUP), Some(group));
-    let failed_at: i64 = h.get_str(header::FAILED_AT).unwrap().parse().unwrap();
+    assert_eq!(why.attempts, Some(attempts), "{why:?}");
+    assert_eq!(why.original_topic.as_deref(), Some(topic));
     assert!(
-        failed_at >= r.timestamp_ms,
+        why.original_partition.is_some() && why.original_offset.is_some(),
+        "{why:?}"
+    );
+    assert_eq!(why.group.as_deref(), Some(group));
+    assert!(
+        why.failed_at_ms.unwrap() >= d.record.timestamp_ms,
         "failure time after the record was produced"
     );
+    let h = &d.record.headers;
     assert!(
         h.get_str(header::MESSAGE_ID).is_some(),
         "original headers kept"
     );
-    assert!(r.key.is_some(), "original key kept");
+    assert!(d.record.key.is_some(), "original key kept");
 }
 
 async fn rejects_exhausted_retries_and_panics(tb: TestBroker) {
-    let topic = unique("payments");
-    let group = unique("ledger");
+    let t = TestApp::on(tb.broker.clone());
+    let topic = t.topic("payments");
     let dlq = format!("{topic}.failed");
     tb.topic(&topic).await;
     tb.topic(&dlq).await;
@@ -84,11 +67,10 @@ async fn rejects_exhausted_retries_and_panics(tb: TestBroker) {
         4 if d.attempt() < 3 => Outcome::retry("flaky, succeeds on attempt 3"),
         _ => Outcome::Ack,
     });
-    let app = Kafkactor::builder()
-        .broker(tb.broker.clone())
+    let t = t
         .subscribe(
             Subscription::to(topic.as_str())
-                .group(group.as_str())
+                .group("ledger")
                 .concurrency(4)
                 .retry(RetryPolicy::exponential(3, Duration::from_millis(1)))
                 .dead_letter(dlq.as_str())
@@ -99,19 +81,22 @@ async fn rejects_exhausted_retries_and_panics(tb: TestBroker) {
         .start()
         .await
         .unwrap();
-    publish_all(&app, &topic, &orders(N, 25)).await;
-
-    eventually(
-        "every record handled",
-        tb.patience(Duration::from_secs(60)),
-        || log.counts().len() as u64 >= N - 3 * N / 100,
+    t.publish_all(
+        orders(N, 25)
+            .iter()
+            .map(|o| Publish::to(topic.as_str()).key(&o.key).message(o).unwrap()),
     )
-    .await;
-    tb.until_committed(&group, &topic, Duration::from_secs(60))
-        .await;
-    app.shutdown().await.unwrap();
+    .await
+    .unwrap();
+    t.quiet().await.unwrap();
 
-    let dead = dead_letters(&tb, &dlq).await;
+    let dead: BTreeMap<u64, DeadLetter> = t
+        .dead_letters(&topic)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| (d.message::<Order>().expect("payload untouched").id, d))
+        .collect();
     let expect = |rem: u64| {
         (0..N)
             .filter(move |id| id % 100 == rem)
@@ -127,37 +112,39 @@ async fn rejects_exhausted_retries_and_panics(tb: TestBroker) {
         dead_ids, expected,
         "exactly the failed records are dead-lettered"
     );
-    assert_eq!(tb.records(&dlq).await.len(), expected.len(), "each once");
+    assert_eq!(
+        t.records(&dlq).await.unwrap().len(),
+        expected.len(),
+        "each once"
+    );
+    let group = t.group("ledger");
     for id in expect(1) {
-        assert_failure_headers(
+        let reason = format!("order {id} is invalid");
+        assert_failure(
             &dead[&id],
-            "rejected",
-            &format!("order {id} is invalid"),
+            FailureKind::Rejected,
+            &reason,
             1,
             &topic,
             &group,
         );
     }
     for id in expect(2) {
-        assert_failure_headers(
+        let reason = "downstream unavailable";
+        assert_failure(
             &dead[&id],
-            "retries-exhausted",
-            "downstream unavailable",
+            FailureKind::RetriesExhausted,
+            reason,
             3,
             &topic,
             &group,
         );
     }
     for id in expect(3) {
-        assert_failure_headers(
-            &dead[&id],
-            "panic",
-            &format!("handler bug on order {id}"),
-            3,
-            &topic,
-            &group,
-        );
+        let reason = format!("handler bug on order {id}");
+        assert_failure(&dead[&id], FailureKind::Panic, &reason, 3, &topic, &group);
     }
+    t.shutdown().await.unwrap();
 
     // Every other record was acknowledged exactly once; retried ones on attempt 3.
     let acked: BTreeMap<u64, u32> = log
@@ -211,35 +198,44 @@ on_every_broker!(
 );
 
 async fn response_future_panic(tb: TestBroker) {
-    let topic = unique("orders");
-    let group = unique("g");
+    let t = TestApp::on(tb.broker.clone());
+    let topic = t.topic("orders");
     tb.topics(&[&topic]).await;
-    let app = Kafkactor::builder()
-        .broker(tb.broker.clone())
+    let t = t
         .subscribe(
             Subscription::to(topic.as_str())
-                .group(group.as_str())
+                .group("g")
                 .retry(RetryPolicy::exponential(2, Duration::from_millis(1))),
             || Flaky,
         )
         .start()
         .await
         .unwrap();
-    publish_all(&app, &topic, &orders(20, 3)).await;
-    tb.until_committed(&group, &topic, Duration::from_secs(20))
-        .await;
-    app.shutdown().await.unwrap();
+    t.publish_all(
+        orders(20, 3)
+            .iter()
+            .map(|o| Publish::to(topic.as_str()).key(&o.key).message(o).unwrap()),
+    )
+    .await
+    .unwrap();
+    t.quiet().await.unwrap();
 
-    let dead = dead_letters(&tb, &format!("{topic}.dlq")).await;
-    assert_eq!(dead.keys().copied().collect::<Vec<_>>(), vec![7]);
-    assert_failure_headers(
-        &dead[&7],
-        "panic",
-        "panicked: async failure on order 7",
+    let dead = t.dead_letters(&topic).await.unwrap();
+    let ids: Vec<u64> = dead
+        .iter()
+        .map(|d| d.message::<Order>().unwrap().id)
+        .collect();
+    assert_eq!(ids, vec![7]);
+    let reason = "panicked: async failure on order 7";
+    assert_failure(
+        &dead[0],
+        FailureKind::Panic,
+        reason,
         2,
         &topic,
-        &group,
+        &t.group("g"),
     );
+    t.shutdown().await.unwrap();
 }
 
 on_every_broker!(

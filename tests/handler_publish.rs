@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use kafkactor::prelude::*;
+use kafkactor::testing::TestApp;
 use kafkactor::{header, Failure, Handled};
 use support::*;
 
@@ -53,42 +54,29 @@ impl Handler<Delivery<Order>> for Forwarded {
     }
 }
 
-/// A reply as its reader saw it: (value, correlation id, partition).
-type Replies = Arc<Mutex<Vec<(u64, String, i32)>>>;
-
 async fn handlers_publish_and_reply(tb: TestBroker) {
-    let (requests, out, replies) = (unique("requests"), unique("out"), unique("replies"));
+    let t = TestApp::on(tb.broker.clone());
+    let (requests, out, replies) = (t.topic("requests"), t.topic("out"), t.topic("replies"));
     tb.topics(&[&requests, &out, &replies]).await;
     let forwarded: Arc<Mutex<HashMap<u64, (String, String)>>> = Arc::default();
-    let answers: Replies = Arc::default();
-    let (target, seen_forwarded, seen_replies) = (out.clone(), forwarded.clone(), answers.clone());
-    let app = Kafkactor::builder()
-        .broker(tb.broker.clone())
+    let (target, seen_forwarded) = (out.clone(), forwarded.clone());
+    let t = t
         .handle(
-            Subscription::to(requests.as_str()).group(unique("responder").as_str()),
+            Subscription::to(requests.as_str()).group("responder"),
             move |d: Delivery<Order>| forward_and_reply(d, target.clone()),
         )
-        .subscribe(
-            Subscription::to(out.as_str()).group(unique("reader").as_str()),
-            move || Forwarded(seen_forwarded.clone()),
-        )
+        .subscribe(Subscription::to(out.as_str()).group("reader"), move || {
+            Forwarded(seen_forwarded.clone())
+        })
         .handle(
-            Subscription::to(replies.as_str()).group(unique("caller").as_str()),
-            move |d: Delivery<u64>| {
-                seen_replies.lock().unwrap().push((
-                    *d.message(),
-                    d.correlation_id().unwrap_or("none").to_string(),
-                    d.partition(),
-                ));
-                async { Outcome::Ack }
-            },
+            Subscription::to(replies.as_str()).group("caller"),
+            |_: Delivery<u64>| async { Outcome::Ack },
         )
         .start()
         .await
         .unwrap();
-    let producer = app.producer();
-    for order in orders(N, 10) {
-        let request = Publish::to(&requests)
+    t.publish_all(orders(N, 10).iter().map(|order| {
+        Publish::to(&requests)
             .key(&order.key)
             .tenant("acme")
             .correlation_id(&format!("c-{}", order.id))
@@ -97,22 +85,17 @@ async fn handlers_publish_and_reply(tb: TestBroker) {
                 header::REPLY_PARTITION,
                 (order.id as i32 % PARTITIONS).to_string(),
             )
-            .message(&order)
-            .unwrap();
-        producer.send(request).await.unwrap().unwrap();
-    }
-    eventually(
-        "every request forwarded and answered",
-        tb.patience(Duration::from_secs(20)),
-        || {
-            forwarded.lock().unwrap().len() == N as usize
-                && answers.lock().unwrap().len() >= N as usize
-        },
-    )
-    .await;
-    app.shutdown().await.unwrap();
+            .message(order)
+            .unwrap()
+    }))
+    .await
+    .unwrap();
+    t.quiet().await.unwrap();
 
-    let forwarded = forwarded.lock().unwrap();
+    let handled = t.calls(&requests);
+    assert_eq!(handled.len(), N as usize, "each request handled once");
+    assert!(handled.iter().all(|c| c.outcome() == &Outcome::Ack));
+    let forwarded = forwarded.lock().unwrap().clone();
     for id in 0..N {
         assert_eq!(
             forwarded[&id],
@@ -120,17 +103,24 @@ async fn handlers_publish_and_reply(tb: TestBroker) {
             "order {id}'s forward inherits its context"
         );
     }
-    let answers = answers.lock().unwrap();
-    assert_eq!(answers.len(), N as usize, "one reply each: {answers:?}");
-    for (value, correlation, partition) in answers.iter() {
+    let answers = t.calls(&replies);
+    assert_eq!(answers.len(), N as usize, "one reply each");
+    for reply in &answers {
+        let value: u64 = reply.message().unwrap();
         let id = value / 2;
-        assert_eq!(correlation, &format!("c-{id}"), "reply {value}");
+        let correlation = reply.record().headers.get_str(header::CORRELATION_ID);
         assert_eq!(
-            *partition,
+            correlation,
+            Some(format!("c-{id}").as_str()),
+            "reply {value}"
+        );
+        assert_eq!(
+            reply.record().partition,
             id as i32 % PARTITIONS,
             "reply {value}'s partition"
         );
     }
+    t.shutdown().await.unwrap();
 }
 
 on_every_broker!(
@@ -165,28 +155,30 @@ impl Handler<Delivery<Order>> for ByKind {
     }
 }
 
-#[actix::test]
-async fn a_question_mark_retries_or_rejects_by_the_errors_kind() {
-    let tb = TestBroker::memory(1);
-    let topic = unique("orders");
-    let group = unique("g");
+async fn a_question_mark_retries_or_rejects_by_the_errors_kind(tb: TestBroker) {
+    let t = TestApp::on(tb.broker.clone());
+    let topic = t.topic("orders");
+    tb.topics(&[&topic]).await;
     let log = Log::default();
     let seen = log.clone();
-    let app = Kafkactor::builder()
-        .broker(tb.broker.clone())
+    let t = t
         .subscribe(
             Subscription::to(topic.as_str())
-                .group(group.as_str())
+                .group("g")
                 .retry(RetryPolicy::exponential(3, Duration::from_millis(5))),
             move || ByKind(seen.clone()),
         )
         .start()
         .await
         .unwrap();
-    publish_all(&app, &topic, &orders(10, 10)).await;
-    tb.until_committed(&group, &topic, Duration::from_secs(10))
-        .await;
-    app.shutdown().await.unwrap();
+    t.publish_all(
+        orders(10, 10)
+            .iter()
+            .map(|o| Publish::to(topic.as_str()).key("one").message(o).unwrap()),
+    )
+    .await
+    .unwrap();
+    t.quiet().await.unwrap();
 
     let counts = log.counts();
     assert_eq!(counts.len(), 10);
@@ -195,19 +187,17 @@ async fn a_question_mark_retries_or_rejects_by_the_errors_kind() {
         counts[&2], 1,
         "order 2 not retried: its error is in the data"
     );
-    let letters = tb.records(&format!("{topic}.dlq")).await;
     let mut dead: Vec<(String, String)> = Vec::new();
-    for r in &letters {
-        let failure = r.dead_lettered().expect("a dead letter");
-        let order: Order = r.decode().unwrap();
+    for letter in t.dead_letters(&topic).await.unwrap() {
+        let (failure, order) = (letter.why.clone(), letter.message::<Order>().unwrap());
         assert_eq!(failure.kind, Some(kafkactor::FailureKind::Rejected));
         assert_eq!(failure.original_topic.as_deref(), Some(topic.as_str()));
         assert_eq!(
             failure.original_offset,
             Some(order.id as i64),
-            "one partition's offsets"
+            "one key, one partition: its offsets"
         );
-        assert_eq!(failure.group.as_deref(), Some(group.as_str()));
+        assert_eq!(failure.group, Some(t.group("g")));
         dead.push((failure.kind_name, failure.reason));
     }
     dead.sort();
@@ -222,7 +212,14 @@ async fn a_question_mark_retries_or_rejects_by_the_errors_kind() {
         dead.iter().any(|(_, r)| r.contains("invalid type")),
         "{dead:?}"
     );
+    t.shutdown().await.unwrap();
 }
+
+on_memory_and_kafka!(
+    a_question_mark_retries_or_rejects,
+    super::a_question_mark_retries_or_rejects_by_the_errors_kind,
+    1
+);
 
 /// A delivery kept past its handler's answer.
 async fn kept_delivery(tb: &TestBroker, transactional: bool) -> (App, Delivery<Order>) {

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use kafkactor::prelude::*;
-use kafkactor::{header, ContentType};
+use kafkactor::testing::TestApp;
+use kafkactor::{header, ContentType, FailureKind};
 use serde::{Deserialize, Serialize};
 use support::*;
 
@@ -57,18 +58,14 @@ impl Handler<Delivery<OrderCancelled>> for Orders {
     }
 }
 
-#[actix::test]
-async fn several_types_on_one_topic_are_routed_by_type_name() {
-    let broker = Broker::memory();
-    let topic = unique("orders");
-    let group = unique("g");
+async fn several_types_on_one_topic_are_routed_by_type_name(tb: TestBroker) {
+    let t = TestApp::on(tb.broker.clone());
+    let topic = t.topic("orders");
+    tb.topics(&[&topic]).await;
     let journal = Journal::default();
-    let app = Kafkactor::builder()
-        .broker(broker.clone())
+    let t = t
         .subscribe_routes(
-            Subscription::to(topic.as_str())
-                .group(group.as_str())
-                .concurrency(2),
+            Subscription::to(topic.as_str()).group("g").concurrency(2),
             Routes::new()
                 .route::<OrderPlaced>()
                 .route::<OrderCancelled>(),
@@ -80,67 +77,47 @@ async fn several_types_on_one_topic_are_routed_by_type_name() {
         .start()
         .await
         .unwrap();
-    let producer = app.producer();
-    let t = topic.as_str();
-    producer
-        .send(
-            Publish::to(t)
-                .key("o1")
-                .message(&OrderPlaced { id: 1 })
-                .unwrap(),
-        )
-        .await
-        .unwrap()
-        .unwrap();
-    producer
-        .send(
-            Publish::to(t)
-                .key("o1")
-                .json()
-                .message(&OrderCancelled {
-                    id: 1,
-                    reason: "late".into(),
-                })
-                .unwrap(),
-        )
-        .await
-        .unwrap()
-        .unwrap();
-    producer
-        .send(
-            Publish::to(t)
-                .key("o1")
-                .message(&OrderPlaced { id: 2 })
-                .unwrap(),
-        )
-        .await
-        .unwrap()
-        .unwrap();
-    // No type-name header and two types accepted: dead-lettered, never guessed.
-    producer
-        .send(Publish::to(t).key("o1").payload("?"))
-        .await
-        .unwrap()
-        .unwrap();
-
-    let memory = broker.as_memory().unwrap();
-    eventually("all committed", Duration::from_secs(10), || {
-        memory.lag(&group, &topic) == 0
-    })
-    .await;
-    app.shutdown().await.unwrap();
+    let to = topic.as_str();
+    t.publish_all([
+        Publish::to(to)
+            .key("o1")
+            .message(&OrderPlaced { id: 1 })
+            .unwrap(),
+        Publish::to(to)
+            .key("o1")
+            .json()
+            .message(&OrderCancelled {
+                id: 1,
+                reason: "late".into(),
+            })
+            .unwrap(),
+        Publish::to(to)
+            .key("o1")
+            .message(&OrderPlaced { id: 2 })
+            .unwrap(),
+        // No type-name header and two types accepted: dead-lettered, never guessed.
+        Publish::to(to).key("o1").payload("?"),
+    ])
+    .await
+    .unwrap();
+    t.quiet().await.unwrap();
     assert_eq!(
         *journal.0.lock().unwrap(),
         vec!["placed 1", "cancelled 1 (late)", "placed 2"],
         "same key, handled in order, each by its own handler"
     );
-    let dead = memory.records(&format!("{topic}.dlq"));
-    assert_eq!(dead.len(), 1);
-    assert_eq!(
-        dead[0].headers.get_str(header::ERROR_KIND),
-        Some("unroutable")
-    );
+    let dead = t.dead_letters(&topic).await.unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].why.kind, Some(FailureKind::Unroutable));
+    assert_eq!(t.lag("g", &topic).await.unwrap(), 0, "all committed");
+    t.shutdown().await.unwrap();
 }
+
+on_every_broker!(
+    several_types_on_one_topic,
+    super::several_types_on_one_topic_are_routed_by_type_name,
+    2
+);
 
 #[actix::test]
 async fn records_without_kafkactor_headers_use_the_default_content_type() {

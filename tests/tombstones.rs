@@ -6,51 +6,37 @@
 
 mod support;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kafkactor::header;
 use kafkactor::prelude::*;
+use kafkactor::testing::TestApp;
+use kafkactor::FailureKind;
 use support::*;
 
-/// `(key, is_tombstone, the order's id)` of each delivery.
-type Got = Arc<Mutex<Vec<(String, bool, Option<u64>)>>>;
-
 async fn tombstones_are_delivered_as_such(tb: TestBroker) {
-    let (topic, typed) = (unique("customers"), unique("strict"));
+    let t = TestApp::on(tb.broker.clone());
+    let (topic, typed) = (t.topic("customers"), t.topic("strict"));
     tb.topics(&[&topic, &typed]).await;
-    let got = Got::default();
-    let app = Kafkactor::builder()
-        .broker(tb.broker.clone())
+    let t = t
         .handle(
-            Subscription::to(topic.as_str()).group(unique("g").as_str()),
-            {
-                let got = got.clone();
-                move |d: Delivery<Option<Order>>| {
-                    got.lock().unwrap().push((
-                        d.key_str().unwrap().to_string(),
-                        d.is_tombstone(),
-                        d.message().as_ref().map(|o| o.id),
-                    ));
-                    async { Outcome::Ack }
-                }
-            },
+            Subscription::to(topic.as_str()).group("readers"),
+            |_: Delivery<Option<Order>>| async { Outcome::Ack },
         )
         // A handler of plain `Order`s cannot take a tombstone.
         .handle(
-            Subscription::to(typed.as_str()).group(unique("g").as_str()),
+            Subscription::to(typed.as_str()).group("strict-readers"),
             |_: Delivery<Order>| async { Outcome::Ack },
         )
         .start()
         .await
         .unwrap();
-    let producer = app.producer();
     let order = Order {
         id: 7,
         key: "c-1".into(),
         seq: 0,
     };
-    for publish in [
+    t.publish_all([
         Publish::to(topic.as_str())
             .key("c-1")
             .message(&Some(order.clone()))
@@ -61,56 +47,53 @@ async fn tombstones_are_delivered_as_such(tb: TestBroker) {
             .key("c-2")
             .payload(Vec::<u8>::new()),
         Publish::to(typed.as_str()).key("c-3").tombstone(),
-    ] {
-        producer.send(publish).await.unwrap().unwrap();
-    }
-    eventually(
-        "the tombstone handled",
-        tb.patience(Duration::from_secs(10)),
-        || got.lock().unwrap().len() == 2,
-    )
-    .await;
-    let dead = format!("{topic}.dlq");
-    let typed_dead = format!("{typed}.dlq");
-    let records = tb.broker.clone();
-    eventually_async(
-        "both dead letters",
-        tb.patience(Duration::from_secs(10)),
-        || {
-            let (records, dead, typed_dead) = (records.clone(), dead.clone(), typed_dead.clone());
-            async move {
-                records.read_topic(&dead).await.unwrap().len() == 1
-                    && records.read_topic(&typed_dead).await.unwrap().len() == 1
-            }
-        },
-    )
-    .await;
-    app.shutdown().await.unwrap();
+    ])
+    .await
+    .unwrap();
+    t.quiet().await.unwrap();
+
+    let calls: Vec<_> = t
+        .calls(&topic)
+        .iter()
+        .map(|c| {
+            let message = c.message::<Option<Order>>().unwrap();
+            (
+                c.key().unwrap().to_string(),
+                c.record().is_tombstone(),
+                message.map(|o| o.id),
+            )
+        })
+        .collect();
     assert_eq!(
-        *got.lock().unwrap(),
+        calls,
         [
             ("c-1".to_string(), false, Some(7)),
             ("c-1".to_string(), true, None)
         ]
     );
-    let empty = &tb.records(&dead).await[0];
-    assert!(!empty.is_tombstone() && empty.payload.is_empty());
-    assert_eq!(empty.headers.get_str(header::ERROR_KIND), Some("decode"));
-    let tombstone = &tb.records(&typed_dead).await[0];
+    assert!(t.calls(&typed).is_empty(), "{:?}", t.calls(&typed));
+    let empty = &t.dead_letters(&topic).await.unwrap()[..];
+    assert_eq!(empty.len(), 1, "{empty:?}");
+    assert!(!empty[0].record.is_tombstone() && empty[0].record.payload.is_empty());
+    assert_eq!(empty[0].why.kind, Some(FailureKind::Decode));
+    let tombstone = &t.dead_letters(&typed).await.unwrap()[..];
+    assert_eq!(tombstone.len(), 1, "{tombstone:?}");
     assert!(
-        tombstone.is_tombstone(),
+        tombstone[0].record.is_tombstone(),
         "dead-lettered as the tombstone it is"
     );
-    assert!(tombstone
-        .headers
-        .get_str(header::ERROR_REASON)
-        .is_some_and(|r| r.contains("tombstone")));
+    assert!(
+        tombstone[0].why.reason.contains("tombstone"),
+        "{:?}",
+        tombstone[0].why
+    );
     // Read back as the broker has them.
-    let log = tb.records(&topic).await;
+    let log = t.records(&topic).await.unwrap();
     assert_eq!(
         log.iter().map(|r| r.is_tombstone()).collect::<Vec<_>>(),
         [false, true, false]
     );
+    t.shutdown().await.unwrap();
 }
 
 on_every_broker!(

@@ -209,6 +209,12 @@ impl<T> Delivery<T> {
         TraceContext::of(&self.record)
     }
 
+    /// The record, shared (what a test harness keeps of a call).
+    #[cfg(feature = "testing")]
+    pub(crate) fn record_arc(&self) -> &Arc<Record> {
+        &self.record
+    }
+
     pub(crate) fn record(&self) -> &Record {
         &self.record
     }
