@@ -29,6 +29,10 @@
 //!   (`Handler<Batch<Order>>`, batches of up to 100) that acknowledges each
 //!   batch whole: the batch path's cost per record, against
 //!   `consume_json`'s.
+//! - `consume_fn` and `consume_macro`: as `consume_json`, handled by one
+//!   async function, subscribed by hand (`.handle(sub, f)`) and declared
+//!   with `#[kafkactor::handler]` (`.handler(f)`): the macro's cost, which
+//!   must be none.
 //! - `consume_publish`: as `consume_json`, the handler publishing one JSON
 //!   `Confirmation {id}` per record and acknowledging once it is written.
 //!
@@ -185,6 +189,39 @@ impl Handler<Delivery<Order>> for Confirm {
     }
 }
 
+/// What `consume_fn` and `consume_macro` count down.
+static LEFT: AtomicU64 = AtomicU64::new(0);
+static DONE: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>> =
+    std::sync::Mutex::new(None);
+
+/// Arms the function handlers' countdown for `n` records.
+fn arm(n: u64, done: tokio::sync::oneshot::Sender<()>) {
+    LEFT.store(n, Ordering::Relaxed);
+    *DONE.lock().unwrap() = Some(done);
+}
+
+/// What both function handlers do with a record.
+fn arrived(d: &Delivery<Order>) -> Outcome {
+    std::hint::black_box((d.message().id, d.message().quantity));
+    if LEFT.fetch_sub(1, Ordering::Relaxed) == 1 {
+        if let Some(done) = DONE.lock().unwrap().take() {
+            let _ = done.send(());
+        }
+    }
+    Outcome::Ack
+}
+
+/// `consume_fn`'s handler, subscribed by hand.
+async fn by_hand(d: Delivery<Order>) -> Outcome {
+    arrived(&d)
+}
+
+/// `consume_macro`'s handler: the same, declared.
+#[kafkactor::handler(topic = TOPIC, group = GROUP, concurrency = 1)]
+async fn declared(d: Delivery<Order>) -> Outcome {
+    arrived(&d)
+}
+
 /// One order as a user publishes it: a key, a header, a JSON payload.
 fn order(id: u64) -> Publish {
     Publish::to(TOPIC)
@@ -248,6 +285,10 @@ enum Consumer {
     Raw,
     Batch,
     Confirm,
+    /// An async function, subscribed by hand.
+    Fn,
+    /// The same function, declared with `#[kafkactor::handler]`.
+    Macro,
 }
 
 fn consume(n: u64, consumer: Consumer) -> u64 {
@@ -297,6 +338,14 @@ fn consume(n: u64, consumer: Consumer) -> u64 {
                     sub.batch(100, std::time::Duration::ZERO),
                     move || Noop(countdown()),
                 ),
+                Consumer::Fn => {
+                    arm(n, countdown().done.expect("armed once"));
+                    builder.handle(sub, by_hand)
+                }
+                Consumer::Macro => {
+                    arm(n, countdown().done.expect("armed once"));
+                    builder.handler(declared)
+                }
                 Consumer::Confirm => {
                     let producer = producer.clone();
                     builder.subscribe::<_, Order, _>(sub, move || Confirm {
@@ -362,7 +411,7 @@ fn publish_only(n: u64, sending: Sending) -> u64 {
     allocations
 }
 
-const SCENARIOS: [&str; 7] = [
+const SCENARIOS: [&str; 9] = [
     "consume_json",
     "consume_raw",
     "consume_batch",
@@ -370,6 +419,8 @@ const SCENARIOS: [&str; 7] = [
     "publish_inflight",
     "publish_batch",
     "consume_publish",
+    "consume_fn",
+    "consume_macro",
 ];
 
 fn main() {
@@ -399,6 +450,8 @@ fn run(scenario: &str, n: u64) -> u64 {
         "consume_raw" => consume(n, Consumer::Raw),
         "consume_batch" => consume(n, Consumer::Batch),
         "consume_publish" => consume(n, Consumer::Confirm),
+        "consume_fn" => consume(n, Consumer::Fn),
+        "consume_macro" => consume(n, Consumer::Macro),
         "publish" => publish_only(n, Sending::OneAtATime),
         "publish_inflight" => publish_only(n, Sending::InFlight),
         "publish_batch" => publish_only(n, Sending::Batches),

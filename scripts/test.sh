@@ -79,6 +79,13 @@ else
     cargo test --workspace --all-targets --locked --no-fail-fast "${FEATURES[@]}" "$@"
 fi
 
+step "the README's quickstart test again, unchanged, on Apache Kafka (the harness's switch)"
+if cargo nextest --version >/dev/null 2>&1; then
+    KAFKACTOR_TEST_KAFKA="$KAFKA_BROKERS" cargo nextest run --locked "${FEATURES[@]}" --test quickstart
+else
+    KAFKACTOR_TEST_KAFKA="$KAFKA_BROKERS" cargo test --locked "${FEATURES[@]}" --test quickstart
+fi
+
 step "instructions and allocations per record (callgrind, against benches/instructions.baseline)"
 if command -v valgrind >/dev/null 2>&1; then
     scripts/instructions.sh --check

@@ -42,7 +42,7 @@ mod subscription;
 pub mod testing;
 mod topics;
 
-pub use app::{App, AppBuilder, Kafkactor};
+pub use app::{App, AppBuilder, DeclaredHandler, Kafkactor, Subscriber};
 pub use broker::{Broker, MemoryBroker, OffsetReset};
 pub use buckets::Delays;
 pub use codec::{type_name_of, ContentType, Decode, Raw};
@@ -56,6 +56,10 @@ pub use error::{Error, ErrorCode, Result};
 #[cfg(feature = "redis")]
 pub use idempotency::RedisStore;
 pub use idempotency::{Claim, Idempotency, IdempotencyStore, MemoryStore};
+/// Declares the subscription an async handler function serves:
+/// `#[kafkactor::handler(topic = "orders", group = "billing", ...)]`
+/// (see [`AppBuilder::handler`]).
+pub use kafkactor_macros::handler;
 pub use observe::health::{Check, Health};
 pub use observe::lineage::Lineage;
 pub use observe::trace::TraceContext;

@@ -167,6 +167,26 @@ impl AppBuilder {
         self.subscribe::<FnHandler<T, F>, T, _>(sub, move || FnHandler::new(handler.clone()))
     }
 
+    /// Subscribes a handler that declares its own subscription: an async
+    /// function under [`#[kafkactor::handler(..)]`](crate::handler).
+    ///
+    /// ```
+    /// use kafkactor::prelude::*;
+    /// # #[derive(serde::Deserialize)] struct Order { id: u64 }
+    ///
+    /// #[kafkactor::handler(topic = "orders", group = "billing", concurrency = 4)]
+    /// async fn on_order(d: Delivery<Order>) -> Result<(), Failure> {
+    ///     println!("order {}", d.message().id);
+    ///     Ok(())
+    /// }
+    ///
+    /// let builder = Kafkactor::builder().broker(Broker::memory()).handler(on_order);
+    /// ```
+    pub fn handler(self, handler: impl super::DeclaredHandler) -> Self {
+        let subscription = handler.subscription();
+        handler.register(self, subscription)
+    }
+
     /// Subscribes the batch handler actor built by `factory` to `sub`
     /// (`A: Handler<Batch<T>>`): it gets up to the subscription's
     /// [batch size](Subscription::batch) of a lane's records at a time and
@@ -351,5 +371,17 @@ impl AppBuilder {
 
     fn fail(&mut self, error: Error) {
         self.error.get_or_insert(error);
+    }
+}
+
+impl super::Subscriber for AppBuilder {
+    fn handle<T, F, Fut, O>(self, sub: Subscription, handler: F) -> Self
+    where
+        T: Decode,
+        F: Fn(Delivery<T>) -> Fut + 'static,
+        Fut: Future<Output = O> + 'static,
+        O: Into<Outcome> + 'static,
+    {
+        AppBuilder::handle(self, sub, handler)
     }
 }

@@ -33,6 +33,7 @@
 //! subtrees).
 
 mod builder;
+mod declared;
 mod health;
 mod http;
 mod lineage;
@@ -41,4 +42,5 @@ mod running;
 mod start;
 
 pub use builder::{AppBuilder, Kafkactor};
+pub use declared::{DeclaredHandler, Subscriber};
 pub use running::App;

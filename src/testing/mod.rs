@@ -144,7 +144,8 @@ impl TestApp {
 
     /// A test application on Apache Kafka at `bootstrap_servers`, with
     /// group settings for tests (a 6 s session) and names unique to the run.
-    #[cfg(feature = "kafka")]
+    /// (Without kafkactor's `kafka` feature, starting it fails with
+    /// [`Error::Config`].)
     pub fn kafka(bootstrap_servers: impl Into<String>) -> TestAppBuilder {
         TestAppBuilder::new(
             Target::Kafka(bootstrap_servers.into(), 3),
@@ -285,6 +286,14 @@ impl TestAppBuilder {
             }
         });
         self
+    }
+
+    /// [`AppBuilder::handler`]: a handler declaring its subscription
+    /// ([`#[kafkactor::handler]`](crate::handler)), its calls recorded as
+    /// [`handle`](TestAppBuilder::handle)'s are.
+    pub fn handler(self, handler: impl crate::DeclaredHandler) -> Self {
+        let subscription = handler.subscription();
+        handler.register(self, subscription)
     }
 
     /// [`AppBuilder::subscribe`]: the handler actor's records are seen by
@@ -638,5 +647,17 @@ impl std::fmt::Debug for TestAppBuilder {
             .field("target", &self.target)
             .field("run", &self.run)
             .finish()
+    }
+}
+
+impl crate::Subscriber for TestAppBuilder {
+    fn handle<T, F, Fut, O>(self, sub: Subscription, handler: F) -> Self
+    where
+        T: Decode,
+        F: Fn(Delivery<T>) -> Fut + 'static,
+        Fut: std::future::Future<Output = O> + 'static,
+        O: Into<Outcome> + 'static,
+    {
+        TestAppBuilder::handle(self, sub, handler)
     }
 }

@@ -1,0 +1,8 @@
+use kafkactor::prelude::*;
+
+#[kafkactor::handler(topic = "orders", group = "billing", concurrenc = 4)]
+async fn on_order(_d: Delivery<u64>) -> Outcome {
+    Outcome::Ack
+}
+
+fn main() {}
