@@ -40,7 +40,7 @@ LAYERS = [
     ["codec", "topics"],
     ["observe"],
     ["publish"],
-    ["delivery", "buckets"],
+    ["delivery", "buckets", "asyncapi"],
     # the clients: brokers, and the idempotency stores
     ["broker", "idempotency"],
     # the only actors that call a broker client

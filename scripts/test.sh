@@ -106,6 +106,7 @@ cargo run --locked --example retries >/dev/null
 cargo run --locked --example request_reply >/dev/null
 cargo run --locked --example batch >/dev/null
 cargo run --locked --example declared >/dev/null
+cargo run --locked --example asyncapi -- target/quickstart.asyncapi.json
 cargo run --locked "${FEATURES[@]}" --example idempotent -- "$KAFKACTOR_TEST_REDIS" >/dev/null
 cargo run --locked "${FEATURES[@]}" --example outbox -- "$KAFKACTOR_TEST_POSTGRES" >/dev/null
 

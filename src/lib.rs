@@ -10,6 +10,7 @@
 )]
 
 mod app;
+mod asyncapi;
 #[doc(hidden)]
 pub mod bench_internals;
 mod broker;
@@ -43,6 +44,7 @@ pub mod testing;
 mod topics;
 
 pub use app::{App, AppBuilder, DeclaredHandler, Kafkactor, Subscriber};
+pub use asyncapi::AsyncApi;
 pub use broker::{Broker, MemoryBroker, OffsetReset};
 pub use buckets::Delays;
 pub use codec::{type_name_of, ContentType, Decode, Raw};
@@ -72,6 +74,11 @@ pub use producer::{Producer, ProducerHandle, PublishBatch, SendError};
 pub use publish::{Publish, PublishOutcome};
 pub use replay::{Replay, ReplayControl, ReplayReport, ReplayRun};
 pub use request::{Replies, Requester};
+/// `schemars`, whose `JsonSchema` derive gives message types their schema in
+/// the AsyncAPI document (`#[derive(kafkactor::schemars::JsonSchema)]` with
+/// `#[schemars(crate = "kafkactor::schemars")]`, or a `schemars` dependency of
+/// your own).
+pub use schemars;
 pub use subscription::retry::{RetryPolicy, RetryTopic};
 pub use subscription::route::Routes;
 pub use subscription::{IntoTopics, OnRestartLimit, Subscription};

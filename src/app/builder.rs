@@ -42,6 +42,8 @@ impl Kafkactor {
             http: None,
             lineage: None,
             replies: None,
+            asyncapi: crate::asyncapi::AsyncApi::default(),
+            described: Vec::new(),
             #[cfg(feature = "postgres")]
             outbox_relays: Vec::new(),
             error: None,
@@ -69,6 +71,10 @@ pub struct AppBuilder {
     pub(super) http: Option<String>,
     pub(super) lineage: Option<Lineage>,
     pub(super) replies: Option<crate::request::Replies>,
+    /// What the AsyncAPI document says beyond the subscriptions.
+    pub(super) asyncapi: crate::asyncapi::AsyncApi,
+    /// The subscriptions as the AsyncAPI document shows them.
+    pub(super) described: Vec<crate::asyncapi::Received>,
     #[cfg(feature = "postgres")]
     pub(super) outbox_relays: Vec<crate::outbox::OutboxRelay>,
     pub(super) error: Option<Error>,
@@ -145,6 +151,14 @@ impl AppBuilder {
             )));
             return self;
         }
+        self.described.push(crate::asyncapi::Received {
+            group: sub.group_name().to_string(),
+            topics: sub.topics.clone(),
+            types: routes.described(),
+            dead_letter: sub.dead_letter.clone(),
+            retry_topics: sub.retry.retry_topic().is_some(),
+            content_type: sub.default_content_type,
+        });
         let factory = Arc::new(factory);
         let spec_sub = sub.clone();
         self.subscriptions.push((
@@ -165,6 +179,15 @@ impl AppBuilder {
     {
         let handler = Arc::new(handler);
         self.subscribe::<FnHandler<T, F>, T, _>(sub, move || FnHandler::new(handler.clone()))
+    }
+
+    /// The title, version and message schemas of the application's
+    /// AsyncAPI document (see [`AsyncApi`](crate::AsyncApi)); without it
+    /// the document shows the subscriptions' channels, groups and message
+    /// names, with no schemas.
+    pub fn asyncapi(mut self, spec: crate::asyncapi::AsyncApi) -> Self {
+        self.asyncapi = spec;
+        self
     }
 
     /// Subscribes a handler that declares its own subscription: an async

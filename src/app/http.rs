@@ -1,5 +1,6 @@
-//! The `HttpEndpoints` actor: serves `/metrics`, `/health/live` and
-//! `/health/ready` on actix-web
+//! The `HttpEndpoints` actor: serves `/metrics`, `/health/live`,
+//! `/health/ready` and the AsyncAPI document (`/asyncapi`,
+//! `/asyncapi.json`) on actix-web
 //! ([`AppBuilder::serve_http`](crate::AppBuilder::serve_http)).
 //!
 //! Role: runs an actix-web server (one worker thread) on the socket the
@@ -18,6 +19,7 @@
 //! the failure are cut; the address does not change.
 
 use std::net::TcpListener;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -30,14 +32,20 @@ use super::health::Observed;
 pub(crate) struct HttpEndpoints {
     listener: TcpListener,
     observed: Observed,
+    asyncapi: Arc<serde_json::Value>,
     server: Option<ServerHandle>,
 }
 
 impl HttpEndpoints {
-    pub(crate) fn new(listener: TcpListener, observed: Observed) -> Self {
+    pub(crate) fn new(
+        listener: TcpListener,
+        observed: Observed,
+        asyncapi: Arc<serde_json::Value>,
+    ) -> Self {
         HttpEndpoints {
             listener,
             observed,
+            asyncapi,
             server: None,
         }
     }
@@ -47,6 +55,10 @@ async fn metrics(observed: web::Data<Observed>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(observed.render().await)
+}
+
+async fn asyncapi_document(document: web::Data<serde_json::Value>) -> HttpResponse {
+    HttpResponse::Ok().json(&**document)
 }
 
 async fn live() -> HttpResponse {
@@ -71,9 +83,13 @@ impl Actor for HttpEndpoints {
             Err(e) => return fail(ctx, format!("HTTP socket: {e}")),
         };
         let observed = web::Data::new(self.observed.clone());
+        let asyncapi = web::Data::from(self.asyncapi.clone());
         let server = actix_web::HttpServer::new(move || {
             actix_web::App::new()
                 .app_data(observed.clone())
+                .app_data(asyncapi.clone())
+                .route("/asyncapi", web::get().to(asyncapi_document))
+                .route("/asyncapi.json", web::get().to(asyncapi_document))
                 .route("/metrics", web::get().to(metrics))
                 .route("/health/live", web::get().to(live))
                 .route("/health/ready", web::get().to(ready))

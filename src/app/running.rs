@@ -33,6 +33,8 @@ pub struct App {
     pub(super) events: Events,
     /// What its requesters share, when it reads replies.
     pub(super) requests: Option<Arc<crate::request::Requests>>,
+    /// Its AsyncAPI document.
+    pub(super) asyncapi: Arc<serde_json::Value>,
     /// Counts the supervision events while the application lives.
     pub(super) _counting: crate::observe::supervision::Counting,
 }
@@ -65,6 +67,12 @@ impl App {
     /// it, every request fails with [`Error::Config`](crate::Error::Config)).
     pub fn requester(&self) -> Requester {
         Requester::new(self.requests.clone(), self.producer())
+    }
+
+    /// The application's AsyncAPI 3.0 document (see
+    /// [`AsyncApi`](crate::AsyncApi)), as served at `/asyncapi`.
+    pub fn asyncapi(&self) -> &serde_json::Value {
+        &self.asyncapi
     }
 
     /// The partitions this application's members (its subscriptions and

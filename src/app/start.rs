@@ -89,6 +89,7 @@ impl AppBuilder {
     /// returns the running application. Must run inside an actix system.
     pub async fn start(mut self) -> Result<App> {
         let broker = self.checked().await?;
+        let asyncapi = Arc::new(crate::asyncapi::document(&self.asyncapi, &self.described)?);
         let plan = self.delays.as_ref().map(Delays::plan).transpose()?;
         let metrics = Metrics::register(self.registry.take().unwrap_or_default(), self.metrics)?;
         // Once per process (a few ms): not on the first record timed.
@@ -133,11 +134,15 @@ impl AppBuilder {
         let observed = observing.observed(&shared);
         let mut http_addr = None;
         if let Some(addr) = &self.http {
-            let (spec, bound) = http_spec(addr, observed.clone())?;
+            let (spec, bound) = http_spec(addr, observed.clone(), asyncapi.clone())?;
             http_addr = Some(bound);
             root = root.child(spec);
         }
-        self.run(root, shared, observed, http_addr, broker, requests)
+        let described = Described {
+            http_addr,
+            asyncapi,
+        };
+        self.run(root, shared, observed, described, broker, requests)
             .await
     }
 
@@ -257,7 +262,7 @@ impl AppBuilder {
         root: Supervisor,
         shared: Shared,
         observed: Observed,
-        http_addr: Option<std::net::SocketAddr>,
+        described: Described,
         broker: Broker,
         requests: Option<Arc<crate::request::Requests>>,
     ) -> Result<App> {
@@ -288,7 +293,7 @@ impl AppBuilder {
         }
         Ok(App {
             observed,
-            http_addr,
+            http_addr: described.http_addr,
             root: handle,
             producer: shared.outbound.producer,
             connection: shared.outbound.connection,
@@ -297,6 +302,7 @@ impl AppBuilder {
             broker,
             events: self.events,
             requests,
+            asyncapi: described.asyncapi,
             _counting: counting,
         })
     }
@@ -457,8 +463,19 @@ fn lineage_spec(
     .restart(Restart::Transient)
 }
 
+/// Where the application is described: its HTTP address, when it serves
+/// one, and its AsyncAPI document.
+struct Described {
+    http_addr: Option<std::net::SocketAddr>,
+    asyncapi: Arc<serde_json::Value>,
+}
+
 /// The `http` child serving `addr`, and the address it is bound to.
-fn http_spec(addr: &str, observed: Observed) -> Result<(ChildSpec, std::net::SocketAddr)> {
+fn http_spec(
+    addr: &str,
+    observed: Observed,
+    asyncapi: Arc<serde_json::Value>,
+) -> Result<(ChildSpec, std::net::SocketAddr)> {
     let listener = std::net::TcpListener::bind(addr)
         .map_err(|e| Error::Config(format!("cannot serve HTTP on {addr}: {e}")))?;
     let bound = listener
@@ -468,6 +485,7 @@ fn http_spec(addr: &str, observed: Observed) -> Result<(ChildSpec, std::net::Soc
         HttpEndpoints::new(
             listener.try_clone().expect("a socket handle"),
             observed.clone(),
+            asyncapi.clone(),
         )
     });
     Ok((spec, bound))

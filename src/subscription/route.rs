@@ -129,6 +129,21 @@ impl<A: Actor> fmt::Debug for Routes<A> {
 }
 
 impl<A: Actor> Routes<A> {
+    /// The message types it takes, as (name on the wire, Rust path): a
+    /// route taking any record is named by its type (`Raw`).
+    pub(crate) fn described(&self) -> Vec<(String, &'static str)> {
+        let mut types: Vec<_> = self
+            .by_name
+            .iter()
+            .map(|(n, _, p)| (n.to_string(), *p))
+            .collect();
+        if let Some((_, path)) = self.fallback {
+            let name = path.split('<').next().unwrap_or(path);
+            types.push((name.rsplit("::").next().unwrap_or(name).to_string(), path));
+        }
+        types
+    }
+
     /// The accepted type names, sorted.
     fn names(&self) -> Vec<&str> {
         let mut names: Vec<&str> = self.by_name.iter().map(|(n, ..)| &**n).collect();
