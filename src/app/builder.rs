@@ -29,6 +29,7 @@ impl Kafkactor {
     pub fn builder() -> AppBuilder {
         AppBuilder {
             broker: None,
+            named: Vec::new(),
             subscriptions: Vec::new(),
             max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
             delivery_timeout: Duration::from_secs(30),
@@ -58,6 +59,8 @@ pub(super) type MakeSpec = Box<dyn FnOnce(Parts) -> ChildSpec>;
 /// handlers, and the supervision settings. Nothing runs until [`start`](AppBuilder::start).
 pub struct AppBuilder {
     pub(super) broker: Option<Broker>,
+    /// The other brokers, by name.
+    pub(super) named: Vec<(String, Broker)>,
     pub(super) subscriptions: Vec<(Subscription, MakeSpec)>,
     pub(super) max_record_bytes: usize,
     pub(super) delivery_timeout: Duration,
@@ -102,6 +105,68 @@ impl AppBuilder {
     /// The broker to use: [`Broker::memory`] or, with Kafka, `Broker::kafka`.
     pub fn broker(mut self, broker: Broker) -> Self {
         self.broker = Some(broker);
+        self
+    }
+
+    /// Every broker of `config` (`kafkactor.toml` and the environment):
+    /// the one named `default` as the application's broker, the others as
+    /// [named brokers](AppBuilder::named_broker), by their names. A name
+    /// `config` does not define fails the start with [`Error::Config`]
+    /// naming the file.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), kafkactor::Error> {
+    /// let config = kafkactor::Config::load()?; // [default.brokers.main], [default.brokers.analytics]
+    /// let builder = kafkactor::Kafkactor::builder().brokers(&config, "main");
+    /// # let _ = builder; Ok(()) }
+    /// ```
+    pub fn brokers(mut self, config: &crate::Config, default: &str) -> Self {
+        match config.broker(default) {
+            Ok(broker) => self.broker = Some(broker),
+            Err(e) => {
+                self.fail(e);
+                return self;
+            }
+        }
+        for name in config.broker_names().filter(|n| *n != default) {
+            match config.broker(name) {
+                Ok(broker) => self.named.push((name.to_string(), broker)),
+                Err(e) => {
+                    self.fail(e);
+                    return self;
+                }
+            }
+        }
+        self
+    }
+
+    /// Another broker, named `name`, beside the default one
+    /// ([`broker`](AppBuilder::broker)): a subscription reads from it with
+    /// [`Subscription::broker`], a handler publishes to it with
+    /// [`Delivery::publish_on`](crate::Delivery::publish_on), and
+    /// [`App::producer_on`](crate::App::producer_on) publishes to it. It has
+    /// a producer, producer connection and dead-letter actor of its own
+    /// (`producer@<name>`, ...). Delayed publishing, request-reply, lineage
+    /// and the outbox use the default broker.
+    ///
+    /// ```
+    /// use kafkactor::prelude::*;
+    /// # #[derive(serde::Serialize, serde::Deserialize)] struct Click { page: String }
+    /// let builder = Kafkactor::builder()
+    ///     .broker(Broker::memory())                       // "default"
+    ///     .named_broker("analytics", Broker::memory())    // another cluster
+    ///     .handle(
+    ///         Subscription::to("clicks").group("counter").broker("analytics"),
+    ///         |d: Delivery<Click>| async move {
+    ///             // Counted on the analytics cluster, reported on the default one.
+    ///             d.publish_on("default", Publish::to("page-views").message(d.message())?)
+    ///                 .await?;
+    ///             Ok::<(), Failure>(())
+    ///         },
+    ///     );
+    /// ```
+    pub fn named_broker(mut self, name: impl Into<String>, broker: Broker) -> Self {
+        self.named.push((name.into(), broker));
         self
     }
 

@@ -44,6 +44,8 @@ pub(crate) struct Member {
     pub(crate) group: String,
     pub(crate) topics: Vec<String>,
     pub(crate) connection: ChildRef<ConsumerConnection>,
+    /// The broker it reads from.
+    pub(crate) backend: Arc<dyn BrokerBackend>,
     /// The Republisher's: its topics are delay buckets, and its lag is
     /// their backlog.
     pub(crate) buckets: bool,
@@ -172,8 +174,8 @@ impl Observed {
     async fn refresh(&self, c: &Member) {
         let collectors = self.0.metrics.collectors();
         for topic in &c.topics {
-            let marks = self.0.backend.watermarks(topic);
-            let committed = self.0.backend.committed(&c.group, topic);
+            let marks = c.backend.watermarks(topic);
+            let committed = c.backend.committed(&c.group, topic);
             let (Ok(marks), Ok(committed)) = futures_util::future::join(marks, committed).await
             else {
                 continue;

@@ -53,6 +53,9 @@ pub(crate) struct OutboundSettings {
     pub(crate) metrics: Metrics,
     /// Where lineage events go, when on.
     pub(crate) lineage: Option<Tap>,
+    /// The name of the broker they write to, when it is not the default
+    /// one: their ids then end in `@<name>`.
+    pub(crate) broker: Option<Arc<str>>,
 }
 
 impl Outbound {
@@ -67,7 +70,14 @@ impl Outbound {
             intake,
             metrics,
             lineage,
+            broker,
         } = settings;
+        let id = |base: &str| -> Arc<str> {
+            match &broker {
+                Some(name) => format!("{base}@{name}").into(),
+                None => base.into(),
+            }
+        };
         let producer = ProducerSettings {
             max_record_bytes,
             delivery_timeout,
@@ -79,20 +89,26 @@ impl Outbound {
         root
             // Large mailboxes: `send` beyond the capacity would let waiting
             // publishes overtake each other.
-            .child(self.connection_spec(backend, delivery_timeout, Rc::new(RefCell::new(intake))))
-            .child(self.producer_spec(producer))
-            .child(self.dead_letter_spec(delivery_timeout, events))
+            .child(self.connection_spec(
+                id("producer-connection"),
+                backend,
+                delivery_timeout,
+                Rc::new(RefCell::new(intake)),
+            ))
+            .child(self.producer_spec(id("producer"), producer))
+            .child(self.dead_letter_spec(id("dead-letter"), delivery_timeout, events))
     }
 
     /// The producer connection's spec: a client of `backend` draining the
     /// Producer's `intake`, with a large mailbox.
     fn connection_spec(
         &self,
+        id: Arc<str>,
         backend: Arc<dyn BrokerBackend>,
         delivery_timeout: Duration,
         intake: Rc<RefCell<crate::producer::ProducerIntake>>,
     ) -> ChildSpec {
-        ChildSpec::graceful_with_ref("producer-connection", &self.connection, move || {
+        ChildSpec::graceful_with_ref(id, &self.connection, move || {
             ProducerConnection::new(
                 backend.clone(),
                 ProducerConfig {
@@ -108,9 +124,9 @@ impl Outbound {
     /// The Producer's spec: it writes through the producer connection
     /// (what comes to its address, and failed writes sent again), and has a
     /// large mailbox.
-    fn producer_spec(&self, settings: ProducerSettings) -> ChildSpec {
+    fn producer_spec(&self, id: Arc<str>, settings: ProducerSettings) -> ChildSpec {
         let (own, connection) = (self.producer.clone(), self.connection.clone());
-        ChildSpec::graceful_with_ref("producer", &self.producer, move || {
+        ChildSpec::graceful_with_ref(id, &self.producer, move || {
             Producer::new(own.clone(), connection.clone(), &settings)
         })
         .mailbox_capacity(WRITE_MAILBOX)
@@ -118,9 +134,14 @@ impl Outbound {
 
     /// The dead-letter actor's spec: it writes through the producer
     /// connection.
-    fn dead_letter_spec(&self, delivery_timeout: Duration, events: Events) -> ChildSpec {
+    fn dead_letter_spec(
+        &self,
+        id: Arc<str>,
+        delivery_timeout: Duration,
+        events: Events,
+    ) -> ChildSpec {
         let connection = self.connection.clone();
-        ChildSpec::graceful_with_ref("dead-letter", &self.dead_letter, move || {
+        ChildSpec::graceful_with_ref(id, &self.dead_letter, move || {
             DeadLetter::new(
                 Writer::to(connection.clone()),
                 delivery_timeout,

@@ -33,6 +33,8 @@ pub struct App {
     pub(super) events: Events,
     /// What its requesters share, when it reads replies.
     pub(super) requests: Option<Arc<crate::request::Requests>>,
+    /// The other brokers, by name, with their producers.
+    pub(super) named: Vec<(Arc<str>, Broker, ProducerHandle)>,
     /// Its AsyncAPI document.
     pub(super) asyncapi: Arc<serde_json::Value>,
     /// Counts the supervision events while the application lives.
@@ -59,6 +61,33 @@ impl App {
             self.intake.clone(),
             self.delivery_timeout,
         )
+    }
+
+    /// The producer of the broker named `name`
+    /// ([`AppBuilder::named_broker`](crate::AppBuilder::named_broker));
+    /// [`Error::Config`] when the application names no such broker.
+    pub fn producer_on(&self, name: &str) -> Result<ProducerHandle> {
+        if name == super::start::DEFAULT_BROKER {
+            return Ok(self.producer());
+        }
+        self.named
+            .iter()
+            .find(|(n, ..)| &**n == name)
+            .map(|(_, _, producer)| producer.clone())
+            .ok_or_else(|| Error::Config(format!("the application names no broker {name:?}")))
+    }
+
+    /// The broker named `name`, or [`Error::Config`] when the application
+    /// names no such broker.
+    pub fn broker_named(&self, name: &str) -> Result<&Broker> {
+        if name == super::start::DEFAULT_BROKER {
+            return Ok(&self.broker);
+        }
+        self.named
+            .iter()
+            .find(|(n, ..)| &**n == name)
+            .map(|(_, broker, _)| broker)
+            .ok_or_else(|| Error::Config(format!("the application names no broker {name:?}")))
     }
 
     /// Sends requests and awaits their replies (see [`Requester`]); the

@@ -23,6 +23,7 @@ use crate::observe::lineage::Tap;
 use crate::observe::metrics::Metrics;
 use crate::producer::handle::IntakeSender;
 use crate::producer::ProducerHandle;
+use crate::subscription::Subscription;
 
 /// What every subtree is built from, made once by `start`.
 struct Shared {
@@ -34,9 +35,53 @@ struct Shared {
     delivery_timeout: Duration,
     /// Where lineage events go, when on.
     tap: Option<Tap>,
+    /// The other brokers, by name.
+    named: Vec<Named>,
 }
 
+/// A named broker's client and outbound actors.
+struct Named {
+    name: Arc<str>,
+    broker: Broker,
+    backend: Arc<dyn BrokerBackend>,
+    outbound: Outbound,
+    intake: IntakeSender,
+}
+
+impl Named {
+    fn producer(&self, delivery_timeout: Duration) -> ProducerHandle {
+        ProducerHandle::new(
+            self.outbound.producer.clone(),
+            self.outbound.connection.clone(),
+            self.intake.clone(),
+            delivery_timeout,
+        )
+    }
+}
+
+/// What the default broker is called where brokers are named
+/// ([`Delivery::publish_on`](crate::Delivery::publish_on)).
+pub(crate) const DEFAULT_BROKER: &str = "default";
+
 impl Shared {
+    /// The producers of every broker but `own` (None: the default one),
+    /// by name.
+    fn others(&self, own: Option<&str>) -> crate::delivery::outlet::Publishers {
+        let mut others: Vec<(Arc<str>, Arc<dyn crate::delivery::outlet::Publisher>)> = Vec::new();
+        if own.is_some() {
+            others.push((DEFAULT_BROKER.into(), Arc::new(self.producer())));
+        }
+        for named in &self.named {
+            if own != Some(&*named.name) {
+                others.push((
+                    named.name.clone(),
+                    Arc::new(named.producer(self.delivery_timeout)),
+                ));
+            }
+        }
+        others.into()
+    }
+
     /// A handle on the application's Producer.
     fn producer(&self) -> ProducerHandle {
         ProducerHandle::new(
@@ -96,10 +141,26 @@ impl AppBuilder {
         crate::clock::warm();
         let backend = broker.backend()?;
         connected(&backend, self.connect_timeout).await?;
+        let mut named = Vec::new();
+        let mut named_intakes = Vec::new();
+        for (name, broker) in &self.named {
+            let backend = broker.backend()?;
+            connected(&backend, self.connect_timeout).await?;
+            self.create_topics(&backend, None, Some(name)).await?;
+            let (intake, intake_rx) = crate::producer::handle::intake(WRITE_MAILBOX);
+            named.push(Named {
+                name: name.as_str().into(),
+                broker: broker.clone(),
+                backend,
+                outbound: Outbound::default(),
+                intake,
+            });
+            named_intakes.push(intake_rx);
+        }
         // The Republisher of this application, when it runs one.
         let republishing = self.republisher(plan.clone());
         let buckets = republishing.as_ref().map(|(_, plan)| &**plan);
-        self.create_topics(&backend, buckets).await?;
+        self.create_topics(&backend, buckets, None).await?;
 
         let (intake, intake_rx) = crate::producer::handle::intake(WRITE_MAILBOX);
         let (tap, lineage) = self.lineage_tap(&metrics);
@@ -110,10 +171,27 @@ impl AppBuilder {
             intake,
             delivery_timeout: self.delivery_timeout,
             tap,
+            named,
         };
         let mut observing = Observing::default();
         // The root's children, in start order (app/mod.rs draws the tree).
         let mut root = self.outbound(self.root(), &shared, plan.clone(), intake_rx);
+        for (named, intake) in shared.named.iter().zip(named_intakes) {
+            root = named.outbound.children(
+                root,
+                OutboundSettings {
+                    backend: named.backend.clone(),
+                    max_record_bytes: self.max_record_bytes,
+                    delivery_timeout: self.delivery_timeout,
+                    delays: None,
+                    events: self.events.clone(),
+                    intake,
+                    metrics: shared.metrics.clone(),
+                    lineage: shared.tap.clone(),
+                    broker: Some(named.name.clone()),
+                },
+            );
+        }
         if let Some((topic, events)) = lineage {
             root = root.child(lineage_spec(topic, events, shared.producer()));
         }
@@ -185,6 +263,7 @@ impl AppBuilder {
                 intake,
                 metrics: shared.metrics.clone(),
                 lineage: shared.tap.clone(),
+                broker: None,
             },
         )
     }
@@ -222,10 +301,27 @@ impl AppBuilder {
     ) -> Supervisor {
         for (sub, make) in std::mem::take(&mut self.subscriptions) {
             let connection = ChildRef::new();
+            // Its broker's client, outbound actors and producer.
+            let (backend, outbound, producer) = match sub.broker.as_deref() {
+                None => (shared.backend.clone(), &shared.outbound, shared.producer()),
+                Some(name) => {
+                    let named = shared
+                        .named
+                        .iter()
+                        .find(|n| &*n.name == name)
+                        .expect("checked at start");
+                    (
+                        named.backend.clone(),
+                        &named.outbound,
+                        named.producer(self.delivery_timeout),
+                    )
+                }
+            };
             observing.members.push(Member {
                 group: sub.group_name().to_string(),
                 topics: sub.topics.clone(),
                 connection: connection.clone(),
+                backend: backend.clone(),
                 buckets: false,
             });
             let handlers_health = Failing::default();
@@ -239,18 +335,20 @@ impl AppBuilder {
                     idempotency.failing.clone(),
                 ));
             }
+            let others = shared.others(sub.broker.as_deref());
             root = root.child(make(crate::subscription::tree::Parts {
-                backend: shared.backend.clone(),
+                backend,
                 events: self.events.clone(),
-                dead_letter: shared.outbound.dead_letter.clone(),
+                dead_letter: outbound.dead_letter.clone(),
                 connection,
                 metrics: shared.metrics.clone(),
                 lineage: shared.tap.clone().filter(|_| sub.lineage),
                 max_record_bytes: self.max_record_bytes,
                 handlers_health,
-                writer: crate::connection::producer::Writer::to(shared.outbound.connection.clone()),
+                writer: crate::connection::producer::Writer::to(outbound.connection.clone()),
                 delivery_timeout: self.delivery_timeout,
-                producer: shared.producer(),
+                producer,
+                others,
             }));
         }
         root
@@ -302,6 +400,17 @@ impl AppBuilder {
             broker,
             events: self.events,
             requests,
+            named: shared
+                .named
+                .iter()
+                .map(|n| {
+                    (
+                        n.name.clone(),
+                        n.broker.clone(),
+                        n.producer(self.delivery_timeout),
+                    )
+                })
+                .collect(),
             asyncapi: described.asyncapi,
             _counting: counting,
         })
@@ -318,8 +427,32 @@ impl AppBuilder {
         if self.max_record_bytes == 0 {
             return Err(Error::Config("max_record_bytes must be at least 1".into()));
         }
+        let mut names: Vec<&str> = vec![DEFAULT_BROKER];
+        for (name, _) in &self.named {
+            if name.is_empty() || names.contains(&name.as_str()) {
+                return Err(Error::Config(format!(
+                    "a named broker needs a name of its own: {name:?} is {}",
+                    if name.is_empty() { "empty" } else { "taken" }
+                )));
+            }
+            names.push(name);
+        }
         for (sub, _) in &self.subscriptions {
             sub.validate()?;
+            if let Some(name) = sub.broker.as_deref().filter(|n| !names[1..].contains(n)) {
+                return Err(Error::Config(format!(
+                    "subscription of group {:?} to {:?} reads from broker {name:?}, which the \
+                     application does not name (named: {}); add it with \
+                     AppBuilder::named_broker",
+                    sub.group_name(),
+                    sub.topics,
+                    if names.len() == 1 {
+                        "none".to_string()
+                    } else {
+                        names[1..].join(", ")
+                    }
+                )));
+            }
         }
         if let Some(replies) = &self.replies {
             replies.validate()?;
@@ -345,9 +478,11 @@ impl AppBuilder {
         &self,
         backend: &Arc<dyn BrokerBackend>,
         buckets: Option<&Plan>,
+        broker: Option<&str>,
     ) -> Result<()> {
         let mut topics: Vec<String> = Vec::new();
-        for (sub, _) in &self.subscriptions {
+        let on_it = |sub: &&Subscription| sub.broker.as_deref() == broker;
+        for (sub, _) in self.subscriptions.iter().filter(|(s, _)| on_it(&s)) {
             for topic in &sub.topics {
                 topics.push(topic.clone());
                 topics.push(sub.dead_letter_topic(topic));
@@ -356,7 +491,7 @@ impl AppBuilder {
         if let Some(plan) = buckets {
             topics.extend(plan.topics());
         }
-        if let Some(lineage) = &self.lineage {
+        if let Some(lineage) = self.lineage.as_ref().filter(|_| broker.is_none()) {
             topics.push(lineage.topic.clone());
         }
         topics.sort();
@@ -366,7 +501,7 @@ impl AppBuilder {
         }
         // A retry topic has as many partitions as its topic: partition p's
         // retries are in its partition p, read by the same member.
-        for (sub, _) in &self.subscriptions {
+        for (sub, _) in self.subscriptions.iter().filter(|(s, _)| on_it(&s)) {
             for (topic, retry) in sub.retry_topics().pairs() {
                 let partitions = backend.partitions(topic).await?;
                 backend.ensure_topic(retry, partitions).await?;
@@ -433,6 +568,7 @@ fn republisher(
         group: delays.group_name().to_string(),
         topics: plan.topics(),
         connection: connection.clone(),
+        backend: shared.backend.clone(),
         buckets: true,
     });
     crate::delay::tree::republisher_spec(

@@ -102,6 +102,45 @@ impl<T> Delivery<T> {
         async move { sent?.await }
     }
 
+    /// Publishes `publish` to the application's broker named `broker`
+    /// ([`AppBuilder::named_broker`](crate::AppBuilder::named_broker), or
+    /// `"default"` for the one given to
+    /// [`AppBuilder::broker`](crate::AppBuilder::broker)), as
+    /// [`publish`](Delivery::publish) does to this record's own broker:
+    /// it inherits the record's tenant, correlation id and trace. A
+    /// transactional subscription's outputs are written in its own
+    /// broker's transaction, so there a publish to another broker is
+    /// refused with [`Error::Config`]; so is a broker name the
+    /// application does not have.
+    pub fn publish_on(
+        &self,
+        broker: &str,
+        publish: Publish,
+    ) -> impl Future<Output = Result<PublishOutcome>> + 'static {
+        let sent = match self.outlet.map(outlet::find) {
+            None => Err(Error::Unavailable(
+                "this delivery was not made by a subscription: it has no producer to publish with"
+                    .into(),
+            )),
+            Some(None) => Err(Error::Shutdown),
+            Some(Some(outlet)) if outlet.transactional => Err(Error::Config(format!(
+                "a transactional subscription writes its outputs in its own broker's \
+                 transaction: it cannot publish to broker {broker:?}"
+            ))),
+            Some(Some(outlet)) => match outlet.others.iter().find(|(name, _)| &**name == broker) {
+                Some((_, publisher)) => Ok(publisher.publish(publish.continuing(self))),
+                None => Err(Error::Config(format!(
+                    "no broker named {broker:?} (the application has {})",
+                    std::iter::once("this record's own")
+                        .chain(outlet.others.iter().map(|(n, _)| &**n))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))),
+            },
+        };
+        async move { sent?.await }
+    }
+
     /// Replies `message` to the request this record is: to the topic (and
     /// partition) its `x-reply-to` header names, with its correlation id,
     /// as [`publish`](Delivery::publish) sends. [`Error::NoReplyTo`] when

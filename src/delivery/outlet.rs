@@ -27,6 +27,9 @@ pub(crate) trait Publisher: Send + Sync {
     fn publish(&self, publish: Publish) -> Sent;
 }
 
+/// Publishers by broker name.
+pub(crate) type Publishers = Arc<[(Arc<str>, Arc<dyn Publisher>)]>;
+
 /// A subscription's way out for its handlers' publishes.
 #[derive(Clone)]
 pub(crate) struct Outlet {
@@ -35,6 +38,9 @@ pub(crate) struct Outlet {
     /// handler's turn cannot join the record's transaction, and is refused
     /// rather than written outside it.
     pub(crate) transactional: bool,
+    /// The application's other brokers' publishers, by name
+    /// ([`Delivery::publish_on`](super::Delivery::publish_on)).
+    pub(crate) others: Publishers,
 }
 
 impl std::fmt::Debug for Outlet {

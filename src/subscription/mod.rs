@@ -108,6 +108,8 @@ pub struct Subscription {
     pub(crate) batch: Option<(usize, Duration)>,
     /// Whether records are put on lanes by partition rather than by key.
     pub(crate) lanes_by_partition: bool,
+    /// The named broker it reads from (None: the application's broker).
+    pub(crate) broker: Option<String>,
 }
 
 /// What happens when a subscription's handlers keep failing (panicking, or
@@ -167,7 +169,19 @@ impl Subscription {
             transactional: false,
             batch: None,
             lanes_by_partition: false,
+            broker: None,
         }
+    }
+
+    /// Reads from the broker the application named `name`
+    /// ([`AppBuilder::named_broker`](crate::AppBuilder::named_broker))
+    /// instead of its default one. Its dead-letter and retry topics, and
+    /// its transactions, are on that broker too, and its handlers'
+    /// [`publish`](crate::Delivery::publish) writes there;
+    /// [`publish_on`](crate::Delivery::publish_on) writes to another.
+    pub fn broker(mut self, name: impl Into<String>) -> Self {
+        self.broker = Some(name.into());
+        self
     }
 
     /// The consumer group (required). Members of one group share the

@@ -60,8 +60,10 @@ pub(crate) struct Parts {
     pub(crate) writer: Writer,
     /// How long a write may take.
     pub(crate) delivery_timeout: Duration,
-    /// The application's producer, for its handlers' publishes.
+    /// The producer of its broker, for its handlers' publishes.
     pub(crate) producer: crate::producer::ProducerHandle,
+    /// The producers of the application's other brokers, by name.
+    pub(crate) others: crate::delivery::outlet::Publishers,
 }
 
 /// What a member of `sub`'s group is.
@@ -142,6 +144,7 @@ fn dispatch_settings(sub: &Subscription, parts: &Parts) -> DispatchSettings {
             crate::delivery::outlet::Outlet {
                 publisher: Arc::new(parts.producer.clone()),
                 transactional: sub.transactional,
+                others: parts.others.clone(),
             },
         ))),
         batch: sub.batch.unwrap_or(DEFAULT_BATCH),
