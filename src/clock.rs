@@ -118,3 +118,66 @@ mod tests {
         assert!(back <= i0 + Duration::from_millis(2) && back + Duration::from_millis(2) >= i0);
     }
 }
+
+/// The wall clock: the system's, plus what a test advanced it by.
+#[inline]
+pub(crate) fn wall_now() -> std::time::SystemTime {
+    let now = std::time::SystemTime::now();
+    #[cfg(feature = "testing")]
+    {
+        let skew = skew::get();
+        if skew > 0 {
+            return now + Duration::from_millis(skew as u64);
+        }
+    }
+    now
+}
+
+/// `ms`, a reading of the system's wall clock in ms since the Unix epoch,
+/// plus what a test advanced the clock by.
+#[inline]
+pub(crate) fn skewed_ms(ms: i64) -> i64 {
+    #[cfg(feature = "testing")]
+    {
+        ms.saturating_add(skew::get())
+    }
+    #[cfg(not(feature = "testing"))]
+    {
+        ms
+    }
+}
+
+/// What a test advanced the wall clock by: process-wide, only ever
+/// forward, and announced to those waiting on the wall clock (the
+/// Republisher) so that they look again at once.
+#[cfg(feature = "testing")]
+pub(crate) mod skew {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    use std::sync::OnceLock;
+    use std::time::Duration;
+
+    static SKEW_MS: AtomicI64 = AtomicI64::new(0);
+
+    fn announce() -> &'static tokio::sync::watch::Sender<i64> {
+        static ANNOUNCE: OnceLock<tokio::sync::watch::Sender<i64>> = OnceLock::new();
+        ANNOUNCE.get_or_init(|| tokio::sync::watch::channel(0).0)
+    }
+
+    /// How far ahead of the system's the wall clock is, in ms.
+    #[inline]
+    pub(crate) fn get() -> i64 {
+        SKEW_MS.load(Ordering::Relaxed)
+    }
+
+    /// Moves the wall clock `by` ahead, and says so.
+    pub(crate) fn advance(by: Duration) {
+        let ms = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
+        let now = SKEW_MS.fetch_add(ms, Ordering::Relaxed).saturating_add(ms);
+        announce().send_replace(now);
+    }
+
+    /// Each advance, as it happens.
+    pub(crate) fn advances() -> tokio::sync::watch::Receiver<i64> {
+        announce().subscribe()
+    }
+}

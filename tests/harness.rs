@@ -287,3 +287,101 @@ on_memory_and_kafka!(
     super::revoked_mid_stream,
     3
 );
+
+/// A record delayed by an hour and one scheduled two hours ahead are
+/// delivered as soon as the test's clock is advanced past them, in
+/// seconds of real time; one delayed past the advance stays in its bucket.
+async fn delays_follow_the_test_clock(tb: TestBroker) {
+    use std::time::{Instant, SystemTime};
+    let t = TestApp::on(tb.broker.clone());
+    let (topic, prefix) = (t.topic("reminders"), t.topic("delay"));
+    tb.topics(&[&topic]).await;
+    let delays = kafkactor::Delays::default()
+        .topic_prefix(&prefix)
+        .group(&t.topic("republisher"));
+    let t = t
+        .with(|b| b.delays(delays))
+        .handle(
+            Subscription::to(topic.as_str()).group("g"),
+            |_: Delivery<Order>| async { Outcome::Ack },
+        )
+        .start()
+        .await
+        .unwrap();
+    let order = |id| Order {
+        id,
+        key: "k".into(),
+        seq: id,
+    };
+    let started = Instant::now();
+    t.publish(
+        Publish::to(topic.as_str())
+            .key("k")
+            .delay(Duration::from_secs(3600))
+            .message(&order(1))
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    let in_two_hours = SystemTime::now() + t.clock().unwrap().ahead() + Duration::from_secs(7200);
+    t.publish(
+        Publish::to(topic.as_str())
+            .key("k")
+            .at(in_two_hours)
+            .message(&order(2))
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    t.publish(
+        Publish::to(topic.as_str())
+            .key("k")
+            .delay(Duration::from_secs(6 * 3600))
+            .message(&order(3))
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    t.quiet().await.unwrap();
+    assert!(t.calls(&topic).is_empty(), "nothing due yet");
+    t.clock()
+        .unwrap()
+        .advance(Duration::from_secs(2 * 3600 + 60));
+    t.until("both due orders handled", || async {
+        t.calls(&topic).len() >= 2
+    })
+    .await
+    .unwrap();
+    let mut ids: Vec<u64> = t
+        .messages::<Order>(&topic)
+        .unwrap()
+        .iter()
+        .map(|o| o.id)
+        .collect();
+    ids.sort();
+    assert_eq!(ids, [1, 2], "the six-hour one stays delayed");
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "hours of delay in {:?}",
+        started.elapsed()
+    );
+    t.shutdown().await.unwrap();
+}
+#[actix::test]
+async fn delays_follow_the_test_clock_not_the_wall() {
+    delays_follow_the_test_clock(TestBroker::memory(2)).await
+}
+
+/// On Kafka the test clock is refused: the broker would refuse records
+/// stamped hours ahead of its own clock.
+#[actix::test]
+async fn the_test_clock_is_refused_on_kafka() {
+    let addr = or_skip!(kafka_address());
+    let t = TestApp::kafka(addr.as_str()).start().await.unwrap();
+    match t.clock() {
+        Err(Error::Config(why)) => assert!(why.contains("message.timestamp.after.max.ms"), "{why}"),
+        Ok(_) => panic!("the test clock on Kafka should be refused"),
+        Err(other) => panic!("{other:?}"),
+    }
+    t.shutdown().await.unwrap();
+}

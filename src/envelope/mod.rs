@@ -117,7 +117,7 @@ pub use record::{Record, TopicPartition};
 
 /// Milliseconds since the Unix epoch, now.
 pub(crate) fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
+    crate::clock::skewed_ms(chrono::Utc::now().timestamp_millis())
 }
 
 #[cfg(test)]

@@ -35,7 +35,7 @@ pub(crate) fn prepare(
         due,
         ..
     } = publish;
-    let now = SystemTime::now();
+    let now = crate::clock::wall_now();
     // Seconds and milliseconds apart: no 128-bit division per record.
     let timestamp_ms = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| {
         (d.as_secs() as i64)

@@ -46,6 +46,13 @@
 //! [`TestApp::revoke`] takes a subscription's partitions away (its
 //! consumer connection fails and rejoins the group).
 //!
+//! **Delays without waiting.** On the embedded broker, [`TestApp::clock`]
+//! moves the wall clock that records are stamped and delays are measured
+//! with ahead: `t.clock()?.advance(Duration::from_secs(3600))` delivers at once what
+//! was published with `.delay(1 h)` or scheduled `.at(..)` within the hour.
+//! The clock is the process's: tests that advance it should run in a
+//! process of their own (as `cargo nextest` runs every test) or alone.
+//!
 //! What a handler answered is recorded for closure handlers
 //! ([`TestAppBuilder::handle`]); an actor handler's records are seen by
 //! their fates (committed, published, dead-lettered).
@@ -376,6 +383,25 @@ impl TestAppBuilder {
     }
 }
 
+/// The wall clock records are stamped and delays measured with, as a test
+/// moves it ([`TestApp::clock`]): only forward, for the whole process.
+#[derive(Debug, Clone, Copy)]
+pub struct TestClock(());
+
+impl TestClock {
+    /// Moves the clock `by` ahead: what was delayed until then is
+    /// delivered at once (the Republisher looks again as the clock moves),
+    /// and records published from now on are stamped that much later.
+    pub fn advance(&self, by: Duration) {
+        crate::clock::skew::advance(by);
+    }
+
+    /// How far ahead of the system's the clock is.
+    pub fn ahead(&self) -> Duration {
+        Duration::from_millis(crate::clock::skew::get().max(0) as u64)
+    }
+}
+
 /// A dead letter: the record as written to the dead-letter topic, and
 /// what it says of its failure.
 #[derive(Debug, Clone)]
@@ -588,6 +614,21 @@ impl TestApp {
             .find(|w| w.named == group)
             .map(|w| w.group.clone())
             .unwrap_or_else(|| group.to_string())
+    }
+
+    /// The wall clock, to advance (see [`TestClock`]): on the embedded
+    /// broker only. Apache Kafka refuses records stamped ahead of its own
+    /// clock (past `message.timestamp.after.max.ms`, an hour by default),
+    /// so there it is [`Error::Config`].
+    pub fn clock(&self) -> Result<TestClock> {
+        if self.on_kafka {
+            return Err(Error::Config(
+                "the test clock moves the embedded broker's time only: Apache Kafka refuses \
+                 records stamped ahead of its own clock (message.timestamp.after.max.ms)"
+                    .into(),
+            ));
+        }
+        Ok(TestClock(()))
     }
 
     /// Crashes the actor at `path` (see [`App::fail_actor`]).

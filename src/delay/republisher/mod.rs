@@ -166,6 +166,49 @@ impl Actor for Republisher {
         if let Some(connection) = self.connection.get() {
             connection.do_send(Ready);
         }
+        // A test's clock moving ahead: what waits may be due now.
+        #[cfg(feature = "testing")]
+        ctx.add_stream(futures_util::stream::unfold(
+            crate::clock::skew::advances(),
+            |mut advances| async move {
+                advances.changed().await.ok()?;
+                Some((ClockAdvanced, advances))
+            },
+        ));
+    }
+}
+
+/// A test advanced the wall clock (feature `testing`).
+#[cfg(feature = "testing")]
+struct ClockAdvanced;
+
+#[cfg(feature = "testing")]
+impl StreamHandler<ClockAdvanced> for Republisher {
+    fn handle(&mut self, _: ClockAdvanced, ctx: &mut Context<Self>) {
+        // Every wait was measured against the clock before: look again,
+        // lifting the holds on partitions whose heads waited.
+        let waiting: Vec<TopicPartition> = self.queues.keys().cloned().collect();
+        for tp in waiting {
+            let queue = self.queues.get_mut(&tp).expect("listed");
+            if let Some((_, handle)) = queue.wakeup.take() {
+                ctx.cancel_future(handle);
+                if let Some(connection) = self.connection.get() {
+                    connection.do_send(crate::connection::consumer::Hold {
+                        partition: tp.clone(),
+                        until: std::time::Instant::now(),
+                    });
+                }
+            }
+            self.release(&tp, ctx);
+        }
+        if let Some((_, handle)) = self.due_timer.take() {
+            ctx.cancel_future(handle);
+        }
+        self.deliver_due(ctx);
+    }
+
+    fn finished(&mut self, _: &mut Context<Self>) {
+        // The clock's announcements end only with the process.
     }
 }
 
