@@ -455,3 +455,68 @@ async fn the_retry_path_and_the_delay_buckets_are_shown() {
     );
     app.shutdown().await.unwrap();
 }
+
+/// `kafkactor asyncapi` writes a running application's document as its
+/// HTTP endpoint serves it, with no broker to ask; an address where no
+/// application answers is a clear error and exit code 1.
+#[actix::test]
+async fn asyncapi_writes_a_running_applications_document() {
+    let app = Kafkactor::builder()
+        .broker(Broker::memory())
+        .serve_http("127.0.0.1:0")
+        .handle(
+            Subscription::to("orders").group("billing"),
+            |_: Delivery<Order>| async { Outcome::Ack },
+        )
+        .start()
+        .await
+        .unwrap();
+    let addr = app.http_addr().unwrap().to_string();
+    let dir = std::env::temp_dir().join(unique("asyncapi"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("billing.asyncapi.json");
+    let from = format!("http://{addr}");
+    let args = [
+        "asyncapi",
+        "--from",
+        &from,
+        "--output",
+        file.to_str().unwrap(),
+    ];
+    // In a directory with no configuration, and no Kafka to ask.
+    let out = tokio::task::spawn_blocking({
+        let dir = dir.clone();
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            kafkactor_in(&dir, &[("KAFKACTOR_BROKERS", "127.0.0.1:1")], &args)
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let written: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert_eq!(&written, app.asyncapi());
+    assert_eq!(
+        written["operations"]["receive.billing.orders"]["action"],
+        "receive"
+    );
+    app.shutdown().await.unwrap();
+
+    // Nobody answers there any more.
+    let out = tokio::task::spawn_blocking(move || {
+        kafkactor_in(&dir, &[], &["asyncapi", "--from", &from, "--timeout", "2s"])
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("error: ") && stderr.contains("/asyncapi"),
+        "{stderr}"
+    );
+}

@@ -29,6 +29,7 @@ use crate::broker::{Broker, BrokerBackend};
 use crate::config::Config;
 use crate::error::{Error, Result};
 
+mod asyncapi;
 mod backlog;
 mod dlq;
 mod lag;
@@ -86,6 +87,9 @@ enum Command {
     Retries(backlog::Retries),
     /// What waits in the delay buckets, and when it falls due.
     Delays(backlog::DelayBacklog),
+    /// Writes a running application's AsyncAPI document (from its HTTP
+    /// endpoint; needs no broker).
+    Asyncapi(asyncapi::Fetch),
 }
 
 /// How a command ended, beyond success.
@@ -115,6 +119,10 @@ pub fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<Ended> {
+    let cli = match cli.command {
+        Command::Asyncapi(command) => return command.run(cli.timeout).await,
+        _ => cli,
+    };
     let broker = cli
         .settings
         .iter()
@@ -137,6 +145,7 @@ async fn run(cli: Cli) -> Result<Ended> {
         Command::Tail(command) => command.run(&backend, out).await,
         Command::Retries(command) => command.run(&backend, out).await,
         Command::Delays(command) => command.run(&backend, out).await,
+        Command::Asyncapi(_) => unreachable!("answered before the broker is asked"),
     }
 }
 
