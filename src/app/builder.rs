@@ -243,7 +243,7 @@ impl AppBuilder {
         O: Into<Outcome> + 'static,
     {
         let handler = Arc::new(handler);
-        self.subscribe::<FnHandler<T, F>, T, _>(sub, move || FnHandler::new(handler.clone()))
+        self.subscribe::<FnHandler<T, F, Fut>, T, _>(sub, move || FnHandler::new(handler.clone()))
     }
 
     /// The title, version and message schemas of the application's
@@ -309,7 +309,9 @@ impl AppBuilder {
         O: Into<BatchOutcome> + 'static,
     {
         let handler = Arc::new(handler);
-        self.subscribe_batch::<FnHandler<T, F>, T, _>(sub, move || FnHandler::new(handler.clone()))
+        self.subscribe_batch::<FnHandler<T, F, Fut>, T, _>(sub, move || {
+            FnHandler::new(handler.clone())
+        })
     }
 
     /// The largest record the producer accepts (key, headers and payload;

@@ -501,27 +501,49 @@ fn kafka_broker(addr: &str, partitions: i32) -> Broker {
         .set("topic.metadata.refresh.interval.ms", "1000")
 }
 
+/// One test of a body on one broker: `memory`, `kafka` (skipped, saying
+/// so, without `KAFKACTOR_TEST_BROKERS`) or `mock_cluster`.
+#[macro_export]
+macro_rules! on_broker {
+    (memory, $body:path, $partitions:expr) => {
+        #[actix::test]
+        async fn memory() {
+            $body($crate::support::TestBroker::memory($partitions)).await
+        }
+    };
+    (kafka, $body:path, $partitions:expr) => {
+        #[actix::test]
+        async fn kafka() {
+            let tb = $crate::or_skip!($crate::support::TestBroker::kafka($partitions));
+            $body(tb).await
+        }
+    };
+    (mock_cluster, $body:path, $partitions:expr) => {
+        #[actix::test]
+        async fn mock_cluster() {
+            $body($crate::support::TestBroker::mock($partitions)).await
+        }
+    };
+}
+
+/// Runs a behaviour test body on each of `brokers`, as module `name`'s
+/// tests: `on_brokers!(name, body, partitions, [memory, kafka])`.
+#[macro_export]
+macro_rules! on_brokers {
+    ($name:ident, $body:path, $partitions:expr, [$($broker:ident),+]) => {
+        mod $name {
+            $( $crate::on_broker!($broker, $body, $partitions); )+
+        }
+    };
+}
+
 /// Runs a behaviour test body on the embedded broker, Apache Kafka and the
 /// mock cluster: `on_every_broker!(test_name, body, partitions)` where `body` is
 /// `async fn(TestBroker)`.
 #[macro_export]
 macro_rules! on_every_broker {
     ($name:ident, $body:path, $partitions:expr) => {
-        mod $name {
-            #[actix::test]
-            async fn memory() {
-                $body($crate::support::TestBroker::memory($partitions)).await
-            }
-            #[actix::test]
-            async fn kafka() {
-                let tb = $crate::or_skip!($crate::support::TestBroker::kafka($partitions));
-                $body(tb).await
-            }
-            #[actix::test]
-            async fn mock_cluster() {
-                $body($crate::support::TestBroker::mock($partitions)).await
-            }
-        }
+        $crate::on_brokers!($name, $body, $partitions, [memory, kafka, mock_cluster]);
     };
 }
 
@@ -531,17 +553,7 @@ macro_rules! on_every_broker {
 #[macro_export]
 macro_rules! on_memory_and_kafka {
     ($name:ident, $body:path, $partitions:expr) => {
-        mod $name {
-            #[actix::test]
-            async fn memory() {
-                $body($crate::support::TestBroker::memory($partitions)).await
-            }
-            #[actix::test]
-            async fn kafka() {
-                let tb = $crate::or_skip!($crate::support::TestBroker::kafka($partitions));
-                $body(tb).await
-            }
-        }
+        $crate::on_brokers!($name, $body, $partitions, [memory, kafka]);
     };
 }
 
@@ -549,16 +561,6 @@ macro_rules! on_memory_and_kafka {
 #[macro_export]
 macro_rules! on_every_kafka_broker {
     ($name:ident, $body:path, $partitions:expr) => {
-        mod $name {
-            #[actix::test]
-            async fn kafka() {
-                let tb = $crate::or_skip!($crate::support::TestBroker::kafka($partitions));
-                $body(tb).await
-            }
-            #[actix::test]
-            async fn mock_cluster() {
-                $body($crate::support::TestBroker::mock($partitions)).await
-            }
-        }
+        $crate::on_brokers!($name, $body, $partitions, [kafka, mock_cluster]);
     };
 }
