@@ -81,13 +81,7 @@ async fn rejects_exhausted_retries_and_panics(tb: TestBroker) {
         .start()
         .await
         .unwrap();
-    t.publish_all(
-        orders(N, 25)
-            .iter()
-            .map(|o| Publish::to(topic.as_str()).key(&o.key).message(o).unwrap()),
-    )
-    .await
-    .unwrap();
+    publish_all(t.app(), &topic, &orders(N, 25)).await;
     t.quiet().await.unwrap();
 
     let dead: BTreeMap<u64, DeadLetter> = t
@@ -211,13 +205,7 @@ async fn response_future_panic(tb: TestBroker) {
         .start()
         .await
         .unwrap();
-    t.publish_all(
-        orders(20, 3)
-            .iter()
-            .map(|o| Publish::to(topic.as_str()).key(&o.key).message(o).unwrap()),
-    )
-    .await
-    .unwrap();
+    publish_all(t.app(), &topic, &orders(20, 3)).await;
     t.quiet().await.unwrap();
 
     let dead = t.dead_letters(&topic).await.unwrap();

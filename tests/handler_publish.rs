@@ -171,13 +171,7 @@ async fn a_question_mark_retries_or_rejects_by_the_errors_kind(tb: TestBroker) {
         .start()
         .await
         .unwrap();
-    t.publish_all(
-        orders(10, 10)
-            .iter()
-            .map(|o| Publish::to(topic.as_str()).key("one").message(o).unwrap()),
-    )
-    .await
-    .unwrap();
+    publish_all(t.app(), &topic, &orders(10, 10)).await;
     t.quiet().await.unwrap();
 
     let counts = log.counts();
@@ -195,7 +189,7 @@ async fn a_question_mark_retries_or_rejects_by_the_errors_kind(tb: TestBroker) {
         assert_eq!(
             failure.original_offset,
             Some(order.id as i64),
-            "one key, one partition: its offsets"
+            "one partition's offsets"
         );
         assert_eq!(failure.group, Some(t.group("g")));
         dead.push((failure.kind_name, failure.reason));

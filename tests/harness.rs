@@ -28,13 +28,7 @@ async fn quiet_waits_for_retries(tb: TestBroker) {
         .start()
         .await
         .unwrap();
-    t.publish_all(
-        orders(4, 2)
-            .iter()
-            .map(|o| Publish::to(topic.as_str()).key(&o.key).message(o).unwrap()),
-    )
-    .await
-    .unwrap();
+    publish_all(t.app(), &topic, &orders(4, 2)).await;
     t.quiet().await.unwrap();
     // Quiet only once every record's third attempt answered: 100 ms and
     // 200 ms of backoff later.
@@ -167,13 +161,7 @@ async fn the_environment_switches_to_kafka() {
         .await
         .unwrap();
     assert!(t.is_kafka() && t.broker().as_memory().is_none());
-    t.publish_all(
-        orders(3, 3)
-            .iter()
-            .map(|o| Publish::to(topic.as_str()).key(&o.key).message(o).unwrap()),
-    )
-    .await
-    .unwrap();
+    publish_all(t.app(), &topic, &orders(3, 3)).await;
     t.quiet().await.unwrap();
     assert_eq!(t.calls(&topic).len(), 3);
     t.shutdown().await.unwrap();
@@ -195,13 +183,7 @@ async fn scripted_failures(tb: TestBroker) {
         .unwrap();
     // One key: the first order fails twice and is dead-lettered, the
     // second fails once and is acknowledged on its second attempt.
-    t.publish_all(
-        orders(3, 1)
-            .iter()
-            .map(|o| Publish::to(topic.as_str()).key(&o.key).message(o).unwrap()),
-    )
-    .await
-    .unwrap();
+    publish_all(t.app(), &topic, &orders(3, 1)).await;
     t.quiet().await.unwrap();
     let calls: Vec<(u64, u32, bool)> = t
         .calls(&topic)
@@ -249,13 +231,7 @@ async fn revoked_mid_stream(tb: TestBroker) {
         .start()
         .await
         .unwrap();
-    t.publish_all(
-        orders(N, 20)
-            .iter()
-            .map(|o| Publish::to(topic.as_str()).key(&o.key).message(o).unwrap()),
-    )
-    .await
-    .unwrap();
+    publish_all(t.app(), &topic, &orders(N, 20)).await;
     t.until("some records handled", || async {
         !t.calls(&topic).is_empty()
     })

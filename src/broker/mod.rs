@@ -159,6 +159,16 @@ pub(crate) fn position(committed: &[Option<i64>], p: usize, low: i64) -> i64 {
     committed.get(p).copied().flatten().unwrap_or(low).max(low)
 }
 
+/// The records a group has not committed, over the partitions whose low
+/// and high watermarks are `watermarks` and whose commits are `committed`.
+pub(crate) fn behind(watermarks: &[(i64, i64)], committed: &[Option<i64>]) -> i64 {
+    watermarks
+        .iter()
+        .enumerate()
+        .map(|(p, &(low, high))| (high - position(committed, p, low)).max(0))
+        .sum()
+}
+
 /// What one poll returns, in order.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum ConsumerEvent {
@@ -492,11 +502,7 @@ impl Broker {
         let backend = self.backend()?;
         let watermarks = backend.watermarks(topic).await?;
         let committed = backend.committed(group, topic).await?;
-        Ok(watermarks
-            .iter()
-            .enumerate()
-            .map(|(p, &(low, high))| (high - position(&committed, p, low)).max(0))
-            .sum())
+        Ok(behind(&watermarks, &committed))
     }
 
     /// The offsets `group` committed for each partition of `topic`, by

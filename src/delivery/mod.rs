@@ -72,16 +72,7 @@ impl<T> Delivery<T> {
         &self,
         publish: Publish,
     ) -> impl Future<Output = Result<PublishOutcome>> + 'static {
-        let sent = match self.outlet.map(outlet::find) {
-            None => Err(Error::Unavailable(
-                "this delivery was not made by a subscription: it has no producer to publish with"
-                    .into(),
-            )),
-            // Its subscription is gone with its application.
-            Some(None) => Err(Error::Shutdown),
-            Some(Some(outlet)) => Ok(outlet),
-        }
-        .and_then(|outlet| match outlet {
+        let sent = self.outlet().and_then(|outlet| match outlet {
             // The producer gives it the record's context and transaction
             // (a batch's other records give their own context first).
             outlet if current::handles(&self.record) => {
@@ -117,17 +108,12 @@ impl<T> Delivery<T> {
         broker: &str,
         publish: Publish,
     ) -> impl Future<Output = Result<PublishOutcome>> + 'static {
-        let sent = match self.outlet.map(outlet::find) {
-            None => Err(Error::Unavailable(
-                "this delivery was not made by a subscription: it has no producer to publish with"
-                    .into(),
-            )),
-            Some(None) => Err(Error::Shutdown),
-            Some(Some(outlet)) if outlet.transactional => Err(Error::Config(format!(
+        let sent = self.outlet().and_then(|outlet| match outlet {
+            outlet if outlet.transactional => Err(Error::Config(format!(
                 "a transactional subscription writes its outputs in its own broker's \
                  transaction: it cannot publish to broker {broker:?}"
             ))),
-            Some(Some(outlet)) => match outlet.others.iter().find(|(name, _)| &**name == broker) {
+            outlet => match outlet.others.iter().find(|(name, _)| &**name == broker) {
                 Some((_, publisher)) => Ok(publisher.publish(publish.continuing(self))),
                 None => Err(Error::Config(format!(
                     "no broker named {broker:?} (the application has {})",
@@ -137,8 +123,22 @@ impl<T> Delivery<T> {
                         .join(", ")
                 ))),
             },
-        };
+        });
         async move { sent?.await }
+    }
+
+    /// Where this delivery's publishes go: its subscription's outlet, while
+    /// the subscription runs.
+    fn outlet(&self) -> Result<outlet::Outlet> {
+        match self.outlet.map(outlet::find) {
+            None => Err(Error::Unavailable(
+                "this delivery was not made by a subscription: it has no producer to publish with"
+                    .into(),
+            )),
+            // Its subscription is gone with its application.
+            Some(None) => Err(Error::Shutdown),
+            Some(Some(outlet)) => Ok(outlet),
+        }
     }
 
     /// Replies `message` to the request this record is: to the topic (and

@@ -66,7 +66,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use actix::{Actor, Context, Handler};
 
 use crate::app::{App, AppBuilder, Kafkactor};
-use crate::broker::{position, Broker};
+use crate::broker::{behind, Broker};
 use crate::codec::Decode;
 use crate::dead_letter::DeadLettered;
 use crate::delivery::{Batch, BatchOutcome, Delivery, Outcome};
@@ -508,11 +508,7 @@ impl TestApp {
             for topic in &w.reads {
                 let marks = backend.watermarks(topic).await?;
                 let committed = backend.committed(&w.group, topic).await?;
-                let lag: i64 = marks
-                    .iter()
-                    .enumerate()
-                    .map(|(p, &(low, high))| (high - position(&committed, p, low)).max(0))
-                    .sum();
+                let lag = behind(&marks, &committed);
                 if lag > 0 {
                     pending.push(format!("group {} has {lag} of {topic} to commit", w.named));
                 }
